@@ -1,0 +1,72 @@
+//! `fraudstream evaluate`.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use serde_json::json;
+
+use super::print::{metric_rows, metrics_json, table, with};
+use super::{InputArgs, ReportArgs, read_input};
+use crate::eval::evaluate;
+use crate::eval::report::{ReportInput, write_report};
+use crate::model::Model;
+use crate::schema::FIELD_NAMES;
+
+/// `evaluate` arguments.
+#[derive(Debug, Args)]
+pub struct EvaluateArgs {
+    /// The model file.
+    #[arg(long, short)]
+    model: PathBuf,
+    #[command(flatten)]
+    input: InputArgs,
+    /// Override the model's threshold.
+    #[arg(long)]
+    threshold: Option<f64>,
+    #[command(flatten)]
+    report: ReportArgs,
+}
+
+/// Run `evaluate`.
+pub fn run(args: &EvaluateArgs) -> anyhow::Result<()> {
+    let model = Model::load(&args.model)?;
+    model.check_input(&FIELD_NAMES)?;
+    let data = read_input(&args.input)?;
+    let labels = data.labels()?;
+    let scores = model.score_dataset(&data);
+    let threshold = args.threshold.unwrap_or(model.meta().threshold);
+    let m = evaluate(&scores, &labels, threshold);
+    if let Some(dir) = &args.report.report {
+        let meta = model.meta();
+        let importances: Vec<(String, f64)> = meta
+            .features
+            .iter()
+            .cloned()
+            .zip(meta.feature_importances.iter().copied())
+            .collect();
+        let page = write_report(
+            dir,
+            &ReportInput {
+                title: &format!("fraudstream model {} — {}", meta.version, args.input.input),
+                scores: &scores,
+                labels: &labels,
+                metrics: &m,
+                importances: &importances,
+            },
+        )?;
+        tracing::info!(report = %page.display(), "report written");
+    }
+    if args.report.json {
+        let out = with(
+            metrics_json(&m),
+            json!({"model_version": model.version(), "input": args.input.input}),
+        );
+        println!("{out}");
+    } else {
+        table(
+            &format!("model {} on {}", model.version(), args.input.input),
+            &metric_rows(&m),
+        );
+    }
+    Ok(())
+}

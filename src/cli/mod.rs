@@ -1,0 +1,122 @@
+//! The command-line interface: argument definitions and one module per command.
+
+mod evaluate;
+mod inspect;
+mod print;
+mod score;
+mod train;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::schema::{ReadOptions, ReadReport};
+
+/// fraudstream: streaming credit-card fraud detection with a fast random forest.
+#[derive(Debug, Parser)]
+#[command(name = "fraudstream", version, about, long_about = None)]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+    /// Log filter (tracing `EnvFilter` syntax); `RUST_LOG` is used when unset.
+    #[arg(long, global = true)]
+    pub log: Option<String>,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Train a model on a labelled file, hold out a test set, and report its metrics.
+    Train(train::TrainArgs),
+    /// Evaluate a model on a labelled file it never saw.
+    Evaluate(evaluate::EvaluateArgs),
+    /// Score a file with a model, writing one verdict per transaction.
+    Score(score::ScoreArgs),
+    /// Work with model files.
+    #[command(subcommand)]
+    Model(ModelCommand),
+}
+
+/// `model` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ModelCommand {
+    /// Print a model's metadata: features, hyper-parameters, threshold, metrics.
+    Inspect(inspect::InspectArgs),
+}
+
+/// Input options shared by the commands that read transactions.
+#[derive(Debug, Args)]
+pub struct InputArgs {
+    /// Input file: Kaggle-layout CSV (`-` for stdin), JSON lines (.jsonl/.ndjson/.json) or
+    /// Parquet (.parquet).
+    #[arg(long, short)]
+    pub input: String,
+    /// Skip invalid rows (counting and reporting them) instead of stopping at the first.
+    #[arg(long)]
+    pub skip_invalid: bool,
+}
+
+/// Output options shared by the commands that report metrics.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Write an evaluation report (SVG charts and an HTML page) into this directory.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+}
+
+/// Run a parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Train(a) => train::run(&a),
+        Command::Evaluate(a) => evaluate::run(&a),
+        Command::Score(a) => score::run(&a),
+        Command::Model(ModelCommand::Inspect(a)) => inspect::run(&a),
+    }
+}
+
+/// Read an input with a spinner, and log what was skipped.
+fn read_input(args: &InputArgs) -> anyhow::Result<crate::schema::Dataset> {
+    let spinner = print::spinner(format!("reading {}", args.input));
+    let (data, report) = crate::schema::read_dataset(
+        &args.input,
+        ReadOptions {
+            skip_invalid: args.skip_invalid,
+        },
+    )?;
+    spinner.finish_and_clear();
+    log_skipped(&args.input, &report);
+    tracing::info!(input = %args.input, rows = data.len(), "read input");
+    Ok(data)
+}
+
+fn log_skipped(input: &str, report: &ReadReport) {
+    if report.skipped == 0 {
+        return;
+    }
+    tracing::warn!(input, skipped = report.skipped, "skipped invalid rows");
+    for e in &report.examples {
+        eprintln!("skipped: {e}");
+    }
+    if report.skipped > report.examples.len() {
+        eprintln!(
+            "skipped: … and {} more",
+            report.skipped - report.examples.len()
+        );
+    }
+}

@@ -1,0 +1,226 @@
+//! `fraudstream train`.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use serde_json::json;
+
+use super::print::{self, metric_rows, metrics_json, table, with};
+use super::{InputArgs, ReportArgs, read_input};
+use crate::eval::report::{ReportInput, write_report};
+use crate::eval::{SplitKind, ThresholdStrategy};
+use crate::forest::{ClassWeight, Criterion, MaxFeatures, TrainParams};
+use crate::pipeline::{TrainOptions, train_model};
+
+/// `train` arguments. Hyper-parameters left unset come from `--config`, then the defaults.
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    input: InputArgs,
+    /// Where to write the model file.
+    #[arg(long, short)]
+    out: PathBuf,
+    /// A TOML file with a `[train]` table of hyper-parameters (see config/train.toml).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Number of trees [default: 100].
+    #[arg(long)]
+    trees: Option<usize>,
+    /// Maximum depth [default: unlimited].
+    #[arg(long)]
+    max_depth: Option<usize>,
+    /// Minimum samples per leaf [default: 1].
+    #[arg(long)]
+    min_samples_leaf: Option<usize>,
+    /// Minimum samples to split a node [default: 2].
+    #[arg(long)]
+    min_samples_split: Option<usize>,
+    /// Features tried per split: sqrt, log2, all, a count, or a fraction [default: sqrt].
+    #[arg(long)]
+    max_features: Option<MaxFeatures>,
+    /// Split criterion [default: gini].
+    #[arg(long, value_enum)]
+    criterion: Option<Criterion>,
+    /// Class weights: none, balanced, or a fraud weight [default: none].
+    #[arg(long)]
+    class_weight: Option<ClassWeight>,
+    /// Sample without replacement instead of bootstrapping.
+    #[arg(long)]
+    no_bootstrap: bool,
+    /// Rows drawn per tree, as a fraction of the training rows [default: 1.0].
+    #[arg(long)]
+    sample_fraction: Option<f64>,
+    /// Maximum bins per feature, 2..=255 [default: 255].
+    #[arg(long)]
+    max_bins: Option<usize>,
+    /// Seed for the split and the forest [default: 42].
+    #[arg(long)]
+    seed: Option<u64>,
+    /// How to hold out test rows.
+    #[arg(long, value_enum, default_value_t = SplitKind::Stratified)]
+    split: SplitKind,
+    /// Fraction of rows held out.
+    #[arg(long, default_value_t = 0.2)]
+    test_fraction: f64,
+    /// Comma-separated features [default: V1..V28,Amount].
+    #[arg(long, value_delimiter = ',')]
+    features: Option<Vec<String>>,
+    /// Threshold choice: f1, precision:P or fixed:T (chosen on out-of-bag scores).
+    #[arg(long, default_value = "f1")]
+    threshold: ThresholdStrategy,
+    /// Worker threads for training [default: all cores].
+    #[arg(long)]
+    threads: Option<usize>,
+    #[command(flatten)]
+    report: ReportArgs,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    #[serde(default)]
+    train: TrainParams,
+}
+
+impl TrainArgs {
+    fn params(&self) -> anyhow::Result<TrainParams> {
+        let mut p = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                toml::from_str::<ConfigFile>(&text)
+                    .with_context(|| format!("{}: invalid configuration", path.display()))?
+                    .train
+            }
+            None => TrainParams::default(),
+        };
+        macro_rules! set {
+            ($field:ident, $value:expr) => {
+                if let Some(v) = $value {
+                    p.$field = v;
+                }
+            };
+        }
+        set!(n_trees, self.trees);
+        set!(min_samples_leaf, self.min_samples_leaf);
+        set!(min_samples_split, self.min_samples_split);
+        set!(max_features, self.max_features);
+        set!(criterion, self.criterion);
+        set!(class_weight, self.class_weight);
+        set!(sample_fraction, self.sample_fraction);
+        set!(max_bins, self.max_bins);
+        set!(seed, self.seed);
+        if self.max_depth.is_some() {
+            p.max_depth = self.max_depth;
+        }
+        if self.no_bootstrap {
+            p.bootstrap = false;
+        }
+        p.validate()?;
+        Ok(p)
+    }
+}
+
+/// Run `train`.
+pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
+    let params = args.params()?;
+    let mut opts = TrainOptions {
+        params,
+        split: args.split,
+        test_fraction: args.test_fraction,
+        threshold: args.threshold,
+        ..TrainOptions::default()
+    };
+    if let Some(f) = &args.features {
+        opts.features.clone_from(f);
+    }
+    let data = read_input(&args.input)?;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(args.threads.unwrap_or(0))
+        .build()?;
+    let bar = print::bar(opts.params.n_trees as u64, "training");
+    let outcome = pool.install(|| train_model(&data, &args.input.input, &opts, &|| bar.inc(1)))?;
+    bar.finish_and_clear();
+    let model = &outcome.model;
+    let sha = model.save(&args.out)?;
+    let meta = model.meta();
+    tracing::info!(
+        model = %args.out.display(),
+        version = %meta.version,
+        seconds = meta.train_seconds,
+        "model written"
+    );
+
+    let (evaluated_on, metrics) = outcome
+        .headline()
+        .context("no metrics: the data has no held-out or out-of-bag rows")?;
+    if let Some(dir) = &args.report.report {
+        let (scores, labels) = if evaluated_on == "holdout" {
+            (outcome.test_scores.clone(), outcome.test_labels.clone())
+        } else {
+            anyhow::bail!("--report needs a held-out set; use --split stratified or time");
+        };
+        let importances: Vec<(String, f64)> = meta
+            .features
+            .iter()
+            .cloned()
+            .zip(meta.feature_importances.iter().copied())
+            .collect();
+        let page = write_report(
+            dir,
+            &ReportInput {
+                title: &format!("fraudstream model {} — holdout", meta.version),
+                scores: &scores,
+                labels: &labels,
+                metrics,
+                importances: &importances,
+            },
+        )?;
+        tracing::info!(report = %page.display(), "report written");
+    }
+    if args.report.json {
+        let out = with(
+            metrics_json(metrics),
+            json!({
+                "evaluated_on": evaluated_on,
+                "model": args.out.display().to_string(),
+                "model_version": meta.version,
+                "sha256": sha,
+                "train_rows": meta.train_rows,
+                "train_frauds": meta.train_frauds,
+                "train_seconds": meta.train_seconds,
+                "threshold_source": meta.threshold_source,
+                "oob": meta.oob_metrics.as_ref().map(metrics_json),
+            }),
+        );
+        println!("{out}");
+    } else {
+        table(
+            &format!(
+                "model {} ({} trees, {} nodes) written to {}",
+                meta.version,
+                model.forest().trees().len(),
+                model.forest().n_nodes(),
+                args.out.display()
+            ),
+            &[
+                ("training rows", meta.train_rows.to_string()),
+                ("training frauds", meta.train_frauds.to_string()),
+                ("training time", format!("{:.2} s", meta.train_seconds)),
+                (
+                    "threshold",
+                    format!(
+                        "{:.4} ({} on {} scores)",
+                        meta.threshold, meta.threshold_strategy, meta.threshold_source
+                    ),
+                ),
+            ],
+        );
+        table(
+            &format!("metrics on {evaluated_on} rows"),
+            &metric_rows(metrics),
+        );
+    }
+    Ok(())
+}

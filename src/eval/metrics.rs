@@ -1,0 +1,406 @@
+//! Ranking and threshold metrics for binary fraud scores.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// Metrics of a set of scores against labels. Ranking metrics are `None` when only one
+/// class is present (they are undefined then).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Metrics {
+    /// Rows evaluated.
+    pub rows: usize,
+    /// Frauds among them.
+    pub frauds: usize,
+    /// Area under the precision-recall curve, as average precision
+    /// (scikit-learn's `average_precision_score`).
+    pub auprc: Option<f64>,
+    /// Area under the ROC curve.
+    pub roc_auc: Option<f64>,
+    /// Highest recall at any threshold whose precision is at least 0.90.
+    pub recall_at_precision_90: Option<f64>,
+    /// The decision threshold: scores at or above it are flagged.
+    pub threshold: f64,
+    /// Precision at the threshold (1.0 when nothing is flagged).
+    pub precision: f64,
+    /// Recall at the threshold (0.0 when there are no frauds).
+    pub recall: f64,
+    /// F1 at the threshold.
+    pub f1: f64,
+    /// True positives at the threshold.
+    pub tp: usize,
+    /// False positives at the threshold.
+    pub fp: usize,
+    /// True negatives at the threshold.
+    pub tn: usize,
+    /// False negatives at the threshold.
+    pub fn_: usize,
+}
+
+/// Cumulative counts at each distinct score, from the highest score down.
+struct Curve {
+    /// (score, true positives, false positives) after including every row with that score.
+    points: Vec<(f64, usize, usize)>,
+    positives: usize,
+    negatives: usize,
+}
+
+impl Curve {
+    fn new(scores: &[f32], labels: &[u8]) -> Self {
+        let mut order: Vec<usize> = (0..scores.len()).collect();
+        order.sort_unstable_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+        let mut points = Vec::new();
+        let (mut tp, mut fp) = (0, 0);
+        for (k, &i) in order.iter().enumerate() {
+            if labels[i] == 1 {
+                tp += 1;
+            } else {
+                fp += 1;
+            }
+            let last_of_group = order.get(k + 1).is_none_or(|&j| scores[j] != scores[i]);
+            if last_of_group {
+                points.push((f64::from(scores[i]), tp, fp));
+            }
+        }
+        Self {
+            points,
+            positives: tp,
+            negatives: fp,
+        }
+    }
+
+    fn average_precision(&self) -> Option<f64> {
+        if self.positives == 0 {
+            return None;
+        }
+        let p = self.positives as f64;
+        let mut ap = 0.0;
+        let mut prev_recall = 0.0;
+        for &(_, tp, fp) in &self.points {
+            let recall = tp as f64 / p;
+            let precision = tp as f64 / (tp + fp) as f64;
+            ap += (recall - prev_recall) * precision;
+            prev_recall = recall;
+        }
+        Some(ap)
+    }
+
+    fn roc_auc(&self) -> Option<f64> {
+        if self.positives == 0 || self.negatives == 0 {
+            return None;
+        }
+        let (p, n) = (self.positives as f64, self.negatives as f64);
+        let mut auc = 0.0;
+        let (mut prev_tpr, mut prev_fpr) = (0.0, 0.0);
+        for &(_, tp, fp) in &self.points {
+            let (tpr, fpr) = (tp as f64 / p, fp as f64 / n);
+            auc += (fpr - prev_fpr) * (tpr + prev_tpr) / 2.0;
+            (prev_tpr, prev_fpr) = (tpr, fpr);
+        }
+        Some(auc)
+    }
+
+    /// Best recall among thresholds with precision >= `floor`, with that threshold.
+    fn recall_at_precision(&self, floor: f64) -> Option<(f64, f64)> {
+        if self.positives == 0 {
+            return None;
+        }
+        let mut best: Option<(f64, f64)> = None;
+        for &(s, tp, fp) in &self.points {
+            let precision = tp as f64 / (tp + fp) as f64;
+            if tp > 0 && precision >= floor {
+                let recall = tp as f64 / self.positives as f64;
+                if best.is_none_or(|(r, _)| recall > r) {
+                    best = Some((recall, s));
+                }
+            }
+        }
+        Some(best.unwrap_or((0.0, f64::INFINITY)))
+    }
+
+    /// The threshold (a score present in the data) with the highest F1.
+    fn max_f1(&self) -> Option<f64> {
+        let p = self.positives as f64;
+        self.points
+            .iter()
+            .filter(|(_, tp, _)| *tp > 0)
+            .map(|&(s, tp, fp)| (s, 2.0 * tp as f64 / (p + (tp + fp) as f64)))
+            .max_by(|a, b| a.1.total_cmp(&b.1).then(a.0.total_cmp(&b.0)))
+            .map(|(s, _)| s)
+    }
+
+    /// Points for plotting the precision-recall curve: (recall, precision).
+    fn pr_points(&self) -> Vec<(f64, f64)> {
+        let p = self.positives.max(1) as f64;
+        let mut v = vec![(0.0, 1.0)];
+        v.extend(
+            self.points
+                .iter()
+                .map(|&(_, tp, fp)| (tp as f64 / p, tp as f64 / (tp + fp) as f64)),
+        );
+        v
+    }
+
+    /// Points for plotting the ROC curve: (false positive rate, true positive rate).
+    fn roc_points(&self) -> Vec<(f64, f64)> {
+        let p = self.positives.max(1) as f64;
+        let n = self.negatives.max(1) as f64;
+        let mut v = vec![(0.0, 0.0)];
+        v.extend(
+            self.points
+                .iter()
+                .map(|&(_, tp, fp)| (fp as f64 / n, tp as f64 / p)),
+        );
+        v
+    }
+}
+
+/// Average precision, as scikit-learn's `average_precision_score`:
+/// Σ (Rₙ − Rₙ₋₁) · Pₙ over distinct score thresholds, highest first. `None` without
+/// positives.
+#[must_use]
+pub fn average_precision(scores: &[f32], labels: &[u8]) -> Option<f64> {
+    Curve::new(scores, labels).average_precision()
+}
+
+/// Area under the ROC curve (trapezoidal, ties handled as one step). `None` unless both
+/// classes are present.
+#[must_use]
+pub fn roc_auc(scores: &[f32], labels: &[u8]) -> Option<f64> {
+    Curve::new(scores, labels).roc_auc()
+}
+
+/// Highest recall at a threshold whose precision is at least `floor` (0 if none is).
+#[must_use]
+pub fn recall_at_precision(scores: &[f32], labels: &[u8], floor: f64) -> Option<f64> {
+    Curve::new(scores, labels)
+        .recall_at_precision(floor)
+        .map(|(r, _)| r)
+}
+
+/// Precision-recall curve points (recall, precision) for plotting.
+#[must_use]
+pub fn pr_curve(scores: &[f32], labels: &[u8]) -> Vec<(f64, f64)> {
+    Curve::new(scores, labels).pr_points()
+}
+
+/// ROC curve points (false positive rate, true positive rate) for plotting.
+#[must_use]
+pub fn roc_curve(scores: &[f32], labels: &[u8]) -> Vec<(f64, f64)> {
+    Curve::new(scores, labels).roc_points()
+}
+
+/// How a model's decision threshold is chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum ThresholdStrategy {
+    /// The score that maximises F1.
+    MaxF1,
+    /// The lowest score whose precision reaches the target (highest recall there).
+    Precision(f64),
+    /// A fixed threshold.
+    Fixed(f64),
+}
+
+impl fmt::Display for ThresholdStrategy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::MaxF1 => f.write_str("f1"),
+            Self::Precision(p) => write!(f, "precision:{p}"),
+            Self::Fixed(t) => write!(f, "fixed:{t}"),
+        }
+    }
+}
+
+impl FromStr for ThresholdStrategy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("invalid threshold strategy {s:?}: use f1, precision:P or fixed:T");
+        let in_unit = |v: &str| {
+            v.parse::<f64>()
+                .ok()
+                .filter(|x| (0.0..=1.0).contains(x))
+                .ok_or_else(bad)
+        };
+        match s.trim().split_once(':') {
+            None if s.trim() == "f1" => Ok(Self::MaxF1),
+            Some(("precision", v)) => in_unit(v).map(Self::Precision),
+            Some(("fixed", v)) => in_unit(v).map(Self::Fixed),
+            _ => Err(bad()),
+        }
+    }
+}
+
+impl TryFrom<String> for ThresholdStrategy {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl From<ThresholdStrategy> for String {
+    fn from(t: ThresholdStrategy) -> Self {
+        t.to_string()
+    }
+}
+
+impl ThresholdStrategy {
+    /// Choose a threshold on labelled scores. Falls back to 0.5 when the data cannot
+    /// support the choice (no frauds, or the precision target is never reached).
+    #[must_use]
+    pub fn choose(self, scores: &[f32], labels: &[u8]) -> f64 {
+        let curve = Curve::new(scores, labels);
+        match self {
+            Self::Fixed(t) => t,
+            Self::MaxF1 => curve.max_f1().unwrap_or(0.5),
+            Self::Precision(p) => match curve.recall_at_precision(p) {
+                Some((r, t)) if r > 0.0 => t,
+                _ => 0.5,
+            },
+        }
+    }
+}
+
+/// All metrics of `scores` against `labels`, flagging scores `>= threshold`.
+///
+/// # Panics
+/// If `scores` and `labels` differ in length.
+#[must_use]
+pub fn evaluate(scores: &[f32], labels: &[u8], threshold: f64) -> Metrics {
+    assert_eq!(scores.len(), labels.len(), "one label per score");
+    let curve = Curve::new(scores, labels);
+    let (mut tp, mut fp, mut tn, mut fn_) = (0, 0, 0, 0);
+    for (&s, &l) in scores.iter().zip(labels) {
+        match (f64::from(s) >= threshold, l == 1) {
+            (true, true) => tp += 1,
+            (true, false) => fp += 1,
+            (false, false) => tn += 1,
+            (false, true) => fn_ += 1,
+        }
+    }
+    let precision = if tp + fp == 0 {
+        1.0
+    } else {
+        tp as f64 / (tp + fp) as f64
+    };
+    let recall = if tp + fn_ == 0 {
+        0.0
+    } else {
+        tp as f64 / (tp + fn_) as f64
+    };
+    let f1 = if tp == 0 {
+        0.0
+    } else {
+        2.0 * tp as f64 / (2 * tp + fp + fn_) as f64
+    };
+    Metrics {
+        rows: scores.len(),
+        frauds: curve.positives,
+        auprc: curve.average_precision(),
+        roc_auc: curve.roc_auc(),
+        recall_at_precision_90: curve.recall_at_precision(0.9).map(|(r, _)| r),
+        threshold,
+        precision,
+        recall,
+        f1,
+        tp,
+        fp,
+        tn,
+        fn_,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn close(a: f64, b: f64) {
+        assert!((a - b).abs() < 1e-12, "{a} != {b}");
+    }
+
+    #[test]
+    fn average_precision_matches_sklearn_example() {
+        // sklearn docs: average_precision_score([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8]) = 0.8333…
+        let ap = average_precision(&[0.1, 0.4, 0.35, 0.8], &[0, 0, 1, 1]).unwrap();
+        close(ap, 0.833_333_333_333_333_4);
+    }
+
+    #[test]
+    fn roc_auc_matches_sklearn_example() {
+        // sklearn docs: roc_auc_score([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8]) = 0.75
+        close(
+            roc_auc(&[0.1, 0.4, 0.35, 0.8], &[0, 0, 1, 1]).unwrap(),
+            0.75,
+        );
+    }
+
+    #[test]
+    fn ties_are_one_threshold() {
+        // Scores: 0.9 (pos), 0.5 (pos), 0.5 (neg), 0.1 (neg).
+        // Thresholds: 0.9 -> R=.5,P=1 ; 0.5 -> R=1,P=2/3 ; AP = .5*1 + .5*(2/3) = 0.8333…
+        let s = [0.9, 0.5, 0.5, 0.1];
+        let l = [1, 1, 0, 0];
+        close(average_precision(&s, &l).unwrap(), 0.5 + 0.5 * 2.0 / 3.0);
+        // ROC points (0,.5) -> (.5,1) -> (1,1): area = .5*.75 + .5*1 = 0.875
+        close(roc_auc(&s, &l).unwrap(), 0.875);
+        // All scores tied: AP is the positive rate, AUC 0.5.
+        close(average_precision(&[0.3; 4], &l).unwrap(), 0.5);
+        close(roc_auc(&[0.3; 4], &l).unwrap(), 0.5);
+    }
+
+    #[test]
+    fn recall_at_precision_floor() {
+        // Ranked: 1 1 0 1 0 0: precision at k=2 is 1 (recall 2/3); at k=4 is 3/4.
+        let s = [0.9, 0.8, 0.7, 0.6, 0.5, 0.4];
+        let l = [1, 1, 0, 1, 0, 0];
+        close(recall_at_precision(&s, &l, 0.9).unwrap(), 2.0 / 3.0);
+        close(recall_at_precision(&s, &l, 0.75).unwrap(), 1.0);
+        close(recall_at_precision(&[0.9, 0.1], &[0, 1], 0.9).unwrap(), 0.0);
+    }
+
+    #[test]
+    fn confusion_at_threshold() {
+        let s = [0.9, 0.8, 0.7, 0.6, 0.5, 0.4];
+        let l = [1, 1, 0, 1, 0, 0];
+        let m = evaluate(&s, &l, 0.7);
+        assert_eq!((m.tp, m.fp, m.tn, m.fn_), (2, 1, 2, 1));
+        close(m.precision, 2.0 / 3.0);
+        close(m.recall, 2.0 / 3.0);
+        close(m.f1, 2.0 / 3.0);
+        assert_eq!((m.rows, m.frauds), (6, 3));
+    }
+
+    #[test]
+    fn threshold_strategies() {
+        let s = [0.9, 0.8, 0.7, 0.6, 0.5, 0.4];
+        let l = [1, 1, 0, 1, 0, 0];
+        // F1 at 0.8: 2*2/(3+2)=0.8 ; at 0.6: 2*3/(3+4)=0.857 -> 0.6
+        close(ThresholdStrategy::MaxF1.choose(&s, &l), 0.6000000238418579);
+        close(
+            ThresholdStrategy::Precision(0.9).choose(&s, &l),
+            0.800000011920929,
+        );
+        close(ThresholdStrategy::Fixed(0.3).choose(&s, &l), 0.3);
+        close(ThresholdStrategy::MaxF1.choose(&s, &[0; 6]), 0.5);
+    }
+
+    #[test]
+    fn single_class_metrics_are_none() {
+        let m = evaluate(&[0.1, 0.2], &[0, 0], 0.5);
+        assert_eq!(m.auprc, None);
+        assert_eq!(m.roc_auc, None);
+        let m = evaluate(&[0.1, 0.2], &[1, 1], 0.5);
+        assert_eq!(m.roc_auc, None);
+        close(m.auprc.unwrap(), 1.0);
+    }
+
+    #[test]
+    fn strategy_parse_round_trip() {
+        for s in ["f1", "precision:0.9", "fixed:0.35"] {
+            assert_eq!(s.parse::<ThresholdStrategy>().unwrap().to_string(), s);
+        }
+        assert!("precision:2".parse::<ThresholdStrategy>().is_err());
+        assert!("max".parse::<ThresholdStrategy>().is_err());
+    }
+}

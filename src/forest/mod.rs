@@ -1,0 +1,17 @@
+//! Our random-forest engine: histogram training, flat-array serving, explanations.
+//!
+//! - [`params`]: hyper-parameters and their validation.
+//! - [`binning`]: quantile binning of features into at most 255 `u8` bins.
+//! - [`train`]: per-node class histograms with the subtraction trick; rayon over trees.
+//! - [`tree`]: the serving representation (8-byte nodes) and the [`Forest`] scorer,
+//!   with batch and single-row paths, importances and decision-path contributions.
+
+pub mod binning;
+pub mod params;
+pub mod train;
+pub mod tree;
+
+pub use binning::Binner;
+pub use params::{ClassWeight, Criterion, MaxFeatures, TrainParams};
+pub use train::{TrainError, Trained, train};
+pub use tree::{Forest, Node, Tree, TreeError};

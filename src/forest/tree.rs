@@ -1,0 +1,466 @@
+//! The serving representation: flat arrays of 8-byte nodes.
+//!
+//! A node is a raw `f32` threshold plus one `u32`: the feature index in the top 8 bits and
+//! the left child's index in the low 24. The right child is always `left + 1`, so a step
+//! is `i = left + (x[f] > threshold)`, with no branch on the direction. A leaf has left
+//! index 0 (the root is never a child) and keeps its fraud probability in `threshold`.
+//! Children always come after their parent, which the loader checks, so every walk ends.
+
+use rayon::prelude::*;
+
+/// Maximum number of features a model can use (8 bits in a node).
+pub const MAX_FEATURES: usize = 255;
+/// Maximum nodes per tree (24-bit child index).
+pub const MAX_NODES: usize = 1 << 24;
+
+const CHILD_MASK: u32 = (1 << 24) - 1;
+
+/// Rows scored together per tree pass: enough to amortise loading a tree's top levels,
+/// few enough that the rows and their partial sums stay in L1.
+const BLOCK_ROWS: usize = 64;
+
+/// Rows per parallel task in batch scoring.
+const PAR_CHUNK_ROWS: usize = 4096;
+
+/// One tree node.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Node {
+    /// Split threshold (`x <= threshold` goes left), or the leaf's fraud probability.
+    pub threshold: f32,
+    /// Feature (top 8 bits) and left child (low 24 bits); 0 for a leaf.
+    pub meta: u32,
+}
+
+impl Node {
+    /// A leaf with fraud probability `p`.
+    #[must_use]
+    pub fn leaf(p: f32) -> Self {
+        Self {
+            threshold: p,
+            meta: 0,
+        }
+    }
+
+    /// A split on `feature` at `threshold`, with children `left` and `left + 1`.
+    #[must_use]
+    pub fn split(feature: usize, threshold: f32, left: u32) -> Self {
+        Self {
+            threshold,
+            meta: ((feature as u32) << 24) | (left & CHILD_MASK),
+        }
+    }
+
+    /// Whether the node is a leaf.
+    #[must_use]
+    pub fn is_leaf(self) -> bool {
+        self.meta & CHILD_MASK == 0
+    }
+
+    /// The feature a split tests.
+    #[must_use]
+    pub fn feature(self) -> usize {
+        (self.meta >> 24) as usize
+    }
+
+    /// The left child's index.
+    #[must_use]
+    pub fn left(self) -> usize {
+        (self.meta & CHILD_MASK) as usize
+    }
+}
+
+/// A structural problem in a tree (from a corrupt or hand-made model).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum TreeError {
+    /// A tree with no nodes.
+    #[error("tree {tree} has no nodes")]
+    Empty {
+        /// Tree index.
+        tree: usize,
+    },
+    /// A child index that is out of range or not after its parent.
+    #[error("tree {tree}, node {node}: child index {child} is invalid")]
+    Child {
+        /// Tree index.
+        tree: usize,
+        /// Node index.
+        node: usize,
+        /// The child index.
+        child: usize,
+    },
+    /// A split on a feature the model does not have.
+    #[error("tree {tree}, node {node}: feature {feature} out of range")]
+    Feature {
+        /// Tree index.
+        tree: usize,
+        /// Node index.
+        node: usize,
+        /// The feature index.
+        feature: usize,
+    },
+    /// A NaN/infinite threshold or a leaf probability outside [0, 1].
+    #[error("tree {tree}, node {node}: invalid value {value}")]
+    Value {
+        /// Tree index.
+        tree: usize,
+        /// Node index.
+        node: usize,
+        /// The value.
+        value: f32,
+    },
+    /// Arrays of different lengths.
+    #[error("tree {tree}: {nodes} nodes but {values} node values")]
+    Length {
+        /// Tree index.
+        tree: usize,
+        /// Node count.
+        nodes: usize,
+        /// Value count.
+        values: usize,
+    },
+    /// A forest with no trees.
+    #[error("forest has no trees")]
+    NoTrees,
+    /// More features than a node can address.
+    #[error("forest declares {0} features; at most {MAX_FEATURES} are supported")]
+    TooManyFeatures(usize),
+}
+
+/// One tree: nodes, and each node's fraud probability (used for explanations).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tree {
+    nodes: Vec<Node>,
+    values: Vec<f32>,
+}
+
+impl Tree {
+    /// A tree from its arrays (checked by [`Forest::new`]).
+    #[must_use]
+    pub fn new(nodes: Vec<Node>, values: Vec<f32>) -> Self {
+        Self { nodes, values }
+    }
+
+    /// The nodes.
+    #[must_use]
+    pub fn nodes(&self) -> &[Node] {
+        &self.nodes
+    }
+
+    /// Each node's fraud probability.
+    #[must_use]
+    pub fn values(&self) -> &[f32] {
+        &self.values
+    }
+
+    /// Depth of the deepest leaf (root = 0).
+    #[must_use]
+    pub fn depth(&self) -> usize {
+        let mut depth = vec![0usize; self.nodes.len()];
+        let mut max = 0;
+        for (i, n) in self.nodes.iter().enumerate() {
+            if !n.is_leaf() {
+                let l = n.left();
+                depth[l] = depth[i] + 1;
+                depth[l + 1] = depth[i] + 1;
+                max = max.max(depth[i] + 1);
+            }
+        }
+        max
+    }
+
+    #[inline]
+    fn leaf_value(&self, x: &[f32]) -> f32 {
+        let mut i = 0;
+        loop {
+            let n = self.nodes[i];
+            if n.is_leaf() {
+                return n.threshold;
+            }
+            i = n.left() + usize::from(x[n.feature()] > n.threshold);
+        }
+    }
+
+    fn validate(&self, tree: usize, n_features: usize) -> Result<(), TreeError> {
+        let len = self.nodes.len();
+        if len == 0 {
+            return Err(TreeError::Empty { tree });
+        }
+        if self.values.len() != len {
+            return Err(TreeError::Length {
+                tree,
+                nodes: len,
+                values: self.values.len(),
+            });
+        }
+        for (node, (n, &v)) in self.nodes.iter().zip(&self.values).enumerate() {
+            if !(0.0..=1.0).contains(&v) {
+                return Err(TreeError::Value {
+                    tree,
+                    node,
+                    value: v,
+                });
+            }
+            if n.is_leaf() {
+                if !(0.0..=1.0).contains(&n.threshold) {
+                    return Err(TreeError::Value {
+                        tree,
+                        node,
+                        value: n.threshold,
+                    });
+                }
+                continue;
+            }
+            let child = n.left();
+            if child <= node || child + 1 >= len {
+                return Err(TreeError::Child { tree, node, child });
+            }
+            if n.feature() >= n_features {
+                return Err(TreeError::Feature {
+                    tree,
+                    node,
+                    feature: n.feature(),
+                });
+            }
+            if !n.threshold.is_finite() {
+                return Err(TreeError::Value {
+                    tree,
+                    node,
+                    value: n.threshold,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A validated forest. The score of a row is the mean of its leaves' fraud probabilities.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Forest {
+    n_features: usize,
+    trees: Vec<Tree>,
+}
+
+impl Forest {
+    /// Build and validate a forest; invalid structure is an error, never a later panic.
+    pub fn new(n_features: usize, trees: Vec<Tree>) -> Result<Self, TreeError> {
+        if trees.is_empty() {
+            return Err(TreeError::NoTrees);
+        }
+        if n_features > MAX_FEATURES {
+            return Err(TreeError::TooManyFeatures(n_features));
+        }
+        for (i, t) in trees.iter().enumerate() {
+            t.validate(i, n_features)?;
+        }
+        Ok(Self { n_features, trees })
+    }
+
+    /// Number of input features.
+    #[must_use]
+    pub fn n_features(&self) -> usize {
+        self.n_features
+    }
+
+    /// The trees.
+    #[must_use]
+    pub fn trees(&self) -> &[Tree] {
+        &self.trees
+    }
+
+    /// Total node count.
+    #[must_use]
+    pub fn n_nodes(&self) -> usize {
+        self.trees.iter().map(|t| t.nodes.len()).sum()
+    }
+
+    /// Fraud probability of one row (`x.len() == n_features`).
+    ///
+    /// # Panics
+    /// If `x` is shorter than the number of features.
+    #[must_use]
+    pub fn predict_one(&self, x: &[f32]) -> f32 {
+        assert!(x.len() >= self.n_features, "row has too few features");
+        let sum: f32 = self.trees.iter().map(|t| t.leaf_value(x)).sum();
+        sum / self.trees.len() as f32
+    }
+
+    /// Score a row-major matrix into `out` on the current thread, block by block so that
+    /// each tree is walked for many rows while its top levels are in cache.
+    ///
+    /// # Panics
+    /// If `x.len() != out.len() * n_features`.
+    pub fn predict_into(&self, x: &[f32], out: &mut [f32]) {
+        let nf = self.n_features;
+        assert_eq!(
+            x.len(),
+            out.len() * nf,
+            "matrix shape does not match output"
+        );
+        let inv = 1.0 / self.trees.len() as f32;
+        for (xs, os) in x.chunks(BLOCK_ROWS * nf).zip(out.chunks_mut(BLOCK_ROWS)) {
+            os.fill(0.0);
+            for t in &self.trees {
+                for (o, row) in os.iter_mut().zip(xs.chunks_exact(nf)) {
+                    *o += t.leaf_value(row);
+                }
+            }
+            os.iter_mut().for_each(|o| *o *= inv);
+        }
+    }
+
+    /// Score a row-major matrix using every core.
+    ///
+    /// # Panics
+    /// If `x.len()` is not a multiple of `n_features`.
+    #[must_use]
+    pub fn predict_batch(&self, x: &[f32]) -> Vec<f32> {
+        let nf = self.n_features;
+        assert_eq!(
+            x.len() % nf.max(1),
+            0,
+            "matrix shape does not match features"
+        );
+        let mut out = vec![0f32; x.len() / nf.max(1)];
+        out.par_chunks_mut(PAR_CHUNK_ROWS)
+            .zip(x.par_chunks(PAR_CHUNK_ROWS * nf))
+            .for_each(|(o, xs)| self.predict_into(xs, o));
+        out
+    }
+
+    /// Decision-path attribution: the mean root value (`bias`) and, per feature, the summed
+    /// change in node value along each tree's path, averaged over trees. `bias` plus the
+    /// contributions equals the score (up to rounding).
+    #[must_use]
+    pub fn contributions(&self, x: &[f32]) -> (f32, Vec<f32>) {
+        let mut contrib = vec![0f32; self.n_features];
+        let mut bias = 0f32;
+        for t in &self.trees {
+            bias += t.values[0];
+            let mut i = 0;
+            loop {
+                let n = t.nodes[i];
+                if n.is_leaf() {
+                    break;
+                }
+                let next = n.left() + usize::from(x[n.feature()] > n.threshold);
+                contrib[n.feature()] += t.values[next] - t.values[i];
+                i = next;
+            }
+        }
+        let inv = 1.0 / self.trees.len() as f32;
+        contrib.iter_mut().for_each(|c| *c *= inv);
+        (bias * inv, contrib)
+    }
+
+    /// The `k` features with the largest absolute contribution to one row's score, largest
+    /// first, as (feature index, contribution).
+    #[must_use]
+    pub fn top_contributions(&self, x: &[f32], k: usize) -> Vec<(usize, f32)> {
+        let (_, c) = self.contributions(x);
+        let mut idx: Vec<(usize, f32)> = c
+            .into_iter()
+            .enumerate()
+            .filter(|(_, v)| *v != 0.0)
+            .collect();
+        idx.sort_by(|a, b| b.1.abs().total_cmp(&a.1.abs()).then(a.0.cmp(&b.0)));
+        idx.truncate(k);
+        idx
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// x0 <= 1 ? (x1 <= 0 ? 0.0 : 0.5) : 1.0
+    fn small_forest() -> Forest {
+        let t = Tree::new(
+            vec![
+                Node::split(0, 1.0, 1),
+                Node::split(1, 0.0, 3),
+                Node::leaf(1.0),
+                Node::leaf(0.0),
+                Node::leaf(0.5),
+            ],
+            vec![0.4, 0.25, 1.0, 0.0, 0.5],
+        );
+        let stump = Tree::new(vec![Node::leaf(0.2)], vec![0.2]);
+        Forest::new(2, vec![t, stump]).unwrap()
+    }
+
+    #[test]
+    fn node_packing() {
+        let n = Node::split(200, 1.5, 123_456);
+        assert_eq!(n.feature(), 200);
+        assert_eq!(n.left(), 123_456);
+        assert!(!n.is_leaf());
+        assert!(Node::leaf(0.3).is_leaf());
+    }
+
+    #[test]
+    fn single_row_and_batch_agree() {
+        let f = small_forest();
+        let rows = [[1.0, 0.0], [1.0, 0.5], [2.0, -4.0]];
+        let want = [0.1, 0.35, 0.6];
+        for (r, w) in rows.iter().zip(want) {
+            assert!((f.predict_one(r) - w).abs() < 1e-6);
+        }
+        let flat: Vec<f32> = (0..300).flat_map(|i| rows[i % 3]).collect();
+        let batch = f.predict_batch(&flat);
+        for (i, s) in batch.iter().enumerate() {
+            assert!((s - want[i % 3]).abs() < 1e-6);
+        }
+    }
+
+    #[test]
+    fn contributions_sum_to_score() {
+        let f = small_forest();
+        for row in [[1.0, 0.0], [1.0, 0.5], [2.0, -4.0]] {
+            let (bias, c) = f.contributions(&row);
+            let total = bias + c.iter().sum::<f32>();
+            assert!((total - f.predict_one(&row)).abs() < 1e-6);
+        }
+        // x = (2, -4): tree 1 goes root(0.4) -> leaf 1.0: feature 0 gains 0.6 / 2 trees.
+        let top = f.top_contributions(&[2.0, -4.0], 5);
+        assert_eq!(top, vec![(0, 0.3)]);
+        assert_eq!(f.trees()[0].depth(), 2);
+    }
+
+    #[test]
+    fn validation_rejects_bad_structure() {
+        let bad_child = Tree::new(
+            vec![Node::split(0, 1.0, 5), Node::leaf(0.0)],
+            vec![0.0, 0.0],
+        );
+        assert!(matches!(
+            Forest::new(1, vec![bad_child]),
+            Err(TreeError::Child { .. })
+        ));
+        let cycle = Tree::new(
+            vec![
+                Node::split(0, 1.0, 1),
+                Node::split(0, 1.0, 1),
+                Node::leaf(0.0),
+            ],
+            vec![0.0; 3],
+        );
+        assert!(matches!(
+            Forest::new(1, vec![cycle]),
+            Err(TreeError::Child { .. })
+        ));
+        let bad_feature = Tree::new(
+            vec![Node::split(3, 1.0, 1), Node::leaf(0.0), Node::leaf(1.0)],
+            vec![0.0; 3],
+        );
+        assert!(matches!(
+            Forest::new(2, vec![bad_feature]),
+            Err(TreeError::Feature { .. })
+        ));
+        let bad_leaf = Tree::new(vec![Node::leaf(1.5)], vec![0.5]);
+        assert!(matches!(
+            Forest::new(1, vec![bad_leaf]),
+            Err(TreeError::Value { .. })
+        ));
+        assert_eq!(Forest::new(1, vec![]), Err(TreeError::NoTrees));
+    }
+}

@@ -1,0 +1,13 @@
+//! Models: a forest plus the metadata needed to serve and audit it.
+//!
+//! - [`meta`]: [`ModelMeta`], the header every model file carries.
+//! - [`format`]: the byte format (magic, version, header, body, checksum) and its errors.
+//! - [`scoring`]: [`Model`], feature checks against an input, and scoring helpers.
+
+pub mod format;
+pub mod meta;
+pub mod scoring;
+
+pub use format::{FORMAT_VERSION, MAGIC, ModelError};
+pub use meta::ModelMeta;
+pub use scoring::{Model, Verdict};

@@ -1,0 +1,183 @@
+//! Training a model from a dataset: split, grow, pick a threshold, measure.
+
+use std::time::{Instant, SystemTime};
+
+use sha2::{Digest, Sha256};
+
+use super::PipelineError;
+use crate::eval::{Metrics, SplitKind, ThresholdStrategy, evaluate, split};
+use crate::forest::{TrainParams, train};
+use crate::model::meta::SplitInfo;
+use crate::model::{Model, ModelMeta};
+use crate::schema::{DEFAULT_FEATURES, Dataset, TIME, field_index};
+
+/// What to train and how to judge it.
+#[derive(Debug, Clone)]
+pub struct TrainOptions {
+    /// Forest hyper-parameters (its seed also seeds the split).
+    pub params: TrainParams,
+    /// Feature names (transaction fields).
+    pub features: Vec<String>,
+    /// How to hold out test rows.
+    pub split: SplitKind,
+    /// Fraction held out.
+    pub test_fraction: f64,
+    /// How to choose the decision threshold.
+    pub threshold: ThresholdStrategy,
+}
+
+impl Default for TrainOptions {
+    fn default() -> Self {
+        Self {
+            params: TrainParams::default(),
+            features: DEFAULT_FEATURES.iter().map(|s| (*s).to_owned()).collect(),
+            split: SplitKind::Stratified,
+            test_fraction: 0.2,
+            threshold: ThresholdStrategy::MaxF1,
+        }
+    }
+}
+
+/// A trained model and what it was measured on.
+pub struct TrainOutcome {
+    /// The model, metadata filled in.
+    pub model: Model,
+    /// Held-out scores and labels (empty with `--split none`).
+    pub test_scores: Vec<f32>,
+    /// Labels of the held-out rows.
+    pub test_labels: Vec<u8>,
+}
+
+impl TrainOutcome {
+    /// The metrics to report, and what they were measured on.
+    #[must_use]
+    pub fn headline(&self) -> Option<(&'static str, &Metrics)> {
+        self.model.meta().headline_metrics()
+    }
+}
+
+/// Train on `data` (which must be fully labelled).
+pub fn train_model(
+    data: &Dataset,
+    source: &str,
+    opts: &TrainOptions,
+    on_tree: &(dyn Fn() + Sync),
+) -> Result<TrainOutcome, PipelineError> {
+    if !(0.0..1.0).contains(&opts.test_fraction)
+        || (opts.split != SplitKind::None && opts.test_fraction == 0.0)
+    {
+        return Err(PipelineError::Option {
+            name: "test-fraction",
+            message: format!("{} must be in (0, 1)", opts.test_fraction),
+        });
+    }
+    let fields: Vec<usize> = opts
+        .features
+        .iter()
+        .map(|f| {
+            field_index(f).ok_or_else(|| PipelineError::Option {
+                name: "features",
+                message: format!("{f:?} is not a transaction field"),
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    if fields.is_empty() {
+        return Err(PipelineError::Option {
+            name: "features",
+            message: "at least one feature is needed".into(),
+        });
+    }
+    let labels = data.labels()?;
+    let (train_idx, test_idx) = split(
+        opts.split,
+        &labels,
+        &data.columns[TIME],
+        opts.test_fraction,
+        opts.params.seed,
+    );
+    let train_set = data.select(&train_idx);
+    let train_labels: Vec<u8> = train_idx.iter().map(|&i| labels[i]).collect();
+    let x = train_set.feature_matrix(&fields);
+
+    let started = Instant::now();
+    let trained = train(&x, &train_labels, fields.len(), &opts.params, on_tree)?;
+    let train_seconds = started.elapsed().as_secs_f64();
+
+    let test_set = data.select(&test_idx);
+    let test_labels: Vec<u8> = test_idx.iter().map(|&i| labels[i]).collect();
+    let test_scores = trained
+        .forest
+        .predict_batch(&test_set.feature_matrix(&fields));
+
+    let (oob_scores, oob_labels): (Vec<f32>, Vec<u8>) = trained
+        .oob_scores
+        .iter()
+        .zip(&train_labels)
+        .filter_map(|(s, &l)| s.map(|s| (s, l)))
+        .unzip();
+    let oob_usable = oob_labels.contains(&1) && oob_labels.contains(&0);
+    let (threshold, threshold_source) = match opts.threshold {
+        ThresholdStrategy::Fixed(t) => (t, "fixed"),
+        s if oob_usable => (s.choose(&oob_scores, &oob_labels), "oob"),
+        s if test_labels.contains(&1) => (s.choose(&test_scores, &test_labels), "holdout"),
+        _ => (0.5, "none"),
+    };
+    if threshold_source == "none" {
+        tracing::warn!("no out-of-bag or held-out frauds to choose a threshold on; using 0.5");
+    }
+    let oob_metrics = oob_usable.then(|| evaluate(&oob_scores, &oob_labels, threshold));
+    let holdout_metrics =
+        (!test_labels.is_empty()).then(|| evaluate(&test_scores, &test_labels, threshold));
+
+    let fingerprint = fingerprint(&x, &train_labels);
+    let created = SystemTime::now();
+    let created_at = humantime::format_rfc3339_seconds(created).to_string();
+    let params_json = serde_json::to_string(&opts.params).unwrap_or_default();
+    let digest = Sha256::digest(format!("{fingerprint}{params_json}{created_at}").as_bytes());
+    let version = format!(
+        "{}-{:02x}{:02x}{:02x}{:02x}",
+        created_at.replace(['-', ':'], ""),
+        digest[0],
+        digest[1],
+        digest[2],
+        digest[3]
+    );
+    let meta = ModelMeta {
+        version,
+        fraudstream_version: env!("CARGO_PKG_VERSION").into(),
+        created_at,
+        features: opts.features.clone(),
+        params: opts.params.clone(),
+        threshold,
+        threshold_strategy: opts.threshold,
+        threshold_source: threshold_source.into(),
+        oob_metrics,
+        holdout_metrics,
+        split: SplitInfo {
+            kind: opts.split,
+            test_fraction: opts.test_fraction,
+            seed: opts.params.seed,
+        },
+        data_fingerprint: fingerprint,
+        train_rows: train_labels.len(),
+        train_frauds: train_labels.iter().filter(|&&l| l == 1).count(),
+        source: source.into(),
+        feature_importances: trained.importances,
+        train_seconds,
+    };
+    Ok(TrainOutcome {
+        model: Model::new(meta, trained.forest)?,
+        test_scores,
+        test_labels,
+    })
+}
+
+/// SHA-256 of the training matrix and labels, as hex.
+fn fingerprint(x: &[f32], y: &[u8]) -> String {
+    let mut h = Sha256::new();
+    for v in x {
+        h.update(v.to_le_bytes());
+    }
+    h.update(y);
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}

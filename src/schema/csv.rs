@@ -1,0 +1,405 @@
+//! The Kaggle CSV layout, exactly as published: a quoted header
+//! (`"Time","V1",…,"V28","Amount","Class"`) and `Class` quoted as `"0"`/`"1"`.
+//! `Class` may be absent (unlabelled traffic); `id`, `card_id` and `event_time` columns
+//! are optional extras. Anything else in the header is refused.
+
+use std::io::Read;
+
+use super::record::{
+    FIELD_NAMES, NUM_FIELDS, ReadError, RecordError, RecordErrorKind, Transaction, excerpt,
+    field_index, parse_label, parse_number,
+};
+
+/// What one CSV column holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Column {
+    Field(usize),
+    Class,
+    Id,
+    CardId,
+    EventTime,
+}
+
+/// The column layout read from a header.
+#[derive(Debug, Clone)]
+pub struct CsvLayout {
+    columns: Vec<Column>,
+    has_label: bool,
+}
+
+impl CsvLayout {
+    /// Interpret a header row. Every numeric field of the Kaggle layout must be present
+    /// exactly once.
+    pub fn from_header<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<Self, String> {
+        let mut columns = Vec::new();
+        let mut seen = [false; NUM_FIELDS];
+        for raw in names {
+            let name = raw.trim().trim_start_matches('\u{feff}');
+            let col = match name {
+                "Class" => Column::Class,
+                "id" => Column::Id,
+                "card_id" => Column::CardId,
+                "event_time" => Column::EventTime,
+                other => match field_index(other) {
+                    Some(i) => Column::Field(i),
+                    None => return Err(format!("unexpected column {:?}", excerpt(other))),
+                },
+            };
+            if columns.contains(&col) {
+                return Err(format!("column {name:?} appears more than once"));
+            }
+            if let Column::Field(i) = col {
+                seen[i] = true;
+            }
+            columns.push(col);
+        }
+        if let Some(i) = seen.iter().position(|s| !s) {
+            return Err(format!("missing required column {:?}", FIELD_NAMES[i]));
+        }
+        let has_label = columns.contains(&Column::Class);
+        Ok(Self { columns, has_label })
+    }
+
+    /// The Kaggle header (with `Class` when `labelled`).
+    #[must_use]
+    pub fn kaggle_header(labelled: bool) -> Vec<&'static str> {
+        let mut h: Vec<&str> = FIELD_NAMES.to_vec();
+        if labelled {
+            h.push("Class");
+        }
+        h
+    }
+
+    /// Whether the layout carries `Class`.
+    #[must_use]
+    pub fn has_label(&self) -> bool {
+        self.has_label
+    }
+
+    /// Number of columns.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.columns.len()
+    }
+
+    /// True for a header with no columns (never produced by [`CsvLayout::from_header`]).
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.columns.is_empty()
+    }
+
+    /// Decode one row. `default_id` is used when the layout has no `id` column.
+    pub fn decode(
+        &self,
+        fields: &csv::StringRecord,
+        default_id: impl FnOnce() -> String,
+    ) -> Result<Transaction, RecordErrorKind> {
+        if fields.len() != self.columns.len() {
+            return Err(RecordErrorKind::ColumnCount {
+                expected: self.columns.len(),
+                found: fields.len(),
+            });
+        }
+        let mut values = [0.0; NUM_FIELDS];
+        let mut label = None;
+        let mut id = None;
+        let mut card_id = None;
+        let mut event_time = None;
+        let non_empty = |s: &str| (!s.trim().is_empty()).then(|| s.trim().to_owned());
+        for (col, text) in self.columns.iter().zip(fields.iter()) {
+            match *col {
+                Column::Field(i) => values[i] = parse_number(FIELD_NAMES[i], text)?,
+                Column::Class => {
+                    if text.trim().is_empty() {
+                        return Err(RecordErrorKind::MissingField {
+                            field: "Class".into(),
+                        });
+                    }
+                    label = Some(parse_label(text)?);
+                }
+                Column::Id => id = non_empty(text),
+                Column::CardId => card_id = non_empty(text),
+                Column::EventTime => event_time = non_empty(text),
+            }
+        }
+        Ok(Transaction {
+            id: id.unwrap_or_else(default_id),
+            values,
+            label,
+            card_id,
+            event_time,
+        })
+    }
+}
+
+/// Reads transactions from a CSV stream, one `Result` per data row.
+pub struct CsvReader<R: Read> {
+    path: String,
+    inner: csv::Reader<R>,
+    layout: CsvLayout,
+    record: csv::StringRecord,
+    row: u64,
+}
+
+impl<R: Read> CsvReader<R> {
+    /// Read and check the header. `path` is only used in error messages.
+    pub fn new(path: &str, reader: R) -> Result<Self, ReadError> {
+        let mut inner = csv::ReaderBuilder::new()
+            .flexible(true)
+            .has_headers(true)
+            .from_reader(reader);
+        let header = inner.headers().map_err(|e| csv_header_error(path, e))?;
+        if header.is_empty() {
+            return Err(ReadError::Empty { path: path.into() });
+        }
+        let layout =
+            CsvLayout::from_header(header.iter()).map_err(|message| ReadError::Header {
+                path: path.into(),
+                message,
+            })?;
+        Ok(Self {
+            path: path.into(),
+            inner,
+            layout,
+            record: csv::StringRecord::new(),
+            row: 0,
+        })
+    }
+
+    /// The layout read from the header.
+    #[must_use]
+    pub fn layout(&self) -> &CsvLayout {
+        &self.layout
+    }
+}
+
+fn csv_header_error(path: &str, e: csv::Error) -> ReadError {
+    match e.into_kind() {
+        csv::ErrorKind::Io(source) => ReadError::Io {
+            path: path.into(),
+            source,
+        },
+        other => ReadError::Header {
+            path: path.into(),
+            message: format!("{other:?}"),
+        },
+    }
+}
+
+impl<R: Read> Iterator for CsvReader<R> {
+    type Item = Result<Transaction, ReadError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let outcome = self.inner.read_record(&mut self.record);
+        let row = self.row;
+        let line = self.record.position().map_or(row + 2, csv::Position::line);
+        let located = |kind| {
+            ReadError::Record(RecordError {
+                path: self.path.clone(),
+                line,
+                kind,
+            })
+        };
+        match outcome {
+            Ok(false) => None,
+            Ok(true) => {
+                self.row += 1;
+                Some(
+                    self.layout
+                        .decode(&self.record, || row.to_string())
+                        .map_err(located),
+                )
+            }
+            Err(e) => {
+                self.row += 1;
+                let line = e.position().map_or(line, csv::Position::line);
+                match e.into_kind() {
+                    csv::ErrorKind::Io(source) => Some(Err(ReadError::Io {
+                        path: self.path.clone(),
+                        source,
+                    })),
+                    csv::ErrorKind::Utf8 { err, .. } => Some(Err(ReadError::Record(RecordError {
+                        path: self.path.clone(),
+                        line,
+                        kind: RecordErrorKind::NotUtf8 {
+                            offset: err.valid_up_to(),
+                        },
+                    }))),
+                    other => Some(Err(ReadError::Record(RecordError {
+                        path: self.path.clone(),
+                        line,
+                        kind: RecordErrorKind::Json {
+                            message: format!("malformed CSV: {other:?}"),
+                        },
+                    }))),
+                }
+            }
+        }
+    }
+}
+
+/// Write transactions in the Kaggle layout (with `Class` when `labelled`, and an `id`
+/// column when `with_ids`).
+pub fn write_kaggle_csv<W: std::io::Write>(
+    out: W,
+    rows: impl IntoIterator<Item = Transaction>,
+    labelled: bool,
+    with_ids: bool,
+) -> csv::Result<()> {
+    let mut w = csv::WriterBuilder::new()
+        .quote_style(csv::QuoteStyle::Necessary)
+        .from_writer(out);
+    let mut header: Vec<String> = Vec::new();
+    if with_ids {
+        header.push("id".into());
+    }
+    header.extend(
+        CsvLayout::kaggle_header(labelled)
+            .into_iter()
+            .map(str::to_owned),
+    );
+    w.write_record(&header)?;
+    let mut buf: Vec<String> = Vec::with_capacity(header.len());
+    for tx in rows {
+        buf.clear();
+        if with_ids {
+            buf.push(tx.id.clone());
+        }
+        buf.extend(tx.values.iter().map(|v| format!("{v}")));
+        if labelled {
+            buf.push(tx.label.unwrap_or(0).to_string());
+        }
+        w.write_record(&buf)?;
+    }
+    w.flush()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kaggle_line(values: &[f64], class: &str) -> String {
+        let mut s: Vec<String> = values.iter().map(|v| v.to_string()).collect();
+        s.push(format!("\"{class}\""));
+        s.join(",")
+    }
+
+    fn header() -> String {
+        let mut h: Vec<String> = FIELD_NAMES.iter().map(|f| format!("\"{f}\"")).collect();
+        h.push("\"Class\"".into());
+        h.join(",")
+    }
+
+    #[test]
+    fn reads_published_layout() {
+        let vals: Vec<f64> = (0..30).map(f64::from).collect();
+        let text = format!(
+            "{}\n{}\n{}\n",
+            header(),
+            kaggle_line(&vals, "0"),
+            kaggle_line(&vals, "1")
+        );
+        let rows: Vec<_> = CsvReader::new("t.csv", text.as_bytes())
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].id, "0");
+        assert_eq!(rows[1].id, "1");
+        assert_eq!(rows[1].label, Some(1));
+        assert_eq!(rows[0].values[29], 29.0);
+    }
+
+    #[test]
+    fn reads_without_class() {
+        let text = format!("{}\n{}\n", FIELD_NAMES.join(","), vec!["1.5"; 30].join(","));
+        let mut r = CsvReader::new("t.csv", text.as_bytes()).unwrap();
+        assert!(!r.layout().has_label());
+        let tx = r.next().unwrap().unwrap();
+        assert_eq!(tx.label, None);
+        assert_eq!(tx.values[5], 1.5);
+    }
+
+    #[test]
+    fn errors_name_file_line_and_field() {
+        let vals: Vec<f64> = (0..30).map(f64::from).collect();
+        let mut bad = kaggle_line(&vals, "0");
+        bad = bad.replacen("3,", "x3,", 1);
+        let text = format!("{}\n{}\n{}\n", header(), kaggle_line(&vals, "0"), bad);
+        let results: Vec<_> = CsvReader::new("data.csv", text.as_bytes())
+            .unwrap()
+            .collect();
+        let err = results[1].as_ref().unwrap_err().to_string();
+        assert_eq!(err, "data.csv:3: field `V3`: not a number: \"x3\"");
+    }
+
+    #[test]
+    fn each_bad_row_kind() {
+        let vals: Vec<String> = (0..30).map(|v| v.to_string()).collect();
+        let cases = [
+            (
+                format!("{},\"0\",9", vals.join(",")),
+                "expected 31 fields, found 32",
+            ),
+            (
+                format!("{},\"7\"", vals.join(",")),
+                "field `Class`: unknown label \"7\"",
+            ),
+            (
+                format!("{},NaN,\"0\"", vals[..29].join(",")),
+                "field `Amount`: value is not finite",
+            ),
+            (
+                format!("{},,\"0\"", vals[..29].join(",")),
+                "missing required field `Amount`",
+            ),
+        ];
+        for (line, want) in cases {
+            let text = format!("{}\n{}\n", header(), line);
+            let err = CsvReader::new("f.csv", text.as_bytes())
+                .unwrap()
+                .next()
+                .unwrap()
+                .unwrap_err()
+                .to_string();
+            assert!(err.starts_with("f.csv:2: "), "{err}");
+            assert!(err.contains(want), "{err} should contain {want}");
+        }
+    }
+
+    #[test]
+    fn header_must_have_kaggle_columns() {
+        let missing = FIELD_NAMES[..29].join(",");
+        let e = CsvReader::new("h.csv", format!("{missing}\n").as_bytes())
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("missing required column \"Amount\""));
+        let extra = format!("{},bogus", FIELD_NAMES.join(","));
+        let e = CsvReader::new("h.csv", format!("{extra}\n").as_bytes())
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("unexpected column \"bogus\""));
+    }
+
+    #[test]
+    fn write_then_read_round_trips() {
+        let mut values = [0.0; NUM_FIELDS];
+        values[3] = -0.123_456_789_012_345_67;
+        values[29] = 149.62;
+        let tx = Transaction {
+            id: "abc".into(),
+            values,
+            label: Some(1),
+            card_id: None,
+            event_time: None,
+        };
+        let mut buf = Vec::new();
+        write_kaggle_csv(&mut buf, vec![tx.clone()], true, true).unwrap();
+        let back: Vec<_> = CsvReader::new("b", buf.as_slice())
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(back, vec![tx]);
+    }
+}

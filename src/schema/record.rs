@@ -1,0 +1,456 @@
+//! Transactions, datasets and the errors that name what is wrong with a record.
+
+use std::fmt;
+
+/// Number of numeric fields in the Kaggle layout: Time, V1..V28, Amount.
+pub const NUM_FIELDS: usize = 30;
+
+/// The numeric fields, in the order of the published CSV.
+pub const FIELD_NAMES: [&str; NUM_FIELDS] = [
+    "Time", "V1", "V2", "V3", "V4", "V5", "V6", "V7", "V8", "V9", "V10", "V11", "V12", "V13",
+    "V14", "V15", "V16", "V17", "V18", "V19", "V20", "V21", "V22", "V23", "V24", "V25", "V26",
+    "V27", "V28", "Amount",
+];
+
+/// Index of `Time` in [`FIELD_NAMES`].
+pub const TIME: usize = 0;
+/// Index of `Amount` in [`FIELD_NAMES`].
+pub const AMOUNT: usize = 29;
+
+/// The default model features: V1..V28 and Amount. Time is the event time, not a feature,
+/// unless asked for: it counts seconds from the start of one two-day capture and does not
+/// generalise to new traffic.
+pub const DEFAULT_FEATURES: [&str; 29] = [
+    "V1", "V2", "V3", "V4", "V5", "V6", "V7", "V8", "V9", "V10", "V11", "V12", "V13", "V14", "V15",
+    "V16", "V17", "V18", "V19", "V20", "V21", "V22", "V23", "V24", "V25", "V26", "V27", "V28",
+    "Amount",
+];
+
+/// Position of a numeric field by name (exact, case-sensitive, as in the published data).
+#[must_use]
+pub fn field_index(name: &str) -> Option<usize> {
+    FIELD_NAMES.iter().position(|&f| f == name)
+}
+
+/// One transaction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transaction {
+    /// Transaction id; derived from the row number when the input has none.
+    pub id: String,
+    /// Numeric fields in [`FIELD_NAMES`] order; always finite.
+    pub values: [f64; NUM_FIELDS],
+    /// `Class`: 1 for fraud, 0 for legitimate, `None` when unlabelled.
+    pub label: Option<u8>,
+    /// Optional card identifier.
+    pub card_id: Option<String>,
+    /// Optional event time as sent by the producer (for example RFC 3339).
+    pub event_time: Option<String>,
+}
+
+impl Transaction {
+    /// The `Time` field: seconds since the first transaction of the capture.
+    #[must_use]
+    pub fn time(&self) -> f64 {
+        self.values[TIME]
+    }
+
+    /// The `Amount` field.
+    #[must_use]
+    pub fn amount(&self) -> f64 {
+        self.values[AMOUNT]
+    }
+}
+
+/// What is wrong with one record. The reason string is stable enough to put in a
+/// dead-letter message.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RecordErrorKind {
+    /// A CSV row with the wrong number of fields.
+    #[error("expected {expected} fields, found {found}")]
+    ColumnCount {
+        /// Fields in the header.
+        expected: usize,
+        /// Fields in this row.
+        found: usize,
+    },
+    /// A required field is absent or empty.
+    #[error("missing required field `{field}`")]
+    MissingField {
+        /// The field name.
+        field: String,
+    },
+    /// A numeric field that does not parse as a number.
+    #[error("field `{field}`: not a number: {value:?}")]
+    NotNumber {
+        /// The field name.
+        field: String,
+        /// The offending text (truncated to 40 characters).
+        value: String,
+    },
+    /// NaN or infinity.
+    #[error("field `{field}`: value is not finite ({value})")]
+    NotFinite {
+        /// The field name.
+        field: String,
+        /// The offending text.
+        value: String,
+    },
+    /// A JSON value of the wrong type (for example a string where a number belongs).
+    #[error("field `{field}`: expected {expected}, found {found}")]
+    WrongType {
+        /// The field name.
+        field: String,
+        /// What the schema wants.
+        expected: &'static str,
+        /// What the record holds.
+        found: String,
+    },
+    /// A `Class` value other than 0 or 1.
+    #[error("field `Class`: unknown label {value:?} (expected 0 or 1)")]
+    BadLabel {
+        /// The offending text.
+        value: String,
+    },
+    /// A field given twice in one JSON object.
+    #[error("field `{field}` appears more than once")]
+    DuplicateField {
+        /// The field name.
+        field: String,
+    },
+    /// Syntactically invalid JSON.
+    #[error("invalid JSON: {message}")]
+    Json {
+        /// The parser's message.
+        message: String,
+    },
+    /// Bytes that are not UTF-8.
+    #[error("not valid UTF-8 at byte {offset}")]
+    NotUtf8 {
+        /// Offset of the first invalid byte.
+        offset: usize,
+    },
+    /// A record larger than the configured limit.
+    #[error("record is {size} bytes, over the limit of {limit}")]
+    TooLarge {
+        /// Record size in bytes.
+        size: usize,
+        /// Configured limit in bytes.
+        limit: usize,
+    },
+}
+
+impl RecordErrorKind {
+    /// A short, stable machine-readable name for the kind (for metrics labels).
+    #[must_use]
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::ColumnCount { .. } => "column_count",
+            Self::MissingField { .. } => "missing_field",
+            Self::NotNumber { .. } => "not_a_number",
+            Self::NotFinite { .. } => "not_finite",
+            Self::WrongType { .. } => "wrong_type",
+            Self::BadLabel { .. } => "bad_label",
+            Self::DuplicateField { .. } => "duplicate_field",
+            Self::Json { .. } => "invalid_json",
+            Self::NotUtf8 { .. } => "not_utf8",
+            Self::TooLarge { .. } => "too_large",
+        }
+    }
+}
+
+/// A bad record, located by file and line.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{path}:{line}: {kind}")]
+pub struct RecordError {
+    /// The file (or `-` for stdin).
+    pub path: String,
+    /// 1-based line number in the file (for Parquet: 1-based row number).
+    pub line: u64,
+    /// What is wrong.
+    pub kind: RecordErrorKind,
+}
+
+/// Errors reading a whole input.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The file could not be opened or read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The CSV header does not have the Kaggle layout.
+    #[error("{path}: header: {message}")]
+    Header {
+        /// The file.
+        path: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A bad record, and invalid records are not being skipped.
+    #[error(transparent)]
+    Record(#[from] RecordError),
+    /// A Parquet or Arrow problem.
+    #[error("{path}: parquet: {message}")]
+    Parquet {
+        /// The file.
+        path: String,
+        /// The cause.
+        message: String,
+    },
+    /// The extension does not say which format the file is in.
+    #[error("{path}: unknown input format (use .csv, .jsonl/.ndjson/.json or .parquet)")]
+    UnknownFormat {
+        /// The file.
+        path: String,
+    },
+    /// The input holds no valid records.
+    #[error("{path}: no valid records")]
+    Empty {
+        /// The file.
+        path: String,
+    },
+}
+
+/// Cap the length of offending text quoted in errors, so one huge field cannot flood a log.
+pub(crate) fn excerpt(s: &str) -> String {
+    const MAX: usize = 40;
+    if s.len() <= MAX {
+        return s.to_owned();
+    }
+    let mut end = MAX;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+/// Parse one numeric field strictly: finite decimal numbers only.
+pub(crate) fn parse_number(field: &str, text: &str) -> Result<f64, RecordErrorKind> {
+    let t = text.trim();
+    if t.is_empty() {
+        return Err(RecordErrorKind::MissingField {
+            field: field.to_owned(),
+        });
+    }
+    let v: f64 = t.parse().map_err(|_| RecordErrorKind::NotNumber {
+        field: field.to_owned(),
+        value: excerpt(t),
+    })?;
+    check_finite(field, v, t)
+}
+
+pub(crate) fn check_finite(field: &str, v: f64, text: &str) -> Result<f64, RecordErrorKind> {
+    if v.is_finite() {
+        Ok(v)
+    } else {
+        Err(RecordErrorKind::NotFinite {
+            field: field.to_owned(),
+            value: excerpt(text),
+        })
+    }
+}
+
+/// Parse a `Class` label: `0` or `1` (the published CSV quotes them).
+pub(crate) fn parse_label(text: &str) -> Result<u8, RecordErrorKind> {
+    match text.trim() {
+        "0" => Ok(0),
+        "1" => Ok(1),
+        other => Err(RecordErrorKind::BadLabel {
+            value: excerpt(other),
+        }),
+    }
+}
+
+/// Transactions in columnar form: what training, evaluation and batch scoring work on.
+#[derive(Debug, Clone, Default)]
+pub struct Dataset {
+    /// Transaction ids, one per row.
+    pub ids: Vec<String>,
+    /// One column per entry of [`FIELD_NAMES`].
+    pub columns: Vec<Vec<f64>>,
+    /// `Class` per row, when known.
+    pub labels: Vec<Option<u8>>,
+}
+
+/// A dataset that should have been labelled has rows without a label.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{missing} of {rows} rows have no `Class` label (first: row {first})")]
+pub struct MissingLabels {
+    /// Rows in the dataset.
+    pub rows: usize,
+    /// Rows without a label.
+    pub missing: usize,
+    /// 0-based index of the first unlabelled row.
+    pub first: usize,
+}
+
+impl Dataset {
+    /// An empty dataset with room for `rows` rows.
+    #[must_use]
+    pub fn with_capacity(rows: usize) -> Self {
+        Self {
+            ids: Vec::with_capacity(rows),
+            columns: (0..NUM_FIELDS).map(|_| Vec::with_capacity(rows)).collect(),
+            labels: Vec::with_capacity(rows),
+        }
+    }
+
+    /// Number of rows.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// True when there are no rows.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// Append one transaction.
+    pub fn push(&mut self, tx: Transaction) {
+        if self.columns.len() != NUM_FIELDS {
+            self.columns = vec![Vec::new(); NUM_FIELDS];
+        }
+        for (col, v) in self.columns.iter_mut().zip(tx.values) {
+            col.push(v);
+        }
+        self.ids.push(tx.id);
+        self.labels.push(tx.label);
+    }
+
+    /// Row `i` as a transaction.
+    #[must_use]
+    pub fn row(&self, i: usize) -> Transaction {
+        let mut values = [0.0; NUM_FIELDS];
+        for (v, col) in values.iter_mut().zip(&self.columns) {
+            *v = col[i];
+        }
+        Transaction {
+            id: self.ids[i].clone(),
+            values,
+            label: self.labels[i],
+            card_id: None,
+            event_time: None,
+        }
+    }
+
+    /// Whether any row carries a label.
+    #[must_use]
+    pub fn has_labels(&self) -> bool {
+        self.labels.iter().any(Option::is_some)
+    }
+
+    /// All labels, or an error saying how many rows lack one.
+    pub fn labels(&self) -> Result<Vec<u8>, MissingLabels> {
+        let missing = self.labels.iter().filter(|l| l.is_none()).count();
+        if missing > 0 {
+            let first = self.labels.iter().position(Option::is_none).unwrap_or(0);
+            return Err(MissingLabels {
+                rows: self.len(),
+                missing,
+                first,
+            });
+        }
+        Ok(self.labels.iter().map(|l| l.unwrap_or(0)).collect())
+    }
+
+    /// The rows at `indices`, in that order.
+    #[must_use]
+    pub fn select(&self, indices: &[usize]) -> Self {
+        Self {
+            ids: indices.iter().map(|&i| self.ids[i].clone()).collect(),
+            columns: self
+                .columns
+                .iter()
+                .map(|c| indices.iter().map(|&i| c[i]).collect())
+                .collect(),
+            labels: indices.iter().map(|&i| self.labels[i]).collect(),
+        }
+    }
+
+    /// Row-major `f32` matrix of the given field columns (indices into [`FIELD_NAMES`]):
+    /// the layout the forest scores.
+    #[must_use]
+    pub fn feature_matrix(&self, fields: &[usize]) -> Vec<f32> {
+        let n = self.len();
+        let k = fields.len();
+        let mut out = vec![0f32; n * k];
+        for (j, &f) in fields.iter().enumerate() {
+            for (i, &v) in self.columns[f].iter().enumerate() {
+                out[i * k + j] = v as f32;
+            }
+        }
+        out
+    }
+}
+
+impl fmt::Display for Dataset {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let frauds = self.labels.iter().filter(|l| **l == Some(1)).count();
+        write!(f, "{} rows, {} labelled fraud", self.len(), frauds)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_are_strict() {
+        assert_eq!(parse_number("V1", " -1.5e3 "), Ok(-1500.0));
+        assert!(matches!(
+            parse_number("V1", "abc"),
+            Err(RecordErrorKind::NotNumber { .. })
+        ));
+        assert!(matches!(
+            parse_number("V1", "NaN"),
+            Err(RecordErrorKind::NotFinite { .. })
+        ));
+        assert!(matches!(
+            parse_number("V1", "inf"),
+            Err(RecordErrorKind::NotFinite { .. })
+        ));
+        assert!(matches!(
+            parse_number("V1", ""),
+            Err(RecordErrorKind::MissingField { .. })
+        ));
+    }
+
+    #[test]
+    fn labels_are_zero_or_one() {
+        assert_eq!(parse_label("0"), Ok(0));
+        assert_eq!(parse_label("1"), Ok(1));
+        assert!(parse_label("2").is_err());
+        assert!(parse_label("yes").is_err());
+    }
+
+    #[test]
+    fn excerpt_cuts_on_char_boundary() {
+        let long = "é".repeat(50);
+        let e = excerpt(&long);
+        assert!(e.ends_with('…'));
+        assert!(e.len() <= 44);
+    }
+
+    #[test]
+    fn feature_matrix_is_row_major() {
+        let mut d = Dataset::with_capacity(2);
+        for i in 0..2 {
+            let mut values = [0.0; NUM_FIELDS];
+            values[1] = i as f64;
+            values[AMOUNT] = 10.0 + i as f64;
+            d.push(Transaction {
+                id: i.to_string(),
+                values,
+                label: Some(0),
+                card_id: None,
+                event_time: None,
+            });
+        }
+        assert_eq!(d.feature_matrix(&[1, AMOUNT]), vec![0.0, 10.0, 1.0, 11.0]);
+    }
+}
