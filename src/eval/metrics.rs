@@ -20,7 +20,8 @@ pub struct Metrics {
     pub roc_auc: Option<f64>,
     /// Highest recall at any threshold whose precision is at least 0.90.
     pub recall_at_precision_90: Option<f64>,
-    /// The decision threshold: scores at or above it are flagged.
+    /// The decision threshold: scores at or above it (compared in `f32`, the score type) are
+    /// flagged.
     pub threshold: f64,
     /// Precision at the threshold (1.0 when nothing is flagged).
     pub precision: f64,
@@ -272,7 +273,7 @@ pub fn evaluate(scores: &[f32], labels: &[u8], threshold: f64) -> Metrics {
     let curve = Curve::new(scores, labels);
     let (mut tp, mut fp, mut tn, mut fn_) = (0, 0, 0, 0);
     for (&s, &l) in scores.iter().zip(labels) {
-        match (f64::from(s) >= threshold, l == 1) {
+        match (s >= threshold as f32, l == 1) {
             (true, true) => tp += 1,
             (true, false) => fp += 1,
             (false, false) => tn += 1,

@@ -280,3 +280,147 @@ fn decode_body(body: &[u8]) -> Result<Forest, ModelError> {
     }
     Ok(Forest::new(n_features, trees)?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Model;
+    use crate::pipeline::{TrainOptions, train_model};
+    use crate::schema::{Dataset, NUM_FIELDS, Transaction};
+
+    fn model() -> Model {
+        let mut rng = crate::rng::Rng::new(9);
+        let mut d = Dataset::with_capacity(400);
+        for i in 0..400 {
+            let mut values = [0.0; NUM_FIELDS];
+            for v in &mut values {
+                *v = rng.unit() * 2.0 - 1.0;
+            }
+            let fraud = values[14] > 0.6;
+            d.push(Transaction {
+                id: i.to_string(),
+                values,
+                label: Some(u8::from(fraud)),
+                card_id: None,
+                event_time: None,
+            });
+        }
+        let mut opts = TrainOptions::default();
+        opts.params.n_trees = 5;
+        train_model(&d, "test", &opts, &|| {}).unwrap().model
+    }
+
+    /// Recompute the trailing checksum after editing the content.
+    fn reseal(bytes: &mut Vec<u8>) {
+        bytes.truncate(bytes.len() - CHECKSUM_LEN);
+        let sum = Sha256::digest(&bytes);
+        bytes.extend(sum);
+    }
+
+    #[test]
+    fn round_trip_is_exact() {
+        let m = model();
+        let bytes = m.to_bytes();
+        let back = Model::from_bytes(&bytes).unwrap();
+        assert_eq!(back.meta(), m.meta());
+        assert_eq!(back.forest(), m.forest());
+        assert_eq!(back.to_bytes(), bytes);
+    }
+
+    #[test]
+    fn save_and_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/m.fsm");
+        let m = model();
+        let sha = m.save(&path).unwrap();
+        assert_eq!(sha, sha256_hex(&std::fs::read(&path).unwrap()));
+        assert_eq!(Model::load(&path).unwrap().forest(), m.forest());
+        assert!(matches!(
+            Model::load(dir.path().join("missing.fsm")),
+            Err(ModelError::Io { .. })
+        ));
+    }
+
+    #[test]
+    fn each_corruption_has_its_own_error() {
+        let good = model().to_bytes();
+
+        for cut in [0, 5, 12, 40, good.len() / 2, good.len() - 1] {
+            let e = Model::from_bytes(&good[..cut]).unwrap_err();
+            assert!(matches!(e, ModelError::Truncated { .. }), "cut {cut}: {e}");
+        }
+
+        let mut b = good.clone();
+        b[0] = b'X';
+        assert!(matches!(
+            Model::from_bytes(&b),
+            Err(ModelError::BadMagic { .. })
+        ));
+        assert!(matches!(
+            Model::from_bytes(b"PK\x03\x04 not a model at all"),
+            Err(ModelError::BadMagic { .. })
+        ));
+
+        let mut b = good.clone();
+        b[8..12].copy_from_slice(&7u32.to_le_bytes());
+        let e = Model::from_bytes(&b).unwrap_err();
+        assert!(matches!(
+            e,
+            ModelError::UnsupportedVersion {
+                found: 7,
+                supported: 1
+            }
+        ));
+        assert!(e.to_string().contains("version 7"));
+
+        let mut b = good.clone();
+        let mid = b.len() - 100;
+        b[mid] ^= 0xFF;
+        assert!(matches!(
+            Model::from_bytes(&b),
+            Err(ModelError::ChecksumMismatch { .. })
+        ));
+
+        let mut b = good.clone();
+        b.push(0);
+        assert!(matches!(
+            Model::from_bytes(&b),
+            Err(ModelError::TrailingBytes { extra: 1 })
+        ));
+
+        // A header that parses but names a feature that is not a transaction field.
+        let m = model();
+        let mut meta = m.meta().clone();
+        meta.features[0] = "V99".into();
+        let b = encode(&meta, m.forest());
+        let e = Model::from_bytes(&b).unwrap_err();
+        assert!(matches!(e, ModelError::FeatureMismatch(_)));
+        assert!(e.to_string().contains("V99"));
+
+        // Broken JSON in the header, resealed so that only the header is wrong.
+        let mut b = good.clone();
+        b[16] = b'[';
+        reseal(&mut b);
+        assert!(matches!(Model::from_bytes(&b), Err(ModelError::Header(_))));
+
+        // A child pointer past the end of its tree, resealed: a structural error.
+        let mut b = good.clone();
+        let header_len = u32::from_le_bytes(b[12..16].try_into().unwrap()) as usize;
+        let first_node_meta = 16 + header_len + 8 + 8 + 4 + 4;
+        b[first_node_meta..first_node_meta + 4].copy_from_slice(&0x00FF_FFFFu32.to_le_bytes());
+        reseal(&mut b);
+        assert!(matches!(Model::from_bytes(&b), Err(ModelError::Tree(_))));
+    }
+
+    #[test]
+    fn feature_checks() {
+        let m = model();
+        assert!(m.check_input(&crate::schema::FIELD_NAMES).is_ok());
+        let e = m.check_input(&["V1", "V2"]).unwrap_err();
+        assert!(e.to_string().contains("the input lacks V3"), "{e}");
+        let mut other = m.meta().features.clone();
+        other.swap(0, 1);
+        assert!(m.expect_features(&other).is_err());
+        assert!(m.expect_features(&m.meta().features.clone()).is_ok());
+    }
+}

@@ -199,7 +199,7 @@ impl Model {
         Verdict {
             tx_id: tx_id.to_owned(),
             score,
-            fraud: f64::from(score) >= self.meta.threshold,
+            fraud: score >= self.meta.threshold as f32,
             threshold: self.meta.threshold,
             model_version: self.meta.version.clone(),
             top_features,
