@@ -64,7 +64,9 @@ proptest! {
 
     #[test]
     fn json_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..400)) {
-        let _ = decode_transaction(&bytes, || "x".into());
+        if let Ok(tx) = decode_transaction(&bytes, || "x".into()) {
+            prop_assert!(tx.values.iter().all(|v| v.is_finite()));
+        }
     }
 
     #[test]
@@ -72,7 +74,10 @@ proptest! {
         let mut s = encode_transaction(&tx).into_bytes();
         let i = pos.index(s.len());
         s[i] = b;
-        let _ = decode_transaction(&s, || "x".into());
+        if let Ok(t) = decode_transaction(&s, || "x".into()) {
+            prop_assert!(t.values.iter().all(|v| v.is_finite()));
+            prop_assert!(t.label.is_none_or(|l| l <= 1));
+        }
     }
 
     #[test]
@@ -81,8 +86,8 @@ proptest! {
         text.push(b'\n');
         text.extend(body);
         if let Ok(r) = CsvReader::new("f.csv", text.as_slice()) {
-            for row in r {
-                let _ = row;
+            for tx in r.flatten() {
+                prop_assert!(tx.values.iter().all(|v| v.is_finite()));
             }
         }
     }

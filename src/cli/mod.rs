@@ -40,7 +40,7 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Train a model on a labelled file, hold out a test set, and report its metrics.
-    Train(train::TrainArgs),
+    Train(Box<train::TrainArgs>),
     /// Evaluate a model on a labelled file it never saw.
     Evaluate(evaluate::EvaluateArgs),
     /// Score a file with a model, writing one verdict per transaction.

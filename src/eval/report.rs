@@ -1,6 +1,5 @@
 //! The evaluation report: SVG charts and an HTML page that links them.
 
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use plotters::prelude::*;
@@ -218,7 +217,7 @@ fn html(input: &ReportInput<'_>) -> String {
             format!("{} / {} / {} / {}", m.tp, m.fp, m.tn, m.fn_),
         ),
     ] {
-        let _ = writeln!(rows, "<tr><th>{k}</th><td>{v}</td></tr>");
+        rows.push_str(&format!("<tr><th>{k}</th><td>{v}</td></tr>\n"));
     }
     format!(
         r#"<!doctype html>

@@ -123,11 +123,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(64), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Parse and validate a model file's bytes.
@@ -140,14 +136,14 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<(ModelMeta, Forest), ModelError> {
             Ok(())
         }
     };
-    need(MAGIC.len() as u64).or_else(|e| {
+    need(MAGIC.len() as u64).map_err(|e| {
         // A short file that doesn't even start like a model is a wrong file, not a cut one.
         if MAGIC.starts_with(bytes) {
-            Err(e)
+            e
         } else {
-            Err(ModelError::BadMagic {
+            ModelError::BadMagic {
                 found: bytes.to_vec(),
-            })
+            }
         }
     })?;
     if bytes[..8] != MAGIC {
@@ -257,7 +253,7 @@ fn decode_body(body: &[u8]) -> Result<Forest, ModelError> {
     let mut trees = Vec::with_capacity(n_trees.min(body.len() / 16));
     for t in 0..n_trees {
         let n = c.u32("a node count")? as usize;
-        let raw = c.take(n.checked_mul(8).unwrap_or(usize::MAX), "nodes")?;
+        let raw = c.take(n.saturating_mul(8), "nodes")?;
         let nodes: Vec<Node> = raw
             .chunks_exact(8)
             .map(|b| Node {
@@ -265,7 +261,7 @@ fn decode_body(body: &[u8]) -> Result<Forest, ModelError> {
                 meta: u32::from_le_bytes(b[4..].try_into().expect("4 bytes")),
             })
             .collect();
-        let raw = c.take(n.checked_mul(4).unwrap_or(usize::MAX), "node values")?;
+        let raw = c.take(n.saturating_mul(4), "node values")?;
         let values = raw
             .chunks_exact(4)
             .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")))
