@@ -77,6 +77,11 @@ fn fmt(v: Option<f64>) -> String {
 }
 
 fn main() {
+    // `cargo test --all-targets` runs bench binaries without `--bench`: only build-check.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("compare: run with `cargo bench --bench compare -- PATH` (skipped under test)");
+        return;
+    }
     let path = std::env::args()
         .skip(1)
         .find(|a| !a.starts_with("--"))

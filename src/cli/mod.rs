@@ -4,6 +4,7 @@ mod evaluate;
 mod inspect;
 mod print;
 mod score;
+mod split;
 mod train;
 
 use std::path::PathBuf;
@@ -45,6 +46,8 @@ pub enum Command {
     Evaluate(evaluate::EvaluateArgs),
     /// Score a file with a model, writing one verdict per transaction.
     Score(score::ScoreArgs),
+    /// Write a train/test split of a labelled file to two CSV files.
+    Split(split::SplitArgs),
     /// Work with model files.
     #[command(subcommand)]
     Model(ModelCommand),
@@ -86,6 +89,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Train(a) => train::run(&a),
         Command::Evaluate(a) => evaluate::run(&a),
         Command::Score(a) => score::run(&a),
+        Command::Split(a) => split::run(&a),
         Command::Model(ModelCommand::Inspect(a)) => inspect::run(&a),
     }
 }
