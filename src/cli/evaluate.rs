@@ -8,7 +8,6 @@ use serde_json::json;
 use super::print::{metric_rows, metrics_json, table, with};
 use super::{InputArgs, ReportArgs, read_input};
 use crate::eval::evaluate;
-use crate::eval::report::{ReportInput, write_report};
 use crate::model::Model;
 use crate::schema::FIELD_NAMES;
 
@@ -36,26 +35,8 @@ pub fn run(args: &EvaluateArgs) -> anyhow::Result<()> {
     let scores = model.score_dataset(&data);
     let threshold = args.threshold.unwrap_or(model.meta().threshold);
     let m = evaluate(&scores, &labels, threshold);
-    if let Some(dir) = &args.report.report {
-        let meta = model.meta();
-        let importances: Vec<(String, f64)> = meta
-            .features
-            .iter()
-            .cloned()
-            .zip(meta.feature_importances.iter().copied())
-            .collect();
-        let page = write_report(
-            dir,
-            &ReportInput {
-                title: &format!("fraudstream model {} — {}", meta.version, args.input.input),
-                scores: &scores,
-                labels: &labels,
-                metrics: &m,
-                importances: &importances,
-            },
-        )?;
-        tracing::info!(report = %page.display(), "report written");
-    }
+    args.report
+        .write(&model, &args.input.input, &scores, &labels, &m)?;
     if args.report.json {
         let out = with(
             metrics_json(&m),

@@ -83,6 +83,41 @@ pub struct ReportArgs {
     pub report: Option<PathBuf>,
 }
 
+impl ReportArgs {
+    /// Write the `--report` directory, when asked for, for scores of `model` on `what`.
+    fn write(
+        &self,
+        model: &crate::model::Model,
+        what: &str,
+        scores: &[f32],
+        labels: &[u8],
+        metrics: &crate::eval::Metrics,
+    ) -> anyhow::Result<()> {
+        let Some(dir) = &self.report else {
+            return Ok(());
+        };
+        let meta = model.meta();
+        let importances: Vec<(String, f64)> = meta
+            .features
+            .iter()
+            .cloned()
+            .zip(meta.feature_importances.iter().copied())
+            .collect();
+        let page = crate::eval::report::write_report(
+            dir,
+            &crate::eval::report::ReportInput {
+                title: &format!("fraudstream model {} — {what}", meta.version),
+                scores,
+                labels,
+                metrics,
+                importances: &importances,
+            },
+        )?;
+        tracing::info!(report = %page.display(), "report written");
+        Ok(())
+    }
+}
+
 /// Run a parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {

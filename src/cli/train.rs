@@ -8,7 +8,6 @@ use serde_json::json;
 
 use super::print::{self, metric_rows, metrics_json, table, with};
 use super::{InputArgs, ReportArgs, read_input};
-use crate::eval::report::{ReportInput, write_report};
 use crate::eval::{SplitKind, ThresholdStrategy};
 use crate::forest::{ClassWeight, Criterion, MaxFeatures, TrainParams};
 use crate::pipeline::{TrainOptions, train_model};
@@ -135,6 +134,10 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
     if let Some(f) = &args.features {
         opts.features.clone_from(f);
     }
+    anyhow::ensure!(
+        args.report.report.is_none() || args.split != SplitKind::None,
+        "--report needs a held-out set; use --split stratified or time"
+    );
     let data = read_input(&args.input)?;
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(args.threads.unwrap_or(0))
@@ -155,29 +158,14 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
     let (evaluated_on, metrics) = outcome
         .headline()
         .context("no metrics: the data has no held-out or out-of-bag rows")?;
-    if let Some(dir) = &args.report.report {
-        let (scores, labels) = if evaluated_on == "holdout" {
-            (outcome.test_scores.clone(), outcome.test_labels.clone())
-        } else {
-            anyhow::bail!("--report needs a held-out set; use --split stratified or time");
-        };
-        let importances: Vec<(String, f64)> = meta
-            .features
-            .iter()
-            .cloned()
-            .zip(meta.feature_importances.iter().copied())
-            .collect();
-        let page = write_report(
-            dir,
-            &ReportInput {
-                title: &format!("fraudstream model {} — holdout", meta.version),
-                scores: &scores,
-                labels: &labels,
-                metrics,
-                importances: &importances,
-            },
+    if evaluated_on == "holdout" {
+        args.report.write(
+            model,
+            "holdout",
+            &outcome.test_scores,
+            &outcome.test_labels,
+            metrics,
         )?;
-        tracing::info!(report = %page.display(), "report written");
     }
     if args.report.json {
         let out = with(
