@@ -678,6 +678,39 @@ mod tests {
         assert!(wrong < n / 50, "{wrong} training rows misclassified");
     }
 
+    /// Plain recursive-free walk over the public nodes: the reference the fast paths must match.
+    fn reference(forest: &Forest, x: &[f32]) -> f32 {
+        let mut sum = 0.0;
+        for t in forest.trees() {
+            let mut i = 0;
+            while !t.nodes()[i].is_leaf() {
+                let n = t.nodes()[i];
+                i = n.left() + usize::from(x[n.feature()] > n.threshold);
+            }
+            sum += t.nodes()[i].threshold;
+        }
+        sum / forest.trees().len() as f32
+    }
+
+    #[test]
+    fn fast_paths_match_the_reference_walk() {
+        let mut rng = Rng::new(11);
+        let nf = 6;
+        let n = 3001; // not a multiple of the lane or block width
+        let x: Vec<f32> = (0..n * nf).map(|_| (rng.unit() * 4.0 - 2.0) as f32).collect();
+        let y: Vec<u8> = (0..n)
+            .map(|i| u8::from(x[i * nf] * x[i * nf + 1] + 0.3 * x[i * nf + 2] > 0.5))
+            .collect();
+        let t = train(&x, &y, nf, &params(13), &|| {}).unwrap();
+        let batch = t.forest.predict_batch(&x);
+        for i in 0..n {
+            let row = &x[i * nf..(i + 1) * nf];
+            let want = reference(&t.forest, row);
+            assert!((batch[i] - want).abs() < 1e-6, "batch row {i}");
+            assert!((t.forest.predict_one(row) - want).abs() < 1e-6, "single row {i}");
+        }
+    }
+
     #[test]
     fn min_samples_leaf_is_respected() {
         let (x, y) = threshold_data();
