@@ -226,6 +226,7 @@ fn bad_input_is_named_and_skippable() {
         "--skip-invalid",
         "--trees",
         "10",
+        "--json",
     ]);
     assert!(
         out.status.success(),
@@ -236,6 +237,12 @@ fn bad_input_is_named_and_skippable() {
     assert!(
         err.contains("skipped: ") && err.contains("bad.csv:7: field `Class`"),
         "{err}"
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["skipped_rows"], 2);
+    assert_eq!(
+        v["train_rows"].as_u64().unwrap() + v["rows"].as_u64().unwrap(),
+        3444
     );
 
     // Empty input and single-class input: clear errors, no model.

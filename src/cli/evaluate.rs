@@ -30,7 +30,7 @@ pub struct EvaluateArgs {
 pub fn run(args: &EvaluateArgs) -> anyhow::Result<()> {
     let model = Model::load(&args.model)?;
     model.check_input(&FIELD_NAMES)?;
-    let data = read_input(&args.input)?;
+    let (data, skipped) = read_input(&args.input)?;
     let labels = data.labels()?;
     let scores = model.score_dataset(&data);
     let threshold = args.threshold.unwrap_or(model.meta().threshold);
@@ -40,7 +40,11 @@ pub fn run(args: &EvaluateArgs) -> anyhow::Result<()> {
     if args.report.json {
         let out = with(
             metrics_json(&m),
-            json!({"model_version": model.version(), "input": args.input.input}),
+            json!({
+                "model_version": model.version(),
+                "input": args.input.input,
+                "skipped_rows": skipped,
+            }),
         );
         println!("{out}");
     } else {

@@ -129,8 +129,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// Read an input with a spinner, and log what was skipped.
-fn read_input(args: &InputArgs) -> anyhow::Result<crate::schema::Dataset> {
+/// Read an input with a spinner, and report what was skipped. Returns the rows and the
+/// number of invalid rows skipped.
+fn read_input(args: &InputArgs) -> anyhow::Result<(crate::schema::Dataset, usize)> {
     let spinner = print::spinner(format!("reading {}", args.input));
     let (data, report) = crate::schema::read_dataset(
         &args.input,
@@ -141,7 +142,7 @@ fn read_input(args: &InputArgs) -> anyhow::Result<crate::schema::Dataset> {
     spinner.finish_and_clear();
     log_skipped(&args.input, &report);
     tracing::info!(input = %args.input, rows = data.len(), "read input");
-    Ok(data)
+    Ok((data, report.skipped))
 }
 
 fn log_skipped(input: &str, report: &ReadReport) {

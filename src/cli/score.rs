@@ -40,7 +40,7 @@ pub struct ScoreArgs {
 pub fn run(args: &ScoreArgs) -> anyhow::Result<()> {
     let model = Model::load(&args.model)?;
     model.check_input(&FIELD_NAMES)?;
-    let data = read_input(&args.input)?;
+    let (data, skipped) = read_input(&args.input)?;
     let started = Instant::now();
     let x = model.matrix(&data);
     let nf = model.forest().n_features();
@@ -78,6 +78,7 @@ pub fn run(args: &ScoreArgs) -> anyhow::Result<()> {
             "threshold": model.meta().threshold,
             "seconds": seconds,
             "rows_per_second": rate,
+            "skipped_rows": skipped,
         });
         let out = match &metrics {
             Some(m) => with(metrics_json(m), base),

@@ -46,7 +46,7 @@ pub fn run(args: &SplitArgs) -> anyhow::Result<()> {
         "invalid option `test-fraction`: {} must be in (0, 1)",
         args.test_fraction
     );
-    let data = read_input(&args.input)?;
+    let (data, skipped) = read_input(&args.input)?;
     let labels = data.labels()?;
     let (train, test) = split(
         args.split,
@@ -64,6 +64,9 @@ pub fn run(args: &SplitArgs) -> anyhow::Result<()> {
             true,
         )
         .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if skipped > 0 {
+        println!("{skipped} invalid rows skipped");
     }
     println!(
         "{} training rows -> {}; {} test rows -> {}",

@@ -138,7 +138,7 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
         args.report.report.is_none() || args.split != SplitKind::None,
         "--report needs a held-out set; use --split stratified or time"
     );
-    let data = read_input(&args.input)?;
+    let (data, skipped) = read_input(&args.input)?;
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(args.threads.unwrap_or(0))
         .build()?;
@@ -179,6 +179,7 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
                 "train_frauds": meta.train_frauds,
                 "train_seconds": meta.train_seconds,
                 "threshold_source": meta.threshold_source,
+                "skipped_rows": skipped,
                 "oob": meta.oob_metrics.as_ref().map(metrics_json),
             }),
         );

@@ -697,7 +697,9 @@ mod tests {
         let mut rng = Rng::new(11);
         let nf = 6;
         let n = 3001; // not a multiple of the lane or block width
-        let x: Vec<f32> = (0..n * nf).map(|_| (rng.unit() * 4.0 - 2.0) as f32).collect();
+        let x: Vec<f32> = (0..n * nf)
+            .map(|_| (rng.unit() * 4.0 - 2.0) as f32)
+            .collect();
         let y: Vec<u8> = (0..n)
             .map(|i| u8::from(x[i * nf] * x[i * nf + 1] + 0.3 * x[i * nf + 2] > 0.5))
             .collect();
@@ -707,7 +709,10 @@ mod tests {
             let row = &x[i * nf..(i + 1) * nf];
             let want = reference(&t.forest, row);
             assert!((batch[i] - want).abs() < 1e-6, "batch row {i}");
-            assert!((t.forest.predict_one(row) - want).abs() < 1e-6, "single row {i}");
+            assert!(
+                (t.forest.predict_one(row) - want).abs() < 1e-6,
+                "single row {i}"
+            );
         }
     }
 
