@@ -21,5 +21,7 @@ pub mod eval;
 pub mod forest;
 pub mod model;
 pub mod pipeline;
+pub mod retry;
 pub mod rng;
 pub mod schema;
+pub mod storage;

@@ -1,0 +1,245 @@
+//! HDFS as a [`BlobStore`] (hdfs-native).
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use hdfs_native::{Client, ClientBuilder, HdfsError, WriteOptions};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::{Blob, BlobStore, Condition, ObjectInfo, StorageError, check_key};
+
+/// A directory on HDFS. Writes go to a temporary file in the target directory, which is
+/// renamed into place once closed, so readers never see a partial file.
+#[derive(Clone)]
+pub struct HdfsStore {
+    client: Arc<Client>,
+    url: String,
+    root: String,
+    block_size: Option<u64>,
+    counter: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for HdfsStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HdfsStore")
+            .field("url", &self.url)
+            .field("root", &self.root)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HdfsStore {
+    /// Connect to the NameNode at `url` (`hdfs://host:port`), storing under `root`.
+    /// `block_size` overrides the server's default block size for new files.
+    pub fn new(url: &str, root: &str, block_size: Option<u64>) -> Result<Self, StorageError> {
+        let client = ClientBuilder::new()
+            .with_url(url)
+            .build()
+            .map_err(|e| StorageError::Unreachable {
+                endpoint: url.into(),
+                message: e.to_string(),
+            })?;
+        Ok(Self {
+            client: Arc::new(client),
+            url: url.into(),
+            root: format!("/{}", root.trim_matches('/')),
+            block_size,
+            counter: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    fn path(&self, key: &str) -> Result<String, StorageError> {
+        check_key(key)?;
+        Ok(format!("{}/{key}", self.root.trim_end_matches('/')))
+    }
+
+    fn error(&self, key: &str, e: HdfsError) -> StorageError {
+        match e {
+            HdfsError::FileNotFound(_) => StorageError::NotFound {
+                store: self.describe(),
+                key: key.into(),
+            },
+            HdfsError::RPCError(class, _) if class.contains("FileNotFoundException") => {
+                StorageError::NotFound {
+                    store: self.describe(),
+                    key: key.into(),
+                }
+            }
+            HdfsError::AlreadyExists(_) => StorageError::PreconditionFailed {
+                store: self.describe(),
+                key: key.into(),
+            },
+            HdfsError::RPCError(class, _) if class.contains("FileAlreadyExistsException") => {
+                StorageError::PreconditionFailed {
+                    store: self.describe(),
+                    key: key.into(),
+                }
+            }
+            HdfsError::IOError(io) => StorageError::Unreachable {
+                endpoint: self.url.clone(),
+                message: io.to_string(),
+            },
+            HdfsError::RPCError(class, msg) if class.contains("AccessControlException") => {
+                StorageError::Denied {
+                    endpoint: self.url.clone(),
+                    message: format!("{class}: {msg}"),
+                }
+            }
+            other => {
+                let retryable = matches!(
+                    other,
+                    HdfsError::DataTransferError(_) | HdfsError::BlocksNotFound(_)
+                ) || matches!(&other, HdfsError::RPCError(c, _)
+                        if c.contains("SafeModeException") || c.contains("RetriableException"));
+                StorageError::Other {
+                    store: self.describe(),
+                    message: format!("{key}: {other}"),
+                    retryable,
+                }
+            }
+        }
+    }
+
+    async fn write_tmp(&self, key: &str, path: &str, data: Bytes) -> Result<String, StorageError> {
+        let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
+        let tmp = format!(
+            "{dir}/_tmp.{name}.{}.{}",
+            std::process::id(),
+            self.counter.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut opts = WriteOptions::default().create_parent(true);
+        if let Some(b) = self.block_size {
+            opts = opts.block_size(b);
+        }
+        let mut w = self
+            .client
+            .create(&tmp, opts)
+            .await
+            .map_err(|e| self.error(key, e))?;
+        let written = async {
+            w.write_bytes(data).await?;
+            w.close().await
+        }
+        .await;
+        if let Err(e) = written {
+            let _removed = self.client.delete(&tmp, false).await;
+            return Err(self.error(key, e));
+        }
+        Ok(tmp)
+    }
+
+    fn etag(length: usize, mtime: u64) -> String {
+        format!("{length}-{mtime}")
+    }
+}
+
+#[async_trait]
+impl BlobStore for HdfsStore {
+    fn describe(&self) -> String {
+        format!("{}{}", self.url.trim_end_matches('/'), self.root)
+    }
+
+    async fn put(&self, key: &str, data: Bytes) -> Result<(), StorageError> {
+        let path = self.path(key)?;
+        let tmp = self.write_tmp(key, &path, data).await?;
+        if let Err(e) = self.client.rename(&tmp, &path, true).await {
+            let _removed = self.client.delete(&tmp, false).await;
+            return Err(self.error(key, e));
+        }
+        Ok(())
+    }
+
+    async fn put_if(
+        &self,
+        key: &str,
+        data: Bytes,
+        condition: Condition,
+    ) -> Result<String, StorageError> {
+        let Condition::IfAbsent = condition else {
+            return Err(StorageError::Unsupported {
+                store: self.describe(),
+                operation: "compare-and-swap (If-Match) writes",
+            });
+        };
+        let path = self.path(key)?;
+        let tmp = self.write_tmp(key, &path, data).await?;
+        // Rename without overwrite fails when the target exists: an atomic if-absent.
+        if let Err(e) = self.client.rename(&tmp, &path, false).await {
+            let _removed = self.client.delete(&tmp, false).await;
+            return Err(match self.error(key, e) {
+                StorageError::Other { .. } => StorageError::PreconditionFailed {
+                    store: self.describe(),
+                    key: key.into(),
+                },
+                other => other,
+            });
+        }
+        let st = self
+            .client
+            .get_file_info(&path)
+            .await
+            .map_err(|e| self.error(key, e))?;
+        Ok(Self::etag(st.length, st.modification_time))
+    }
+
+    async fn get(&self, key: &str) -> Result<Blob, StorageError> {
+        let path = self.path(key)?;
+        let mut r = self
+            .client
+            .read(&path)
+            .await
+            .map_err(|e| self.error(key, e))?;
+        let len = r.file_length();
+        let data = r.read_bytes(len).await.map_err(|e| self.error(key, e))?;
+        let st = self
+            .client
+            .get_file_info(&path)
+            .await
+            .map_err(|e| self.error(key, e))?;
+        Ok(Blob {
+            data,
+            etag: Self::etag(st.length, st.modification_time),
+        })
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StorageError> {
+        // List from the deepest directory the prefix names, then filter by the prefix.
+        let dir = match prefix.rsplit_once('/') {
+            Some((d, _)) => format!("{}/{d}", self.root.trim_end_matches('/')),
+            None => self.root.clone(),
+        };
+        let statuses = match self.client.list_status(&dir, true).await {
+            Ok(s) => s,
+            Err(e) => match self.error(prefix, e) {
+                StorageError::NotFound { .. } => return Ok(Vec::new()),
+                other => return Err(other),
+            },
+        };
+        let root = format!("{}/", self.root.trim_end_matches('/'));
+        let mut out: Vec<ObjectInfo> = statuses
+            .into_iter()
+            .filter(|s| !s.isdir)
+            .filter_map(|s| {
+                let rel = s.path.strip_prefix(&root)?.to_owned();
+                let name = rel.rsplit('/').next().unwrap_or(&rel);
+                (!name.starts_with("_tmp.") && rel.starts_with(prefix)).then_some(ObjectInfo {
+                    key: rel,
+                    size: s.length as u64,
+                })
+            })
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StorageError> {
+        let path = self.path(key)?;
+        match self.client.delete(&path, false).await {
+            Ok(_) => Ok(()),
+            Err(e) => match self.error(key, e) {
+                StorageError::NotFound { .. } => Ok(()),
+                other => Err(other),
+            },
+        }
+    }
+}
