@@ -5,6 +5,7 @@ use bytes::Bytes;
 use hdfs_native::{Client, ClientBuilder, HdfsError, WriteOptions};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use super::{Blob, BlobStore, Condition, ObjectInfo, StorageError, check_key};
 
@@ -17,6 +18,7 @@ pub struct HdfsStore {
     root: String,
     block_size: Option<u64>,
     counter: Arc<AtomicU64>,
+    timeout: Duration,
 }
 
 impl std::fmt::Debug for HdfsStore {
@@ -32,19 +34,21 @@ impl HdfsStore {
     /// Connect to the NameNode at `url` (`hdfs://host:port`), storing under `root`.
     /// `block_size` overrides the server's default block size for new files.
     pub fn new(url: &str, root: &str, block_size: Option<u64>) -> Result<Self, StorageError> {
-        let client = ClientBuilder::new()
-            .with_url(url)
-            .build()
-            .map_err(|e| StorageError::Unreachable {
-                endpoint: url.into(),
-                message: e.to_string(),
-            })?;
+        let client =
+            ClientBuilder::new()
+                .with_url(url)
+                .build()
+                .map_err(|e| StorageError::Unreachable {
+                    endpoint: url.into(),
+                    message: e.to_string(),
+                })?;
         Ok(Self {
             client: Arc::new(client),
             url: url.into(),
             root: format!("/{}", root.trim_matches('/')),
             block_size,
             counter: Arc::new(AtomicU64::new(0)),
+            timeout: Duration::from_secs(30),
         })
     }
 
@@ -128,18 +132,36 @@ impl HdfsStore {
         Ok(tmp)
     }
 
+    /// Give up on an operation after the store's timeout: the client keeps reconnecting
+    /// to a NameNode that is down, and callers need a bounded answer naming the endpoint.
+    async fn bounded<T>(
+        &self,
+        op: impl std::future::Future<Output = Result<T, StorageError>>,
+    ) -> Result<T, StorageError> {
+        tokio::time::timeout(self.timeout, op)
+            .await
+            .unwrap_or_else(|_| {
+                Err(StorageError::Unreachable {
+                    endpoint: self.url.clone(),
+                    message: format!("no answer within {:?}", self.timeout),
+                })
+            })
+    }
+
+    /// Set the per-operation timeout (default 30 s).
+    #[must_use]
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
     fn etag(length: usize, mtime: u64) -> String {
         format!("{length}-{mtime}")
     }
 }
 
-#[async_trait]
-impl BlobStore for HdfsStore {
-    fn describe(&self) -> String {
-        format!("{}{}", self.url.trim_end_matches('/'), self.root)
-    }
-
-    async fn put(&self, key: &str, data: Bytes) -> Result<(), StorageError> {
+impl HdfsStore {
+    async fn put_inner(&self, key: &str, data: Bytes) -> Result<(), StorageError> {
         let path = self.path(key)?;
         let tmp = self.write_tmp(key, &path, data).await?;
         if let Err(e) = self.client.rename(&tmp, &path, true).await {
@@ -149,7 +171,7 @@ impl BlobStore for HdfsStore {
         Ok(())
     }
 
-    async fn put_if(
+    async fn put_if_inner(
         &self,
         key: &str,
         data: Bytes,
@@ -182,7 +204,7 @@ impl BlobStore for HdfsStore {
         Ok(Self::etag(st.length, st.modification_time))
     }
 
-    async fn get(&self, key: &str) -> Result<Blob, StorageError> {
+    async fn get_inner(&self, key: &str) -> Result<Blob, StorageError> {
         let path = self.path(key)?;
         let mut r = self
             .client
@@ -202,7 +224,7 @@ impl BlobStore for HdfsStore {
         })
     }
 
-    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StorageError> {
+    async fn list_inner(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StorageError> {
         // List from the deepest directory the prefix names, then filter by the prefix.
         let dir = match prefix.rsplit_once('/') {
             Some((d, _)) => format!("{}/{d}", self.root.trim_end_matches('/')),
@@ -232,7 +254,7 @@ impl BlobStore for HdfsStore {
         Ok(out)
     }
 
-    async fn delete(&self, key: &str) -> Result<(), StorageError> {
+    async fn delete_inner(&self, key: &str) -> Result<(), StorageError> {
         let path = self.path(key)?;
         match self.client.delete(&path, false).await {
             Ok(_) => Ok(()),
@@ -241,5 +263,37 @@ impl BlobStore for HdfsStore {
                 other => Err(other),
             },
         }
+    }
+}
+
+#[async_trait]
+impl BlobStore for HdfsStore {
+    fn describe(&self) -> String {
+        format!("{}{}", self.url.trim_end_matches('/'), self.root)
+    }
+
+    async fn put(&self, key: &str, data: Bytes) -> Result<(), StorageError> {
+        self.bounded(self.put_inner(key, data)).await
+    }
+
+    async fn put_if(
+        &self,
+        key: &str,
+        data: Bytes,
+        condition: Condition,
+    ) -> Result<String, StorageError> {
+        self.bounded(self.put_if_inner(key, data, condition)).await
+    }
+
+    async fn get(&self, key: &str) -> Result<Blob, StorageError> {
+        self.bounded(self.get_inner(key)).await
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StorageError> {
+        self.bounded(self.list_inner(prefix)).await
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StorageError> {
+        self.bounded(self.delete_inner(key)).await
     }
 }

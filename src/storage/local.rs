@@ -69,7 +69,10 @@ impl LocalStore {
     fn write_tmp(&self, path: &Path, data: &[u8]) -> std::io::Result<PathBuf> {
         let dir = path.parent().unwrap_or(&self.root);
         std::fs::create_dir_all(dir)?;
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("object");
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("object");
         let tmp = dir.join(format!(
             "{TMP_PREFIX}{}-{}-{name}",
             std::process::id(),
@@ -170,15 +173,13 @@ impl LocalStore {
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
 ) -> Result<T, StorageError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .unwrap_or_else(|e| {
-            Err(StorageError::Other {
-                store: "local".into(),
-                message: format!("blocking task failed: {e}"),
-                retryable: false,
-            })
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
+        Err(StorageError::Other {
+            store: "local".into(),
+            message: format!("blocking task failed: {e}"),
+            retryable: false,
         })
+    })
 }
 
 #[async_trait]

@@ -185,7 +185,10 @@ pub(crate) fn check_key(key: &str) -> Result<(), StorageError> {
     if key.starts_with('/') {
         return bad("must be relative");
     }
-    if key.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
+    if key
+        .split('/')
+        .any(|c| c.is_empty() || c == "." || c == "..")
+    {
         return bad("empty, `.` or `..` path component");
     }
     if key.contains('\0') {

@@ -114,7 +114,9 @@ impl Location {
             });
         }
         if s.contains("://") && !s.starts_with("file://") {
-            return Err(format!("{s}: unsupported scheme (use file://, s3:// or hdfs://)"));
+            return Err(format!(
+                "{s}: unsupported scheme (use file://, s3:// or hdfs://)"
+            ));
         }
         let path = s.strip_prefix("file://").unwrap_or(s);
         if path.is_empty() {
@@ -179,7 +181,10 @@ mod tests {
             Location::parse("file:///tmp/x").unwrap(),
             Location::Local("/tmp/x".into())
         );
-        assert_eq!(Location::parse("out/lake").unwrap(), Location::Local("out/lake".into()));
+        assert_eq!(
+            Location::parse("out/lake").unwrap(),
+            Location::Local("out/lake".into())
+        );
         assert!(Location::parse("gs://x").is_err());
         assert!(Location::parse("s3:///x").is_err());
     }

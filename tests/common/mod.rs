@@ -1,0 +1,84 @@
+//! Helpers shared by the integration tests: service endpoints from the environment
+//! (set by `scripts/services.sh up`), unique names, and S3 bucket set-up.
+#![allow(dead_code)]
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use fraudstream::storage::S3Settings;
+use fraudstream::storage::url::Secret;
+
+/// The endpoint of a service the test needs. Fails, never skips, when it is not set.
+pub fn require(var: &str, service: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| {
+        panic!(
+            "{var} is not set: this integration test needs a real {service} server. \
+             Start it with `eval \"$(scripts/services.sh up {service})\"` (or run `make test`, \
+             which starts and stops every service)."
+        )
+    })
+}
+
+/// A name unique to this process and call, for buckets, tables, topics and directories.
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    format!(
+        "{prefix}-{}-{t}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// S3 settings for the test server, for `bucket`.
+pub fn s3_settings(bucket: &str) -> S3Settings {
+    S3Settings {
+        bucket: bucket.into(),
+        prefix: String::new(),
+        region: "us-east-1".into(),
+        endpoint: Some(require("FRAUDSTREAM_TEST_S3", "s3")),
+        force_path_style: true,
+        access_key_id: Some(
+            std::env::var("FRAUDSTREAM_TEST_S3_ACCESS_KEY_ID").unwrap_or_else(|_| "test".into()),
+        ),
+        secret_access_key: Some(Secret::new(
+            std::env::var("FRAUDSTREAM_TEST_S3_SECRET_ACCESS_KEY")
+                .unwrap_or_else(|_| "test".into()),
+        )),
+    }
+}
+
+/// Create a fresh bucket on the test S3 server and return its name.
+pub async fn new_bucket() -> String {
+    let bucket = unique("fs").to_lowercase();
+    let s = s3_settings(&bucket);
+    let creds = aws_sdk_s3::config::Credentials::new(
+        s.access_key_id.clone().unwrap(),
+        s.secret_access_key.as_ref().unwrap().expose().to_owned(),
+        None,
+        None,
+        "test",
+    );
+    let conf = aws_sdk_s3::config::Builder::new()
+        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+        .region(aws_sdk_s3::config::Region::new("us-east-1"))
+        .credentials_provider(creds)
+        .endpoint_url(s.endpoint.clone().unwrap())
+        .force_path_style(true)
+        .build();
+    aws_sdk_s3::Client::from_conf(conf)
+        .create_bucket()
+        .bucket(&bucket)
+        .send()
+        .await
+        .expect("create test bucket");
+    bucket
+}
+
+/// A loopback port with nothing listening on it.
+pub fn dead_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
