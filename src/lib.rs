@@ -21,6 +21,7 @@ pub mod eval;
 pub mod forest;
 pub mod model;
 pub mod pipeline;
+pub mod registry;
 pub mod retry;
 pub mod rng;
 pub mod schema;

@@ -136,7 +136,7 @@ impl HdfsStore {
     /// to a NameNode that is down, and callers need a bounded answer naming the endpoint.
     async fn bounded<T>(
         &self,
-        op: impl std::future::Future<Output = Result<T, StorageError>>,
+        op: impl Future<Output = Result<T, StorageError>>,
     ) -> Result<T, StorageError> {
         tokio::time::timeout(self.timeout, op)
             .await

@@ -1,0 +1,256 @@
+//! The model store: versioned model files, their manifests, and a `LATEST` pointer, on
+//! any [`BlobStore`] (a local directory or S3).
+//!
+//! Layout under the store's root:
+//! ```text
+//! models/<version>/model.fsm       the model file (written once, never replaced)
+//! models/<version>/manifest.json   sha256, size, features, created_at, metadata
+//! models/LATEST                    the serving version, moved by conditional writes
+//! ```
+//! A version exists once its manifest does: the model file is written first.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::model::format::sha256_hex;
+use crate::model::{Model, ModelError, ModelMeta};
+use crate::storage::{BlobStore, Condition, StorageError};
+
+/// Key of the pointer to the serving version.
+pub const LATEST_KEY: &str = "models/LATEST";
+
+/// What a manifest records about one version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Version (the model's own).
+    pub version: String,
+    /// SHA-256 of the model file, hex.
+    pub sha256: String,
+    /// Size of the model file in bytes.
+    pub size_bytes: u64,
+    /// Feature names in order.
+    pub features: Vec<String>,
+    /// When the model was trained.
+    pub created_at: String,
+    /// The version that was `LATEST` when this one was published, if any.
+    pub parent: Option<String>,
+    /// The model's full metadata (hyper-parameters, metrics, data fingerprint).
+    pub metadata: ModelMeta,
+}
+
+/// The `LATEST` pointer as read: the version and the pointer object's entity tag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Latest {
+    /// The version it names.
+    pub version: String,
+    /// Entity tag of the pointer object, for conditional moves and cheap polling.
+    pub etag: String,
+}
+
+/// Model store errors.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// The storage failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// The stored model does not load.
+    #[error("version {version}: {source}")]
+    Model {
+        /// The version.
+        version: String,
+        /// Why it does not load.
+        source: ModelError,
+    },
+    /// The stored model's bytes do not hash to the manifest's checksum.
+    #[error("version {version}: model checksum {actual} does not match the manifest's {expected}")]
+    Checksum {
+        /// The version.
+        version: String,
+        /// From the manifest.
+        expected: String,
+        /// Of the bytes read.
+        actual: String,
+    },
+    /// A manifest or pointer that does not parse.
+    #[error("{key}: {message}")]
+    Corrupt {
+        /// The key.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The version is not in the store.
+    #[error("model version {0} is not in the store")]
+    UnknownVersion(String),
+}
+
+/// Versioned models on a blob store.
+#[derive(Debug, Clone)]
+pub struct ModelStore {
+    blobs: Arc<dyn BlobStore>,
+}
+
+fn model_key(version: &str) -> String {
+    format!("models/{version}/model.fsm")
+}
+
+fn manifest_key(version: &str) -> String {
+    format!("models/{version}/manifest.json")
+}
+
+impl ModelStore {
+    /// A model store on `blobs`.
+    #[must_use]
+    pub fn new(blobs: Arc<dyn BlobStore>) -> Self {
+        Self { blobs }
+    }
+
+    /// Where the store points.
+    #[must_use]
+    pub fn describe(&self) -> String {
+        self.blobs.describe()
+    }
+
+    /// Store a model under its version (model file, then manifest). Storing the same
+    /// version again with identical bytes is a no-op; different bytes are refused.
+    pub async fn put(&self, model: &Model) -> Result<Manifest, RegistryError> {
+        let bytes = Bytes::from(model.to_bytes());
+        let meta = model.meta();
+        let version = meta.version.clone();
+        let manifest = Manifest {
+            version: version.clone(),
+            sha256: sha256_hex(&bytes),
+            size_bytes: bytes.len() as u64,
+            features: meta.features.clone(),
+            created_at: meta.created_at.clone(),
+            parent: self.latest().await?.map(|l| l.version),
+            metadata: meta.clone(),
+        };
+        match self
+            .blobs
+            .put_if(&model_key(&version), bytes, Condition::IfAbsent)
+            .await
+        {
+            Ok(_) => {}
+            Err(StorageError::PreconditionFailed { .. }) => {
+                let existing = self.blobs.get(&model_key(&version)).await?;
+                if sha256_hex(&existing.data) != manifest.sha256 {
+                    return Err(RegistryError::Corrupt {
+                        key: model_key(&version),
+                        message: "a different model is already stored under this version".into(),
+                    });
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let json = serde_json::to_vec_pretty(&manifest).expect("manifest serialises");
+        self.blobs
+            .put(&manifest_key(&version), Bytes::from(json))
+            .await?;
+        Ok(manifest)
+    }
+
+    /// A version's manifest.
+    pub async fn manifest(&self, version: &str) -> Result<Manifest, RegistryError> {
+        let key = manifest_key(version);
+        let blob = self.blobs.get(&key).await.map_err(|e| match e {
+            StorageError::NotFound { .. } => RegistryError::UnknownVersion(version.into()),
+            other => other.into(),
+        })?;
+        serde_json::from_slice(&blob.data).map_err(|e| RegistryError::Corrupt {
+            key,
+            message: e.to_string(),
+        })
+    }
+
+    /// Load a version, verifying its checksum against the manifest and then the model
+    /// file's own validation.
+    pub async fn get(&self, version: &str) -> Result<(Model, Manifest), RegistryError> {
+        let manifest = self.manifest(version).await?;
+        let blob = self.blobs.get(&model_key(version)).await?;
+        let actual = sha256_hex(&blob.data);
+        if actual != manifest.sha256 {
+            return Err(RegistryError::Checksum {
+                version: version.into(),
+                expected: manifest.sha256,
+                actual,
+            });
+        }
+        let model = Model::from_bytes(&blob.data).map_err(|source| RegistryError::Model {
+            version: version.into(),
+            source,
+        })?;
+        Ok((model, manifest))
+    }
+
+    /// Every stored version (those with a manifest), oldest name first.
+    pub async fn list(&self) -> Result<Vec<String>, RegistryError> {
+        Ok(self
+            .blobs
+            .list("models/")
+            .await?
+            .into_iter()
+            .filter_map(|o| {
+                o.key
+                    .strip_prefix("models/")?
+                    .strip_suffix("/manifest.json")
+                    .map(str::to_owned)
+            })
+            .collect())
+    }
+
+    /// The serving version, if any.
+    pub async fn latest(&self) -> Result<Option<Latest>, RegistryError> {
+        self.latest_if_changed(None).await
+    }
+
+    /// The serving version unless the pointer still has entity tag `etag` (`None` then).
+    /// On S3 an unchanged pointer costs one conditional GET with no body.
+    pub async fn latest_if_changed(
+        &self,
+        etag: Option<&str>,
+    ) -> Result<Option<Latest>, RegistryError> {
+        match self.blobs.get_if_changed(LATEST_KEY, etag).await {
+            Ok(Some(blob)) => {
+                let version = std::str::from_utf8(&blob.data)
+                    .map(str::trim)
+                    .ok()
+                    .filter(|v| !v.is_empty() && !v.contains('/'))
+                    .ok_or_else(|| RegistryError::Corrupt {
+                        key: LATEST_KEY.into(),
+                        message: "not a version name".into(),
+                    })?;
+                Ok(Some(Latest {
+                    version: version.to_owned(),
+                    etag: blob.etag,
+                }))
+            }
+            Ok(None) | Err(StorageError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Point `LATEST` at `version`, only if the pointer is still `expected` (or absent when
+    /// `expected` is `None`): two publishers cannot interleave. Returns the new pointer.
+    pub async fn set_latest(
+        &self,
+        version: &str,
+        expected: Option<&Latest>,
+    ) -> Result<Latest, RegistryError> {
+        self.manifest(version).await?;
+        let condition = match expected {
+            Some(l) => Condition::IfMatch(l.etag.clone()),
+            None => Condition::IfAbsent,
+        };
+        let etag = self
+            .blobs
+            .put_if(LATEST_KEY, Bytes::from(format!("{version}\n")), condition)
+            .await?;
+        Ok(Latest {
+            version: version.into(),
+            etag,
+        })
+    }
+}

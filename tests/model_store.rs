@@ -1,0 +1,129 @@
+//! The model store conformance suite: a local directory and SeaweedFS (S3).
+
+mod common;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use fraudstream::model::Model;
+use fraudstream::pipeline::{TrainOptions, train_model};
+use fraudstream::registry::{LATEST_KEY, ModelStore, RegistryError};
+use fraudstream::schema::{ReadOptions, read_dataset};
+use fraudstream::storage::local::LocalStore;
+use fraudstream::storage::s3::S3Store;
+use fraudstream::storage::{BlobStore, StorageError};
+
+const SAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/creditcard-sample.csv");
+
+fn small_model(seed: u64) -> Model {
+    let (data, _) = read_dataset(SAMPLE, ReadOptions::default()).unwrap();
+    let mut opts = TrainOptions::default();
+    opts.params.n_trees = 5;
+    opts.params.seed = seed;
+    train_model(&data, SAMPLE, &opts, &|| {}).unwrap().model
+}
+
+async fn conformance(blobs: Arc<dyn BlobStore>) {
+    let store = ModelStore::new(blobs.clone());
+    assert!(store.list().await.unwrap().is_empty());
+    assert!(store.latest().await.unwrap().is_none());
+
+    let m1 = small_model(1);
+    let v1 = m1.version().to_owned();
+    let man1 = store.put(&m1).await.unwrap();
+    assert_eq!(man1.parent, None);
+    // Storing the same version again is a no-op.
+    store.put(&m1).await.unwrap();
+    let (back, manifest) = store.get(&v1).await.unwrap();
+    assert_eq!(back.forest(), m1.forest());
+    assert_eq!(manifest.sha256, man1.sha256);
+    assert_eq!(manifest.features.len(), 29);
+
+    let l1 = store.set_latest(&v1, None).await.unwrap();
+    assert_eq!(store.latest().await.unwrap().unwrap().version, v1);
+    // An unchanged pointer reads as "no change".
+    assert!(
+        store
+            .latest_if_changed(Some(&l1.etag))
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // A second version, published against the current pointer.
+    std::thread::sleep(std::time::Duration::from_millis(1100)); // versions are per second
+    let m2 = small_model(2);
+    let v2 = m2.version().to_owned();
+    assert_ne!(v1, v2);
+    let man2 = store.put(&m2).await.unwrap();
+    assert_eq!(man2.parent.as_deref(), Some(v1.as_str()));
+    let l2 = store.set_latest(&v2, Some(&l1)).await.unwrap();
+    let seen = store
+        .latest_if_changed(Some(&l1.etag))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(seen.version, v2);
+
+    // A publisher holding the old pointer cannot move it: no interleaving.
+    match store.set_latest(&v1, Some(&l1)).await {
+        Err(RegistryError::Storage(StorageError::PreconditionFailed { .. })) => {}
+        other => panic!("expected a precondition failure, got {other:?}"),
+    }
+    match store.set_latest(&v1, None).await {
+        Err(RegistryError::Storage(StorageError::PreconditionFailed { .. })) => {}
+        other => panic!("expected a precondition failure, got {other:?}"),
+    }
+    assert_eq!(store.latest().await.unwrap().unwrap(), l2);
+
+    let mut versions = store.list().await.unwrap();
+    versions.sort();
+    let mut want = vec![v1.clone(), v2.clone()];
+    want.sort();
+    assert_eq!(versions, want);
+
+    // Unknown versions, and a pointer to one, are refused.
+    assert!(matches!(
+        store.get("nope").await,
+        Err(RegistryError::UnknownVersion(_))
+    ));
+    assert!(matches!(
+        store.set_latest("nope", Some(&l2)).await,
+        Err(RegistryError::UnknownVersion(_))
+    ));
+
+    // A model file altered after publishing fails its checksum.
+    let key = format!("models/{v1}/model.fsm");
+    let mut bytes = blobs.get(&key).await.unwrap().data.to_vec();
+    let n = bytes.len();
+    bytes[n / 2] ^= 0x55;
+    blobs.put(&key, Bytes::from(bytes)).await.unwrap();
+    assert!(matches!(
+        store.get(&v1).await,
+        Err(RegistryError::Checksum { .. })
+    ));
+
+    // A garbage pointer is reported, not trusted.
+    blobs
+        .put(LATEST_KEY, Bytes::from_static(b"../../etc"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.latest().await,
+        Err(RegistryError::Corrupt { .. })
+    ));
+}
+
+#[tokio::test]
+async fn local_model_store() {
+    let dir = tempfile::tempdir().unwrap();
+    conformance(Arc::new(LocalStore::new(dir.path()).unwrap())).await;
+}
+
+#[tokio::test]
+async fn s3_model_store() {
+    let bucket = common::new_bucket().await;
+    let mut s = common::s3_settings(&bucket);
+    s.prefix = "registry".into();
+    conformance(Arc::new(S3Store::new(&s).await)).await;
+}
