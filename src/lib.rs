@@ -19,10 +19,12 @@
 pub mod cli;
 pub mod eval;
 pub mod forest;
+pub mod metric_names;
 pub mod model;
 pub mod pipeline;
 pub mod registry;
 pub mod retry;
 pub mod rng;
 pub mod schema;
+pub mod sinks;
 pub mod storage;

@@ -1,0 +1,434 @@
+//! DynamoDB as the verdict store.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::config::http::HttpResponse;
+use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, PutRequest,
+    ScalarAttributeType, TableStatus, TimeToLiveSpecification, WriteRequest,
+};
+use serde::{Deserialize, Serialize};
+
+use super::{VerdictError, VerdictItem, VerdictStore, dedupe_last};
+use crate::metric_names as names;
+use crate::model::scoring::Contribution;
+use crate::retry::{RetryPolicy, retry};
+use crate::rng::Rng;
+use crate::storage::url::Secret;
+
+/// DynamoDB's limit on items per BatchWriteItem call.
+pub const BATCH_LIMIT: usize = 25;
+
+/// How to reach the verdict table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DynamoSettings {
+    /// Table name; its partition key is the string attribute `tx_id`.
+    pub table: String,
+    /// Region.
+    #[serde(default = "default_region")]
+    pub region: String,
+    /// Endpoint URL for DynamoDB Local; `None` for AWS.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// Access key id; with the secret, overrides the AWS default credential chain.
+    #[serde(default)]
+    pub access_key_id: Option<String>,
+    /// Secret access key.
+    #[serde(default)]
+    pub secret_access_key: Option<Secret>,
+    /// Create the table (on-demand billing) when it is missing.
+    #[serde(default)]
+    pub create_table: bool,
+    /// Attribute holding the expiry (Unix seconds); TTL is enabled on tables we create.
+    #[serde(default)]
+    pub ttl_attribute: Option<String>,
+}
+
+fn default_region() -> String {
+    "us-east-1".into()
+}
+
+/// Verdicts in a DynamoDB table.
+#[derive(Debug, Clone)]
+pub struct DynamoVerdictStore {
+    client: Client,
+    table: String,
+    endpoint: String,
+    ttl_attribute: String,
+    policy: RetryPolicy,
+}
+
+impl DynamoVerdictStore {
+    /// Connect, check the table exists (creating it if configured), and wait until it is
+    /// active. A server that is down gives an error naming the endpoint after a bounded
+    /// retry.
+    pub async fn connect(s: &DynamoSettings) -> Result<Self, VerdictError> {
+        Self::connect_with(s, RetryPolicy::default()).await
+    }
+
+    /// [`DynamoVerdictStore::connect`] with a chosen retry policy.
+    pub async fn connect_with(
+        s: &DynamoSettings,
+        policy: RetryPolicy,
+    ) -> Result<Self, VerdictError> {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .region(Region::new(s.region.clone()))
+            .timeout_config(
+                aws_config::timeout::TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(3))
+                    .operation_attempt_timeout(Duration::from_secs(30))
+                    .build(),
+            )
+            // Our own retry loop decides; the SDK's would multiply attempts.
+            .retry_config(aws_config::retry::RetryConfig::disabled());
+        if let (Some(id), Some(secret)) = (&s.access_key_id, &s.secret_access_key) {
+            loader = loader.credentials_provider(Credentials::new(
+                id.clone(),
+                secret.expose().to_owned(),
+                None,
+                None,
+                "fraudstream-config",
+            ));
+        }
+        if let Some(ep) = &s.endpoint {
+            loader = loader.endpoint_url(ep.clone());
+        }
+        let sdk = loader.load().await;
+        let store = Self {
+            client: Client::new(&sdk),
+            table: s.table.clone(),
+            endpoint: s
+                .endpoint
+                .clone()
+                .unwrap_or_else(|| format!("dynamodb.{}.amazonaws.com", s.region)),
+            ttl_attribute: s.ttl_attribute.clone().unwrap_or_else(|| "ttl".into()),
+            policy,
+        };
+        store
+            .ensure_table(s.create_table, s.ttl_attribute.is_some())
+            .await?;
+        Ok(store)
+    }
+
+    fn error<E>(&self, e: SdkError<E, HttpResponse>) -> VerdictError
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        if matches!(e, SdkError::DispatchFailure(_) | SdkError::TimeoutError(_)) {
+            return VerdictError::Unreachable {
+                endpoint: self.endpoint.clone(),
+                message: chain(&e),
+            };
+        }
+        let status = e.raw_response().map(|r| r.status().as_u16());
+        let code = e.code().unwrap_or_default().to_owned();
+        match code.as_str() {
+            "ResourceNotFoundException" => VerdictError::NoTable {
+                table: self.table.clone(),
+                endpoint: self.endpoint.clone(),
+            },
+            "UnrecognizedClientException"
+            | "InvalidSignatureException"
+            | "AccessDeniedException"
+            | "MissingAuthenticationTokenException"
+            | "ExpiredTokenException" => VerdictError::Denied {
+                endpoint: self.endpoint.clone(),
+                message: code,
+            },
+            "ProvisionedThroughputExceededException"
+            | "ThrottlingException"
+            | "RequestLimitExceeded"
+            | "InternalServerError"
+            | "ServiceUnavailable" => VerdictError::Transient {
+                endpoint: self.endpoint.clone(),
+                message: code,
+            },
+            _ if status.is_none_or(|s| s >= 500) => VerdictError::Transient {
+                endpoint: self.endpoint.clone(),
+                message: format!("HTTP {}: {}", status.unwrap_or(0), chain(&e)),
+            },
+            _ => VerdictError::Other {
+                store: self.describe(),
+                message: format!("{code}: {}", chain(&e)),
+            },
+        }
+    }
+
+    async fn ensure_table(&self, create: bool, ttl: bool) -> Result<(), VerdictError> {
+        let described = retry(self.policy, "describe table", || async {
+            self.client
+                .describe_table()
+                .table_name(&self.table)
+                .send()
+                .await
+                .map_err(|e| self.error(e))
+        })
+        .await;
+        match described {
+            Ok(d) => {
+                let status = d.table().and_then(|t| t.table_status().cloned());
+                if status != Some(TableStatus::Active) {
+                    self.wait_active().await?;
+                }
+                Ok(())
+            }
+            Err(VerdictError::NoTable { .. }) if create => {
+                let created = self
+                    .client
+                    .create_table()
+                    .table_name(&self.table)
+                    .billing_mode(BillingMode::PayPerRequest)
+                    .key_schema(
+                        KeySchemaElement::builder()
+                            .attribute_name("tx_id")
+                            .key_type(KeyType::Hash)
+                            .build()
+                            .map_err(|e| self.build_error(&e))?,
+                    )
+                    .attribute_definitions(
+                        AttributeDefinition::builder()
+                            .attribute_name("tx_id")
+                            .attribute_type(ScalarAttributeType::S)
+                            .build()
+                            .map_err(|e| self.build_error(&e))?,
+                    )
+                    .send()
+                    .await;
+                match created.map_err(|e| self.error(e)) {
+                    // Another detector created it first: fine.
+                    Ok(_) | Err(VerdictError::Other { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+                self.wait_active().await?;
+                if ttl {
+                    let spec = TimeToLiveSpecification::builder()
+                        .enabled(true)
+                        .attribute_name(&self.ttl_attribute)
+                        .build()
+                        .map_err(|e| self.build_error(&e))?;
+                    if let Err(e) = self
+                        .client
+                        .update_time_to_live()
+                        .table_name(&self.table)
+                        .time_to_live_specification(spec)
+                        .send()
+                        .await
+                    {
+                        tracing::warn!(table = %self.table, error = %self.error(e), "could not enable TTL");
+                    }
+                }
+                tracing::info!(table = %self.table, endpoint = %self.endpoint, "created verdict table");
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn wait_active(&self) -> Result<(), VerdictError> {
+        for _ in 0..120 {
+            let d = self
+                .client
+                .describe_table()
+                .table_name(&self.table)
+                .send()
+                .await
+                .map_err(|e| self.error(e))?;
+            if d.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        Err(VerdictError::Transient {
+            endpoint: self.endpoint.clone(),
+            message: format!("table {} did not become active", self.table),
+        })
+    }
+
+    fn build_error(&self, e: &dyn std::fmt::Display) -> VerdictError {
+        VerdictError::Other {
+            store: self.describe(),
+            message: e.to_string(),
+        }
+    }
+
+    fn to_item(&self, it: &VerdictItem) -> HashMap<String, AttributeValue> {
+        let top = it
+            .top_features
+            .iter()
+            .map(|c| {
+                AttributeValue::M(HashMap::from([
+                    ("feature".to_owned(), AttributeValue::S(c.feature.clone())),
+                    (
+                        "contribution".to_owned(),
+                        AttributeValue::N(c.contribution.to_string()),
+                    ),
+                ]))
+            })
+            .collect();
+        let mut m = HashMap::from([
+            ("tx_id".to_owned(), AttributeValue::S(it.tx_id.clone())),
+            ("score".to_owned(), AttributeValue::N(it.score.to_string())),
+            ("fraud".to_owned(), AttributeValue::Bool(it.fraud)),
+            (
+                "threshold".to_owned(),
+                AttributeValue::N(it.threshold.to_string()),
+            ),
+            (
+                "model_version".to_owned(),
+                AttributeValue::S(it.model_version.clone()),
+            ),
+            (
+                "scored_at".to_owned(),
+                AttributeValue::S(it.scored_at.clone()),
+            ),
+            ("top_features".to_owned(), AttributeValue::L(top)),
+        ]);
+        if let Some(t) = it.ttl {
+            m.insert(self.ttl_attribute.clone(), AttributeValue::N(t.to_string()));
+        }
+        m
+    }
+
+    fn from_item(&self, m: &HashMap<String, AttributeValue>) -> Result<VerdictItem, VerdictError> {
+        let bad = |field: &str| VerdictError::Other {
+            store: self.describe(),
+            message: format!("item has no valid `{field}`"),
+        };
+        let s = |k: &str| {
+            m.get(k)
+                .and_then(|v| v.as_s().ok())
+                .cloned()
+                .ok_or_else(|| bad(k))
+        };
+        let n = |k: &str| {
+            m.get(k)
+                .and_then(|v| v.as_n().ok())
+                .and_then(|v| v.parse::<f64>().ok())
+                .ok_or_else(|| bad(k))
+        };
+        let top = match m.get("top_features") {
+            Some(AttributeValue::L(l)) => l
+                .iter()
+                .map(|v| {
+                    let mm = v.as_m().map_err(|_| bad("top_features"))?;
+                    Ok(Contribution {
+                        feature: mm
+                            .get("feature")
+                            .and_then(|f| f.as_s().ok())
+                            .cloned()
+                            .ok_or_else(|| bad("top_features.feature"))?,
+                        contribution: mm
+                            .get("contribution")
+                            .and_then(|c| c.as_n().ok())
+                            .and_then(|c| c.parse().ok())
+                            .ok_or_else(|| bad("top_features.contribution"))?,
+                    })
+                })
+                .collect::<Result<_, VerdictError>>()?,
+            _ => Vec::new(),
+        };
+        Ok(VerdictItem {
+            tx_id: s("tx_id")?,
+            score: n("score")? as f32,
+            fraud: m
+                .get("fraud")
+                .and_then(|v| v.as_bool().ok())
+                .copied()
+                .ok_or_else(|| bad("fraud"))?,
+            threshold: n("threshold")?,
+            model_version: s("model_version")?,
+            scored_at: s("scored_at")?,
+            top_features: top,
+            ttl: n(&self.ttl_attribute).ok().map(|t| t as i64),
+        })
+    }
+
+    /// Write one chunk of at most 25 distinct items, resubmitting unprocessed items with
+    /// exponential backoff and jitter.
+    async fn write_chunk(&self, chunk: &[&VerdictItem]) -> Result<(), VerdictError> {
+        let mut pending: Vec<WriteRequest> = chunk
+            .iter()
+            .map(|it| {
+                PutRequest::builder()
+                    .set_item(Some(self.to_item(it)))
+                    .build()
+                    .map(|p| WriteRequest::builder().put_request(p).build())
+                    .map_err(|e| self.build_error(&e))
+            })
+            .collect::<Result<_, _>>()?;
+        let mut rng = Rng::new(pending.len() as u64 ^ 0x5eed);
+        for attempt in 1..=self.policy.max_attempts {
+            let out = retry(self.policy, "batch write", || async {
+                self.client
+                    .batch_write_item()
+                    .request_items(&self.table, pending.clone())
+                    .send()
+                    .await
+                    .map_err(|e| self.error(e))
+            })
+            .await?;
+            pending = out
+                .unprocessed_items()
+                .and_then(|u| u.get(&self.table))
+                .cloned()
+                .unwrap_or_default();
+            if pending.is_empty() {
+                return Ok(());
+            }
+            metrics::counter!(names::VERDICT_UNPROCESSED_ITEMS).increment(pending.len() as u64);
+            tokio::time::sleep(self.policy.delay(attempt, &mut rng)).await;
+        }
+        Err(VerdictError::Unprocessed {
+            endpoint: self.endpoint.clone(),
+            count: pending.len(),
+            attempts: self.policy.max_attempts,
+        })
+    }
+}
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+#[async_trait]
+impl VerdictStore for DynamoVerdictStore {
+    fn describe(&self) -> String {
+        format!("dynamodb://{}/{}", self.endpoint, self.table)
+    }
+
+    async fn put_batch(&self, items: &[VerdictItem]) -> Result<(), VerdictError> {
+        let unique = dedupe_last(items);
+        for chunk in unique.chunks(BATCH_LIMIT) {
+            self.write_chunk(chunk).await?;
+        }
+        Ok(())
+    }
+
+    async fn get(&self, tx_id: &str) -> Result<Option<VerdictItem>, VerdictError> {
+        let out = retry(self.policy, "get item", || async {
+            self.client
+                .get_item()
+                .table_name(&self.table)
+                .key("tx_id", AttributeValue::S(tx_id.to_owned()))
+                .consistent_read(true)
+                .send()
+                .await
+                .map_err(|e| self.error(e))
+        })
+        .await?;
+        out.item().map(|m| self.from_item(m)).transpose()
+    }
+}

@@ -1,0 +1,156 @@
+//! An embedded SQLite verdict store.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{VerdictError, VerdictItem, VerdictStore, dedupe_last};
+
+/// Verdicts in one SQLite file (WAL mode), one row per transaction id.
+#[derive(Debug, Clone)]
+pub struct LocalVerdictStore {
+    path: PathBuf,
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl LocalVerdictStore {
+    /// Open (creating when missing) the database at `path`.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, VerdictError> {
+        let path = path.as_ref().to_path_buf();
+        let fail = |e: &dyn std::fmt::Display| VerdictError::Other {
+            store: path.display().to_string(),
+            message: e.to_string(),
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| fail(&e))?;
+        }
+        let conn = Connection::open(&path).map_err(|e| fail(&e))?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = NORMAL;
+             CREATE TABLE IF NOT EXISTS verdicts (
+                 tx_id TEXT PRIMARY KEY NOT NULL,
+                 score REAL NOT NULL,
+                 fraud INTEGER NOT NULL,
+                 threshold REAL NOT NULL,
+                 model_version TEXT NOT NULL,
+                 scored_at TEXT NOT NULL,
+                 top_features TEXT NOT NULL,
+                 ttl INTEGER
+             );",
+        )
+        .map_err(|e| fail(&e))?;
+        Ok(Self {
+            path,
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    fn fail(&self, e: &dyn std::fmt::Display) -> VerdictError {
+        VerdictError::Other {
+            store: self.describe(),
+            message: e.to_string(),
+        }
+    }
+
+    fn put_sync(&self, items: &[VerdictItem]) -> Result<(), VerdictError> {
+        let mut conn = self.conn.lock().map_err(|e| self.fail(&e))?;
+        let tx = conn.transaction().map_err(|e| self.fail(&e))?;
+        {
+            let mut stmt = tx
+                .prepare(
+                    "INSERT OR REPLACE INTO verdicts
+                     (tx_id, score, fraud, threshold, model_version, scored_at, top_features, ttl)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )
+                .map_err(|e| self.fail(&e))?;
+            for it in dedupe_last(items) {
+                let top = serde_json::to_string(&it.top_features).map_err(|e| self.fail(&e))?;
+                stmt.execute(params![
+                    it.tx_id,
+                    f64::from(it.score),
+                    it.fraud,
+                    it.threshold,
+                    it.model_version,
+                    it.scored_at,
+                    top,
+                    it.ttl
+                ])
+                .map_err(|e| self.fail(&e))?;
+            }
+        }
+        tx.commit().map_err(|e| self.fail(&e))
+    }
+
+    fn get_sync(&self, tx_id: &str) -> Result<Option<VerdictItem>, VerdictError> {
+        let conn = self.conn.lock().map_err(|e| self.fail(&e))?;
+        let row = conn
+            .query_row(
+                "SELECT tx_id, score, fraud, threshold, model_version, scored_at, top_features, ttl
+                 FROM verdicts WHERE tx_id = ?1",
+                params![tx_id],
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, f64>(1)?,
+                        r.get::<_, bool>(2)?,
+                        r.get::<_, f64>(3)?,
+                        r.get::<_, String>(4)?,
+                        r.get::<_, String>(5)?,
+                        r.get::<_, String>(6)?,
+                        r.get::<_, Option<i64>>(7)?,
+                    ))
+                },
+            )
+            .optional()
+            .map_err(|e| self.fail(&e))?;
+        row.map(
+            |(tx_id, score, fraud, threshold, model_version, scored_at, top, ttl)| {
+                Ok(VerdictItem {
+                    tx_id,
+                    score: score as f32,
+                    fraud,
+                    threshold,
+                    model_version,
+                    scored_at,
+                    top_features: serde_json::from_str(&top).map_err(|e| self.fail(&e))?,
+                    ttl,
+                })
+            },
+        )
+        .transpose()
+    }
+
+    /// Number of stored verdicts.
+    pub fn count(&self) -> Result<u64, VerdictError> {
+        let conn = self.conn.lock().map_err(|e| self.fail(&e))?;
+        conn.query_row("SELECT COUNT(*) FROM verdicts", [], |r| r.get::<_, i64>(0))
+            .map(|n| n as u64)
+            .map_err(|e| self.fail(&e))
+    }
+}
+
+#[async_trait]
+impl VerdictStore for LocalVerdictStore {
+    fn describe(&self) -> String {
+        format!("sqlite:{}", self.path.display())
+    }
+
+    async fn put_batch(&self, items: &[VerdictItem]) -> Result<(), VerdictError> {
+        let me = self.clone();
+        let items = items.to_vec();
+        tokio::task::spawn_blocking(move || me.put_sync(&items))
+            .await
+            .map_err(|e| self.fail(&e))?
+    }
+
+    async fn get(&self, tx_id: &str) -> Result<Option<VerdictItem>, VerdictError> {
+        let me = self.clone();
+        let id = tx_id.to_owned();
+        tokio::task::spawn_blocking(move || me.get_sync(&id))
+            .await
+            .map_err(|e| self.fail(&e))?
+    }
+}

@@ -1,0 +1,30 @@
+//! The verdict store: one item per transaction id, so a redelivered transaction overwrites
+//! its verdict instead of adding one.
+//!
+//! - [`item`]: [`VerdictItem`] and [`VerdictError`].
+//! - [`local`]: an embedded SQLite file, queried by `fraudstream verdict get`.
+//! - [`dynamodb`]: DynamoDB (BatchWriteItem, 25 per call, unprocessed items retried).
+
+pub mod dynamodb;
+pub mod item;
+pub mod local;
+
+use std::fmt::Debug;
+
+use async_trait::async_trait;
+
+pub use item::{VerdictError, VerdictItem, dedupe_last};
+
+/// A store of verdicts keyed by transaction id.
+#[async_trait]
+pub trait VerdictStore: Send + Sync + Debug {
+    /// Where the store points (never includes credentials).
+    fn describe(&self) -> String;
+
+    /// Write verdicts; a transaction id already present is overwritten. When the call
+    /// returns `Ok`, every item is durable.
+    async fn put_batch(&self, items: &[VerdictItem]) -> Result<(), VerdictError>;
+
+    /// The verdict for one transaction, if any.
+    async fn get(&self, tx_id: &str) -> Result<Option<VerdictItem>, VerdictError>;
+}

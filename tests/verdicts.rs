@@ -1,0 +1,173 @@
+//! The verdict store conformance suite: local SQLite and DynamoDB Local.
+
+mod common;
+
+use std::time::Duration;
+
+use fraudstream::model::scoring::Contribution;
+use fraudstream::retry::RetryPolicy;
+use fraudstream::sinks::verdicts::dynamodb::{DynamoSettings, DynamoVerdictStore};
+use fraudstream::sinks::verdicts::local::LocalVerdictStore;
+use fraudstream::sinks::verdicts::{VerdictError, VerdictItem, VerdictStore};
+use fraudstream::storage::url::Secret;
+
+fn item(id: usize, score: f32, version: &str) -> VerdictItem {
+    VerdictItem {
+        tx_id: format!("tx-{id}"),
+        score,
+        fraud: score >= 0.5,
+        threshold: 0.5,
+        model_version: version.into(),
+        scored_at: "2026-11-26T10:00:00.123Z".into(),
+        top_features: vec![
+            Contribution {
+                feature: "V14".into(),
+                contribution: 0.25,
+            },
+            Contribution {
+                feature: "Amount".into(),
+                contribution: -0.0625,
+            },
+        ],
+        ttl: (id % 2 == 0).then_some(1_900_000_000 + id as i64),
+    }
+}
+
+/// Every backend: round trip, duplicates collapsed (last wins), idempotent rewrite, more
+/// than one BatchWriteItem's worth, missing ids. `count` returns the stored item count.
+async fn conformance<F, Fut>(store: &dyn VerdictStore, count: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = u64>,
+{
+    let what = store.describe();
+    // 60 items in one call, with ids 0..50 and ten duplicates whose later copy must win.
+    let mut batch: Vec<VerdictItem> = (0..50).map(|i| item(i, 0.1, "v1")).collect();
+    batch.extend((0..10).map(|i| item(i, 0.9, "v2")));
+    store.put_batch(&batch).await.unwrap();
+    assert_eq!(count().await, 50, "{what}");
+    let got = store.get("tx-3").await.unwrap().unwrap();
+    assert_eq!(got, item(3, 0.9, "v2"), "{what}");
+    let got = store.get("tx-42").await.unwrap().unwrap();
+    assert_eq!(got, item(42, 0.1, "v1"), "{what}");
+    assert_eq!(got.ttl, Some(1_900_000_042));
+    assert!(store.get("tx-41").await.unwrap().unwrap().ttl.is_none());
+
+    // A redelivered batch overwrites: still exactly one item per id.
+    store.put_batch(&batch).await.unwrap();
+    store.put_batch(&batch[..7]).await.unwrap();
+    assert_eq!(count().await, 50, "{what}");
+    assert_eq!(store.get("tx-5").await.unwrap().unwrap().score, 0.1);
+
+    assert!(store.get("tx-nope").await.unwrap().is_none());
+    store.put_batch(&[]).await.unwrap();
+}
+
+#[tokio::test]
+async fn local_verdict_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalVerdictStore::open(dir.path().join("v/verdicts.db")).unwrap();
+    let s2 = store.clone();
+    conformance(&store, || {
+        let s = s2.clone();
+        async move { s.count().unwrap() }
+    })
+    .await;
+    // Reopening sees the same data.
+    drop(store);
+    let again = LocalVerdictStore::open(dir.path().join("v/verdicts.db")).unwrap();
+    assert_eq!(again.count().unwrap(), 50);
+}
+
+fn dynamo_settings(table: &str) -> DynamoSettings {
+    DynamoSettings {
+        table: table.into(),
+        region: "us-east-1".into(),
+        endpoint: Some(common::require("FRAUDSTREAM_TEST_DYNAMODB", "dynamodb")),
+        access_key_id: Some("local".into()),
+        secret_access_key: Some(Secret::new("local-secret")),
+        create_table: true,
+        ttl_attribute: Some("expires_at".into()),
+    }
+}
+
+async fn scan_count(endpoint: &str, table: &str) -> u64 {
+    let conf = aws_sdk_dynamodb::config::Builder::new()
+        .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+        .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            "local",
+            "local-secret",
+            None,
+            None,
+            "test",
+        ))
+        .endpoint_url(endpoint)
+        .build();
+    let client = aws_sdk_dynamodb::Client::from_conf(conf);
+    let mut total = 0u64;
+    let mut start = None;
+    loop {
+        let out = client
+            .scan()
+            .table_name(table)
+            .select(aws_sdk_dynamodb::types::Select::Count)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .unwrap();
+        total += out.count() as u64;
+        start = out.last_evaluated_key().cloned();
+        if start.is_none() {
+            return total;
+        }
+    }
+}
+
+#[tokio::test]
+async fn dynamodb_verdict_store() {
+    let table = common::unique("verdicts");
+    let s = dynamo_settings(&table);
+    let store = DynamoVerdictStore::connect(&s).await.unwrap();
+    let endpoint = s.endpoint.clone().unwrap();
+    conformance(&store, || scan_count(&endpoint, &table)).await;
+    // Connecting again to the existing table works and sees the same items.
+    let again = DynamoVerdictStore::connect(&s).await.unwrap();
+    assert_eq!(
+        again.get("tx-8").await.unwrap().unwrap().model_version,
+        "v2"
+    );
+    assert_eq!(
+        again.get("tx-1").await.unwrap().unwrap().model_version,
+        "v1"
+    );
+}
+
+#[tokio::test]
+async fn dynamodb_missing_table_is_named() {
+    let table = common::unique("absent");
+    let mut s = dynamo_settings(&table);
+    s.create_table = false;
+    let e = DynamoVerdictStore::connect(&s).await.unwrap_err();
+    assert!(matches!(e, VerdictError::NoTable { .. }), "{e:?}");
+    assert!(e.to_string().contains(&table), "{e}");
+}
+
+#[tokio::test]
+async fn dynamodb_unreachable_names_the_endpoint_after_bounded_retry() {
+    let mut s = dynamo_settings("t");
+    let endpoint = format!("http://127.0.0.1:{}", common::dead_port());
+    s.endpoint = Some(endpoint.clone());
+    let policy = RetryPolicy {
+        max_attempts: 3,
+        base_delay: Duration::from_millis(10),
+        max_delay: Duration::from_millis(50),
+    };
+    let started = std::time::Instant::now();
+    let e = DynamoVerdictStore::connect_with(&s, policy)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, VerdictError::Unreachable { .. }), "{e:?}");
+    assert!(e.to_string().contains(&endpoint), "{e}");
+    assert!(started.elapsed() < Duration::from_secs(30));
+}
