@@ -300,13 +300,24 @@ write_env() {
   for s in "${ALL[@]}"; do
     if running "$s"; then out+="$("env_$s")"$'\n'; fi
   done
+  if [[ -x $CACHE/venv/bin/python ]]; then out+="$(env_tools)"$'\n'; fi
   printf '%s' "$out" >"$STATE/env"
   printf '%s' "$out"
 }
 
+# Test tools: pyarrow, so tests can check that other tools read our Parquet files.
+ensure_tools() {
+  if ! "$(venv)/bin/python" -c 'import pyarrow' 2>/dev/null; then
+    log "installing pyarrow (test tool)"
+    pip_install "pyarrow>=14"
+  fi
+}
+env_tools() { echo "export FRAUDSTREAM_TEST_PYTHON=$CACHE/venv/bin/python"; }
+
 cmd_up() {
   local s
   mkdir -p "$CACHE" "$STATE/logs"
+  ensure_tools
   for s in $(services_of "$@"); do
     if running "$s"; then
       log "$s already running"

@@ -38,7 +38,7 @@ fn item(id: usize, score: f32, version: &str) -> VerdictItem {
 async fn conformance<F, Fut>(store: &dyn VerdictStore, count: F)
 where
     F: Fn() -> Fut,
-    Fut: std::future::Future<Output = u64>,
+    Fut: Future<Output = u64>,
 {
     let what = store.describe();
     // 60 items in one call, with ids 0..50 and ten duplicates whose later copy must win.

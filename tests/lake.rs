@@ -1,0 +1,208 @@
+//! The lake conformance suite: Parquet micro-batches on a local directory, SeaweedFS (S3)
+//! and HDFS, read back by our reader and (for a local file) by pyarrow.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use fraudstream::retry::RetryPolicy;
+use fraudstream::schema::{NUM_FIELDS, Transaction};
+use fraudstream::sinks::lake::{
+    LakeCompression, LakeSettings, LakeWriter, ScoredRecord, lake_schema,
+};
+use fraudstream::storage::hdfs::HdfsStore;
+use fraudstream::storage::local::LocalStore;
+use fraudstream::storage::s3::S3Store;
+use fraudstream::storage::{BlobStore, StorageError};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+/// 2026-11-26T10:15:00Z
+const T0: i64 = 1_795_688_100_000;
+
+fn record(i: usize) -> ScoredRecord {
+    let mut values = [0.0; NUM_FIELDS];
+    for (j, v) in values.iter_mut().enumerate() {
+        *v = (i * 31 + j) as f64 * 0.25 - 7.0;
+    }
+    ScoredRecord {
+        tx: Transaction {
+            id: format!("tx-{i}"),
+            values,
+            label: (i % 3 != 0).then_some(u8::from(i % 7 == 0)),
+            card_id: None,
+            event_time: None,
+        },
+        score: (i % 100) as f32 / 100.0,
+        fraud: i % 100 >= 50,
+        model_version: "v-test".into(),
+        // Records span two hours: 10:15:00 + 1.5 s per record.
+        scored_at_ms: T0 + i as i64 * 1500,
+    }
+}
+
+fn settings(compression: LakeCompression) -> LakeSettings {
+    LakeSettings {
+        max_rows: 1000,
+        max_bytes: 64 << 20,
+        max_age: Duration::from_secs(60),
+        compression,
+        writer_id: "d1".into(),
+    }
+}
+
+fn rows_in(data: &Bytes) -> usize {
+    let reader = ParquetRecordBatchReaderBuilder::try_new(data.clone()).unwrap();
+    assert_eq!(reader.schema().fields(), lake_schema().fields());
+    reader.build().unwrap().map(|b| b.unwrap().num_rows()).sum()
+}
+
+async fn conformance(store: Arc<dyn BlobStore>, compression: LakeCompression) -> Vec<String> {
+    let what = store.describe();
+    let mut w = LakeWriter::new(store.clone(), settings(compression));
+    let n = 2500; // 10:15:00 .. 10:56:39 plus 11:xx: see record(); two hour partitions
+    for i in 0..n {
+        w.push(record(i));
+        if w.is_due() {
+            w.flush().await.unwrap();
+        }
+    }
+    assert!(!w.is_due());
+    let last = w.flush().await.unwrap(); // shutdown flush
+    assert!(!last.is_empty());
+    assert_eq!(w.buffered(), 0);
+    assert!(w.flush().await.unwrap().is_empty(), "nothing left to write");
+
+    let files = store.list("dt=").await.unwrap();
+    let keys: Vec<String> = files.iter().map(|f| f.key.clone()).collect();
+    let pattern = |k: &str| {
+        let parts: Vec<&str> = k.split('/').collect();
+        parts.len() == 3
+            && (parts[0] == "dt=2026-11-26")
+            && (parts[1] == "hour=10" || parts[1] == "hour=11")
+            && parts[2].starts_with("part-d1-")
+            && parts[2].ends_with(".parquet")
+    };
+    assert!(keys.iter().all(|k| pattern(k)), "{what}: {keys:?}");
+    assert!(
+        keys.iter().any(|k| k.contains("hour=10")) && keys.iter().any(|k| k.contains("hour=11"))
+    );
+    let mut total = 0;
+    for k in &keys {
+        total += rows_in(&store.get(k).await.unwrap().data);
+    }
+    assert_eq!(total, n, "{what}: every record written exactly once");
+    keys
+}
+
+#[tokio::test]
+async fn local_lake_readable_by_pyarrow() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = conformance(
+        Arc::new(LocalStore::new(dir.path()).unwrap()),
+        LakeCompression::Zstd,
+    )
+    .await;
+    let python = common::require("FRAUDSTREAM_TEST_PYTHON", "python (with pyarrow)");
+    let path = dir.path().join(&keys[0]);
+    let script = "import sys, pyarrow.parquet as pq\n\
+                  t = pq.read_table(sys.argv[1])\n\
+                  print(t.num_rows)\n\
+                  print(','.join(t.schema.names))\n\
+                  print(t.schema.field('scored_at').type)\n";
+    let out = std::process::Command::new(python)
+        .args(["-c", script, path.to_str().unwrap()])
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut lines = text.lines();
+    let rows: usize = lines.next().unwrap().parse().unwrap();
+    let mine = rows_in(&Bytes::from(std::fs::read(&path).unwrap()));
+    assert_eq!(rows, mine);
+    let names: Vec<String> = lake_schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    assert_eq!(lines.next().unwrap(), names.join(","));
+    assert_eq!(lines.next().unwrap(), "timestamp[ms, tz=UTC]");
+}
+
+#[tokio::test]
+async fn s3_lake() {
+    let bucket = common::new_bucket().await;
+    let mut s = common::s3_settings(&bucket);
+    s.prefix = "lake".into();
+    conformance(Arc::new(S3Store::new(&s).await), LakeCompression::Snappy).await;
+}
+
+#[tokio::test]
+async fn hdfs_lake() {
+    let url = common::require("FRAUDSTREAM_TEST_HDFS", "hdfs");
+    let root = format!("/{}", common::unique("lake"));
+    conformance(
+        Arc::new(HdfsStore::new(&url, &root, None).unwrap()),
+        LakeCompression::Zstd,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn failed_flush_keeps_every_record_and_leaves_no_file() {
+    let mut s = common::s3_settings("lake");
+    s.endpoint = Some(format!("http://127.0.0.1:{}", common::dead_port()));
+    let store: Arc<dyn BlobStore> = Arc::new(S3Store::new(&s).await);
+    let mut w = LakeWriter::new(store, settings(LakeCompression::Zstd)).with_retry(RetryPolicy {
+        max_attempts: 2,
+        base_delay: Duration::from_millis(10),
+        max_delay: Duration::from_millis(10),
+    });
+    for i in 0..500 {
+        w.push(record(i));
+    }
+    let e = w.flush().await.unwrap_err();
+    assert!(matches!(e, StorageError::Unreachable { .. }), "{e:?}");
+    assert_eq!(w.buffered(), 500, "nothing acknowledged is lost");
+
+    // Against a working store the same writer's next flush writes them all.
+    let dir = tempfile::tempdir().unwrap();
+    let good: Arc<dyn BlobStore> = Arc::new(LocalStore::new(dir.path()).unwrap());
+    let mut w2 = LakeWriter::new(good.clone(), settings(LakeCompression::Zstd));
+    for i in 0..500 {
+        w2.push(record(i));
+    }
+    w2.flush().await.unwrap();
+    let total: usize = {
+        let mut t = 0;
+        for f in good.list("").await.unwrap() {
+            assert!(
+                !f.key.contains(".tmp-"),
+                "temporary file visible: {}",
+                f.key
+            );
+            t += rows_in(&good.get(&f.key).await.unwrap().data);
+        }
+        t
+    };
+    assert_eq!(total, 500);
+}
+
+#[tokio::test(start_paused = true)]
+async fn age_limit_makes_a_flush_due() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = settings(LakeCompression::Zstd);
+    s.max_age = Duration::from_millis(250);
+    let mut w = LakeWriter::new(Arc::new(LocalStore::new(dir.path()).unwrap()), s);
+    w.push(record(1));
+    assert!(!w.is_due());
+    tokio::time::advance(Duration::from_millis(200)).await;
+    assert!(!w.is_due());
+    tokio::time::advance(Duration::from_millis(100)).await;
+    assert!(w.is_due(), "the oldest row is older than max_age");
+}
