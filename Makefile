@@ -1,11 +1,23 @@
 # fraudstream developer targets. `make test` is the test command CI runs.
 CARGO ?= cargo
 
-.PHONY: test check fmt lint bench bench-forest quickstart sample clean
+.PHONY: test test-offline services-up services-down check fmt lint bench bench-forest quickstart sample clean
 
-## Run every test (unit, integration, CLI, property tests).
+## Start the real services, run every test (unit, integration against the services, CLI,
+## property), stop the services. See scripts/test.sh.
 test:
-	$(CARGO) test --workspace --all-targets --locked
+	scripts/test.sh
+
+## Only the tests that need no service.
+test-offline:
+	$(CARGO) test --workspace --locked --lib --bins --test cli --test accuracy --test decoders
+
+## Start or stop the services for development (eval "$$(scripts/services.sh up)").
+services-up:
+	scripts/services.sh up
+
+services-down:
+	scripts/services.sh down
 
 ## Formatting and lints, as CI enforces them.
 check: fmt lint
@@ -34,4 +46,4 @@ sample:
 
 clean:
 	$(CARGO) clean
-	rm -rf out .cache
+	rm -rf out .cache .services .services-test

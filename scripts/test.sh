@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The project's test command (`make test`): start the real services on 127.0.0.1, run
+# every test (unit, integration, CLI, property), and stop the services again, also when a
+# test fails or the run is interrupted. Extra arguments go to `cargo test`.
+#
+# Test runs keep their own state directory and ports (offset 1000), so they never touch
+# services a developer started with `scripts/services.sh up`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export FRAUDSTREAM_STATE=${FRAUDSTREAM_STATE:-$PWD/.services-test}
+export FRAUDSTREAM_PORT_OFFSET=${FRAUDSTREAM_PORT_OFFSET:-1000}
+
+stop() {
+  local rc=$?
+  scripts/services.sh down || echo "warning: stopping services failed" >&2
+  exit "$rc"
+}
+trap stop EXIT INT TERM
+
+env_lines=$(scripts/services.sh up)
+eval "$env_lines"
+echo "$env_lines" | sed 's/SECRET_ACCESS_KEY=.*/SECRET_ACCESS_KEY=***/' >&2
+
+cargo test --workspace --all-targets --locked "$@"
