@@ -350,3 +350,51 @@ fn bad_options_name_the_option() {
     ]);
     assert!(err.contains("n_tres"), "{err}");
 }
+
+#[test]
+fn verdicts_can_be_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tmp(dir.path(), "m.fsm");
+    let db = tmp(dir.path(), "v.db");
+    ok_json(&[
+        "train", "-i", SAMPLE, "-o", &model, "--trees", "10", "--json",
+    ]);
+    let s = ok_json(&[
+        "score",
+        "-m",
+        &model,
+        "-i",
+        SAMPLE,
+        "-o",
+        &tmp(dir.path(), "v.jsonl"),
+        "--verdict-db",
+        &db,
+        "--json",
+    ]);
+    assert_eq!(s["rows"], 3446);
+    let v = ok_json(&["verdict", "get", "17", "--db", &db]);
+    assert_eq!(v["tx_id"], "17");
+    assert_eq!(v["model_version"], s["model_version"]);
+    assert!(v["score"].as_f64().unwrap() >= 0.0);
+    assert!(v["scored_at"].as_str().unwrap().ends_with('Z'));
+    // Scoring again overwrites rather than duplicates.
+    ok_json(&[
+        "score",
+        "-m",
+        &model,
+        "-i",
+        SAMPLE,
+        "-o",
+        &tmp(dir.path(), "w.jsonl"),
+        "--verdict-db",
+        &db,
+        "--json",
+    ]);
+    let err = failure(&["verdict", "get", "no-such-id", "--db", &db]);
+    assert!(
+        err.contains("no verdict for transaction \"no-such-id\""),
+        "{err}"
+    );
+    let err = failure(&["verdict", "get", "1", "--db", &tmp(dir.path(), "absent.db")]);
+    assert!(err.contains("no verdict database"), "{err}");
+}

@@ -6,6 +6,7 @@ mod print;
 mod score;
 mod split;
 mod train;
+mod verdict;
 
 use std::path::PathBuf;
 
@@ -51,6 +52,16 @@ pub enum Command {
     /// Work with model files.
     #[command(subcommand)]
     Model(ModelCommand),
+    /// Read verdicts back from the verdict store.
+    #[command(subcommand)]
+    Verdict(VerdictCommand),
+}
+
+/// `verdict` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum VerdictCommand {
+    /// Print the verdict for one transaction id as JSON.
+    Get(verdict::VerdictGetArgs),
 }
 
 /// `model` subcommands.
@@ -126,6 +137,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Score(a) => score::run(&a),
         Command::Split(a) => split::run(&a),
         Command::Model(ModelCommand::Inspect(a)) => inspect::run(&a),
+        Command::Verdict(VerdictCommand::Get(a)) => verdict::run(&a),
     }
 }
 

@@ -13,6 +13,8 @@ use crate::eval::evaluate;
 use crate::model::{Model, Verdict};
 use crate::pipeline::output::write_verdicts;
 use crate::schema::FIELD_NAMES;
+use crate::sinks::verdicts::local::LocalVerdictStore;
+use crate::sinks::verdicts::{VerdictItem, VerdictStore};
 
 /// Rows per scoring task (and progress-bar step).
 const SCORE_CHUNK: usize = 8192;
@@ -34,6 +36,10 @@ pub struct ScoreArgs {
     /// Print one JSON summary object instead of a table.
     #[arg(long)]
     json: bool,
+    /// Also write every verdict to this local verdict database (SQLite), where
+    /// `fraudstream verdict get ID --db PATH` reads it back.
+    #[arg(long)]
+    verdict_db: Option<PathBuf>,
 }
 
 /// Run `score`.
@@ -63,6 +69,18 @@ pub fn run(args: &ScoreArgs) -> anyhow::Result<()> {
     bar.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();
     write_verdicts(&args.out, &verdicts, &data.labels)?;
+    if let Some(db) = &args.verdict_db {
+        let store = LocalVerdictStore::open(db)?;
+        let items: Vec<VerdictItem> = verdicts
+            .iter()
+            .map(|v| VerdictItem::from_verdict(v.clone(), None))
+            .collect();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(store.put_batch(&items))?;
+        tracing::info!(db = %db.display(), items = items.len(), "verdicts stored");
+    }
     let flagged = verdicts.iter().filter(|v| v.fraud).count();
     let rate = data.len() as f64 / seconds.max(1e-9);
     let metrics = data.labels().ok().map(|labels| {
