@@ -1,7 +1,7 @@
 # fraudstream developer targets. `make test` is the test command CI runs.
 CARGO ?= cargo
 
-.PHONY: test test-offline services-up services-down check fmt lint bench bench-forest quickstart sample clean
+.PHONY: compose-check test test-offline services-up services-down check fmt lint bench bench-forest quickstart sample clean
 
 ## Start the real services, run every test (unit, integration against the services, CLI,
 ## property), stop the services. See scripts/test.sh.
@@ -19,8 +19,12 @@ services-up:
 services-down:
 	scripts/services.sh down
 
-## Formatting and lints, as CI enforces them.
-check: fmt lint
+## Formatting, lints and the compose file, as CI enforces them.
+check: fmt lint compose-check
+
+## Validate docker-compose.yml against the compose-spec schema.
+compose-check:
+	scripts/validate-compose.sh
 
 fmt:
 	$(CARGO) fmt --all -- --check
