@@ -36,5 +36,16 @@ for name, svc in doc["services"].items():
         if not str(p).startswith("127.0.0.1:"):
             print(f"{sys.argv[2]}: services/{name}: port {p} is not bound to 127.0.0.1", file=sys.stderr)
             sys.exit(1)
-print(f"{sys.argv[2]}: valid against the compose-spec schema; {len(doc['services'])} services")
+# Every endpoint in config/docker.toml must be a port the compose file publishes.
+import re, tomllib
+cfg = tomllib.load(open("config/docker.toml", "rb"))
+published = {int(str(p).split(":")[1]) for s in doc["services"].values() for p in s.get("ports", [])}
+endpoints = [cfg["s3"]["endpoint"], cfg["verdicts"]["dynamodb"]["endpoint"], cfg["lake"]["location"]]
+for ep in endpoints:
+    m = re.match(r"^\w+://127\.0\.0\.1:(\d+)", ep)
+    if not m or int(m.group(1)) not in published:
+        print(f"config/docker.toml: endpoint {ep} is not a port docker-compose.yml publishes", file=sys.stderr)
+        sys.exit(1)
+print(f"{sys.argv[2]}: valid against the compose-spec schema; {len(doc['services'])} services; "
+      f"config/docker.toml endpoints match its ports")
 PY

@@ -17,6 +17,7 @@
 //! The core (schema, forest, model, eval) does no network I/O and needs no async runtime.
 
 pub mod cli;
+pub mod config;
 pub mod eval;
 pub mod forest;
 pub mod metric_names;

@@ -59,7 +59,7 @@ pub enum LakeCompression {
 
 /// When and how to write files.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct LakeSettings {
     /// Flush at this many buffered rows.
     pub max_rows: usize,

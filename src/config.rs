@@ -1,0 +1,276 @@
+//! Service configuration: the storage backends (S3 access, verdict store, lake, model
+//! store). Files live in `config/`; every table refuses unknown keys, and a bad value is
+//! reported with its key.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::sinks::lake::LakeSettings;
+use crate::sinks::verdicts::dynamodb::DynamoSettings;
+use crate::storage::S3Settings;
+use crate::storage::url::{Location, Secret};
+
+/// The whole configuration file.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// S3 access shared by every `s3://` location.
+    #[serde(default)]
+    pub s3: S3Access,
+    /// The verdict store.
+    #[serde(default)]
+    pub verdicts: VerdictsConfig,
+    /// The Parquet lake.
+    #[serde(default)]
+    pub lake: LakeConfig,
+    /// The model store.
+    #[serde(default)]
+    pub models: ModelsConfig,
+}
+
+/// How to reach S3 (the bucket and prefix come from each `s3://` location).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct S3Access {
+    /// Region.
+    pub region: String,
+    /// Endpoint URL for S3-compatible servers; unset for AWS.
+    pub endpoint: Option<String>,
+    /// Path-style addressing (needed by most local servers).
+    pub force_path_style: bool,
+    /// Access key id; unset uses the AWS default credential chain.
+    pub access_key_id: Option<String>,
+    /// Secret access key.
+    pub secret_access_key: Option<Secret>,
+}
+
+impl Default for S3Access {
+    fn default() -> Self {
+        Self {
+            region: "us-east-1".into(),
+            endpoint: None,
+            force_path_style: true,
+            access_key_id: None,
+            secret_access_key: None,
+        }
+    }
+}
+
+impl S3Access {
+    /// Settings for one bucket and prefix.
+    #[must_use]
+    pub fn settings(&self, bucket: &str, prefix: &str) -> S3Settings {
+        S3Settings {
+            bucket: bucket.into(),
+            prefix: prefix.into(),
+            region: self.region.clone(),
+            endpoint: self.endpoint.clone(),
+            force_path_style: self.force_path_style,
+            access_key_id: self.access_key_id.clone(),
+            secret_access_key: self.secret_access_key.clone(),
+        }
+    }
+}
+
+/// Which verdict store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VerdictBackend {
+    /// The embedded SQLite file at `verdicts.local_path`.
+    Local,
+    /// The DynamoDB table in `[verdicts.dynamodb]`.
+    Dynamodb,
+}
+
+/// The verdict store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VerdictsConfig {
+    /// `local` or `dynamodb`.
+    pub backend: VerdictBackend,
+    /// SQLite file for the local backend.
+    pub local_path: String,
+    /// Expire verdicts this many seconds after scoring (DynamoDB TTL); unset keeps them.
+    pub ttl_seconds: Option<u64>,
+    /// DynamoDB settings (required when `backend = "dynamodb"`).
+    pub dynamodb: Option<DynamoSettings>,
+}
+
+impl Default for VerdictsConfig {
+    fn default() -> Self {
+        Self {
+            backend: VerdictBackend::Local,
+            local_path: "out/verdicts.db".into(),
+            ttl_seconds: None,
+            dynamodb: None,
+        }
+    }
+}
+
+/// The Parquet lake.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LakeConfig {
+    /// `file://`/plain path, `s3://bucket/prefix` or `hdfs://host:port/dir`.
+    pub location: String,
+    /// Flush limits, codec and writer id (`[lake.writer]`).
+    pub writer: LakeSettings,
+}
+
+impl Default for LakeConfig {
+    fn default() -> Self {
+        Self {
+            location: "out/lake".into(),
+            writer: LakeSettings::default(),
+        }
+    }
+}
+
+/// The model store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelsConfig {
+    /// `file://`/plain path or `s3://bucket/prefix`; models go under `models/`.
+    pub location: String,
+}
+
+impl Default for ModelsConfig {
+    fn default() -> Self {
+        Self {
+            location: "out/registry".into(),
+        }
+    }
+}
+
+/// A configuration that cannot be used; names the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// TOML syntax, an unknown key, or a value of the wrong type (the message names it).
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// The parser's message, with the key.
+        message: String,
+    },
+    /// A value that parses but is not valid.
+    #[error("{path}: invalid `{key}`: {message}")]
+    Invalid {
+        /// The file.
+        path: String,
+        /// The key.
+        key: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Read and validate a TOML file.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
+        let p = path.as_ref().display().to_string();
+        let text = std::fs::read_to_string(path.as_ref()).map_err(|source| ConfigError::Io {
+            path: p.clone(),
+            source,
+        })?;
+        Self::parse(&p, &text)
+    }
+
+    /// Parse and validate TOML text (`path` is for messages).
+    pub fn parse(path: &str, text: &str) -> Result<Self, ConfigError> {
+        let c: Self = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.into(),
+            message: e.to_string(),
+        })?;
+        c.validate(path)?;
+        Ok(c)
+    }
+
+    fn validate(&self, path: &str) -> Result<(), ConfigError> {
+        let invalid = |key, message: String| ConfigError::Invalid {
+            path: path.into(),
+            key,
+            message,
+        };
+        if self.verdicts.backend == VerdictBackend::Dynamodb && self.verdicts.dynamodb.is_none() {
+            return Err(invalid(
+                "verdicts.dynamodb",
+                "required when verdicts.backend = \"dynamodb\"".into(),
+            ));
+        }
+        Location::parse(&self.lake.location).map_err(|m| invalid("lake.location", m))?;
+        match Location::parse(&self.models.location).map_err(|m| invalid("models.location", m))? {
+            Location::Hdfs { .. } => {
+                return Err(invalid(
+                    "models.location",
+                    "the model store needs conditional writes: use a local path or s3://".into(),
+                ));
+            }
+            Location::Local(_) | Location::S3 { .. } => {}
+        }
+        let l = &self.lake.writer;
+        if l.max_rows == 0 {
+            return Err(invalid("lake.writer.max_rows", "must be at least 1".into()));
+        }
+        if l.max_bytes == 0 {
+            return Err(invalid(
+                "lake.writer.max_bytes",
+                "must be at least 1".into(),
+            ));
+        }
+        if l.writer_id.is_empty() || l.writer_id.contains('/') {
+            return Err(invalid(
+                "lake.writer.writer_id",
+                "must be non-empty and contain no `/`".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_configs_parse() {
+        for f in ["config/dev.toml", "config/docker.toml"] {
+            let path = format!("{}/{f}", env!("CARGO_MANIFEST_DIR"));
+            Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = Config::parse("c.toml", "[lake.writer]\nmax_rowz = 3\n").unwrap_err();
+        assert!(e.to_string().contains("max_rowz"), "{e}");
+        let e = Config::parse("c.toml", "[verdicts]\nbackend = \"dynamodb\"\n").unwrap_err();
+        assert!(e.to_string().contains("`verdicts.dynamodb`"), "{e}");
+        let e = Config::parse("c.toml", "[models]\nlocation = \"hdfs://nn:8020/models\"\n")
+            .unwrap_err();
+        assert!(e.to_string().contains("`models.location`"), "{e}");
+        let e = Config::parse("c.toml", "[lake]\nlocation = \"gs://x\"\n").unwrap_err();
+        assert!(e.to_string().contains("`lake.location`"), "{e}");
+        let e = Config::parse("c.toml", "[lake.writer]\nmax_age = \"soon\"\n").unwrap_err();
+        assert!(e.to_string().contains("max_age"), "{e}");
+    }
+
+    #[test]
+    fn secrets_are_not_printed() {
+        let c = Config::parse(
+            "c.toml",
+            "[s3]\naccess_key_id = \"k\"\nsecret_access_key = \"s3cr3t-value\"\n",
+        )
+        .unwrap();
+        assert!(!format!("{c:?}").contains("s3cr3t-value"));
+    }
+}
