@@ -30,7 +30,7 @@ fn record(i: usize) -> ScoredRecord {
         tx: Transaction {
             id: format!("tx-{i}"),
             values,
-            label: (i % 3 != 0).then_some(u8::from(i % 7 == 0)),
+            label: (!i.is_multiple_of(3)).then_some(u8::from(i.is_multiple_of(7))),
             card_id: None,
             event_time: None,
         },

@@ -29,7 +29,7 @@ fn item(id: usize, score: f32, version: &str) -> VerdictItem {
                 contribution: -0.0625,
             },
         ],
-        ttl: (id % 2 == 0).then_some(1_900_000_000 + id as i64),
+        ttl: id.is_multiple_of(2).then_some(1_900_000_000 + id as i64),
     }
 }
 

@@ -295,7 +295,7 @@ impl DynamoVerdictStore {
         m
     }
 
-    fn from_item(&self, m: &HashMap<String, AttributeValue>) -> Result<VerdictItem, VerdictError> {
+    fn parse_item(&self, m: &HashMap<String, AttributeValue>) -> Result<VerdictItem, VerdictError> {
         let bad = |field: &str| VerdictError::Other {
             store: self.describe(),
             message: format!("item has no valid `{field}`"),
@@ -429,6 +429,6 @@ impl VerdictStore for DynamoVerdictStore {
                 .map_err(|e| self.error(e))
         })
         .await?;
-        out.item().map(|m| self.from_item(m)).transpose()
+        out.item().map(|m| self.parse_item(m)).transpose()
     }
 }
