@@ -14,6 +14,12 @@
 //! - [`cli`]: the command-line interface (argument parsing and output formatting).
 //! - [`rng`]: a seedable, platform-independent PRNG used wherever training draws.
 //!
+//! - [`storage`]: the `BlobStore` trait with local, S3 and HDFS backends.
+//! - [`sinks`]: the verdict store (SQLite, DynamoDB) and the Parquet lake writer.
+//! - [`registry`]: the model store: versions, manifests and the `LATEST` pointer.
+//! - [`config`]: the storage configuration; [`retry`]: bounded backoff;
+//!   [`metric_names`]: every exported metric name.
+//!
 //! The core (schema, forest, model, eval) does no network I/O and needs no async runtime.
 
 pub mod cli;
