@@ -13,7 +13,6 @@
 //!   the CLI and the tests.
 //! - [`cli`]: the command-line interface (argument parsing and output formatting).
 //! - [`rng`]: a seedable, platform-independent PRNG used wherever training draws.
-//!
 //! - [`storage`]: the `BlobStore` trait with local, S3 and HDFS backends.
 //! - [`sinks`]: the verdict store (SQLite, DynamoDB) and the Parquet lake writer.
 //! - [`registry`]: the model store: versions, manifests and the `LATEST` pointer.

@@ -2,7 +2,7 @@
 //!
 //! - [`metrics`]: average precision (scikit-learn's definition), ROC-AUC, recall at a
 //!   precision floor, confusion matrix, and [`metrics::ThresholdStrategy`].
-//! - [`split`]: stratified random and time-ordered splits, both seeded.
+//! - [`mod@split`]: stratified random and time-ordered splits, both seeded.
 //! - [`report`]: PR and ROC curves, score histograms and importances as SVG, and an HTML
 //!   page linking them.
 

@@ -1,7 +1,7 @@
 //! Models: a forest plus the metadata needed to serve and audit it.
 //!
 //! - [`meta`]: [`ModelMeta`], the header every model file carries.
-//! - [`format`]: the byte format (magic, version, header, body, checksum) and its errors.
+//! - [`mod@format`]: the byte format (magic, version, header, body, checksum) and its errors.
 //! - [`scoring`]: [`Model`], feature checks against an input, and scoring helpers.
 
 pub mod format;

@@ -1,6 +1,6 @@
 //! The batch commands' logic, shared by the CLI and the tests.
 //!
-//! - [`train`]: dataset → split → forest → threshold → metrics → [`crate::model::Model`].
+//! - [`mod@train`]: dataset → split → forest → threshold → metrics → [`crate::model::Model`].
 //! - [`output`]: writing verdicts as CSV, JSON lines or Parquet.
 
 pub mod output;
