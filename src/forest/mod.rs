@@ -2,7 +2,7 @@
 //!
 //! - [`params`]: hyper-parameters and their validation.
 //! - [`binning`]: quantile binning of features into at most 255 `u8` bins.
-//! - [`train`]: per-node class histograms with the subtraction trick; rayon over trees.
+//! - [`mod@train`]: per-node class histograms with the subtraction trick; rayon over trees.
 //! - [`tree`]: the serving representation (8-byte nodes) and the [`Forest`] scorer,
 //!   with batch and single-row paths, importances and decision-path contributions.
 
