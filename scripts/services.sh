@@ -17,7 +17,10 @@
 # Settings (environment):
 #   FRAUDSTREAM_CACHE        downloads and installs (default .cache/services, ignored by git)
 #   FRAUDSTREAM_STATE        data, logs, PID files   (default .services, ignored by git)
-#   FRAUDSTREAM_PORT_OFFSET  added to every port, so two runs on one machine don't collide
+#   FRAUDSTREAM_PORT_BASE    first port of the block of ten the services use (default 21000)
+#   FRAUDSTREAM_PORT_OFFSET  added to the base, so two runs on one machine don't collide
+#                            (each run uses base+offset .. base+offset+9, and SeaweedFS's
+#                            gRPC ports 10000 above some of those)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -26,16 +29,18 @@ STATE=${FRAUDSTREAM_STATE:-$ROOT/.services}
 OFF=${FRAUDSTREAM_PORT_OFFSET:-0}
 ALL=(kafka s3 dynamodb hdfs)
 
-KAFKA_PORT=$((19092 + OFF))
-S3_PORT=$((18333 + OFF))
-S3_MASTER_PORT=$((19333 + OFF))
-S3_VOLUME_PORT=$((19340 + OFF))
-S3_FILER_PORT=$((18888 + OFF))
-S3_ADMIN_PORT=$((18646 + OFF))
-DYNAMODB_PORT=$((18000 + OFF))
-HDFS_PORT=$((18020 + OFF))
-HDFS_HTTP_PORT=$((19870 + OFF))
-HDFS_DN_PORT=$((19866 + OFF))
+# One block of ports per run, so runs with different offsets never overlap.
+P=$((${FRAUDSTREAM_PORT_BASE:-21000} + OFF))
+KAFKA_PORT=$((P + 0))
+S3_PORT=$((P + 1))
+S3_MASTER_PORT=$((P + 2))
+S3_VOLUME_PORT=$((P + 3))
+S3_FILER_PORT=$((P + 4))
+S3_ADMIN_PORT=$((P + 5))
+DYNAMODB_PORT=$((P + 6))
+HDFS_PORT=$((P + 7))
+HDFS_HTTP_PORT=$((P + 8))
+HDFS_DN_PORT=$((P + 9))
 
 # Credentials the local S3 server enforces (SigV4 is checked only when these are set).
 S3_KEY=fraudstream
@@ -65,6 +70,18 @@ running() {
   local f
   f=$(pidfile "$1")
   [[ -f $f ]] && kill -0 "$(cat "$f")" 2>/dev/null
+}
+
+# Refuse to start when a port is taken: a readiness check could otherwise be answered by
+# someone else's server.
+require_free() {
+  local name=$1 port
+  shift
+  for port in "$@"; do
+    if port_open "$port"; then
+      die "cannot start $name: port $port on 127.0.0.1 is already in use (set FRAUDSTREAM_PORT_OFFSET)"
+    fi
+  done
 }
 
 # Start a command in the background, recording its PID.
@@ -118,6 +135,7 @@ install_kafka() {
   chmod +x "$(noida_bin)"
 }
 start_kafka() {
+  require_free kafka "$KAFKA_PORT"
   mkdir -p "$STATE/kafka"
   spawn kafka "$(noida_bin)" start --only kafka --host 127.0.0.1 --kafka-port "$KAFKA_PORT" \
     --data-dir "$STATE/kafka"
@@ -131,6 +149,9 @@ install_s3() {
 }
 s3_ready() { curl -s -o /dev/null "http://127.0.0.1:$S3_PORT/"; }
 start_s3() {
+  require_free s3 "$S3_PORT" "$S3_MASTER_PORT" "$S3_VOLUME_PORT" "$S3_FILER_PORT" "$S3_ADMIN_PORT" \
+    $((S3_PORT + 10000)) $((S3_MASTER_PORT + 10000)) $((S3_VOLUME_PORT + 10000)) \
+    $((S3_FILER_PORT + 10000)) $((S3_ADMIN_PORT + 10000))
   mkdir -p "$STATE/s3"
   AWS_ACCESS_KEY_ID=$S3_KEY AWS_SECRET_ACCESS_KEY=$S3_SECRET \
     spawn s3 "$CACHE/venv/bin/weed" mini -dir="$STATE/s3" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
@@ -138,6 +159,8 @@ start_s3() {
     -s3.port="$S3_PORT" -master.port="$S3_MASTER_PORT" -volume.port="$S3_VOLUME_PORT" \
     -filer.port="$S3_FILER_PORT" -admin.port="$S3_ADMIN_PORT"
   wait_for s3 90 s3_ready
+  sleep 0.5
+  running s3 || die "s3 exited after start-up (log: $STATE/logs/s3.log)"
 }
 env_s3() {
   echo "export FRAUDSTREAM_TEST_S3=http://127.0.0.1:$S3_PORT"
@@ -166,6 +189,7 @@ install_dynamodb() {
 }
 dynamodb_ready() { curl -s -o /dev/null "http://127.0.0.1:$DYNAMODB_PORT/"; }
 start_dynamodb() {
+  require_free dynamodb "$DYNAMODB_PORT"
   local home
   home=$(dynamodb_home)
   spawn dynamodb java -Xmx512m -Djava.library.path="$home/DynamoDBLocal_lib" \
@@ -243,6 +267,7 @@ hdfs_ready() {
   grep -q '"NumLiveDataNodes" : 1' <<<"$jmx" && grep -q '"FSState" : "Operational"' <<<"$jmx"
 }
 start_hdfs() {
+  require_free hdfs "$HDFS_PORT" "$HDFS_HTTP_PORT" "$HDFS_DN_PORT"
   hdfs_conf
   local java
   read -r -a java <<<"$(hdfs_java)"
