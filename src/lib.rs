@@ -16,11 +16,13 @@
 //! - [`storage`]: the `BlobStore` trait with local, S3 and HDFS backends.
 //! - [`sinks`]: the verdict store (SQLite, DynamoDB) and the Parquet lake writer.
 //! - [`registry`]: the model store: versions, manifests and the `LATEST` pointer.
-//! - [`config`]: the storage configuration; [`retry`]: bounded backoff;
+//! - [`config`]: the storage configuration; [`retry`]: bounded backoff; [`aws`]: shared
+//!   AWS SDK set-up;
 //!   [`metric_names`]: every exported metric name.
 //!
 //! The core (schema, forest, model, eval) does no network I/O and needs no async runtime.
 
+pub mod aws;
 pub mod cli;
 pub mod config;
 pub mod eval;

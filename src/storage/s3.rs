@@ -5,7 +5,6 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::http::HttpResponse;
-use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
@@ -30,28 +29,14 @@ impl S3Store {
     /// Build a client from settings. Without explicit credentials, the AWS default chain
     /// (environment, profile, instance metadata) is used.
     pub async fn new(s: &S3Settings) -> Self {
-        let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            .region(Region::new(s.region.clone()))
-            .timeout_config(
-                aws_config::timeout::TimeoutConfig::builder()
-                    .connect_timeout(Duration::from_secs(3))
-                    .operation_attempt_timeout(Duration::from_secs(60))
-                    .build(),
-            )
-            .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(3));
-        if let (Some(id), Some(secret)) = (&s.access_key_id, &s.secret_access_key) {
-            loader = loader.credentials_provider(Credentials::new(
-                id.clone(),
-                secret.expose().to_owned(),
-                None,
-                None,
-                "fraudstream-config",
-            ));
-        }
-        if let Some(ep) = &s.endpoint {
-            loader = loader.endpoint_url(ep.clone());
-        }
-        let sdk = loader.load().await;
+        let sdk = crate::aws::sdk_config(&crate::aws::Connection {
+            region: &s.region,
+            endpoint: s.endpoint.as_deref(),
+            credentials: s.access_key_id.as_deref().zip(s.secret_access_key.as_ref()),
+            attempt_timeout: Duration::from_secs(60),
+            retry: aws_config::retry::RetryConfig::standard().with_max_attempts(3),
+        })
+        .await;
         let conf = aws_sdk_s3::config::Builder::from(&sdk)
             .force_path_style(s.force_path_style)
             .build();
@@ -87,13 +72,13 @@ impl S3Store {
             SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => {
                 return StorageError::Unreachable {
                     endpoint: self.endpoint.clone(),
-                    message: error_chain(&e),
+                    message: crate::aws::error_chain(&e),
                 };
             }
             SdkError::ConstructionFailure(_) => {
                 return StorageError::Other {
                     store: self.describe(),
-                    message: error_chain(&e),
+                    message: crate::aws::error_chain(&e),
                     retryable: false,
                 };
             }
@@ -132,7 +117,11 @@ impl S3Store {
             },
             (s, c) => StorageError::Other {
                 store: self.describe(),
-                message: format!("{key}: HTTP {} {c}: {}", s.unwrap_or(0), error_chain(&e)),
+                message: format!(
+                    "{key}: HTTP {} {c}: {}",
+                    s.unwrap_or(0),
+                    crate::aws::error_chain(&e)
+                ),
                 retryable: s.is_none_or(|s| s >= 500 || s == 429)
                     || c.contains("Throttl")
                     || c == "SlowDown",
@@ -201,18 +190,6 @@ impl S3Store {
         }
         result
     }
-}
-
-/// The error and its sources on one line (the SDK's top-level message is terse).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 #[async_trait]

@@ -6,7 +6,6 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::config::http::HttpResponse;
-use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, PutRequest,
@@ -77,29 +76,15 @@ impl DynamoVerdictStore {
         s: &DynamoSettings,
         policy: RetryPolicy,
     ) -> Result<Self, VerdictError> {
-        let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            .region(Region::new(s.region.clone()))
-            .timeout_config(
-                aws_config::timeout::TimeoutConfig::builder()
-                    .connect_timeout(Duration::from_secs(3))
-                    .operation_attempt_timeout(Duration::from_secs(30))
-                    .build(),
-            )
-            // Our own retry loop decides; the SDK's would multiply attempts.
-            .retry_config(aws_config::retry::RetryConfig::disabled());
-        if let (Some(id), Some(secret)) = (&s.access_key_id, &s.secret_access_key) {
-            loader = loader.credentials_provider(Credentials::new(
-                id.clone(),
-                secret.expose().to_owned(),
-                None,
-                None,
-                "fraudstream-config",
-            ));
-        }
-        if let Some(ep) = &s.endpoint {
-            loader = loader.endpoint_url(ep.clone());
-        }
-        let sdk = loader.load().await;
+        // Our own retry loop decides; the SDK's would multiply attempts.
+        let sdk = crate::aws::sdk_config(&crate::aws::Connection {
+            region: &s.region,
+            endpoint: s.endpoint.as_deref(),
+            credentials: s.access_key_id.as_deref().zip(s.secret_access_key.as_ref()),
+            attempt_timeout: Duration::from_secs(30),
+            retry: aws_config::retry::RetryConfig::disabled(),
+        })
+        .await;
         let store = Self {
             client: Client::new(&sdk),
             table: s.table.clone(),
@@ -123,7 +108,7 @@ impl DynamoVerdictStore {
         if matches!(e, SdkError::DispatchFailure(_) | SdkError::TimeoutError(_)) {
             return VerdictError::Unreachable {
                 endpoint: self.endpoint.clone(),
-                message: chain(&e),
+                message: crate::aws::error_chain(&e),
             };
         }
         let status = e.raw_response().map(|r| r.status().as_u16());
@@ -151,11 +136,15 @@ impl DynamoVerdictStore {
             },
             _ if status.is_none_or(|s| s >= 500) => VerdictError::Transient {
                 endpoint: self.endpoint.clone(),
-                message: format!("HTTP {}: {}", status.unwrap_or(0), chain(&e)),
+                message: format!(
+                    "HTTP {}: {}",
+                    status.unwrap_or(0),
+                    crate::aws::error_chain(&e)
+                ),
             },
             _ => VerdictError::Other {
                 store: self.describe(),
-                message: format!("{code}: {}", chain(&e)),
+                message: format!("{code}: {}", crate::aws::error_chain(&e)),
             },
         }
     }
@@ -390,17 +379,6 @@ impl DynamoVerdictStore {
             attempts: self.policy.max_attempts,
         })
     }
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 #[async_trait]
