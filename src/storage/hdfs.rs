@@ -185,16 +185,11 @@ impl HdfsStore {
         };
         let path = self.path(key)?;
         let tmp = self.write_tmp(key, &path, data).await?;
-        // Rename without overwrite fails when the target exists: an atomic if-absent.
+        // Rename without overwrite fails with FileAlreadyExistsException when the target
+        // exists (mapped to PreconditionFailed): an atomic if-absent.
         if let Err(e) = self.client.rename(&tmp, &path, false).await {
             let _removed = self.client.delete(&tmp, false).await;
-            return Err(match self.error(key, e) {
-                StorageError::Other { .. } => StorageError::PreconditionFailed {
-                    store: self.describe(),
-                    key: key.into(),
-                },
-                other => other,
-            });
+            return Err(self.error(key, e));
         }
         let st = self
             .client

@@ -236,10 +236,14 @@ impl BlobStore for S3Store {
     }
 
     async fn get(&self, key: &str) -> Result<Blob, StorageError> {
-        Ok(self
-            .get_if_changed(key, None)
+        // Without an entity tag there is no 304, so `None` cannot come back; treat it as
+        // missing rather than trusting that.
+        self.get_if_changed(key, None)
             .await?
-            .expect("an unconditional get returns the object"))
+            .ok_or_else(|| StorageError::NotFound {
+                store: self.describe(),
+                key: key.into(),
+            })
     }
 
     async fn get_if_changed(
