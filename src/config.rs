@@ -15,6 +15,16 @@ use crate::storage::url::{Location, Secret};
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
+    /// Where transactions come from.
+    pub source: SourceConfig,
+    /// Micro-batching and explanations.
+    pub scoring: ScoringConfig,
+    /// Fraud alerts.
+    pub alerts: AlertsConfig,
+    /// Invalid input.
+    pub dlq: DlqConfig,
+    /// The first model, when the model store is empty.
+    pub bootstrap: BootstrapConfig,
     /// S3 access shared by every `s3://` location.
     #[serde(default)]
     pub s3: S3Access,
@@ -27,6 +37,104 @@ pub struct Config {
     /// The model store.
     #[serde(default)]
     pub models: ModelsConfig,
+}
+
+/// Where transactions come from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SourceConfig {
+    /// `file` or `stdin` (Kafka comes with the streaming source).
+    pub kind: SourceKind,
+    /// The file for `kind = "file"`: Kaggle CSV or JSON lines, by extension.
+    pub path: String,
+    /// Format of stdin: `csv` or `jsonl`.
+    pub stdin_format: String,
+}
+
+impl Default for SourceConfig {
+    fn default() -> Self {
+        Self {
+            kind: SourceKind::File,
+            path: "data/creditcard-sample.csv".into(),
+            stdin_format: "jsonl".into(),
+        }
+    }
+}
+
+/// Source kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    /// A file.
+    File,
+    /// Standard input.
+    Stdin,
+}
+
+/// Micro-batching and explanations.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScoringConfig {
+    /// Largest batch scored with one model load.
+    pub batch_size: usize,
+    /// Longest wait for a batch to fill (`5ms`); bounds latency under light traffic.
+    #[serde(with = "crate::sinks::lake::duration_str")]
+    pub batch_timeout: std::time::Duration,
+    /// Feature contributions stored with each verdict.
+    pub top_k: usize,
+}
+
+impl Default for ScoringConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: 512,
+            batch_timeout: std::time::Duration::from_millis(5),
+            top_k: 3,
+        }
+    }
+}
+
+/// Fraud alerts (always also logged).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    /// Append each alert as a JSON line to this file.
+    pub file: Option<String>,
+    /// Print each alert on stdout.
+    pub stdout: bool,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        Self {
+            file: Some("out/alerts.jsonl".into()),
+            stdout: true,
+        }
+    }
+}
+
+/// Invalid input.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DlqConfig {
+    /// Dead-letter file of the embedded mode: one JSON line per invalid row, with reason.
+    pub file: String,
+}
+
+impl Default for DlqConfig {
+    fn default() -> Self {
+        Self {
+            file: "out/dlq.jsonl".into(),
+        }
+    }
+}
+
+/// The first model.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BootstrapConfig {
+    /// Labelled history to train a first model from when the model store is empty.
+    pub history: Option<String>,
 }
 
 /// How to reach S3 (the bucket and prefix come from each `s3://` location).
@@ -217,6 +325,18 @@ impl Config {
             }
             Location::Local(_) | Location::S3 { .. } => {}
         }
+        if self.scoring.batch_size == 0 || self.scoring.batch_size > 100_000 {
+            return Err(invalid(
+                "scoring.batch_size",
+                "must be between 1 and 100000".into(),
+            ));
+        }
+        if !matches!(self.source.stdin_format.as_str(), "csv" | "jsonl") {
+            return Err(invalid(
+                "source.stdin_format",
+                format!("{:?}: use csv or jsonl", self.source.stdin_format),
+            ));
+        }
         let l = &self.lake.writer;
         if l.max_rows == 0 {
             return Err(invalid("lake.writer.max_rows", "must be at least 1".into()));
@@ -243,7 +363,7 @@ mod tests {
 
     #[test]
     fn shipped_configs_parse() {
-        for f in ["config/dev.toml", "config/docker.toml"] {
+        for f in ["config/local.toml", "config/dev.toml", "config/docker.toml"] {
             let path = format!("{}/{f}", env!("CARGO_MANIFEST_DIR"));
             Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
         }

@@ -36,3 +36,4 @@ pub mod rng;
 pub mod schema;
 pub mod sinks;
 pub mod storage;
+pub mod stream;

@@ -3,6 +3,7 @@
 mod evaluate;
 mod inspect;
 mod print;
+mod run;
 mod score;
 mod split;
 mod train;
@@ -41,6 +42,8 @@ pub enum LogFormat {
 /// Commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the detector (with a file or stdin source: the embedded pipeline, no services).
+    Run(run::RunArgs),
     /// Train a model on a labelled file, hold out a test set, and report its metrics.
     Train(Box<train::TrainArgs>),
     /// Evaluate a model on a labelled file it never saw.
@@ -132,6 +135,7 @@ impl ReportArgs {
 /// Run a parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Run(a) => run::run(&a),
         Command::Train(a) => train::run(&a),
         Command::Evaluate(a) => evaluate::run(&a),
         Command::Score(a) => score::run(&a),

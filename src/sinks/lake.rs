@@ -66,7 +66,7 @@ pub struct LakeSettings {
     /// Flush at this many (estimated, uncompressed) buffered bytes.
     pub max_bytes: usize,
     /// Flush when the oldest buffered row is this old.
-    #[serde(with = "humantime_serde_compat")]
+    #[serde(with = "duration_str")]
     pub max_age: Duration,
     /// Codec.
     pub compression: LakeCompression,
@@ -87,15 +87,17 @@ impl Default for LakeSettings {
 }
 
 /// Durations as human-readable strings ("250ms", "1m") in configuration.
-mod humantime_serde_compat {
+pub mod duration_str {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer, Serializer};
 
+    /// Write a duration as text.
     pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&humantime::format_duration(*d).to_string())
     }
 
+    /// Read a duration from text such as `250ms` or `1m`.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let s = String::deserialize(d)?;
         humantime::parse_duration(&s).map_err(serde::de::Error::custom)

@@ -1,0 +1,169 @@
+//! `fraudstream run`: the detector. With `[source] kind = "file"` or `"stdin"` it runs the
+//! embedded pipeline (no services) to the end of the input and prints a summary.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use arc_swap::ArcSwap;
+use clap::Args;
+
+use super::print::{metric_rows, spinner, table};
+use crate::config::{Config, SourceKind, VerdictBackend};
+use crate::model::Model;
+use crate::pipeline::{TrainOptions, train_model};
+use crate::registry::ModelStore;
+use crate::schema::{Format, ReadOptions, read_dataset};
+use crate::sinks::lake::LakeWriter;
+use crate::sinks::verdicts::VerdictStore;
+use crate::sinks::verdicts::dynamodb::DynamoVerdictStore;
+use crate::sinks::verdicts::local::LocalVerdictStore;
+use crate::stream::embedded::{self, EmbeddedSettings, Input};
+
+/// `run` arguments. Pipeline settings live in the config file; these are run switches.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The configuration file (see config/local.toml).
+    #[arg(long, short)]
+    config: PathBuf,
+    /// Read this file instead of the configured source (`-` for stdin).
+    #[arg(long)]
+    source: Option<String>,
+}
+
+/// The serving model: `LATEST` from the model store, or, when the store is empty, a first
+/// model trained from `bootstrap.history` and published there.
+async fn serving_model(cfg: &Config) -> anyhow::Result<Model> {
+    let blobs = crate::storage::open(&cfg.models.location, Some(&cfg.s3.settings("", ""))).await?;
+    let store = ModelStore::new(blobs);
+    if let Some(latest) = store.latest().await? {
+        let (model, _) = store.get(&latest.version).await?;
+        tracing::info!(version = %latest.version, store = %store.describe(), "serving model loaded");
+        return Ok(model);
+    }
+    let history = cfg.bootstrap.history.as_deref().with_context(|| {
+        format!(
+            "the model store {} is empty and no bootstrap.history is configured",
+            store.describe()
+        )
+    })?;
+    tracing::info!(history, store = %store.describe(), "model store is empty: training a first model");
+    let history_owned = history.to_owned();
+    let model = tokio::task::spawn_blocking(move || -> anyhow::Result<Model> {
+        let (data, _) = read_dataset(&history_owned, ReadOptions::default())?;
+        Ok(train_model(&data, &history_owned, &TrainOptions::default(), &|| {})?.model)
+    })
+    .await??;
+    store.put(&model).await?;
+    match store.set_latest(model.version(), None).await {
+        Ok(_) => {}
+        // Another detector published first: serve what it published.
+        Err(crate::registry::RegistryError::Storage(
+            crate::storage::StorageError::PreconditionFailed { .. },
+        )) => {
+            if let Some(l) = store.latest().await? {
+                return Ok(store.get(&l.version).await?.0);
+            }
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let m = model.meta().headline_metrics().map(|(_, m)| m.auprc);
+    tracing::info!(version = %model.version(), holdout_auprc = ?m.flatten(), "trained and published a first model");
+    eprintln!(
+        "trained a first model ({}) from {history} and stored it in {}",
+        model.version(),
+        store.describe()
+    );
+    Ok(model)
+}
+
+/// Run `run`.
+pub fn run(args: &RunArgs) -> anyhow::Result<()> {
+    let cfg = Config::load(&args.config)?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async move {
+        let model = serving_model(&cfg).await?;
+        let verdicts: Arc<dyn VerdictStore> = match cfg.verdicts.backend {
+            VerdictBackend::Local => Arc::new(LocalVerdictStore::open(&cfg.verdicts.local_path)?),
+            VerdictBackend::Dynamodb => Arc::new(
+                DynamoVerdictStore::connect(
+                    cfg.verdicts
+                        .dynamodb
+                        .as_ref()
+                        .context("verdicts.dynamodb is required")?,
+                )
+                .await?,
+            ),
+        };
+        let lake_store =
+            crate::storage::open(&cfg.lake.location, Some(&cfg.s3.settings("", ""))).await?;
+        let lake = LakeWriter::new(lake_store, cfg.lake.writer.clone());
+        let input = match (args.source.as_deref(), cfg.source.kind) {
+            (Some("-"), _) | (None, SourceKind::Stdin) => Input::Stdin(
+                if cfg.source.stdin_format == "csv" {
+                    Format::Csv
+                } else {
+                    Format::JsonLines
+                },
+            ),
+            (Some(p), _) => Input::File(p.into()),
+            (None, SourceKind::File) => Input::File(cfg.source.path.clone().into()),
+        };
+        let settings = EmbeddedSettings {
+            input: input.clone(),
+            batch_size: cfg.scoring.batch_size,
+            batch_timeout: cfg.scoring.batch_timeout,
+            top_k: cfg.scoring.top_k,
+            alerts_file: cfg.alerts.file.clone().map(PathBuf::from),
+            alerts_stdout: cfg.alerts.stdout,
+            dlq_file: cfg.dlq.file.clone().into(),
+            ttl_seconds: cfg.verdicts.ttl_seconds,
+        };
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                tracing::warn!("interrupted: draining and stopping");
+                let _sent = stop_tx.send(true);
+            }
+        });
+        let progress = spinner(format!("scoring {input:?}"));
+        let summary = embedded::run(
+            settings,
+            Arc::new(ArcSwap::from_pointee(model)),
+            verdicts.clone(),
+            Some(lake),
+            stop_rx,
+            &|n| progress.set_message(format!("{n} transactions")),
+        )
+        .await?;
+        progress.finish_and_clear();
+        let rate = summary.transactions as f64 / summary.seconds.max(1e-9);
+        table(
+            "fraudstream run: summary",
+            &[
+                ("transactions", summary.transactions.to_string()),
+                ("scored", summary.scored.to_string()),
+                (
+                    "invalid (dead letters)",
+                    format!("{} -> {}", summary.invalid, cfg.dlq.file),
+                ),
+                ("flagged as fraud", summary.flagged.to_string()),
+                ("throughput", format!("{rate:.0} transactions/s")),
+                (
+                    "latency read->durable (ms)",
+                    format!(
+                        "p50 {:.2}  p99 {:.2}  p999 {:.2}",
+                        summary.latency_ms[0], summary.latency_ms[1], summary.latency_ms[2]
+                    ),
+                ),
+                ("model version", summary.model_versions.join(", ")),
+                ("verdicts", verdicts.describe()),
+                ("lake", cfg.lake.location.clone()),
+            ],
+        );
+        if let Some(m) = &summary.metrics {
+            table("against the labels", &metric_rows(m));
+        }
+        anyhow::Ok(())
+    })
+}
