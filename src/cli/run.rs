@@ -80,7 +80,9 @@ async fn serving_model(cfg: &Config) -> anyhow::Result<Model> {
 /// Run `run`.
 pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     let cfg = Config::load(&args.config)?;
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async move {
         let model = serving_model(&cfg).await?;
         let verdicts: Arc<dyn VerdictStore> = match cfg.verdicts.backend {
@@ -99,13 +101,13 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
             crate::storage::open(&cfg.lake.location, Some(&cfg.s3.settings("", ""))).await?;
         let lake = LakeWriter::new(lake_store, cfg.lake.writer.clone());
         let input = match (args.source.as_deref(), cfg.source.kind) {
-            (Some("-"), _) | (None, SourceKind::Stdin) => Input::Stdin(
-                if cfg.source.stdin_format == "csv" {
+            (Some("-"), _) | (None, SourceKind::Stdin) => {
+                Input::Stdin(if cfg.source.stdin_format == "csv" {
                     Format::Csv
                 } else {
                     Format::JsonLines
-                },
-            ),
+                })
+            }
             (Some(p), _) => Input::File(p.into()),
             (None, SourceKind::File) => Input::File(cfg.source.path.clone().into()),
         };

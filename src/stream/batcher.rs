@@ -44,7 +44,9 @@ mod tests {
         for i in 0..10 {
             tx.send(i).await.unwrap();
         }
-        let b = next_batch(&mut rx, 4, Duration::from_secs(1)).await.unwrap();
+        let b = next_batch(&mut rx, 4, Duration::from_secs(1))
+            .await
+            .unwrap();
         assert_eq!(b, vec![0, 1, 2, 3]);
     }
 
@@ -59,13 +61,21 @@ mod tests {
             tx.send(3).await.unwrap();
         });
         let start = tokio::time::Instant::now();
-        let b = next_batch(&mut rx, 100, Duration::from_millis(5)).await.unwrap();
+        let b = next_batch(&mut rx, 100, Duration::from_millis(5))
+            .await
+            .unwrap();
         assert_eq!(b, vec![1, 2], "3 arrives after the 5 ms window");
         assert_eq!(start.elapsed(), Duration::from_millis(5));
-        let b = next_batch(&mut rx, 100, Duration::from_millis(5)).await.unwrap();
+        let b = next_batch(&mut rx, 100, Duration::from_millis(5))
+            .await
+            .unwrap();
         assert_eq!(b, vec![3]);
         sender.await.unwrap();
-        assert!(next_batch(&mut rx, 100, Duration::from_millis(5)).await.is_none());
+        assert!(
+            next_batch(&mut rx, 100, Duration::from_millis(5))
+                .await
+                .is_none()
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -73,8 +83,14 @@ mod tests {
         let (tx, mut rx) = mpsc::channel(100);
         tx.send(1).await.unwrap();
         drop(tx);
-        let b = next_batch(&mut rx, 100, Duration::from_secs(60)).await.unwrap();
+        let b = next_batch(&mut rx, 100, Duration::from_secs(60))
+            .await
+            .unwrap();
         assert_eq!(b, vec![1]);
-        assert!(next_batch(&mut rx, 100, Duration::from_secs(60)).await.is_none());
+        assert!(
+            next_batch(&mut rx, 100, Duration::from_secs(60))
+                .await
+                .is_none()
+        );
     }
 }

@@ -100,10 +100,8 @@ fn spawn_reader(
         let (path, format, reader): (String, Format, Box<dyn Read + Send>) = match &input {
             Input::File(p) => {
                 let path = p.display().to_string();
-                let format =
-                    Format::from_path(&path).ok_or_else(|| ReadError::UnknownFormat {
-                        path: path.clone(),
-                    })?;
+                let format = Format::from_path(&path)
+                    .ok_or_else(|| ReadError::UnknownFormat { path: path.clone() })?;
                 let f = File::open(p).map_err(|source| ReadError::Io {
                     path: path.clone(),
                     source,
@@ -113,7 +111,10 @@ fn spawn_reader(
             Input::Stdin(format) => ("-".into(), *format, Box::new(std::io::stdin())),
         };
         let rows: Box<dyn Iterator<Item = Result<Transaction, ReadError>>> = match format {
-            Format::Csv => Box::new(CsvReader::new(&path, BufReader::with_capacity(1 << 16, reader))?),
+            Format::Csv => Box::new(CsvReader::new(
+                &path,
+                BufReader::with_capacity(1 << 16, reader),
+            )?),
             Format::JsonLines => Box::new(JsonLinesReader::new(
                 &path,
                 BufReader::with_capacity(1 << 16, reader),
@@ -181,7 +182,10 @@ fn open_append(path: &PathBuf) -> anyhow::Result<File> {
     if let Some(d) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(d)?;
     }
-    Ok(std::fs::OpenOptions::new().create(true).append(true).open(path)?)
+    Ok(std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?)
 }
 
 /// Run the embedded pipeline to the end of the input (or until `stop` turns true), then
@@ -211,8 +215,7 @@ pub async fn run(
     };
     let mut latencies: Vec<f64> = Vec::new();
     let (mut all_scores, mut all_labels, mut unlabelled) = (Vec::new(), Vec::new(), false);
-    while let Some(batch) = next_batch(&mut rx, settings.batch_size, settings.batch_timeout).await
-    {
+    while let Some(batch) = next_batch(&mut rx, settings.batch_size, settings.batch_timeout).await {
         s.transactions += batch.len() as u64;
         let mut txs = Vec::with_capacity(batch.len());
         let mut read_at = Vec::with_capacity(batch.len());
@@ -242,7 +245,10 @@ pub async fn run(
             .iter()
             .map(|v| VerdictItem::from_verdict(v.clone(), settings.ttl_seconds))
             .collect();
-        retry(RetryPolicy::default(), "verdict write", || verdicts.put_batch(&items)).await?;
+        retry(RetryPolicy::default(), "verdict write", || {
+            verdicts.put_batch(&items)
+        })
+        .await?;
         let now = Instant::now();
         let scored_at_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

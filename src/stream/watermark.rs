@@ -107,7 +107,11 @@ mod tests {
         assert_eq!(w.ack(3, 2), None, "0 and 1 are still pending");
         assert_eq!(w.ack(3, 4), None);
         assert_eq!(w.ack(3, 0), Some(1));
-        assert_eq!(w.ack(3, 1), Some(3), "2 was done: jump to the next pending, 3");
+        assert_eq!(
+            w.ack(3, 1),
+            Some(3),
+            "2 was done: jump to the next pending, 3"
+        );
         assert_eq!(w.ack(3, 3), Some(5));
         assert_eq!(w.committable(), vec![(3, 5)]);
     }
@@ -141,7 +145,11 @@ mod tests {
         w.track(2, 1);
         assert_eq!(w.ack(2, 0), Some(1));
         assert_eq!(w.revoke(2), Some(1));
-        assert_eq!(w.ack(2, 1), None, "acks for a revoked partition are harmless");
+        assert_eq!(
+            w.ack(2, 1),
+            None,
+            "acks for a revoked partition are harmless"
+        );
         assert_eq!(w.in_flight(), 0);
         // Reassigned later: tracking starts afresh from what the broker redelivers.
         w.track(2, 1);

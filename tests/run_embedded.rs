@@ -1,0 +1,196 @@
+//! `fraudstream run` in embedded mode (file and stdin sources, local sinks): every valid
+//! row gets exactly one verdict, invalid rows land in the dead-letter file with reasons,
+//! the lake holds every scored row, and a second run reuses the stored model.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use fraudstream::schema::json::encode_transaction;
+use fraudstream::schema::{ReadOptions, read_dataset};
+use fraudstream::sinks::verdicts::VerdictStore;
+use fraudstream::sinks::verdicts::local::LocalVerdictStore;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+const SAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/creditcard-sample.csv");
+
+fn config(dir: &Path, source: &str) -> std::path::PathBuf {
+    let d = dir.display();
+    let text = format!(
+        r#"
+[source]
+kind = "file"
+path = "{source}"
+stdin_format = "jsonl"
+[scoring]
+batch_size = 100
+batch_timeout = "2ms"
+top_k = 2
+[alerts]
+file = "{d}/alerts.jsonl"
+stdout = false
+[dlq]
+file = "{d}/dlq.jsonl"
+[bootstrap]
+history = "{SAMPLE}"
+[verdicts]
+backend = "local"
+local_path = "{d}/verdicts.db"
+[lake]
+location = "{d}/lake"
+[lake.writer]
+max_rows = 1000
+writer_id = "t"
+[models]
+location = "{d}/registry"
+"#
+    );
+    let p = dir.join("run.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn run(cfg: &Path, extra: &[&str], stdin: Option<&[u8]>) -> String {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fraudstream"));
+    cmd.args(["run", "--config", cfg.to_str().unwrap()])
+        .args(extra)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    if let Some(bytes) = stdin {
+        child.stdin.take().unwrap().write_all(bytes).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "run failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap() + &String::from_utf8_lossy(&out.stderr)
+}
+
+fn lake_rows(dir: &Path) -> usize {
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "parquet") {
+                let f = std::fs::File::open(&p).unwrap();
+                total += ParquetRecordBatchReaderBuilder::try_new(f)
+                    .unwrap()
+                    .build()
+                    .unwrap()
+                    .map(|b| b.unwrap().num_rows())
+                    .sum::<usize>();
+            }
+        }
+    }
+    total
+}
+
+fn line_field(text: &str, key: &str) -> String {
+    text.lines()
+        .find(|l| l.trim_start().starts_with(key))
+        .unwrap_or_else(|| panic!("no `{key}` line in:\n{text}"))
+        .trim_start()
+        .trim_start_matches(key)
+        .trim()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn file_source_end_to_end_with_dead_letters() {
+    let dir = tempfile::tempdir().unwrap();
+    // The sample with two broken rows.
+    let text = std::fs::read_to_string(SAMPLE).unwrap();
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    lines[10] = lines[10].replacen(',', ",oops", 1);
+    lines[20] = lines[20].replace("\"0\"", "\"9\"");
+    let input = dir.path().join("in.csv");
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let cfg = config(dir.path(), input.to_str().unwrap());
+
+    let out = run(&cfg, &[], None);
+    assert!(out.contains("trained a first model"), "{out}");
+    assert_eq!(line_field(&out, "transactions"), "3446");
+    assert_eq!(line_field(&out, "scored"), "3444");
+    let version = line_field(&out, "model version");
+
+    let dlq = std::fs::read_to_string(dir.path().join("dlq.jsonl")).unwrap();
+    let dead: Vec<serde_json::Value> = dlq
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(dead.len(), 2);
+    assert_eq!(dead[0]["line"], 11);
+    assert_eq!(dead[0]["code"], "not_a_number");
+    assert_eq!(dead[1]["code"], "bad_label");
+
+    let store = LocalVerdictStore::open(dir.path().join("verdicts.db")).unwrap();
+    assert_eq!(store.count().unwrap(), 3444);
+    let v = store.get("0").await.unwrap().unwrap();
+    assert_eq!(v.model_version, version);
+    assert_eq!(v.top_features.len(), 2);
+    assert_eq!(lake_rows(&dir.path().join("lake")), 3444);
+    let alerts = std::fs::read_to_string(dir.path().join("alerts.jsonl")).unwrap();
+    let flagged: usize = line_field(&out, "flagged as fraud").parse().unwrap();
+    assert_eq!(alerts.lines().count(), flagged);
+    assert!(
+        flagged > 150,
+        "the sample has 246 frauds; flagged {flagged}"
+    );
+
+    // A second run serves the stored model and rewrites the same verdicts: still one each.
+    let out2 = run(&cfg, &[], None);
+    assert!(!out2.contains("trained a first model"), "{out2}");
+    assert_eq!(line_field(&out2, "model version"), version);
+    assert_eq!(store.count().unwrap(), 3444);
+}
+
+#[test]
+fn stdin_json_lines_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), SAMPLE);
+    let (data, _) = read_dataset(SAMPLE, ReadOptions::default()).unwrap();
+    let mut input = String::new();
+    for i in 0..500 {
+        let mut tx = data.row(i);
+        tx.id = format!("stdin-{i}");
+        input.push_str(&encode_transaction(&tx));
+        input.push('\n');
+    }
+    input.push_str("{\"id\": \"broken\", \"Time\": \"x\"}\n");
+    let out = run(&cfg, &["--source", "-"], Some(input.as_bytes()));
+    assert_eq!(line_field(&out, "transactions"), "501");
+    assert_eq!(line_field(&out, "scored"), "500");
+    let store = LocalVerdictStore::open(dir.path().join("verdicts.db")).unwrap();
+    assert_eq!(store.count().unwrap(), 500);
+}
+
+#[test]
+fn an_empty_model_store_without_history_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), SAMPLE);
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace(&format!("history = \"{SAMPLE}\""), "");
+    std::fs::write(&cfg, text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_fraudstream"))
+        .args(["run", "--config", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("is empty and no bootstrap.history is configured"),
+        "{err}"
+    );
+}
