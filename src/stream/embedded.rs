@@ -20,14 +20,14 @@ use serde_json::json;
 use tokio::sync::{mpsc, watch};
 
 use super::batcher::next_batch;
-use crate::eval::{Metrics, evaluate};
-use crate::model::{Model, Verdict};
-use crate::retry::{RetryPolicy, retry};
+use super::process::{LocalAlerts, Processor, Stats};
+use crate::eval::Metrics;
+use crate::model::Model;
 use crate::schema::csv::CsvReader;
 use crate::schema::json::JsonLinesReader;
 use crate::schema::{Format, ReadError, RecordError, Transaction};
-use crate::sinks::lake::{LakeWriter, ScoredRecord};
-use crate::sinks::verdicts::{VerdictItem, VerdictStore};
+use crate::sinks::lake::LakeWriter;
+use crate::sinks::verdicts::VerdictStore;
 
 /// Items buffered between the reader and the scorer: a few batches' worth, so the reader
 /// stays ahead of scoring without holding more than a few MB.
@@ -145,39 +145,6 @@ fn spawn_reader(
     })
 }
 
-/// Score one batch on the blocking pool with one model load.
-async fn score(
-    model: Arc<Model>,
-    txs: Vec<Transaction>,
-    top_k: usize,
-) -> (Vec<Transaction>, Vec<Verdict>) {
-    tokio::task::spawn_blocking(move || {
-        let nf = model.forest().n_features();
-        let mut x = Vec::with_capacity(txs.len() * nf);
-        for t in &txs {
-            model.features_into(t, &mut x);
-        }
-        let mut scores = vec![0f32; txs.len()];
-        model.forest().predict_into(&x, &mut scores);
-        let verdicts = txs
-            .iter()
-            .zip(scores)
-            .enumerate()
-            .map(|(i, (t, s))| model.verdict_for(&t.id, &x[i * nf..(i + 1) * nf], s, top_k))
-            .collect();
-        (txs, verdicts)
-    })
-    .await
-    .expect("scoring task does not panic")
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-}
-
 fn open_append(path: &PathBuf) -> anyhow::Result<File> {
     if let Some(d) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(d)?;
@@ -194,7 +161,7 @@ pub async fn run(
     settings: EmbeddedSettings,
     model: Arc<ArcSwap<Model>>,
     verdicts: Arc<dyn VerdictStore>,
-    mut lake: Option<LakeWriter>,
+    lake: Option<LakeWriter>,
     stop: watch::Receiver<bool>,
     on_progress: &(dyn Fn(u64) + Sync),
 ) -> anyhow::Result<Summary> {
@@ -202,108 +169,50 @@ pub async fn run(
     let (tx, mut rx) = mpsc::channel(SOURCE_CAPACITY);
     let reader = spawn_reader(settings.input.clone(), tx, stop.clone());
     let mut dlq = open_append(&settings.dlq_file)?;
-    let mut alerts = settings.alerts_file.as_ref().map(open_append).transpose()?;
-    let mut s = Summary {
-        transactions: 0,
-        scored: 0,
-        invalid: 0,
-        flagged: 0,
-        metrics: None,
-        seconds: 0.0,
-        latency_ms: [0.0; 3],
-        model_versions: Vec::new(),
+    let alerts = LocalAlerts {
+        file: settings.alerts_file.as_ref().map(open_append).transpose()?,
+        stdout: settings.alerts_stdout,
     };
-    let mut latencies: Vec<f64> = Vec::new();
-    let (mut all_scores, mut all_labels, mut unlabelled) = (Vec::new(), Vec::new(), false);
-    while let Some(batch) = next_batch(&mut rx, settings.batch_size, settings.batch_timeout).await {
-        s.transactions += batch.len() as u64;
-        let mut txs = Vec::with_capacity(batch.len());
-        let mut read_at = Vec::with_capacity(batch.len());
+    let mut processor = Processor {
+        model: model.clone(),
+        verdicts,
+        alerts: vec![Box::new(alerts)],
+        lake,
+        top_k: settings.top_k,
+        ttl_seconds: settings.ttl_seconds,
+        stats: Stats::default(),
+    };
+    let (mut transactions, mut invalid) = (0u64, 0u64);
+    while let Some(batch) = next_batch(&mut rx, settings.batch_size, settings.batch_timeout).await
+    {
+        transactions += batch.len() as u64;
+        let mut rows = Vec::with_capacity(batch.len());
         for row in batch {
             match row.result {
-                Ok(t) => {
-                    txs.push(t);
-                    read_at.push(row.read_at);
-                }
+                Ok(t) => rows.push((t, row.read_at)),
                 Err(e) => {
-                    s.invalid += 1;
+                    invalid += 1;
                     tracing::warn!(line = row.line, reason = %e.kind, "invalid row sent to the dead-letter file");
                     let dead = json!({"line": row.line, "source": e.path, "reason": e.kind.to_string(), "code": e.kind.code()});
                     writeln!(dlq, "{dead}")?;
                 }
             }
         }
-        if txs.is_empty() {
-            continue;
-        }
-        let current = model.load_full();
-        if s.model_versions.last().map(String::as_str) != Some(current.version()) {
-            s.model_versions.push(current.version().to_owned());
-        }
-        let (txs, scored) = score(current, txs, settings.top_k).await;
-        let items: Vec<VerdictItem> = scored
-            .iter()
-            .map(|v| VerdictItem::from_verdict(v.clone(), settings.ttl_seconds))
-            .collect();
-        retry(RetryPolicy::default(), "verdict write", || {
-            verdicts.put_batch(&items)
-        })
-        .await?;
-        let now = Instant::now();
-        let scored_at_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
-        for ((t, v), at) in txs.into_iter().zip(scored).zip(read_at) {
-            latencies.push(now.duration_since(at).as_secs_f64() * 1e3);
-            match t.label {
-                Some(l) => {
-                    all_scores.push(v.score);
-                    all_labels.push(l);
-                }
-                None => unlabelled = true,
-            }
-            if v.fraud {
-                s.flagged += 1;
-                tracing::warn!(tx_id = %v.tx_id, score = v.score, model_version = %v.model_version, "fraud alert");
-                let alert = serde_json::to_string(&v)?;
-                if let Some(f) = alerts.as_mut() {
-                    writeln!(f, "{alert}")?;
-                }
-                if settings.alerts_stdout {
-                    println!("ALERT {alert}");
-                }
-            }
-            if let Some(l) = lake.as_mut() {
-                l.push(ScoredRecord {
-                    score: v.score,
-                    fraud: v.fraud,
-                    model_version: v.model_version,
-                    scored_at_ms,
-                    tx: t,
-                });
-            }
-            s.scored += 1;
-        }
-        if let Some(l) = lake.as_mut().filter(|l| l.is_due()) {
-            l.flush().await?;
-        }
-        on_progress(s.transactions);
+        processor.process(rows).await?;
+        on_progress(transactions);
     }
     reader.await??;
-    if let Some(l) = lake.as_mut() {
-        l.flush().await?;
-    }
+    processor.finish().await?;
     dlq.flush()?;
-    s.seconds = started.elapsed().as_secs_f64();
-    latencies.sort_by(f64::total_cmp);
-    s.latency_ms = [
-        percentile(&latencies, 0.5),
-        percentile(&latencies, 0.99),
-        percentile(&latencies, 0.999),
-    ];
-    if !unlabelled && !all_labels.is_empty() {
-        let threshold = model.load().meta().threshold;
-        s.metrics = Some(evaluate(&all_scores, &all_labels, threshold));
-    }
-    Ok(s)
+    let st = &processor.stats;
+    Ok(Summary {
+        transactions,
+        scored: st.scored,
+        invalid,
+        flagged: st.flagged,
+        metrics: st.metrics(model.load().meta().threshold),
+        seconds: started.elapsed().as_secs_f64(),
+        latency_ms: st.latency_percentiles(),
+        model_versions: st.model_versions.clone(),
+    })
 }

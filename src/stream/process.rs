@@ -1,0 +1,218 @@
+//! One batch through the scorer and the sinks, shared by every source.
+//!
+//! Order per batch: score (one model load, on the blocking pool) → verdict store (durable,
+//! retried while the store is down) → alerts (durable where the sink is) → lake buffer.
+//! The caller acknowledges the batch's source offsets only after `process` returns `Ok`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+
+use crate::eval::{Metrics, evaluate};
+use crate::model::{Model, Verdict};
+use crate::retry::{RetryPolicy, Retryable, retry};
+use crate::schema::Transaction;
+use crate::sinks::lake::{LakeWriter, ScoredRecord};
+use crate::sinks::verdicts::{VerdictItem, VerdictStore};
+
+/// Where fraud alerts go besides the log.
+#[async_trait::async_trait]
+pub trait AlertSink: Send + Sync {
+    /// Deliver alerts; `Ok` means they are durable (or, for best-effort sinks, sent).
+    async fn send(&mut self, alerts: &[Verdict]) -> anyhow::Result<()>;
+}
+
+/// Alerts as JSON lines in a file and/or on stdout.
+pub struct LocalAlerts {
+    /// The file, opened for appending.
+    pub file: Option<std::fs::File>,
+    /// Print `ALERT {json}` lines.
+    pub stdout: bool,
+}
+
+#[async_trait::async_trait]
+impl AlertSink for LocalAlerts {
+    async fn send(&mut self, alerts: &[Verdict]) -> anyhow::Result<()> {
+        use std::io::Write;
+        for v in alerts {
+            let line = serde_json::to_string(v)?;
+            if let Some(f) = self.file.as_mut() {
+                writeln!(f, "{line}")?;
+            }
+            if self.stdout {
+                println!("ALERT {line}");
+            }
+        }
+        if let Some(f) = self.file.as_mut() {
+            f.flush()?;
+        }
+        Ok(())
+    }
+}
+
+/// Running totals.
+#[derive(Debug, Clone, Default)]
+pub struct Stats {
+    /// Rows scored.
+    pub scored: u64,
+    /// Verdicts flagged as fraud.
+    pub flagged: u64,
+    /// Read-to-durable latencies, milliseconds.
+    pub latencies_ms: Vec<f64>,
+    /// Scores of labelled rows.
+    pub scores: Vec<f32>,
+    /// Their labels.
+    pub labels: Vec<u8>,
+    /// Whether some scored row had no label.
+    pub unlabelled: bool,
+    /// Model versions that scored, in order of first use.
+    pub model_versions: Vec<String>,
+}
+
+impl Stats {
+    /// Latency percentiles p50, p99, p999 in milliseconds.
+    #[must_use]
+    pub fn latency_percentiles(&self) -> [f64; 3] {
+        let mut l = self.latencies_ms.clone();
+        l.sort_by(f64::total_cmp);
+        let p = |q: f64| {
+            if l.is_empty() {
+                0.0
+            } else {
+                l[((l.len() - 1) as f64 * q).round() as usize]
+            }
+        };
+        [p(0.5), p(0.99), p(0.999)]
+    }
+
+    /// Metrics against labels, when every scored row had one.
+    #[must_use]
+    pub fn metrics(&self, threshold: f64) -> Option<Metrics> {
+        (!self.unlabelled && !self.labels.is_empty())
+            .then(|| evaluate(&self.scores, &self.labels, threshold))
+    }
+}
+
+/// Scores batches and writes them to the sinks.
+pub struct Processor {
+    /// The serving model (swapped by the watcher; loaded once per batch).
+    pub model: Arc<ArcSwap<Model>>,
+    /// The verdict store.
+    pub verdicts: Arc<dyn VerdictStore>,
+    /// Alert sinks besides the log.
+    pub alerts: Vec<Box<dyn AlertSink>>,
+    /// The lake, if enabled.
+    pub lake: Option<LakeWriter>,
+    /// Contributions kept per verdict.
+    pub top_k: usize,
+    /// Verdict expiry.
+    pub ttl_seconds: Option<u64>,
+    /// Totals.
+    pub stats: Stats,
+}
+
+/// Backoff while the verdict store is down: the batch is retried until it is durable
+/// (or the process is stopped), so the source pauses instead of losing or buffering.
+const OUTAGE_RETRY: RetryPolicy = RetryPolicy {
+    max_attempts: u32::MAX,
+    base_delay: Duration::from_millis(100),
+    max_delay: Duration::from_secs(5),
+};
+
+impl Processor {
+    /// Score `rows` (transaction and read time) and make them durable in the sinks.
+    pub async fn process(&mut self, rows: Vec<(Transaction, Instant)>) -> anyhow::Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let model = self.model.load_full();
+        if self.stats.model_versions.last().map(String::as_str) != Some(model.version()) {
+            self.stats.model_versions.push(model.version().to_owned());
+        }
+        let top_k = self.top_k;
+        let (rows, verdicts) = tokio::task::spawn_blocking(move || {
+            let nf = model.forest().n_features();
+            let mut x = Vec::with_capacity(rows.len() * nf);
+            for (t, _) in &rows {
+                model.features_into(t, &mut x);
+            }
+            let mut scores = vec![0f32; rows.len()];
+            model.forest().predict_into(&x, &mut scores);
+            let verdicts: Vec<Verdict> = rows
+                .iter()
+                .zip(scores)
+                .enumerate()
+                .map(|(i, ((t, _), s))| {
+                    model.verdict_for(&t.id, &x[i * nf..(i + 1) * nf], s, top_k)
+                })
+                .collect();
+            (rows, verdicts)
+        })
+        .await?;
+
+        let items: Vec<VerdictItem> = verdicts
+            .iter()
+            .map(|v| VerdictItem::from_verdict(v.clone(), self.ttl_seconds))
+            .collect();
+        let store = &self.verdicts;
+        retry(OUTAGE_RETRY, "verdict write", || async {
+            store.put_batch(&items).await.inspect_err(|e| {
+                if e.is_retryable() {
+                    tracing::warn!(error = %e, "verdict store unavailable; pausing the source until it returns");
+                }
+            })
+        })
+        .await?;
+
+        let frauds: Vec<Verdict> = verdicts.iter().filter(|v| v.fraud).cloned().collect();
+        for v in &frauds {
+            tracing::warn!(tx_id = %v.tx_id, score = v.score, model_version = %v.model_version, "fraud alert");
+        }
+        if !frauds.is_empty() {
+            for sink in &mut self.alerts {
+                sink.send(&frauds).await?;
+            }
+        }
+
+        let now = Instant::now();
+        let scored_at_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        for ((t, read_at), v) in rows.into_iter().zip(verdicts) {
+            self.stats
+                .latencies_ms
+                .push(now.duration_since(read_at).as_secs_f64() * 1e3);
+            match t.label {
+                Some(l) => {
+                    self.stats.scores.push(v.score);
+                    self.stats.labels.push(l);
+                }
+                None => self.stats.unlabelled = true,
+            }
+            self.stats.scored += 1;
+            self.stats.flagged += u64::from(v.fraud);
+            if let Some(l) = self.lake.as_mut() {
+                l.push(ScoredRecord {
+                    score: v.score,
+                    fraud: v.fraud,
+                    model_version: v.model_version,
+                    scored_at_ms,
+                    tx: t,
+                });
+            }
+        }
+        if let Some(l) = self.lake.as_mut().filter(|l| l.is_due()) {
+            l.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Flush the lake (on shutdown).
+    pub async fn finish(&mut self) -> anyhow::Result<()> {
+        if let Some(l) = self.lake.as_mut() {
+            l.flush().await?;
+        }
+        Ok(())
+    }
+}
