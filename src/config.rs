@@ -25,6 +25,8 @@ pub struct Config {
     pub dlq: DlqConfig,
     /// The first model, when the model store is empty.
     pub bootstrap: BootstrapConfig,
+    /// Kafka, for `source.kind = "kafka"`.
+    pub kafka: crate::stream::kafka::KafkaSettings,
     /// S3 access shared by every `s3://` location.
     #[serde(default)]
     pub s3: S3Access,
@@ -43,7 +45,7 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SourceConfig {
-    /// `file` or `stdin` (Kafka comes with the streaming source).
+    /// `file`, `stdin` or `kafka`.
     pub kind: SourceKind,
     /// The file for `kind = "file"`: Kaggle CSV or JSON lines, by extension.
     pub path: String,
@@ -69,6 +71,8 @@ pub enum SourceKind {
     File,
     /// Standard input.
     Stdin,
+    /// Kafka topics (`[kafka]`).
+    Kafka,
 }
 
 /// Micro-batching and explanations.

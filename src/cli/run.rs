@@ -19,6 +19,8 @@ use crate::sinks::verdicts::VerdictStore;
 use crate::sinks::verdicts::dynamodb::DynamoVerdictStore;
 use crate::sinks::verdicts::local::LocalVerdictStore;
 use crate::stream::embedded::{self, EmbeddedSettings, Input};
+use crate::stream::kafka::KafkaAlerts;
+use crate::stream::process::{AlertSink, LocalAlerts, Processor, Stats};
 
 /// `run` arguments. Pipeline settings live in the config file; these are run switches.
 #[derive(Debug, Args)]
@@ -77,6 +79,97 @@ async fn serving_model(cfg: &Config) -> anyhow::Result<Model> {
     Ok(model)
 }
 
+/// The detector on Kafka: consume until ctrl-c or SIGTERM, then commit and stop.
+async fn run_kafka(
+    cfg: &Config,
+    model: Model,
+    verdicts: Arc<dyn VerdictStore>,
+    lake: LakeWriter,
+) -> anyhow::Result<()> {
+    let k = &cfg.kafka;
+    let mut alerts: Vec<Box<dyn AlertSink>> = vec![Box::new(LocalAlerts {
+        file: None,
+        stdout: cfg.alerts.stdout,
+    })];
+    if let Some(topic) = &k.alerts_topic {
+        alerts.push(Box::new(KafkaAlerts {
+            producer: k.producer()?,
+            topic: topic.clone(),
+        }));
+    }
+    let mut processor = Processor {
+        model: Arc::new(ArcSwap::from_pointee(model)),
+        verdicts,
+        alerts,
+        lake: Some(lake),
+        top_k: cfg.scoring.top_k,
+        ttl_seconds: cfg.verdicts.ttl_seconds,
+        stats: Stats::default(),
+    };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::warn!("stopping: draining, flushing the lake, committing offsets");
+        let _sent = stop_tx.send(true);
+    });
+    let started = std::time::Instant::now();
+    let s = crate::stream::kafka::run(
+        k,
+        &mut processor,
+        cfg.scoring.batch_size,
+        cfg.scoring.batch_timeout,
+        stop_rx,
+    )
+    .await?;
+    let l = processor.stats.latency_percentiles();
+    table(
+        "fraudstream run (kafka): summary",
+        &[
+            ("messages", s.messages.to_string()),
+            ("scored", processor.stats.scored.to_string()),
+            (
+                "dead letters",
+                format!("{} -> {}", s.dead_letters, k.dlq_topic),
+            ),
+            ("flagged as fraud", processor.stats.flagged.to_string()),
+            (
+                "throughput",
+                format!(
+                    "{:.0} messages/s",
+                    s.messages as f64 / started.elapsed().as_secs_f64().max(1e-9)
+                ),
+            ),
+            (
+                "latency read->durable (ms)",
+                format!("p50 {:.2}  p99 {:.2}  p999 {:.2}", l[0], l[1], l[2]),
+            ),
+        ],
+    );
+    Ok(())
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            () = async {
+                match term.as_mut() {
+                    Some(t) => { t.recv().await; }
+                    None => std::future::pending::<()>().await,
+                }
+            } => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
 /// Run `run`.
 pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     let cfg = Config::load(&args.config)?;
@@ -100,6 +193,9 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         let lake_store =
             crate::storage::open(&cfg.lake.location, Some(&cfg.s3.settings("", ""))).await?;
         let lake = LakeWriter::new(lake_store, cfg.lake.writer.clone());
+        if cfg.source.kind == SourceKind::Kafka && args.source.is_none() {
+            return run_kafka(&cfg, model, verdicts, lake).await;
+        }
         let input = match (args.source.as_deref(), cfg.source.kind) {
             (Some("-"), _) | (None, SourceKind::Stdin) => {
                 Input::Stdin(if cfg.source.stdin_format == "csv" {
@@ -109,7 +205,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
                 })
             }
             (Some(p), _) => Input::File(p.into()),
-            (None, SourceKind::File) => Input::File(cfg.source.path.clone().into()),
+            (None, _) => Input::File(cfg.source.path.clone().into()),
         };
         let settings = EmbeddedSettings {
             input: input.clone(),
@@ -123,10 +219,9 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         };
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                tracing::warn!("interrupted: draining and stopping");
-                let _sent = stop_tx.send(true);
-            }
+            shutdown_signal().await;
+            tracing::warn!("interrupted: draining and stopping");
+            let _sent = stop_tx.send(true);
         });
         let progress = spinner(format!("scoring {input:?}"));
         let summary = embedded::run(

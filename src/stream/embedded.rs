@@ -183,8 +183,7 @@ pub async fn run(
         stats: Stats::default(),
     };
     let (mut transactions, mut invalid) = (0u64, 0u64);
-    while let Some(batch) = next_batch(&mut rx, settings.batch_size, settings.batch_timeout).await
-    {
+    while let Some(batch) = next_batch(&mut rx, settings.batch_size, settings.batch_timeout).await {
         transactions += batch.len() as u64;
         let mut rows = Vec::with_capacity(batch.len());
         for row in batch {

@@ -8,6 +8,7 @@
 
 pub mod batcher;
 pub mod embedded;
+pub mod kafka;
 pub mod process;
 pub mod watermark;
 
