@@ -40,7 +40,8 @@ for name, svc in doc["services"].items():
 import re, tomllib
 cfg = tomllib.load(open("config/docker.toml", "rb"))
 published = {int(str(p).split(":")[1]) for s in doc["services"].values() for p in s.get("ports", [])}
-endpoints = [cfg["s3"]["endpoint"], cfg["verdicts"]["dynamodb"]["endpoint"], cfg["lake"]["location"]]
+endpoints = [cfg["s3"]["endpoint"], cfg["verdicts"]["dynamodb"]["endpoint"], cfg["lake"]["location"],
+             "kafka://" + cfg["kafka"]["brokers"]]
 for ep in endpoints:
     m = re.match(r"^\w+://127\.0\.0\.1:(\d+)", ep)
     if not m or int(m.group(1)) not in published:
