@@ -255,6 +255,33 @@ impl Default for ModelsConfig {
     }
 }
 
+/// Environment variables starting with this override configuration keys:
+/// `FRAUDSTREAM__KAFKA__BROKERS=host:9092` sets `kafka.brokers`.
+pub const ENV_PREFIX: &str = "FRAUDSTREAM__";
+
+/// An environment value as TOML: numbers, booleans and arrays keep their type; anything
+/// else is a string.
+fn env_value(raw: &str) -> toml::Value {
+    toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_owned()))
+}
+
+fn set_path(table: &mut toml::Table, keys: &[String], value: toml::Value) -> Result<(), String> {
+    let (last, parents) = keys.split_last().ok_or("no key")?;
+    let mut t = table;
+    for k in parents {
+        t = t
+            .entry(k.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .ok_or_else(|| format!("`{k}` is not a table"))?;
+    }
+    t.insert(last.clone(), value);
+    Ok(())
+}
+
 /// A configuration that cannot be used; names the key.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -297,12 +324,37 @@ impl Config {
         Self::parse(&p, &text)
     }
 
-    /// Parse and validate TOML text (`path` is for messages).
+    /// Parse and validate TOML text (`path` is for messages), then apply
+    /// `FRAUDSTREAM__SECTION__KEY=value` environment overrides.
     pub fn parse(path: &str, text: &str) -> Result<Self, ConfigError> {
-        let c: Self = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        Self::parse_with_env(path, text, std::env::vars())
+    }
+
+    /// [`Config::parse`] with explicit environment variables (for tests).
+    pub fn parse_with_env(
+        path: &str,
+        text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let parse_err = |message: String| ConfigError::Parse {
             path: path.into(),
-            message: e.to_string(),
-        })?;
+            message,
+        };
+        let mut doc: toml::Table = toml::from_str(text).map_err(|e| parse_err(e.to_string()))?;
+        for (name, value) in env {
+            let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            let keys: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
+            if keys.iter().any(String::is_empty) {
+                return Err(parse_err(format!("environment variable {name}: empty key")));
+            }
+            set_path(&mut doc, &keys, env_value(&value))
+                .map_err(|m| parse_err(format!("environment variable {name}: {m}")))?;
+        }
+        let c: Self = toml::Value::Table(doc)
+            .try_into()
+            .map_err(|e: toml::de::Error| parse_err(e.to_string()))?;
         c.validate(path)?;
         Ok(c)
     }
@@ -386,6 +438,38 @@ mod tests {
         assert!(e.to_string().contains("`lake.location`"), "{e}");
         let e = Config::parse("c.toml", "[lake.writer]\nmax_age = \"soon\"\n").unwrap_err();
         assert!(e.to_string().contains("max_age"), "{e}");
+    }
+
+    #[test]
+    fn environment_overrides_keys() {
+        let env = vec![
+            (
+                "FRAUDSTREAM__KAFKA__BROKERS".to_owned(),
+                "b1:9092".to_owned(),
+            ),
+            (
+                "FRAUDSTREAM__SCORING__BATCH_SIZE".to_owned(),
+                "64".to_owned(),
+            ),
+            (
+                "FRAUDSTREAM__LAKE__WRITER__MAX_AGE".to_owned(),
+                "2s".to_owned(),
+            ),
+            ("OTHER".to_owned(), "x".to_owned()),
+        ];
+        let c = Config::parse_with_env("c.toml", "[kafka]\nbrokers = \"a:1\"\n", env).unwrap();
+        assert_eq!(c.kafka.brokers, "b1:9092");
+        assert_eq!(c.scoring.batch_size, 64);
+        assert_eq!(c.lake.writer.max_age, std::time::Duration::from_secs(2));
+        let bad = vec![(
+            "FRAUDSTREAM__SCORING__BATCH_SIZE".to_owned(),
+            "0".to_owned(),
+        )];
+        let e = Config::parse_with_env("c.toml", "", bad).unwrap_err();
+        assert!(e.to_string().contains("scoring.batch_size"), "{e}");
+        let unknown = vec![("FRAUDSTREAM__SCORING__BATCHSIZE".to_owned(), "3".to_owned())];
+        let e = Config::parse_with_env("c.toml", "", unknown).unwrap_err();
+        assert!(e.to_string().contains("batchsize"), "{e}");
     }
 
     #[test]

@@ -82,7 +82,8 @@ pub fn encode_transaction(tx: &Transaction) -> String {
     serde_json::Value::Object(m).to_string()
 }
 
-/// Reads JSON lines; blank lines are skipped.
+/// Reads JSON lines; blank lines are skipped, and lines over
+/// [`DEFAULT_MAX_MESSAGE_BYTES`] are refused like oversized stream messages.
 pub struct JsonLinesReader<R: BufRead> {
     path: String,
     inner: R,
@@ -128,13 +129,14 @@ impl<R: BufRead> Iterator for JsonLinesReader<R> {
             let row = self.row;
             self.row += 1;
             return Some(
-                decode_transaction(trimmed, || row.to_string()).map_err(|kind| {
-                    ReadError::Record(RecordError {
-                        path: self.path.clone(),
-                        line: self.line,
-                        kind,
-                    })
-                }),
+                decode_transaction_limited(trimmed, DEFAULT_MAX_MESSAGE_BYTES, || row.to_string())
+                    .map_err(|kind| {
+                        ReadError::Record(RecordError {
+                            path: self.path.clone(),
+                            line: self.line,
+                            kind,
+                        })
+                    }),
             );
         }
     }

@@ -191,7 +191,7 @@ pub async fn run(
                 Ok(t) => rows.push((t, row.read_at)),
                 Err(e) => {
                     invalid += 1;
-                    tracing::warn!(line = row.line, reason = %e.kind, "invalid row sent to the dead-letter file");
+                    tracing::debug!(line = row.line, reason = %e.kind, "invalid row sent to the dead-letter file");
                     let dead = json!({"line": row.line, "source": e.path, "reason": e.kind.to_string(), "code": e.kind.code()});
                     writeln!(dlq, "{dead}")?;
                 }

@@ -243,7 +243,7 @@ pub async fn run(
             })?;
         }
         for (r, kind) in &dead {
-            tracing::warn!(topic = %r.topic, partition = r.partition, offset = r.offset, reason = %kind, "message sent to the dead-letter topic");
+            tracing::debug!(topic = %r.topic, partition = r.partition, offset = r.offset, reason = %kind, "message sent to the dead-letter topic");
         }
         summary.dead_letters += dead.len() as u64;
 
