@@ -64,29 +64,29 @@ impl KafkaSettings {
         c
     }
 
-    /// A consumer with manual commits from the first unread offset.
+    /// A consumer with manual commits from the first unread offset. The delivery
+    /// guarantee's settings are applied after the user's properties, so no property can
+    /// turn auto-commit back on.
     pub fn consumer(&self) -> anyhow::Result<StreamConsumer> {
         let mut c = self.client();
+        if !self.properties.contains_key("auto.offset.reset") {
+            c.set("auto.offset.reset", "earliest");
+        }
         c.set("group.id", &self.group_id)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "false");
-        for (k, v) in &self.properties {
-            c.set(k, v);
-        }
         Ok(c.create()?)
     }
 
-    /// An idempotent producer that waits for every in-sync replica.
+    /// An idempotent producer that waits for every in-sync replica (again applied after the
+    /// user's properties).
     pub fn producer(&self) -> anyhow::Result<FutureProducer> {
         let mut c = self.client();
-        c.set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("message.timeout.ms", "30000");
-        for (k, v) in &self.properties {
-            c.set(k, v);
+        if !self.properties.contains_key("message.timeout.ms") {
+            c.set("message.timeout.ms", "30000");
         }
+        c.set("enable.idempotence", "true").set("acks", "all");
         Ok(c.create()?)
     }
 }
@@ -166,7 +166,18 @@ pub async fn run(
         let deadline = tokio::time::Instant::now() + batch_timeout;
         let mut next = Some(first);
         while let Some(m) = next.take() {
-            let m = m?;
+            let m = match m {
+                Ok(m) => m,
+                Err(e) => {
+                    // Broker outages surface here; librdkafka reconnects by itself, so wait
+                    // and carry on rather than stop.
+                    tracing::warn!(error = %e, "consumer error; retrying");
+                    if batch.is_empty() {
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                    break;
+                }
+            };
             batch.push(Read {
                 topic: m.topic().to_owned(),
                 partition: m.partition(),
