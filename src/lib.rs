@@ -37,3 +37,4 @@ pub mod schema;
 pub mod sinks;
 pub mod storage;
 pub mod stream;
+pub mod telemetry;

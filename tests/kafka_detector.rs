@@ -156,11 +156,29 @@ async fn kafka_end_to_end_exactly_one_verdict_each() {
         }
         stop_tx.send(true).unwrap();
     });
+    let metrics = fraudstream::telemetry::recorder().unwrap();
     let mut p = make_processor();
     let summary = run(&settings, &mut p, 200, Duration::from_millis(5), stop_rx)
         .await
         .unwrap();
     watcher.await.unwrap();
+    let text = metrics.render();
+    assert!(
+        text.contains(&format!("fraudstream_scored_total {n}")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("fraudstream_consumed_total {}", n + 15)),
+        "{text}"
+    );
+    assert!(
+        text.contains("fraudstream_dead_letters_total{reason="),
+        "{text}"
+    );
+    assert!(
+        text.contains("fraudstream_end_to_end_seconds_bucket"),
+        "{text}"
+    );
     assert_eq!(
         store.count().unwrap(),
         n as u64,

@@ -136,9 +136,9 @@ async fn local_lake_readable_by_pyarrow() {
 
 #[tokio::test]
 async fn s3_lake() {
-    let bucket = common::new_bucket().await;
+    let bucket = common::test_bucket().await;
     let mut s = common::s3_settings(&bucket);
-    s.prefix = "lake".into();
+    s.prefix = common::unique("lake");
     conformance(Arc::new(S3Store::new(&s).await), LakeCompression::Snappy).await;
 }
 

@@ -122,8 +122,8 @@ async fn local_model_store() {
 
 #[tokio::test]
 async fn s3_model_store() {
-    let bucket = common::new_bucket().await;
+    let bucket = common::test_bucket().await;
     let mut s = common::s3_settings(&bucket);
-    s.prefix = "registry".into();
+    s.prefix = common::unique("registry");
     conformance(Arc::new(S3Store::new(&s).await)).await;
 }

@@ -105,7 +105,8 @@ fn fast_retry() -> RetryPolicy {
 }
 
 async fn stores(proxy: &Proxy, bucket: &str) -> (Arc<dyn BlobStore>, Arc<dyn BlobStore>) {
-    let direct = common::s3_settings(bucket);
+    let mut direct = common::s3_settings(bucket);
+    direct.prefix = common::unique("outage");
     let mut via = direct.clone();
     via.endpoint = Some(format!("http://127.0.0.1:{}", proxy.port));
     (
@@ -140,7 +141,7 @@ async fn s3_dying_mid_upload_leaves_nothing_half_written() {
     let upstream = common::require("FRAUDSTREAM_TEST_S3", "s3")
         .trim_start_matches("http://")
         .to_owned();
-    let bucket = common::new_bucket().await;
+    let bucket = common::test_bucket().await;
     let proxy = Proxy::start(upstream).await;
     let (via, direct) = stores(&proxy, &bucket).await;
 
@@ -174,7 +175,7 @@ async fn lake_rows_survive_an_outage_and_are_written_once() {
     let upstream = common::require("FRAUDSTREAM_TEST_S3", "s3")
         .trim_start_matches("http://")
         .to_owned();
-    let bucket = common::new_bucket().await;
+    let bucket = common::test_bucket().await;
     let proxy = Proxy::start(upstream).await;
     let (via, direct) = stores(&proxy, &bucket).await;
     let settings = LakeSettings {

@@ -173,9 +173,9 @@ fn walk(dir: &std::path::Path) -> Vec<String> {
 
 #[tokio::test]
 async fn s3_conformance() {
-    let bucket = common::new_bucket().await;
+    let bucket = common::test_bucket().await;
     let mut s = common::s3_settings(&bucket);
-    s.prefix = "conformance".into();
+    s.prefix = common::unique("conformance");
     let store = Arc::new(S3Store::new(&s).await);
     conformance(store, MULTIPART_PART_SIZE * 2 + 12_345, true).await;
 }
@@ -200,7 +200,7 @@ async fn s3_missing_bucket_is_named() {
 
 #[tokio::test]
 async fn s3_wrong_credentials_say_so_without_the_secret() {
-    let bucket = common::new_bucket().await;
+    let bucket = common::test_bucket().await;
     let mut s = common::s3_settings(&bucket);
     s.secret_access_key = Some(Secret::new("definitely-wrong-secret-value"));
     let store = S3Store::new(&s).await;

@@ -177,6 +177,20 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async move {
+        let (ready_tx, ready_rx) = tokio::sync::watch::channel(false);
+        let (telemetry_stop, telemetry_stop_rx) = tokio::sync::watch::channel(false);
+        if cfg.metrics.enabled {
+            let handle = crate::telemetry::recorder()?;
+            let (listener, addr) = crate::telemetry::bind(&cfg.metrics.address).await?;
+            tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
+            eprintln!("metrics: http://{addr}/metrics");
+            tokio::spawn(crate::telemetry::serve(
+                listener,
+                handle,
+                ready_rx,
+                telemetry_stop_rx,
+            ));
+        }
         let model = serving_model(&cfg).await?;
         let verdicts: Arc<dyn VerdictStore> = match cfg.verdicts.backend {
             VerdictBackend::Local => Arc::new(LocalVerdictStore::open(&cfg.verdicts.local_path)?),
@@ -193,8 +207,11 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         let lake_store =
             crate::storage::open(&cfg.lake.location, Some(&cfg.s3.settings("", ""))).await?;
         let lake = LakeWriter::new(lake_store, cfg.lake.writer.clone());
+        let _ready = ready_tx.send(true);
         if cfg.source.kind == SourceKind::Kafka && args.source.is_none() {
-            return run_kafka(&cfg, model, verdicts, lake).await;
+            let result = run_kafka(&cfg, model, verdicts, lake).await;
+            let _stopped = telemetry_stop.send(true);
+            return result;
         }
         let input = match (args.source.as_deref(), cfg.source.kind) {
             (Some("-"), _) | (None, SourceKind::Stdin) => {
@@ -261,6 +278,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         if let Some(m) = &summary.metrics {
             table("against the labels", &metric_rows(m));
         }
+        let _stopped = telemetry_stop.send(true);
         anyhow::Ok(())
     })
 }

@@ -185,12 +185,15 @@ pub async fn run(
     let (mut transactions, mut invalid) = (0u64, 0u64);
     while let Some(batch) = next_batch(&mut rx, settings.batch_size, settings.batch_timeout).await {
         transactions += batch.len() as u64;
+        metrics::counter!(crate::metric_names::CONSUMED).increment(batch.len() as u64);
         let mut rows = Vec::with_capacity(batch.len());
         for row in batch {
             match row.result {
                 Ok(t) => rows.push((t, row.read_at)),
                 Err(e) => {
                     invalid += 1;
+                    metrics::counter!(crate::metric_names::DEAD_LETTERS, "reason" => e.kind.code())
+                        .increment(1);
                     tracing::debug!(line = row.line, reason = %e.kind, "invalid row sent to the dead-letter file");
                     let dead = json!({"line": row.line, "source": e.path, "reason": e.kind.to_string(), "code": e.kind.code()});
                     writeln!(dlq, "{dead}")?;

@@ -17,6 +17,7 @@ use tokio::sync::watch;
 
 use super::process::{AlertSink, Processor};
 use super::watermark::Watermarks;
+use crate::metric_names as names;
 use crate::model::Verdict;
 use crate::schema::json::{DEFAULT_MAX_MESSAGE_BYTES, decode_transaction_limited};
 
@@ -194,6 +195,7 @@ pub async fn run(
                 .ok();
         }
         summary.messages += batch.len() as u64;
+        metrics::counter!(names::CONSUMED).increment(batch.len() as u64);
         for r in &batch {
             marks.track((r.topic.clone(), r.partition), r.offset);
         }
@@ -257,6 +259,9 @@ pub async fn run(
             tracing::debug!(topic = %r.topic, partition = r.partition, offset = r.offset, reason = %kind, "message sent to the dead-letter topic");
         }
         summary.dead_letters += dead.len() as u64;
+        for (_, kind) in &dead {
+            metrics::counter!(names::DEAD_LETTERS, "reason" => kind.code()).increment(1);
+        }
 
         processor.process(rows).await?;
 

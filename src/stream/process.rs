@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 
 use crate::eval::{Metrics, evaluate};
+use crate::metric_names as names;
 use crate::model::{Model, Verdict};
 use crate::retry::{RetryPolicy, Retryable, retry};
 use crate::schema::Transaction;
@@ -128,9 +129,14 @@ impl Processor {
         }
         let model = self.model.load_full();
         if self.stats.model_versions.last().map(String::as_str) != Some(model.version()) {
+            if let Some(old) = self.stats.model_versions.last() {
+                metrics::gauge!(names::MODEL_INFO, "version" => old.clone()).set(0.0);
+            }
+            metrics::gauge!(names::MODEL_INFO, "version" => model.version().to_owned()).set(1.0);
             self.stats.model_versions.push(model.version().to_owned());
         }
         let top_k = self.top_k;
+        let scoring_started = Instant::now();
         let (rows, verdicts) = tokio::task::spawn_blocking(move || {
             let nf = model.forest().n_features();
             let mut x = Vec::with_capacity(rows.len() * nf);
@@ -150,6 +156,8 @@ impl Processor {
             (rows, verdicts)
         })
         .await?;
+        metrics::histogram!(names::SCORE_BATCH_SECONDS)
+            .record(scoring_started.elapsed().as_secs_f64());
 
         let items: Vec<VerdictItem> = verdicts
             .iter()
@@ -159,6 +167,7 @@ impl Processor {
         retry(OUTAGE_RETRY, "verdict write", || async {
             store.put_batch(&items).await.inspect_err(|e| {
                 if e.is_retryable() {
+                    metrics::counter!(names::VERDICT_RETRIES).increment(1);
                     tracing::warn!(error = %e, "verdict store unavailable; pausing the source until it returns");
                 }
             })
@@ -179,10 +188,15 @@ impl Processor {
         let scored_at_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
+        metrics::counter!(names::SCORED).increment(rows.len() as u64);
+        metrics::counter!(names::FRAUD).increment(frauds.len() as u64);
+        let latency = metrics::histogram!(names::END_TO_END_SECONDS);
+        let scores = metrics::histogram!(names::SCORE);
         for ((t, read_at), v) in rows.into_iter().zip(verdicts) {
-            self.stats
-                .latencies_ms
-                .push(now.duration_since(read_at).as_secs_f64() * 1e3);
+            let secs = now.duration_since(read_at).as_secs_f64();
+            latency.record(secs);
+            scores.record(f64::from(v.score));
+            self.stats.latencies_ms.push(secs * 1e3);
             match t.label {
                 Some(l) => {
                     self.stats.scores.push(v.score);

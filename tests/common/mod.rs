@@ -50,8 +50,15 @@ pub fn s3_settings(bucket: &str) -> S3Settings {
     }
 }
 
-/// Create a fresh bucket on the test S3 server and return its name.
-pub async fn new_bucket() -> String {
+/// The test binary's bucket on the test S3 server (created on first use). Tests share it
+/// and isolate themselves with a [`unique`] key prefix: every bucket costs the server
+/// volumes of its own.
+pub async fn test_bucket() -> String {
+    static BUCKET: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
+    BUCKET.get_or_init(create_bucket).await.clone()
+}
+
+async fn create_bucket() -> String {
     let bucket = unique("fs").to_lowercase();
     let s = s3_settings(&bucket);
     let creds = aws_sdk_s3::config::Credentials::new(
