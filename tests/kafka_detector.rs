@@ -144,6 +144,7 @@ async fn kafka_end_to_end_exactly_one_verdict_each() {
         top_k: 2,
         ttl_seconds: None,
         stats: Stats::default(),
+        stop: None,
     };
 
     // Run until every valid message has a verdict, then stop.

@@ -105,8 +105,10 @@ async fn run_kafka(
         top_k: cfg.scoring.top_k,
         ttl_seconds: cfg.verdicts.ttl_seconds,
         stats: Stats::default(),
+        stop: None,
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    processor.stop = Some(stop_rx.clone());
     tokio::spawn(async move {
         shutdown_signal().await;
         tracing::warn!("stopping: draining, flushing the lake, committing offsets");

@@ -181,6 +181,7 @@ pub async fn run(
         top_k: settings.top_k,
         ttl_seconds: settings.ttl_seconds,
         stats: Stats::default(),
+        stop: Some(stop.clone()),
     };
     let (mut transactions, mut invalid) = (0u64, 0u64);
     while let Some(batch) = next_batch(&mut rx, settings.batch_size, settings.batch_timeout).await {

@@ -12,7 +12,7 @@ use arc_swap::ArcSwap;
 use crate::eval::{Metrics, evaluate};
 use crate::metric_names as names;
 use crate::model::{Model, Verdict};
-use crate::retry::{RetryPolicy, Retryable, retry};
+use crate::retry::{RetryPolicy, Retryable};
 use crate::schema::Transaction;
 use crate::sinks::lake::{LakeWriter, ScoredRecord};
 use crate::sinks::verdicts::{VerdictItem, VerdictStore};
@@ -111,10 +111,14 @@ pub struct Processor {
     pub ttl_seconds: Option<u64>,
     /// Totals.
     pub stats: Stats,
+    /// When this turns true, stop retrying an unavailable verdict store and fail the
+    /// batch (its offsets are then never committed, so nothing is lost).
+    pub stop: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 /// Backoff while the verdict store is down: the batch is retried until it is durable
 /// (or the process is stopped), so the source pauses instead of losing or buffering.
+/// Only the delays are used; attempts are unbounded.
 const OUTAGE_RETRY: RetryPolicy = RetryPolicy {
     max_attempts: u32::MAX,
     base_delay: Duration::from_millis(100),
@@ -163,16 +167,7 @@ impl Processor {
             .iter()
             .map(|v| VerdictItem::from_verdict(v.clone(), self.ttl_seconds))
             .collect();
-        let store = &self.verdicts;
-        retry(OUTAGE_RETRY, "verdict write", || async {
-            store.put_batch(&items).await.inspect_err(|e| {
-                if e.is_retryable() {
-                    metrics::counter!(names::VERDICT_RETRIES).increment(1);
-                    tracing::warn!(error = %e, "verdict store unavailable; pausing the source until it returns");
-                }
-            })
-        })
-        .await?;
+        self.write_verdicts(&items).await?;
 
         let frauds: Vec<Verdict> = verdicts.iter().filter(|v| v.fraud).cloned().collect();
         for v in &frauds {
@@ -222,11 +217,161 @@ impl Processor {
         Ok(())
     }
 
+    /// Write verdicts until they are durable: transient failures are retried with backoff
+    /// for as long as the store is down (the source pauses meanwhile), unless a stop is
+    /// requested; permanent failures are returned at once.
+    async fn write_verdicts(&mut self, items: &[VerdictItem]) -> anyhow::Result<()> {
+        let mut rng = crate::rng::Rng::new(items.len() as u64);
+        let mut attempt = 0u32;
+        loop {
+            let e = match self.verdicts.put_batch(items).await {
+                Ok(()) => return Ok(()),
+                Err(e) if e.is_retryable() => e,
+                Err(e) => return Err(e.into()),
+            };
+            attempt = attempt.saturating_add(1);
+            metrics::counter!(names::VERDICT_RETRIES).increment(1);
+            tracing::warn!(error = %e, attempt, "verdict store unavailable; pausing the source until it returns");
+            let delay = OUTAGE_RETRY.delay(attempt, &mut rng);
+            match self.stop.as_mut() {
+                Some(stop) if *stop.borrow() => {
+                    anyhow::bail!("stopped while the verdict store was unavailable: {e}")
+                }
+                Some(stop) => {
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        _ = stop.changed() => {
+                            anyhow::bail!("stopped while the verdict store was unavailable: {e}")
+                        }
+                    }
+                }
+                None => tokio::time::sleep(delay).await,
+            }
+        }
+    }
+
     /// Flush the lake (on shutdown).
     pub async fn finish(&mut self) -> anyhow::Result<()> {
         if let Some(l) = self.lake.as_mut() {
             l.flush().await?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+    use crate::pipeline::{TrainOptions, train_model};
+    use crate::schema::{Dataset, NUM_FIELDS};
+    use crate::sinks::verdicts::VerdictError;
+
+    /// A store that is "down" for its first `fail` calls (a unit-test fake; the real
+    /// backends have their own suites against real servers).
+    #[derive(Debug, Default)]
+    struct Flaky {
+        fail: u32,
+        calls: AtomicU32,
+        written: Mutex<Vec<String>>,
+    }
+
+    #[async_trait::async_trait]
+    impl VerdictStore for Flaky {
+        fn describe(&self) -> String {
+            "flaky".into()
+        }
+        async fn put_batch(&self, items: &[VerdictItem]) -> Result<(), VerdictError> {
+            if self.calls.fetch_add(1, Ordering::SeqCst) < self.fail {
+                return Err(VerdictError::Unreachable {
+                    endpoint: "flaky".into(),
+                    message: "down".into(),
+                });
+            }
+            self.written
+                .lock()
+                .unwrap()
+                .extend(items.iter().map(|i| i.tx_id.clone()));
+            Ok(())
+        }
+        async fn get(&self, _: &str) -> Result<Option<VerdictItem>, VerdictError> {
+            Ok(None)
+        }
+    }
+
+    fn rows(n: usize) -> (Model, Vec<(Transaction, Instant)>) {
+        let mut rng = crate::rng::Rng::new(4);
+        let mut d = Dataset::with_capacity(n);
+        for i in 0..n {
+            let mut values = [0.0; NUM_FIELDS];
+            for v in &mut values {
+                *v = rng.unit();
+            }
+            d.push(Transaction {
+                id: format!("t{i}"),
+                values,
+                label: Some(u8::from(values[3] > 0.8)),
+                card_id: None,
+                event_time: None,
+            });
+        }
+        let mut opts = TrainOptions::default();
+        opts.params.n_trees = 3;
+        let model = train_model(&d, "t", &opts, &|| {}).unwrap().model;
+        let rows = (0..n).map(|i| (d.row(i), Instant::now())).collect();
+        (model, rows)
+    }
+
+    fn processor(store: Arc<Flaky>, model: Model) -> Processor {
+        Processor {
+            model: Arc::new(ArcSwap::from_pointee(model)),
+            verdicts: store,
+            alerts: Vec::new(),
+            lake: None,
+            top_k: 1,
+            ttl_seconds: None,
+            stats: Stats::default(),
+            stop: None,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_outage_pauses_then_every_verdict_is_written() {
+        let (model, rows) = rows(200);
+        let store = Arc::new(Flaky {
+            fail: 6,
+            ..Flaky::default()
+        });
+        let mut p = processor(store.clone(), model);
+        p.process(rows).await.unwrap();
+        assert_eq!(store.calls.load(Ordering::SeqCst), 7);
+        assert_eq!(store.written.lock().unwrap().len(), 200);
+        assert_eq!(p.stats.scored, 200);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stop_during_an_outage_fails_the_batch_without_writing() {
+        let (model, rows) = rows(50);
+        let store = Arc::new(Flaky {
+            fail: u32::MAX,
+            ..Flaky::default()
+        });
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let mut p = processor(store.clone(), model);
+        p.stop = Some(stop_rx);
+        let stopper = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            stop_tx.send(true).unwrap();
+        });
+        let e = p.process(rows).await.unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("stopped while the verdict store was unavailable")
+        );
+        assert!(store.written.lock().unwrap().is_empty());
+        assert_eq!(p.stats.scored, 0, "nothing counted as done");
+        stopper.await.unwrap();
     }
 }
