@@ -10,7 +10,7 @@ test:
 
 ## Only the tests that need no service.
 test-offline:
-	$(CARGO) test --workspace --locked --lib --bins --test cli --test accuracy --test decoders
+	$(CARGO) test --workspace --locked --lib --bins --test cli --test accuracy --test decoders --test run_embedded
 
 ## Start or stop the services for development (eval "$$(scripts/services.sh up)").
 services-up:

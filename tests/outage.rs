@@ -104,12 +104,18 @@ fn fast_retry() -> RetryPolicy {
     }
 }
 
-async fn stores(proxy: &Proxy, bucket: &str) -> (Arc<dyn BlobStore>, Arc<dyn BlobStore>) {
-    let mut direct = common::s3_settings(bucket);
+/// A cutting proxy in front of the test S3 server, a store that writes through it, and
+/// one that reads the same (unique) prefix directly.
+async fn through_proxy() -> (Proxy, Arc<dyn BlobStore>, Arc<dyn BlobStore>) {
+    let endpoint = common::require("FRAUDSTREAM_TEST_S3", "s3");
+    let bucket = common::test_bucket().await;
+    let proxy = Proxy::start(endpoint.trim_start_matches("http://").to_owned()).await;
+    let mut direct = common::s3_settings(&bucket);
     direct.prefix = common::unique("outage");
     let mut via = direct.clone();
     via.endpoint = Some(format!("http://127.0.0.1:{}", proxy.port));
     (
+        proxy,
         Arc::new(S3Store::new(&via).await),
         Arc::new(S3Store::new(&direct).await),
     )
@@ -138,12 +144,7 @@ fn record(i: usize) -> ScoredRecord {
 
 #[tokio::test]
 async fn s3_dying_mid_upload_leaves_nothing_half_written() {
-    let upstream = common::require("FRAUDSTREAM_TEST_S3", "s3")
-        .trim_start_matches("http://")
-        .to_owned();
-    let bucket = common::test_bucket().await;
-    let proxy = Proxy::start(upstream).await;
-    let (via, direct) = stores(&proxy, &bucket).await;
+    let (proxy, via, direct) = through_proxy().await;
 
     // A 20 MiB object (a multipart upload) through a server that dies after 3 MiB.
     let big = Bytes::from(
@@ -172,12 +173,7 @@ async fn s3_dying_mid_upload_leaves_nothing_half_written() {
 
 #[tokio::test]
 async fn lake_rows_survive_an_outage_and_are_written_once() {
-    let upstream = common::require("FRAUDSTREAM_TEST_S3", "s3")
-        .trim_start_matches("http://")
-        .to_owned();
-    let bucket = common::test_bucket().await;
-    let proxy = Proxy::start(upstream).await;
-    let (via, direct) = stores(&proxy, &bucket).await;
+    let (proxy, via, direct) = through_proxy().await;
     let settings = LakeSettings {
         max_rows: usize::MAX,
         max_bytes: usize::MAX,
