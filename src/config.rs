@@ -23,6 +23,8 @@ pub struct Config {
     pub alerts: AlertsConfig,
     /// Invalid input.
     pub dlq: DlqConfig,
+    /// Delivery guarantees: durable sinks, in-flight batches, shutdown deadline.
+    pub delivery: DeliveryConfig,
     /// The first model, when the model store is empty.
     pub bootstrap: BootstrapConfig,
     /// Kafka, for `source.kind = "kafka"`.
@@ -108,6 +110,8 @@ pub struct AlertsConfig {
     pub file: Option<String>,
     /// Print each alert on stdout.
     pub stdout: bool,
+    /// POST each batch of alerts (a JSON array) to this URL (`http://` or `https://`).
+    pub webhook: Option<WebhookConfig>,
 }
 
 impl Default for AlertsConfig {
@@ -115,6 +119,69 @@ impl Default for AlertsConfig {
         Self {
             file: Some("out/alerts.jsonl".into()),
             stdout: true,
+            webhook: None,
+        }
+    }
+}
+
+/// The alert webhook.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// The URL.
+    pub url: String,
+    /// Per-request timeout (`5s`).
+    #[serde(
+        with = "crate::sinks::lake::duration_str",
+        default = "default_webhook_timeout"
+    )]
+    pub timeout: std::time::Duration,
+    /// Attempts per batch before the sink reports a failure (then, when alerts are
+    /// durable, the batch waits and tries again).
+    #[serde(default = "default_webhook_attempts")]
+    pub attempts: u32,
+    /// Extra request headers, such as `Authorization` (values are not logged).
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, Secret>,
+}
+
+fn default_webhook_timeout() -> std::time::Duration {
+    std::time::Duration::from_secs(5)
+}
+
+fn default_webhook_attempts() -> u32 {
+    3
+}
+
+/// Delivery guarantees.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliveryConfig {
+    /// Sinks that must have a transaction before its offset is committed: any of
+    /// `verdicts`, `alerts`, `lake`. Durable sinks are retried while down (the source
+    /// pauses); the others are written best-effort and their failures counted.
+    pub durable: Vec<crate::stream::process::Sink>,
+    /// Batches queued between the source and the scorer (the bounded channel).
+    pub in_flight_batches: usize,
+    /// On SIGTERM or ctrl-c, how long to drain before giving up; what is not durable by
+    /// then stays uncommitted (and is re-read on restart), and the exit status is 1.
+    #[serde(with = "crate::sinks::lake::duration_str")]
+    pub shutdown_deadline: std::time::Duration,
+    /// How long a rebalance waits for revoked partitions' batches to become durable.
+    #[serde(with = "crate::sinks::lake::duration_str")]
+    pub revoke_timeout: std::time::Duration,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        Self {
+            durable: vec![
+                crate::stream::process::Sink::Verdicts,
+                crate::stream::process::Sink::Alerts,
+            ],
+            in_flight_batches: 4,
+            shutdown_deadline: std::time::Duration::from_secs(30),
+            revoke_timeout: std::time::Duration::from_secs(10),
         }
     }
 }
@@ -414,6 +481,26 @@ impl Config {
                 format!("{:?}: use csv or jsonl", self.source.stdin_format),
             ));
         }
+        if self.delivery.in_flight_batches == 0 || self.delivery.in_flight_batches > 1024 {
+            return Err(invalid(
+                "delivery.in_flight_batches",
+                "must be between 1 and 1024".into(),
+            ));
+        }
+        if let Some(w) = &self.alerts.webhook {
+            if !(w.url.starts_with("http://") || w.url.starts_with("https://")) {
+                return Err(invalid(
+                    "alerts.webhook.url",
+                    format!("{:?}: use an http:// or https:// URL", w.url),
+                ));
+            }
+            if w.attempts == 0 {
+                return Err(invalid(
+                    "alerts.webhook.attempts",
+                    "must be at least 1".into(),
+                ));
+            }
+        }
         let l = &self.lake.writer;
         if l.max_rows == 0 {
             return Err(invalid("lake.writer.max_rows", "must be at least 1".into()));
@@ -459,6 +546,19 @@ mod tests {
         assert!(e.to_string().contains("`lake.location`"), "{e}");
         let e = Config::parse("c.toml", "[lake.writer]\nmax_age = \"soon\"\n").unwrap_err();
         assert!(e.to_string().contains("max_age"), "{e}");
+        let e = Config::parse(
+            "c.toml",
+            "[delivery]\ndurable = [\"verdicts\", \"email\"]\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("email"), "{e}");
+        let e = Config::parse("c.toml", "[alerts.webhook]\nurl = \"ftp://x\"\n").unwrap_err();
+        assert!(e.to_string().contains("`alerts.webhook.url`"), "{e}");
+        let e = Config::parse("c.toml", "[delivery]\nin_flight_batches = 0\n").unwrap_err();
+        assert!(
+            e.to_string().contains("`delivery.in_flight_batches`"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -14,6 +14,28 @@ pub const SCORED: &str = "fraudstream_scored_total";
 pub const FRAUD: &str = "fraudstream_fraud_total";
 /// Counter: invalid messages sent to the dead-letter topic or file, by `reason`.
 pub const DEAD_LETTERS: &str = "fraudstream_dead_letters_total";
+/// Counter: write attempts to a durable sink that failed and were retried, by `sink`.
+pub const SINK_RETRIES: &str = "fraudstream_sink_retries_total";
+/// Counter: failed writes to a best-effort sink (not retried), by `sink`.
+pub const SINK_ERRORS: &str = "fraudstream_sink_errors_total";
+/// Histogram: seconds a stage spent blocked, by `stage`: `source` waiting for the scorer
+/// (the bounded channel was full), or a sink (`verdicts`, `alerts`, `lake`) waiting out an
+/// outage. Its `_sum` is the total time blocked.
+pub const BLOCKED_SECONDS: &str = "fraudstream_stage_blocked_seconds";
+/// Histogram: seconds one batch spent in a stage, by `stage` (`score`, `verdicts`,
+/// `alerts`, `lake`).
+pub const STAGE_SECONDS: &str = "fraudstream_stage_seconds";
+/// Histogram: seconds from the producer's send (Kafka message timestamp) to the verdict
+/// being durable.
+pub const PRODUCE_TO_DURABLE_SECONDS: &str = "fraudstream_produce_to_durable_seconds";
+/// Gauge: messages behind the end of each partition, by `topic` and `partition`.
+pub const CONSUMER_LAG: &str = "fraudstream_consumer_lag";
+/// Gauge: batches handed to the scorer and not yet durable.
+pub const BATCHES_IN_FLIGHT: &str = "fraudstream_batches_in_flight";
+/// Counter: partitions revoked from this detector by a rebalance.
+pub const PARTITIONS_REVOKED: &str = "fraudstream_partitions_revoked_total";
+/// Gauge: seconds since the serving model was trained.
+pub const MODEL_AGE_SECONDS: &str = "fraudstream_model_age_seconds";
 /// Counter: verdict-store write attempts that failed and were retried.
 pub const VERDICT_RETRIES: &str = "fraudstream_verdict_write_retries_total";
 /// Histogram: seconds from reading a transaction to its verdict being durable.

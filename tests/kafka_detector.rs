@@ -13,8 +13,8 @@ use fraudstream::pipeline::{TrainOptions, train_model};
 use fraudstream::schema::json::encode_transaction;
 use fraudstream::schema::{ReadOptions, read_dataset};
 use fraudstream::sinks::verdicts::local::LocalVerdictStore;
-use fraudstream::stream::kafka::{KafkaAlerts, KafkaSettings, run};
-use fraudstream::stream::process::{AlertSink, Processor, Stats};
+use fraudstream::stream::kafka::{KafkaAlerts, KafkaSettings, PipelineOptions, run};
+use fraudstream::stream::process::{AlertSink, Processor};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -77,6 +77,13 @@ fn read_all(brokers: &str, topic: &str, expect: usize) -> Vec<rdkafka::message::
     out
 }
 
+fn options() -> PipelineOptions {
+    PipelineOptions {
+        batch_size: 200,
+        ..PipelineOptions::default()
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_end_to_end_exactly_one_verdict_each() {
     let brokers = common::require("FRAUDSTREAM_TEST_KAFKA", "kafka");
@@ -133,18 +140,17 @@ async fn kafka_end_to_end_exactly_one_verdict_each() {
         alerts_topic: Some(alerts_topic.clone()),
         ..KafkaSettings::default()
     };
-    let make_processor = || Processor {
-        model: Arc::new(ArcSwap::from_pointee(model.clone())),
-        verdicts: store.clone(),
-        alerts: vec![Box::new(KafkaAlerts {
+    let make_processor = || {
+        let mut p = Processor::new(
+            Arc::new(ArcSwap::from_pointee(model.clone())),
+            store.clone(),
+        );
+        p.alerts = vec![Box::new(KafkaAlerts {
             producer: settings.producer().unwrap(),
             topic: alerts_topic.clone(),
-        }) as Box<dyn AlertSink>],
-        lake: None,
-        top_k: 2,
-        ttl_seconds: None,
-        stats: Stats::default(),
-        stop: None,
+        }) as Box<dyn AlertSink>];
+        p.top_k = 2;
+        p
     };
 
     // Run until every valid message has a verdict, then stop.
@@ -158,10 +164,8 @@ async fn kafka_end_to_end_exactly_one_verdict_each() {
         stop_tx.send(true).unwrap();
     });
     let metrics = fraudstream::telemetry::recorder().unwrap();
-    let mut p = make_processor();
-    let summary = run(&settings, &mut p, 200, Duration::from_millis(5), stop_rx)
-        .await
-        .unwrap();
+    let (summary, p) = run(&settings, make_processor(), options(), stop_rx).await;
+    let summary = summary.unwrap();
     watcher.await.unwrap();
     let text = metrics.render();
     assert!(
@@ -242,10 +246,8 @@ async fn kafka_end_to_end_exactly_one_verdict_each() {
         tokio::time::sleep(Duration::from_secs(8)).await;
         stop_tx.send(true).unwrap();
     });
-    let mut p2 = make_processor();
-    let again = run(&settings, &mut p2, 200, Duration::from_millis(5), stop_rx)
-        .await
-        .unwrap();
+    let (again, _) = run(&settings, make_processor(), options(), stop_rx).await;
+    let again = again.unwrap();
     assert_eq!(again.messages, 0, "everything was committed");
     assert_eq!(store.count().unwrap(), n as u64);
 }

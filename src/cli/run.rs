@@ -20,7 +20,8 @@ use crate::sinks::verdicts::dynamodb::DynamoVerdictStore;
 use crate::sinks::verdicts::local::LocalVerdictStore;
 use crate::stream::embedded::{self, EmbeddedSettings, Input};
 use crate::stream::kafka::KafkaAlerts;
-use crate::stream::process::{AlertSink, LocalAlerts, Processor, Stats};
+use crate::stream::kafka::PipelineOptions;
+use crate::stream::process::{AlertSink, Durability, LocalAlerts, Processor, Stats};
 
 /// `run` arguments. Pipeline settings live in the config file; these are run switches.
 #[derive(Debug, Args)]
@@ -31,6 +32,9 @@ pub struct RunArgs {
     /// Read this file instead of the configured source (`-` for stdin).
     #[arg(long)]
     source: Option<String>,
+    /// Keep reading the source file as it grows (like `tail -f`) until ctrl-c or SIGTERM.
+    #[arg(long)]
+    follow: bool,
 }
 
 /// The serving model: `LATEST` from the model store, or, when the store is empty, a first
@@ -79,7 +83,44 @@ async fn serving_model(cfg: &Config) -> anyhow::Result<Model> {
     Ok(model)
 }
 
-/// The detector on Kafka: consume until ctrl-c or SIGTERM, then commit and stop.
+/// Alert sinks besides the log line: the webhook, when configured.
+fn webhook_alerts(cfg: &Config) -> anyhow::Result<Vec<Box<dyn AlertSink>>> {
+    let mut v: Vec<Box<dyn AlertSink>> = Vec::new();
+    if let Some(w) = &cfg.alerts.webhook {
+        v.push(Box::new(crate::sinks::webhook::Webhook::new(w.clone())?));
+    }
+    Ok(v)
+}
+
+/// Stop signals: `stop` turns true on the first ctrl-c or SIGTERM (stop reading, drain);
+/// `abort` turns true `deadline` later, or on a second signal (give up on sinks still
+/// down; what is not durable stays uncommitted).
+fn stop_signals(
+    deadline: std::time::Duration,
+) -> (
+    tokio::sync::watch::Receiver<bool>,
+    tokio::sync::watch::Receiver<bool>,
+) {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (abort_tx, abort_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::warn!(deadline = ?deadline, "stopping: draining, flushing the lake, committing offsets");
+        let _sent = stop_tx.send(true);
+        tokio::select! {
+            () = tokio::time::sleep(deadline) => {
+                tracing::error!("shutdown deadline passed: giving up on what is not yet durable");
+            }
+            () = shutdown_signal() => {
+                tracing::error!("second stop signal: giving up on what is not yet durable");
+            }
+        }
+        let _sent = abort_tx.send(true);
+    });
+    (stop_rx, abort_rx)
+}
+
+/// The detector on Kafka: consume until ctrl-c or SIGTERM, then drain, commit and stop.
 async fn run_kafka(
     cfg: &Config,
     model: Model,
@@ -97,43 +138,42 @@ async fn run_kafka(
             topic: topic.clone(),
         }));
     }
-    let mut processor = Processor {
+    alerts.extend(webhook_alerts(cfg)?);
+    let (stop_rx, abort_rx) = stop_signals(cfg.delivery.shutdown_deadline);
+    let processor = Processor {
         model: Arc::new(ArcSwap::from_pointee(model)),
         verdicts,
         alerts,
         lake: Some(lake),
+        durable: Durability::of(&cfg.delivery.durable),
         top_k: cfg.scoring.top_k,
         ttl_seconds: cfg.verdicts.ttl_seconds,
         stats: Stats::default(),
-        stop: None,
+        stop: Some(abort_rx),
     };
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    processor.stop = Some(stop_rx.clone());
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        tracing::warn!("stopping: draining, flushing the lake, committing offsets");
-        let _sent = stop_tx.send(true);
-    });
+    let options = PipelineOptions {
+        batch_size: cfg.scoring.batch_size,
+        batch_timeout: cfg.scoring.batch_timeout,
+        in_flight_batches: cfg.delivery.in_flight_batches,
+        revoke_timeout: cfg.delivery.revoke_timeout,
+    };
     let started = std::time::Instant::now();
-    let s = crate::stream::kafka::run(
-        k,
-        &mut processor,
-        cfg.scoring.batch_size,
-        cfg.scoring.batch_timeout,
-        stop_rx,
-    )
-    .await?;
-    let l = processor.stats.latency_percentiles();
+    let (result, processor) = crate::stream::kafka::run(k, processor, options, stop_rx).await;
+    let s = result?;
+    let st = &processor.stats;
+    let l = st.latency_percentiles();
+    let p = crate::stream::process::percentiles(&st.produce_latency);
     table(
         "fraudstream run (kafka): summary",
         &[
             ("messages", s.messages.to_string()),
-            ("scored", processor.stats.scored.to_string()),
+            ("scored", st.scored.to_string()),
             (
                 "dead letters",
                 format!("{} -> {}", s.dead_letters, k.dlq_topic),
             ),
-            ("flagged as fraud", processor.stats.flagged.to_string()),
+            ("flagged as fraud", st.flagged.to_string()),
+            ("partitions revoked", s.revoked.to_string()),
             (
                 "throughput",
                 format!(
@@ -145,6 +185,11 @@ async fn run_kafka(
                 "latency read->durable (ms)",
                 format!("p50 {:.2}  p99 {:.2}  p999 {:.2}", l[0], l[1], l[2]),
             ),
+            (
+                "latency produced->durable (ms)",
+                format!("p50 {:.2}  p99 {:.2}  p999 {:.2}", p[0], p[1], p[2]),
+            ),
+            ("model version", st.model_versions.join(", ")),
         ],
     );
     Ok(())
@@ -175,7 +220,11 @@ async fn shutdown_signal() {
 /// Run `run`.
 pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     let cfg = Config::load(&args.config)?;
+    // At least two workers: a rebalance callback blocks the polling thread while the
+    // scorer task finishes the revoked partitions' batches.
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get().max(2));
     let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
         .enable_all()
         .build()?;
     rt.block_on(async move {
@@ -235,20 +284,22 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
             alerts_stdout: cfg.alerts.stdout,
             dlq_file: cfg.dlq.file.clone().into(),
             ttl_seconds: cfg.verdicts.ttl_seconds,
+            follow: args.follow,
+            durable: Durability::of(&cfg.delivery.durable),
         };
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        tokio::spawn(async move {
-            shutdown_signal().await;
-            tracing::warn!("interrupted: draining and stopping");
-            let _sent = stop_tx.send(true);
-        });
+        if args.follow && !matches!(input, Input::File(_)) {
+            anyhow::bail!("--follow needs a file source");
+        }
+        let (stop_rx, abort_rx) = stop_signals(cfg.delivery.shutdown_deadline);
         let progress = spinner(format!("scoring {input:?}"));
         let summary = embedded::run(
             settings,
             Arc::new(ArcSwap::from_pointee(model)),
             verdicts.clone(),
+            webhook_alerts(&cfg)?,
             Some(lake),
             stop_rx,
+            abort_rx,
             &|n| progress.set_message(format!("{n} transactions")),
         )
         .await?;

@@ -208,6 +208,7 @@ pub struct LakeWriter {
     oldest: Option<Instant>,
     seq: u64,
     policy: RetryPolicy,
+    retry_after: Option<Instant>,
 }
 
 impl LakeWriter {
@@ -226,6 +227,7 @@ impl LakeWriter {
             oldest: None,
             seq: now_ms * 1000,
             policy: RetryPolicy::default(),
+            retry_after: None,
         }
     }
 
@@ -249,9 +251,29 @@ impl LakeWriter {
         self.buffer.len()
     }
 
+    /// Whether the buffer holds four files' worth: writers must then wait for the store
+    /// instead of buffering more.
+    #[must_use]
+    pub fn is_full(&self) -> bool {
+        self.buffer.len() >= self.settings.max_rows.saturating_mul(4)
+            || self.bytes >= self.settings.max_bytes.saturating_mul(4)
+    }
+
+    /// After a failed flush: hold off the next attempt for one `max_age` (unless the
+    /// buffer fills), so an outage is not retried on every batch.
+    pub fn postpone(&mut self) {
+        self.retry_after = Some(Instant::now() + self.settings.max_age);
+    }
+
     /// Whether a limit (rows, bytes, or age) has been reached.
     #[must_use]
     pub fn is_due(&self) -> bool {
+        if self.is_full() {
+            return true;
+        }
+        if self.retry_after.is_some_and(|t| Instant::now() < t) {
+            return false;
+        }
         self.buffer.len() >= self.settings.max_rows
             || self.bytes >= self.settings.max_bytes
             || self
@@ -314,6 +336,9 @@ impl LakeWriter {
             .sum();
         if self.buffer.is_empty() {
             self.oldest = None;
+        }
+        if failed.is_none() {
+            self.retry_after = None;
         }
         match failed {
             Some(e) => Err(e),

@@ -13,6 +13,17 @@ pub async fn next_batch<T>(
     timeout: Duration,
 ) -> Option<Vec<T>> {
     let first = rx.recv().await?;
+    Some(fill_batch(first, rx, max, timeout).await)
+}
+
+/// A batch that starts with `first`: takes further items until `max` or until `timeout`
+/// has passed.
+pub async fn fill_batch<T>(
+    first: T,
+    rx: &mut mpsc::Receiver<T>,
+    max: usize,
+    timeout: Duration,
+) -> Vec<T> {
     let mut batch = Vec::with_capacity(max.min(4096));
     batch.push(first);
     let deadline = tokio::time::Instant::now() + timeout;
@@ -31,7 +42,7 @@ pub async fn next_batch<T>(
             Ok(None) | Err(_) => break,
         }
     }
-    Some(batch)
+    batch
 }
 
 #[cfg(test)]

@@ -19,8 +19,8 @@ use arc_swap::ArcSwap;
 use serde_json::json;
 use tokio::sync::{mpsc, watch};
 
-use super::batcher::next_batch;
-use super::process::{LocalAlerts, Processor, Stats};
+use super::batcher::fill_batch;
+use super::process::{AlertSink, Durability, Incoming, LocalAlerts, Processor, Stats};
 use crate::eval::Metrics;
 use crate::model::Model;
 use crate::schema::csv::CsvReader;
@@ -61,6 +61,10 @@ pub struct EmbeddedSettings {
     pub dlq_file: PathBuf,
     /// Verdict expiry for stores with TTL.
     pub ttl_seconds: Option<u64>,
+    /// Keep reading a file past its end, as it grows (`tail -f`), until stopped.
+    pub follow: bool,
+    /// Sinks retried until durable.
+    pub durable: Durability,
 }
 
 /// What a run did.
@@ -90,9 +94,35 @@ struct Row {
     result: Result<Transaction, RecordError>,
 }
 
+/// A file read past its end: at end of file, wait for more bytes instead of returning 0,
+/// until `stop` turns true.
+struct Follow<R> {
+    inner: R,
+    stop: watch::Receiver<bool>,
+}
+
+impl<R: Read> Read for Follow<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            let n = self.inner.read(buf)?;
+            if n > 0 || buf.is_empty() || *self.stop.borrow() {
+                return Ok(n);
+            }
+            std::thread::sleep(FOLLOW_POLL);
+        }
+    }
+}
+
+/// How often an idle pipeline checks whether the lake is due for a flush by age.
+const IDLE_TICK: Duration = Duration::from_millis(250);
+
+/// How often a followed file is checked for growth.
+const FOLLOW_POLL: Duration = Duration::from_millis(100);
+
 /// Read rows on a blocking thread into `tx`, stopping early on shutdown.
 fn spawn_reader(
     input: Input,
+    follow: bool,
     tx: mpsc::Sender<Row>,
     stop: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<Result<(), ReadError>> {
@@ -106,7 +136,15 @@ fn spawn_reader(
                     path: path.clone(),
                     source,
                 })?;
-                (path, format, Box::new(f))
+                let reader: Box<dyn Read + Send> = if follow {
+                    Box::new(Follow {
+                        inner: f,
+                        stop: stop.clone(),
+                    })
+                } else {
+                    Box::new(f)
+                };
+                (path, format, reader)
             }
             Input::Stdin(format) => ("-".into(), *format, Box::new(std::io::stdin())),
         };
@@ -156,41 +194,66 @@ fn open_append(path: &PathBuf) -> anyhow::Result<File> {
 }
 
 /// Run the embedded pipeline to the end of the input (or until `stop` turns true), then
-/// flush the lake and return the summary.
+/// flush the lake and return the summary. `abort` gives up on a sink that is still down.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     settings: EmbeddedSettings,
     model: Arc<ArcSwap<Model>>,
     verdicts: Arc<dyn VerdictStore>,
+    extra_alerts: Vec<Box<dyn AlertSink>>,
     lake: Option<LakeWriter>,
     stop: watch::Receiver<bool>,
+    abort: watch::Receiver<bool>,
     on_progress: &(dyn Fn(u64) + Sync),
 ) -> anyhow::Result<Summary> {
     let started = Instant::now();
     let (tx, mut rx) = mpsc::channel(SOURCE_CAPACITY);
-    let reader = spawn_reader(settings.input.clone(), tx, stop.clone());
+    let reader = spawn_reader(settings.input.clone(), settings.follow, tx, stop.clone());
     let mut dlq = open_append(&settings.dlq_file)?;
     let alerts = LocalAlerts {
-        file: settings.alerts_file.as_ref().map(open_append).transpose()?,
+        file: settings
+            .alerts_file
+            .as_ref()
+            .map(open_append)
+            .transpose()?
+            .map(std::sync::Mutex::new),
         stdout: settings.alerts_stdout,
     };
+    let mut all_alerts: Vec<Box<dyn AlertSink>> = vec![Box::new(alerts)];
+    all_alerts.extend(extra_alerts);
     let mut processor = Processor {
         model: model.clone(),
         verdicts,
-        alerts: vec![Box::new(alerts)],
+        alerts: all_alerts,
         lake,
+        durable: settings.durable,
         top_k: settings.top_k,
         ttl_seconds: settings.ttl_seconds,
         stats: Stats::default(),
-        stop: Some(stop.clone()),
+        stop: Some(abort),
     };
     let (mut transactions, mut invalid) = (0u64, 0u64);
-    while let Some(batch) = next_batch(&mut rx, settings.batch_size, settings.batch_timeout).await {
+    loop {
+        // Wait for a first row (cancel-safe), flushing the lake by age while idle.
+        let first = match tokio::time::timeout(IDLE_TICK, rx.recv()).await {
+            Err(_) => {
+                processor.maintain().await?;
+                continue;
+            }
+            Ok(None) => break,
+            Ok(Some(r)) => r,
+        };
+        let batch = fill_batch(first, &mut rx, settings.batch_size, settings.batch_timeout).await;
         transactions += batch.len() as u64;
         metrics::counter!(crate::metric_names::CONSUMED).increment(batch.len() as u64);
         let mut rows = Vec::with_capacity(batch.len());
         for row in batch {
             match row.result {
-                Ok(t) => rows.push((t, row.read_at)),
+                Ok(tx) => rows.push(Incoming {
+                    tx,
+                    read_at: row.read_at,
+                    produced_at_ms: None,
+                }),
                 Err(e) => {
                     invalid += 1;
                     metrics::counter!(crate::metric_names::DEAD_LETTERS, "reason" => e.kind.code())

@@ -2,20 +2,31 @@
 //! messages to a dead-letter topic, publishes fraud alerts to a topic, and commits an
 //! offset only once everything at or below it is durable (at-least-once; verdicts are keyed
 //! by transaction id, so a redelivery rewrites the same item).
+//!
+//! ```text
+//! source task: poll → decode → DLQ ──bounded channel of batches──► scorer task: score →
+//!   ▲  (pauses its partitions and keeps polling while the channel is full)   sinks → ack
+//!   └── rebalance callback: waits for revoked partitions' batches, commits, forgets them
+//! ```
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
+use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::statistics::Statistics;
 use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
-use super::process::{AlertSink, Processor};
+use super::process::{AlertSink, Incoming, Processor};
 use super::watermark::Watermarks;
 use crate::metric_names as names;
 use crate::model::Verdict;
@@ -68,16 +79,25 @@ impl KafkaSettings {
     /// A consumer with manual commits from the first unread offset. The delivery
     /// guarantee's settings are applied after the user's properties, so no property can
     /// turn auto-commit back on.
-    pub fn consumer(&self) -> anyhow::Result<StreamConsumer> {
+    fn consumer(
+        &self,
+        context: DetectorContext,
+    ) -> anyhow::Result<StreamConsumer<DetectorContext>> {
         let mut c = self.client();
-        if !self.properties.contains_key("auto.offset.reset") {
-            c.set("auto.offset.reset", "earliest");
+        for (key, default) in [
+            ("auto.offset.reset", "earliest"),
+            // Per-partition consumer lag arrives with the statistics.
+            ("statistics.interval.ms", "5000"),
+        ] {
+            if !self.properties.contains_key(key) {
+                c.set(key, default);
+            }
         }
         c.set("group.id", &self.group_id)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "false");
-        Ok(c.create()?)
+        Ok(c.create_with_context(context)?)
     }
 
     /// An idempotent producer that waits for every in-sync replica (again applied after the
@@ -103,7 +123,11 @@ pub struct KafkaAlerts {
 
 #[async_trait::async_trait]
 impl AlertSink for KafkaAlerts {
-    async fn send(&mut self, alerts: &[Verdict]) -> anyhow::Result<()> {
+    fn describe(&self) -> String {
+        format!("kafka topic {}", self.topic)
+    }
+
+    async fn send(&self, alerts: &[Verdict]) -> anyhow::Result<()> {
         let payloads: Vec<String> = alerts
             .iter()
             .map(serde_json::to_string)
@@ -121,6 +145,31 @@ impl AlertSink for KafkaAlerts {
     }
 }
 
+/// How the Kafka pipeline runs.
+#[derive(Debug, Clone, Copy)]
+pub struct PipelineOptions {
+    /// Largest batch.
+    pub batch_size: usize,
+    /// Longest wait for a batch to fill.
+    pub batch_timeout: Duration,
+    /// Batches between the source and the scorer (the bounded channel's capacity).
+    pub in_flight_batches: usize,
+    /// How long a rebalance waits for revoked partitions' batches to become durable
+    /// before it gives them up to their new owner (who then re-reads them).
+    pub revoke_timeout: Duration,
+}
+
+impl Default for PipelineOptions {
+    fn default() -> Self {
+        Self {
+            batch_size: 512,
+            batch_timeout: Duration::from_millis(5),
+            in_flight_batches: 4,
+            revoke_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
 /// What a Kafka run did.
 #[derive(Debug, Clone, Default)]
 pub struct KafkaSummary {
@@ -128,103 +177,412 @@ pub struct KafkaSummary {
     pub messages: u64,
     /// Messages sent to the dead-letter topic.
     pub dead_letters: u64,
+    /// Partitions revoked by rebalances.
+    pub revoked: u64,
+}
+
+/// A partition: topic and number.
+type Key = (String, i32);
+
+/// What the source, the scorer and the rebalance callback share.
+#[derive(Debug, Default)]
+struct Shared {
+    /// Offsets dispatched and not yet durable, per partition.
+    marks: Watermarks<Key>,
+    /// Partitions currently assigned to this member.
+    assigned: HashSet<Key>,
+    /// Partitions revoked so far.
+    revoked: u64,
+}
+
+type SharedRef = Arc<Mutex<Shared>>;
+
+fn lock(shared: &SharedRef) -> MutexGuard<'_, Shared> {
+    // A panic while holding the lock leaves consistent data (every update is one call).
+    shared
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The consumer's context: rebalance handling and lag metrics.
+pub struct DetectorContext {
+    shared: SharedRef,
+    revoke_timeout: Duration,
+}
+
+impl ClientContext for DetectorContext {
+    fn stats(&self, statistics: Statistics) {
+        for (topic, t) in &statistics.topics {
+            for (partition, p) in &t.partitions {
+                if *partition >= 0 && p.consumer_lag >= 0 {
+                    metrics::gauge!(names::CONSUMER_LAG, "topic" => topic.clone(), "partition" => partition.to_string())
+                        .set(p.consumer_lag as f64);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for DetectorContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                let keys = keys_of(tpl);
+                tracing::info!(partitions = ?keys, "partitions assigned");
+                lock(&self.shared).assigned.extend(keys);
+            }
+            Rebalance::Revoke(tpl) => self.revoke(consumer, &keys_of(tpl)),
+            Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
+        }
+    }
+}
+
+fn keys_of(tpl: &TopicPartitionList) -> Vec<Key> {
+    tpl.elements()
+        .iter()
+        .map(|e| (e.topic().to_owned(), e.partition()))
+        .collect()
+}
+
+impl DetectorContext {
+    /// Revoked partitions: wait (bounded) for their dispatched batches to become durable,
+    /// commit what is durable, and forget them, so that nothing of theirs is committed by
+    /// this member afterwards. Runs on the polling thread while the scorer task goes on.
+    fn revoke(&self, consumer: &BaseConsumer<Self>, keys: &[Key]) {
+        let deadline = Instant::now() + self.revoke_timeout;
+        let mut pending;
+        loop {
+            pending = lock(&self.shared).marks.in_flight_in(keys);
+            if pending == 0 || Instant::now() >= deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if pending > 0 {
+            tracing::warn!(
+                pending,
+                "revoked partitions still have batches in flight; their new owner will re-read them"
+            );
+        }
+        let mut commit = TopicPartitionList::new();
+        {
+            let mut s = lock(&self.shared);
+            for k in keys {
+                s.assigned.remove(k);
+                if let Some(next) = s.marks.revoke(k) {
+                    let _added = commit.add_partition_offset(&k.0, k.1, Offset::Offset(next));
+                }
+            }
+            s.revoked += keys.len() as u64;
+        }
+        metrics::counter!(names::PARTITIONS_REVOKED).increment(keys.len() as u64);
+        if commit.count() > 0 {
+            match consumer.commit(&commit, CommitMode::Sync) {
+                Ok(()) => {
+                    tracing::info!(partitions = ?keys, "partitions revoked; durable offsets committed")
+                }
+                // Harmless: the new owner re-reads from the previous commit.
+                Err(e) => tracing::warn!(error = %e, "commit of revoked partitions failed"),
+            }
+        } else {
+            tracing::info!(partitions = ?keys, "partitions revoked");
+        }
+    }
 }
 
 /// One message, copied out of the consumer.
 struct Read {
-    topic: String,
-    partition: i32,
+    key: Key,
     offset: i64,
-    key: Option<Vec<u8>>,
+    msg_key: Option<Vec<u8>>,
     payload: Vec<u8>,
     at: Instant,
+    produced_at_ms: Option<i64>,
 }
 
-/// Consume until `stop` turns true, then commit the final offsets and flush the lake.
+/// A batch on its way to the scorer: the valid rows and every offset they came from.
+struct Dispatched {
+    rows: Vec<Incoming>,
+    offsets: Vec<(Key, i64)>,
+}
+
+/// Consume until `stop` turns true; then stop reading, let the scorer drain what it was
+/// handed, flush the lake, and commit the final offsets. The processor's own `stop`
+/// aborts a drain that cannot finish (a sink still down): those offsets stay uncommitted.
+/// Returns the summary and the processor (with its totals).
 pub async fn run(
     settings: &KafkaSettings,
-    processor: &mut Processor,
-    batch_size: usize,
-    batch_timeout: Duration,
+    processor: Processor,
+    options: PipelineOptions,
     mut stop: watch::Receiver<bool>,
-) -> anyhow::Result<KafkaSummary> {
-    let consumer = settings.consumer()?;
+) -> (anyhow::Result<KafkaSummary>, Processor) {
+    let shared: SharedRef = Arc::default();
+    let consumer = match settings.consumer(DetectorContext {
+        shared: shared.clone(),
+        revoke_timeout: options.revoke_timeout,
+    }) {
+        Ok(c) => Arc::new(c),
+        Err(e) => return (Err(e), processor),
+    };
+    let (batch_tx, batch_rx) = mpsc::channel::<Dispatched>(options.in_flight_batches.max(1));
+    let scorer = tokio::spawn(score(processor, batch_rx, shared.clone(), consumer.clone()));
+    let mut summary = KafkaSummary::default();
+    let source = consume(
+        settings,
+        &consumer,
+        &shared,
+        &batch_tx,
+        options,
+        &mut stop,
+        &mut summary,
+    )
+    .await;
+    drop(batch_tx); // the scorer drains what it was handed, then returns
+    let (processor, drained) = match scorer.await {
+        Ok(r) => r,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    };
+    let result = source.and(drained).and_then(|()| {
+        // Final, synchronous commit of everything durable on partitions still ours.
+        let mut last = TopicPartitionList::new();
+        let s = lock(&shared);
+        for ((topic, partition), next) in s.marks.committable() {
+            if s.assigned.contains(&(topic.clone(), partition)) {
+                last.add_partition_offset(&topic, partition, Offset::Offset(next))?;
+            }
+        }
+        summary.revoked = s.revoked;
+        drop(s);
+        if last.count() > 0 {
+            consumer.commit(&last, CommitMode::Sync)?;
+        }
+        tracing::info!(
+            messages = summary.messages,
+            dead_letters = summary.dead_letters,
+            "stopped; offsets committed"
+        );
+        Ok(summary)
+    });
+    (result, processor)
+}
+
+/// The source task's loop: fill batches by count and time, send invalid messages to the
+/// dead-letter topic, and hand the rest to the scorer, pausing while it is behind.
+async fn consume(
+    settings: &KafkaSettings,
+    consumer: &StreamConsumer<DetectorContext>,
+    shared: &SharedRef,
+    batch_tx: &mpsc::Sender<Dispatched>,
+    options: PipelineOptions,
+    stop: &mut watch::Receiver<bool>,
+    summary: &mut KafkaSummary,
+) -> anyhow::Result<()> {
     let topics: Vec<&str> = settings.topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
     let producer = settings.producer()?;
-    let mut marks: Watermarks<(String, i32)> = Watermarks::new();
-    let mut summary = KafkaSummary::default();
     tracing::info!(brokers = %settings.brokers, topics = ?settings.topics, group = %settings.group_id, "consuming");
+    let mut pending: Vec<Read> = Vec::with_capacity(options.batch_size);
+    let mut first_at: Option<tokio::time::Instant> = None;
     loop {
-        // Wait for a first message (or the stop signal), then fill the batch.
-        let mut batch: Vec<Read> = Vec::with_capacity(batch_size);
-        let first = tokio::select! {
-            biased;
-            _ = stop.changed() => None,
-            m = consumer.recv() => Some(m),
-        };
-        let Some(first) = first else { break };
-        let deadline = tokio::time::Instant::now() + batch_timeout;
-        let mut next = Some(first);
-        while let Some(m) = next.take() {
-            let m = match m {
-                Ok(m) => m,
-                Err(e) => {
-                    // Broker outages surface here; librdkafka reconnects by itself, so wait
-                    // and carry on rather than stop.
-                    tracing::warn!(error = %e, "consumer error; retrying");
-                    if batch.is_empty() {
-                        tokio::time::sleep(Duration::from_millis(500)).await;
+        let full = pending.len() >= options.batch_size;
+        if !full {
+            let deadline = first_at.map(|t| t + options.batch_timeout);
+            tokio::select! {
+                biased;
+                _ = stop.changed() => return Ok(()),
+                m = consumer.recv() => {
+                    if let Some(r) = read(m).await {
+                        first_at.get_or_insert_with(tokio::time::Instant::now);
+                        pending.push(r);
                     }
-                    break;
+                    continue;
                 }
-            };
-            batch.push(Read {
-                topic: m.topic().to_owned(),
-                partition: m.partition(),
-                offset: m.offset(),
-                key: m.key().map(<[u8]>::to_vec),
-                payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
-                at: Instant::now(),
-            });
-            if batch.len() >= batch_size {
-                break;
+                () = sleep_until(deadline), if !pending.is_empty() => {}
             }
-            next = tokio::time::timeout_at(deadline, consumer.recv())
-                .await
-                .ok();
         }
+        first_at = None;
+        let batch = std::mem::take(&mut pending);
         summary.messages += batch.len() as u64;
         metrics::counter!(names::CONSUMED).increment(batch.len() as u64);
-        for r in &batch {
-            marks.track((r.topic.clone(), r.partition), r.offset);
+        let Some(dispatched) =
+            prepare(settings, consumer, &producer, shared, batch, stop, summary).await?
+        else {
+            return Ok(()); // stopped while the dead-letter topic was unreachable
+        };
+        if dispatched.rows.is_empty() && dispatched.offsets.is_empty() {
+            continue;
         }
+        let permit = match batch_tx.try_reserve() {
+            Ok(p) => p,
+            Err(mpsc::error::TrySendError::Closed(())) => return Ok(()), // the scorer failed
+            Err(mpsc::error::TrySendError::Full(())) => {
+                match wait_for_scorer(consumer, batch_tx, &mut pending, options.batch_size).await {
+                    Some(p) => p,
+                    None => return Ok(()),
+                }
+            }
+        };
+        permit.send(dispatched);
+        metrics::gauge!(names::BATCHES_IN_FLIGHT).increment(1.0);
+    }
+}
 
-        let mut rows = Vec::with_capacity(batch.len());
-        let mut dead = Vec::new();
-        for r in &batch {
-            let default_id = || {
-                r.key
-                    .as_deref()
-                    .and_then(|k| std::str::from_utf8(k).ok())
-                    .map_or_else(
-                        || format!("{}-{}-{}", r.topic, r.partition, r.offset),
-                        str::to_owned,
-                    )
-            };
-            match decode_transaction_limited(&r.payload, settings.max_message_bytes, default_id) {
-                Ok(tx) => rows.push((tx, r.at)),
-                Err(kind) => dead.push((r, kind)),
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Copy one message out of the consumer; errors (broker outages, which librdkafka
+/// recovers from by itself) are logged and waited out.
+async fn read(
+    m: Result<rdkafka::message::BorrowedMessage<'_>, rdkafka::error::KafkaError>,
+) -> Option<Read> {
+    match m {
+        Ok(m) => Some(Read {
+            key: (m.topic().to_owned(), m.partition()),
+            offset: m.offset(),
+            msg_key: m.key().map(<[u8]>::to_vec),
+            payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+            at: Instant::now(),
+            produced_at_ms: m.timestamp().to_millis(),
+        }),
+        Err(e) => {
+            tracing::warn!(error = %e, "consumer error; retrying");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            None
+        }
+    }
+}
+
+/// The scorer is behind (the channel is full): pause the assigned partitions and keep
+/// polling (so the group keeps this member) until there is room. Messages that still
+/// arrive are kept for the next batch. Returns `None` when the scorer has stopped.
+async fn wait_for_scorer<'a>(
+    consumer: &StreamConsumer<DetectorContext>,
+    batch_tx: &'a mpsc::Sender<Dispatched>,
+    pending: &mut Vec<Read>,
+    batch_size: usize,
+) -> Option<mpsc::Permit<'a, Dispatched>> {
+    let started = Instant::now();
+    let pause = || {
+        if let Ok(a) = consumer.assignment()
+            && let Err(e) = consumer.pause(&a)
+        {
+            tracing::debug!(error = %e, "pause failed");
+        }
+    };
+    pause();
+    let permit = loop {
+        tokio::select! {
+            biased;
+            p = batch_tx.reserve() => break p.ok(),
+            m = consumer.recv() => {
+                if let Some(r) = read(m).await {
+                    pending.push(r);
+                    if pending.len() >= batch_size {
+                        pause(); // partitions assigned since the first pause
+                    }
+                }
             }
         }
-        // Dead letters first: they must be durable before their offsets are committed.
-        let sends = dead.iter().map(|(r, kind)| {
-            let partition = r.partition.to_string();
+    };
+    if let Ok(a) = consumer.assignment()
+        && let Err(e) = consumer.resume(&a)
+    {
+        tracing::debug!(error = %e, "resume failed");
+    }
+    metrics::histogram!(names::BLOCKED_SECONDS, "stage" => "source")
+        .record(started.elapsed().as_secs_f64());
+    permit
+}
+
+/// Decode a batch, make its invalid messages durable in the dead-letter topic, and track
+/// the offsets of partitions still assigned (messages of revoked partitions are dropped:
+/// their new owner reads them). `None` when stopped while the dead-letter topic was down.
+async fn prepare(
+    settings: &KafkaSettings,
+    consumer: &StreamConsumer<DetectorContext>,
+    producer: &FutureProducer,
+    shared: &SharedRef,
+    batch: Vec<Read>,
+    stop: &mut watch::Receiver<bool>,
+    summary: &mut KafkaSummary,
+) -> anyhow::Result<Option<Dispatched>> {
+    let batch: Vec<Read> = {
+        let s = lock(shared);
+        batch
+            .into_iter()
+            .filter(|r| s.assigned.contains(&r.key))
+            .collect()
+    };
+    let mut rows = Vec::with_capacity(batch.len());
+    let mut offsets = Vec::with_capacity(batch.len());
+    let mut dead = Vec::new();
+    for r in &batch {
+        let default_id = || {
+            r.msg_key
+                .as_deref()
+                .and_then(|k| std::str::from_utf8(k).ok())
+                .map_or_else(
+                    || format!("{}-{}-{}", r.key.0, r.key.1, r.offset),
+                    str::to_owned,
+                )
+        };
+        match decode_transaction_limited(&r.payload, settings.max_message_bytes, default_id) {
+            Ok(tx) => {
+                rows.push(Incoming {
+                    tx,
+                    read_at: r.at,
+                    produced_at_ms: r.produced_at_ms,
+                });
+                offsets.push((r.key.clone(), r.offset));
+            }
+            Err(kind) => dead.push((r, kind)),
+        }
+    }
+    if !send_dead_letters(settings, producer, &dead, stop).await {
+        return Ok(None);
+    }
+    summary.dead_letters += dead.len() as u64;
+    {
+        let mut s = lock(shared);
+        for r in &batch {
+            s.marks.track(r.key.clone(), r.offset);
+        }
+    }
+    // Dead letters are durable already: acknowledge them now.
+    let mut dead_offsets: Vec<(Key, i64)> = dead
+        .iter()
+        .map(|(r, _)| (r.key.clone(), r.offset))
+        .collect();
+    acknowledge(shared, consumer, &mut dead_offsets)?;
+    Ok(Some(Dispatched { rows, offsets }))
+}
+
+/// Send dead letters (original bytes and key, with reason, source topic, partition and
+/// offset as headers) until the broker has them all; retried with backoff while it is
+/// unreachable. False when stopped first.
+async fn send_dead_letters(
+    settings: &KafkaSettings,
+    producer: &FutureProducer,
+    dead: &[(&Read, crate::schema::RecordErrorKind)],
+    stop: &mut watch::Receiver<bool>,
+) -> bool {
+    let mut left: Vec<usize> = (0..dead.len()).collect();
+    let mut attempt = 0u32;
+    let mut rng = crate::rng::Rng::new(u64::from(std::process::id()));
+    while !left.is_empty() {
+        let sends = left.iter().map(|&i| {
+            let (r, kind) = &dead[i];
+            let partition = r.key.1.to_string();
             let offset = r.offset.to_string();
+            let reason = kind.to_string();
             let headers = OwnedHeaders::new()
                 .insert(Header {
                     key: "reason",
-                    value: Some(&kind.to_string()),
+                    value: Some(&reason),
                 })
                 .insert(Header {
                     key: "reason_code",
@@ -232,7 +590,7 @@ pub async fn run(
                 })
                 .insert(Header {
                     key: "source_topic",
-                    value: Some(&r.topic),
+                    value: Some(&r.key.0),
                 })
                 .insert(Header {
                     key: "source_partition",
@@ -245,53 +603,112 @@ pub async fn run(
             let mut rec = FutureRecord::to(&settings.dlq_topic)
                 .payload(&r.payload)
                 .headers(headers);
-            if let Some(k) = &r.key {
+            if let Some(k) = &r.msg_key {
                 rec = rec.key(k);
             }
             producer.send(rec, Duration::from_secs(30))
         });
-        for res in join_all(sends).await {
-            res.map_err(|(e, _)| {
-                anyhow::anyhow!("dead-letter delivery to {}: {e}", settings.dlq_topic)
-            })?;
-        }
-        for (r, kind) in &dead {
-            tracing::debug!(topic = %r.topic, partition = r.partition, offset = r.offset, reason = %kind, "message sent to the dead-letter topic");
-        }
-        summary.dead_letters += dead.len() as u64;
-        for (_, kind) in &dead {
-            metrics::counter!(names::DEAD_LETTERS, "reason" => kind.code()).increment(1);
-        }
-
-        processor.process(rows).await?;
-
-        let mut advanced = TopicPartitionList::new();
-        for r in &batch {
-            if let Some(next) = marks.ack(&(r.topic.clone(), r.partition), r.offset) {
-                advanced.add_partition_offset(&r.topic, r.partition, Offset::Offset(next))?;
+        let results = join_all(sends).await;
+        let mut failed = Vec::new();
+        let mut error = None;
+        for (&i, res) in left.iter().zip(results) {
+            match res {
+                Ok(_) => {
+                    let (r, kind) = &dead[i];
+                    metrics::counter!(names::DEAD_LETTERS, "reason" => kind.code()).increment(1);
+                    tracing::debug!(topic = %r.key.0, partition = r.key.1, offset = r.offset, reason = %kind, "message sent to the dead-letter topic");
+                }
+                Err((e, _)) => {
+                    failed.push(i);
+                    error = Some(e);
+                }
             }
         }
-        // A failed commit (say, for a partition revoked meanwhile) is harmless: the
-        // partition's owner re-reads from the last commit, and verdicts are idempotent.
-        if advanced.count() > 0
-            && let Err(e) = consumer.commit(&advanced, CommitMode::Async)
-        {
-            tracing::warn!(error = %e, "offset commit failed");
+        left = failed;
+        if let Some(e) = error {
+            attempt = attempt.saturating_add(1);
+            metrics::counter!(names::SINK_RETRIES, "sink" => "dlq").increment(1);
+            tracing::warn!(error = %e, topic = %settings.dlq_topic, attempt, "dead-letter topic unavailable; pausing the source until it returns");
+            let delay = super::process::OUTAGE_RETRY.delay(attempt, &mut rng);
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                _ = stop.changed() => return false,
+            }
         }
     }
-    // Final, synchronous commit of everything durable.
-    let mut last = TopicPartitionList::new();
-    for ((topic, partition), next) in marks.committable() {
-        last.add_partition_offset(&topic, partition, Offset::Offset(next))?;
+    true
+}
+
+/// Commit `offsets` without waiting. A failure (say, for a partition revoked meanwhile)
+/// is harmless: the partition's owner re-reads from the last commit.
+fn commit_async(consumer: &StreamConsumer<DetectorContext>, offsets: &TopicPartitionList) {
+    if offsets.count() > 0
+        && let Err(e) = consumer.commit(offsets, CommitMode::Async)
+    {
+        tracing::warn!(error = %e, "offset commit failed");
     }
-    processor.finish().await?;
-    if last.count() > 0 {
-        consumer.commit(&last, CommitMode::Sync)?;
+}
+
+/// The scorer task: process batches in order, then acknowledge their offsets (when the
+/// lake is durable, only once the lake has flushed their rows) and commit what advanced.
+/// Between batches it flushes the lake by age. Returns the processor and how the drain
+/// went once the source has closed the channel.
+async fn score(
+    mut processor: Processor,
+    mut batches: mpsc::Receiver<Dispatched>,
+    shared: SharedRef,
+    consumer: Arc<StreamConsumer<DetectorContext>>,
+) -> (Processor, anyhow::Result<()>) {
+    let mut held: Vec<(Key, i64)> = Vec::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let result = async {
+        loop {
+            tokio::select! {
+                b = batches.recv() => {
+                    let Some(b) = b else { break };
+                    metrics::gauge!(names::BATCHES_IN_FLIGHT).decrement(1.0);
+                    processor.process(b.rows).await?;
+                    held.extend(b.offsets);
+                }
+                _ = tick.tick() => processor.maintain().await?,
+            }
+            if !(processor.durable.lake && processor.lake_pending()) {
+                acknowledge(&shared, &consumer, &mut held)?;
+            }
+        }
+        processor.finish().await?;
+        acknowledge(&shared, &consumer, &mut held)
     }
-    tracing::info!(
-        messages = summary.messages,
-        dead_letters = summary.dead_letters,
-        "stopped; offsets committed"
-    );
-    Ok(summary)
+    .await;
+    if let Err(e) = &result {
+        tracing::error!(error = %e, "scorer stopped; offsets of unfinished batches stay uncommitted");
+    }
+    (processor, result)
+}
+
+/// Acknowledge durable offsets and commit the partitions whose watermark advanced.
+fn acknowledge(
+    shared: &SharedRef,
+    consumer: &StreamConsumer<DetectorContext>,
+    held: &mut Vec<(Key, i64)>,
+) -> anyhow::Result<()> {
+    if held.is_empty() {
+        return Ok(());
+    }
+    let mut advanced: BTreeMap<Key, i64> = BTreeMap::new();
+    let mut s = lock(shared);
+    for (key, offset) in held.drain(..) {
+        if let Some(next) = s.marks.ack(&key, offset) {
+            advanced.insert(key, next);
+        }
+    }
+    // Committed under the lock, so a rebalance cannot revoke a partition in between.
+    let mut tpl = TopicPartitionList::new();
+    for ((topic, partition), next) in advanced {
+        tpl.add_partition_offset(&topic, partition, Offset::Offset(next))?;
+    }
+    commit_async(consumer, &tpl);
+    drop(s);
+    Ok(())
 }

@@ -83,6 +83,16 @@ impl<K: Hash + Eq + Ord + Clone> Watermarks<K> {
         self.partitions.values().map(|p| p.pending.len()).sum()
     }
 
+    /// Messages read but not yet acknowledged on the given partitions.
+    #[must_use]
+    pub fn in_flight_in(&self, partitions: &[K]) -> usize {
+        partitions
+            .iter()
+            .filter_map(|k| self.partitions.get(k))
+            .map(|p| p.pending.len())
+            .sum()
+    }
+
     /// The committable offset of every partition that has one.
     #[must_use]
     pub fn committable(&self) -> Vec<(K, i64)> {

@@ -1,0 +1,139 @@
+//! Fraud alerts POSTed to an HTTP(S) endpoint: one JSON array of verdicts per batch, with
+//! retries and backoff on connection errors, timeouts, 429 and 5xx.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use crate::config::WebhookConfig;
+use crate::model::Verdict;
+use crate::retry::{RetryPolicy, Retryable, retry};
+use crate::stream::process::AlertSink;
+
+/// The webhook alert sink.
+pub struct Webhook {
+    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
+    uri: hyper::Uri,
+    config: WebhookConfig,
+}
+
+/// Why a delivery failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookError {
+    /// No answer: connection refused or reset, or the timeout passed.
+    #[error("{url}: {message}")]
+    Unreachable {
+        /// The endpoint.
+        url: String,
+        /// What happened.
+        message: String,
+    },
+    /// The endpoint answered with an error status.
+    #[error("{url}: HTTP {status}: {body}")]
+    Status {
+        /// The endpoint.
+        url: String,
+        /// The status code.
+        status: u16,
+        /// The start of the response body.
+        body: String,
+    },
+}
+
+impl Retryable for WebhookError {
+    fn is_retryable(&self) -> bool {
+        match self {
+            Self::Unreachable { .. } => true,
+            Self::Status { status, .. } => *status == 429 || *status >= 500,
+        }
+    }
+}
+
+impl Webhook {
+    /// A sink for `config` (the URL was validated with the configuration).
+    pub fn new(config: WebhookConfig) -> anyhow::Result<Self> {
+        let uri: hyper::Uri = config
+            .url
+            .parse()
+            .map_err(|e| anyhow::anyhow!("alerts.webhook.url {:?}: {e}", config.url))?;
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_native_roots()?
+            .https_or_http()
+            .enable_http1()
+            .build();
+        let client = Client::builder(TokioExecutor::new()).build(https);
+        Ok(Self {
+            client,
+            uri,
+            config,
+        })
+    }
+
+    async fn post(&self, body: Bytes) -> Result<(), WebhookError> {
+        let url = self.config.url.clone();
+        let unreachable = |message: String| WebhookError::Unreachable {
+            url: url.clone(),
+            message,
+        };
+        let mut req = hyper::Request::post(self.uri.clone())
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .header(
+                hyper::header::USER_AGENT,
+                concat!("fraudstream/", env!("CARGO_PKG_VERSION")),
+            );
+        for (k, v) in &self.config.headers {
+            req = req.header(k.as_str(), v.expose());
+        }
+        let req = req
+            .body(Full::new(body))
+            .map_err(|e| unreachable(format!("building the request: {e}")))?;
+        let exchange = async {
+            let resp = self
+                .client
+                .request(req)
+                .await
+                .map_err(|e| unreachable(crate::aws::error_chain(&e)))?;
+            let status = resp.status();
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| unreachable(format!("reading the response: {e}")))?
+                .to_bytes();
+            if status.is_success() {
+                Ok(())
+            } else {
+                Err(WebhookError::Status {
+                    url: url.clone(),
+                    status: status.as_u16(),
+                    body: String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
+                })
+            }
+        };
+        tokio::time::timeout(self.config.timeout, exchange)
+            .await
+            .map_err(|_| unreachable(format!("no answer within {:?}", self.config.timeout)))?
+    }
+}
+
+#[async_trait::async_trait]
+impl AlertSink for Webhook {
+    fn describe(&self) -> String {
+        format!("webhook {}", self.config.url)
+    }
+
+    async fn send(&self, alerts: &[Verdict]) -> anyhow::Result<()> {
+        let body = Bytes::from(serde_json::to_vec(alerts)?);
+        let policy = RetryPolicy {
+            max_attempts: self.config.attempts,
+            base_delay: Duration::from_millis(200),
+            max_delay: Duration::from_secs(2),
+        };
+        retry(policy, "webhook", || self.post(body.clone())).await?;
+        Ok(())
+    }
+}
