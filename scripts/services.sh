@@ -9,6 +9,8 @@
 #        scripts/services.sh down [SERVICE...] stop what this script started (by PID)
 #        scripts/services.sh status            what is running, and its endpoint
 #        scripts/services.sh env               print the export lines for running services
+#        scripts/services.sh pause|resume SERVICE...  freeze / thaw (SIGSTOP / SIGCONT), for
+#                                              outage tests
 #
 # `up` ends by printing `export FRAUDSTREAM_TEST_…=…` lines (also saved in $STATE/env), so
 #   eval "$(scripts/services.sh up)"
@@ -368,6 +370,21 @@ cmd_down() {
   write_env >/dev/null
 }
 
+# Freeze (SIGSTOP) or thaw (SIGCONT) running services: an outage in which the port stays
+# open but nothing answers, and no data is lost (DynamoDB Local keeps its tables in memory).
+cmd_signal() {
+  local sig=$1 s p f
+  shift
+  (($# > 0)) || die "name the services to ${sig,,}"
+  for s in $(services_of "$@"); do
+    running "$s" || die "$s is not running"
+    for p in $(pids_of "$s"); do
+      f=$(pidfile "$p")
+      [[ -f $f ]] && kill "-$sig" "$(cat "$f")"
+    done
+  done
+}
+
 cmd_status() {
   local s
   for s in "${ALL[@]}"; do
@@ -383,6 +400,8 @@ case ${1:-} in
   up) shift; cmd_up "$@" ;;
   down) shift; cmd_down "$@" ;;
   status) cmd_status ;;
+  pause) shift; cmd_signal STOP "$@" ;;
+  resume) shift; cmd_signal CONT "$@" ;;
   env) write_env ;;
-  *) sed -n '2,22p' "$0" >&2; exit 2 ;;
+  *) sed -n '2,24p' "$0" >&2; exit 2 ;;
 esac

@@ -66,11 +66,35 @@ impl Default for KafkaSettings {
     }
 }
 
+/// librdkafka consumer properties that a producer does not take.
+const CONSUMER_ONLY: &[&str] = &[
+    "session.timeout.ms",
+    "heartbeat.interval.ms",
+    "max.poll.interval.ms",
+    "auto.offset.reset",
+    "group.instance.id",
+    "group.protocol",
+    "partition.assignment.strategy",
+    "isolation.level",
+    "fetch.min.bytes",
+    "fetch.max.bytes",
+    "fetch.wait.max.ms",
+    "max.partition.fetch.bytes",
+    "queued.min.messages",
+    "queued.max.messages.kbytes",
+    "check.crcs",
+];
+
 impl KafkaSettings {
-    fn client(&self) -> ClientConfig {
+    /// The shared client settings; a producer leaves out consumer-only properties (which
+    /// librdkafka would warn about and ignore).
+    fn client(&self, producer: bool) -> ClientConfig {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.brokers);
         for (k, v) in &self.properties {
+            if producer && CONSUMER_ONLY.contains(&k.as_str()) {
+                continue;
+            }
             c.set(k, v);
         }
         c
@@ -83,7 +107,7 @@ impl KafkaSettings {
         &self,
         context: DetectorContext,
     ) -> anyhow::Result<StreamConsumer<DetectorContext>> {
-        let mut c = self.client();
+        let mut c = self.client(false);
         for (key, default) in [
             ("auto.offset.reset", "earliest"),
             // Per-partition consumer lag arrives with the statistics.
@@ -103,11 +127,13 @@ impl KafkaSettings {
     /// An idempotent producer that waits for every in-sync replica (again applied after the
     /// user's properties).
     pub fn producer(&self) -> anyhow::Result<FutureProducer> {
-        let mut c = self.client();
+        let mut c = self.client(true);
         if !self.properties.contains_key("message.timeout.ms") {
             c.set("message.timeout.ms", "30000");
         }
         c.set("enable.idempotence", "true").set("acks", "all");
+        // Statistics feed the consumer-lag gauge; producers have no use for them.
+        c.set("statistics.interval.ms", "0");
         Ok(c.create()?)
     }
 }

@@ -2,6 +2,8 @@
 //! (set by `scripts/services.sh up`), unique names, and S3 bucket set-up.
 #![allow(dead_code)]
 
+pub mod detector;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use fraudstream::storage::S3Settings;

@@ -1,0 +1,414 @@
+//! The `fraudstream` binary as a separate process against the real services: topics,
+//! a configuration file, spawning and signalling the detector, and reading back what it
+//! wrote (DynamoDB verdicts, committed offsets, lake rows).
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fraudstream::schema::json::encode_transaction;
+use fraudstream::schema::{Dataset, ReadOptions, read_dataset};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+
+const SAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/creditcard-sample.csv");
+/// Partitions of the input topic.
+pub const PARTITIONS: i32 = 3;
+
+/// One detector deployment: its topics, table, group, files.
+pub struct Deployment {
+    /// Kafka bootstrap servers.
+    pub brokers: String,
+    /// DynamoDB endpoint.
+    pub dynamodb: String,
+    /// Input topic.
+    pub topic: String,
+    /// Consumer group.
+    pub group: String,
+    /// Verdict table.
+    pub table: String,
+    /// Working directory (config, logs, lake, model store).
+    pub dir: tempfile::TempDir,
+    data: Dataset,
+}
+
+/// A running detector process.
+pub struct Detector {
+    /// The process.
+    pub child: Child,
+    /// Its combined stdout and stderr.
+    pub log: PathBuf,
+}
+
+impl Deployment {
+    /// Topics (input, dead letters, alerts) and names for one test.
+    pub async fn new(prefix: &str) -> Self {
+        let brokers = super::require("FRAUDSTREAM_TEST_KAFKA", "kafka");
+        let dynamodb = super::require("FRAUDSTREAM_TEST_DYNAMODB", "dynamodb");
+        let topic = super::unique(prefix);
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .create()
+            .unwrap();
+        let names = [
+            topic.clone(),
+            format!("{topic}.dlq"),
+            format!("{topic}.alerts"),
+        ];
+        let topics: Vec<NewTopic> = names
+            .iter()
+            .map(|n| NewTopic::new(n, PARTITIONS, TopicReplication::Fixed(1)))
+            .collect();
+        for r in admin
+            .create_topics(
+                &topics,
+                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+            )
+            .await
+            .unwrap()
+        {
+            r.unwrap();
+        }
+        let (data, _) = read_dataset(SAMPLE, ReadOptions::default()).unwrap();
+        Self {
+            brokers,
+            dynamodb,
+            group: super::unique("group"),
+            table: super::unique("verdicts"),
+            topic,
+            dir: tempfile::tempdir().unwrap(),
+            data,
+        }
+    }
+
+    /// The configuration file: Kafka source, DynamoDB verdicts, a local lake (durable
+    /// when `lake_durable`), a local model store trained from the sample on first start.
+    pub fn write_config(&self, lake_durable: bool) -> PathBuf {
+        let d = self.dir.path().display();
+        let durable = if lake_durable {
+            r#"["verdicts", "alerts", "lake"]"#
+        } else {
+            r#"["verdicts", "alerts"]"#
+        };
+        let text = format!(
+            r#"
+[source]
+kind = "kafka"
+
+[scoring]
+batch_size = 200
+batch_timeout = "5ms"
+
+[alerts]
+stdout = false
+
+[delivery]
+durable = {durable}
+shutdown_deadline = "30s"
+
+[bootstrap]
+history = "{SAMPLE}"
+
+[kafka]
+brokers = "{brokers}"
+topics = ["{topic}"]
+group_id = "{group}"
+dlq_topic = "{topic}.dlq"
+alerts_topic = "{topic}.alerts"
+
+[kafka.properties]
+"session.timeout.ms" = "6000"
+# A killed member is dropped from a rebalance after this (the broker waits that long).
+"max.poll.interval.ms" = "10000"
+# A restarted detector takes its own place in the group at once (static membership).
+"group.instance.id" = "detector-1"
+"statistics.interval.ms" = "1000"
+
+[verdicts]
+backend = "dynamodb"
+
+[verdicts.dynamodb]
+table = "{table}"
+region = "us-east-1"
+endpoint = "{dynamodb}"
+access_key_id = "local"
+secret_access_key = "local-secret"
+create_table = true
+
+[lake]
+location = "{d}/lake"
+
+[lake.writer]
+max_rows = 1000
+max_age = "1s"
+writer_id = "detector"
+
+[models]
+location = "{d}/registry"
+
+[metrics]
+address = "127.0.0.1:0"
+"#,
+            brokers = self.brokers,
+            topic = self.topic,
+            group = self.group,
+            table = self.table,
+            dynamodb = self.dynamodb,
+        );
+        let path = self.dir.path().join("detector.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// Start `fraudstream run --config CONFIG`; `n` numbers its log file.
+    pub fn spawn(&self, config: &Path, n: u32) -> Detector {
+        let log = self.dir.path().join(format!("detector-{n}.log"));
+        let out = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_fraudstream"))
+            .args(["run", "--config"])
+            .arg(config)
+            .current_dir(self.dir.path())
+            .env(
+                "RUST_LOG",
+                std::env::var("FRAUDSTREAM_TEST_DETECTOR_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap();
+        Detector { child, log }
+    }
+
+    /// Produce transactions `from..to` (sample rows, cycled; ids `tx-<i>`, keyed by id).
+    pub async fn produce(&self, from: usize, to: usize) {
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", &self.brokers)
+            .set("linger.ms", "5")
+            .create()
+            .unwrap();
+        let payloads: Vec<(String, String)> = (from..to)
+            .map(|i| {
+                let mut tx = self.data.row(i % self.data.len());
+                tx.id = format!("tx-{i}");
+                (tx.id.clone(), encode_transaction(&tx))
+            })
+            .collect();
+        let sends = payloads.iter().map(|(k, p)| {
+            producer.send(
+                FutureRecord::to(&self.topic).key(k).payload(p),
+                Duration::from_secs(30),
+            )
+        });
+        for s in futures_util::future::join_all(sends).await {
+            s.map_err(|(e, _)| e).unwrap();
+        }
+    }
+
+    fn dynamo(&self) -> aws_sdk_dynamodb::Client {
+        let conf = aws_sdk_dynamodb::config::Builder::new()
+            .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+            .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+                "local",
+                "local-secret",
+                None,
+                None,
+                "test",
+            ))
+            .endpoint_url(&self.dynamodb)
+            .build();
+        aws_sdk_dynamodb::Client::from_conf(conf)
+    }
+
+    /// Verdict items in the table (0 before the detector has created it).
+    pub async fn verdict_count(&self) -> u64 {
+        let client = self.dynamo();
+        let mut total = 0u64;
+        let mut start = None;
+        loop {
+            let Ok(out) = client
+                .scan()
+                .table_name(&self.table)
+                .select(aws_sdk_dynamodb::types::Select::Count)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+            else {
+                return 0;
+            };
+            total += out.count() as u64;
+            start = out.last_evaluated_key().cloned();
+            if start.is_none() {
+                return total;
+            }
+        }
+    }
+
+    /// Every verdict item's transaction id, with how many items each has.
+    pub async fn verdict_ids(&self) -> Vec<String> {
+        let client = self.dynamo();
+        let mut ids = Vec::new();
+        let mut start = None;
+        loop {
+            let out = client
+                .scan()
+                .table_name(&self.table)
+                .projection_expression("tx_id")
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .unwrap();
+            for item in out.items() {
+                if let Some(aws_sdk_dynamodb::types::AttributeValue::S(id)) = item.get("tx_id") {
+                    ids.push(id.clone());
+                }
+            }
+            start = out.last_evaluated_key().cloned();
+            if start.is_none() {
+                return ids;
+            }
+        }
+    }
+
+    /// Wait until the table holds at least `n` verdicts; false on timeout.
+    pub async fn wait_for_verdicts(&self, n: u64, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.verdict_count().await >= n {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        false
+    }
+
+    /// Committed offset and end offset of every input partition.
+    pub fn offsets(&self) -> Vec<(i64, i64)> {
+        let c: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.brokers)
+            .set("group.id", &self.group)
+            .create()
+            .unwrap();
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..PARTITIONS {
+            tpl.add_partition(&self.topic, p);
+        }
+        let committed = c.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
+        committed
+            .elements()
+            .iter()
+            .map(|e| {
+                let (_, high) = c
+                    .fetch_watermarks(&self.topic, e.partition(), Duration::from_secs(10))
+                    .unwrap();
+                let at = match e.offset() {
+                    Offset::Offset(o) => o,
+                    _ => -1,
+                };
+                (at, high)
+            })
+            .collect()
+    }
+
+    /// Transaction ids in the lake's Parquet files, with duplicates.
+    pub fn lake_ids(&self) -> Vec<String> {
+        let mut ids = Vec::new();
+        let mut stack = vec![self.dir.path().join("lake")];
+        while let Some(d) = stack.pop() {
+            let Ok(entries) = std::fs::read_dir(&d) else {
+                continue;
+            };
+            for e in entries {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else if p.extension().is_some_and(|x| x == "parquet") {
+                    let (data, _) =
+                        read_dataset(p.to_str().unwrap(), ReadOptions::default()).unwrap();
+                    ids.extend((0..data.len()).map(|i| data.row(i).id));
+                }
+            }
+        }
+        ids
+    }
+}
+
+impl Detector {
+    /// Send a signal (`"KILL"`, `"TERM"`, `"STOP"`, …) with kill(1).
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{sig} failed");
+    }
+
+    /// Wait for the process to exit; its status, or `None` after `timeout`.
+    pub fn wait(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        None
+    }
+
+    /// Still running?
+    pub fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// Its log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The `/metrics` text, from the address it logged.
+    pub async fn metrics(&self) -> String {
+        let log = self.log_text();
+        let Some(addr) = log
+            .lines()
+            .find_map(|l| l.split("metrics: http://").nth(1))
+            .and_then(|rest| rest.split('/').next())
+        else {
+            return String::new();
+        };
+        let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else {
+            return String::new();
+        };
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let req = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        if s.write_all(req.as_bytes()).await.is_err() {
+            return String::new();
+        }
+        let mut out = String::new();
+        let _read = s.read_to_string(&mut out).await;
+        out
+    }
+}
+
+impl Drop for Detector {
+    fn drop(&mut self) {
+        if self.alive() {
+            let _killed = self.child.kill();
+            let _waited = self.child.wait();
+        }
+    }
+}
+
+/// Distinct ids and whether every one of `tx-0..tx-<n>` is among them.
+pub fn covers(ids: &[String], n: usize) -> (usize, bool) {
+    let set: HashSet<&str> = ids.iter().map(String::as_str).collect();
+    let all = (0..n).all(|i| set.contains(format!("tx-{i}").as_str()));
+    (set.len(), all)
+}

@@ -1,0 +1,63 @@
+//! `kill -9` mid-stream: the detector process (the real binary, against the real broker
+//! and DynamoDB Local) is killed while it scores, then restarted. Every transaction ends
+//! with exactly one verdict item, the lake (durable in this deployment) holds every
+//! transaction, the offsets reach the end of every partition, and SIGTERM stops the
+//! restarted detector with status 0.
+
+mod common;
+
+use std::time::Duration;
+
+use common::detector::{Deployment, covers};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_stream_then_restart_gives_exactly_one_verdict_each() {
+    let d = Deployment::new("crash").await;
+    let n = 12_000;
+    d.produce(0, n).await;
+    let config = d.write_config(true);
+
+    let mut first = d.spawn(&config, 1);
+    assert!(
+        d.wait_for_verdicts(2_000, Duration::from_secs(120)).await,
+        "no progress before the kill:\n{}",
+        first.log_text()
+    );
+    first.signal("KILL");
+    first.wait(Duration::from_secs(10)).expect("killed");
+    let at_kill = d.verdict_count().await;
+    assert!(
+        at_kill < n as u64,
+        "the kill came after the end ({at_kill} verdicts); the test proves nothing"
+    );
+
+    let mut second = d.spawn(&config, 2);
+    assert!(
+        d.wait_for_verdicts(n as u64, Duration::from_secs(180))
+            .await,
+        "restarted detector did not finish:\n{}\nFIRST:\n{}",
+        second.log_text(),
+        first.log_text()
+    );
+    // Let the last commits land, then stop it the normal way.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while d.offsets().iter().any(|(at, high)| at != high) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    second.signal("TERM");
+    let status = second
+        .wait(Duration::from_secs(40))
+        .expect("stops within its deadline");
+    assert!(status.success(), "exit {status}:\n{}", second.log_text());
+
+    let ids = d.verdict_ids().await;
+    assert_eq!(ids.len(), n, "exactly one verdict item per transaction");
+    assert_eq!(covers(&ids, n), (n, true));
+    for (at, high) in d.offsets() {
+        assert_eq!(at, high, "committed offsets reach the end");
+    }
+    let lake = d.lake_ids();
+    let (distinct, all) = covers(&lake, n);
+    assert!(all && distinct == n, "lake: {distinct} distinct of {n}");
+    assert!(lake.len() >= n, "lake rows {}", lake.len());
+}

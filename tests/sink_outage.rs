@@ -1,0 +1,96 @@
+//! A verdict-store outage: DynamoDB Local is frozen (SIGSTOP, through
+//! `scripts/services.sh pause`) while the detector process consumes. The detector stays up
+//! and stops writing, its consumer lag grows, and once DynamoDB is back it carries on by
+//! itself: every transaction ends with exactly one verdict and the offsets reach the end.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::detector::{Deployment, covers};
+
+fn services(cmd: &str) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/services.sh");
+    let ok = Command::new("bash")
+        .args([script, cmd, "dynamodb"])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "services.sh {cmd} dynamodb failed");
+}
+
+/// Resumes DynamoDB even when the test fails half-way.
+struct Thaw;
+
+impl Drop for Thaw {
+    fn drop(&mut self) {
+        services("resume");
+    }
+}
+
+/// `fraudstream_consumer_lag` summed over partitions.
+fn total_lag(metrics: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("fraudstream_consumer_lag{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_verdict_store_pauses_the_detector_and_loses_nothing() {
+    let d = Deployment::new("outage").await;
+    let first = 3_000;
+    let n = 8_000;
+    d.produce(0, first).await;
+    let config = d.write_config(false);
+    let mut det = d.spawn(&config, 1);
+    assert!(
+        d.wait_for_verdicts(first as u64, Duration::from_secs(120))
+            .await,
+        "{}",
+        det.log_text()
+    );
+
+    services("pause");
+    let thaw = Thaw;
+    d.produce(first, n).await;
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert!(
+        det.alive(),
+        "the detector must survive the outage:\n{}",
+        det.log_text()
+    );
+    let metrics = det.metrics().await;
+    assert!(
+        total_lag(&metrics) > 0.0,
+        "lag must grow while the store is down:\n{metrics}"
+    );
+    drop(thaw); // DynamoDB is back
+
+    assert!(
+        d.wait_for_verdicts(n as u64, Duration::from_secs(180))
+            .await,
+        "did not resume:\n{}",
+        det.log_text()
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while d.offsets().iter().any(|(at, high)| at != high) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    det.signal("TERM");
+    let status = det
+        .wait(Duration::from_secs(40))
+        .expect("stops within its deadline");
+    assert!(status.success(), "exit {status}:\n{}", det.log_text());
+    let log = det.log_text();
+    assert!(!log.contains("panicked"), "{log}");
+
+    let ids = d.verdict_ids().await;
+    assert_eq!(ids.len(), n, "exactly one verdict item per transaction");
+    assert_eq!(covers(&ids, n), (n, true));
+    for (at, high) in d.offsets() {
+        assert_eq!(at, high, "committed offsets reach the end");
+    }
+}
