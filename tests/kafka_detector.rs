@@ -251,3 +251,126 @@ async fn kafka_end_to_end_exactly_one_verdict_each() {
     assert_eq!(again.messages, 0, "everything was committed");
     assert_eq!(store.count().unwrap(), n as u64);
 }
+
+/// A second detector joins the group mid-stream: the first one's revoked partitions are
+/// committed as far as they are durable and handed over; together they give exactly one
+/// verdict per message and commit the end of every partition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebalance_hands_partitions_over_without_loss() {
+    let brokers = common::require("FRAUDSTREAM_TEST_KAFKA", "kafka");
+    let input = common::unique("rebalance");
+    let dlq = format!("{input}.dlq");
+    create_topics(&brokers, &[&input, &dlq]).await;
+    let (data, _) = read_dataset(SAMPLE, ReadOptions::default()).unwrap();
+    let n = 6000;
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("linger.ms", "5")
+        .create()
+        .unwrap();
+    let payloads: Vec<(String, String)> = (0..n)
+        .map(|i| {
+            let mut tx = data.row(i % data.len());
+            tx.id = format!("r-{i}");
+            (tx.id.clone(), encode_transaction(&tx))
+        })
+        .collect();
+    let sends = payloads.iter().map(|(k, p)| {
+        producer.send(
+            FutureRecord::to(&input).key(k).payload(p),
+            Duration::from_secs(10),
+        )
+    });
+    for s in futures_util::future::join_all(sends).await {
+        s.map_err(|(e, _)| e).unwrap();
+    }
+
+    let mut opts = TrainOptions::default();
+    opts.params.n_trees = 10;
+    let model = train_model(&data, SAMPLE, &opts, &|| {}).unwrap().model;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(LocalVerdictStore::open(dir.path().join("v.db")).unwrap());
+    let settings = KafkaSettings {
+        brokers: brokers.clone(),
+        topics: vec![input.clone()],
+        group_id: common::unique("detectors"),
+        dlq_topic: dlq,
+        alerts_topic: None,
+        ..KafkaSettings::default()
+    };
+    let processor = || {
+        Processor::new(
+            Arc::new(ArcSwap::from_pointee(model.clone())),
+            store.clone(),
+        )
+    };
+    // Small batches, so that the first detector is still busy when the second joins.
+    let options = PipelineOptions {
+        batch_size: 20,
+        ..PipelineOptions::default()
+    };
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let first = tokio::spawn({
+        let (settings, p, stop) = (settings.clone(), processor(), stop_rx.clone());
+        async move { run(&settings, p, options, stop).await }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while store.count().unwrap() < 500 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        store.count().unwrap() < n as u64,
+        "joined too late to rebalance anything"
+    );
+    let second = tokio::spawn({
+        let (settings, p, stop) = (settings.clone(), processor(), stop_rx.clone());
+        async move { run(&settings, p, options, stop).await }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while store.count().unwrap() < n as u64 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Let the last asynchronous commits land before stopping.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop_tx.send(true).unwrap();
+    let (a, pa) = first.await.unwrap();
+    let (b, pb) = second.await.unwrap();
+    let a = a.unwrap();
+    b.unwrap();
+
+    assert_eq!(
+        store.count().unwrap(),
+        n as u64,
+        "exactly one verdict per message"
+    );
+    assert!(a.revoked > 0, "the first detector gave partitions up");
+    assert!(pb.stats.scored > 0, "the second detector scored its share");
+    assert!(
+        pa.stats.scored + pb.stats.scored >= n as u64,
+        "{} + {}",
+        pa.stats.scored,
+        pb.stats.scored
+    );
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("group.id", &settings.group_id)
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for part in 0..PARTITIONS {
+        tpl.add_partition(&input, part);
+    }
+    let committed = c.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
+    for e in committed.elements() {
+        let (_, high) = c
+            .fetch_watermarks(&input, e.partition(), Duration::from_secs(10))
+            .unwrap();
+        assert_eq!(
+            e.offset(),
+            Offset::Offset(high),
+            "partition {}",
+            e.partition()
+        );
+    }
+}

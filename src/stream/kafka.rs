@@ -379,8 +379,12 @@ pub async fn run(
         }
         summary.revoked = s.revoked;
         drop(s);
-        if last.count() > 0 {
-            consumer.commit(&last, CommitMode::Sync)?;
+        // A failure here (a rebalance started by another member leaving at the same time)
+        // only means the partitions' next owner re-reads from the last successful commit.
+        if last.count() > 0
+            && let Err(e) = consumer.commit(&last, CommitMode::Sync)
+        {
+            tracing::warn!(error = %e, "final offset commit failed; the last batches will be read again");
         }
         tracing::info!(
             messages = summary.messages,
@@ -416,6 +420,7 @@ async fn consume(
             tokio::select! {
                 biased;
                 _ = stop.changed() => return Ok(()),
+                () = batch_tx.closed() => return Ok(()), // the scorer failed
                 m = consumer.recv() => {
                     if let Some(r) = read(m).await {
                         first_at.get_or_insert_with(tokio::time::Instant::now);
