@@ -197,3 +197,65 @@ fn an_empty_model_store_without_history_is_a_clear_error() {
         "{err}"
     );
 }
+
+/// `--follow` keeps reading a file as it grows; SIGTERM drains, prints the summary and
+/// exits 0 with every appended row scored once.
+#[test]
+fn follow_tails_a_growing_file_until_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("live.jsonl");
+    let (data, _) = read_dataset(SAMPLE, ReadOptions::default()).unwrap();
+    let line = |i: usize| {
+        let mut tx = data.row(i);
+        tx.id = format!("f-{i}");
+        format!("{}\n", encode_transaction(&tx))
+    };
+    std::fs::write(&src, (0..100).map(line).collect::<String>()).unwrap();
+    let cfg = config(dir.path(), src.to_str().unwrap());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fraudstream"))
+        .args(["run", "--follow", "--config", cfg.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let db = dir.path().join("verdicts.db");
+    let count = || {
+        LocalVerdictStore::open(&db)
+            .ok()
+            .and_then(|s| s.count().ok())
+            .unwrap_or(0)
+    };
+    let wait_for = |n: u64| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while count() < n && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        count()
+    };
+    assert_eq!(wait_for(100), 100);
+    // Append more, the last line in two writes (a partial line must wait for its end).
+    let mut f = std::fs::OpenOptions::new().append(true).open(&src).unwrap();
+    f.write_all((100..250).map(line).collect::<String>().as_bytes())
+        .unwrap();
+    let last = line(250);
+    f.write_all(&last.as_bytes()[..20]).unwrap();
+    f.flush().unwrap();
+    assert_eq!(wait_for(250), 250);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(child.try_wait().unwrap().is_none(), "still following");
+    f.write_all(&last.as_bytes()[20..]).unwrap();
+    f.flush().unwrap();
+    assert_eq!(wait_for(251), 251);
+
+    let ok = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "exit {}", out.status);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("fraudstream run: summary"), "{text}");
+    assert_eq!(count(), 251, "each row scored once");
+}
