@@ -333,12 +333,20 @@ impl Default for LakeConfig {
 pub struct ModelsConfig {
     /// `file://`/plain path or `s3://bucket/prefix`; models go under `models/`.
     pub location: String,
+    /// How often a running detector polls `models/LATEST` for a new version (`10s`);
+    /// `0s` disables hot reload.
+    #[serde(with = "crate::sinks::lake::duration_str")]
+    pub poll_interval: std::time::Duration,
+    /// The feature list a new version must have; unset: the serving model's.
+    pub features: Option<Vec<String>>,
 }
 
 impl Default for ModelsConfig {
     fn default() -> Self {
         Self {
             location: "out/registry".into(),
+            poll_interval: std::time::Duration::from_secs(10),
+            features: None,
         }
     }
 }

@@ -46,3 +46,10 @@ pub const SCORE_BATCH_SECONDS: &str = "fraudstream_score_batch_seconds";
 pub const SCORE: &str = "fraudstream_score";
 /// Gauge: 1 for the serving model's `version` label.
 pub const MODEL_INFO: &str = "fraudstream_model_info";
+/// Counter: new model versions swapped in by the watcher.
+pub const MODEL_RELOADS: &str = "fraudstream_model_reloads_total";
+/// Counter: model versions the watcher refused, by `reason` (`checksum`, `corrupt`,
+/// `features`, `smoke`, `unknown_version`).
+pub const MODEL_REJECTIONS: &str = "fraudstream_model_rejections_total";
+/// Counter: failed polls of the model store (unreachable).
+pub const MODEL_POLL_ERRORS: &str = "fraudstream_model_poll_errors_total";

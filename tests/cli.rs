@@ -398,3 +398,69 @@ fn verdicts_can_be_read_back() {
     let err = failure(&["verdict", "get", "1", "--db", &tmp(dir.path(), "absent.db")]);
     assert!(err.contains("no verdict database"), "{err}");
 }
+
+#[test]
+fn publish_list_show_rollback_and_promote() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = tmp(dir.path(), "registry");
+    let train = |seed: &str, out: &str| {
+        let o = fraudstream(&[
+            "train",
+            "--input",
+            SAMPLE,
+            "--out",
+            &tmp(dir.path(), out),
+            "--trees",
+            "5",
+            "--seed",
+            seed,
+            "--publish",
+            &store,
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        err.lines()
+            .find_map(|l| l.strip_prefix("published "))
+            .and_then(|l| l.split(' ').next())
+            .unwrap()
+            .to_owned()
+    };
+    let first = train("1", "a.fsm");
+    let second = train("2", "b.fsm");
+    assert_ne!(first, second);
+
+    let text = |args: &[&str]| {
+        let o = fraudstream(args);
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let latest_line = |listing: &str| {
+        listing
+            .lines()
+            .find(|l| l.starts_with('*'))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let list = text(&["model", "list", "--store", &store]);
+    assert!(list.contains(&first) && list.contains(&second), "{list}");
+    assert!(latest_line(&list).contains(&second), "{list}");
+
+    let manifest: Value =
+        serde_json::from_str(&text(&["model", "show", &second, "--store", &store])).unwrap();
+    assert_eq!(manifest["parent"], Value::String(first.clone()));
+    assert_eq!(manifest["sha256"].as_str().unwrap().len(), 64);
+
+    text(&["model", "rollback", "--store", &store]);
+    assert!(latest_line(&text(&["model", "list", "--store", &store])).contains(&first));
+    text(&["model", "promote", &second, "--store", &store]);
+    assert!(latest_line(&text(&["model", "list", "--store", &store])).contains(&second));
+
+    let err = failure(&["model", "promote", "no-such-version", "--store", &store]);
+    assert!(err.contains("no-such-version"), "{err}");
+    let err = failure(&["model", "rollback", "--store", &tmp(dir.path(), "empty")]);
+    assert!(err.contains("no LATEST"), "{err}");
+}

@@ -3,6 +3,7 @@
 mod evaluate;
 mod inspect;
 mod print;
+mod registry;
 mod run;
 mod score;
 mod split;
@@ -72,6 +73,14 @@ pub enum VerdictCommand {
 pub enum ModelCommand {
     /// Print a model's metadata: features, hyper-parameters, threshold, metrics.
     Inspect(inspect::InspectArgs),
+    /// List the model store's versions (`*` marks LATEST).
+    List(registry::StoreArgs),
+    /// Print a stored version's manifest.
+    Show(registry::ShowArgs),
+    /// Serve a stored version: move LATEST to it (running detectors pick it up).
+    Promote(registry::PromoteArgs),
+    /// Serve the current version's parent again.
+    Rollback(registry::StoreArgs),
 }
 
 /// Input options shared by the commands that read transactions.
@@ -141,6 +150,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Score(a) => score::run(&a),
         Command::Split(a) => split::run(&a),
         Command::Model(ModelCommand::Inspect(a)) => inspect::run(&a),
+        Command::Model(ModelCommand::List(a)) => registry::list(&a),
+        Command::Model(ModelCommand::Show(a)) => registry::show(&a),
+        Command::Model(ModelCommand::Promote(a)) => registry::promote(&a),
+        Command::Model(ModelCommand::Rollback(a)) => registry::rollback(&a),
         Command::Verdict(VerdictCommand::Get(a)) => verdict::run(&a),
     }
 }

@@ -37,11 +37,36 @@ pub struct RunArgs {
     follow: bool,
 }
 
+/// The model store of the configuration.
+pub(crate) async fn model_store(cfg: &Config) -> anyhow::Result<ModelStore> {
+    let blobs = crate::storage::open(&cfg.models.location, Some(&cfg.s3.settings("", ""))).await?;
+    Ok(ModelStore::new(blobs))
+}
+
+/// Start the hot-reload watcher on `serving` (unless `models.poll_interval` is 0); it
+/// stops when `stop` turns true.
+async fn start_watcher(
+    cfg: &Config,
+    serving: &Arc<ArcSwap<Model>>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    if cfg.models.poll_interval.is_zero() {
+        return Ok(());
+    }
+    let watcher = crate::registry::watcher::Watcher::new(
+        model_store(cfg).await?,
+        serving.clone(),
+        cfg.models.features.clone(),
+    );
+    tracing::info!(interval = ?cfg.models.poll_interval, store = %cfg.models.location, "watching the model store for new versions");
+    tokio::spawn(watcher.run(cfg.models.poll_interval, stop));
+    Ok(())
+}
+
 /// The serving model: `LATEST` from the model store, or, when the store is empty, a first
 /// model trained from `bootstrap.history` and published there.
 async fn serving_model(cfg: &Config) -> anyhow::Result<Model> {
-    let blobs = crate::storage::open(&cfg.models.location, Some(&cfg.s3.settings("", ""))).await?;
-    let store = ModelStore::new(blobs);
+    let store = model_store(cfg).await?;
     if let Some(latest) = store.latest().await? {
         let (model, _) = store.get(&latest.version).await?;
         tracing::info!(version = %latest.version, store = %store.describe(), "serving model loaded");
@@ -123,7 +148,7 @@ fn stop_signals(
 /// The detector on Kafka: consume until ctrl-c or SIGTERM, then drain, commit and stop.
 async fn run_kafka(
     cfg: &Config,
-    model: Model,
+    model: Arc<ArcSwap<Model>>,
     verdicts: Arc<dyn VerdictStore>,
     lake: LakeWriter,
 ) -> anyhow::Result<()> {
@@ -141,7 +166,7 @@ async fn run_kafka(
     alerts.extend(webhook_alerts(cfg)?);
     let (stop_rx, abort_rx) = stop_signals(cfg.delivery.shutdown_deadline);
     let processor = Processor {
-        model: Arc::new(ArcSwap::from_pointee(model)),
+        model,
         verdicts,
         alerts,
         lake: Some(lake),
@@ -239,10 +264,11 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
                 listener,
                 handle,
                 ready_rx,
-                telemetry_stop_rx,
+                telemetry_stop_rx.clone(),
             ));
         }
-        let model = serving_model(&cfg).await?;
+        let model = Arc::new(ArcSwap::from_pointee(serving_model(&cfg).await?));
+        start_watcher(&cfg, &model, telemetry_stop_rx.clone()).await?;
         let verdicts: Arc<dyn VerdictStore> = match cfg.verdicts.backend {
             VerdictBackend::Local => Arc::new(LocalVerdictStore::open(&cfg.verdicts.local_path)?),
             VerdictBackend::Dynamodb => Arc::new(
@@ -294,7 +320,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         let progress = spinner(format!("scoring {input:?}"));
         let summary = embedded::run(
             settings,
-            Arc::new(ArcSwap::from_pointee(model)),
+            model,
             verdicts.clone(),
             webhook_alerts(&cfg)?,
             Some(lake),

@@ -71,8 +71,48 @@ pub struct TrainArgs {
     /// Worker threads for training [default: all cores].
     #[arg(long)]
     threads: Option<usize>,
+    /// Also publish the model to this model store (a path or `s3://bucket/prefix`) and
+    /// point its LATEST at it; running detectors then hot-reload it.
+    #[arg(long)]
+    publish: Option<String>,
+    /// Service configuration for `--publish` (its `[s3]` access settings).
+    #[arg(long, requires = "publish")]
+    publish_config: Option<PathBuf>,
     #[command(flatten)]
     report: ReportArgs,
+}
+
+/// Store `model` in the model store at `location` and move LATEST to it (conditionally:
+/// a concurrent publisher makes this fail instead of being overwritten).
+fn publish(
+    model: &crate::model::Model,
+    location: &str,
+    config: Option<&PathBuf>,
+) -> anyhow::Result<()> {
+    let mut cfg = match config {
+        Some(p) => crate::config::Config::load(p)?,
+        None => crate::config::Config::default(),
+    };
+    cfg.models.location = location.to_owned();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(async {
+            let store = super::run::model_store(&cfg).await?;
+            let before = store.latest().await?;
+            store.put(model).await?;
+            store
+                .set_latest(model.version(), before.as_ref())
+                .await
+                .context("LATEST moved while publishing (another publisher); the version is stored but not served")?;
+            eprintln!(
+                "published {} to {} (LATEST was {})",
+                model.version(),
+                store.describe(),
+                before.map_or_else(|| "unset".to_owned(), |b| b.version)
+            );
+            anyhow::Ok(())
+        })
 }
 
 #[derive(serde::Deserialize)]
@@ -147,6 +187,9 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
     bar.finish_and_clear();
     let model = &outcome.model;
     let sha = model.save(&args.out)?;
+    if let Some(location) = &args.publish {
+        publish(model, location, args.publish_config.as_ref())?;
+    }
     let meta = model.meta();
     tracing::info!(
         model = %args.out.display(),

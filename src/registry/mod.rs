@@ -9,6 +9,8 @@
 //! ```
 //! A version exists once its manifest does: the model file is written first.
 
+pub mod watcher;
+
 use std::sync::Arc;
 
 use bytes::Bytes;

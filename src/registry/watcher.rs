@@ -1,0 +1,368 @@
+//! Hot reload: every detector polls the model store's `LATEST` pointer and swaps in a new
+//! version only after it passes every check; until then, and after a rejection, the
+//! serving model keeps serving.
+//!
+//! A candidate is checked in order:
+//! 1. its model file hashes to the manifest's SHA-256 (and the file's own checksum and
+//!    structure validate: [`ModelStore::get`]);
+//! 2. the manifest's feature list is the model's, every feature is a stream field, and
+//!    the list equals the expected one (`models.features`, or else the serving model's:
+//!    changing the features is deliberate);
+//! 3. a smoke batch of embedded canary rows scores finite values in [0, 1].
+//!
+//! Then the `ArcSwap` is stored. The scorer loads the model once per batch, so batches in
+//! flight finish on the old model and every verdict names the version that scored it.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use tokio::sync::watch;
+
+use super::{Latest, ModelStore, RegistryError};
+use crate::metric_names as names;
+use crate::model::Model;
+use crate::schema::{NUM_FIELDS, Transaction};
+
+/// Why a candidate was not swapped in.
+#[derive(Debug, thiserror::Error)]
+pub enum Rejection {
+    /// It could not be read, or its bytes do not match the manifest, or it does not load.
+    #[error(transparent)]
+    Load(#[from] RegistryError),
+    /// Its features are not the expected ones.
+    #[error("feature mismatch: {0}")]
+    Features(String),
+    /// The smoke batch gave a score that is not a probability.
+    #[error("smoke test failed: {0}")]
+    Smoke(String),
+}
+
+impl Rejection {
+    /// Metric label.
+    #[must_use]
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Load(RegistryError::Checksum { .. }) => "checksum",
+            Self::Load(RegistryError::Model { .. } | RegistryError::Corrupt { .. }) => "corrupt",
+            Self::Load(RegistryError::UnknownVersion(_)) => "unknown_version",
+            Self::Load(RegistryError::Storage(_)) => "unreadable",
+            Self::Features(_) => "features",
+            Self::Smoke(_) => "smoke",
+        }
+    }
+}
+
+/// Canary transactions: zeros, typical and extreme values of every field.
+#[must_use]
+pub fn canary_rows() -> Vec<Transaction> {
+    let mut rows = Vec::new();
+    for (i, scale) in [0.0, 0.5, -0.5, 1.0, -1.0, 3.0, -3.0, 25.0, -25.0, 1e6]
+        .into_iter()
+        .enumerate()
+    {
+        let mut values = [0.0; NUM_FIELDS];
+        for (j, v) in values.iter_mut().enumerate() {
+            // Alternate signs across fields so rows are not all on one side of a split.
+            *v = if j % 2 == 0 { scale } else { -scale };
+        }
+        values[0] = (i as f64) * 17_280.0; // Time
+        values[NUM_FIELDS - 1] = scale.abs() * 100.0; // Amount
+        rows.push(Transaction {
+            id: format!("canary-{i}"),
+            values,
+            label: None,
+            card_id: None,
+            event_time: None,
+        });
+    }
+    rows
+}
+
+/// Check a loaded candidate against the expected features and the smoke batch.
+pub fn check_candidate(
+    model: &Model,
+    manifest_features: &[String],
+    expected: &[String],
+) -> Result<(), Rejection> {
+    if manifest_features != model.meta().features.as_slice() {
+        return Err(Rejection::Features(format!(
+            "the manifest lists [{}], the model file [{}]",
+            manifest_features.join(", "),
+            model.meta().features.join(", ")
+        )));
+    }
+    model
+        .expect_features(expected)
+        .map_err(|e| Rejection::Features(e.to_string()))?;
+    for tx in canary_rows() {
+        let v = model.verdict(&tx, 0);
+        if !v.score.is_finite() || !(0.0..=1.0).contains(&v.score) {
+            return Err(Rejection::Smoke(format!(
+                "{} scored {} (not a probability)",
+                tx.id, v.score
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The watcher's state.
+pub struct Watcher {
+    store: ModelStore,
+    serving: Arc<ArcSwap<Model>>,
+    expected: Option<Vec<String>>,
+    pointer: Option<Latest>,
+}
+
+/// What one poll did.
+#[derive(Debug)]
+pub enum Poll {
+    /// The pointer did not move (or names the serving version).
+    Unchanged,
+    /// A new version was swapped in.
+    Swapped {
+        /// The new version.
+        version: String,
+    },
+    /// The pointer names a version that failed a check; the old one keeps serving.
+    Rejected {
+        /// The version.
+        version: String,
+        /// Why.
+        reason: Rejection,
+    },
+}
+
+impl Watcher {
+    /// A watcher that swaps into `serving`. `expected` fixes the feature list; `None`
+    /// expects the serving model's.
+    #[must_use]
+    pub fn new(
+        store: ModelStore,
+        serving: Arc<ArcSwap<Model>>,
+        expected: Option<Vec<String>>,
+    ) -> Self {
+        Self {
+            store,
+            serving,
+            expected,
+            pointer: None,
+        }
+    }
+
+    /// Poll once: a conditional read of `LATEST` (nothing is downloaded while its entity
+    /// tag is unchanged), then, for a new version, download, check and swap.
+    pub async fn poll(&mut self) -> Result<Poll, RegistryError> {
+        let etag = self.pointer.as_ref().map(|l| l.etag.clone());
+        let Some(latest) = self.store.latest_if_changed(etag.as_deref()).await? else {
+            return Ok(Poll::Unchanged);
+        };
+        let version = latest.version.clone();
+        // Remembered whatever the outcome, so a rejected version is not fetched again
+        // until the pointer moves.
+        self.pointer = Some(latest);
+        if version == self.serving.load().version() {
+            return Ok(Poll::Unchanged);
+        }
+        let started = Instant::now();
+        let candidate = match self.store.get(&version).await {
+            Ok(c) => Ok(c),
+            // Unreachable storage is not the candidate's fault: try again next poll.
+            Err(e @ RegistryError::Storage(_)) => {
+                self.pointer = None;
+                return Err(e);
+            }
+            Err(e) => Err(Rejection::from(e)),
+        };
+        let outcome = candidate.and_then(|(model, manifest)| {
+            let expected = self
+                .expected
+                .clone()
+                .unwrap_or_else(|| self.serving.load().meta().features.clone());
+            check_candidate(&model, &manifest.features, &expected).map(|()| model)
+        });
+        match outcome {
+            Ok(model) => {
+                let old = self.serving.load().version().to_owned();
+                self.serving.store(Arc::new(model));
+                metrics::counter!(names::MODEL_RELOADS).increment(1);
+                tracing::info!(from = %old, to = %version, check_ms = started.elapsed().as_millis() as u64, "serving model swapped");
+                Ok(Poll::Swapped { version })
+            }
+            Err(reason) => {
+                metrics::counter!(names::MODEL_REJECTIONS, "reason" => reason.reason())
+                    .increment(1);
+                tracing::error!(version = %version, reason = %reason, serving = %self.serving.load().version(), "model rejected; the serving model stays");
+                Ok(Poll::Rejected { version, reason })
+            }
+        }
+    }
+
+    /// Poll every `interval` until `stop` turns true.
+    pub async fn run(mut self, interval: Duration, mut stop: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.changed() => return,
+                _ = tick.tick() => {}
+            }
+            if let Err(e) = self.poll().await {
+                metrics::counter!(names::MODEL_POLL_ERRORS).increment(1);
+                tracing::warn!(error = %e, store = %self.store.describe(), "model store poll failed; the serving model stays");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::{TrainOptions, train_model};
+    use crate::schema::Dataset;
+    use crate::storage::BlobStore;
+    use crate::storage::local::LocalStore;
+
+    fn data(n: usize, seed: u64) -> Dataset {
+        let mut rng = crate::rng::Rng::new(seed);
+        let mut d = Dataset::with_capacity(n);
+        for i in 0..n {
+            let mut values = [0.0; NUM_FIELDS];
+            for v in &mut values {
+                *v = rng.unit() * 4.0 - 2.0;
+            }
+            d.push(Transaction {
+                id: format!("t{i}"),
+                values,
+                label: Some(u8::from(values[4] + values[10] > 1.5)),
+                card_id: None,
+                event_time: None,
+            });
+        }
+        d
+    }
+
+    fn model(seed: u64, features: Option<Vec<String>>) -> Model {
+        let mut opts = TrainOptions::default();
+        opts.params.n_trees = 5;
+        opts.params.seed = seed;
+        if let Some(f) = features {
+            opts.features = f;
+        }
+        train_model(&data(600, seed), &format!("seed{seed}"), &opts, &|| {})
+            .unwrap()
+            .model
+    }
+
+    async fn setup() -> (
+        tempfile::TempDir,
+        Arc<LocalStore>,
+        ModelStore,
+        Watcher,
+        Model,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = Arc::new(LocalStore::new(dir.path()).unwrap());
+        let store = ModelStore::new(blobs.clone());
+        let first = model(1, None);
+        store.put(&first).await.unwrap();
+        store.set_latest(first.version(), None).await.unwrap();
+        let serving = Arc::new(ArcSwap::from_pointee(first.clone()));
+        let mut w = Watcher::new(store.clone(), serving, None);
+        assert!(matches!(w.poll().await.unwrap(), Poll::Unchanged));
+        (dir, blobs, store, w, first)
+    }
+
+    async fn publish(store: &ModelStore, m: &Model) {
+        store.put(m).await.unwrap();
+        let cur = store.latest().await.unwrap();
+        store.set_latest(m.version(), cur.as_ref()).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_good_version_is_swapped_in_and_an_unchanged_pointer_is_free() {
+        let (_d, _b, store, mut w, _) = setup().await;
+        let second = model(2, None);
+        publish(&store, &second).await;
+        match w.poll().await.unwrap() {
+            Poll::Swapped { version } => assert_eq!(version, second.version()),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(w.serving.load().version(), second.version());
+        assert!(matches!(w.poll().await.unwrap(), Poll::Unchanged));
+    }
+
+    #[tokio::test]
+    async fn a_wrong_checksum_is_rejected_and_the_old_model_serves() {
+        let (_d, blobs, store, mut w, first) = setup().await;
+        let second = model(3, None);
+        publish(&store, &second).await;
+        // Replace the model file with another valid model's bytes.
+        let other = model(4, None);
+        blobs
+            .put(
+                &format!("models/{}/model.fsm", second.version()),
+                other.to_bytes().into(),
+            )
+            .await
+            .unwrap();
+        match w.poll().await.unwrap() {
+            Poll::Rejected { reason, .. } => assert_eq!(reason.reason(), "checksum", "{reason}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(w.serving.load().version(), first.version());
+        // Not fetched again while the pointer stays.
+        assert!(matches!(w.poll().await.unwrap(), Poll::Unchanged));
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_or_truncated_file_is_rejected() {
+        let (_d, blobs, store, mut w, first) = setup().await;
+        let second = model(5, None);
+        publish(&store, &second).await;
+        let mut bytes = second.to_bytes();
+        bytes.truncate(bytes.len() / 2);
+        let key = format!("models/{}/model.fsm", second.version());
+        blobs.put(&key, bytes.clone().into()).await.unwrap();
+        // A manifest that matches the truncated bytes, so only the file's own checks fail.
+        let mut manifest = store.manifest(second.version()).await.unwrap();
+        manifest.sha256 = crate::model::format::sha256_hex(&bytes);
+        blobs
+            .put(
+                &format!("models/{}/manifest.json", second.version()),
+                serde_json::to_vec(&manifest).unwrap().into(),
+            )
+            .await
+            .unwrap();
+        match w.poll().await.unwrap() {
+            Poll::Rejected { reason, .. } => assert_eq!(reason.reason(), "corrupt", "{reason}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(w.serving.load().version(), first.version());
+    }
+
+    #[tokio::test]
+    async fn a_feature_mismatch_is_rejected() {
+        let (_d, _b, store, mut w, first) = setup().await;
+        let fewer: Vec<String> = first.meta().features[..10].to_vec();
+        let narrow = model(6, Some(fewer));
+        publish(&store, &narrow).await;
+        match w.poll().await.unwrap() {
+            Poll::Rejected { reason, .. } => assert_eq!(reason.reason(), "features", "{reason}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(w.serving.load().version(), first.version());
+        // Publishing a good one afterwards moves the pointer and is picked up.
+        let good = model(7, None);
+        publish(&store, &good).await;
+        assert!(matches!(w.poll().await.unwrap(), Poll::Swapped { .. }));
+    }
+
+    #[test]
+    fn canaries_score_as_probabilities() {
+        let m = model(8, None);
+        check_candidate(&m, &m.meta().features, &m.meta().features).unwrap();
+        assert_eq!(canary_rows().len(), 10);
+    }
+}
