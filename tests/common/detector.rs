@@ -34,7 +34,8 @@ pub struct Deployment {
     pub table: String,
     /// Working directory (config, logs, lake, model store).
     pub dir: tempfile::TempDir,
-    data: Dataset,
+    /// The sample rows that `produce` replays.
+    pub data: Dataset,
 }
 
 /// A running detector process.
@@ -89,7 +90,20 @@ impl Deployment {
     /// The configuration file: Kafka source, DynamoDB verdicts, a local lake (durable
     /// when `lake_durable`), a local model store trained from the sample on first start.
     pub fn write_config(&self, lake_durable: bool) -> PathBuf {
+        self.write_config_with(lake_durable, None, "10s")
+    }
+
+    /// [`Deployment::write_config`] with the model store at `models` (an `s3://` location
+    /// on the test S3 server) and the watcher's poll interval.
+    pub fn write_config_with(
+        &self,
+        lake_durable: bool,
+        models: Option<&str>,
+        poll: &str,
+    ) -> PathBuf {
         let d = self.dir.path().display();
+        let models = models.map_or_else(|| format!("{d}/registry"), str::to_owned);
+        let s3 = super::s3_settings("unused");
         let durable = if lake_durable {
             r#"["verdicts", "alerts", "lake"]"#
         } else {
@@ -149,7 +163,13 @@ max_age = "1s"
 writer_id = "detector"
 
 [models]
-location = "{d}/registry"
+location = "{models}"
+poll_interval = "{poll}"
+
+[s3]
+endpoint = "{s3_endpoint}"
+access_key_id = "{s3_key}"
+secret_access_key = "{s3_secret}"
 
 [metrics]
 address = "127.0.0.1:0"
@@ -159,6 +179,12 @@ address = "127.0.0.1:0"
             group = self.group,
             table = self.table,
             dynamodb = self.dynamodb,
+            s3_endpoint = s3.endpoint.unwrap_or_default(),
+            s3_key = s3.access_key_id.unwrap_or_default(),
+            s3_secret = s3
+                .secret_access_key
+                .map(|s| s.expose().to_owned())
+                .unwrap_or_default(),
         );
         let path = self.dir.path().join("detector.toml");
         std::fs::write(&path, text).unwrap();
@@ -250,7 +276,35 @@ address = "127.0.0.1:0"
         }
     }
 
-    /// Every verdict item's transaction id, with how many items each has.
+    /// Every verdict item's transaction id and model version.
+    pub async fn verdict_versions(&self) -> Vec<(String, String)> {
+        let client = self.dynamo();
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            let page = client
+                .scan()
+                .table_name(&self.table)
+                .projection_expression("tx_id, model_version")
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .unwrap();
+            for item in page.items() {
+                let s = |k: &str| match item.get(k) {
+                    Some(aws_sdk_dynamodb::types::AttributeValue::S(v)) => v.clone(),
+                    _ => String::new(),
+                };
+                out.push((s("tx_id"), s("model_version")));
+            }
+            start = page.last_evaluated_key().cloned();
+            if start.is_none() {
+                return out;
+            }
+        }
+    }
+
+    /// Every verdict item's transaction id.
     pub async fn verdict_ids(&self) -> Vec<String> {
         let client = self.dynamo();
         let mut ids = Vec::new();

@@ -1,0 +1,158 @@
+//! Hot reload under live load, against the real services: the detector process consumes a
+//! steady stream while a new model version is published to the S3 model store. Verdicts
+//! switch to the new version within a few poll intervals, with no message lost or scored
+//! twice; then a version with a wrong checksum is published and rejected, and the good one
+//! keeps serving.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::detector::Deployment;
+use fraudstream::pipeline::{TrainOptions, train_model};
+use fraudstream::registry::ModelStore;
+use fraudstream::schema::{ReadOptions, read_dataset};
+use fraudstream::storage::BlobStore;
+use fraudstream::storage::s3::S3Store;
+
+const SAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/creditcard-sample.csv");
+
+fn model(seed: u64) -> fraudstream::model::Model {
+    let (data, _) = read_dataset(SAMPLE, ReadOptions::default()).unwrap();
+    let mut opts = TrainOptions::default();
+    opts.params.n_trees = 15;
+    opts.params.seed = seed;
+    train_model(&data, SAMPLE, &opts, &|| {}).unwrap().model
+}
+
+async fn publish(store: &ModelStore, m: &fraudstream::model::Model) {
+    store.put(m).await.unwrap();
+    let before = store.latest().await.unwrap();
+    store
+        .set_latest(m.version(), before.as_ref())
+        .await
+        .unwrap();
+}
+
+async fn wait_for_log(det: &common::detector::Detector, needle: &str, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if det.log_text().contains(needle) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_published_version_is_picked_up_under_load_and_a_bad_one_is_rejected() {
+    let d = Deployment::new("reload").await;
+    let bucket = common::test_bucket().await;
+    let prefix = common::unique("models");
+    let mut s3 = common::s3_settings(&bucket);
+    s3.prefix = format!("{prefix}/");
+    let blobs: Arc<dyn BlobStore> = Arc::new(S3Store::new(&s3).await);
+    let store = ModelStore::new(blobs.clone());
+    let v1 = model(1);
+    publish(&store, &v1).await;
+
+    let config = d.write_config_with(false, Some(&format!("s3://{bucket}/{prefix}/")), "1s");
+    let mut det = d.spawn(&config, 1);
+
+    // A steady stream: 6,000 transactions at about 600/s.
+    let n = 6_000;
+    let producer = {
+        let d = Deployment {
+            brokers: d.brokers.clone(),
+            dynamodb: d.dynamodb.clone(),
+            topic: d.topic.clone(),
+            group: d.group.clone(),
+            table: d.table.clone(),
+            dir: tempfile::tempdir().unwrap(),
+            data: d.data.clone(),
+        };
+        tokio::spawn(async move {
+            for chunk in (0..n).step_by(60) {
+                d.produce(chunk, chunk + 60).await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    assert!(
+        d.wait_for_verdicts(1_000, Duration::from_secs(120)).await,
+        "{}",
+        det.log_text()
+    );
+
+    let v2 = model(2);
+    let published = Instant::now();
+    publish(&store, &v2).await;
+    assert!(
+        wait_for_log(&det, "serving model swapped", Duration::from_secs(15)).await,
+        "{}",
+        det.log_text()
+    );
+    println!(
+        "publish -> swap: {:.2} s (poll interval 1 s)",
+        published.elapsed().as_secs_f64()
+    );
+
+    // A version whose file does not match its manifest's checksum.
+    let v3 = model(3);
+    store.put(&v3).await.unwrap();
+    blobs
+        .put(
+            &format!("models/{}/model.fsm", v3.version()),
+            v1.to_bytes().into(),
+        )
+        .await
+        .unwrap();
+    let before = store.latest().await.unwrap();
+    store
+        .set_latest(v3.version(), before.as_ref())
+        .await
+        .unwrap();
+    assert!(
+        wait_for_log(&det, "model rejected", Duration::from_secs(15)).await,
+        "{}",
+        det.log_text()
+    );
+
+    producer.await.unwrap();
+    assert!(
+        d.wait_for_verdicts(n as u64, Duration::from_secs(120))
+            .await,
+        "{}",
+        det.log_text()
+    );
+    det.signal("TERM");
+    let status = det.wait(Duration::from_secs(40)).expect("stops");
+    assert!(status.success(), "exit {status}:\n{}", det.log_text());
+    let metrics_seen = det.log_text();
+    assert!(!metrics_seen.contains("panicked"));
+
+    let versions = d.verdict_versions().await;
+    assert_eq!(versions.len(), n, "exactly one verdict per transaction");
+    let by_id: HashMap<&str, &str> = versions
+        .iter()
+        .map(|(i, v)| (i.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(by_id.len(), n);
+    let count = |v: &str| versions.iter().filter(|(_, m)| m == v).count();
+    assert!(
+        count(v1.version()) > 0,
+        "the first version scored the start"
+    );
+    assert!(
+        count(v2.version()) > 0,
+        "the new version scored after the swap"
+    );
+    assert_eq!(count(v3.version()), 0, "the rejected version never scored");
+    // The last transactions were produced seconds after the swap: all on the new version.
+    for i in n - 300..n {
+        assert_eq!(by_id[format!("tx-{i}").as_str()], v2.version(), "tx-{i}");
+    }
+}
