@@ -43,6 +43,9 @@ pub struct Config {
     /// The model store.
     #[serde(default)]
     pub models: ModelsConfig,
+    /// Periodic retraining (`fraudstream retrain`).
+    #[serde(default)]
+    pub retrain: crate::pipeline::retrain::RetrainConfig,
 }
 
 /// Where transactions come from.
@@ -508,6 +511,19 @@ impl Config {
                     "must be at least 1".into(),
                 ));
             }
+        }
+        let r = &self.retrain;
+        if !(0.0..1.0).contains(&r.test_fraction) || r.test_fraction == 0.0 {
+            return Err(invalid(
+                "retrain.test_fraction",
+                "must be above 0 and below 1".into(),
+            ));
+        }
+        if r.max_rows < 100 {
+            return Err(invalid("retrain.max_rows", "must be at least 100".into()));
+        }
+        if r.trees == 0 {
+            return Err(invalid("retrain.trees", "must be at least 1".into()));
         }
         let l = &self.lake.writer;
         if l.max_rows == 0 {

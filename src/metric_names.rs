@@ -53,3 +53,9 @@ pub const MODEL_RELOADS: &str = "fraudstream_model_reloads_total";
 pub const MODEL_REJECTIONS: &str = "fraudstream_model_rejections_total";
 /// Counter: failed polls of the model store (unreachable).
 pub const MODEL_POLL_ERRORS: &str = "fraudstream_model_poll_errors_total";
+/// Counter: retraining decisions, by `outcome` (`published`, `rejected`).
+pub const RETRAIN_DECISIONS: &str = "fraudstream_retrain_decisions_total";
+/// Gauge: the last candidate's holdout AUPRC.
+pub const RETRAIN_CANDIDATE_AUPRC: &str = "fraudstream_retrain_candidate_auprc";
+/// Gauge: the live model's AUPRC on the last candidate's holdout.
+pub const RETRAIN_LIVE_AUPRC: &str = "fraudstream_retrain_live_auprc";

@@ -4,6 +4,7 @@ mod evaluate;
 mod inspect;
 mod print;
 mod registry;
+mod retrain;
 mod run;
 mod score;
 mod split;
@@ -51,6 +52,8 @@ pub enum Command {
     Evaluate(evaluate::EvaluateArgs),
     /// Score a file with a model, writing one verdict per transaction.
     Score(score::ScoreArgs),
+    /// Retrain from labelled history and publish the candidate if it passes the quality gate.
+    Retrain(retrain::RetrainArgs),
     /// Write a train/test split of a labelled file to two CSV files.
     Split(split::SplitArgs),
     /// Work with model files.
@@ -149,6 +152,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Evaluate(a) => evaluate::run(&a),
         Command::Score(a) => score::run(&a),
         Command::Split(a) => split::run(&a),
+        Command::Retrain(a) => retrain::run(&a),
         Command::Model(ModelCommand::Inspect(a)) => inspect::run(&a),
         Command::Model(ModelCommand::List(a)) => registry::list(&a),
         Command::Model(ModelCommand::Show(a)) => registry::show(&a),

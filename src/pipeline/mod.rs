@@ -1,9 +1,11 @@
 //! The batch commands' logic, shared by the CLI and the tests.
 //!
 //! - [`mod@train`]: dataset → split → forest → threshold → metrics → [`crate::model::Model`].
+//! - [`retrain`]: periodic retraining with a quality gate.
 //! - [`output`]: writing verdicts as CSV, JSON lines or Parquet.
 
 pub mod output;
+pub mod retrain;
 pub mod train;
 
 pub use train::{TrainOptions, TrainOutcome, train_model};
