@@ -2,6 +2,7 @@
 
 mod evaluate;
 mod inspect;
+mod preprocess;
 mod print;
 mod registry;
 mod retrain;
@@ -52,6 +53,8 @@ pub enum Command {
     Evaluate(evaluate::EvaluateArgs),
     /// Score a file with a model, writing one verdict per transaction.
     Score(score::ScoreArgs),
+    /// Validate and type raw transactions and write them as partitioned Parquet.
+    Preprocess(preprocess::PreprocessArgs),
     /// Retrain from labelled history and publish the candidate if it passes the quality gate.
     Retrain(retrain::RetrainArgs),
     /// Write a train/test split of a labelled file to two CSV files.
@@ -89,13 +92,28 @@ pub enum ModelCommand {
 /// Input options shared by the commands that read transactions.
 #[derive(Debug, Args)]
 pub struct InputArgs {
-    /// Input file: Kaggle-layout CSV (`-` for stdin), JSON lines (.jsonl/.ndjson/.json) or
-    /// Parquet (.parquet).
+    /// Input: Kaggle-layout CSV (`-` for stdin), JSON lines (.jsonl/.ndjson/.json) or
+    /// Parquet (.parquet); a local path, or `s3://bucket/key` / `hdfs://host:port/path`;
+    /// a location ending in `/` reads every such file under it.
     #[arg(long, short)]
     pub input: String,
     /// Skip invalid rows (counting and reporting them) instead of stopping at the first.
     #[arg(long)]
     pub skip_invalid: bool,
+    /// Service configuration (see config/dev.toml) for `s3://` access, the model store and
+    /// the verdict store.
+    #[arg(long)]
+    pub service_config: Option<PathBuf>,
+}
+
+impl InputArgs {
+    /// The service configuration, or the defaults.
+    pub fn services(&self) -> anyhow::Result<crate::config::Config> {
+        Ok(match &self.service_config {
+            Some(p) => crate::config::Config::load(p)?,
+            None => crate::config::Config::default(),
+        })
+    }
 }
 
 /// Output options shared by the commands that report metrics.
@@ -153,6 +171,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Score(a) => score::run(&a),
         Command::Split(a) => split::run(&a),
         Command::Retrain(a) => retrain::run(&a),
+        Command::Preprocess(a) => preprocess::run(&a),
         Command::Model(ModelCommand::Inspect(a)) => inspect::run(&a),
         Command::Model(ModelCommand::List(a)) => registry::list(&a),
         Command::Model(ModelCommand::Show(a)) => registry::show(&a),
@@ -166,12 +185,18 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 /// number of invalid rows skipped.
 fn read_input(args: &InputArgs) -> anyhow::Result<(crate::schema::Dataset, usize)> {
     let spinner = print::spinner(format!("reading {}", args.input));
-    let (data, report) = crate::schema::read_dataset(
-        &args.input,
-        ReadOptions {
-            skip_invalid: args.skip_invalid,
-        },
-    )?;
+    let opts = ReadOptions {
+        skip_invalid: args.skip_invalid,
+    };
+    let (data, report) = if crate::pipeline::remote::is_remote(&args.input) {
+        let s3 = args.services()?.s3.settings("", "");
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(crate::pipeline::remote::read_all(&args.input, &s3, opts))?
+    } else {
+        crate::schema::read_dataset(&args.input, opts)?
+    };
     spinner.finish_and_clear();
     log_skipped(&args.input, &report);
     tracing::info!(input = %args.input, rows = data.len(), "read input");

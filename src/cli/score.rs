@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
+use anyhow::Context;
 use clap::Args;
 use rayon::prelude::*;
 use serde_json::json;
@@ -13,23 +14,35 @@ use crate::eval::evaluate;
 use crate::model::{Model, Verdict};
 use crate::pipeline::output::write_verdicts;
 use crate::schema::FIELD_NAMES;
+use crate::sinks::verdicts::dynamodb::DynamoVerdictStore;
 use crate::sinks::verdicts::local::LocalVerdictStore;
 use crate::sinks::verdicts::{VerdictItem, VerdictStore};
 
 /// Rows per scoring task (and progress-bar step).
 const SCORE_CHUNK: usize = 8192;
 
+/// Where verdicts go besides `--out`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Sink {
+    /// The DynamoDB table of the service configuration's `[verdicts.dynamodb]`.
+    Dynamodb,
+}
+
 /// `score` arguments.
 #[derive(Debug, Args)]
 pub struct ScoreArgs {
-    /// The model file.
+    /// A model file, or a version in the service configuration's model store (`latest`:
+    /// the one `LATEST` names).
     #[arg(long, short)]
-    model: PathBuf,
+    model: String,
     #[command(flatten)]
     input: InputArgs,
     /// Output file: .csv, .jsonl or .parquet (`-` for JSON lines on stdout).
-    #[arg(long, short)]
-    out: String,
+    #[arg(long, short, required_unless_present_any = ["sink", "verdict_db"])]
+    out: Option<String>,
+    /// Also write every verdict to this verdict store (the same items the detector writes).
+    #[arg(long, value_enum)]
+    sink: Option<Sink>,
     /// Feature contributions kept per verdict.
     #[arg(long, default_value_t = 3)]
     top_k: usize,
@@ -42,9 +55,37 @@ pub struct ScoreArgs {
     verdict_db: Option<PathBuf>,
 }
 
+/// The model: a file, or a version from the model store.
+fn load_model(args: &ScoreArgs, rt: &tokio::runtime::Runtime) -> anyhow::Result<Model> {
+    if std::path::Path::new(&args.model).exists() {
+        return Ok(Model::load(&args.model)?);
+    }
+    let cfg = args.input.services()?;
+    rt.block_on(async {
+        let store = super::run::model_store(&cfg).await?;
+        let version = if args.model == "latest" {
+            store
+                .latest()
+                .await?
+                .with_context(|| format!("{} has no LATEST", store.describe()))?
+                .version
+        } else {
+            args.model.clone()
+        };
+        Ok(store
+            .get(&version)
+            .await
+            .with_context(|| format!("--model {}: no such file, and", args.model))?
+            .0)
+    })
+}
+
 /// Run `score`.
 pub fn run(args: &ScoreArgs) -> anyhow::Result<()> {
-    let model = Model::load(&args.model)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let model = load_model(args, &rt)?;
     model.check_input(&FIELD_NAMES)?;
     let (data, skipped) = read_input(&args.input)?;
     let started = Instant::now();
@@ -68,19 +109,46 @@ pub fn run(args: &ScoreArgs) -> anyhow::Result<()> {
         .collect();
     bar.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();
-    write_verdicts(&args.out, &verdicts, &data.labels)?;
+    if let Some(out) = &args.out {
+        write_verdicts(out, &verdicts, &data.labels)?;
+    }
+    let mut stores: Vec<Box<dyn VerdictStore>> = Vec::new();
     if let Some(db) = &args.verdict_db {
-        let store = LocalVerdictStore::open(db)?;
+        stores.push(Box::new(LocalVerdictStore::open(db)?));
+    }
+    if args.sink == Some(Sink::Dynamodb) {
+        let cfg = args.input.services()?;
+        let settings = cfg
+            .verdicts
+            .dynamodb
+            .as_ref()
+            .context("--sink dynamodb needs [verdicts.dynamodb] in --service-config")?;
+        stores.push(Box::new(
+            rt.block_on(DynamoVerdictStore::connect(settings))?,
+        ));
+    }
+    if !stores.is_empty() {
         let items: Vec<VerdictItem> = verdicts
             .iter()
             .map(|v| VerdictItem::from_verdict(v.clone(), None))
             .collect();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        rt.block_on(store.put_batch(&items))?;
-        tracing::info!(db = %db.display(), items = items.len(), "verdicts stored");
+        for store in &stores {
+            let bar = print::bar(items.len() as u64, "storing verdicts");
+            for chunk in items.chunks(1000) {
+                rt.block_on(store.put_batch(chunk))?;
+                bar.inc(chunk.len() as u64);
+            }
+            bar.finish_and_clear();
+            tracing::info!(store = %store.describe(), items = items.len(), "verdicts stored");
+        }
     }
+    let out_name = args.out.clone().unwrap_or_else(|| {
+        stores
+            .iter()
+            .map(|s| s.describe())
+            .collect::<Vec<_>>()
+            .join(", ")
+    });
     let flagged = verdicts.iter().filter(|v| v.fraud).count();
     let rate = data.len() as f64 / seconds.max(1e-9);
     let metrics = data.labels().ok().map(|labels| {
@@ -91,7 +159,7 @@ pub fn run(args: &ScoreArgs) -> anyhow::Result<()> {
         let base = json!({
             "rows": data.len(),
             "flagged": flagged,
-            "out": args.out,
+            "out": out_name,
             "model_version": model.version(),
             "threshold": model.meta().threshold,
             "seconds": seconds,
@@ -103,13 +171,13 @@ pub fn run(args: &ScoreArgs) -> anyhow::Result<()> {
             None => base,
         };
         println!("{out}");
-    } else if args.out != "-" {
+    } else if args.out.as_deref() != Some("-") {
         table(
             &format!("scored {} with model {}", args.input.input, model.version()),
             &[
                 ("rows", data.len().to_string()),
                 ("flagged as fraud", flagged.to_string()),
-                ("verdicts written to", args.out.clone()),
+                ("verdicts written to", out_name.clone()),
                 (
                     "scoring time",
                     format!("{seconds:.3} s ({rate:.0} rows/s, with explanations)"),

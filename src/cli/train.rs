@@ -75,9 +75,6 @@ pub struct TrainArgs {
     /// point its LATEST at it; running detectors then hot-reload it.
     #[arg(long)]
     publish: Option<String>,
-    /// Service configuration for `--publish` (its `[s3]` access settings).
-    #[arg(long, requires = "publish")]
-    publish_config: Option<PathBuf>,
     #[command(flatten)]
     report: ReportArgs,
 }
@@ -87,12 +84,8 @@ pub struct TrainArgs {
 fn publish(
     model: &crate::model::Model,
     location: &str,
-    config: Option<&PathBuf>,
+    mut cfg: crate::config::Config,
 ) -> anyhow::Result<()> {
-    let mut cfg = match config {
-        Some(p) => crate::config::Config::load(p)?,
-        None => crate::config::Config::default(),
-    };
     cfg.models.location = location.to_owned();
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -188,7 +181,7 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
     let model = &outcome.model;
     let sha = model.save(&args.out)?;
     if let Some(location) = &args.publish {
-        publish(model, location, args.publish_config.as_ref())?;
+        publish(model, location, args.input.services()?)?;
     }
     let meta = model.meta();
     tracing::info!(

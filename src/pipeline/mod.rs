@@ -5,6 +5,7 @@
 //! - [`output`]: writing verdicts as CSV, JSON lines or Parquet.
 
 pub mod output;
+pub mod remote;
 pub mod retrain;
 pub mod train;
 

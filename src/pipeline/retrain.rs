@@ -8,8 +8,6 @@
 //! published, with a conditional move of `LATEST`, only if its AUPRC is no worse than the
 //! live model's minus `tolerance` and it clears the absolute floors.
 
-use std::io::Write;
-
 use serde::{Deserialize, Serialize};
 
 use crate::eval::{SplitKind, evaluate, split};
@@ -18,7 +16,7 @@ use crate::model::Model;
 use crate::pipeline::{TrainOptions, train_model};
 use crate::registry::ModelStore;
 use crate::rng::Rng;
-use crate::schema::{Dataset, Format, ReadOptions, TIME, read_dataset};
+use crate::schema::{Dataset, ReadOptions, TIME};
 use crate::storage::S3Settings;
 
 /// `[retrain]` settings.
@@ -26,7 +24,7 @@ use crate::storage::S3Settings;
 #[serde(deny_unknown_fields, default)]
 pub struct RetrainConfig {
     /// Labelled history: files, or prefixes ending in `/` whose `.csv`, `.jsonl` and
-    /// `.parquet` objects are all read.
+    /// `.parquet` objects are all read (local, `s3://` or `hdfs://`).
     pub history: Vec<String>,
     /// Most rows trained and evaluated on: above it, every fraud is kept and legitimate
     /// rows are sampled uniformly. Bounds memory to about `max_rows` × 250 bytes plus one
@@ -163,55 +161,19 @@ async fn read_history(
         read: 0,
     };
     for entry in &cfg.history {
-        let (root, keys) = if let Some(prefix) = entry.strip_suffix('/') {
-            let store = crate::storage::open(&format!("{prefix}/"), Some(s3)).await?;
-            let keys: Vec<String> = store
-                .list("")
-                .await?
-                .into_iter()
-                .map(|o| o.key)
-                .filter(|k| {
-                    Format::from_path(k).is_some()
-                        && !k.rsplit('/').next().unwrap_or("").starts_with('.')
-                })
-                .collect();
-            (store, keys)
-        } else {
-            let (parent, name) = entry.rsplit_once('/').unwrap_or((".", entry.as_str()));
-            let parent = if parent.is_empty() { "/" } else { parent };
-            (
-                crate::storage::open(&format!("{parent}/"), Some(s3)).await?,
-                vec![name.to_owned()],
-            )
-        };
-        for key in keys {
-            on_file(&format!(
-                "{entry}{}",
-                if entry.ends_with('/') {
-                    key.as_str()
-                } else {
-                    ""
+        on_file(entry);
+        crate::pipeline::remote::for_each_file(
+            entry,
+            s3,
+            ReadOptions { skip_invalid: true },
+            &mut |name, d, report| {
+                if report.skipped > 0 {
+                    tracing::warn!(file = %name, skipped = report.skipped, "invalid history rows skipped");
                 }
-            ));
-            let blob = root.get(&key).await?;
-            // The readers take paths: stage the object in a temporary file with its
-            // extension (one file at a time, so disk use is one object).
-            let ext = key.rsplit_once('.').map_or("csv", |(_, e)| e);
-            let mut tmp = tempfile::Builder::new()
-                .suffix(&format!(".{ext}"))
-                .tempfile()?;
-            tmp.write_all(&blob.data)?;
-            tmp.flush()?;
-            let path = tmp.path().to_str().unwrap_or_default().to_owned();
-            let (d, report) = tokio::task::spawn_blocking(move || {
-                read_dataset(&path, ReadOptions { skip_invalid: true })
-            })
-            .await??;
-            if report.skipped > 0 {
-                tracing::warn!(key = %key, skipped = report.skipped, "invalid history rows skipped");
-            }
-            sampler.add(&d);
-        }
+                sampler.add(&d);
+            },
+        )
+        .await?;
     }
     let read = sampler.read;
     Ok((sampler.finish(cfg.max_rows), read))

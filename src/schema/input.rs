@@ -51,6 +51,23 @@ pub struct ReadReport {
     pub skipped: usize,
     /// The first few skipped records' errors, for the user.
     pub examples: Vec<RecordError>,
+    /// Skipped records by reason code.
+    pub by_reason: std::collections::BTreeMap<&'static str, usize>,
+}
+
+impl ReadReport {
+    /// Add another file's report to this one.
+    pub fn merge(&mut self, other: Self) {
+        self.skipped += other.skipped;
+        for e in other.examples {
+            if self.examples.len() < MAX_EXAMPLES {
+                self.examples.push(e);
+            }
+        }
+        for (k, n) in other.by_reason {
+            *self.by_reason.entry(k).or_default() += n;
+        }
+    }
 }
 
 /// How many skipped-record errors to keep for reporting.
@@ -67,6 +84,7 @@ pub fn read_dataset(path: &str, opts: ReadOptions) -> Result<(Dataset, ReadRepor
             Ok(tx) => data.push(tx),
             Err(ReadError::Record(e)) if opts.skip_invalid => {
                 report.skipped += 1;
+                *report.by_reason.entry(e.kind.code()).or_default() += 1;
                 if report.examples.len() < MAX_EXAMPLES {
                     report.examples.push(e);
                 }

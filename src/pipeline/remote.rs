@@ -1,0 +1,95 @@
+//! Inputs anywhere: a local file, or an object or prefix on S3 or HDFS (or a local
+//! directory given with a trailing `/`). Files are read one at a time; remote objects are
+//! staged in a temporary file with their extension (the readers take paths), so disk and
+//! memory hold one object at a time.
+
+use std::io::Write;
+
+use crate::schema::{Dataset, Format, ReadOptions, ReadReport, read_dataset};
+use crate::storage::S3Settings;
+
+/// Whether `input` needs [`for_each_file`] rather than a plain path read.
+#[must_use]
+pub fn is_remote(input: &str) -> bool {
+    input.starts_with("s3://") || input.starts_with("hdfs://") || input.ends_with('/')
+}
+
+/// Read every supported file of `location` (`.csv`, `.jsonl`, `.parquet`, …; hidden
+/// files skipped), calling `each` with its name and rows.
+pub async fn for_each_file(
+    location: &str,
+    s3: &S3Settings,
+    opts: ReadOptions,
+    each: &mut (dyn FnMut(&str, Dataset, ReadReport) + Send),
+) -> anyhow::Result<()> {
+    if !is_remote(location) {
+        let path = location.to_owned();
+        let (d, r) = tokio::task::spawn_blocking(move || read_dataset(&path, opts)).await??;
+        each(location, d, r);
+        return Ok(());
+    }
+    let (root, keys) = if let Some(prefix) = location.strip_suffix('/') {
+        let store = crate::storage::open(&format!("{prefix}/"), Some(s3)).await?;
+        let keys: Vec<String> = store
+            .list("")
+            .await?
+            .into_iter()
+            .map(|o| o.key)
+            .filter(|k| {
+                Format::from_path(k).is_some()
+                    && !k.rsplit('/').next().unwrap_or_default().starts_with('.')
+            })
+            .collect();
+        (store, keys)
+    } else {
+        let (parent, name) = location
+            .rsplit_once('/')
+            .ok_or_else(|| anyhow::anyhow!("{location}: not a file location"))?;
+        (
+            crate::storage::open(&format!("{parent}/"), Some(s3)).await?,
+            vec![name.to_owned()],
+        )
+    };
+    anyhow::ensure!(
+        !keys.is_empty(),
+        "{location}: no .csv, .jsonl or .parquet files"
+    );
+    for key in keys {
+        let blob = root.get(&key).await?;
+        let ext = key.rsplit_once('.').map_or("csv", |(_, e)| e);
+        let mut tmp = tempfile::Builder::new()
+            .suffix(&format!(".{ext}"))
+            .tempfile()?;
+        tmp.write_all(&blob.data)?;
+        tmp.flush()?;
+        drop(blob);
+        let path = tmp.path().to_str().unwrap_or_default().to_owned();
+        let (d, r) = tokio::task::spawn_blocking(move || read_dataset(&path, opts)).await??;
+        let name = if location.ends_with('/') {
+            format!("{location}{key}")
+        } else {
+            location.to_owned()
+        };
+        each(&name, d, r);
+    }
+    Ok(())
+}
+
+/// Every row of `location`, concatenated, with the combined report.
+pub async fn read_all(
+    location: &str,
+    s3: &S3Settings,
+    opts: ReadOptions,
+) -> anyhow::Result<(Dataset, ReadReport)> {
+    let mut all = Dataset::default();
+    let mut report = ReadReport::default();
+    for_each_file(location, s3, opts, &mut |name, d, r| {
+        tracing::info!(file = %name, rows = d.len(), "read");
+        for i in 0..d.len() {
+            all.push(d.row(i));
+        }
+        report.merge(r);
+    })
+    .await?;
+    Ok((all, report))
+}
