@@ -52,7 +52,9 @@ if [[ -z $INPUT ]]; then
 fi
 echo "input: $INPUT  rows: $ROWS" >&2
 
-# The first detector trains a model from the input into $WORK/registry; the others load it.
+# One model for every run, published to the runs' model store before they start (so the
+# detectors' RSS and CPU are serving only).
+"$BIN/fraudstream" train --input "$INPUT" --out "$WORK/model.fsm" --publish "$WORK/registry" >/dev/null 2>&1
 
 config() { # name verdicts(local|dynamodb) lake(0|1) alerts(0|1) topic
   local name=$1 verdicts=$2 lake=$3 alerts=$4 topic=$5 f=$WORK/$1.toml
@@ -62,7 +64,7 @@ config() { # name verdicts(local|dynamodb) lake(0|1) alerts(0|1) topic
     printf '[kafka]\nbrokers = "%s"\ntopics = ["%s"]\ngroup_id = "%s"\ndlq_topic = "%s.dlq"\n' \
       "$BROKERS" "$topic" "$name" "$topic"
     if [[ $alerts == 1 ]]; then printf 'alerts_topic = "%s.alerts"\n' "$topic"; fi
-    printf '\n[kafka.properties]\n"fetch.wait.max.ms" = "5"\n\n'
+    printf '\n[kafka.properties]\n"fetch.wait.max.ms" = "5"\n"fetch.error.backoff.ms" = "10"\n\n'
     printf '[verdicts]\nbackend = "%s"\nlocal_path = "%s/%s.db"\n' "$verdicts" "$WORK" "$name"
     if [[ $verdicts == dynamodb ]]; then
       printf '\n[verdicts.dynamodb]\ntable = "%s"\nendpoint = "%s"\naccess_key_id = "local"\nsecret_access_key = "local"\ncreate_table = true\n' \
@@ -108,8 +110,10 @@ stop_detector() {
 }
 
 # Throughput on a preloaded topic: time from the first verdict to the last.
-throughput() { # name verdicts lake alerts rows
-  local name=$1 rows=$5 topic=bench-$1-$RANDOM
+throughput() { # label verdicts lake alerts rows
+  local label=$1 rows=$5 name topic
+  name=$(echo "$1" | tr -c 'a-z0-9\n' '-')
+  topic=bench-$name-$RANDOM
   "$BIN/loadgen" --input "$INPUT" "${LOOP[@]}" --limit "$rows" --brokers "$BROKERS" \
     --topic "$topic" 2>"$WORK/$name.loadgen" >/dev/null
   local cfg
@@ -126,9 +130,9 @@ throughput() { # name verdicts lake alerts rows
   local u
   u=$(usage "$DETECTOR_PID")
   stop_detector
-  awk -v n="$rows" -v n0="$n0" -v a="$t0" -v b="$now" -v u="$u" -v name="$name" 'BEGIN{
+  awk -v n="$rows" -v n0="$n0" -v a="$t0" -v b="$now" -v u="$u" -v label="$label" 'BEGIN{
     split(u, x, " "); wall = b - a;
-    printf "%-34s %9d tx  %8.0f tx/s   peak RSS %4d MiB   CPU %.1f s\n", name, n, (n - n0) / wall, x[1], x[2] }'
+    printf "%-38s %7d tx  %8.0f tx/s   peak RSS %4d MiB   CPU %.1f s\n", label, n, (n - n0) / wall, x[1], x[2] }'
 }
 
 echo
@@ -150,6 +154,12 @@ sleep 3
   --brokers "$BROKERS" --topic "$topic" 2>"$WORK/latency.loadgen" >/dev/null
 until (($(scored) >= RATE_ROWS + 1)); do sleep 0.1; done
 u=$(usage "$DETECTOR_PID")
+# Mean time per batch in each stage, from the detector's own histograms.
+curl -s "http://127.0.0.1:$METRICS_PORT/metrics" | awk '
+  /^fraudstream_stage_seconds_sum/ { match($0, /stage="[a-z]+"/); st = substr($0, RSTART + 7, RLENGTH - 8); sum[st] = $2 }
+  /^fraudstream_stage_seconds_count/ { match($0, /stage="[a-z]+"/); st = substr($0, RSTART + 7, RLENGTH - 8); cnt[st] = $2 }
+  END { printf "  per batch (mean ms):"; for (s in sum) if (cnt[s] > 0) printf "  %s %.2f", s, 1000 * sum[s] / cnt[s]; printf "  (%d batches)\n", cnt["score"] }'
+
 stop_detector
 grep -E "produced->durable|read->durable" "$WORK/latency.log" | sed 's/^ */  /'
 echo "  offered: $(grep -o '"rate_per_second":[0-9.]*' "$WORK/latency.loadgen" | cut -d: -f2) tx/s achieved by loadgen; detector peak RSS / CPU: $u (MiB / s)"
