@@ -498,6 +498,14 @@ impl Config {
                 "must be between 1 and 1024".into(),
             ));
         }
+        if let Some(d) = &self.verdicts.dynamodb
+            && !(1..=64).contains(&d.concurrency)
+        {
+            return Err(invalid(
+                "verdicts.dynamodb.concurrency",
+                "must be between 1 and 64".into(),
+            ));
+        }
         if let Some(w) = &self.alerts.webhook {
             if !(w.url.starts_with("http://") || w.url.starts_with("https://")) {
                 return Err(invalid(

@@ -87,6 +87,7 @@ fn dynamo_settings(table: &str) -> DynamoSettings {
         access_key_id: Some("local".into()),
         secret_access_key: Some(Secret::new("local-secret")),
         create_table: true,
+        concurrency: fraudstream::sinks::verdicts::dynamodb::default_concurrency(),
         ttl_attribute: Some("expires_at".into()),
     }
 }

@@ -46,6 +46,7 @@ pub fn run(args: &VerdictGetArgs) -> anyhow::Result<()> {
                     secret_access_key: None,
                     create_table: false,
                     ttl_attribute: None,
+                    concurrency: crate::sinks::verdicts::dynamodb::default_concurrency(),
                 })
                 .await?,
             ),

@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! source task: poll → decode → DLQ ──bounded channel of batches──► scorer task: score →
-//!   ▲  (pauses its partitions and keeps polling while the channel is full)   sinks → ack
+//!   ▲  (pauses its partitions and keeps polling while the channel stays full)   sinks → ack
 //!   └── rebalance callback: waits for revoked partitions' batches, commits, forgets them
 //! ```
 
@@ -112,6 +112,14 @@ impl KafkaSettings {
             ("auto.offset.reset", "earliest"),
             // Per-partition consumer lag arrives with the statistics.
             ("statistics.interval.ms", "5000"),
+            // librdkafka's prefetch queue (64 MiB by default) is most of the consumer's
+            // memory; 16 MiB is still tens of thousands of transactions ahead.
+            ("queued.max.messages.kbytes", "16384"),
+            // Some Kafka-protocol brokers (noida-db among them) ignore fetch.max.bytes and
+            // answer a fetch with the whole backlog; librdkafka refuses responses past this
+            // limit (100 MB by default) and would retry the same fetch for ever. Kafka
+            // itself bounds responses by fetch.max.bytes, so this costs nothing there.
+            ("receive.message.max.bytes", "1000000000"),
         ] {
             if !self.properties.contains_key(key) {
                 c.set(key, default);
@@ -447,9 +455,35 @@ async fn consume(
             Ok(p) => p,
             Err(mpsc::error::TrySendError::Closed(())) => return Ok(()), // the scorer failed
             Err(mpsc::error::TrySendError::Full(())) => {
-                match wait_for_scorer(consumer, batch_tx, &mut pending, options.batch_size).await {
-                    Some(p) => p,
-                    None => return Ok(()),
+                // Briefly behind (the usual state when catching up on a backlog): wait
+                // without pausing, as librdkafka drops its prefetched messages on pause and
+                // fetches them again on resume. librdkafka keeps prefetching meanwhile, up
+                // to queued.max.messages.kbytes.
+                let started = Instant::now();
+                let quick = tokio::select! {
+                    biased;
+                    _ = stop.changed() => return Ok(()),
+                    r = tokio::time::timeout(PAUSE_AFTER, batch_tx.reserve()) => r,
+                };
+                match quick {
+                    Ok(Ok(p)) => {
+                        metrics::histogram!(names::BLOCKED_SECONDS, "stage" => "source")
+                            .record(started.elapsed().as_secs_f64());
+                        p
+                    }
+                    Ok(Err(_)) => return Ok(()), // the scorer failed
+                    Err(_) => match wait_for_scorer(
+                        consumer,
+                        batch_tx,
+                        &mut pending,
+                        options.batch_size,
+                        started,
+                    )
+                    .await
+                    {
+                        Some(p) => p,
+                        None => return Ok(()),
+                    },
                 }
             }
         };
@@ -487,16 +521,20 @@ async fn read(
     }
 }
 
-/// The scorer is behind (the channel is full): pause the assigned partitions and keep
-/// polling (so the group keeps this member) until there is room. Messages that still
-/// arrive are kept for the next batch. Returns `None` when the scorer has stopped.
+/// How long the source waits for room in the channel before it pauses its partitions.
+const PAUSE_AFTER: Duration = Duration::from_secs(2);
+
+/// The scorer has been behind (the channel full) for [`PAUSE_AFTER`], so a sink is slow or
+/// down: pause the assigned partitions and keep polling (so the group keeps this member)
+/// until there is room. Messages that still arrive are kept for the next batch. Returns
+/// `None` when the scorer has stopped.
 async fn wait_for_scorer<'a>(
     consumer: &StreamConsumer<DetectorContext>,
     batch_tx: &'a mpsc::Sender<Dispatched>,
     pending: &mut Vec<Read>,
     batch_size: usize,
+    started: Instant,
 ) -> Option<mpsc::Permit<'a, Dispatched>> {
-    let started = Instant::now();
     let pause = || {
         if let Ok(a) = consumer.assignment()
             && let Err(e) = consumer.pause(&a)

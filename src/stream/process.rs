@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
@@ -383,10 +384,12 @@ impl Processor {
             }
             let mut scores = vec![0f32; rows.len()];
             model.forest().predict_into(&x, &mut scores);
+            // Contributions cost about three scores per row: spread them over the cores.
             let verdicts: Vec<Verdict> = rows
-                .iter()
+                .par_iter()
                 .zip(scores)
                 .enumerate()
+                .with_min_len(64)
                 .map(|(i, (r, s))| model.verdict_for(&r.tx.id, &x[i * nf..(i + 1) * nf], s, top_k))
                 .collect();
             (rows, verdicts)

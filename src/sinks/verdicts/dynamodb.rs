@@ -11,6 +11,7 @@ use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, PutRequest,
     ScalarAttributeType, TableStatus, TimeToLiveSpecification, WriteRequest,
 };
+use futures_util::stream::{self, StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
 use super::{VerdictError, VerdictItem, VerdictStore, dedupe_last};
@@ -47,10 +48,19 @@ pub struct DynamoSettings {
     /// Attribute holding the expiry (Unix seconds); TTL is enabled on tables we create.
     #[serde(default)]
     pub ttl_attribute: Option<String>,
+    /// BatchWriteItem calls (of up to 25 items) in flight at once for one batch.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
 }
 
 fn default_region() -> String {
     "us-east-1".into()
+}
+
+/// The default for [`DynamoSettings::concurrency`].
+#[must_use]
+pub fn default_concurrency() -> usize {
+    4
 }
 
 /// Verdicts in a DynamoDB table.
@@ -61,6 +71,7 @@ pub struct DynamoVerdictStore {
     endpoint: String,
     ttl_attribute: String,
     policy: RetryPolicy,
+    concurrency: usize,
 }
 
 impl DynamoVerdictStore {
@@ -94,6 +105,7 @@ impl DynamoVerdictStore {
                 .unwrap_or_else(|| format!("dynamodb.{}.amazonaws.com", s.region)),
             ttl_attribute: s.ttl_attribute.clone().unwrap_or_else(|| "ttl".into()),
             policy,
+            concurrency: s.concurrency,
         };
         store
             .ensure_table(s.create_table, s.ttl_attribute.is_some())
@@ -389,10 +401,16 @@ impl VerdictStore for DynamoVerdictStore {
 
     async fn put_batch(&self, items: &[VerdictItem]) -> Result<(), VerdictError> {
         let unique = dedupe_last(items);
-        for chunk in unique.chunks(BATCH_LIMIT) {
-            self.write_chunk(chunk).await?;
-        }
-        Ok(())
+        // Chunks are independent puts of distinct keys: write several at once. On an
+        // error the caller retries the whole batch, which rewrites the same items.
+        let writes: Vec<_> = unique
+            .chunks(BATCH_LIMIT)
+            .map(|c| Box::pin(self.write_chunk(c)))
+            .collect();
+        stream::iter(writes)
+            .buffer_unordered(self.concurrency.max(1))
+            .try_collect()
+            .await
     }
 
     async fn get(&self, tx_id: &str) -> Result<Option<VerdictItem>, VerdictError> {
