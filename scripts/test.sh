@@ -17,6 +17,12 @@ stop() {
 }
 trap stop EXIT INT TERM
 
+# Tests use topics of their own; a broker that starts empty starts fast (noida-db loads
+# every saved topic into memory when it starts).
+if [[ $FRAUDSTREAM_STATE == "$PWD/.services-test" ]]; then
+  scripts/services.sh down kafka >/dev/null 2>&1 || true
+  rm -rf "$FRAUDSTREAM_STATE/kafka"
+fi
 env_lines=$(scripts/services.sh up)
 eval "$env_lines"
 echo "$env_lines" | sed 's/SECRET_ACCESS_KEY=.*/SECRET_ACCESS_KEY=***/' >&2

@@ -26,6 +26,9 @@ use rdkafka::{Offset, TopicPartitionList};
 const SAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/creditcard-sample.csv");
 const PARTITIONS: i32 = 3;
 
+/// The tests here assert on the process-wide metrics recorder: one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn create_topics(brokers: &str, names: &[&str]) {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
@@ -86,6 +89,7 @@ fn options() -> PipelineOptions {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_end_to_end_exactly_one_verdict_each() {
+    let _serial = SERIAL.lock().await;
     let brokers = common::require("FRAUDSTREAM_TEST_KAFKA", "kafka");
     let input = common::unique("tx");
     let dlq = format!("{input}.dlq");
@@ -257,6 +261,7 @@ async fn kafka_end_to_end_exactly_one_verdict_each() {
 /// verdict per message and commit the end of every partition.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rebalance_hands_partitions_over_without_loss() {
+    let _serial = SERIAL.lock().await;
     let brokers = common::require("FRAUDSTREAM_TEST_KAFKA", "kafka");
     let input = common::unique("rebalance");
     let dlq = format!("{input}.dlq");
