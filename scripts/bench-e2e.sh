@@ -180,6 +180,14 @@ curl -s "http://127.0.0.1:$METRICS_PORT/metrics" | awk '
   /^fraudstream_stage_seconds_count/ { match($0, /stage="[a-z]+"/); st = substr($0, RSTART + 7, RLENGTH - 8); cnt[st] = $2 }
   END { printf "  per batch (mean ms):"; for (s in sum) if (cnt[s] > 0) printf "  %s %.2f", s, 1000 * sum[s] / cnt[s]; printf "  (%d batches)\n", cnt["score"] }'
 
+# CPU while idle (caught up, nothing arriving), detector and broker, over 10 s.
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+BROKER_PID=$(pgrep -f "noida-db start .*--kafka-port ${BROKERS##*:}" | head -1)
+d0=$(ticks "$DETECTOR_PID") b0=$(ticks "$BROKER_PID")
+sleep 10
+d1=$(ticks "$DETECTOR_PID") b1=$(ticks "$BROKER_PID")
 stop_detector
 grep -E "produced->durable|read->durable" "$WORK/latency.log" | sed 's/^ */  /'
 echo "  offered: $(grep -o '"rate_per_second":[0-9.]*' "$WORK/latency.loadgen" | cut -d: -f2) tx/s achieved by loadgen; detector peak RSS / CPU: $u (MiB / s)"
+awk -v d=$((d1 - d0)) -v b=$((b1 - b0)) -v h="$(getconf CLK_TCK)" 'BEGIN{
+  printf "  idle afterwards, CPU share of one core: detector %.0f%%, broker %.0f%%\n", 100 * d / h / 10, 100 * b / h / 10 }'
