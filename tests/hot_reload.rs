@@ -1,8 +1,8 @@
 //! Hot reload under live load, against the real services: the detector process consumes a
 //! steady stream while a new model version is published to the S3 model store. Verdicts
 //! switch to the new version within a few poll intervals, with no message lost or scored
-//! twice; then a version with a wrong checksum is published and rejected, and the good one
-//! keeps serving.
+//! twice; then a version with a wrong checksum, a corrupt (truncated) one and one over other
+//! features are published in turn, each is rejected, and the good one keeps serving.
 
 mod common;
 
@@ -20,11 +20,46 @@ use fraudstream::storage::s3::S3Store;
 const SAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/creditcard-sample.csv");
 
 fn model(seed: u64) -> fraudstream::model::Model {
+    model_over(seed, TrainOptions::default().features)
+}
+
+fn model_over(seed: u64, features: Vec<String>) -> fraudstream::model::Model {
     let (data, _) = read_dataset(SAMPLE, ReadOptions::default()).unwrap();
     let mut opts = TrainOptions::default();
     opts.params.n_trees = 15;
     opts.params.seed = seed;
+    opts.features = features;
     train_model(&data, SAMPLE, &opts, &|| {}).unwrap().model
+}
+
+/// Point `LATEST` at a version already in the store.
+async fn point_latest(store: &ModelStore, version: &str) {
+    let before = store.latest().await.unwrap();
+    store.set_latest(version, before.as_ref()).await.unwrap();
+}
+
+/// Wait until the detector has logged `n` rejections, the last of kind `kind`.
+async fn wait_for_rejection(det: &common::detector::Detector, n: usize, kind: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let log = det.log_text();
+        let rejections: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("model rejected"))
+            .collect();
+        if rejections.len() >= n {
+            assert!(
+                rejections[n - 1].contains(&format!("kind={kind}")),
+                "rejection {n} should be {kind}:\n{log}"
+            );
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no rejection {n} ({kind}):\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
 }
 
 async fn publish(store: &ModelStore, m: &fraudstream::model::Model) {
@@ -110,16 +145,38 @@ async fn a_published_version_is_picked_up_under_load_and_a_bad_one_is_rejected()
         )
         .await
         .unwrap();
-    let before = store.latest().await.unwrap();
-    store
-        .set_latest(v3.version(), before.as_ref())
+    point_latest(&store, v3.version()).await;
+    wait_for_rejection(&det, 1, "checksum").await;
+
+    // A truncated file whose manifest was written to match it: the checksum passes, loading
+    // does not.
+    let v4 = model(4);
+    store.put(&v4).await.unwrap();
+    let bytes = v4.to_bytes();
+    let truncated = bytes[..bytes.len() / 2].to_vec();
+    blobs
+        .put(
+            &format!("models/{}/model.fsm", v4.version()),
+            truncated.clone().into(),
+        )
         .await
         .unwrap();
-    assert!(
-        wait_for_log(&det, "model rejected", Duration::from_secs(15)).await,
-        "{}",
-        det.log_text()
-    );
+    let manifest_key = format!("models/{}/manifest.json", v4.version());
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&blobs.get(&manifest_key).await.unwrap().data).unwrap();
+    manifest["sha256"] = fraudstream::model::format::sha256_hex(&truncated).into();
+    manifest["size_bytes"] = (truncated.len() as u64).into();
+    blobs
+        .put(&manifest_key, serde_json::to_vec(&manifest).unwrap().into())
+        .await
+        .unwrap();
+    point_latest(&store, v4.version()).await;
+    wait_for_rejection(&det, 2, "corrupt").await;
+
+    // A sound model over other features than the stream's.
+    let v5 = model_over(5, (1..=10).map(|i| format!("V{i}")).collect());
+    publish(&store, &v5).await;
+    wait_for_rejection(&det, 3, "features").await;
 
     producer.await.unwrap();
     assert!(
@@ -150,7 +207,13 @@ async fn a_published_version_is_picked_up_under_load_and_a_bad_one_is_rejected()
         count(v2.version()) > 0,
         "the new version scored after the swap"
     );
-    assert_eq!(count(v3.version()), 0, "the rejected version never scored");
+    for rejected in [&v3, &v4, &v5] {
+        assert_eq!(
+            count(rejected.version()),
+            0,
+            "a rejected version never scored"
+        );
+    }
     // The last transactions were produced seconds after the swap: all on the new version.
     for i in n - 300..n {
         assert_eq!(by_id[format!("tx-{i}").as_str()], v2.version(), "tx-{i}");

@@ -193,7 +193,7 @@ impl Watcher {
             Err(reason) => {
                 metrics::counter!(names::MODEL_REJECTIONS, "reason" => reason.reason())
                     .increment(1);
-                tracing::error!(version = %version, reason = %reason, serving = %self.serving.load().version(), "model rejected; the serving model stays");
+                tracing::error!(version = %version, kind = %reason.reason(), reason = %reason, serving = %self.serving.load().version(), "model rejected; the serving model stays");
                 Ok(Poll::Rejected { version, reason })
             }
         }
