@@ -34,6 +34,8 @@ pub const CONSUMER_LAG: &str = "fraudstream_consumer_lag";
 pub const BATCHES_IN_FLIGHT: &str = "fraudstream_batches_in_flight";
 /// Counter: partitions revoked from this detector by a rebalance.
 pub const PARTITIONS_REVOKED: &str = "fraudstream_partitions_revoked_total";
+/// Counter: consumers replaced after a fatal error (such as being fenced by the group).
+pub const CONSUMER_RESTARTS: &str = "fraudstream_consumer_restarts_total";
 /// Gauge: seconds since the serving model was trained.
 pub const MODEL_AGE_SECONDS: &str = "fraudstream_model_age_seconds";
 /// Counter: verdict-store write attempts that failed and were retried.

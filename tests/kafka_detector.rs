@@ -149,10 +149,9 @@ async fn kafka_end_to_end_exactly_one_verdict_each() {
             Arc::new(ArcSwap::from_pointee(model.clone())),
             store.clone(),
         );
-        p.alerts = vec![Box::new(KafkaAlerts {
-            producer: settings.producer().unwrap(),
-            topic: alerts_topic.clone(),
-        }) as Box<dyn AlertSink>];
+        p.alerts = vec![
+            Box::new(KafkaAlerts::new(&settings, &alerts_topic).unwrap()) as Box<dyn AlertSink>,
+        ];
         p.top_k = 2;
         p
     };

@@ -1,7 +1,8 @@
-//! A verdict-store outage: DynamoDB Local is frozen (SIGSTOP, through
-//! `scripts/services.sh pause`) while the detector process consumes. The detector stays up
-//! and stops writing, its consumer lag grows, and once DynamoDB is back it carries on by
-//! itself: every transaction ends with exactly one verdict and the offsets reach the end.
+//! Outages mid-stream: DynamoDB Local (the verdict store) or the Kafka broker is frozen
+//! (SIGSTOP, through `scripts/services.sh pause`) while the detector process consumes. The
+//! detector stays up (with the store down it stops writing and its consumer lag grows), and
+//! once the service is back it carries on by itself: every transaction ends with exactly
+//! one verdict and the committed offsets reach the end.
 
 mod common;
 
@@ -10,22 +11,25 @@ use std::time::Duration;
 
 use common::detector::{Deployment, covers};
 
-fn services(cmd: &str) {
+/// The tests freeze shared services: one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn services(cmd: &str, service: &str) {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/services.sh");
     let ok = Command::new("bash")
-        .args([script, cmd, "dynamodb"])
+        .args([script, cmd, service])
         .status()
         .unwrap()
         .success();
-    assert!(ok, "services.sh {cmd} dynamodb failed");
+    assert!(ok, "services.sh {cmd} {service} failed");
 }
 
-/// Resumes DynamoDB even when the test fails half-way.
-struct Thaw;
+/// Resumes the service even when the test fails half-way.
+struct Thaw(&'static str);
 
 impl Drop for Thaw {
     fn drop(&mut self) {
-        services("resume");
+        services("resume", self.0);
     }
 }
 
@@ -40,7 +44,19 @@ fn total_lag(metrics: &str) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_verdict_store_pauses_the_detector_and_loses_nothing() {
-    let d = Deployment::new("outage").await;
+    freeze_mid_stream("dynamodb").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_broker_is_waited_out_and_nothing_is_lost() {
+    freeze_mid_stream("kafka").await;
+}
+
+/// Freeze `service` for 8 s while transactions are in flight, then check that the detector
+/// survived, resumed by itself, and wrote exactly one verdict per transaction.
+async fn freeze_mid_stream(service: &'static str) {
+    let _serial = SERIAL.lock().await;
+    let d = Deployment::new(&format!("outage-{service}")).await;
     let first = 3_000;
     let n = 8_000;
     d.produce(0, first).await;
@@ -53,21 +69,30 @@ async fn a_frozen_verdict_store_pauses_the_detector_and_loses_nothing() {
         det.log_text()
     );
 
-    services("pause");
-    let thaw = Thaw;
-    d.produce(first, n).await;
+    // With the store frozen the new messages pile up unread; with the broker frozen they
+    // are in it already, partly read.
+    if service == "kafka" {
+        d.produce(first, n).await;
+    }
+    services("pause", service);
+    let thaw = Thaw(service);
+    if service != "kafka" {
+        d.produce(first, n).await;
+    }
     tokio::time::sleep(Duration::from_secs(8)).await;
     assert!(
         det.alive(),
         "the detector must survive the outage:\n{}",
         det.log_text()
     );
-    let metrics = det.metrics().await;
-    assert!(
-        total_lag(&metrics) > 0.0,
-        "lag must grow while the store is down:\n{metrics}"
-    );
-    drop(thaw); // DynamoDB is back
+    if service != "kafka" {
+        let metrics = det.metrics().await;
+        assert!(
+            total_lag(&metrics) > 0.0,
+            "lag must grow while the store is down:\n{metrics}"
+        );
+    }
+    drop(thaw); // the service is back
 
     assert!(
         d.wait_for_verdicts(n as u64, Duration::from_secs(180))

@@ -158,10 +158,7 @@ async fn run_kafka(
         stdout: cfg.alerts.stdout,
     })];
     if let Some(topic) = &k.alerts_topic {
-        alerts.push(Box::new(KafkaAlerts {
-            producer: k.producer()?,
-            topic: topic.clone(),
-        }));
+        alerts.push(Box::new(KafkaAlerts::new(k, topic)?));
     }
     alerts.extend(webhook_alerts(cfg)?);
     let (stop_rx, abort_rx) = stop_signals(cfg.delivery.shutdown_deadline);

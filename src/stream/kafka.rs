@@ -66,6 +66,9 @@ impl Default for KafkaSettings {
     }
 }
 
+/// Producers' `message.timeout.ms` unless configured.
+const DEFAULT_MESSAGE_TIMEOUT_MS: u64 = 30_000;
+
 /// librdkafka consumer properties that a producer does not take.
 const CONSUMER_ONLY: &[&str] = &[
     "session.timeout.ms",
@@ -137,7 +140,7 @@ impl KafkaSettings {
     pub fn producer(&self) -> anyhow::Result<FutureProducer> {
         let mut c = self.client(true);
         if !self.properties.contains_key("message.timeout.ms") {
-            c.set("message.timeout.ms", "30000");
+            c.set("message.timeout.ms", DEFAULT_MESSAGE_TIMEOUT_MS.to_string());
         }
         c.set("enable.idempotence", "true").set("acks", "all");
         // Statistics feed the consumer-lag gauge; producers have no use for them.
@@ -146,13 +149,79 @@ impl KafkaSettings {
     }
 }
 
+/// A producer that is replaced when its deliveries hang. After a broker outage an
+/// idempotent producer can be left with requests whose fate it never learns, so that its
+/// delivery reports never come; every wait is bounded by `message.timeout.ms` plus a
+/// margin, and a timed-out producer is dropped for a new one.
+pub struct Publisher {
+    settings: KafkaSettings,
+    current: Mutex<Arc<FutureProducer>>,
+    timeout: Duration,
+}
+
+impl Publisher {
+    /// A publisher with the settings' producer.
+    pub fn new(settings: &KafkaSettings) -> anyhow::Result<Self> {
+        let message_timeout = settings
+            .properties
+            .get("message.timeout.ms")
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(DEFAULT_MESSAGE_TIMEOUT_MS);
+        Ok(Self {
+            settings: settings.clone(),
+            current: Mutex::new(Arc::new(settings.producer()?)),
+            timeout: Duration::from_millis(message_timeout) + Duration::from_secs(5),
+        })
+    }
+
+    /// The producer to send with.
+    #[must_use]
+    pub fn producer(&self) -> Arc<FutureProducer> {
+        self.current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Wait for `deliveries`; past the timeout, replace the producer and fail.
+    pub async fn within<T>(&self, deliveries: impl Future<Output = T>) -> anyhow::Result<T> {
+        if let Ok(done) = tokio::time::timeout(self.timeout, deliveries).await {
+            return Ok(done);
+        }
+        match self.settings.producer() {
+            Ok(fresh) => {
+                let old = std::mem::replace(
+                    &mut *self
+                        .current
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner),
+                    Arc::new(fresh),
+                );
+                // Destroying a client can wait on its threads: not on the runtime's.
+                tokio::task::spawn_blocking(move || drop(old));
+                tracing::warn!(timeout = ?self.timeout, "deliveries hung; replaced the producer");
+            }
+            Err(e) => tracing::warn!(error = %e, "deliveries hung; no new producer"),
+        }
+        anyhow::bail!("no delivery report within {:?}", self.timeout)
+    }
+}
+
 /// Fraud alerts on a Kafka topic, keyed by transaction id; `send` returns once the broker
 /// has acknowledged every alert.
 pub struct KafkaAlerts {
-    /// The producer.
-    pub producer: FutureProducer,
-    /// The topic.
-    pub topic: String,
+    publisher: Publisher,
+    topic: String,
+}
+
+impl KafkaAlerts {
+    /// Alerts to `topic` with the settings' producer.
+    pub fn new(settings: &KafkaSettings, topic: &str) -> anyhow::Result<Self> {
+        Ok(Self {
+            publisher: Publisher::new(settings)?,
+            topic: topic.to_owned(),
+        })
+    }
 }
 
 #[async_trait::async_trait]
@@ -166,13 +235,19 @@ impl AlertSink for KafkaAlerts {
             .iter()
             .map(serde_json::to_string)
             .collect::<Result<_, _>>()?;
+        let producer = self.publisher.producer();
         let sends = alerts.iter().zip(&payloads).map(|(v, p)| {
-            self.producer.send(
+            producer.send(
                 FutureRecord::to(&self.topic).key(&v.tx_id).payload(p),
                 Duration::from_secs(30),
             )
         });
-        for r in join_all(sends).await {
+        for r in self
+            .publisher
+            .within(join_all(sends))
+            .await
+            .map_err(|e| e.context(format!("alert delivery to {}", self.topic)))?
+        {
             r.map_err(|(e, _)| anyhow::anyhow!("alert delivery to {}: {e}", self.topic))?;
         }
         Ok(())
@@ -227,6 +302,8 @@ struct Shared {
     assigned: HashSet<Key>,
     /// Partitions revoked so far.
     revoked: u64,
+    /// Whether the source has paused its partitions (the scorer is behind).
+    paused: bool,
 }
 
 type SharedRef = Arc<Mutex<Shared>>;
@@ -269,6 +346,22 @@ impl ConsumerContext for DetectorContext {
             Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
         }
     }
+
+    /// Newly assigned partitions take the source's current state: librdkafka keeps a
+    /// partition's pause across a revoke and a re-assignment (after a session timeout,
+    /// say), which would leave it paused for ever once the source has resumed.
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            let result = if lock(&self.shared).paused {
+                consumer.pause(tpl)
+            } else {
+                consumer.resume(tpl)
+            };
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "pause state of assigned partitions");
+            }
+        }
+    }
 }
 
 fn keys_of(tpl: &TopicPartitionList) -> Vec<Key> {
@@ -284,14 +377,22 @@ impl DetectorContext {
     /// this member afterwards. Runs on the polling thread while the scorer task goes on.
     fn revoke(&self, consumer: &BaseConsumer<Self>, keys: &[Key]) {
         let deadline = Instant::now() + self.revoke_timeout;
-        let mut pending;
-        loop {
-            pending = lock(&self.shared).marks.in_flight_in(keys);
+        let wait = || loop {
+            let pending = lock(&self.shared).marks.in_flight_in(keys);
             if pending == 0 || Instant::now() >= deadline {
-                break;
+                break pending;
             }
             std::thread::sleep(Duration::from_millis(5));
-        }
+        };
+        // The callback runs inside a poll on a runtime worker: hand that worker's other
+        // tasks (the scorer among them, perhaps) to another thread while this one waits.
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        let pending = if multi_thread {
+            tokio::task::block_in_place(wait)
+        } else {
+            wait()
+        };
         if pending > 0 {
             tracing::warn!(
                 pending,
@@ -343,13 +444,44 @@ struct Dispatched {
 /// Consume until `stop` turns true; then stop reading, let the scorer drain what it was
 /// handed, flush the lake, and commit the final offsets. The processor's own `stop`
 /// aborts a drain that cannot finish (a sink still down): those offsets stay uncommitted.
-/// Returns the summary and the processor (with its totals).
+/// A consumer that fails fatally is replaced by a new one (after the scorer has drained
+/// what the old one read; its uncommitted offsets are read again, and rewrite the same
+/// verdicts). Returns the summary and the processor (with its totals).
 pub async fn run(
     settings: &KafkaSettings,
-    processor: Processor,
+    mut processor: Processor,
     options: PipelineOptions,
     mut stop: watch::Receiver<bool>,
 ) -> (anyhow::Result<KafkaSummary>, Processor) {
+    let mut summary = KafkaSummary::default();
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        let (result, p) = session(settings, processor, options, &mut stop, &mut summary).await;
+        processor = p;
+        match result {
+            Err(e) if e.downcast_ref::<FatalConsumer>().is_some() && !*stop.borrow() => {
+                metrics::counter!(names::CONSUMER_RESTARTS).increment(1);
+                tracing::error!(error = %e, retry_in = ?backoff, "the consumer failed for good; starting a new one");
+                tokio::select! {
+                    _ = stop.changed() => return (Ok(summary), processor),
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+            Err(e) => return (Err(e), processor),
+            Ok(()) => return (Ok(summary), processor),
+        }
+    }
+}
+
+/// One consumer's life: from subscribing until a stop (`Ok`) or an error.
+async fn session(
+    settings: &KafkaSettings,
+    processor: Processor,
+    options: PipelineOptions,
+    stop: &mut watch::Receiver<bool>,
+    summary: &mut KafkaSummary,
+) -> (anyhow::Result<()>, Processor) {
     let shared: SharedRef = Arc::default();
     let consumer = match settings.consumer(DetectorContext {
         shared: shared.clone(),
@@ -360,15 +492,8 @@ pub async fn run(
     };
     let (batch_tx, batch_rx) = mpsc::channel::<Dispatched>(options.in_flight_batches.max(1));
     let scorer = tokio::spawn(score(processor, batch_rx, shared.clone(), consumer.clone()));
-    let mut summary = KafkaSummary::default();
     let source = consume(
-        settings,
-        &consumer,
-        &shared,
-        &batch_tx,
-        options,
-        &mut stop,
-        &mut summary,
+        settings, &consumer, &shared, &batch_tx, options, stop, summary,
     )
     .await;
     drop(batch_tx); // the scorer drains what it was handed, then returns
@@ -376,16 +501,18 @@ pub async fn run(
         Ok(r) => r,
         Err(e) => std::panic::resume_unwind(e.into_panic()),
     };
-    let result = source.and(drained).and_then(|()| {
+    let fatal = matches!(&source, Err(e) if e.downcast_ref::<FatalConsumer>().is_some());
+    let result = source.and(drained).map(|()| {
         // Final, synchronous commit of everything durable on partitions still ours.
         let mut last = TopicPartitionList::new();
         let s = lock(&shared);
         for ((topic, partition), next) in s.marks.committable() {
             if s.assigned.contains(&(topic.clone(), partition)) {
-                last.add_partition_offset(&topic, partition, Offset::Offset(next))?;
+                let _added =
+                    last.add_partition_offset(&topic, partition, Offset::Offset(next));
             }
         }
-        summary.revoked = s.revoked;
+        summary.revoked += s.revoked;
         drop(s);
         // A failure here (a rebalance started by another member leaving at the same time)
         // only means the partitions' next owner re-reads from the last successful commit.
@@ -399,8 +526,10 @@ pub async fn run(
             dead_letters = summary.dead_letters,
             "stopped; offsets committed"
         );
-        Ok(summary)
     });
+    if fatal {
+        summary.revoked += lock(&shared).revoked;
+    }
     (result, processor)
 }
 
@@ -417,7 +546,7 @@ async fn consume(
 ) -> anyhow::Result<()> {
     let topics: Vec<&str> = settings.topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
-    let producer = settings.producer()?;
+    let producer = Publisher::new(settings)?;
     tracing::info!(brokers = %settings.brokers, topics = ?settings.topics, group = %settings.group_id, "consuming");
     let mut pending: Vec<Read> = Vec::with_capacity(options.batch_size);
     let mut first_at: Option<tokio::time::Instant> = None;
@@ -430,7 +559,7 @@ async fn consume(
                 _ = stop.changed() => return Ok(()),
                 () = batch_tx.closed() => return Ok(()), // the scorer failed
                 m = consumer.recv() => {
-                    if let Some(r) = read(m).await {
+                    if let Some(r) = read(m).await? {
                         first_at.get_or_insert_with(tokio::time::Instant::now);
                         pending.push(r);
                     }
@@ -474,12 +603,13 @@ async fn consume(
                     Ok(Err(_)) => return Ok(()), // the scorer failed
                     Err(_) => match wait_for_scorer(
                         consumer,
+                        shared,
                         batch_tx,
                         &mut pending,
                         options.batch_size,
                         started,
                     )
-                    .await
+                    .await?
                     {
                         Some(p) => p,
                         None => return Ok(()),
@@ -499,24 +629,32 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
+/// The consumer hit a fatal error (for example, fenced by the group after its session
+/// timed out while the broker was unreachable): it can never consume again, so the
+/// pipeline starts a new one.
+#[derive(Debug, thiserror::Error)]
+#[error("fatal consumer error: {0}")]
+pub struct FatalConsumer(rdkafka::error::KafkaError);
+
 /// Copy one message out of the consumer; errors (broker outages, which librdkafka
-/// recovers from by itself) are logged and waited out.
+/// recovers from by itself) are logged and waited out, except fatal ones.
 async fn read(
     m: Result<rdkafka::message::BorrowedMessage<'_>, rdkafka::error::KafkaError>,
-) -> Option<Read> {
+) -> Result<Option<Read>, FatalConsumer> {
     match m {
-        Ok(m) => Some(Read {
+        Err(e @ rdkafka::error::KafkaError::MessageConsumptionFatal(_)) => Err(FatalConsumer(e)),
+        Ok(m) => Ok(Some(Read {
             key: (m.topic().to_owned(), m.partition()),
             offset: m.offset(),
             msg_key: m.key().map(<[u8]>::to_vec),
             payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
             at: Instant::now(),
             produced_at_ms: m.timestamp().to_millis(),
-        }),
+        })),
         Err(e) => {
             tracing::warn!(error = %e, "consumer error; retrying");
             tokio::time::sleep(Duration::from_millis(500)).await;
-            None
+            Ok(None)
         }
     }
 }
@@ -530,12 +668,14 @@ const PAUSE_AFTER: Duration = Duration::from_secs(2);
 /// `None` when the scorer has stopped.
 async fn wait_for_scorer<'a>(
     consumer: &StreamConsumer<DetectorContext>,
+    shared: &SharedRef,
     batch_tx: &'a mpsc::Sender<Dispatched>,
     pending: &mut Vec<Read>,
     batch_size: usize,
     started: Instant,
-) -> Option<mpsc::Permit<'a, Dispatched>> {
+) -> Result<Option<mpsc::Permit<'a, Dispatched>>, FatalConsumer> {
     let pause = || {
+        lock(shared).paused = true;
         if let Ok(a) = consumer.assignment()
             && let Err(e) = consumer.pause(&a)
         {
@@ -548,7 +688,7 @@ async fn wait_for_scorer<'a>(
             biased;
             p = batch_tx.reserve() => break p.ok(),
             m = consumer.recv() => {
-                if let Some(r) = read(m).await {
+                if let Some(r) = read(m).await? {
                     pending.push(r);
                     if pending.len() >= batch_size {
                         pause(); // partitions assigned since the first pause
@@ -557,6 +697,7 @@ async fn wait_for_scorer<'a>(
             }
         }
     };
+    lock(shared).paused = false;
     if let Ok(a) = consumer.assignment()
         && let Err(e) = consumer.resume(&a)
     {
@@ -564,7 +705,7 @@ async fn wait_for_scorer<'a>(
     }
     metrics::histogram!(names::BLOCKED_SECONDS, "stage" => "source")
         .record(started.elapsed().as_secs_f64());
-    permit
+    Ok(permit)
 }
 
 /// Decode a batch, make its invalid messages durable in the dead-letter topic, and track
@@ -573,7 +714,7 @@ async fn wait_for_scorer<'a>(
 async fn prepare(
     settings: &KafkaSettings,
     consumer: &StreamConsumer<DetectorContext>,
-    producer: &FutureProducer,
+    producer: &Publisher,
     shared: &SharedRef,
     batch: Vec<Read>,
     stop: &mut watch::Receiver<bool>,
@@ -635,7 +776,7 @@ async fn prepare(
 /// unreachable. False when stopped first.
 async fn send_dead_letters(
     settings: &KafkaSettings,
-    producer: &FutureProducer,
+    publisher: &Publisher,
     dead: &[(&Read, crate::schema::RecordErrorKind)],
     stop: &mut watch::Receiver<bool>,
 ) -> bool {
@@ -643,6 +784,7 @@ async fn send_dead_letters(
     let mut attempt = 0u32;
     let mut rng = crate::rng::Rng::new(u64::from(std::process::id()));
     while !left.is_empty() {
+        let producer = publisher.producer();
         let sends = left.iter().map(|&i| {
             let (r, kind) = &dead[i];
             let partition = r.key.1.to_string();
@@ -677,7 +819,13 @@ async fn send_dead_letters(
             }
             producer.send(rec, Duration::from_secs(30))
         });
-        let results = join_all(sends).await;
+        let results: Vec<Result<(), String>> = match publisher.within(join_all(sends)).await {
+            Ok(results) => results
+                .into_iter()
+                .map(|r| r.map(|_| ()).map_err(|(e, _)| e.to_string()))
+                .collect(),
+            Err(e) => vec![Err(e.to_string()); left.len()],
+        };
         let mut failed = Vec::new();
         let mut error = None;
         for (&i, res) in left.iter().zip(results) {
@@ -687,7 +835,7 @@ async fn send_dead_letters(
                     metrics::counter!(names::DEAD_LETTERS, "reason" => kind.code()).increment(1);
                     tracing::debug!(topic = %r.key.0, partition = r.key.1, offset = r.offset, reason = %kind, "message sent to the dead-letter topic");
                 }
-                Err((e, _)) => {
+                Err(e) => {
                     failed.push(i);
                     error = Some(e);
                 }
