@@ -145,7 +145,7 @@ throughput() { # label verdicts lake alerts rows
   start_on_new_topic "$name" "$2" "$3" "$4"
   "$BIN/loadgen" --input "$INPUT" "${LOOP[@]}" --limit "$rows" --brokers "$BROKERS" \
     --topic "$TOPIC" 2>"$WORK/$name.loadgen" >/dev/null &
-  local loadgen=$! t0="" n=1 n0 now
+  local loadgen=$! t0 n=1 n0 now
   until ((n > 1)); do n=$(scored); sleep 0.01; done
   t0=$(date +%s.%N) n0=$n
   wait_scored $((rows + 1)) "$WORK/$name.log"

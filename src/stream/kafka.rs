@@ -174,13 +174,16 @@ impl Publisher {
         })
     }
 
-    /// The producer to send with.
-    #[must_use]
-    pub fn producer(&self) -> Arc<FutureProducer> {
+    fn slot(&self) -> MutexGuard<'_, Arc<FutureProducer>> {
         self.current
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+    }
+
+    /// The producer to send with.
+    #[must_use]
+    pub fn producer(&self) -> Arc<FutureProducer> {
+        self.slot().clone()
     }
 
     /// Wait for `deliveries`; past the timeout, replace the producer and fail.
@@ -190,13 +193,7 @@ impl Publisher {
         }
         match self.settings.producer() {
             Ok(fresh) => {
-                let old = std::mem::replace(
-                    &mut *self
-                        .current
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner),
-                    Arc::new(fresh),
-                );
+                let old = std::mem::replace(&mut *self.slot(), Arc::new(fresh));
                 // Destroying a client can wait on its threads: not on the runtime's.
                 tokio::task::spawn_blocking(move || drop(old));
                 tracing::warn!(timeout = ?self.timeout, "deliveries hung; replaced the producer");
@@ -501,7 +498,7 @@ async fn session(
         Ok(r) => r,
         Err(e) => std::panic::resume_unwind(e.into_panic()),
     };
-    let fatal = matches!(&source, Err(e) if e.downcast_ref::<FatalConsumer>().is_some());
+    summary.revoked += lock(&shared).revoked;
     let result = source.and(drained).map(|()| {
         // Final, synchronous commit of everything durable on partitions still ours.
         let mut last = TopicPartitionList::new();
@@ -512,7 +509,6 @@ async fn session(
                     last.add_partition_offset(&topic, partition, Offset::Offset(next));
             }
         }
-        summary.revoked += s.revoked;
         drop(s);
         // A failure here (a rebalance started by another member leaving at the same time)
         // only means the partitions' next owner re-reads from the last successful commit.
@@ -527,9 +523,6 @@ async fn session(
             "stopped; offsets committed"
         );
     });
-    if fatal {
-        summary.revoked += lock(&shared).revoked;
-    }
     (result, processor)
 }
 
