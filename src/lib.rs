@@ -1,39 +1,49 @@
 //! fraudstream: streaming credit-card fraud detection.
 //!
-//! Module map:
-//! - [`schema`]: the transaction record (Kaggle layout plus an id), readers for CSV,
-//!   JSON lines and Parquet, and the validation errors that name file, line and field.
-//! - [`forest`]: our random-forest engine: quantile binning, histogram training with the
-//!   subtraction trick, flat-array serving, importances and decision-path contributions.
-//! - [`model`]: the model file format (magic, version, metadata, body, checksum) and the
-//!   [`model::Model`] that pairs a forest with its feature list and threshold.
-//! - [`eval`]: metrics (AUPRC, ROC-AUC, recall at precision), threshold choice, data
-//!   splits, and the HTML/SVG evaluation report.
-//! - [`pipeline`]: the batch commands' logic (train, evaluate, score) over files, shared by
-//!   the CLI and the tests.
-//! - [`cli`]: the command-line interface (argument parsing and output formatting).
-//! - [`rng`]: a seedable, platform-independent PRNG used wherever training draws.
-//! - [`storage`]: the `BlobStore` trait with local, S3 and HDFS backends.
-//! - [`sinks`]: the verdict store (SQLite, DynamoDB) and the Parquet lake writer.
-//! - [`registry`]: the model store: versions, manifests and the `LATEST` pointer.
-//! - [`config`]: the storage configuration; [`retry`]: bounded backoff; [`aws`]: shared
-//!   AWS SDK set-up;
-//!   [`metric_names`]: every exported metric name.
+//! The pure core (schema, forest, model format, evaluation, training, RNG) is the
+//! `fraudstream-core` crate, re-exported here under the same names; this crate adds the
+//! service around it.
 //!
-//! The core (schema, forest, model, eval) does no network I/O and needs no async runtime.
+//! Module map:
+//! - [`schema`], [`forest`], [`model`], [`eval`], [`rng`] (from the core): transactions
+//!   and their readers, the random-forest engine, the model file and the one scoring
+//!   function, metrics and splits, the seeded PRNG.
+//! - [`detector`]: the detector as a library: [`detector::Detector::build`] from a
+//!   [`config::Config`], `run` until a [`shutdown::Shutdown`], and handles to its state.
+//! - [`stream`]: the detector's stages: sources (file/stdin, Kafka), batcher, scorer,
+//!   delivery, dead letters, acker, stats.
+//! - [`sinks`]: the verdict store (SQLite, DynamoDB), the alert sinks (file/stdout,
+//!   Kafka topic, webhook, recent-alert ring) and the Parquet lake writer.
+//! - [`storage`]: the `BlobStore` trait with local, S3 and HDFS backends.
+//! - [`registry`]: the model store (versions, manifests, `LATEST`) and the hot-reload
+//!   watcher.
+//! - [`pipeline`]: the batch commands' logic: retraining with a quality gate, remote
+//!   inputs, verdict output files (training itself is the core's).
+//! - [`kafka`]: Kafka client settings and the self-replacing producer.
+//! - [`config`]: the configuration file, its sections and their validation.
+//! - [`aws`]: the one AWS connection type; [`secret`]: the one secret type.
+//! - [`shutdown`]: stop, deadline and abort; [`retry`]: bounded backoff; [`clock`]:
+//!   wall-clock helpers.
+//! - [`telemetry`]: `/metrics`, `/healthz`, `/readyz`; [`metric_names`]: every metric
+//!   name.
+//! - [`report`]: the evaluation report (SVG charts, HTML page).
+//! - [`cli`]: the command-line interface (argument parsing and printing).
+
+pub use fraudstream_core::{eval, forest, model, rng, schema};
 
 pub mod aws;
 pub mod cli;
+pub mod clock;
 pub mod config;
-pub mod eval;
-pub mod forest;
+pub mod detector;
+pub mod kafka;
 pub mod metric_names;
-pub mod model;
 pub mod pipeline;
 pub mod registry;
+pub mod report;
 pub mod retry;
-pub mod rng;
-pub mod schema;
+pub mod secret;
+pub mod shutdown;
 pub mod sinks;
 pub mod storage;
 pub mod stream;

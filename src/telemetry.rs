@@ -8,6 +8,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 /// Install the Prometheus recorder for this process (once; later calls reuse it).
 pub fn recorder() -> anyhow::Result<PrometheusHandle> {
@@ -24,17 +25,17 @@ pub fn recorder() -> anyhow::Result<PrometheusHandle> {
     Ok(HANDLE.get_or_init(|| h).clone())
 }
 
-/// Serve the endpoint on `listener` until `stop` turns true. `ready` says whether the
+/// Serve the endpoint on `listener` until `stop` is cancelled. `ready` says whether the
 /// detector is ready (model loaded, sinks connected).
 pub async fn serve(
     listener: TcpListener,
     handle: PrometheusHandle,
     ready: watch::Receiver<bool>,
-    mut stop: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) {
     loop {
         let accepted = tokio::select! {
-            _ = stop.changed() => return,
+            () = stop.cancelled() => return,
             a = listener.accept() => a,
         };
         let Ok((mut sock, _)) = accepted else {
@@ -102,8 +103,8 @@ mod tests {
         metrics::counter!("fraudstream_test_counter_total").increment(3);
         let (listener, addr) = bind("127.0.0.1:0").await.unwrap();
         let (ready_tx, ready_rx) = watch::channel(false);
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let server = tokio::spawn(serve(listener, handle, ready_rx, stop_rx));
+        let stop = CancellationToken::new();
+        let server = tokio::spawn(serve(listener, handle, ready_rx, stop.clone()));
         assert!(get(addr, "/healthz").await.starts_with("HTTP/1.1 200"));
         assert!(get(addr, "/readyz").await.starts_with("HTTP/1.1 503"));
         ready_tx.send(true).unwrap();
@@ -111,7 +112,7 @@ mod tests {
         let m = get(addr, "/metrics").await;
         assert!(m.contains("fraudstream_test_counter_total 3"), "{m}");
         assert!(get(addr, "/nope").await.starts_with("HTTP/1.1 404"));
-        stop_tx.send(true).unwrap();
+        stop.cancel();
         server.await.unwrap();
     }
 }

@@ -1,20 +1,23 @@
-//! The detector against a real Kafka-protocol broker (noida-db from scripts/services.sh):
+//! The detector against a real Kafka-protocol broker (noida-db from scripts/services.sh),
+//! built in-process from a configuration file exactly as `fraudstream run` builds it:
 //! N valid and M malformed messages in; exactly N verdicts, M dead letters with reasons,
 //! one alert per fraud verdict, and committed offsets at the end of every partition; a
 //! restarted detector in the same group finds nothing left to do.
 
 mod common;
 
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
+use fraudstream::config::Config;
+use fraudstream::detector::Detector;
 use fraudstream::pipeline::{TrainOptions, train_model};
+use fraudstream::registry::ModelStore;
 use fraudstream::schema::json::encode_transaction;
 use fraudstream::schema::{ReadOptions, read_dataset};
+use fraudstream::shutdown::Shutdown;
 use fraudstream::sinks::verdicts::local::LocalVerdictStore;
-use fraudstream::stream::kafka::{KafkaAlerts, KafkaSettings, PipelineOptions, run};
-use fraudstream::stream::process::{AlertSink, Processor};
+use fraudstream::storage::local::LocalStore;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -80,11 +83,127 @@ fn read_all(brokers: &str, topic: &str, expect: usize) -> Vec<rdkafka::message::
     out
 }
 
-fn options() -> PipelineOptions {
-    PipelineOptions {
-        batch_size: 200,
-        ..PipelineOptions::default()
+/// A model store in `dir` serving a forest of `trees` trees trained on the sample.
+async fn publish_model(dir: &Path, trees: usize) {
+    let (data, _) = read_dataset(SAMPLE, ReadOptions::default()).unwrap();
+    let mut opts = TrainOptions::default();
+    opts.params.n_trees = trees;
+    let model = train_model(&data, SAMPLE, &opts, &|| {}).unwrap().model;
+    let store = ModelStore::new(std::sync::Arc::new(
+        LocalStore::new(dir.join("registry")).unwrap(),
+    ));
+    store.put(&model).await.unwrap();
+    store.set_latest(model.version(), None).await.unwrap();
+}
+
+/// A detector configuration on Kafka with local verdicts, lake and model store in `dir`.
+fn write_config(
+    dir: &Path,
+    name: &str,
+    brokers: &str,
+    topic: &str,
+    group: &str,
+    alerts_topic: Option<&str>,
+    batch_size: usize,
+    top_k: usize,
+) -> PathBuf {
+    let d = dir.display();
+    let alerts = alerts_topic.map_or_else(String::new, |t| format!("alerts_topic = \"{t}\""));
+    let text = format!(
+        r#"
+[source]
+kind = "kafka"
+
+[scoring]
+batch_size = {batch_size}
+batch_timeout = "5ms"
+top_k = {top_k}
+
+[alerts]
+stdout = false
+
+[kafka]
+brokers = "{brokers}"
+topics = ["{topic}"]
+group_id = "{group}"
+dlq_topic = "{topic}.dlq"
+{alerts}
+
+[verdicts]
+backend = "local"
+local_path = "{d}/verdicts.db"
+
+[lake]
+location = "{d}/lake-{name}"
+
+[lake.writer]
+writer_id = "{name}"
+
+[models]
+location = "{d}/registry"
+poll_interval = "0s"
+
+[metrics]
+address = "127.0.0.1:0"
+"#
+    );
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+async fn build(config: &Path) -> Detector {
+    Detector::build(&Config::load(config).unwrap())
+        .await
+        .unwrap()
+}
+
+fn verdicts(dir: &Path) -> u64 {
+    LocalVerdictStore::open(dir.join("verdicts.db"))
+        .unwrap()
+        .count()
+        .unwrap()
+}
+
+/// Stop `shutdown` once `dir` holds `n` verdicts (or after `timeout`).
+fn stop_at(
+    dir: &Path,
+    n: u64,
+    timeout: Duration,
+    shutdown: Shutdown,
+) -> tokio::task::JoinHandle<()> {
+    let dir = dir.to_path_buf();
+    tokio::spawn(async move {
+        let deadline = std::time::Instant::now() + timeout;
+        while verdicts(&dir) < n && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        shutdown.stop();
+    })
+}
+
+/// Committed offset and end offset of every partition of `topic` for `group`.
+fn offsets(brokers: &str, topic: &str, group: &str) -> Vec<(Offset, i64)> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for part in 0..PARTITIONS {
+        tpl.add_partition(topic, part);
     }
+    let committed = c.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
+    committed
+        .elements()
+        .iter()
+        .map(|e| {
+            let (_, high) = c
+                .fetch_watermarks(topic, e.partition(), Duration::from_secs(10))
+                .unwrap();
+            (e.offset(), high)
+        })
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -131,53 +250,38 @@ async fn kafka_end_to_end_exactly_one_verdict_each() {
         s.map_err(|(e, _)| e).unwrap();
     }
 
-    let mut opts = TrainOptions::default();
-    opts.params.n_trees = 20;
-    let model = train_model(&data, SAMPLE, &opts, &|| {}).unwrap().model;
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(LocalVerdictStore::open(dir.path().join("v.db")).unwrap());
-    let settings = KafkaSettings {
-        brokers: brokers.clone(),
-        topics: vec![input.clone()],
-        group_id: common::unique("detectors"),
-        dlq_topic: dlq.clone(),
-        alerts_topic: Some(alerts_topic.clone()),
-        ..KafkaSettings::default()
-    };
-    let make_processor = || {
-        let mut p = Processor::new(
-            Arc::new(ArcSwap::from_pointee(model.clone())),
-            store.clone(),
-        );
-        p.alerts = vec![
-            Box::new(KafkaAlerts::new(&settings, &alerts_topic).unwrap()) as Box<dyn AlertSink>,
-        ];
-        p.top_k = 2;
-        p
-    };
+    publish_model(dir.path(), 20).await;
+    let group = common::unique("detectors");
+    let config = write_config(
+        dir.path(),
+        "d1",
+        &brokers,
+        &input,
+        &group,
+        Some(&alerts_topic),
+        200,
+        2,
+    );
 
     // Run until every valid message has a verdict, then stop.
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let watcher_store = store.clone();
-    let watcher = tokio::spawn(async move {
-        let deadline = std::time::Instant::now() + Duration::from_secs(90);
-        while watcher_store.count().unwrap() < n as u64 && std::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        stop_tx.send(true).unwrap();
-    });
     let metrics = fraudstream::telemetry::recorder().unwrap();
-    let (summary, p) = run(&settings, make_processor(), options(), stop_rx).await;
-    let summary = summary.unwrap();
-    watcher.await.unwrap();
-    let text = metrics.render();
-    assert!(
-        text.contains(&format!("fraudstream_scored_total {n}")),
-        "{text}"
+    let before = scored_total(&metrics.render());
+    let detector = build(&config).await;
+    let shutdown = Shutdown::new(Duration::from_secs(30));
+    let stopper = stop_at(
+        dir.path(),
+        n as u64,
+        Duration::from_secs(90),
+        shutdown.clone(),
     );
-    assert!(
-        text.contains(&format!("fraudstream_consumed_total {}", n + 15)),
-        "{text}"
+    let summary = detector.run(shutdown).await.unwrap();
+    stopper.await.unwrap();
+    let text = metrics.render();
+    assert_eq!(
+        scored_total(&text) - before,
+        n as u64,
+        "each valid message scored once: {text}"
     );
     assert!(
         text.contains("fraudstream_dead_letters_total{reason="),
@@ -188,12 +292,14 @@ async fn kafka_end_to_end_exactly_one_verdict_each() {
         "{text}"
     );
     assert_eq!(
-        store.count().unwrap(),
+        verdicts(dir.path()),
         n as u64,
         "exactly one verdict per valid message"
     );
-    assert_eq!(summary.dead_letters, 15);
-    assert_eq!(summary.messages, (n + 15) as u64);
+    let st = &summary.stats;
+    assert_eq!(st.dead_letters, 15);
+    assert_eq!(st.read, (n + 15) as u64);
+    assert_eq!(st.scored, n as u64, "no message scored twice");
 
     // Dead letters keep the original bytes and carry the reason.
     let dead = read_all(&brokers, &dlq, 15);
@@ -212,47 +318,44 @@ async fn kafka_end_to_end_exactly_one_verdict_each() {
         );
         assert!(m.key().unwrap().starts_with(b"bad-"));
     }
-    // One alert per fraud verdict.
-    let alerts = read_all(&brokers, &alerts_topic, p.stats.flagged as usize);
-    assert_eq!(alerts.len() as u64, p.stats.flagged);
-    assert!(p.stats.flagged > 0);
+    // One alert per fraud verdict, with two contributions each (scoring.top_k).
+    let alerts = read_all(&brokers, &alerts_topic, st.flagged as usize);
+    assert_eq!(alerts.len() as u64, st.flagged);
+    assert!(st.flagged > 0);
+    let first: serde_json::Value = serde_json::from_slice(alerts[0].payload().unwrap()).unwrap();
+    assert_eq!(
+        first["top_features"].as_array().unwrap().len(),
+        2,
+        "{first}"
+    );
 
     // Committed offsets reach the end of every partition.
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .set("group.id", &settings.group_id)
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for part in 0..PARTITIONS {
-        tpl.add_partition(&input, part);
-    }
-    let committed = c.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
     let mut total = 0;
-    for e in committed.elements() {
-        let (_, high) = c
-            .fetch_watermarks(&input, e.partition(), Duration::from_secs(10))
-            .unwrap();
-        assert_eq!(
-            e.offset(),
-            Offset::Offset(high),
-            "partition {}",
-            e.partition()
-        );
+    for (committed, high) in offsets(&brokers, &input, &group) {
+        assert_eq!(committed, Offset::Offset(high));
         total += high;
     }
     assert_eq!(total, (n + 15) as i64);
 
     // A restarted detector in the same group has nothing left to read.
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let detector = build(&config).await;
+    let shutdown = Shutdown::new(Duration::from_secs(30));
+    let stopper = shutdown.clone();
     tokio::spawn(async move {
         tokio::time::sleep(Duration::from_secs(8)).await;
-        stop_tx.send(true).unwrap();
+        stopper.stop();
     });
-    let (again, _) = run(&settings, make_processor(), options(), stop_rx).await;
-    let again = again.unwrap();
-    assert_eq!(again.messages, 0, "everything was committed");
-    assert_eq!(store.count().unwrap(), n as u64);
+    let again = detector.run(shutdown).await.unwrap();
+    assert_eq!(again.stats.read, 0, "everything was committed");
+    assert_eq!(verdicts(dir.path()), n as u64);
+}
+
+/// `fraudstream_scored_total` in a Prometheus rendering (0 when absent).
+fn scored_total(text: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix("fraudstream_scored_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
 }
 
 /// A second detector joins the group mid-stream: the first one's revoked partitions are
@@ -289,92 +392,50 @@ async fn a_rebalance_hands_partitions_over_without_loss() {
         s.map_err(|(e, _)| e).unwrap();
     }
 
-    let mut opts = TrainOptions::default();
-    opts.params.n_trees = 10;
-    let model = train_model(&data, SAMPLE, &opts, &|| {}).unwrap().model;
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(LocalVerdictStore::open(dir.path().join("v.db")).unwrap());
-    let settings = KafkaSettings {
-        brokers: brokers.clone(),
-        topics: vec![input.clone()],
-        group_id: common::unique("detectors"),
-        dlq_topic: dlq,
-        alerts_topic: None,
-        ..KafkaSettings::default()
-    };
-    let processor = || {
-        Processor::new(
-            Arc::new(ArcSwap::from_pointee(model.clone())),
-            store.clone(),
-        )
-    };
+    publish_model(dir.path(), 10).await;
+    let group = common::unique("detectors");
     // Small batches, so that the first detector is still busy when the second joins.
-    let options = PipelineOptions {
-        batch_size: 20,
-        ..PipelineOptions::default()
-    };
+    let first_config = write_config(dir.path(), "d1", &brokers, &input, &group, None, 20, 3);
+    let second_config = write_config(dir.path(), "d2", &brokers, &input, &group, None, 20, 3);
 
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let first = tokio::spawn({
-        let (settings, p, stop) = (settings.clone(), processor(), stop_rx.clone());
-        async move { run(&settings, p, options, stop).await }
-    });
+    let shutdown = Shutdown::new(Duration::from_secs(30));
+    let first = build(&first_config).await;
+    let first = tokio::spawn(first.run(shutdown.clone()));
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while store.count().unwrap() < 500 && std::time::Instant::now() < deadline {
+    while verdicts(dir.path()) < 500 && std::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(
-        store.count().unwrap() < n as u64,
+        verdicts(dir.path()) < n as u64,
         "joined too late to rebalance anything"
     );
-    let second = tokio::spawn({
-        let (settings, p, stop) = (settings.clone(), processor(), stop_rx.clone());
-        async move { run(&settings, p, options, stop).await }
-    });
+    let second = build(&second_config).await;
+    let second = tokio::spawn(second.run(shutdown.clone()));
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    while store.count().unwrap() < n as u64 && std::time::Instant::now() < deadline {
+    while verdicts(dir.path()) < n as u64 && std::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // Let the last asynchronous commits land before stopping.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    stop_tx.send(true).unwrap();
-    let (a, pa) = first.await.unwrap();
-    let (b, pb) = second.await.unwrap();
-    let a = a.unwrap();
-    b.unwrap();
+    shutdown.stop();
+    let a = first.await.unwrap().unwrap();
+    let b = second.await.unwrap().unwrap();
 
     assert_eq!(
-        store.count().unwrap(),
+        verdicts(dir.path()),
         n as u64,
         "exactly one verdict per message"
     );
-    assert!(a.revoked > 0, "the first detector gave partitions up");
-    assert!(pb.stats.scored > 0, "the second detector scored its share");
+    assert!(a.stats.revoked > 0, "the first detector gave partitions up");
+    assert!(b.stats.scored > 0, "the second detector scored its share");
     assert!(
-        pa.stats.scored + pb.stats.scored >= n as u64,
+        a.stats.scored + b.stats.scored >= n as u64,
         "{} + {}",
-        pa.stats.scored,
-        pb.stats.scored
+        a.stats.scored,
+        b.stats.scored
     );
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .set("group.id", &settings.group_id)
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for part in 0..PARTITIONS {
-        tpl.add_partition(&input, part);
-    }
-    let committed = c.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
-    for e in committed.elements() {
-        let (_, high) = c
-            .fetch_watermarks(&input, e.partition(), Duration::from_secs(10))
-            .unwrap();
-        assert_eq!(
-            e.offset(),
-            Offset::Offset(high),
-            "partition {}",
-            e.partition()
-        );
+    for (committed, high) in offsets(&brokers, &input, &group) {
+        assert_eq!(committed, Offset::Offset(high));
     }
 }

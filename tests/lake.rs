@@ -156,7 +156,7 @@ async fn hdfs_lake() {
 #[tokio::test]
 async fn failed_flush_keeps_every_record_and_leaves_no_file() {
     let mut s = common::s3_settings("lake");
-    s.endpoint = Some(format!("http://127.0.0.1:{}", common::dead_port()));
+    s.connection.endpoint = Some(format!("http://127.0.0.1:{}", common::dead_port()));
     let store: Arc<dyn BlobStore> = Arc::new(S3Store::new(&s).await);
     let mut w = LakeWriter::new(store, settings(LakeCompression::Zstd)).with_retry(RetryPolicy {
         max_attempts: 2,

@@ -113,7 +113,7 @@ async fn through_proxy() -> (Proxy, Arc<dyn BlobStore>, Arc<dyn BlobStore>) {
     let mut direct = common::s3_settings(&bucket);
     direct.prefix = common::unique("outage");
     let mut via = direct.clone();
-    via.endpoint = Some(format!("http://127.0.0.1:{}", proxy.port));
+    via.connection.endpoint = Some(format!("http://127.0.0.1:{}", proxy.port));
     (
         proxy,
         Arc::new(S3Store::new(&via).await),

@@ -116,9 +116,9 @@ tolerance = 0.01
 min_auprc = 0.0
 trees = 30
 "#,
-            endpoint = s3.endpoint.unwrap(),
-            key = s3.access_key_id.unwrap(),
-            secret = s3.secret_access_key.unwrap().expose(),
+            endpoint = s3.connection.endpoint.unwrap(),
+            key = s3.connection.access_key_id.unwrap(),
+            secret = s3.connection.secret_access_key.unwrap().expose(),
             bucket = self.bucket,
             prefix = self.prefix,
         );

@@ -87,9 +87,9 @@ access_key_id = "local"
 secret_access_key = "local-secret"
 create_table = true
 "#,
-            endpoint = s3.endpoint.clone().unwrap(),
-            key = s3.access_key_id.clone().unwrap(),
-            secret = s3.secret_access_key.clone().unwrap().expose(),
+            endpoint = s3.connection.endpoint.clone().unwrap(),
+            key = s3.connection.access_key_id.clone().unwrap(),
+            secret = s3.connection.secret_access_key.clone().unwrap().expose(),
         ),
     )
     .unwrap();

@@ -6,10 +6,10 @@ mod common;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use fraudstream::secret::Secret;
 use fraudstream::storage::hdfs::HdfsStore;
 use fraudstream::storage::local::LocalStore;
 use fraudstream::storage::s3::{MULTIPART_PART_SIZE, S3Store};
-use fraudstream::storage::url::Secret;
 use fraudstream::storage::{BlobStore, Condition, StorageError};
 
 /// Everything every backend must do. `large` is the size of the large-object case.
@@ -202,7 +202,7 @@ async fn s3_missing_bucket_is_named() {
 async fn s3_wrong_credentials_say_so_without_the_secret() {
     let bucket = common::test_bucket().await;
     let mut s = common::s3_settings(&bucket);
-    s.secret_access_key = Some(Secret::new("definitely-wrong-secret-value"));
+    s.connection.secret_access_key = Some(Secret::new("definitely-wrong-secret-value"));
     let store = S3Store::new(&s).await;
     let e = store.put("k", Bytes::from_static(b"x")).await.unwrap_err();
     assert!(matches!(e, StorageError::Denied { .. }), "{e:?}");
@@ -219,7 +219,7 @@ async fn s3_wrong_credentials_say_so_without_the_secret() {
 async fn s3_unreachable_names_the_endpoint() {
     let mut s = common::s3_settings("any");
     let endpoint = format!("http://127.0.0.1:{}", common::dead_port());
-    s.endpoint = Some(endpoint.clone());
+    s.connection.endpoint = Some(endpoint.clone());
     let store = S3Store::new(&s).await;
     let e = store.get("k").await.unwrap_err();
     assert!(matches!(e, StorageError::Unreachable { .. }), "{e:?}");

@@ -4,12 +4,13 @@ mod common;
 
 use std::time::Duration;
 
+use fraudstream::aws::AwsConnection;
 use fraudstream::model::scoring::Contribution;
 use fraudstream::retry::RetryPolicy;
+use fraudstream::secret::Secret;
 use fraudstream::sinks::verdicts::dynamodb::{DynamoSettings, DynamoVerdictStore};
 use fraudstream::sinks::verdicts::local::LocalVerdictStore;
 use fraudstream::sinks::verdicts::{VerdictError, VerdictItem, VerdictStore};
-use fraudstream::storage::url::Secret;
 
 fn item(id: usize, score: f32, version: &str) -> VerdictItem {
     VerdictItem {
@@ -81,14 +82,17 @@ async fn local_verdict_store() {
 
 fn dynamo_settings(table: &str) -> DynamoSettings {
     DynamoSettings {
-        table: table.into(),
-        region: "us-east-1".into(),
-        endpoint: Some(common::require("FRAUDSTREAM_TEST_DYNAMODB", "dynamodb")),
-        access_key_id: Some("local".into()),
-        secret_access_key: Some(Secret::new("local-secret")),
         create_table: true,
-        concurrency: fraudstream::sinks::verdicts::dynamodb::default_concurrency(),
         ttl_attribute: Some("expires_at".into()),
+        ..DynamoSettings::new(
+            table,
+            AwsConnection {
+                region: "us-east-1".into(),
+                endpoint: Some(common::require("FRAUDSTREAM_TEST_DYNAMODB", "dynamodb")),
+                access_key_id: Some("local".into()),
+                secret_access_key: Some(Secret::new("local-secret")),
+            },
+        )
     }
 }
 
@@ -130,7 +134,7 @@ async fn dynamodb_verdict_store() {
     let table = common::unique("verdicts");
     let s = dynamo_settings(&table);
     let store = DynamoVerdictStore::connect(&s).await.unwrap();
-    let endpoint = s.endpoint.clone().unwrap();
+    let endpoint = s.connection.endpoint.clone().unwrap();
     conformance(&store, || scan_count(&endpoint, &table)).await;
     // Connecting again to the existing table works and sees the same items.
     let again = DynamoVerdictStore::connect(&s).await.unwrap();
@@ -158,7 +162,7 @@ async fn dynamodb_missing_table_is_named() {
 async fn dynamodb_unreachable_names_the_endpoint_after_bounded_retry() {
     let mut s = dynamo_settings("t");
     let endpoint = format!("http://127.0.0.1:{}", common::dead_port());
-    s.endpoint = Some(endpoint.clone());
+    s.connection.endpoint = Some(endpoint.clone());
     let policy = RetryPolicy {
         max_attempts: 3,
         base_delay: Duration::from_millis(10),

@@ -14,10 +14,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use clap::Parser;
-use fraudstream::rng::Rng;
-use fraudstream::schema::Transaction;
-use fraudstream::schema::csv::CsvReader;
-use fraudstream::schema::json::encode_transaction;
+use fraudstream_core::rng::Rng;
+use fraudstream_core::schema::Transaction;
+use fraudstream_core::schema::csv::CsvReader;
+use fraudstream_core::schema::json::encode_transaction;
 use loadgen::malformed::{ALL, damage};
 use loadgen::synthetic::Synthetic;
 use rdkafka::ClientContext;

@@ -1,8 +1,8 @@
 //! Malformed messages, one of each kind the detector must dead-letter.
 
-use fraudstream::rng::Rng;
-use fraudstream::schema::Transaction;
-use fraudstream::schema::json::encode_transaction;
+use fraudstream_core::rng::Rng;
+use fraudstream_core::schema::Transaction;
+use fraudstream_core::schema::json::encode_transaction;
 
 /// The kinds of damage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,7 +70,7 @@ pub fn damage(tx: &Transaction, kind: Damage, rng: &mut Rng) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fraudstream::schema::json::{DEFAULT_MAX_MESSAGE_BYTES, decode_transaction_limited};
+    use fraudstream_core::schema::json::{DEFAULT_MAX_MESSAGE_BYTES, decode_transaction_limited};
 
     #[test]
     fn every_kind_is_refused_by_the_detector_decoder() {

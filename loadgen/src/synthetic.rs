@@ -6,8 +6,8 @@
 //! are not reproduced: the data has the right shape and scale, and frauds are separable
 //! in the same directions (V14, V12, V10, V17, V4, …) as in the real data.
 
-use fraudstream::rng::Rng;
-use fraudstream::schema::{NUM_FIELDS, Transaction};
+use fraudstream_core::rng::Rng;
+use fraudstream_core::schema::{NUM_FIELDS, Transaction};
 
 /// Seconds covered by the real capture.
 pub const CAPTURE_SECONDS: f64 = 172_792.0;

@@ -3,7 +3,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use fraudstream::schema::json::{DEFAULT_MAX_MESSAGE_BYTES, decode_transaction_limited};
+use fraudstream_core::schema::json::{DEFAULT_MAX_MESSAGE_BYTES, decode_transaction_limited};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};

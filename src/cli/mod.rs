@@ -147,9 +147,9 @@ impl ReportArgs {
             .cloned()
             .zip(meta.feature_importances.iter().copied())
             .collect();
-        let page = crate::eval::report::write_report(
+        let page = crate::report::write_report(
             dir,
-            &crate::eval::report::ReportInput {
+            &crate::report::ReportInput {
                 title: &format!("fraudstream model {} — {what}", meta.version),
                 scores,
                 labels,

@@ -49,7 +49,7 @@ impl StoreArgs {
         if let Some(s) = &self.store {
             cfg.models.location.clone_from(s);
         }
-        super::run::model_store(&cfg).await
+        Ok(cfg.model_store().await?)
     }
 }
 

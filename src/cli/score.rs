@@ -62,7 +62,7 @@ fn load_model(args: &ScoreArgs, rt: &tokio::runtime::Runtime) -> anyhow::Result<
     }
     let cfg = args.input.services()?;
     rt.block_on(async {
-        let store = super::run::model_store(&cfg).await?;
+        let store = cfg.model_store().await?;
         let version = if args.model == "latest" {
             store
                 .latest()

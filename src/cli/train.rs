@@ -91,7 +91,7 @@ fn publish(
         .enable_all()
         .build()?
         .block_on(async {
-            let store = super::run::model_store(&cfg).await?;
+            let store = cfg.model_store().await?;
             let before = store.latest().await?;
             store.put(model).await?;
             store

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
+use crate::aws::AwsConnection;
 use crate::sinks::verdicts::VerdictStore;
 use crate::sinks::verdicts::dynamodb::{DynamoSettings, DynamoVerdictStore};
 use crate::sinks::verdicts::local::LocalVerdictStore;
@@ -38,16 +39,14 @@ pub fn run(args: &VerdictGetArgs) -> anyhow::Result<()> {
     let item = rt.block_on(async {
         let store: Box<dyn VerdictStore> = match &args.dynamodb_table {
             Some(table) => Box::new(
-                DynamoVerdictStore::connect(&DynamoSettings {
-                    table: table.clone(),
-                    region: args.region.clone(),
-                    endpoint: args.dynamodb_endpoint.clone(),
-                    access_key_id: None,
-                    secret_access_key: None,
-                    create_table: false,
-                    ttl_attribute: None,
-                    concurrency: crate::sinks::verdicts::dynamodb::default_concurrency(),
-                })
+                DynamoVerdictStore::connect(&DynamoSettings::new(
+                    table,
+                    AwsConnection {
+                        region: args.region.clone(),
+                        endpoint: args.dynamodb_endpoint.clone(),
+                        ..AwsConnection::default()
+                    },
+                ))
                 .await?,
             ),
             None => {

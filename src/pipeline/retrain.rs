@@ -62,6 +62,22 @@ impl Default for RetrainConfig {
     }
 }
 
+impl crate::config::Validate for RetrainConfig {
+    fn validate(&self) -> Result<(), crate::config::Invalid> {
+        use crate::config::Invalid;
+        if !(self.test_fraction > 0.0 && self.test_fraction < 1.0) {
+            return Err(Invalid::new("test_fraction", "must be above 0 and below 1"));
+        }
+        if self.max_rows < 100 {
+            return Err(Invalid::new("max_rows", "must be at least 100"));
+        }
+        if self.trees == 0 {
+            return Err(Invalid::new("trees", "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
 /// What a cycle decided.
 #[derive(Debug, Clone, Serialize)]
 pub struct Decision {

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use super::{Latest, ModelStore, RegistryError};
 use crate::metric_names as names;
@@ -199,13 +199,13 @@ impl Watcher {
         }
     }
 
-    /// Poll every `interval` until `stop` turns true.
-    pub async fn run(mut self, interval: Duration, mut stop: watch::Receiver<bool>) {
+    /// Poll every `interval` until `stop` is cancelled.
+    pub async fn run(mut self, interval: Duration, stop: CancellationToken) {
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = stop.changed() => return,
+                () = stop.cancelled() => return,
                 _ = tick.tick() => {}
             }
             if let Err(e) = self.poll().await {

@@ -15,8 +15,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use arrow::array::{
-    ArrayRef, BooleanArray, Float32Array, Float64Array, Int32Array, RecordBatch, StringArray,
-    TimestampMillisecondArray,
+    ArrayRef, BooleanArray, Float32Array, RecordBatch, StringArray, TimestampMillisecondArray,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use bytes::Bytes;
@@ -27,7 +26,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::metric_names as names;
 use crate::retry::{RetryPolicy, retry};
-use crate::schema::{FIELD_NAMES, NUM_FIELDS, Transaction};
+use crate::schema::parquet::{transaction_columns, transaction_fields};
+use crate::schema::{NUM_FIELDS, Transaction};
 use crate::storage::{BlobStore, StorageError};
 
 /// A transaction with its verdict, as stored in the lake.
@@ -66,7 +66,7 @@ pub struct LakeSettings {
     /// Flush at this many (estimated, uncompressed) buffered bytes.
     pub max_bytes: usize,
     /// Flush when the oldest buffered row is this old.
-    #[serde(with = "duration_str")]
+    #[serde(with = "humantime_serde")]
     pub max_age: Duration,
     /// Codec.
     pub compression: LakeCompression,
@@ -86,35 +86,11 @@ impl Default for LakeSettings {
     }
 }
 
-/// Durations as human-readable strings ("250ms", "1m") in configuration.
-pub mod duration_str {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    /// Write a duration as text.
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&humantime::format_duration(*d).to_string())
-    }
-
-    /// Read a duration from text such as `250ms` or `1m`.
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let s = String::deserialize(d)?;
-        humantime::parse_duration(&s).map_err(serde::de::Error::custom)
-    }
-}
-
 /// The Arrow schema of lake files: the transaction columns, then the verdict.
 #[must_use]
 pub fn lake_schema() -> SchemaRef {
-    let mut fields = vec![Field::new("id", DataType::Utf8, false)];
-    fields.extend(
-        FIELD_NAMES
-            .iter()
-            .map(|n| Field::new(*n, DataType::Float64, false)),
-    );
+    let mut fields = transaction_fields();
     fields.extend([
-        Field::new("Class", DataType::Int32, true),
         Field::new("score", DataType::Float32, false),
         Field::new("fraud", DataType::Boolean, false),
         Field::new("model_version", DataType::Utf8, false),
@@ -133,18 +109,7 @@ pub fn encode_parquet(
     compression: LakeCompression,
 ) -> Result<Bytes, parquet::errors::ParquetError> {
     let schema = lake_schema();
-    let mut cols: Vec<ArrayRef> = Vec::with_capacity(NUM_FIELDS + 6);
-    cols.push(Arc::new(StringArray::from_iter_values(
-        records.iter().map(|r| &r.tx.id),
-    )));
-    for f in 0..NUM_FIELDS {
-        cols.push(Arc::new(Float64Array::from_iter_values(
-            records.iter().map(|r| r.tx.values[f]),
-        )));
-    }
-    cols.push(Arc::new(Int32Array::from_iter(
-        records.iter().map(|r| r.tx.label.map(i32::from)),
-    )));
+    let mut cols: Vec<ArrayRef> = transaction_columns(records.iter().map(|r| &r.tx));
     cols.push(Arc::new(Float32Array::from_iter_values(
         records.iter().map(|r| r.score),
     )));
@@ -196,6 +161,25 @@ pub fn utc_hour(ms: i64) -> (i64, u32, u32, u32) {
 pub fn partition(ms: i64) -> String {
     let (y, m, d, h) = utc_hour(ms);
     format!("dt={y:04}-{m:02}-{d:02}/hour={h:02}")
+}
+
+impl crate::config::Validate for LakeSettings {
+    fn validate(&self) -> Result<(), crate::config::Invalid> {
+        use crate::config::Invalid;
+        if self.max_rows == 0 {
+            return Err(Invalid::new("max_rows", "must be at least 1"));
+        }
+        if self.max_bytes == 0 {
+            return Err(Invalid::new("max_bytes", "must be at least 1"));
+        }
+        if self.writer_id.is_empty() || self.writer_id.contains('/') {
+            return Err(Invalid::new(
+                "writer_id",
+                "must be non-empty and contain no `/`",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Buffers scored records and writes Parquet files.

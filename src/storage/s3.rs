@@ -29,14 +29,13 @@ impl S3Store {
     /// Build a client from settings. Without explicit credentials, the AWS default chain
     /// (environment, profile, instance metadata) is used.
     pub async fn new(s: &S3Settings) -> Self {
-        let sdk = crate::aws::sdk_config(&crate::aws::Connection {
-            region: &s.region,
-            endpoint: s.endpoint.as_deref(),
-            credentials: s.access_key_id.as_deref().zip(s.secret_access_key.as_ref()),
-            attempt_timeout: Duration::from_secs(60),
-            retry: aws_config::retry::RetryConfig::standard().with_max_attempts(3),
-        })
-        .await;
+        let sdk = s
+            .connection
+            .sdk_config(
+                Duration::from_secs(60),
+                aws_config::retry::RetryConfig::standard().with_max_attempts(3),
+            )
+            .await;
         let conf = aws_sdk_s3::config::Builder::from(&sdk)
             .force_path_style(s.force_path_style)
             .build();
@@ -49,10 +48,7 @@ impl S3Store {
             } else {
                 format!("{prefix}/")
             },
-            endpoint: s
-                .endpoint
-                .clone()
-                .unwrap_or_else(|| format!("s3.{}.amazonaws.com", s.region)),
+            endpoint: s.connection.endpoint_name("s3"),
         }
     }
 

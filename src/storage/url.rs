@@ -3,70 +3,36 @@
 
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
-
 use super::hdfs::HdfsStore;
 use super::local::LocalStore;
 use super::s3::S3Store;
 use super::{BlobStore, StorageError};
+use crate::aws::AwsConnection;
 
-/// A secret string: never printed by `Debug` or `Display`.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wrap a secret.
-    #[must_use]
-    pub fn new(s: impl Into<String>) -> Self {
-        Self(s.into())
-    }
-
-    /// The secret itself, for handing to a client.
-    #[must_use]
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
-
-/// How to reach S3.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// How to reach one bucket and prefix on S3.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct S3Settings {
     /// Bucket.
     pub bucket: String,
     /// Key prefix inside the bucket.
-    #[serde(default)]
     pub prefix: String,
-    /// Region.
-    #[serde(default = "default_region")]
-    pub region: String,
-    /// Endpoint URL for S3-compatible servers (SeaweedFS, MinIO); `None` for AWS.
-    #[serde(default)]
-    pub endpoint: Option<String>,
+    /// Region, endpoint and credentials.
+    pub connection: AwsConnection,
     /// Path-style addressing (needed by most local servers).
-    #[serde(default = "default_true")]
     pub force_path_style: bool,
-    /// Access key id; with the secret, overrides the AWS default credential chain.
-    #[serde(default)]
-    pub access_key_id: Option<String>,
-    /// Secret access key.
-    #[serde(default)]
-    pub secret_access_key: Option<Secret>,
 }
 
-fn default_region() -> String {
-    "us-east-1".into()
-}
-
-fn default_true() -> bool {
-    true
+impl S3Settings {
+    /// `bucket`/`prefix` over `connection`, path-style.
+    #[must_use]
+    pub fn new(bucket: &str, prefix: &str, connection: AwsConnection) -> Self {
+        Self {
+            bucket: bucket.into(),
+            prefix: prefix.into(),
+            connection,
+            force_path_style: true,
+        }
+    }
 }
 
 /// A parsed storage location.
@@ -140,15 +106,9 @@ pub async fn open(
     Ok(match Location::parse(location).map_err(bad)? {
         Location::Local(dir) => Arc::new(LocalStore::new(dir)?),
         Location::S3 { bucket, prefix } => {
-            let mut settings = s3.cloned().unwrap_or(S3Settings {
-                bucket: String::new(),
-                prefix: String::new(),
-                region: default_region(),
-                endpoint: None,
-                force_path_style: true,
-                access_key_id: None,
-                secret_access_key: None,
-            });
+            let mut settings = s3
+                .cloned()
+                .unwrap_or_else(|| S3Settings::new("", "", AwsConnection::default()));
             settings.bucket = bucket;
             settings.prefix = prefix;
             Arc::new(S3Store::new(&settings).await)
@@ -187,11 +147,5 @@ mod tests {
         );
         assert!(Location::parse("gs://x").is_err());
         assert!(Location::parse("s3:///x").is_err());
-    }
-
-    #[test]
-    fn secrets_do_not_print() {
-        let s = Secret::new("hunter2");
-        assert_eq!(format!("{s:?}"), "Secret(***)");
     }
 }

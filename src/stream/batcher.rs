@@ -1,48 +1,78 @@
-//! Micro-batching: a batch closes at `max` items, or `timeout` after its first item, so
-//! latency stays low when traffic is light and throughput high when it is heavy.
+//! Micro-batching, the same for every source: a batch closes at `max` items, or `timeout`
+//! after its first item, so latency stays low when traffic is light and throughput high
+//! when it is heavy. The batcher does no I/O: a source pushes what it reads and waits on
+//! [`Batcher::deadline`] beside its read.
 
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::time::Instant;
 
-/// The next batch: waits for a first item (returns `None` once the channel is closed and
-/// drained), then takes items until `max` or until `timeout` has passed since the first.
-pub async fn next_batch<T>(
-    rx: &mut mpsc::Receiver<T>,
+/// Items gathered into the next batch.
+#[derive(Debug)]
+pub struct Batcher<T> {
+    items: Vec<T>,
     max: usize,
     timeout: Duration,
-) -> Option<Vec<T>> {
-    let first = rx.recv().await?;
-    Some(fill_batch(first, rx, max, timeout).await)
+    first_at: Option<Instant>,
 }
 
-/// A batch that starts with `first`: takes further items until `max` or until `timeout`
-/// has passed.
-pub async fn fill_batch<T>(
-    first: T,
-    rx: &mut mpsc::Receiver<T>,
-    max: usize,
-    timeout: Duration,
-) -> Vec<T> {
-    let mut batch = Vec::with_capacity(max.min(4096));
-    batch.push(first);
-    let deadline = tokio::time::Instant::now() + timeout;
-    while batch.len() < max {
-        // Take what is already queued without waiting.
-        match rx.try_recv() {
-            Ok(item) => {
-                batch.push(item);
-                continue;
-            }
-            Err(mpsc::error::TryRecvError::Disconnected) => break,
-            Err(mpsc::error::TryRecvError::Empty) => {}
-        }
-        match tokio::time::timeout_at(deadline, rx.recv()).await {
-            Ok(Some(item)) => batch.push(item),
-            Ok(None) | Err(_) => break,
+impl<T> Batcher<T> {
+    /// Batches of at most `max` items (at least 1), closed `timeout` after their first.
+    #[must_use]
+    pub fn new(max: usize, timeout: Duration) -> Self {
+        let max = max.max(1);
+        Self {
+            items: Vec::with_capacity(max.min(4096)),
+            max,
+            timeout,
+            first_at: None,
         }
     }
-    batch
+
+    /// Add an item; returns the batch when this item filled it.
+    pub fn push(&mut self, item: T) -> Option<Vec<T>> {
+        self.first_at.get_or_insert_with(Instant::now);
+        self.items.push(item);
+        (self.items.len() >= self.max).then(|| self.take())
+    }
+
+    /// Whether the batch is full (a source stops reading until it is taken).
+    #[must_use]
+    pub fn is_full(&self) -> bool {
+        self.items.len() >= self.max
+    }
+
+    /// Items waiting.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Whether no item is waiting.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// When the current batch closes by time; `None` while it is empty.
+    #[must_use]
+    pub fn deadline(&self) -> Option<Instant> {
+        self.first_at.map(|t| t + self.timeout)
+    }
+
+    /// Take the current batch (possibly empty) and start a new one.
+    pub fn take(&mut self) -> Vec<T> {
+        self.first_at = None;
+        std::mem::replace(&mut self.items, Vec::with_capacity(self.max.min(4096)))
+    }
+
+    /// Resolves at [`Batcher::deadline`]; never while the batch is empty. Cancel-safe.
+    pub async fn expired(&self) {
+        match self.deadline() {
+            Some(d) => tokio::time::sleep_until(d).await,
+            None => std::future::pending().await,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -51,57 +81,41 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn closes_at_max_items() {
-        let (tx, mut rx) = mpsc::channel(100);
+        let mut b = Batcher::new(4, Duration::from_secs(1));
+        let mut out = Vec::new();
         for i in 0..10 {
-            tx.send(i).await.unwrap();
+            if let Some(batch) = b.push(i) {
+                out.push(batch);
+            }
         }
-        let b = next_batch(&mut rx, 4, Duration::from_secs(1))
-            .await
-            .unwrap();
-        assert_eq!(b, vec![0, 1, 2, 3]);
+        assert_eq!(out, vec![vec![0, 1, 2, 3], vec![4, 5, 6, 7]]);
+        assert_eq!(b.len(), 2);
+        assert!(!b.is_full());
     }
 
     #[tokio::test(start_paused = true)]
-    async fn closes_at_timeout_when_traffic_is_light() {
-        let (tx, mut rx) = mpsc::channel(100);
-        tx.send(1).await.unwrap();
-        let sender = tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(3)).await;
-            tx.send(2).await.unwrap();
-            tokio::time::sleep(Duration::from_millis(10)).await;
-            tx.send(3).await.unwrap();
-        });
-        let start = tokio::time::Instant::now();
-        let b = next_batch(&mut rx, 100, Duration::from_millis(5))
-            .await
-            .unwrap();
-        assert_eq!(b, vec![1, 2], "3 arrives after the 5 ms window");
+    async fn closes_at_timeout_after_the_first_item() {
+        let mut b = Batcher::new(100, Duration::from_millis(5));
+        assert!(b.deadline().is_none(), "an empty batch never expires");
+        let start = Instant::now();
+        assert!(b.push(1).is_none());
+        tokio::time::sleep(Duration::from_millis(3)).await;
+        assert!(b.push(2).is_none());
+        b.expired().await;
         assert_eq!(start.elapsed(), Duration::from_millis(5));
-        let b = next_batch(&mut rx, 100, Duration::from_millis(5))
-            .await
-            .unwrap();
-        assert_eq!(b, vec![3]);
-        sender.await.unwrap();
-        assert!(
-            next_batch(&mut rx, 100, Duration::from_millis(5))
-                .await
-                .is_none()
+        assert_eq!(b.take(), vec![1, 2]);
+        assert!(b.is_empty() && b.deadline().is_none());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        b.push(3);
+        assert_eq!(
+            b.deadline(),
+            Some(Instant::now() + Duration::from_millis(5))
         );
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_closed_channel_ends_the_batch_early() {
-        let (tx, mut rx) = mpsc::channel(100);
-        tx.send(1).await.unwrap();
-        drop(tx);
-        let b = next_batch(&mut rx, 100, Duration::from_secs(60))
-            .await
-            .unwrap();
-        assert_eq!(b, vec![1]);
-        assert!(
-            next_batch(&mut rx, 100, Duration::from_secs(60))
-                .await
-                .is_none()
-        );
+    #[test]
+    fn a_zero_max_still_makes_batches_of_one() {
+        let mut b = Batcher::new(0, Duration::from_secs(1));
+        assert_eq!(b.push('x'), Some(vec!['x']));
     }
 }

@@ -103,7 +103,7 @@ impl Deployment {
     ) -> PathBuf {
         let d = self.dir.path().display();
         let models = models.map_or_else(|| format!("{d}/registry"), str::to_owned);
-        let s3 = super::s3_settings("unused");
+        let s3 = super::s3_connection();
         let durable = if lake_durable {
             r#"["verdicts", "alerts", "lake"]"#
         } else {

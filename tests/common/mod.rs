@@ -6,8 +6,9 @@ pub mod detector;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use fraudstream::aws::AwsConnection;
+use fraudstream::secret::Secret;
 use fraudstream::storage::S3Settings;
-use fraudstream::storage::url::Secret;
 
 /// The endpoint of a service the test needs. Fails, never skips, when it is not set.
 pub fn require(var: &str, service: &str) -> String {
@@ -34,14 +35,11 @@ pub fn unique(prefix: &str) -> String {
     )
 }
 
-/// S3 settings for the test server, for `bucket`.
-pub fn s3_settings(bucket: &str) -> S3Settings {
-    S3Settings {
-        bucket: bucket.into(),
-        prefix: String::new(),
+/// The connection to the test S3 server.
+pub fn s3_connection() -> AwsConnection {
+    AwsConnection {
         region: "us-east-1".into(),
         endpoint: Some(require("FRAUDSTREAM_TEST_S3", "s3")),
-        force_path_style: true,
         access_key_id: Some(
             std::env::var("FRAUDSTREAM_TEST_S3_ACCESS_KEY_ID").unwrap_or_else(|_| "test".into()),
         ),
@@ -50,6 +48,11 @@ pub fn s3_settings(bucket: &str) -> S3Settings {
                 .unwrap_or_else(|_| "test".into()),
         )),
     }
+}
+
+/// S3 settings for the test server, for `bucket`.
+pub fn s3_settings(bucket: &str) -> S3Settings {
+    S3Settings::new(bucket, "", s3_connection())
 }
 
 /// The test binary's bucket on the test S3 server (created on first use). Tests share it
@@ -62,7 +65,7 @@ pub async fn test_bucket() -> String {
 
 async fn create_bucket() -> String {
     let bucket = unique("fs").to_lowercase();
-    let s = s3_settings(&bucket);
+    let s = s3_connection();
     let creds = aws_sdk_s3::config::Credentials::new(
         s.access_key_id.clone().unwrap(),
         s.secret_access_key.as_ref().unwrap().expose().to_owned(),

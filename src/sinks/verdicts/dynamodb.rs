@@ -15,33 +15,24 @@ use futures_util::stream::{self, StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
 use super::{VerdictError, VerdictItem, VerdictStore, dedupe_last};
+use crate::aws::AwsConnection;
+use crate::config::{Invalid, UnknownKeys, Validate};
 use crate::metric_names as names;
 use crate::model::scoring::Contribution;
 use crate::retry::{RetryPolicy, retry};
 use crate::rng::Rng;
-use crate::storage::url::Secret;
 
 /// DynamoDB's limit on items per BatchWriteItem call.
 pub const BATCH_LIMIT: usize = 25;
 
 /// How to reach the verdict table.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct DynamoSettings {
     /// Table name; its partition key is the string attribute `tx_id`.
     pub table: String,
-    /// Region.
-    #[serde(default = "default_region")]
-    pub region: String,
-    /// Endpoint URL for DynamoDB Local; `None` for AWS.
-    #[serde(default)]
-    pub endpoint: Option<String>,
-    /// Access key id; with the secret, overrides the AWS default credential chain.
-    #[serde(default)]
-    pub access_key_id: Option<String>,
-    /// Secret access key.
-    #[serde(default)]
-    pub secret_access_key: Option<Secret>,
+    /// Region, endpoint (DynamoDB Local) and credentials.
+    #[serde(flatten)]
+    pub connection: AwsConnection,
     /// Create the table (on-demand billing) when it is missing.
     #[serde(default)]
     pub create_table: bool,
@@ -51,10 +42,34 @@ pub struct DynamoSettings {
     /// BatchWriteItem calls (of up to 25 items) in flight at once for one batch.
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
+    /// Keys none of the above knows (refused by validation).
+    #[serde(flatten, skip_serializing)]
+    pub unknown: UnknownKeys,
 }
 
-fn default_region() -> String {
-    "us-east-1".into()
+impl DynamoSettings {
+    /// Settings for `table` over `connection`, with the defaults.
+    #[must_use]
+    pub fn new(table: &str, connection: AwsConnection) -> Self {
+        Self {
+            table: table.into(),
+            connection,
+            create_table: false,
+            ttl_attribute: None,
+            concurrency: default_concurrency(),
+            unknown: UnknownKeys::default(),
+        }
+    }
+}
+
+impl Validate for DynamoSettings {
+    fn validate(&self) -> Result<(), Invalid> {
+        self.unknown.refuse()?;
+        if self.table.is_empty() {
+            return Err(Invalid::new("table", "must not be empty"));
+        }
+        crate::config::validate::in_range("concurrency", self.concurrency, 1..=64)
+    }
 }
 
 /// The default for [`DynamoSettings::concurrency`].
@@ -88,21 +103,17 @@ impl DynamoVerdictStore {
         policy: RetryPolicy,
     ) -> Result<Self, VerdictError> {
         // Our own retry loop decides; the SDK's would multiply attempts.
-        let sdk = crate::aws::sdk_config(&crate::aws::Connection {
-            region: &s.region,
-            endpoint: s.endpoint.as_deref(),
-            credentials: s.access_key_id.as_deref().zip(s.secret_access_key.as_ref()),
-            attempt_timeout: Duration::from_secs(30),
-            retry: aws_config::retry::RetryConfig::disabled(),
-        })
-        .await;
+        let sdk = s
+            .connection
+            .sdk_config(
+                Duration::from_secs(30),
+                aws_config::retry::RetryConfig::disabled(),
+            )
+            .await;
         let store = Self {
             client: Client::new(&sdk),
             table: s.table.clone(),
-            endpoint: s
-                .endpoint
-                .clone()
-                .unwrap_or_else(|| format!("dynamodb.{}.amazonaws.com", s.region)),
+            endpoint: s.connection.endpoint_name("dynamodb"),
             ttl_attribute: s.ttl_attribute.clone().unwrap_or_else(|| "ttl".into()),
             policy,
             concurrency: s.concurrency,

@@ -6,7 +6,6 @@ use std::path::Path;
 
 use super::csv::CsvReader;
 use super::json::JsonLinesReader;
-use super::parquet::read_parquet;
 use super::record::{Dataset, ReadError, RecordError, Transaction};
 
 /// Input formats, chosen by file extension.
@@ -104,7 +103,12 @@ pub fn read_dataset(path: &str, opts: ReadOptions) -> Result<(Dataset, ReadRepor
                 accept(r)?;
             }
         }
-        Format::Parquet => read_parquet(path, |r| accept(r.map_err(ReadError::Record)))?,
+        #[cfg(feature = "parquet")]
+        Format::Parquet => {
+            super::parquet::read_parquet(path, |r| accept(r.map_err(ReadError::Record)))?;
+        }
+        #[cfg(not(feature = "parquet"))]
+        Format::Parquet => return Err(ReadError::UnknownFormat { path: path.into() }),
     }
     if data.is_empty() {
         return Err(ReadError::Empty { path: path.into() });

@@ -9,15 +9,17 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
+use super::{AlertError, AlertSink};
 use crate::config::WebhookConfig;
 use crate::model::Verdict;
 use crate::retry::{RetryPolicy, Retryable, retry};
-use crate::stream::process::AlertSink;
 
 /// The webhook alert sink.
 pub struct Webhook {
     client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
     uri: hyper::Uri,
+    /// Scheme and authority only: the path and query of a Slack-style hook are a secret.
+    name: String,
     config: WebhookConfig,
 }
 
@@ -55,13 +57,23 @@ impl Retryable for WebhookError {
 
 impl Webhook {
     /// A sink for `config` (the URL was validated with the configuration).
-    pub fn new(config: WebhookConfig) -> anyhow::Result<Self> {
-        let uri: hyper::Uri = config
-            .url
-            .parse()
-            .map_err(|e| anyhow::anyhow!("alerts.webhook.url {:?}: {e}", config.url))?;
+    pub fn new(config: WebhookConfig) -> Result<Self, WebhookError> {
+        let uri: hyper::Uri = config.url.parse().map_err(|e| WebhookError::Unreachable {
+            url: "alerts.webhook.url".into(),
+            message: format!("not a valid URL: {e}"),
+        })?;
+        let name = format!(
+            "{}://{}",
+            uri.scheme_str().unwrap_or("http"),
+            uri.authority()
+                .map_or("", hyper::http::uri::Authority::as_str)
+        );
         let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_native_roots()?
+            .with_native_roots()
+            .map_err(|e| WebhookError::Unreachable {
+                url: name.clone(),
+                message: format!("loading the system's root certificates: {e}"),
+            })?
             .https_or_http()
             .enable_http1()
             .build();
@@ -69,12 +81,13 @@ impl Webhook {
         Ok(Self {
             client,
             uri,
+            name,
             config,
         })
     }
 
     async fn post(&self, body: Bytes) -> Result<(), WebhookError> {
-        let url = self.config.url.clone();
+        let url = self.name.clone();
         let unreachable = |message: String| WebhookError::Unreachable {
             url: url.clone(),
             message,
@@ -123,17 +136,28 @@ impl Webhook {
 #[async_trait::async_trait]
 impl AlertSink for Webhook {
     fn describe(&self) -> String {
-        format!("webhook {}", self.config.url)
+        format!("webhook {}", self.name)
     }
 
-    async fn send(&self, alerts: &[Verdict]) -> anyhow::Result<()> {
-        let body = Bytes::from(serde_json::to_vec(alerts)?);
+    async fn send(&self, alerts: &[Verdict]) -> Result<(), AlertError> {
+        let body = Bytes::from(serde_json::to_vec(alerts).map_err(|e| AlertError::Refused {
+            sink: self.describe(),
+            message: e.to_string(),
+        })?);
         let policy = RetryPolicy {
             max_attempts: self.config.attempts,
             base_delay: Duration::from_millis(200),
             max_delay: Duration::from_secs(2),
         };
-        retry(policy, "webhook", || self.post(body.clone())).await?;
-        Ok(())
+        retry(policy, "webhook", || self.post(body.clone()))
+            .await
+            .map_err(|e| {
+                let (sink, message) = (self.describe(), e.to_string());
+                if e.is_retryable() {
+                    AlertError::Unavailable { sink, message }
+                } else {
+                    AlertError::Refused { sink, message }
+                }
+            })
     }
 }

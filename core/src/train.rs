@@ -4,7 +4,7 @@ use std::time::{Instant, SystemTime};
 
 use sha2::{Digest, Sha256};
 
-use super::PipelineError;
+use crate::PipelineError;
 use crate::eval::{Metrics, SplitKind, ThresholdStrategy, evaluate, split};
 use crate::forest::{TrainParams, train};
 use crate::model::meta::SplitInfo;

@@ -281,8 +281,8 @@ fn decode_body(body: &[u8]) -> Result<Forest, ModelError> {
 mod tests {
     use super::*;
     use crate::model::Model;
-    use crate::pipeline::{TrainOptions, train_model};
     use crate::schema::{Dataset, NUM_FIELDS, Transaction};
+    use crate::train::{TrainOptions, train_model};
 
     fn model() -> Model {
         let mut rng = crate::rng::Rng::new(9);

@@ -16,10 +16,11 @@ use super::record::{
     check_finite,
 };
 
-/// The Arrow schema of a transaction record: `id`, the Kaggle numeric fields as Float64,
-/// and a nullable Int32 `Class`.
+/// The Arrow fields of a transaction record: `id`, the Kaggle numeric fields as Float64,
+/// and a nullable Int32 `Class`. Files that add columns (the lake's verdict columns)
+/// start with these.
 #[must_use]
-pub fn transaction_schema() -> SchemaRef {
+pub fn transaction_fields() -> Vec<Field> {
     let mut fields = vec![Field::new("id", DataType::Utf8, false)];
     fields.extend(
         FIELD_NAMES
@@ -27,7 +28,33 @@ pub fn transaction_schema() -> SchemaRef {
             .map(|n| Field::new(*n, DataType::Float64, false)),
     );
     fields.push(Field::new("Class", DataType::Int32, true));
-    Arc::new(Schema::new(fields))
+    fields
+}
+
+/// The Arrow schema of a transaction record ([`transaction_fields`]).
+#[must_use]
+pub fn transaction_schema() -> SchemaRef {
+    Arc::new(Schema::new(transaction_fields()))
+}
+
+/// The [`transaction_fields`] columns of `txs`.
+pub fn transaction_columns<'a, I>(txs: I) -> Vec<ArrayRef>
+where
+    I: Iterator<Item = &'a Transaction> + Clone,
+{
+    let mut cols: Vec<ArrayRef> = Vec::with_capacity(NUM_FIELDS + 2);
+    cols.push(Arc::new(StringArray::from_iter_values(
+        txs.clone().map(|t| t.id.as_str()),
+    )));
+    for f in 0..NUM_FIELDS {
+        cols.push(Arc::new(Float64Array::from_iter_values(
+            txs.clone().map(|t| t.values[f]),
+        )));
+    }
+    cols.push(Arc::new(Int32Array::from_iter(
+        txs.map(|t| t.label.map(i32::from)),
+    )));
+    cols
 }
 
 /// Convert a dataset to one record batch with [`transaction_schema`].

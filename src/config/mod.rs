@@ -1,15 +1,29 @@
-//! Service configuration: the storage backends (S3 access, verdict store, lake, model
-//! store). Files live in `config/`; every table refuses unknown keys, and a bad value is
-//! reported with its key.
+//! The configuration file: one table per concern, layered as embedded defaults, then a
+//! TOML file from `config/`, then `FRAUDSTREAM__SECTION__KEY` environment variables.
+//! Every table refuses unknown keys, every section validates itself
+//! ([`Validate`]), and a bad value is reported with its full key. The detector is built
+//! from this one value ([`crate::detector::Detector::build`]): no stage copies fields into
+//! option structs of its own, so every default is written once, here or beside the
+//! section's type.
+//!
+//! - [`validate`]: the [`Validate`] trait, [`Invalid`] and [`UnknownKeys`] (for sections
+//!   that embed a flattened table).
+
+pub mod validate;
 
 use std::path::Path;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use validate::{Invalid, UnknownKeys, Validate};
+
+use crate::aws::AwsConnection;
 use crate::sinks::lake::LakeSettings;
 use crate::sinks::verdicts::dynamodb::DynamoSettings;
 use crate::storage::S3Settings;
-use crate::storage::url::{Location, Secret};
+use crate::storage::url::Location;
+use crate::stream::delivery::Sink;
 
 /// The whole configuration file.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -28,7 +42,7 @@ pub struct Config {
     /// The first model, when the model store is empty.
     pub bootstrap: BootstrapConfig,
     /// Kafka, for `source.kind = "kafka"`.
-    pub kafka: crate::stream::kafka::KafkaSettings,
+    pub kafka: crate::kafka::KafkaSettings,
     /// The `/metrics`, `/healthz`, `/readyz` endpoint.
     pub metrics: MetricsConfig,
     /// S3 access shared by every `s3://` location.
@@ -89,8 +103,8 @@ pub struct ScoringConfig {
     /// Largest batch scored with one model load.
     pub batch_size: usize,
     /// Longest wait for a batch to fill (`5ms`); bounds latency under light traffic.
-    #[serde(with = "crate::sinks::lake::duration_str")]
-    pub batch_timeout: std::time::Duration,
+    #[serde(with = "humantime_serde")]
+    pub batch_timeout: Duration,
     /// Feature contributions stored with each verdict.
     pub top_k: usize,
 }
@@ -99,7 +113,7 @@ impl Default for ScoringConfig {
     fn default() -> Self {
         Self {
             batch_size: 512,
-            batch_timeout: std::time::Duration::from_millis(5),
+            batch_timeout: Duration::from_millis(5),
             top_k: 3,
         }
     }
@@ -134,22 +148,19 @@ pub struct WebhookConfig {
     /// The URL.
     pub url: String,
     /// Per-request timeout (`5s`).
-    #[serde(
-        with = "crate::sinks::lake::duration_str",
-        default = "default_webhook_timeout"
-    )]
-    pub timeout: std::time::Duration,
+    #[serde(with = "humantime_serde", default = "default_webhook_timeout")]
+    pub timeout: Duration,
     /// Attempts per batch before the sink reports a failure (then, when alerts are
     /// durable, the batch waits and tries again).
     #[serde(default = "default_webhook_attempts")]
     pub attempts: u32,
     /// Extra request headers, such as `Authorization` (values are not logged).
     #[serde(default)]
-    pub headers: std::collections::BTreeMap<String, Secret>,
+    pub headers: std::collections::BTreeMap<String, crate::secret::Secret>,
 }
 
-fn default_webhook_timeout() -> std::time::Duration {
-    std::time::Duration::from_secs(5)
+fn default_webhook_timeout() -> Duration {
+    Duration::from_secs(5)
 }
 
 fn default_webhook_attempts() -> u32 {
@@ -163,28 +174,25 @@ pub struct DeliveryConfig {
     /// Sinks that must have a transaction before its offset is committed: any of
     /// `verdicts`, `alerts`, `lake`. Durable sinks are retried while down (the source
     /// pauses); the others are written best-effort and their failures counted.
-    pub durable: Vec<crate::stream::process::Sink>,
+    pub durable: Vec<Sink>,
     /// Batches queued between the source and the scorer (the bounded channel).
     pub in_flight_batches: usize,
     /// On SIGTERM or ctrl-c, how long to drain before giving up; what is not durable by
     /// then stays uncommitted (and is re-read on restart), and the exit status is 1.
-    #[serde(with = "crate::sinks::lake::duration_str")]
-    pub shutdown_deadline: std::time::Duration,
+    #[serde(with = "humantime_serde")]
+    pub shutdown_deadline: Duration,
     /// How long a rebalance waits for revoked partitions' batches to become durable.
-    #[serde(with = "crate::sinks::lake::duration_str")]
-    pub revoke_timeout: std::time::Duration,
+    #[serde(with = "humantime_serde")]
+    pub revoke_timeout: Duration,
 }
 
 impl Default for DeliveryConfig {
     fn default() -> Self {
         Self {
-            durable: vec![
-                crate::stream::process::Sink::Verdicts,
-                crate::stream::process::Sink::Alerts,
-            ],
+            durable: vec![Sink::Verdicts, Sink::Alerts],
             in_flight_batches: 4,
-            shutdown_deadline: std::time::Duration::from_secs(30),
-            revoke_timeout: std::time::Duration::from_secs(10),
+            shutdown_deadline: Duration::from_secs(30),
+            revoke_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -234,28 +242,25 @@ pub struct BootstrapConfig {
 
 /// How to reach S3 (the bucket and prefix come from each `s3://` location).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct S3Access {
-    /// Region.
-    pub region: String,
-    /// Endpoint URL for S3-compatible servers; unset for AWS.
-    pub endpoint: Option<String>,
+    /// Region, endpoint and credentials (`region`, `endpoint`, `access_key_id`,
+    /// `secret_access_key`).
+    #[serde(flatten)]
+    pub connection: AwsConnection,
     /// Path-style addressing (needed by most local servers).
     pub force_path_style: bool,
-    /// Access key id; unset uses the AWS default credential chain.
-    pub access_key_id: Option<String>,
-    /// Secret access key.
-    pub secret_access_key: Option<Secret>,
+    /// Keys neither of the above knows (refused by validation).
+    #[serde(flatten, skip_serializing)]
+    pub unknown: UnknownKeys,
 }
 
 impl Default for S3Access {
     fn default() -> Self {
         Self {
-            region: "us-east-1".into(),
-            endpoint: None,
+            connection: AwsConnection::default(),
             force_path_style: true,
-            access_key_id: None,
-            secret_access_key: None,
+            unknown: UnknownKeys::default(),
         }
     }
 }
@@ -265,14 +270,15 @@ impl S3Access {
     #[must_use]
     pub fn settings(&self, bucket: &str, prefix: &str) -> S3Settings {
         S3Settings {
-            bucket: bucket.into(),
-            prefix: prefix.into(),
-            region: self.region.clone(),
-            endpoint: self.endpoint.clone(),
             force_path_style: self.force_path_style,
-            access_key_id: self.access_key_id.clone(),
-            secret_access_key: self.secret_access_key.clone(),
+            ..S3Settings::new(bucket, prefix, self.connection.clone())
         }
+    }
+}
+
+impl Validate for S3Access {
+    fn validate(&self) -> Result<(), Invalid> {
+        self.unknown.refuse()
     }
 }
 
@@ -338,8 +344,8 @@ pub struct ModelsConfig {
     pub location: String,
     /// How often a running detector polls `models/LATEST` for a new version (`10s`);
     /// `0s` disables hot reload.
-    #[serde(with = "crate::sinks::lake::duration_str")]
-    pub poll_interval: std::time::Duration,
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
     /// The feature list a new version must have; unset: the serving model's.
     pub features: Option<Vec<String>>,
 }
@@ -348,7 +354,7 @@ impl Default for ModelsConfig {
     fn default() -> Self {
         Self {
             location: "out/registry".into(),
-            poll_interval: std::time::Duration::from_secs(10),
+            poll_interval: Duration::from_secs(10),
             features: None,
         }
     }
@@ -405,8 +411,8 @@ pub enum ConfigError {
     Invalid {
         /// The file.
         path: String,
-        /// The key.
-        key: &'static str,
+        /// The key, in full (`scoring.batch_size`).
+        key: String,
         /// What is wrong.
         message: String,
     },
@@ -458,98 +464,167 @@ impl Config {
         Ok(c)
     }
 
+    /// Validate every section (a configuration built in code rather than loaded).
+    pub fn check(&self) -> Result<(), ConfigError> {
+        self.validate("<config>")
+    }
+
+    /// The model store of this configuration.
+    pub async fn model_store(
+        &self,
+    ) -> Result<crate::registry::ModelStore, crate::storage::StorageError> {
+        let blobs =
+            crate::storage::open(&self.models.location, Some(&self.s3.settings("", ""))).await?;
+        Ok(crate::registry::ModelStore::new(blobs))
+    }
+
+    /// Validate every section; the error names the key in full.
     fn validate(&self, path: &str) -> Result<(), ConfigError> {
-        let invalid = |key, message: String| ConfigError::Invalid {
-            path: path.into(),
-            key,
-            message,
+        let sections: [(&str, &dyn Validate); 13] = [
+            ("source", &self.source),
+            ("scoring", &self.scoring),
+            ("alerts", &self.alerts),
+            ("dlq", &self.dlq),
+            ("delivery", &self.delivery),
+            ("bootstrap", &self.bootstrap),
+            ("kafka", &self.kafka),
+            ("metrics", &self.metrics),
+            ("s3", &self.s3),
+            ("verdicts", &self.verdicts),
+            ("lake", &self.lake),
+            ("models", &self.models),
+            ("retrain", &self.retrain),
+        ];
+        for (name, section) in sections {
+            section.validate().map_err(|e| {
+                let e = e.within(name);
+                ConfigError::Invalid {
+                    path: path.into(),
+                    key: e.key,
+                    message: e.message,
+                }
+            })?;
+        }
+        Ok(())
+    }
+}
+
+impl Validate for SourceConfig {
+    fn validate(&self) -> Result<(), Invalid> {
+        if matches!(self.stdin_format.as_str(), "csv" | "jsonl") {
+            Ok(())
+        } else {
+            Err(Invalid::new(
+                "stdin_format",
+                format!("{:?}: use csv or jsonl", self.stdin_format),
+            ))
+        }
+    }
+}
+
+impl Validate for ScoringConfig {
+    fn validate(&self) -> Result<(), Invalid> {
+        validate::in_range("batch_size", self.batch_size, 1..=100_000)?;
+        validate::in_range("top_k", self.top_k, 0..=crate::forest::tree::MAX_FEATURES)
+    }
+}
+
+impl Validate for AlertsConfig {
+    fn validate(&self) -> Result<(), Invalid> {
+        let Some(w) = &self.webhook else {
+            return Ok(());
         };
-        if self.verdicts.backend == VerdictBackend::Dynamodb && self.verdicts.dynamodb.is_none() {
-            return Err(invalid(
-                "verdicts.dynamodb",
-                "required when verdicts.backend = \"dynamodb\"".into(),
+        if !(w.url.starts_with("http://") || w.url.starts_with("https://")) {
+            return Err(Invalid::new(
+                "webhook.url",
+                format!("{:?}: use an http:// or https:// URL", w.url),
             ));
         }
-        Location::parse(&self.lake.location).map_err(|m| invalid("lake.location", m))?;
-        match Location::parse(&self.models.location).map_err(|m| invalid("models.location", m))? {
-            Location::Hdfs { .. } => {
-                return Err(invalid(
-                    "models.location",
-                    "the model store needs conditional writes: use a local path or s3://".into(),
-                ));
-            }
-            Location::Local(_) | Location::S3 { .. } => {}
+        if w.attempts == 0 {
+            return Err(Invalid::new("webhook.attempts", "must be at least 1"));
         }
-        if self.scoring.batch_size == 0 || self.scoring.batch_size > 100_000 {
-            return Err(invalid(
-                "scoring.batch_size",
-                "must be between 1 and 100000".into(),
-            ));
+        if w.timeout.is_zero() {
+            return Err(Invalid::new("webhook.timeout", "must be above 0"));
         }
-        if !matches!(self.source.stdin_format.as_str(), "csv" | "jsonl") {
-            return Err(invalid(
-                "source.stdin_format",
-                format!("{:?}: use csv or jsonl", self.source.stdin_format),
-            ));
+        Ok(())
+    }
+}
+
+impl Validate for DlqConfig {
+    fn validate(&self) -> Result<(), Invalid> {
+        if self.file.is_empty() {
+            return Err(Invalid::new("file", "must not be empty"));
         }
-        if self.delivery.in_flight_batches == 0 || self.delivery.in_flight_batches > 1024 {
-            return Err(invalid(
-                "delivery.in_flight_batches",
-                "must be between 1 and 1024".into(),
-            ));
+        Ok(())
+    }
+}
+
+impl Validate for DeliveryConfig {
+    fn validate(&self) -> Result<(), Invalid> {
+        validate::in_range("in_flight_batches", self.in_flight_batches, 1..=1024)
+    }
+}
+
+impl Validate for BootstrapConfig {
+    fn validate(&self) -> Result<(), Invalid> {
+        match &self.history {
+            Some(h) if h.is_empty() => Err(Invalid::new("history", "must not be empty")),
+            _ => Ok(()),
         }
-        if let Some(d) = &self.verdicts.dynamodb
-            && !(1..=64).contains(&d.concurrency)
-        {
-            return Err(invalid(
-                "verdicts.dynamodb.concurrency",
-                "must be between 1 and 64".into(),
-            ));
-        }
-        if let Some(w) = &self.alerts.webhook {
-            if !(w.url.starts_with("http://") || w.url.starts_with("https://")) {
-                return Err(invalid(
-                    "alerts.webhook.url",
-                    format!("{:?}: use an http:// or https:// URL", w.url),
-                ));
-            }
-            if w.attempts == 0 {
-                return Err(invalid(
-                    "alerts.webhook.attempts",
-                    "must be at least 1".into(),
-                ));
-            }
-        }
-        let r = &self.retrain;
-        if !(0.0..1.0).contains(&r.test_fraction) || r.test_fraction == 0.0 {
-            return Err(invalid(
-                "retrain.test_fraction",
-                "must be above 0 and below 1".into(),
-            ));
-        }
-        if r.max_rows < 100 {
-            return Err(invalid("retrain.max_rows", "must be at least 100".into()));
-        }
-        if r.trees == 0 {
-            return Err(invalid("retrain.trees", "must be at least 1".into()));
-        }
-        let l = &self.lake.writer;
-        if l.max_rows == 0 {
-            return Err(invalid("lake.writer.max_rows", "must be at least 1".into()));
-        }
-        if l.max_bytes == 0 {
-            return Err(invalid(
-                "lake.writer.max_bytes",
-                "must be at least 1".into(),
-            ));
-        }
-        if l.writer_id.is_empty() || l.writer_id.contains('/') {
-            return Err(invalid(
-                "lake.writer.writer_id",
-                "must be non-empty and contain no `/`".into(),
+    }
+}
+
+impl Validate for MetricsConfig {
+    fn validate(&self) -> Result<(), Invalid> {
+        let port_ok = self
+            .address
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+        if self.enabled && !port_ok {
+            return Err(Invalid::new(
+                "address",
+                format!("{:?}: use host:port, such as 127.0.0.1:9464", self.address),
             ));
         }
         Ok(())
+    }
+}
+
+impl Validate for VerdictsConfig {
+    fn validate(&self) -> Result<(), Invalid> {
+        match (&self.backend, &self.dynamodb) {
+            (VerdictBackend::Dynamodb, None) => Err(Invalid::new(
+                "dynamodb",
+                "required when verdicts.backend = \"dynamodb\"",
+            )),
+            (_, Some(d)) => d.validate().map_err(|e| e.within("dynamodb")),
+            (VerdictBackend::Local, None) if self.local_path.is_empty() => {
+                Err(Invalid::new("local_path", "must not be empty"))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Validate for LakeConfig {
+    fn validate(&self) -> Result<(), Invalid> {
+        Location::parse(&self.location).map_err(|m| Invalid::new("location", m))?;
+        self.writer.validate().map_err(|e| e.within("writer"))
+    }
+}
+
+impl Validate for ModelsConfig {
+    fn validate(&self) -> Result<(), Invalid> {
+        match Location::parse(&self.location).map_err(|m| Invalid::new("location", m))? {
+            Location::Hdfs { .. } => Err(Invalid::new(
+                "location",
+                "the model store needs conditional writes: use a local path or s3://",
+            )),
+            Location::Local(_) | Location::S3 { .. } => match &self.features {
+                Some(f) if f.is_empty() => Err(Invalid::new("features", "must not be empty")),
+                _ => Ok(()),
+            },
+        }
     }
 }
 
@@ -594,6 +669,40 @@ mod tests {
     }
 
     #[test]
+    fn flattened_sections_still_refuse_unknown_keys() {
+        let e = Config::parse("c.toml", "[s3]\nregoin = \"eu-west-1\"\n").unwrap_err();
+        assert!(e.to_string().contains("`s3.regoin`"), "{e}");
+        let e = Config::parse(
+            "c.toml",
+            "[verdicts]\nbackend = \"dynamodb\"\n[verdicts.dynamodb]\ntable = \"t\"\nendpont = \"http://x\"\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("`verdicts.dynamodb.endpont`"), "{e}");
+        let c = Config::parse(
+            "c.toml",
+            "[s3]\nregion = \"eu-west-1\"\nendpoint = \"http://s3\"\nforce_path_style = false\n\
+             [verdicts]\nbackend = \"dynamodb\"\n[verdicts.dynamodb]\ntable = \"t\"\nregion = \"eu-west-2\"\nconcurrency = 8\n",
+        )
+        .unwrap();
+        assert_eq!(c.s3.connection.region, "eu-west-1");
+        assert_eq!(c.s3.connection.endpoint.as_deref(), Some("http://s3"));
+        assert!(!c.s3.force_path_style);
+        let d = c.verdicts.dynamodb.unwrap();
+        assert_eq!(
+            (d.connection.region.as_str(), d.concurrency),
+            ("eu-west-2", 8)
+        );
+        assert_eq!(
+            Config::default()
+                .verdicts
+                .dynamodb
+                .map(|d| d.connection.region),
+            None
+        );
+        assert_eq!(Config::default().s3.connection.region, "us-east-1");
+    }
+
+    #[test]
     fn environment_overrides_keys() {
         let env = vec![
             (
@@ -613,7 +722,7 @@ mod tests {
         let c = Config::parse_with_env("c.toml", "[kafka]\nbrokers = \"a:1\"\n", env).unwrap();
         assert_eq!(c.kafka.brokers, "b1:9092");
         assert_eq!(c.scoring.batch_size, 64);
-        assert_eq!(c.lake.writer.max_age, std::time::Duration::from_secs(2));
+        assert_eq!(c.lake.writer.max_age, Duration::from_secs(2));
         let bad = vec![(
             "FRAUDSTREAM__SCORING__BATCH_SIZE".to_owned(),
             "0".to_owned(),

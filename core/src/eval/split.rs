@@ -5,7 +5,8 @@ use serde::{Deserialize, Serialize};
 use crate::rng::Rng;
 
 /// How to hold out test rows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum SplitKind {
     /// Random, keeping the fraud rate equal in both parts.

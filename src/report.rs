@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use plotters::prelude::*;
 
-use super::metrics::{Metrics, pr_curve, roc_curve};
+use crate::eval::metrics::{Metrics, pr_curve, roc_curve};
 
 /// Score histogram resolution.
 const SCORE_BINS: usize = 50;

@@ -3,12 +3,13 @@
 //! - [`record`]: the typed [`Transaction`], the columnar [`Dataset`], and validation errors.
 //! - [`csv`]: the Kaggle CSV, exactly as published (quoted headers, quoted labels).
 //! - [`json`]: JSON lines, one transaction per line; also the stream message decoder.
-//! - [`parquet`]: the Arrow schema, and Parquet reading and writing.
+//! - `parquet` (feature `parquet`): the Arrow schema, and Parquet reading and writing.
 //! - [`input`]: format detection by extension, and the one entry point that reads a file.
 
 pub mod csv;
 pub mod input;
 pub mod json;
+#[cfg(feature = "parquet")]
 pub mod parquet;
 pub mod record;
 

@@ -1,0 +1,66 @@
+//! The serving model at start-up: `LATEST` from the model store, or, when the store is
+//! empty, a first model trained from `bootstrap.history` and published there (when
+//! several detectors start on an empty store together, the first publication wins and
+//! the others serve it).
+
+use anyhow::Context;
+
+use crate::config::Config;
+use crate::model::Model;
+use crate::pipeline::{TrainOptions, train_model};
+use crate::registry::{ModelStore, RegistryError};
+use crate::schema::{ReadOptions, read_dataset};
+use crate::storage::StorageError;
+
+/// Where the serving model came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// The version `LATEST` named.
+    Latest,
+    /// Trained from this history because the store was empty, and published.
+    Trained {
+        /// The history file.
+        history: String,
+    },
+}
+
+/// Load or bootstrap the serving model.
+pub async fn serving_model(cfg: &Config, store: &ModelStore) -> anyhow::Result<(Model, Origin)> {
+    if let Some(latest) = store.latest().await? {
+        let (model, _) = store.get(&latest.version).await?;
+        tracing::info!(version = %latest.version, store = %store.describe(), "serving model loaded");
+        return Ok((model, Origin::Latest));
+    }
+    let history = cfg.bootstrap.history.as_deref().with_context(|| {
+        format!(
+            "the model store {} is empty and no bootstrap.history is configured",
+            store.describe()
+        )
+    })?;
+    tracing::info!(history, store = %store.describe(), "model store is empty: training a first model");
+    let history_owned = history.to_owned();
+    let model = tokio::task::spawn_blocking(move || -> anyhow::Result<Model> {
+        let (data, _) = read_dataset(&history_owned, ReadOptions::default())?;
+        Ok(train_model(&data, &history_owned, &TrainOptions::default(), &|| {})?.model)
+    })
+    .await??;
+    store.put(&model).await?;
+    match store.set_latest(model.version(), None).await {
+        Ok(_) => {}
+        // Another detector published first: serve what it published.
+        Err(RegistryError::Storage(StorageError::PreconditionFailed { .. })) => {
+            if let Some(l) = store.latest().await? {
+                return Ok((store.get(&l.version).await?.0, Origin::Latest));
+            }
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let m = model.meta().headline_metrics().map(|(_, m)| m.auprc);
+    tracing::info!(version = %model.version(), holdout_auprc = ?m.flatten(), "trained and published a first model");
+    Ok((
+        model,
+        Origin::Trained {
+            history: history.to_owned(),
+        },
+    ))
+}

@@ -1,0 +1,360 @@
+//! The detector as a library: [`Detector::build`] turns a [`Config`] into a ready
+//! detector, checking everything it can before a message is read (the configuration, the
+//! metrics address, the serving model, the verdict store, the lake, the alert and
+//! dead-letter sinks); [`Detector::run`] runs it until the input ends or a [`Shutdown`]
+//! stops it, and returns a [`Summary`]. [`Detector::handles`] gives the running
+//! detector's shared state (serving model, verdict store, statistics, recent alerts) to
+//! whatever serves it, such as an HTTP API.
+//!
+//! This module is the one place where configuration becomes running stages: no stage
+//! takes a copy of settings it could read from its section.
+//!
+//! - [`bootstrap`]: the serving model at start-up (`LATEST`, or a first model trained
+//!   from `bootstrap.history`).
+
+pub mod bootstrap;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use arc_swap::ArcSwap;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+pub use bootstrap::Origin as ModelOrigin;
+
+use crate::config::{Config, SourceKind, VerdictBackend};
+use crate::eval::Metrics;
+use crate::model::Model;
+use crate::registry::ModelStore;
+use crate::registry::watcher::Watcher;
+use crate::schema::Format;
+use crate::shutdown::Shutdown;
+use crate::sinks::alerts::{AlertSink, KafkaAlerts, LocalAlerts, RecentAlerts, Webhook};
+use crate::sinks::lake::LakeWriter;
+use crate::sinks::verdicts::VerdictStore;
+use crate::sinks::verdicts::dynamodb::DynamoVerdictStore;
+use crate::sinks::verdicts::local::LocalVerdictStore;
+use crate::stream::dead_letter::DeadLetterFile;
+use crate::stream::delivery::{Delivery, Durability};
+use crate::stream::pipeline::Stages;
+use crate::stream::scorer::Scorer;
+use crate::stream::source::file::{FileSource, Input};
+use crate::stream::source::kafka::{KafkaSource, KafkaSourceOptions};
+use crate::stream::stats::{self, SharedStats, Stats};
+
+/// The running detector's shared state, for an API or a progress display. Clones share
+/// it.
+#[derive(Clone)]
+pub struct Handles {
+    /// The serving model (the watcher swaps it; the scorer loads it once per batch).
+    pub model: Arc<ArcSwap<Model>>,
+    /// The verdict store the detector writes.
+    pub verdicts: Arc<dyn VerdictStore>,
+    /// Running totals.
+    pub stats: SharedStats,
+    /// The latest alerts, and their live feed.
+    pub alerts: Arc<RecentAlerts>,
+    /// The model store the watcher polls.
+    pub models: ModelStore,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served, when enabled.
+    pub metrics_addr: Option<SocketAddr>,
+}
+
+/// What a run did.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    /// The source, for people (`kafka topics …`, a path, or `-`).
+    pub source: String,
+    /// Whether the source was Kafka.
+    pub kafka: bool,
+    /// Where dead letters went.
+    pub dead_letter_sink: String,
+    /// Totals.
+    pub stats: Stats,
+    /// Wall time of the run.
+    pub seconds: f64,
+    /// Metrics against the labels, when every scored row had one.
+    pub metrics: Option<Metrics>,
+}
+
+impl Summary {
+    /// Read-to-durable latency percentiles p50, p99, p999 in milliseconds.
+    #[must_use]
+    pub fn latency_ms(&self) -> [f64; 3] {
+        self.stats.latency_percentiles()
+    }
+
+    /// Produce-to-durable latency percentiles (Kafka message timestamps).
+    #[must_use]
+    pub fn produce_latency_ms(&self) -> [f64; 3] {
+        stats::percentiles(&self.stats.produce_latency)
+    }
+}
+
+enum Source {
+    Kafka(KafkaSource),
+    File(FileSource),
+}
+
+/// A detector, built and ready to run.
+pub struct Detector {
+    source: Source,
+    stages: Stages,
+    handles: Handles,
+    in_flight_batches: usize,
+    watcher: Option<(Watcher, std::time::Duration)>,
+    ready: watch::Sender<bool>,
+    model_origin: ModelOrigin,
+    /// Stops the metrics server and the watcher when the detector is dropped.
+    _background: DropGuard,
+    background: CancellationToken,
+}
+
+impl Detector {
+    /// Build a detector from `cfg`: validate it, serve `/metrics` (not ready yet), load
+    /// or bootstrap the serving model, connect the verdict store (creating the DynamoDB
+    /// table when configured), open the lake, the alert sinks and the dead-letter sink.
+    /// Any of these failing is an error here, before a message is read.
+    pub async fn build(cfg: &Config) -> anyhow::Result<Self> {
+        cfg.check()?;
+        let background = CancellationToken::new();
+        let (ready, ready_rx) = watch::channel(false);
+        let metrics_addr = if cfg.metrics.enabled {
+            let handle = crate::telemetry::recorder()?;
+            let (listener, addr) = crate::telemetry::bind(&cfg.metrics.address).await?;
+            tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
+            tokio::spawn(crate::telemetry::serve(
+                listener,
+                handle,
+                ready_rx,
+                background.clone(),
+            ));
+            Some(addr)
+        } else {
+            None
+        };
+        let models = cfg.model_store().await?;
+        let (model, model_origin) = bootstrap::serving_model(cfg, &models).await?;
+        let model = Arc::new(ArcSwap::from_pointee(model));
+        let verdicts = verdict_store(cfg).await?;
+        let lake_store =
+            crate::storage::open(&cfg.lake.location, Some(&cfg.s3.settings("", ""))).await?;
+        let lake = LakeWriter::new(lake_store, cfg.lake.writer.clone());
+        let recent = Arc::new(RecentAlerts::default());
+        let source = source(cfg)?;
+        let alerts = alert_sinks(cfg, matches!(source, Source::Kafka(_)), &recent)?;
+        let stats = SharedStats::default();
+        let delivery = Delivery {
+            verdicts: verdicts.clone(),
+            alerts,
+            lake: Some(lake),
+            durable: Durability::of(&cfg.delivery.durable),
+            ttl_seconds: cfg.verdicts.ttl_seconds,
+            abort: CancellationToken::new(),
+        };
+        let watcher = (!cfg.models.poll_interval.is_zero()).then(|| {
+            (
+                Watcher::new(models.clone(), model.clone(), cfg.models.features.clone()),
+                cfg.models.poll_interval,
+            )
+        });
+        Ok(Self {
+            source,
+            stages: Stages {
+                scorer: Scorer::new(model.clone(), cfg.scoring.top_k),
+                delivery,
+                stats: stats.clone(),
+            },
+            handles: Handles {
+                model,
+                verdicts,
+                stats,
+                alerts: recent,
+                models,
+                metrics_addr,
+            },
+            in_flight_batches: cfg.delivery.in_flight_batches,
+            watcher,
+            ready,
+            model_origin,
+            _background: background.clone().drop_guard(),
+            background,
+        })
+    }
+
+    /// Keep reading the source file as it grows (like `tail -f`) until stopped.
+    pub fn follow(mut self) -> anyhow::Result<Self> {
+        match &mut self.source {
+            Source::File(f) if matches!(f.input, Input::File(_)) => {
+                f.follow = true;
+                Ok(self)
+            }
+            _ => anyhow::bail!("--follow needs a file source"),
+        }
+    }
+
+    /// The shared state of this detector.
+    #[must_use]
+    pub fn handles(&self) -> Handles {
+        self.handles.clone()
+    }
+
+    /// Where the serving model came from (loaded, or trained because the store was
+    /// empty).
+    #[must_use]
+    pub fn model_origin(&self) -> &ModelOrigin {
+        &self.model_origin
+    }
+
+    /// Run until the input ends (files) or `shutdown` stops it, then drain, flush the
+    /// lake and commit. An error means some input is not durable and was left
+    /// uncommitted (it is read again on restart).
+    pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<Summary> {
+        let started = Instant::now();
+        let Self {
+            source,
+            mut stages,
+            handles,
+            in_flight_batches,
+            watcher,
+            ready,
+            background,
+            ..
+        } = self;
+        if let Some((w, interval)) = watcher {
+            tracing::info!(interval = ?interval, store = %handles.models.describe(), "watching the model store for new versions");
+            tokio::spawn(w.run(interval, background.clone()));
+        }
+        stages.delivery.abort = shutdown.abort_token();
+        let _ready = ready.send(true);
+        let (description, kafka, dead_letter_sink, result) = match source {
+            Source::Kafka(k) => {
+                let (result, _stages) = k.run(stages, &shutdown).await;
+                (
+                    format!("kafka topics {}", k.settings.topics.join(", ")),
+                    true,
+                    format!("kafka topic {}", k.settings.dlq_topic),
+                    result.map_err(anyhow::Error::from),
+                )
+            }
+            Source::File(f) => {
+                let (tx, rx) = mpsc::channel(in_flight_batches.max(1));
+                let scorer = tokio::spawn(async move {
+                    let r = stages.run(rx, &()).await;
+                    (stages, r)
+                });
+                let read = f
+                    .run(
+                        &tx,
+                        &handles.stats,
+                        &shutdown.stop_token(),
+                        &shutdown.abort_token(),
+                    )
+                    .await;
+                drop(tx);
+                let (_stages, drained) = scorer.await.context("scorer task")?;
+                (
+                    f.input.describe(),
+                    false,
+                    f.dead_letters.describe(),
+                    read.map_err(anyhow::Error::from)
+                        .and(drained.map_err(anyhow::Error::from)),
+                )
+            }
+        };
+        let _ready = ready.send(false);
+        background.cancel();
+        result?;
+        let stats = stats::lock(&handles.stats).clone();
+        let metrics = stats.metrics(handles.model.load().meta().threshold);
+        Ok(Summary {
+            source: description,
+            kafka,
+            dead_letter_sink,
+            stats,
+            seconds: started.elapsed().as_secs_f64(),
+            metrics,
+        })
+    }
+}
+
+/// The configured verdict store, connected.
+async fn verdict_store(cfg: &Config) -> anyhow::Result<Arc<dyn VerdictStore>> {
+    Ok(match cfg.verdicts.backend {
+        VerdictBackend::Local => Arc::new(LocalVerdictStore::open(&cfg.verdicts.local_path)?),
+        VerdictBackend::Dynamodb => Arc::new(
+            DynamoVerdictStore::connect(
+                cfg.verdicts
+                    .dynamodb
+                    .as_ref()
+                    .context("verdicts.dynamodb is required")?,
+            )
+            .await?,
+        ),
+    })
+}
+
+/// The configured source.
+fn source(cfg: &Config) -> anyhow::Result<Source> {
+    let input = match cfg.source.kind {
+        SourceKind::Kafka => {
+            return Ok(Source::Kafka(KafkaSource {
+                settings: cfg.kafka.clone(),
+                options: KafkaSourceOptions {
+                    batch_size: cfg.scoring.batch_size,
+                    batch_timeout: cfg.scoring.batch_timeout,
+                    in_flight_batches: cfg.delivery.in_flight_batches,
+                    revoke_timeout: cfg.delivery.revoke_timeout,
+                },
+            }));
+        }
+        SourceKind::Stdin => Input::Stdin(if cfg.source.stdin_format == "csv" {
+            Format::Csv
+        } else {
+            Format::JsonLines
+        }),
+        SourceKind::File => Input::File(PathBuf::from(&cfg.source.path)),
+    };
+    let dlq = PathBuf::from(&cfg.dlq.file);
+    let dead_letters =
+        DeadLetterFile::open(&dlq).with_context(|| format!("dlq.file {}", dlq.display()))?;
+    Ok(Source::File(FileSource {
+        input,
+        follow: false,
+        batch_size: cfg.scoring.batch_size,
+        batch_timeout: cfg.scoring.batch_timeout,
+        dead_letters: Arc::new(dead_letters),
+    }))
+}
+
+/// Alert sinks: the recent-alerts ring; on Kafka the alerts topic and stdout, otherwise
+/// the alerts file and stdout; and the webhook when configured.
+fn alert_sinks(
+    cfg: &Config,
+    kafka: bool,
+    recent: &Arc<RecentAlerts>,
+) -> anyhow::Result<Vec<Arc<dyn AlertSink>>> {
+    let mut sinks: Vec<Arc<dyn AlertSink>> = vec![recent.clone()];
+    let file = if kafka {
+        None
+    } else {
+        cfg.alerts.file.as_deref().map(std::path::Path::new)
+    };
+    if file.is_some() || cfg.alerts.stdout {
+        sinks.push(Arc::new(
+            LocalAlerts::open(file, cfg.alerts.stdout)
+                .with_context(|| format!("alerts.file {:?}", cfg.alerts.file))?,
+        ));
+    }
+    if kafka && let Some(topic) = &cfg.kafka.alerts_topic {
+        sinks.push(Arc::new(KafkaAlerts::new(&cfg.kafka, topic)?));
+    }
+    if let Some(w) = &cfg.alerts.webhook {
+        sinks.push(Arc::new(Webhook::new(w.clone())?));
+    }
+    Ok(sinks)
+}

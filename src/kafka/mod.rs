@@ -1,0 +1,174 @@
+//! Kafka clients shared by the source, the alert topic and the dead-letter topic: the
+//! `[kafka]` settings, the consumer and producer configurations that enforce the delivery
+//! guarantee, and a [`Publisher`] that replaces a producer whose deliveries hang.
+//!
+//! - [`publisher`]: [`Publisher`].
+
+pub mod publisher;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rdkafka::config::ClientConfig;
+use rdkafka::error::KafkaError;
+use rdkafka::producer::FutureProducer;
+use serde::{Deserialize, Serialize};
+
+pub use publisher::Publisher;
+
+use crate::config::{Invalid, Validate};
+use crate::schema::json::DEFAULT_MAX_MESSAGE_BYTES;
+
+/// How to reach Kafka and which topics to use.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaSettings {
+    /// `bootstrap.servers`.
+    pub brokers: String,
+    /// Topics to consume.
+    pub topics: Vec<String>,
+    /// Consumer group: detectors in one group share the partitions.
+    pub group_id: String,
+    /// Dead-letter topic for undecodable or invalid messages.
+    pub dlq_topic: String,
+    /// Topic for fraud alerts (JSON); unset disables it.
+    pub alerts_topic: Option<String>,
+    /// Messages larger than this go to the dead-letter topic unparsed.
+    pub max_message_bytes: usize,
+    /// Extra librdkafka properties for consumer and producer (SASL, TLS, timeouts, …).
+    pub properties: BTreeMap<String, String>,
+}
+
+impl Default for KafkaSettings {
+    fn default() -> Self {
+        Self {
+            brokers: "127.0.0.1:9092".into(),
+            topics: vec!["transactions".into()],
+            group_id: "fraudstream".into(),
+            dlq_topic: "transactions.dlq".into(),
+            alerts_topic: Some("fraud.alerts".into()),
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            properties: BTreeMap::new(),
+        }
+    }
+}
+
+/// Producers' `message.timeout.ms` unless configured.
+const DEFAULT_MESSAGE_TIMEOUT_MS: u64 = 30_000;
+
+/// librdkafka consumer properties that a producer does not take.
+const CONSUMER_ONLY: &[&str] = &[
+    "session.timeout.ms",
+    "heartbeat.interval.ms",
+    "max.poll.interval.ms",
+    "auto.offset.reset",
+    "group.instance.id",
+    "group.protocol",
+    "partition.assignment.strategy",
+    "isolation.level",
+    "fetch.min.bytes",
+    "fetch.max.bytes",
+    "fetch.wait.max.ms",
+    "max.partition.fetch.bytes",
+    "queued.min.messages",
+    "queued.max.messages.kbytes",
+    "check.crcs",
+];
+
+impl KafkaSettings {
+    /// The shared client settings; a producer leaves out consumer-only properties (which
+    /// librdkafka would warn about and ignore).
+    fn client(&self, producer: bool) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.brokers);
+        for (k, v) in &self.properties {
+            if producer && CONSUMER_ONLY.contains(&k.as_str()) {
+                continue;
+            }
+            c.set(k, v);
+        }
+        c
+    }
+
+    /// The configuration of a consumer with manual commits from the first unread offset.
+    /// The delivery guarantee's settings are applied after the user's properties, so no
+    /// property can turn auto-commit back on.
+    #[must_use]
+    pub fn consumer_config(&self) -> ClientConfig {
+        let mut c = self.client(false);
+        for (key, default) in [
+            ("auto.offset.reset", "earliest"),
+            // Per-partition consumer lag arrives with the statistics.
+            ("statistics.interval.ms", "5000"),
+            // librdkafka's prefetch queue (64 MiB by default) is most of the consumer's
+            // memory; 16 MiB is still tens of thousands of transactions ahead.
+            ("queued.max.messages.kbytes", "16384"),
+            // Some Kafka-protocol brokers (noida-db among them) ignore fetch.max.bytes and
+            // answer a fetch with the whole backlog; librdkafka refuses responses past this
+            // limit (100 MB by default) and would retry the same fetch for ever. Kafka
+            // itself bounds responses by fetch.max.bytes, so this costs nothing there.
+            ("receive.message.max.bytes", "1000000000"),
+        ] {
+            if !self.properties.contains_key(key) {
+                c.set(key, default);
+            }
+        }
+        c.set("group.id", &self.group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "false");
+        c
+    }
+
+    /// An idempotent producer that waits for every in-sync replica (again applied after the
+    /// user's properties).
+    pub fn producer(&self) -> Result<FutureProducer, KafkaError> {
+        let mut c = self.client(true);
+        if !self.properties.contains_key("message.timeout.ms") {
+            c.set("message.timeout.ms", DEFAULT_MESSAGE_TIMEOUT_MS.to_string());
+        }
+        c.set("enable.idempotence", "true").set("acks", "all");
+        // Statistics feed the consumer-lag gauge; producers have no use for them.
+        c.set("statistics.interval.ms", "0");
+        c.create()
+    }
+
+    /// The producers' `message.timeout.ms`: the configured one, or the default.
+    #[must_use]
+    pub fn message_timeout(&self) -> Duration {
+        let ms = self
+            .properties
+            .get("message.timeout.ms")
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(DEFAULT_MESSAGE_TIMEOUT_MS);
+        Duration::from_millis(ms)
+    }
+}
+
+impl Validate for KafkaSettings {
+    fn validate(&self) -> Result<(), Invalid> {
+        let non_empty = |key: &str, v: &str| {
+            if v.trim().is_empty() {
+                Err(Invalid::new(key, "must not be empty"))
+            } else {
+                Ok(())
+            }
+        };
+        non_empty("brokers", &self.brokers)?;
+        non_empty("group_id", &self.group_id)?;
+        non_empty("dlq_topic", &self.dlq_topic)?;
+        if self.topics.is_empty() || self.topics.iter().any(|t| t.trim().is_empty()) {
+            return Err(Invalid::new(
+                "topics",
+                "name at least one topic, none empty",
+            ));
+        }
+        if let Some(t) = &self.alerts_topic {
+            non_empty("alerts_topic", t)?;
+        }
+        if self.max_message_bytes == 0 {
+            return Err(Invalid::new("max_message_bytes", "must be at least 1"));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,169 @@
+//! The acker: source positions are tracked from the moment they are read until every
+//! durable sink has them, and a partition's committed offset only ever moves past
+//! positions that are all durable ([`Watermarks`]). The state is shared with the source
+//! (which tracks what it reads and pauses) and the Kafka rebalance handler (which commits
+//! and forgets revoked partitions), so it lives behind one lock.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::watermark::Watermarks;
+
+/// A partition: topic and number.
+pub type PartitionKey = (String, i32);
+
+/// A position in a source: a partition and an offset.
+pub type SourceOffset = (PartitionKey, i64);
+
+/// What the source, the scorer task and the rebalance handler share.
+#[derive(Debug, Default)]
+pub struct Partitions {
+    /// Offsets dispatched and not yet durable, per partition.
+    pub marks: Watermarks<PartitionKey>,
+    /// Partitions currently assigned to this member.
+    pub assigned: HashSet<PartitionKey>,
+    /// Partitions revoked so far.
+    pub revoked: u64,
+    /// Whether the source has paused its partitions (the scorer is behind).
+    pub paused: bool,
+}
+
+impl Partitions {
+    /// Acknowledge durable positions; returns each partition whose committable offset
+    /// advanced, with its new offset.
+    pub fn acknowledge(&mut self, durable: &mut Vec<SourceOffset>) -> Vec<SourceOffset> {
+        let mut advanced: BTreeMap<PartitionKey, i64> = BTreeMap::new();
+        for (key, offset) in durable.drain(..) {
+            if let Some(next) = self.marks.ack(&key, offset) {
+                advanced.insert(key, next);
+            }
+        }
+        advanced.into_iter().collect()
+    }
+
+    /// Forget revoked partitions; returns their last committable offsets.
+    pub fn revoke(&mut self, keys: &[PartitionKey]) -> Vec<SourceOffset> {
+        let mut last = Vec::new();
+        for k in keys {
+            self.assigned.remove(k);
+            if let Some(next) = self.marks.revoke(k) {
+                last.push((k.clone(), next));
+            }
+        }
+        self.revoked += keys.len() as u64;
+        last
+    }
+
+    /// The committable offsets of the partitions still assigned, for a final commit.
+    #[must_use]
+    pub fn committable_assigned(&self) -> Vec<SourceOffset> {
+        self.marks
+            .committable()
+            .into_iter()
+            .filter(|(k, _)| self.assigned.contains(k))
+            .collect()
+    }
+}
+
+/// The shared [`Partitions`].
+pub type SharedPartitions = Arc<Mutex<Partitions>>;
+
+/// Lock the shared state. A panic while holding the lock leaves consistent data (every
+/// update is one call), so a poisoned lock is taken over.
+pub fn lock(shared: &SharedPartitions) -> MutexGuard<'_, Partitions> {
+    shared
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Where committable offsets go: the consumer group (Kafka), or nowhere (files).
+pub trait Commit: Send + Sync {
+    /// Commit `offsets` without waiting; a failure is logged, never fatal (the next owner
+    /// of a partition re-reads from the last successful commit).
+    fn commit_async(&self, offsets: &[SourceOffset]);
+}
+
+/// Acknowledges durable positions and commits what advanced.
+pub trait Acknowledge: Send + Sync {
+    /// Every position in `durable` is now in every durable sink.
+    fn acknowledge(&self, durable: &mut Vec<SourceOffset>);
+}
+
+/// Files have no positions to commit: a restarted embedded run reads its input again.
+impl Acknowledge for () {
+    fn acknowledge(&self, durable: &mut Vec<SourceOffset>) {
+        durable.clear();
+    }
+}
+
+/// The acker of a partitioned source.
+pub struct Acker<C> {
+    shared: SharedPartitions,
+    commit: C,
+}
+
+impl<C: Commit> Acker<C> {
+    /// An acker over `shared` that commits through `commit`.
+    pub fn new(shared: SharedPartitions, commit: C) -> Self {
+        Self { shared, commit }
+    }
+}
+
+impl<C: Commit> Acknowledge for Acker<C> {
+    fn acknowledge(&self, durable: &mut Vec<SourceOffset>) {
+        if durable.is_empty() {
+            return;
+        }
+        let mut s = lock(&self.shared);
+        let advanced = s.acknowledge(durable);
+        // Committed under the lock, so a rebalance cannot revoke a partition in between.
+        if !advanced.is_empty() {
+            self.commit.commit_async(&advanced);
+        }
+        drop(s);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Default)]
+    struct Recorded(Mutex<Vec<SourceOffset>>);
+
+    impl Commit for Arc<Recorded> {
+        fn commit_async(&self, offsets: &[SourceOffset]) {
+            self.0.lock().unwrap().extend_from_slice(offsets);
+        }
+    }
+
+    fn key(p: i32) -> PartitionKey {
+        ("t".into(), p)
+    }
+
+    #[test]
+    fn commits_only_what_advanced_and_forgets_revoked_partitions() {
+        let shared = SharedPartitions::default();
+        let recorded = Arc::new(Recorded::default());
+        let acker = Acker::new(shared.clone(), recorded.clone());
+        {
+            let mut s = lock(&shared);
+            s.assigned.extend([key(0), key(1)]);
+            for o in 0..3 {
+                s.marks.track(key(0), o);
+                s.marks.track(key(1), 10 + o);
+            }
+        }
+        acker.acknowledge(&mut vec![(key(0), 1), (key(1), 10)]);
+        assert_eq!(
+            *recorded.0.lock().unwrap(),
+            vec![(key(1), 11)],
+            "0 is pending on p0"
+        );
+        assert_eq!(lock(&shared).revoke(&[key(1)]), vec![(key(1), 11)]);
+        acker.acknowledge(&mut vec![(key(1), 11), (key(0), 0)]);
+        assert_eq!(recorded.0.lock().unwrap().last(), Some(&(key(0), 2)));
+        assert_eq!(lock(&shared).committable_assigned(), vec![(key(0), 2)]);
+        assert_eq!(lock(&shared).revoked, 1);
+    }
+}

@@ -1,0 +1,265 @@
+//! The file source (the embedded mode): a file, optionally followed as it grows, or
+//! stdin; Kaggle CSV or JSON lines.
+//!
+//! ```text
+//! reader (blocking thread) ──bounded──► source task: batcher ──► scorer task
+//!   CSV / JSON lines                      └─ invalid rows ──► dead-letter sink (file)
+//! ```
+//! The reader parses on a blocking thread; the source task batches, dead-letters invalid
+//! rows and hands batches on. Both channels are bounded, so a slow sink slows the reader
+//! instead of filling memory.
+
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::{Batch, BatchSender, Incoming};
+use crate::metric_names as names;
+use crate::schema::csv::CsvReader;
+use crate::schema::json::JsonLinesReader;
+use crate::schema::{Format, ReadError, RecordError, Transaction};
+use crate::stream::batcher::Batcher;
+use crate::stream::dead_letter::{DeadLetter, DeadLetterSink, Origin, send_durably};
+use crate::stream::delivery::DeliveryError;
+use crate::stream::stats::{self, SharedStats};
+
+/// Rows buffered between the reader thread and the source task: a few batches' worth, so
+/// the reader stays ahead of scoring without holding more than a few MB.
+const READ_AHEAD: usize = 8192;
+
+/// How often a followed file is checked for growth.
+const FOLLOW_POLL: Duration = Duration::from_millis(100);
+
+/// Where transactions come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// A file: CSV or JSON lines, by extension.
+    File(PathBuf),
+    /// Standard input, in the given format.
+    Stdin(Format),
+}
+
+impl Input {
+    /// The input's name in messages (`-` for stdin).
+    #[must_use]
+    pub fn describe(&self) -> String {
+        match self {
+            Self::File(p) => p.display().to_string(),
+            Self::Stdin(_) => "-".into(),
+        }
+    }
+}
+
+/// Why the file source stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum FileSourceError {
+    /// The input could not be opened or read (not a bad row: those are dead-lettered).
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    /// The dead-letter sink stayed unavailable until the shutdown's abort.
+    #[error("dead letters: {0}")]
+    DeadLetters(#[from] DeliveryError),
+    /// The reader thread failed.
+    #[error("reader thread: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// The file source's settings.
+pub struct FileSource {
+    /// What to read.
+    pub input: Input,
+    /// Keep reading a file past its end, as it grows, until stopped.
+    pub follow: bool,
+    /// Batch size and timeout.
+    pub batch_size: usize,
+    /// Longest wait for a batch to fill.
+    pub batch_timeout: Duration,
+    /// Where invalid rows go.
+    pub dead_letters: Arc<dyn DeadLetterSink>,
+}
+
+struct Row {
+    line: u64,
+    read_at: Instant,
+    result: Result<Transaction, RecordError>,
+}
+
+impl FileSource {
+    /// Read to the end of the input (or until `stop`), handing batches to `batches`.
+    /// Dead-letter waits end at `abort`.
+    pub async fn run(
+        &self,
+        batches: &BatchSender,
+        stats: &SharedStats,
+        stop: &CancellationToken,
+        abort: &CancellationToken,
+    ) -> Result<(), FileSourceError> {
+        let (tx, mut rx) = mpsc::channel(READ_AHEAD);
+        let reader = spawn_reader(self.input.clone(), self.follow, tx, stop.clone());
+        let mut batcher = Batcher::new(self.batch_size, self.batch_timeout);
+        let source = self.input.describe();
+        let outcome = loop {
+            let full = tokio::select! {
+                r = rx.recv() => match r {
+                    Some(row) => batcher.push(row),
+                    None => break Ok(()),
+                },
+                () = batcher.expired() => Some(batcher.take()),
+            };
+            if let Some(rows) = full
+                && !self.dispatch(&source, rows, batches, stats, abort).await?
+            {
+                break Ok(()); // the scorer task has stopped
+            }
+        };
+        if !batcher.is_empty() {
+            self.dispatch(&source, batcher.take(), batches, stats, abort)
+                .await?;
+        }
+        drop(rx);
+        reader.await??;
+        outcome
+    }
+
+    /// Dead-letter the invalid rows and hand the rest on; false when the scorer task is
+    /// gone.
+    async fn dispatch(
+        &self,
+        source: &str,
+        rows: Vec<Row>,
+        batches: &BatchSender,
+        stats: &SharedStats,
+        abort: &CancellationToken,
+    ) -> Result<bool, FileSourceError> {
+        metrics::counter!(names::CONSUMED).increment(rows.len() as u64);
+        let mut valid = Vec::with_capacity(rows.len());
+        let mut dead = Vec::new();
+        for row in rows {
+            match row.result {
+                Ok(tx) => valid.push(Incoming {
+                    tx,
+                    read_at: row.read_at,
+                    produced_at_ms: None,
+                }),
+                Err(e) => dead.push(DeadLetter {
+                    origin: Origin::File {
+                        path: if e.path.is_empty() {
+                            source.into()
+                        } else {
+                            e.path
+                        },
+                        line: row.line,
+                    },
+                    key: None,
+                    payload: Vec::new(),
+                    reason: e.kind,
+                }),
+            }
+        }
+        if !dead.is_empty() {
+            send_durably(self.dead_letters.as_ref(), &dead, abort).await?;
+        }
+        {
+            let mut s = stats::lock(stats);
+            s.read += (valid.len() + dead.len()) as u64;
+            s.dead_letters += dead.len() as u64;
+        }
+        let batch = Batch {
+            rows: valid,
+            offsets: Vec::new(),
+        };
+        if batches.send(batch).await.is_err() {
+            return Ok(false);
+        }
+        metrics::gauge!(names::BATCHES_IN_FLIGHT).increment(1.0);
+        Ok(true)
+    }
+}
+
+/// A file read past its end: at end of file, wait for more bytes instead of returning 0,
+/// until `stop` is cancelled.
+struct Follow<R> {
+    inner: R,
+    stop: CancellationToken,
+}
+
+impl<R: Read> Read for Follow<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            let n = self.inner.read(buf)?;
+            if n > 0 || buf.is_empty() || self.stop.is_cancelled() {
+                return Ok(n);
+            }
+            std::thread::sleep(FOLLOW_POLL);
+        }
+    }
+}
+
+/// Read rows on a blocking thread into `tx`, stopping early on shutdown.
+fn spawn_reader(
+    input: Input,
+    follow: bool,
+    tx: mpsc::Sender<Row>,
+    stop: CancellationToken,
+) -> tokio::task::JoinHandle<Result<(), ReadError>> {
+    tokio::task::spawn_blocking(move || {
+        let (path, format, reader): (String, Format, Box<dyn Read + Send>) = match &input {
+            Input::File(p) => {
+                let path = p.display().to_string();
+                let format = Format::from_path(&path)
+                    .ok_or_else(|| ReadError::UnknownFormat { path: path.clone() })?;
+                let f = File::open(p).map_err(|source| ReadError::Io {
+                    path: path.clone(),
+                    source,
+                })?;
+                let reader: Box<dyn Read + Send> = if follow {
+                    Box::new(Follow {
+                        inner: f,
+                        stop: stop.clone(),
+                    })
+                } else {
+                    Box::new(f)
+                };
+                (path, format, reader)
+            }
+            Input::Stdin(format) => ("-".into(), *format, Box::new(std::io::stdin())),
+        };
+        let rows: Box<dyn Iterator<Item = Result<Transaction, ReadError>>> = match format {
+            Format::Csv => Box::new(CsvReader::new(
+                &path,
+                BufReader::with_capacity(1 << 16, reader),
+            )?),
+            Format::JsonLines => Box::new(JsonLinesReader::new(
+                &path,
+                BufReader::with_capacity(1 << 16, reader),
+            )),
+            Format::Parquet => {
+                return Err(ReadError::UnknownFormat { path });
+            }
+        };
+        for (i, r) in rows.enumerate() {
+            if stop.is_cancelled() {
+                break;
+            }
+            let (line, result) = match r {
+                Ok(tx) => (i as u64 + 1, Ok(tx)),
+                Err(ReadError::Record(e)) => (e.line, Err(e)),
+                Err(other) => return Err(other),
+            };
+            let row = Row {
+                line,
+                read_at: Instant::now(),
+                result,
+            };
+            if tx.blocking_send(row).is_err() {
+                break; // the pipeline stopped
+            }
+        }
+        Ok(())
+    })
+}

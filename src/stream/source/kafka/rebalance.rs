@@ -1,0 +1,128 @@
+//! The rebalance handler (the consumer's context): assigned partitions join the shared
+//! state and take the source's pause state; revoked partitions wait (bounded) for their
+//! dispatched batches to become durable, commit what is durable, and are forgotten, so
+//! nothing of theirs is committed by this member afterwards. It also exports consumer lag
+//! from librdkafka's statistics.
+
+use std::time::{Duration, Instant};
+
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::statistics::Statistics;
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::metric_names as names;
+use crate::stream::acker::{PartitionKey, SharedPartitions, SourceOffset, lock};
+
+/// The consumer's context.
+pub struct DetectorContext {
+    /// State shared with the source and the acker.
+    pub shared: SharedPartitions,
+    /// How long a revoke waits for in-flight batches of the revoked partitions.
+    pub revoke_timeout: Duration,
+}
+
+impl ClientContext for DetectorContext {
+    fn stats(&self, statistics: Statistics) {
+        for (topic, t) in &statistics.topics {
+            for (partition, p) in &t.partitions {
+                if *partition >= 0 && p.consumer_lag >= 0 {
+                    metrics::gauge!(names::CONSUMER_LAG, "topic" => topic.clone(), "partition" => partition.to_string())
+                        .set(p.consumer_lag as f64);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for DetectorContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                let keys = keys_of(tpl);
+                tracing::info!(partitions = ?keys, "partitions assigned");
+                lock(&self.shared).assigned.extend(keys);
+            }
+            Rebalance::Revoke(tpl) => self.revoke(consumer, &keys_of(tpl)),
+            Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
+        }
+    }
+
+    /// Newly assigned partitions take the source's current state: librdkafka keeps a
+    /// partition's pause across a revoke and a re-assignment (after a session timeout,
+    /// say), which would leave it paused for ever once the source has resumed.
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            let result = if lock(&self.shared).paused {
+                consumer.pause(tpl)
+            } else {
+                consumer.resume(tpl)
+            };
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "pause state of assigned partitions");
+            }
+        }
+    }
+}
+
+fn keys_of(tpl: &TopicPartitionList) -> Vec<PartitionKey> {
+    tpl.elements()
+        .iter()
+        .map(|e| (e.topic().to_owned(), e.partition()))
+        .collect()
+}
+
+/// A partition list of `offsets`.
+pub fn partition_list(offsets: &[SourceOffset]) -> TopicPartitionList {
+    let mut tpl = TopicPartitionList::new();
+    for ((topic, partition), next) in offsets {
+        if let Err(e) = tpl.add_partition_offset(topic, *partition, Offset::Offset(*next)) {
+            tracing::warn!(topic, partition, error = %e, "offset not committable");
+        }
+    }
+    tpl
+}
+
+impl DetectorContext {
+    /// Revoked partitions: wait (bounded) for their dispatched batches to become durable,
+    /// commit what is durable, and forget them. Runs on the polling thread while the
+    /// scorer task goes on.
+    fn revoke(&self, consumer: &BaseConsumer<Self>, keys: &[PartitionKey]) {
+        let deadline = Instant::now() + self.revoke_timeout;
+        let wait = || loop {
+            let pending = lock(&self.shared).marks.in_flight_in(keys);
+            if pending == 0 || Instant::now() >= deadline {
+                break pending;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        // The callback runs inside a poll on a runtime worker: hand that worker's other
+        // tasks (the scorer among them, perhaps) to another thread while this one waits.
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        let pending = if multi_thread {
+            tokio::task::block_in_place(wait)
+        } else {
+            wait()
+        };
+        if pending > 0 {
+            tracing::warn!(
+                pending,
+                "revoked partitions still have batches in flight; their new owner will re-read them"
+            );
+        }
+        let last = lock(&self.shared).revoke(keys);
+        metrics::counter!(names::PARTITIONS_REVOKED).increment(keys.len() as u64);
+        if last.is_empty() {
+            tracing::info!(partitions = ?keys, "partitions revoked");
+            return;
+        }
+        match consumer.commit(&partition_list(&last), CommitMode::Sync) {
+            Ok(()) => {
+                tracing::info!(partitions = ?keys, "partitions revoked; durable offsets committed");
+            }
+            // Harmless: the new owner re-reads from the previous commit.
+            Err(e) => tracing::warn!(error = %e, "commit of revoked partitions failed"),
+        }
+    }
+}
