@@ -1,5 +1,6 @@
-//! Hot reload under live load, against the real services: the detector process consumes a
-//! steady stream while a new model version is published to the S3 model store. Verdicts
+//! Hot reload under live load, against the real services: the detector, built in-process
+//! from its configuration file, consumes a steady stream while a new model version is
+//! published to the S3 model store. Verdicts
 //! switch to the new version within a few poll intervals, with no message lost or scored
 //! twice; then a version with a wrong checksum, a corrupt (truncated) one and one over other
 //! features are published in turn, each is rejected, and the good one keeps serving.
@@ -10,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::detector::Deployment;
+use common::detector::{Deployment, InProcess};
 use fraudstream::pipeline::{TrainOptions, train_model};
 use fraudstream::registry::ModelStore;
 use fraudstream::schema::{ReadOptions, read_dataset};
@@ -38,28 +39,23 @@ async fn point_latest(store: &ModelStore, version: &str) {
     store.set_latest(version, before.as_ref()).await.unwrap();
 }
 
-/// Wait until the detector has logged `n` rejections, the last of kind `kind`.
-async fn wait_for_rejection(det: &common::detector::Detector, n: usize, kind: &str) {
+/// `fraudstream_model_rejections_total{reason="<kind>"}` (0 when absent).
+fn rejections(det: &InProcess, kind: &str) -> u64 {
+    let prefix = format!("fraudstream_model_rejections_total{{reason=\"{kind}\"}} ");
+    det.metrics()
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix)?.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
+/// Wait until the detector has rejected a version for `kind`, still serving `serving`.
+async fn wait_for_rejection(det: &InProcess, kind: &str, serving: &str) {
     let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let log = det.log_text();
-        let rejections: Vec<&str> = log
-            .lines()
-            .filter(|l| l.contains("model rejected"))
-            .collect();
-        if rejections.len() >= n {
-            assert!(
-                rejections[n - 1].contains(&format!("kind={kind}")),
-                "rejection {n} should be {kind}:\n{log}"
-            );
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no rejection {n} ({kind}):\n{log}"
-        );
+    while rejections(det, kind) == 0 {
+        assert!(Instant::now() < deadline, "no {kind} rejection:\n{}", det.metrics());
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
+    assert_eq!(det.handles.model.load().version(), serving, "the old model keeps serving");
 }
 
 async fn publish(store: &ModelStore, m: &fraudstream::model::Model) {
@@ -71,10 +67,11 @@ async fn publish(store: &ModelStore, m: &fraudstream::model::Model) {
         .unwrap();
 }
 
-async fn wait_for_log(det: &common::detector::Detector, needle: &str, timeout: Duration) -> bool {
+/// Wait until the detector serves `version`.
+async fn wait_for_version(det: &InProcess, version: &str, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
-        if det.log_text().contains(needle) {
+        if det.handles.model.load().version() == version {
             return true;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
@@ -95,7 +92,7 @@ async fn a_published_version_is_picked_up_under_load_and_a_bad_one_is_rejected()
     publish(&store, &v1).await;
 
     let config = d.write_config_with(false, Some(&format!("s3://{bucket}/{prefix}/")), "1s");
-    let mut det = d.spawn(&config, 1);
+    let det = d.start(&config).await;
 
     // A steady stream: 6,000 transactions at about 600/s.
     let n = 6_000;
@@ -116,19 +113,14 @@ async fn a_published_version_is_picked_up_under_load_and_a_bad_one_is_rejected()
             }
         })
     };
-    assert!(
-        d.wait_for_verdicts(1_000, Duration::from_secs(120)).await,
-        "{}",
-        det.log_text()
-    );
+    assert!(d.wait_for_verdicts(1_000, Duration::from_secs(120)).await);
 
     let v2 = model(2);
     let published = Instant::now();
     publish(&store, &v2).await;
     assert!(
-        wait_for_log(&det, "serving model swapped", Duration::from_secs(15)).await,
-        "{}",
-        det.log_text()
+        wait_for_version(&det, v2.version(), Duration::from_secs(15)).await,
+        "v2 not swapped in"
     );
     println!(
         "publish -> swap: {:.2} s (poll interval 1 s)",
@@ -146,7 +138,7 @@ async fn a_published_version_is_picked_up_under_load_and_a_bad_one_is_rejected()
         .await
         .unwrap();
     point_latest(&store, v3.version()).await;
-    wait_for_rejection(&det, 1, "checksum").await;
+    wait_for_rejection(&det, "checksum", v2.version()).await;
 
     // A truncated file whose manifest was written to match it: the checksum passes, loading
     // does not.
@@ -171,25 +163,28 @@ async fn a_published_version_is_picked_up_under_load_and_a_bad_one_is_rejected()
         .await
         .unwrap();
     point_latest(&store, v4.version()).await;
-    wait_for_rejection(&det, 2, "corrupt").await;
+    wait_for_rejection(&det, "corrupt", v2.version()).await;
 
     // A sound model over other features than the stream's.
     let v5 = model_over(5, (1..=10).map(|i| format!("V{i}")).collect());
     publish(&store, &v5).await;
-    wait_for_rejection(&det, 3, "features").await;
+    wait_for_rejection(&det, "features", v2.version()).await;
 
     producer.await.unwrap();
     assert!(
         d.wait_for_verdicts(n as u64, Duration::from_secs(120))
-            .await,
-        "{}",
-        det.log_text()
+            .await
     );
-    det.signal("TERM");
-    let status = det.wait(Duration::from_secs(40)).expect("stops");
-    assert!(status.success(), "exit {status}:\n{}", det.log_text());
-    let metrics_seen = det.log_text();
-    assert!(!metrics_seen.contains("panicked"));
+    let summary = tokio::time::timeout(Duration::from_secs(40), det.stop())
+        .await
+        .expect("stops")
+        .expect("a clean stop");
+    assert_eq!(summary.stats.scored, n as u64, "no transaction scored twice");
+    assert_eq!(
+        summary.stats.model_versions,
+        [v1.version(), v2.version()],
+        "served v1, then v2, and nothing else"
+    );
 
     let versions = d.verdict_versions().await;
     assert_eq!(versions.len(), n, "exactly one verdict per transaction");

@@ -4,7 +4,8 @@
 //! (which tracks what it reads and pauses) and the Kafka rebalance handler (which commits
 //! and forgets revoked partitions), so it lives behind one lock.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::watermark::Watermarks;
@@ -20,8 +21,9 @@ pub type SourceOffset = (PartitionKey, i64);
 pub struct Partitions {
     /// Offsets dispatched and not yet durable, per partition.
     pub marks: Watermarks<PartitionKey>,
-    /// Partitions currently assigned to this member.
-    pub assigned: HashSet<PartitionKey>,
+    /// Partitions currently assigned to this member, each with the assignment
+    /// [`PartitionState::generation`] it was assigned in.
+    pub assigned: HashMap<PartitionKey, u64>,
     /// Partitions revoked so far.
     pub revoked: u64,
     /// Whether the source has paused its partitions (the scorer is behind).
@@ -60,20 +62,59 @@ impl Partitions {
         self.marks
             .committable()
             .into_iter()
-            .filter(|(k, _)| self.assigned.contains(k))
+            .filter(|(k, _)| self.assigned.contains_key(k))
             .collect()
+    }
+
+    /// Whether a message of `partition` read in assignment `generation` is still ours: its
+    /// partition is assigned, and was not revoked and assigned again since it was read
+    /// (the consumer then re-fetches from the last commit, so the old copy must go).
+    #[must_use]
+    pub fn owns(&self, partition: &PartitionKey, generation: u64) -> bool {
+        self.assigned
+            .get(partition)
+            .is_some_and(|&assigned| generation >= assigned)
     }
 }
 
-/// The shared [`Partitions`].
-pub type SharedPartitions = Arc<Mutex<Partitions>>;
+/// What the source, the scorer task and the rebalance handler share.
+#[derive(Debug, Default)]
+pub struct PartitionState {
+    inner: Mutex<Partitions>,
+    /// Counts assignments; read without the lock by the source for every message, so
+    /// that messages read before a re-assignment of their partition can be told apart.
+    generation: AtomicU64,
+}
+
+impl PartitionState {
+    /// The current assignment generation.
+    #[must_use]
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Partitions were assigned: they join in a new generation.
+    pub fn assign(&self, keys: Vec<PartitionKey>) {
+        let mut s = lock_state(self);
+        let g = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        s.assigned.extend(keys.into_iter().map(|k| (k, g)));
+    }
+}
+
+/// The shared [`PartitionState`].
+pub type SharedPartitions = Arc<PartitionState>;
+
+fn lock_state(state: &PartitionState) -> MutexGuard<'_, Partitions> {
+    state
+        .inner
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
 /// Lock the shared state. A panic while holding the lock leaves consistent data (every
 /// update is one call), so a poisoned lock is taken over.
 pub fn lock(shared: &SharedPartitions) -> MutexGuard<'_, Partitions> {
-    shared
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+    lock_state(shared)
 }
 
 /// Where committable offsets go: the consumer group (Kafka), or nowhere (files).
@@ -146,9 +187,9 @@ mod tests {
         let shared = SharedPartitions::default();
         let recorded = Arc::new(Recorded::default());
         let acker = Acker::new(shared.clone(), recorded.clone());
+        shared.assign(vec![key(0), key(1)]);
         {
             let mut s = lock(&shared);
-            s.assigned.extend([key(0), key(1)]);
             for o in 0..3 {
                 s.marks.track(key(0), o);
                 s.marks.track(key(1), 10 + o);
@@ -165,5 +206,21 @@ mod tests {
         assert_eq!(recorded.0.lock().unwrap().last(), Some(&(key(0), 2)));
         assert_eq!(lock(&shared).committable_assigned(), vec![(key(0), 2)]);
         assert_eq!(lock(&shared).revoked, 1);
+    }
+
+    #[test]
+    fn messages_read_before_a_reassignment_are_not_ours() {
+        let shared = SharedPartitions::default();
+        shared.assign(vec![key(0)]);
+        let read_then = shared.generation();
+        assert!(lock(&shared).owns(&key(0), read_then));
+        lock(&shared).revoke(&[key(0)]);
+        assert!(!lock(&shared).owns(&key(0), read_then), "revoked");
+        shared.assign(vec![key(0)]);
+        assert!(
+            !lock(&shared).owns(&key(0), read_then),
+            "assigned again: the consumer re-fetches it"
+        );
+        assert!(lock(&shared).owns(&key(0), shared.generation()));
     }
 }

@@ -1,13 +1,18 @@
-//! The `fraudstream` binary as a separate process against the real services: topics,
-//! a configuration file, spawning and signalling the detector, and reading back what it
-//! wrote (DynamoDB verdicts, committed offsets, lake rows).
+//! A detector deployment against the real services: topics, a configuration file, the
+//! detector built from it (in-process with [`Deployment::start`], exactly as
+//! `fraudstream run` builds it, or as a separate `fraudstream` process with
+//! [`Deployment::spawn`] for tests that kill it), and reading back what it wrote
+//! (DynamoDB verdicts, committed offsets, lake rows).
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use fraudstream::config::Config;
+use fraudstream::detector::{Detector as Built, Handles, Summary};
 use fraudstream::schema::json::encode_transaction;
+use fraudstream::shutdown::Shutdown;
 use fraudstream::schema::{Dataset, ReadOptions, read_dataset};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -36,6 +41,33 @@ pub struct Deployment {
     pub dir: tempfile::TempDir,
     /// The sample rows that `produce` replays.
     pub data: Dataset,
+}
+
+/// A detector running in this process.
+pub struct InProcess {
+    /// Its shared state.
+    pub handles: Handles,
+    /// Stops it.
+    pub shutdown: Shutdown,
+    task: tokio::task::JoinHandle<anyhow::Result<Summary>>,
+}
+
+impl InProcess {
+    /// Still running?
+    pub fn alive(&self) -> bool {
+        !self.task.is_finished()
+    }
+
+    /// Stop it (drain, flush, commit) and return its summary.
+    pub async fn stop(self) -> anyhow::Result<Summary> {
+        self.shutdown.stop();
+        self.task.await.unwrap()
+    }
+
+    /// This process's `/metrics` text (one recorder per test binary).
+    pub fn metrics(&self) -> String {
+        fraudstream::telemetry::recorder().unwrap().render()
+    }
 }
 
 /// A running detector process.
@@ -189,6 +221,18 @@ address = "127.0.0.1:0"
         let path = self.dir.path().join("detector.toml");
         std::fs::write(&path, text).unwrap();
         path
+    }
+
+    /// Build the detector from `config` in this process and run it on a task.
+    pub async fn start(&self, config: &Path) -> InProcess {
+        let cfg = Config::load(config).unwrap();
+        let detector = Built::build(&cfg).await.unwrap();
+        let shutdown = Shutdown::new(cfg.delivery.shutdown_deadline);
+        InProcess {
+            handles: detector.handles(),
+            shutdown: shutdown.clone(),
+            task: tokio::spawn(detector.run(shutdown)),
+        }
     }
 
     /// Start `fraudstream run --config CONFIG`; `n` numbers its log file.

@@ -140,6 +140,9 @@ impl AlertSink for Webhook {
     }
 
     async fn send(&self, alerts: &[Verdict]) -> Result<(), AlertError> {
+        if alerts.is_empty() {
+            return Ok(());
+        }
         let body = Bytes::from(serde_json::to_vec(alerts).map_err(|e| AlertError::Refused {
             sink: self.describe(),
             message: e.to_string(),

@@ -89,6 +89,8 @@ impl Commit for Arc<StreamConsumer<DetectorContext>> {
 /// One message, copied out of the consumer.
 struct Read {
     offset: SourceOffset,
+    /// The assignment generation it was read in.
+    generation: u64,
     key: Option<Vec<u8>>,
     payload: Vec<u8>,
     at: Instant,
@@ -205,7 +207,7 @@ impl KafkaSource {
                     biased;
                     () = shutdown.stopping() => return Ok(()),
                     () = batch_tx.closed() => return Ok(()), // the scorer failed
-                    m = consumer.recv() => match read(m).await? {
+                    m = consumer.recv() => match read(m, shared).await? {
                         Some(r) => match batcher.push(r) {
                             Some(full) => full,
                             None => continue,
@@ -280,7 +282,7 @@ impl KafkaSource {
             let s = lock(shared);
             reads
                 .into_iter()
-                .filter(|r| s.assigned.contains(&r.offset.0))
+                .filter(|r| s.owns(&r.offset.0, r.generation))
                 .collect()
         };
         let mut rows = Vec::with_capacity(reads.len());
@@ -339,11 +341,15 @@ impl KafkaSource {
 /// recovers from by itself) are logged and waited out, except fatal ones.
 async fn read(
     m: Result<rdkafka::message::BorrowedMessage<'_>, KafkaError>,
+    shared: &SharedPartitions,
 ) -> Result<Option<Read>, KafkaSourceError> {
     match m {
         Err(e @ KafkaError::MessageConsumptionFatal(_)) => Err(KafkaSourceError::FatalConsumer(e)),
         Ok(m) => Ok(Some(Read {
             offset: ((m.topic().to_owned(), m.partition()), m.offset()),
+            // Rebalance callbacks run inside the poll that returned this message, so the
+            // generation now is the one it was fetched in.
+            generation: shared.generation(),
             key: m.key().map(<[u8]>::to_vec),
             payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
             at: Instant::now(),
@@ -383,7 +389,7 @@ async fn wait_for_scorer<'a>(
             biased;
             p = batch_tx.reserve() => break p.ok(),
             m = consumer.recv() => {
-                if let Some(r) = read(m).await?
+                if let Some(r) = read(m, shared).await?
                     && let Some(full) = batcher.push(r)
                 {
                     ready.push_back(full);

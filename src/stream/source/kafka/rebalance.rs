@@ -41,7 +41,7 @@ impl ConsumerContext for DetectorContext {
             Rebalance::Assign(tpl) => {
                 let keys = keys_of(tpl);
                 tracing::info!(partitions = ?keys, "partitions assigned");
-                lock(&self.shared).assigned.extend(keys);
+                self.shared.assign(keys);
             }
             Rebalance::Revoke(tpl) => self.revoke(consumer, &keys_of(tpl)),
             Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
