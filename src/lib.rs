@@ -48,3 +48,5 @@ pub mod sinks;
 pub mod storage;
 pub mod stream;
 pub mod telemetry;
+#[cfg(test)]
+mod test_support;

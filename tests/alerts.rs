@@ -242,9 +242,16 @@ async fn webhook_sink() {
     let head = first.head.to_ascii_lowercase();
     assert!(head.starts_with("post /hooks/s3cr3t-token "), "{head}");
     assert!(head.contains("content-type: application/json"), "{head}");
-    assert!(head.contains("authorization: bearer s3cr3t-header"), "{head}");
+    assert!(
+        head.contains("authorization: bearer s3cr3t-header"),
+        "{head}"
+    );
     assert!(head.contains("user-agent: fraudstream/"), "{head}");
-    assert_eq!(endpoint.requests().len(), 2, "no request for an empty batch");
+    assert_eq!(
+        endpoint.requests().len(),
+        2,
+        "no request for an empty batch"
+    );
 }
 
 #[tokio::test]
@@ -257,7 +264,10 @@ async fn webhook_retries_server_errors_and_throttling() {
     let endpoint = Endpoint::start(vec![Some(502)]).await;
     let sink = webhook(&endpoint.url, 3, Duration::from_secs(5));
     let e = sink.send(&[alert("r-2")]).await.unwrap_err();
-    assert!(e.is_retryable(), "an endpoint that stays down is transient: {e}");
+    assert!(
+        e.is_retryable(),
+        "an endpoint that stays down is transient: {e}"
+    );
     assert_eq!(endpoint.requests().len(), 3, "tried `attempts` times");
 }
 
@@ -269,7 +279,10 @@ async fn webhook_does_not_retry_other_client_errors() {
         let e = sink.send(&[alert("c-1")]).await.unwrap_err();
         assert!(matches!(e, AlertError::Refused { .. }), "{status}: {e}");
         assert!(e.to_string().contains(&status.to_string()), "{e}");
-        assert!(!e.to_string().contains("s3cr3t"), "the URL's path is a secret: {e}");
+        assert!(
+            !e.to_string().contains("s3cr3t"),
+            "the URL's path is a secret: {e}"
+        );
         assert_eq!(endpoint.requests().len(), 1, "{status} is not retried");
     }
 }

@@ -52,10 +52,18 @@ fn rejections(det: &InProcess, kind: &str) -> u64 {
 async fn wait_for_rejection(det: &InProcess, kind: &str, serving: &str) {
     let deadline = Instant::now() + Duration::from_secs(15);
     while rejections(det, kind) == 0 {
-        assert!(Instant::now() < deadline, "no {kind} rejection:\n{}", det.metrics());
+        assert!(
+            Instant::now() < deadline,
+            "no {kind} rejection:\n{}",
+            det.metrics()
+        );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    assert_eq!(det.handles.model.load().version(), serving, "the old model keeps serving");
+    assert_eq!(
+        det.handles.model.load().version(),
+        serving,
+        "the old model keeps serving"
+    );
 }
 
 async fn publish(store: &ModelStore, m: &fraudstream::model::Model) {
@@ -179,7 +187,10 @@ async fn a_published_version_is_picked_up_under_load_and_a_bad_one_is_rejected()
         .await
         .expect("stops")
         .expect("a clean stop");
-    assert_eq!(summary.stats.scored, n as u64, "no transaction scored twice");
+    assert_eq!(
+        summary.stats.scored, n as u64,
+        "no transaction scored twice"
+    );
     assert_eq!(
         summary.stats.model_versions,
         [v1.version(), v2.version()],

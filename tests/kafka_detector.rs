@@ -24,10 +24,9 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Offset, TopicPartitionList};
 
 const SAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/creditcard-sample.csv");
-const PARTITIONS: i32 = 3;
+use common::detector::PARTITIONS;
 
 /// The tests here assert on the process-wide metrics recorder: one at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -96,18 +95,29 @@ async fn publish_model(dir: &Path, trees: usize) {
     store.set_latest(model.version(), None).await.unwrap();
 }
 
+/// Where a detector consumes.
+struct Target<'a> {
+    brokers: &'a str,
+    topic: &'a str,
+    group: &'a str,
+    alerts_topic: Option<&'a str>,
+}
+
 /// A detector configuration on Kafka with local verdicts, lake and model store in `dir`.
 fn write_config(
     dir: &Path,
     name: &str,
-    brokers: &str,
-    topic: &str,
-    group: &str,
-    alerts_topic: Option<&str>,
+    t: &Target<'_>,
     batch_size: usize,
     top_k: usize,
 ) -> PathBuf {
     let d = dir.display();
+    let Target {
+        brokers,
+        topic,
+        group,
+        alerts_topic,
+    } = t;
     let alerts = alerts_topic.map_or_else(String::new, |t| format!("alerts_topic = \"{t}\""));
     let text = format!(
         r#"
@@ -182,30 +192,6 @@ fn stop_at(
     })
 }
 
-/// Committed offset and end offset of every partition of `topic` for `group`.
-fn offsets(brokers: &str, topic: &str, group: &str) -> Vec<(Offset, i64)> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", group)
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for part in 0..PARTITIONS {
-        tpl.add_partition(topic, part);
-    }
-    let committed = c.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
-    committed
-        .elements()
-        .iter()
-        .map(|e| {
-            let (_, high) = c
-                .fetch_watermarks(topic, e.partition(), Duration::from_secs(10))
-                .unwrap();
-            (e.offset(), high)
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_end_to_end_exactly_one_verdict_each() {
     let _serial = SERIAL.lock().await;
@@ -253,16 +239,13 @@ async fn kafka_end_to_end_exactly_one_verdict_each() {
     let dir = tempfile::tempdir().unwrap();
     publish_model(dir.path(), 20).await;
     let group = common::unique("detectors");
-    let config = write_config(
-        dir.path(),
-        "d1",
-        &brokers,
-        &input,
-        &group,
-        Some(&alerts_topic),
-        200,
-        2,
-    );
+    let target = Target {
+        brokers: &brokers,
+        topic: &input,
+        group: &group,
+        alerts_topic: Some(&alerts_topic),
+    };
+    let config = write_config(dir.path(), "d1", &target, 200, 2);
 
     // Run until every valid message has a verdict, then stop.
     let metrics = fraudstream::telemetry::recorder().unwrap();
@@ -331,8 +314,8 @@ async fn kafka_end_to_end_exactly_one_verdict_each() {
 
     // Committed offsets reach the end of every partition.
     let mut total = 0;
-    for (committed, high) in offsets(&brokers, &input, &group) {
-        assert_eq!(committed, Offset::Offset(high));
+    for (committed, high) in common::detector::committed_offsets(&brokers, &input, &group) {
+        assert_eq!(committed, high);
         total += high;
     }
     assert_eq!(total, (n + 15) as i64);
@@ -396,8 +379,14 @@ async fn a_rebalance_hands_partitions_over_without_loss() {
     publish_model(dir.path(), 10).await;
     let group = common::unique("detectors");
     // Small batches, so that the first detector is still busy when the second joins.
-    let first_config = write_config(dir.path(), "d1", &brokers, &input, &group, None, 20, 3);
-    let second_config = write_config(dir.path(), "d2", &brokers, &input, &group, None, 20, 3);
+    let target = Target {
+        brokers: &brokers,
+        topic: &input,
+        group: &group,
+        alerts_topic: None,
+    };
+    let first_config = write_config(dir.path(), "d1", &target, 20, 3);
+    let second_config = write_config(dir.path(), "d2", &target, 20, 3);
 
     let shutdown = Shutdown::new(Duration::from_secs(30));
     let first = build(&first_config).await;
@@ -435,7 +424,7 @@ async fn a_rebalance_hands_partitions_over_without_loss() {
         a.stats.scored,
         b.stats.scored
     );
-    for (committed, high) in offsets(&brokers, &input, &group) {
-        assert_eq!(committed, Offset::Offset(high));
+    for (committed, high) in common::detector::committed_offsets(&brokers, &input, &group) {
+        assert_eq!(committed, high);
     }
 }

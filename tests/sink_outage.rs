@@ -111,7 +111,10 @@ async fn freeze_mid_stream(service: &'static str) {
         // session are refused, so what was read since the last accepted commit is read
         // and scored again (rewriting the same verdict items).
         assert!(summary.stats.scored >= n as u64);
-        println!("re-scored after the lost session: {}", summary.stats.scored - n as u64);
+        println!(
+            "re-scored after the lost session: {}",
+            summary.stats.scored - n as u64
+        );
     } else {
         assert_eq!(
             summary.stats.scored, n as u64,

@@ -5,7 +5,6 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::Args;
-use rayon::prelude::*;
 use serde_json::json;
 
 use super::print::{self, metric_rows, metrics_json, table, with};
@@ -18,7 +17,7 @@ use crate::sinks::verdicts::dynamodb::DynamoVerdictStore;
 use crate::sinks::verdicts::local::LocalVerdictStore;
 use crate::sinks::verdicts::{VerdictItem, VerdictStore};
 
-/// Rows per scoring task (and progress-bar step).
+/// Rows per progress-bar step.
 const SCORE_CHUNK: usize = 8192;
 
 /// Where verdicts go besides `--out`.
@@ -92,21 +91,11 @@ pub fn run(args: &ScoreArgs) -> anyhow::Result<()> {
     let x = model.matrix(&data);
     let nf = model.forest().n_features();
     let bar = print::bar(data.len() as u64, "scoring");
-    let verdicts: Vec<Verdict> = x
-        .par_chunks(SCORE_CHUNK * nf)
-        .enumerate()
-        .flat_map_iter(|(c, xs)| {
-            let mut scores = vec![0f32; xs.len() / nf];
-            model.forest().predict_into(xs, &mut scores);
-            bar.inc(scores.len() as u64);
-            let model = &model;
-            let data = &data;
-            scores.into_iter().enumerate().map(move |(i, s)| {
-                let row = c * SCORE_CHUNK + i;
-                model.verdict_for(&data.ids[row], &xs[i * nf..(i + 1) * nf], s, args.top_k)
-            })
-        })
-        .collect();
+    let mut verdicts: Vec<Verdict> = Vec::with_capacity(data.len());
+    for (ids, xs) in data.ids.chunks(SCORE_CHUNK).zip(x.chunks(SCORE_CHUNK * nf)) {
+        verdicts.extend(model.verdicts(ids, xs, args.top_k));
+        bar.inc(ids.len() as u64);
+    }
     bar.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();
     if let Some(out) = &args.out {

@@ -2,7 +2,7 @@
 //! `[kafka]` settings, the consumer and producer configurations that enforce the delivery
 //! guarantee, and a [`Publisher`] that replaces a producer whose deliveries hang.
 //!
-//! - [`publisher`]: [`Publisher`].
+//! - [`publisher`]: the [`Publisher`].
 
 pub mod publisher;
 

@@ -220,28 +220,8 @@ impl Watcher {
 mod tests {
     use super::*;
     use crate::pipeline::{TrainOptions, train_model};
-    use crate::schema::Dataset;
     use crate::storage::BlobStore;
     use crate::storage::local::LocalStore;
-
-    fn data(n: usize, seed: u64) -> Dataset {
-        let mut rng = crate::rng::Rng::new(seed);
-        let mut d = Dataset::with_capacity(n);
-        for i in 0..n {
-            let mut values = [0.0; NUM_FIELDS];
-            for v in &mut values {
-                *v = rng.unit() * 4.0 - 2.0;
-            }
-            d.push(Transaction {
-                id: format!("t{i}"),
-                values,
-                label: Some(u8::from(values[4] + values[10] > 1.5)),
-                card_id: None,
-                event_time: None,
-            });
-        }
-        d
-    }
 
     fn model(seed: u64, features: Option<Vec<String>>) -> Model {
         let mut opts = TrainOptions::default();
@@ -250,7 +230,7 @@ mod tests {
         if let Some(f) = features {
             opts.features = f;
         }
-        train_model(&data(600, seed), &format!("seed{seed}"), &opts, &|| {})
+        train_model(&crate::test_support::dataset(600, seed), &format!("seed{seed}"), &opts, &|| {})
             .unwrap()
             .model
     }

@@ -355,7 +355,6 @@ mod tests {
     use super::*;
     use crate::model::Model;
     use crate::pipeline::{TrainOptions, train_model};
-    use crate::schema::{Dataset, NUM_FIELDS, Transaction};
     use crate::sinks::verdicts::VerdictError;
     use crate::stream::scorer::Scorer;
     use crate::stream::source::Incoming;
@@ -393,21 +392,7 @@ mod tests {
     }
 
     async fn scored(n: usize) -> Scored {
-        let mut rng = crate::rng::Rng::new(4);
-        let mut d = Dataset::with_capacity(n);
-        for i in 0..n {
-            let mut values = [0.0; NUM_FIELDS];
-            for v in &mut values {
-                *v = rng.unit();
-            }
-            d.push(Transaction {
-                id: format!("t{i}"),
-                values,
-                label: Some(u8::from(values[3] > 0.8)),
-                card_id: None,
-                event_time: None,
-            });
-        }
+        let d = crate::test_support::dataset(n, 4);
         let mut opts = TrainOptions::default();
         opts.params.n_trees = 3;
         let model: Model = train_model(&d, "t", &opts, &|| {}).unwrap().model;

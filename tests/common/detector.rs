@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use fraudstream::config::Config;
 use fraudstream::detector::{Detector as Built, Handles, Summary};
 use fraudstream::schema::json::encode_transaction;
-use fraudstream::shutdown::Shutdown;
 use fraudstream::schema::{Dataset, ReadOptions, read_dataset};
+use fraudstream::shutdown::Shutdown;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -388,30 +388,7 @@ address = "127.0.0.1:0"
 
     /// Committed offset and end offset of every input partition.
     pub fn offsets(&self) -> Vec<(i64, i64)> {
-        let c: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &self.brokers)
-            .set("group.id", &self.group)
-            .create()
-            .unwrap();
-        let mut tpl = TopicPartitionList::new();
-        for p in 0..PARTITIONS {
-            tpl.add_partition(&self.topic, p);
-        }
-        let committed = c.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
-        committed
-            .elements()
-            .iter()
-            .map(|e| {
-                let (_, high) = c
-                    .fetch_watermarks(&self.topic, e.partition(), Duration::from_secs(10))
-                    .unwrap();
-                let at = match e.offset() {
-                    Offset::Offset(o) => o,
-                    _ => -1,
-                };
-                (at, high)
-            })
-            .collect()
+        committed_offsets(&self.brokers, &self.topic, &self.group)
     }
 
     /// Transaction ids in the lake's Parquet files, with duplicates.
@@ -509,4 +486,32 @@ pub fn covers(ids: &[String], n: usize) -> (usize, bool) {
     let set: HashSet<&str> = ids.iter().map(String::as_str).collect();
     let all = (0..n).all(|i| set.contains(format!("tx-{i}").as_str()));
     (set.len(), all)
+}
+
+/// Committed offset (-1 for none) and end offset of every partition of `topic` for `group`.
+pub fn committed_offsets(brokers: &str, topic: &str, group: &str) -> Vec<(i64, i64)> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition(topic, p);
+    }
+    let committed = c.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
+    committed
+        .elements()
+        .iter()
+        .map(|e| {
+            let (_, high) = c
+                .fetch_watermarks(topic, e.partition(), Duration::from_secs(10))
+                .unwrap();
+            let at = match e.offset() {
+                Offset::Offset(o) => o,
+                _ => -1,
+            };
+            (at, high)
+        })
+        .collect()
 }
