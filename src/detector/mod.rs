@@ -38,7 +38,7 @@ use crate::sinks::lake::LakeWriter;
 use crate::sinks::verdicts::VerdictStore;
 use crate::sinks::verdicts::dynamodb::DynamoVerdictStore;
 use crate::sinks::verdicts::local::LocalVerdictStore;
-use crate::stream::dead_letter::DeadLetterFile;
+use crate::stream::dead_letter::{DeadLetterFile, DeadLetterSink, DeadLetterTopic};
 use crate::stream::delivery::{Delivery, Durability};
 use crate::stream::pipeline::Stages;
 use crate::stream::scorer::Scorer;
@@ -145,7 +145,7 @@ impl Detector {
             crate::storage::open(&cfg.lake.location, Some(&cfg.s3.settings("", ""))).await?;
         let lake = LakeWriter::new(lake_store, cfg.lake.writer.clone());
         let recent = Arc::new(RecentAlerts::default());
-        let source = source(cfg)?;
+        let (source, dead_letters) = source(cfg)?;
         let alerts = alert_sinks(cfg, matches!(source, Source::Kafka(_)), &recent)?;
         let stats = SharedStats::default();
         let delivery = Delivery {
@@ -155,6 +155,7 @@ impl Detector {
             durable: Durability::of(&cfg.delivery.durable),
             ttl_seconds: cfg.verdicts.ttl_seconds,
             abort: CancellationToken::new(),
+            dead_letters,
         };
         let watcher = (!cfg.models.poll_interval.is_zero()).then(|| {
             (
@@ -298,11 +299,12 @@ async fn verdict_store(cfg: &Config) -> anyhow::Result<Arc<dyn VerdictStore>> {
     })
 }
 
-/// The configured source.
-fn source(cfg: &Config) -> anyhow::Result<Source> {
+/// The configured source and its dead-letter sink (which delivery uses too).
+fn source(cfg: &Config) -> anyhow::Result<(Source, Arc<dyn DeadLetterSink>)> {
     let input = match cfg.source.kind {
         SourceKind::Kafka => {
-            return Ok(Source::Kafka(KafkaSource {
+            let dead_letters: Arc<dyn DeadLetterSink> = Arc::new(DeadLetterTopic::new(&cfg.kafka)?);
+            let source = Source::Kafka(KafkaSource {
                 settings: cfg.kafka.clone(),
                 options: KafkaSourceOptions {
                     batch_size: cfg.scoring.batch_size,
@@ -310,7 +312,9 @@ fn source(cfg: &Config) -> anyhow::Result<Source> {
                     in_flight_batches: cfg.delivery.in_flight_batches,
                     revoke_timeout: cfg.delivery.revoke_timeout,
                 },
-            }));
+                dead_letters: dead_letters.clone(),
+            });
+            return Ok((source, dead_letters));
         }
         SourceKind::Stdin => Input::Stdin(if cfg.source.stdin_format == "csv" {
             Format::Csv
@@ -320,15 +324,17 @@ fn source(cfg: &Config) -> anyhow::Result<Source> {
         SourceKind::File => Input::File(PathBuf::from(&cfg.source.path)),
     };
     let dlq = PathBuf::from(&cfg.dlq.file);
-    let dead_letters =
-        DeadLetterFile::open(&dlq).with_context(|| format!("dlq.file {}", dlq.display()))?;
-    Ok(Source::File(FileSource {
+    let dead_letters: Arc<dyn DeadLetterSink> = Arc::new(
+        DeadLetterFile::open(&dlq).with_context(|| format!("dlq.file {}", dlq.display()))?,
+    );
+    let source = Source::File(FileSource {
         input,
         follow: false,
         batch_size: cfg.scoring.batch_size,
         batch_timeout: cfg.scoring.batch_timeout,
-        dead_letters: Arc::new(dead_letters),
-    }))
+        dead_letters: dead_letters.clone(),
+    });
+    Ok((source, dead_letters))
 }
 
 /// Alert sinks: the recent-alerts ring; on Kafka the alerts topic and stdout, otherwise

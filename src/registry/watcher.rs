@@ -230,9 +230,14 @@ mod tests {
         if let Some(f) = features {
             opts.features = f;
         }
-        train_model(&crate::test_support::dataset(600, seed), &format!("seed{seed}"), &opts, &|| {})
-            .unwrap()
-            .model
+        train_model(
+            &crate::test_support::dataset(600, seed),
+            &format!("seed{seed}"),
+            &opts,
+            &|| {},
+        )
+        .unwrap()
+        .model
     }
 
     async fn setup() -> (

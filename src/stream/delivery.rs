@@ -14,13 +14,14 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+use super::dead_letter::{DeadLetter, DeadLetterSink, Reason, send_durably};
 use super::scorer::Scored;
 use crate::metric_names as names;
 use crate::model::Verdict;
 use crate::retry::{RetryPolicy, Retryable};
-use crate::sinks::alerts::AlertSink;
+use crate::sinks::alerts::{AlertError, AlertSink};
 use crate::sinks::lake::{LakeWriter, ScoredRecord};
-use crate::sinks::verdicts::{VerdictItem, VerdictStore};
+use crate::sinks::verdicts::{VerdictError, VerdictItem, VerdictStore};
 
 /// A sink that can be required to be durable before offsets are committed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -174,6 +175,38 @@ fn best_effort_failed(sink: Sink, error: &dyn std::fmt::Display) {
     tracing::error!(sink = sink.label(), error = %error, "write to a best-effort sink failed; not retried (add it to delivery.durable to retry)");
 }
 
+/// Send `alerts` to a durable sink: waited out while it is unavailable; when it refuses a
+/// batch for good, the batch is halved until the refused alerts are found, so one bad
+/// alert does not hold back the others. The refused ones join `refused`.
+async fn send_alerts_to(
+    sink: &dyn AlertSink,
+    alerts: &[Verdict],
+    abort: &CancellationToken,
+    refused: &mut Vec<(String, String)>,
+) -> Result<(), DeliveryError> {
+    let mut pending: Vec<&[Verdict]> = vec![alerts];
+    while let Some(part) = pending.pop() {
+        let mut outage = Outage::new(Sink::Alerts.label());
+        loop {
+            match sink.send(part).await {
+                Ok(()) => break,
+                Err(e @ AlertError::Unavailable { .. }) => outage.wait(abort, &e).await?,
+                Err(e @ AlertError::Refused { .. }) => {
+                    if let [one] = part {
+                        refused.push((one.tx_id.clone(), e.to_string()));
+                    } else {
+                        let (a, b) = part.split_at(part.len() / 2);
+                        pending.push(b);
+                        pending.push(a);
+                    }
+                    break;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Record one stage's duration for one batch.
 pub fn stage_time(stage: &'static str, started: Instant) {
     metrics::histogram!(names::STAGE_SECONDS, "stage" => stage)
@@ -194,13 +227,16 @@ pub struct Delivery {
     pub ttl_seconds: Option<u64>,
     /// Ends every outage wait (the shutdown deadline).
     pub abort: CancellationToken,
+    /// Where records a durable sink can never accept go (the source's dead-letter sink).
+    pub dead_letters: Arc<dyn DeadLetterSink>,
 }
 
 impl Delivery {
     /// Sinks with the default durability, no alerts and no lake.
     #[must_use]
-    pub fn new(verdicts: Arc<dyn VerdictStore>) -> Self {
+    pub fn new(verdicts: Arc<dyn VerdictStore>, dead_letters: Arc<dyn DeadLetterSink>) -> Self {
         Self {
+            dead_letters,
             verdicts,
             alerts: Vec::new(),
             lake: None,
@@ -210,16 +246,22 @@ impl Delivery {
         }
     }
 
-    /// Make a scored batch's verdicts and alerts durable (as the policy asks).
-    pub async fn write(&mut self, scored: &Scored) -> Result<(), DeliveryError> {
+    /// Make a scored batch's verdicts and alerts durable (as the policy asks). A record
+    /// that a durable sink can never accept (the store refuses its verdict, an alert
+    /// sink refuses its alert) goes to the dead-letter sink with the reason and leaves the
+    /// batch; the rest goes on. Returns how many records were dead-lettered.
+    pub async fn write(&mut self, scored: &mut Scored) -> Result<u64, DeliveryError> {
         let started = Instant::now();
         let items: Vec<VerdictItem> = scored
             .verdicts
             .iter()
             .map(|v| VerdictItem::from_verdict(v.clone(), self.ttl_seconds))
             .collect();
-        self.write_verdicts(&items).await?;
+        let refused = self.write_verdicts(&items).await?;
         stage_time("verdicts", started);
+        let mut dead = self
+            .dead_letter(scored, "verdict_refused", &refused)
+            .await?;
 
         let frauds: Vec<Verdict> = scored
             .verdicts
@@ -232,10 +274,54 @@ impl Delivery {
         }
         if !frauds.is_empty() {
             let started = Instant::now();
-            self.send_alerts(&frauds).await?;
+            let refused = self.send_alerts(&frauds).await?;
             stage_time("alerts", started);
+            dead += self.dead_letter(scored, "alert_refused", &refused).await?;
         }
-        Ok(())
+        Ok(dead)
+    }
+
+    /// Dead-letter the rows whose transaction id is in `refused` (with its reason), and
+    /// take them out of the batch.
+    async fn dead_letter(
+        &mut self,
+        scored: &mut Scored,
+        code: &'static str,
+        refused: &[(String, String)],
+    ) -> Result<u64, DeliveryError> {
+        if refused.is_empty() {
+            return Ok(0);
+        }
+        let reasons: std::collections::HashMap<&str, &str> = refused
+            .iter()
+            .map(|(id, why)| (id.as_str(), why.as_str()))
+            .collect();
+        let mut letters = Vec::new();
+        let mut keep = Vec::with_capacity(scored.rows.len());
+        for (r, v) in scored.rows.iter().zip(&scored.verdicts) {
+            match reasons.get(r.tx.id.as_str()) {
+                Some(why) => {
+                    tracing::error!(tx_id = %r.tx.id, reason = code, error = %why, "a sink refused this record for good; it goes to the dead-letter sink");
+                    letters.push(DeadLetter {
+                        origin: r.origin.clone(),
+                        key: Some(r.tx.id.clone().into_bytes()),
+                        payload: serde_json::to_vec(v).unwrap_or_default(),
+                        reason: Reason {
+                            code,
+                            message: (*why).to_owned(),
+                        },
+                    });
+                    keep.push(false);
+                }
+                None => keep.push(true),
+            }
+        }
+        send_durably(self.dead_letters.as_ref(), &letters, &self.abort).await?;
+        let mut flags = keep.iter();
+        scored.rows.retain(|_| *flags.next().unwrap_or(&true));
+        let mut flags = keep.iter();
+        scored.verdicts.retain(|_| *flags.next().unwrap_or(&true));
+        Ok(letters.len() as u64)
     }
 
     /// Buffer a delivered batch's rows for the lake, then flush it if a limit is reached.
@@ -258,15 +344,19 @@ impl Delivery {
     /// Write verdicts. A durable store is retried with backoff for as long as it is down
     /// unless aborted; permanent failures are returned at once. A best-effort store gets
     /// the store's own retries, then the failure is logged and counted.
-    async fn write_verdicts(&mut self, items: &[VerdictItem]) -> Result<(), DeliveryError> {
+    async fn write_verdicts(
+        &mut self,
+        items: &[VerdictItem],
+    ) -> Result<Vec<(String, String)>, DeliveryError> {
         let mut outage = Outage::new(Sink::Verdicts.label());
         loop {
             match self.verdicts.put_batch(items).await {
-                Ok(()) => return Ok(()),
+                Ok(()) => return Ok(Vec::new()),
                 Err(e) if !self.durable.requires(Sink::Verdicts) => {
                     best_effort_failed(Sink::Verdicts, &e);
-                    return Ok(());
+                    return Ok(Vec::new());
                 }
+                Err(VerdictError::Refused { refused, .. }) => return Ok(refused),
                 Err(e) if e.is_retryable() => outage.wait(&self.abort, &e).await?,
                 Err(e) => {
                     return Err(DeliveryError::Failed {
@@ -279,21 +369,20 @@ impl Delivery {
     }
 
     /// Deliver alerts to every alert sink, retried while down when alerts are durable.
-    async fn send_alerts(&mut self, frauds: &[Verdict]) -> Result<(), DeliveryError> {
+    /// Returns the alerts a durable sink refused for good, with the reason.
+    async fn send_alerts(
+        &mut self,
+        frauds: &[Verdict],
+    ) -> Result<Vec<(String, String)>, DeliveryError> {
+        let mut refused = Vec::new();
         for sink in &self.alerts {
-            let mut outage = Outage::new(Sink::Alerts.label());
-            loop {
-                match sink.send(frauds).await {
-                    Ok(()) => break,
-                    Err(e) if !self.durable.requires(Sink::Alerts) => {
-                        best_effort_failed(Sink::Alerts, &e);
-                        break;
-                    }
-                    Err(e) => outage.wait(&self.abort, &e).await?,
-                }
+            if self.durable.requires(Sink::Alerts) {
+                send_alerts_to(sink.as_ref(), frauds, &self.abort, &mut refused).await?;
+            } else if let Err(e) = sink.send(frauds).await {
+                best_effort_failed(Sink::Alerts, &e);
             }
         }
-        Ok(())
+        Ok(refused)
     }
 
     /// Flush the lake when a limit (rows, bytes, age) is reached. A failed write keeps the
@@ -355,15 +444,18 @@ mod tests {
     use super::*;
     use crate::model::Model;
     use crate::pipeline::{TrainOptions, train_model};
+    use crate::sinks::alerts::AlertError;
     use crate::sinks::verdicts::VerdictError;
     use crate::stream::scorer::Scorer;
     use crate::stream::source::Incoming;
 
-    /// A store that is "down" for its first `fail` calls (a unit-test fake; the real
-    /// backends have their own suites against real servers).
+    /// A store that is "down" for its first `fail` calls, and refuses the id `refuse`
+    /// for good (a unit-test fake; the real backends have their own suites against real
+    /// servers).
     #[derive(Debug, Default)]
     struct Flaky {
         fail: u32,
+        refuse: Option<String>,
         calls: AtomicU32,
         written: Mutex<Vec<String>>,
     }
@@ -380,14 +472,81 @@ mod tests {
                     message: "down".into(),
                 });
             }
-            self.written
-                .lock()
-                .unwrap()
-                .extend(items.iter().map(|i| i.tx_id.clone()));
-            Ok(())
+            let mut refused = Vec::new();
+            for i in items {
+                if Some(&i.tx_id) == self.refuse.as_ref() {
+                    refused.push((i.tx_id.clone(), "key too long".to_owned()));
+                } else {
+                    self.written.lock().unwrap().push(i.tx_id.clone());
+                }
+            }
+            if refused.is_empty() {
+                Ok(())
+            } else {
+                Err(VerdictError::Refused {
+                    store: "flaky".into(),
+                    refused,
+                })
+            }
         }
         async fn get(&self, _: &str) -> Result<Option<VerdictItem>, VerdictError> {
             Ok(None)
+        }
+    }
+
+    /// Dead letters kept in memory.
+    #[derive(Default)]
+    struct Letters(Mutex<Vec<DeadLetter>>);
+
+    #[async_trait::async_trait]
+    impl DeadLetterSink for Letters {
+        fn describe(&self) -> String {
+            "memory".into()
+        }
+        async fn send(
+            &self,
+            letters: &[DeadLetter],
+        ) -> Result<(), crate::stream::dead_letter::DeadLetterError> {
+            self.0.lock().unwrap().extend_from_slice(letters);
+            Ok(())
+        }
+    }
+
+    /// An alert sink that refuses any batch holding `refuse`, and sometimes is down.
+    #[derive(Default)]
+    struct Picky {
+        refuse: String,
+        down_first: AtomicU32,
+        got: Mutex<Vec<String>>,
+    }
+
+    #[async_trait::async_trait]
+    impl AlertSink for Picky {
+        fn describe(&self) -> String {
+            "picky".into()
+        }
+        async fn send(&self, alerts: &[Verdict]) -> Result<(), AlertError> {
+            if self
+                .down_first
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                return Err(AlertError::Unavailable {
+                    sink: "picky".into(),
+                    message: "503".into(),
+                });
+            }
+            if alerts.iter().any(|a| a.tx_id == self.refuse) {
+                return Err(AlertError::Refused {
+                    sink: "picky".into(),
+                    message: "HTTP 400".into(),
+                });
+            }
+            self.got
+                .lock()
+                .unwrap()
+                .extend(alerts.iter().map(|a| a.tx_id.clone()));
+            Ok(())
         }
     }
 
@@ -396,9 +555,16 @@ mod tests {
         let mut opts = TrainOptions::default();
         opts.params.n_trees = 3;
         let model: Model = train_model(&d, "t", &opts, &|| {}).unwrap().model;
-        let rows = (0..n).map(|i| Incoming::now(d.row(i))).collect();
+        let rows = (0..n)
+            .map(|i| Incoming::now(d.row(i), i as u64 + 1))
+            .collect();
         let mut scorer = Scorer::new(Arc::new(ArcSwap::from_pointee(model)), 3);
         scorer.score(rows).await.unwrap()
+    }
+
+    fn delivery(store: Arc<Flaky>) -> (Delivery, Arc<Letters>) {
+        let letters = Arc::new(Letters::default());
+        (Delivery::new(store, letters.clone()), letters)
     }
 
     #[tokio::test(start_paused = true)]
@@ -407,10 +573,11 @@ mod tests {
             fail: 6,
             ..Flaky::default()
         });
-        let mut d = Delivery::new(store.clone());
-        d.write(&scored(200).await).await.unwrap();
+        let (mut d, letters) = delivery(store.clone());
+        assert_eq!(d.write(&mut scored(200).await).await.unwrap(), 0);
         assert_eq!(store.calls.load(Ordering::SeqCst), 7);
         assert_eq!(store.written.lock().unwrap().len(), 200);
+        assert!(letters.0.lock().unwrap().is_empty());
     }
 
     #[tokio::test(start_paused = true)]
@@ -419,13 +586,13 @@ mod tests {
             fail: u32::MAX,
             ..Flaky::default()
         });
-        let mut d = Delivery::new(store.clone());
+        let (mut d, _) = delivery(store.clone());
         let abort = d.abort.clone();
         let stopper = tokio::spawn(async move {
             tokio::time::sleep(Duration::from_secs(30)).await;
             abort.cancel();
         });
-        let e = d.write(&scored(50).await).await.unwrap_err();
+        let e = d.write(&mut scored(50).await).await.unwrap_err();
         assert!(
             e.to_string()
                 .contains("stopped while the verdicts sink was unavailable"),
@@ -441,13 +608,73 @@ mod tests {
             fail: u32::MAX,
             ..Flaky::default()
         });
-        let mut d = Delivery::new(store.clone());
+        let (mut d, _) = delivery(store.clone());
         d.durable = Durability::of(&[Sink::Alerts]);
-        d.write(&scored(20).await).await.unwrap();
+        d.write(&mut scored(20).await).await.unwrap();
         assert_eq!(
             store.calls.load(Ordering::SeqCst),
             1,
             "tried once, not retried"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_verdict_is_dead_lettered_and_the_rest_written() {
+        let store = Arc::new(Flaky {
+            refuse: Some("t7".into()),
+            ..Flaky::default()
+        });
+        let (mut d, letters) = delivery(store.clone());
+        let mut batch = scored(30).await;
+        assert_eq!(d.write(&mut batch).await.unwrap(), 1);
+        assert_eq!(store.written.lock().unwrap().len(), 29);
+        assert_eq!(store.calls.load(Ordering::SeqCst), 1, "not retried");
+        let letters = letters.0.lock().unwrap();
+        assert_eq!(letters.len(), 1);
+        assert_eq!(letters[0].reason.code, "verdict_refused");
+        assert_eq!(letters[0].key.as_deref(), Some(&b"t7"[..]));
+        assert_eq!(
+            letters[0].origin,
+            crate::stream::source::Origin::File {
+                path: Arc::from("-"),
+                line: 8
+            }
+        );
+        assert_eq!(batch.rows.len(), 29, "the refused row leaves the batch");
+        assert!(batch.rows.iter().all(|r| r.tx.id != "t7"));
+        assert_eq!(batch.verdicts.len(), 29);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_alert_is_isolated_and_dead_lettered() {
+        let store = Arc::new(Flaky::default());
+        let (mut d, letters) = delivery(store.clone());
+        let mut batch = scored(400).await;
+        for v in &mut batch.verdicts {
+            v.fraud = true; // every row alerts
+        }
+        let bad = batch.verdicts[123].tx_id.clone();
+        let sink = Arc::new(Picky {
+            refuse: bad.clone(),
+            down_first: AtomicU32::new(2),
+            ..Picky::default()
+        });
+        d.alerts = vec![sink.clone()];
+        assert_eq!(d.write(&mut batch).await.unwrap(), 1);
+        let mut got = sink.got.lock().unwrap().clone();
+        got.sort();
+        assert_eq!(got.len(), 399, "every other alert delivered, once");
+        got.dedup();
+        assert_eq!(got.len(), 399);
+        assert!(!got.contains(&bad));
+        let letters = letters.0.lock().unwrap();
+        assert_eq!(letters.len(), 1);
+        assert_eq!(letters[0].reason.code, "alert_refused");
+        assert!(letters[0].reason.message.contains("HTTP 400"));
+        assert_eq!(
+            store.written.lock().unwrap().len(),
+            400,
+            "its verdict is written"
         );
     }
 

@@ -87,9 +87,13 @@ impl Stages {
         held: &mut Vec<SourceOffset>,
     ) -> Result<(), PipelineError> {
         if !batch.rows.is_empty() {
-            let scored = self.scorer.score(batch.rows).await?;
-            self.delivery.write(&scored).await?;
-            stats::lock(&self.stats).record(&scored);
+            let mut scored = self.scorer.score(batch.rows).await?;
+            let dead = self.delivery.write(&mut scored).await?;
+            {
+                let mut stats = stats::lock(&self.stats);
+                stats.dead_letters += dead;
+                stats.record(&scored);
+            }
             self.delivery.buffer(scored).await?;
         }
         held.extend(batch.offsets);

@@ -2,13 +2,24 @@
 //! (`"Time","V1",…,"V28","Amount","Class"`) and `Class` quoted as `"0"`/`"1"`.
 //! `Class` may be absent (unlabelled traffic); `id`, `card_id` and `event_time` columns
 //! are optional extras. Anything else in the header is refused.
+//!
+//! One record per line: lines are framed by [`BoundedLines`] (so a line over the limit,
+//! or an unclosed quote, costs the limit in memory and no more) and each is split into
+//! fields by `csv_core`, without allocating per row. A quoted field cannot span lines.
 
-use std::io::Read;
+use std::io::BufRead;
 
+use super::lines::{BoundedLines, Line};
 use super::record::{
-    FIELD_NAMES, NUM_FIELDS, ReadError, RecordError, RecordErrorKind, Transaction, excerpt,
-    field_index, parse_label, parse_number,
+    FIELD_NAMES, NUM_FIELDS, ReadError, RecordError, RecordErrorKind, Transaction, check_id,
+    excerpt, field_index, parse_label, parse_number,
 };
+
+/// Longest CSV line kept; a Kaggle row is about 700 bytes.
+pub const DEFAULT_MAX_LINE_BYTES: usize = 64 * 1024;
+
+/// Most columns a line may have (the layout has at most 34).
+const MAX_COLUMNS: usize = 64;
 
 /// What one CSV column holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,10 +99,11 @@ impl CsvLayout {
         self.columns.is_empty()
     }
 
-    /// Decode one row. `default_id` is used when the layout has no `id` column.
+    /// Decode one row. `default_id` is used when the layout has no `id` column (or the
+    /// row's is empty).
     pub fn decode(
         &self,
-        fields: &csv::StringRecord,
+        fields: &Fields,
         default_id: impl FnOnce() -> String,
     ) -> Result<Transaction, RecordErrorKind> {
         if fields.len() != self.columns.len() {
@@ -106,7 +118,10 @@ impl CsvLayout {
         let mut card_id = None;
         let mut event_time = None;
         let non_empty = |s: &str| (!s.trim().is_empty()).then(|| s.trim().to_owned());
-        for (col, text) in self.columns.iter().zip(fields.iter()) {
+        for (col, bytes) in self.columns.iter().zip(fields.iter()) {
+            let text = std::str::from_utf8(bytes).map_err(|e| RecordErrorKind::NotUtf8 {
+                offset: e.valid_up_to(),
+            })?;
             match *col {
                 Column::Field(i) => values[i] = parse_number(FIELD_NAMES[i], text)?,
                 Column::Class => {
@@ -122,8 +137,10 @@ impl CsvLayout {
                 Column::EventTime => event_time = non_empty(text),
             }
         }
+        let id = id.unwrap_or_else(default_id);
+        check_id(&id)?;
         Ok(Transaction {
-            id: id.unwrap_or_else(default_id),
+            id,
             values,
             label,
             card_id,
@@ -132,36 +149,148 @@ impl CsvLayout {
     }
 }
 
+/// The fields of one line, split by `csv_core` into reused buffers.
+#[derive(Debug)]
+pub struct Fields {
+    splitter: csv_core::Reader,
+    data: Vec<u8>,
+    ends: Vec<usize>,
+    count: usize,
+}
+
+impl Default for Fields {
+    fn default() -> Self {
+        Self {
+            splitter: csv_core::Reader::new(),
+            data: Vec::new(),
+            ends: vec![0; MAX_COLUMNS],
+            count: 0,
+        }
+    }
+}
+
+impl Fields {
+    /// Split `line` (one whole record, without its newline) into fields.
+    pub fn split(&mut self, line: &[u8]) -> Result<(), RecordErrorKind> {
+        if line.iter().filter(|&&b| b == b'"').count() % 2 == 1 {
+            return Err(RecordErrorKind::Csv {
+                message: "unterminated quoted field (a quoted field cannot span lines)".into(),
+            });
+        }
+        self.data.clear();
+        self.data.resize(line.len(), 0);
+        self.splitter.reset();
+        let (mut nin, mut nout, mut nend) = (0, 0, 0);
+        // The whole line, then the end of input: csv_core ends the record there.
+        for input in [line, &[][..]] {
+            let mut rest = input;
+            loop {
+                let (result, i, o, e) =
+                    self.splitter
+                        .read_record(rest, &mut self.data[nout..], &mut self.ends[nend..]);
+                rest = &rest[i..];
+                nin += i;
+                nout += o;
+                nend += e;
+                match result {
+                    csv_core::ReadRecordResult::InputEmpty => break,
+                    csv_core::ReadRecordResult::Record | csv_core::ReadRecordResult::End => {
+                        self.count = nend;
+                        return Ok(());
+                    }
+                    csv_core::ReadRecordResult::OutputFull => {
+                        // Fields are never longer than their line; grow anyway.
+                        let len = self.data.len();
+                        self.data.resize(len * 2 + 16, 0);
+                    }
+                    csv_core::ReadRecordResult::OutputEndsFull => {
+                        return Err(RecordErrorKind::ColumnCount {
+                            expected: MAX_COLUMNS,
+                            found: MAX_COLUMNS + 1,
+                        });
+                    }
+                }
+            }
+        }
+        debug_assert!(nin <= line.len());
+        self.count = nend;
+        Ok(())
+    }
+
+    /// Number of fields.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Whether the line had no fields.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The fields' bytes, unquoted.
+    pub fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        let ends = &self.ends[..self.count];
+        ends.iter().enumerate().map(move |(i, &end)| {
+            let start = if i == 0 { 0 } else { ends[i - 1] };
+            &self.data[start..end]
+        })
+    }
+}
+
 /// Reads transactions from a CSV stream, one `Result` per data row.
-pub struct CsvReader<R: Read> {
+pub struct CsvReader<R> {
     path: String,
-    inner: csv::Reader<R>,
+    lines: BoundedLines<R>,
     layout: CsvLayout,
-    record: csv::StringRecord,
+    fields: Fields,
     row: u64,
 }
 
-impl<R: Read> CsvReader<R> {
+impl<R: BufRead> CsvReader<R> {
     /// Read and check the header. `path` is only used in error messages.
     pub fn new(path: &str, reader: R) -> Result<Self, ReadError> {
-        let mut inner = csv::ReaderBuilder::new()
-            .flexible(true)
-            .has_headers(true)
-            .from_reader(reader);
-        let header = inner.headers().map_err(|e| csv_header_error(path, e))?;
-        if header.is_empty() {
-            return Err(ReadError::Empty { path: path.into() });
-        }
+        Self::with_limit(path, reader, DEFAULT_MAX_LINE_BYTES)
+    }
+
+    /// [`CsvReader::new`] keeping at most `limit` bytes of a line.
+    pub fn with_limit(path: &str, reader: R, limit: usize) -> Result<Self, ReadError> {
+        let mut lines = BoundedLines::new(reader, limit);
+        let mut fields = Fields::default();
+        let header_error = |message: String| ReadError::Header {
+            path: path.into(),
+            message,
+        };
+        let header = loop {
+            match lines.next_line() {
+                None => return Err(ReadError::Empty { path: path.into() }),
+                Some(Err(source)) => {
+                    return Err(ReadError::Io {
+                        path: path.into(),
+                        source,
+                    });
+                }
+                Some(Ok((_, Line::TooLong { size }))) => {
+                    return Err(header_error(format!("{size} bytes long, over the limit")));
+                }
+                Some(Ok((_, Line::Text(t)))) if t.trim_ascii().is_empty() => {}
+                Some(Ok((_, Line::Text(t)))) => {
+                    fields.split(t).map_err(|e| header_error(e.to_string()))?;
+                    break fields
+                        .iter()
+                        .map(|f| String::from_utf8_lossy(f).into_owned())
+                        .collect::<Vec<String>>();
+                }
+            }
+        };
         let layout =
-            CsvLayout::from_header(header.iter()).map_err(|message| ReadError::Header {
-                path: path.into(),
-                message,
-            })?;
+            CsvLayout::from_header(header.iter().map(String::as_str)).map_err(header_error)?;
         Ok(Self {
             path: path.into(),
-            inner,
+            lines,
             layout,
-            record: csv::StringRecord::new(),
+            fields,
             row: 0,
         })
     }
@@ -173,67 +302,38 @@ impl<R: Read> CsvReader<R> {
     }
 }
 
-fn csv_header_error(path: &str, e: csv::Error) -> ReadError {
-    match e.into_kind() {
-        csv::ErrorKind::Io(source) => ReadError::Io {
-            path: path.into(),
-            source,
-        },
-        other => ReadError::Header {
-            path: path.into(),
-            message: format!("{other:?}"),
-        },
-    }
-}
-
-impl<R: Read> Iterator for CsvReader<R> {
+impl<R: BufRead> Iterator for CsvReader<R> {
     type Item = Result<Transaction, ReadError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let outcome = self.inner.read_record(&mut self.record);
-        let row = self.row;
-        let line = self.record.position().map_or(row + 2, csv::Position::line);
-        let located = |kind| {
-            ReadError::Record(RecordError {
-                path: self.path.clone(),
-                line,
-                kind,
-            })
-        };
-        match outcome {
-            Ok(false) => None,
-            Ok(true) => {
-                self.row += 1;
-                Some(
-                    self.layout
-                        .decode(&self.record, || row.to_string())
-                        .map_err(located),
-                )
-            }
-            Err(e) => {
-                self.row += 1;
-                let line = e.position().map_or(line, csv::Position::line);
-                match e.into_kind() {
-                    csv::ErrorKind::Io(source) => Some(Err(ReadError::Io {
+        let limit = self.lines.limit();
+        loop {
+            let (number, line) = match self.lines.next_line()? {
+                Err(source) => {
+                    return Some(Err(ReadError::Io {
                         path: self.path.clone(),
                         source,
-                    })),
-                    csv::ErrorKind::Utf8 { err, .. } => Some(Err(ReadError::Record(RecordError {
-                        path: self.path.clone(),
-                        line,
-                        kind: RecordErrorKind::NotUtf8 {
-                            offset: err.valid_up_to(),
-                        },
-                    }))),
-                    other => Some(Err(ReadError::Record(RecordError {
-                        path: self.path.clone(),
-                        line,
-                        kind: RecordErrorKind::Json {
-                            message: format!("malformed CSV: {other:?}"),
-                        },
-                    }))),
+                    }));
                 }
-            }
+                Ok((_, Line::Text(t))) if t.trim_ascii().is_empty() => continue,
+                Ok((n, Line::Text(t))) => (n, Ok(t)),
+                Ok((n, Line::TooLong { size })) => {
+                    (n, Err(RecordErrorKind::TooLarge { size, limit }))
+                }
+            };
+            let row = self.row;
+            self.row += 1;
+            let decoded = line.and_then(|t| {
+                self.fields.split(t)?;
+                self.layout.decode(&self.fields, || row.to_string())
+            });
+            return Some(decoded.map_err(|kind| {
+                ReadError::Record(RecordError {
+                    path: self.path.clone(),
+                    line: number,
+                    kind,
+                })
+            }));
         }
     }
 }

@@ -1,7 +1,7 @@
 //! One entry point to read a whole input file into a [`Dataset`], whatever its format.
 
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 
 use super::csv::CsvReader;
@@ -99,7 +99,7 @@ pub fn read_dataset(path: &str, opts: ReadOptions) -> Result<(Dataset, ReadRepor
             }
         }
         Format::JsonLines => {
-            for r in JsonLinesReader::new(path, BufReader::with_capacity(1 << 16, open(path)?)) {
+            for r in JsonLinesReader::new(path, open(path)?) {
                 accept(r)?;
             }
         }
@@ -116,7 +116,7 @@ pub fn read_dataset(path: &str, opts: ReadOptions) -> Result<(Dataset, ReadRepor
     Ok((data, report))
 }
 
-fn open(path: &str) -> Result<Box<dyn Read>, ReadError> {
+fn open(path: &str) -> Result<Box<dyn BufRead>, ReadError> {
     if path == "-" {
         return Ok(Box::new(std::io::stdin().lock()));
     }

@@ -8,11 +8,12 @@
 use std::fmt;
 use std::io::BufRead;
 
+use super::lines::{BoundedLines, Line};
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 
 use super::record::{
     FIELD_NAMES, NUM_FIELDS, ReadError, RecordError, RecordErrorKind, Transaction, check_finite,
-    excerpt, parse_label,
+    check_id, excerpt, parse_label,
 };
 
 /// Default cap on one message's size; larger messages are rejected, not parsed.
@@ -82,24 +83,26 @@ pub fn encode_transaction(tx: &Transaction) -> String {
     serde_json::Value::Object(m).to_string()
 }
 
-/// Reads JSON lines; blank lines are skipped, and lines over
-/// [`DEFAULT_MAX_MESSAGE_BYTES`] are refused like oversized stream messages.
-pub struct JsonLinesReader<R: BufRead> {
+/// Reads JSON lines; blank lines are skipped, and lines over the limit
+/// ([`DEFAULT_MAX_MESSAGE_BYTES`] unless given) are refused like oversized stream messages,
+/// without ever being held in memory whole.
+pub struct JsonLinesReader<R> {
     path: String,
-    inner: R,
-    buf: Vec<u8>,
-    line: u64,
+    lines: BoundedLines<R>,
     row: u64,
 }
 
 impl<R: BufRead> JsonLinesReader<R> {
     /// A reader over `inner`; `path` is only used in error messages.
     pub fn new(path: &str, inner: R) -> Self {
+        Self::with_limit(path, inner, DEFAULT_MAX_MESSAGE_BYTES)
+    }
+
+    /// A reader keeping at most `limit` bytes of a line.
+    pub fn with_limit(path: &str, inner: R, limit: usize) -> Self {
         Self {
             path: path.into(),
-            inner,
-            buf: Vec::new(),
-            line: 0,
+            lines: BoundedLines::new(inner, limit),
             row: 0,
         }
     }
@@ -109,35 +112,32 @@ impl<R: BufRead> Iterator for JsonLinesReader<R> {
     type Item = Result<Transaction, ReadError>;
 
     fn next(&mut self) -> Option<Self::Item> {
+        let limit = self.lines.limit();
         loop {
-            self.buf.clear();
-            match self.inner.read_until(b'\n', &mut self.buf) {
-                Ok(0) => return None,
-                Ok(_) => {}
+            let (line, decoded) = match self.lines.next_line()? {
                 Err(source) => {
                     return Some(Err(ReadError::Io {
                         path: self.path.clone(),
                         source,
                     }));
                 }
-            }
-            self.line += 1;
-            let trimmed = self.buf.trim_ascii();
-            if trimmed.is_empty() {
-                continue;
-            }
-            let row = self.row;
+                Ok((_, Line::Text(t))) if t.trim_ascii().is_empty() => continue,
+                Ok((n, Line::Text(t))) => {
+                    let row = self.row;
+                    (n, decode_transaction(t.trim_ascii(), || row.to_string()))
+                }
+                Ok((n, Line::TooLong { size })) => {
+                    (n, Err(RecordErrorKind::TooLarge { size, limit }))
+                }
+            };
             self.row += 1;
-            return Some(
-                decode_transaction_limited(trimmed, DEFAULT_MAX_MESSAGE_BYTES, || row.to_string())
-                    .map_err(|kind| {
-                        ReadError::Record(RecordError {
-                            path: self.path.clone(),
-                            line: self.line,
-                            kind,
-                        })
-                    }),
-            );
+            return Some(decoded.map_err(|kind| {
+                ReadError::Record(RecordError {
+                    path: self.path.clone(),
+                    line,
+                    kind,
+                })
+            }));
         }
     }
 }
@@ -346,8 +346,10 @@ impl Partial {
                 field: FIELD_NAMES[i].into(),
             })?;
         }
+        let id = self.id.unwrap_or_else(default_id);
+        check_id(&id)?;
         Ok(Transaction {
-            id: self.id.unwrap_or_else(default_id),
+            id,
             values,
             label: self.label,
             card_id: self.card_id,

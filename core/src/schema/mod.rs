@@ -3,18 +3,20 @@
 //! - [`record`]: the typed [`Transaction`], the columnar [`Dataset`], and validation errors.
 //! - [`csv`]: the Kaggle CSV, exactly as published (quoted headers, quoted labels).
 //! - [`json`]: JSON lines, one transaction per line; also the stream message decoder.
+//! - [`lines`]: bounded line framing for every line-based reader.
 //! - `parquet` (feature `parquet`): the Arrow schema, and Parquet reading and writing.
 //! - [`input`]: format detection by extension, and the one entry point that reads a file.
 
 pub mod csv;
 pub mod input;
 pub mod json;
+pub mod lines;
 #[cfg(feature = "parquet")]
 pub mod parquet;
 pub mod record;
 
 pub use input::{Format, ReadOptions, ReadReport, read_dataset};
 pub use record::{
-    AMOUNT, DEFAULT_FEATURES, Dataset, FIELD_NAMES, NUM_FIELDS, ReadError, RecordError,
-    RecordErrorKind, TIME, Transaction, field_index,
+    AMOUNT, DEFAULT_FEATURES, Dataset, FIELD_NAMES, MAX_ID_BYTES, NUM_FIELDS, ReadError,
+    RecordError, RecordErrorKind, TIME, Transaction, check_id, field_index,
 };

@@ -137,6 +137,18 @@ pub enum RecordErrorKind {
         /// Configured limit in bytes.
         limit: usize,
     },
+    /// A transaction id outside the input contract (see [`check_id`]).
+    #[error("invalid transaction id: {reason}")]
+    InvalidId {
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A CSV line that does not split into fields.
+    #[error("malformed CSV: {message}")]
+    Csv {
+        /// What is wrong.
+        message: String,
+    },
 }
 
 impl RecordErrorKind {
@@ -154,6 +166,8 @@ impl RecordErrorKind {
             Self::Json { .. } => "invalid_json",
             Self::NotUtf8 { .. } => "not_utf8",
             Self::TooLarge { .. } => "too_large",
+            Self::InvalidId { .. } => "invalid_id",
+            Self::Csv { .. } => "invalid_csv",
         }
     }
 }
@@ -225,6 +239,25 @@ pub(crate) fn excerpt(s: &str) -> String {
         end -= 1;
     }
     format!("{}…", &s[..end])
+}
+
+/// The longest transaction id accepted, in bytes of UTF-8 (DynamoDB allows 2,048 bytes in
+/// a partition key; half leaves room for any prefix a store adds).
+pub const MAX_ID_BYTES: usize = 1024;
+
+/// The input contract for transaction ids: non-empty UTF-8 of at most [`MAX_ID_BYTES`]
+/// bytes, with no control characters. Every store can key a verdict by such an id.
+pub fn check_id(id: &str) -> Result<(), RecordErrorKind> {
+    let reason = if id.is_empty() {
+        "empty".to_owned()
+    } else if id.len() > MAX_ID_BYTES {
+        format!("{} bytes, over the limit of {MAX_ID_BYTES}", id.len())
+    } else if let Some(c) = id.chars().find(|c| c.is_control()) {
+        format!("contains the control character {:?}", c)
+    } else {
+        return Ok(());
+    };
+    Err(RecordErrorKind::InvalidId { reason })
 }
 
 /// Parse one numeric field strictly: finite decimal numbers only.
@@ -426,6 +459,22 @@ mod tests {
         assert_eq!(parse_label("1"), Ok(1));
         assert!(parse_label("2").is_err());
         assert!(parse_label("yes").is_err());
+    }
+
+    #[test]
+    fn ids_follow_the_contract() {
+        assert!(check_id("tx-1").is_ok());
+        assert!(check_id(&"é".repeat(512)).is_ok(), "1,024 bytes");
+        for bad in ["", "a\nb", "\u{0}", "tab\there"] {
+            assert_eq!(check_id(bad).unwrap_err().code(), "invalid_id", "{bad:?}");
+        }
+        let long = "x".repeat(MAX_ID_BYTES + 1);
+        assert!(
+            check_id(&long)
+                .unwrap_err()
+                .to_string()
+                .contains("1025 bytes")
+        );
     }
 
     #[test]

@@ -157,6 +157,10 @@ impl DynamoVerdictStore {
                 endpoint: self.endpoint.clone(),
                 message: code,
             },
+            "ValidationException" => VerdictError::Invalid {
+                store: self.describe(),
+                message: crate::aws::error_chain(&e),
+            },
             _ if status.is_none_or(|s| s >= 500) => VerdictError::Transient {
                 endpoint: self.endpoint.clone(),
                 message: format!(
@@ -361,6 +365,31 @@ impl DynamoVerdictStore {
         })
     }
 
+    /// Write one chunk; when DynamoDB refuses the request as invalid, write its items one
+    /// by one to find those it refuses. Returns the refused ids with the reason.
+    async fn write_chunk_isolating(
+        &self,
+        chunk: &[&VerdictItem],
+    ) -> Result<Vec<(String, String)>, VerdictError> {
+        match self.write_chunk(chunk).await {
+            Ok(()) => Ok(Vec::new()),
+            Err(VerdictError::Invalid { .. }) => {
+                let mut refused = Vec::new();
+                for it in chunk {
+                    match self.write_chunk(&[*it]).await {
+                        Ok(()) => {}
+                        Err(VerdictError::Invalid { message, .. }) => {
+                            refused.push((it.tx_id.clone(), message));
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(refused)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Write one chunk of at most 25 distinct items, resubmitting unprocessed items with
     /// exponential backoff and jitter.
     async fn write_chunk(&self, chunk: &[&VerdictItem]) -> Result<(), VerdictError> {
@@ -416,12 +445,21 @@ impl VerdictStore for DynamoVerdictStore {
         // error the caller retries the whole batch, which rewrites the same items.
         let writes: Vec<_> = unique
             .chunks(BATCH_LIMIT)
-            .map(|c| Box::pin(self.write_chunk(c)))
+            .map(|c| Box::pin(self.write_chunk_isolating(c)))
             .collect();
-        stream::iter(writes)
+        let refused: Vec<Vec<(String, String)>> = stream::iter(writes)
             .buffer_unordered(self.concurrency.max(1))
             .try_collect()
-            .await
+            .await?;
+        let refused: Vec<(String, String)> = refused.into_iter().flatten().collect();
+        if refused.is_empty() {
+            Ok(())
+        } else {
+            Err(VerdictError::Refused {
+                store: self.describe(),
+                refused,
+            })
+        }
     }
 
     async fn get(&self, tx_id: &str) -> Result<Option<VerdictItem>, VerdictError> {

@@ -111,7 +111,25 @@ pub enum VerdictError {
         /// Attempts made.
         attempts: u32,
     },
-    /// Anything else (a bad item, a local database error).
+    /// Some items can never be stored (the store refuses them as they are: a key or
+    /// size it does not accept); every other item of the batch is durable.
+    #[error("{store}: {} item(s) refused, the rest written: {}", refused.len(), refused.first().map_or("", |r| r.1.as_str()))]
+    Refused {
+        /// The store.
+        store: String,
+        /// Transaction ids refused, each with the store's reason.
+        refused: Vec<(String, String)>,
+    },
+    /// The store refused a request as invalid (DynamoDB's `ValidationException`); an item
+    /// in it cannot be written as it is.
+    #[error("{store}: invalid request: {message}")]
+    Invalid {
+        /// The store.
+        store: String,
+        /// Details.
+        message: String,
+    },
+    /// Anything else (a local database error).
     #[error("{store}: {message}")]
     Other {
         /// The store.

@@ -8,11 +8,17 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{VerdictError, VerdictItem, VerdictStore, dedupe_last};
 
-/// Verdicts in one SQLite file (WAL mode), one row per transaction id.
+/// How often expired verdicts are deleted, in seconds.
+const PURGE_EVERY_SECS: i64 = 60;
+
+/// Verdicts in one SQLite file (WAL mode, synchronous commits), one row per transaction
+/// id. Verdicts with an expiry are not read back after it and are deleted within a
+/// minute.
 #[derive(Debug, Clone)]
 pub struct LocalVerdictStore {
     path: PathBuf,
     conn: Arc<Mutex<Connection>>,
+    last_purge: Arc<std::sync::atomic::AtomicI64>,
 }
 
 impl LocalVerdictStore {
@@ -28,8 +34,10 @@ impl LocalVerdictStore {
         }
         let conn = Connection::open(&path).map_err(|e| fail(&e))?;
         conn.execute_batch(
+            // FULL: a commit is on disk before `put_batch` returns, as the offsets
+            // committed after it assume (NORMAL could lose the last commits on power loss).
             "PRAGMA journal_mode = WAL;
-             PRAGMA synchronous = NORMAL;
+             PRAGMA synchronous = FULL;
              CREATE TABLE IF NOT EXISTS verdicts (
                  tx_id TEXT PRIMARY KEY NOT NULL,
                  score REAL NOT NULL,
@@ -39,12 +47,14 @@ impl LocalVerdictStore {
                  scored_at TEXT NOT NULL,
                  top_features TEXT NOT NULL,
                  ttl INTEGER
-             );",
+             );
+             CREATE INDEX IF NOT EXISTS verdicts_ttl ON verdicts (ttl) WHERE ttl IS NOT NULL;",
         )
         .map_err(|e| fail(&e))?;
         Ok(Self {
             path,
             conn: Arc::new(Mutex::new(conn)),
+            last_purge: Arc::default(),
         })
     }
 
@@ -55,9 +65,30 @@ impl LocalVerdictStore {
         }
     }
 
+    /// Classify a SQLite error: a busy, locked or full database, or an I/O error, may
+    /// clear up (transient); anything else is this store's problem.
+    fn error(&self, e: &rusqlite::Error) -> VerdictError {
+        use rusqlite::ErrorCode as C;
+        match e.sqlite_error_code() {
+            Some(
+                C::DatabaseBusy
+                | C::DatabaseLocked
+                | C::DiskFull
+                | C::SystemIoFailure
+                | C::OutOfMemory,
+            ) => VerdictError::Transient {
+                endpoint: self.describe(),
+                message: e.to_string(),
+            },
+            _ => self.fail(e),
+        }
+    }
+
     fn put_sync(&self, items: &[VerdictItem]) -> Result<(), VerdictError> {
+        use rusqlite::ErrorCode as C;
         let mut conn = self.conn.lock().map_err(|e| self.fail(&e))?;
-        let tx = conn.transaction().map_err(|e| self.fail(&e))?;
+        let tx = conn.transaction().map_err(|e| self.error(&e))?;
+        let mut refused = Vec::new();
         {
             let mut stmt = tx
                 .prepare(
@@ -65,10 +96,10 @@ impl LocalVerdictStore {
                      (tx_id, score, fraud, threshold, model_version, scored_at, top_features, ttl)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 )
-                .map_err(|e| self.fail(&e))?;
+                .map_err(|e| self.error(&e))?;
             for it in dedupe_last(items) {
                 let top = serde_json::to_string(&it.top_features).map_err(|e| self.fail(&e))?;
-                stmt.execute(params![
+                let written = stmt.execute(params![
                     it.tx_id,
                     f64::from(it.score),
                     it.fraud,
@@ -77,11 +108,50 @@ impl LocalVerdictStore {
                     it.scored_at,
                     top,
                     it.ttl
-                ])
-                .map_err(|e| self.fail(&e))?;
+                ]);
+                match written {
+                    Ok(_) => {}
+                    // This item only (a failed statement rolls back alone).
+                    Err(e)
+                        if matches!(
+                            e.sqlite_error_code(),
+                            Some(C::TooBig | C::ConstraintViolation | C::TypeMismatch)
+                        ) =>
+                    {
+                        refused.push((it.tx_id.clone(), e.to_string()));
+                    }
+                    Err(e) => return Err(self.error(&e)),
+                }
             }
         }
-        tx.commit().map_err(|e| self.fail(&e))
+        self.purge_expired(&tx)?;
+        tx.commit().map_err(|e| self.error(&e))?;
+        if refused.is_empty() {
+            Ok(())
+        } else {
+            Err(VerdictError::Refused {
+                store: self.describe(),
+                refused,
+            })
+        }
+    }
+
+    /// Delete verdicts past their expiry, at most once a minute (DynamoDB's TTL does
+    /// this for its table).
+    fn purge_expired(&self, tx: &rusqlite::Transaction<'_>) -> Result<(), VerdictError> {
+        let now = crate::clock::now_secs();
+        let last = self.last_purge.load(std::sync::atomic::Ordering::Relaxed);
+        if now - last < PURGE_EVERY_SECS {
+            return Ok(());
+        }
+        self.last_purge
+            .store(now, std::sync::atomic::Ordering::Relaxed);
+        tx.execute(
+            "DELETE FROM verdicts WHERE ttl IS NOT NULL AND ttl < ?1",
+            params![now],
+        )
+        .map_err(|e| self.error(&e))?;
+        Ok(())
     }
 
     fn get_sync(&self, tx_id: &str) -> Result<Option<VerdictItem>, VerdictError> {
@@ -89,8 +159,8 @@ impl LocalVerdictStore {
         let row = conn
             .query_row(
                 "SELECT tx_id, score, fraud, threshold, model_version, scored_at, top_features, ttl
-                 FROM verdicts WHERE tx_id = ?1",
-                params![tx_id],
+                 FROM verdicts WHERE tx_id = ?1 AND (ttl IS NULL OR ttl >= ?2)",
+                params![tx_id, crate::clock::now_secs()],
                 |r| {
                     Ok((
                         r.get::<_, String>(0)?,

@@ -37,17 +37,17 @@ impl DeadLetterSink for DeadLetterFile {
     async fn send(&self, letters: &[DeadLetter]) -> Result<(), DeadLetterError> {
         let mut text = String::new();
         for l in letters {
-            let (reason, code) = (l.reason.to_string(), l.reason.code());
+            let (reason, code) = (&l.reason.message, l.reason.code);
             let line = match &l.origin {
                 Origin::File { path, line } => {
-                    json!({"line": line, "source": path, "reason": reason, "code": code})
+                    json!({"line": line, "source": &**path, "reason": reason, "code": code})
                 }
                 Origin::Kafka {
                     topic,
                     partition,
                     offset,
                 } => {
-                    json!({"topic": topic, "partition": partition, "offset": offset, "reason": reason, "code": code})
+                    json!({"topic": &**topic, "partition": partition, "offset": offset, "reason": reason, "code": code})
                 }
             };
             text.push_str(&line.to_string());

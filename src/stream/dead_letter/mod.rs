@@ -17,31 +17,36 @@ pub use file::DeadLetterFile;
 pub use kafka::DeadLetterTopic;
 
 use super::delivery::{DeliveryError, Outage};
+pub use super::source::Origin;
 use crate::metric_names as names;
 use crate::schema::RecordErrorKind;
 
-/// Where a dead letter came from.
+/// Why a record is a dead letter: a stable code (a metric label) and a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Origin {
-    /// A Kafka message.
-    Kafka {
-        /// Topic.
-        topic: String,
-        /// Partition.
-        partition: i32,
-        /// Offset.
-        offset: i64,
-    },
-    /// A line (or record) of a file; `-` is stdin.
-    File {
-        /// The file.
-        path: String,
-        /// 1-based line number.
-        line: u64,
-    },
+pub struct Reason {
+    /// Machine-readable: the input error's code (`invalid_json`, `too_large`, …), or
+    /// `verdict_refused` / `alert_refused` for a record a sink can never accept.
+    pub code: &'static str,
+    /// For people.
+    pub message: String,
 }
 
-/// One invalid record.
+impl From<RecordErrorKind> for Reason {
+    fn from(kind: RecordErrorKind) -> Self {
+        Self {
+            code: kind.code(),
+            message: kind.to_string(),
+        }
+    }
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// One record that can never be scored or stored.
 #[derive(Debug, Clone)]
 pub struct DeadLetter {
     /// Where it came from.
@@ -50,8 +55,8 @@ pub struct DeadLetter {
     pub key: Option<Vec<u8>>,
     /// The original bytes (empty when the source does not keep them).
     pub payload: Vec<u8>,
-    /// Why it was refused.
-    pub reason: RecordErrorKind,
+    /// Why.
+    pub reason: Reason,
 }
 
 /// Some dead letters were not accepted.
@@ -96,7 +101,7 @@ pub async fn send_durably(
         };
         for &i in left.iter().filter(|i| !failed.contains(i)) {
             let l = &letters[i];
-            metrics::counter!(names::DEAD_LETTERS, "reason" => l.reason.code()).increment(1);
+            metrics::counter!(names::DEAD_LETTERS, "reason" => l.reason.code).increment(1);
             tracing::debug!(origin = ?l.origin, reason = %l.reason, sink = %sink.describe(), "dead letter sent");
         }
         left = failed;
@@ -159,7 +164,8 @@ mod tests {
                 payload: Vec::new(),
                 reason: RecordErrorKind::Json {
                     message: "x".into(),
-                },
+                }
+                .into(),
             })
             .collect();
         let sink = HalfDown::default();

@@ -18,13 +18,13 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{Batch, BatchSender, Incoming};
+use super::{Batch, BatchSender, Incoming, Origin};
 use crate::metric_names as names;
 use crate::schema::csv::CsvReader;
 use crate::schema::json::JsonLinesReader;
 use crate::schema::{Format, ReadError, RecordError, Transaction};
 use crate::stream::batcher::Batcher;
-use crate::stream::dead_letter::{DeadLetter, DeadLetterSink, Origin, send_durably};
+use crate::stream::dead_letter::{DeadLetter, DeadLetterSink, send_durably};
 use crate::stream::delivery::DeliveryError;
 use crate::stream::stats::{self, SharedStats};
 
@@ -102,7 +102,7 @@ impl FileSource {
         let (tx, mut rx) = mpsc::channel(READ_AHEAD);
         let reader = spawn_reader(self.input.clone(), self.follow, tx, stop.clone());
         let mut batcher = Batcher::new(self.batch_size, self.batch_timeout);
-        let source = self.input.describe();
+        let source: Arc<str> = Arc::from(self.input.describe());
         let outcome = loop {
             let full = tokio::select! {
                 r = rx.recv() => match r {
@@ -130,7 +130,7 @@ impl FileSource {
     /// gone.
     async fn dispatch(
         &self,
-        source: &str,
+        source: &Arc<str>,
         rows: Vec<Row>,
         batches: &BatchSender,
         stats: &SharedStats,
@@ -140,24 +140,22 @@ impl FileSource {
         let mut valid = Vec::with_capacity(rows.len());
         let mut dead = Vec::new();
         for row in rows {
+            let origin = Origin::File {
+                path: source.clone(),
+                line: row.line,
+            };
             match row.result {
                 Ok(tx) => valid.push(Incoming {
                     tx,
+                    origin,
                     read_at: row.read_at,
                     produced_at_ms: None,
                 }),
                 Err(e) => dead.push(DeadLetter {
-                    origin: Origin::File {
-                        path: if e.path.is_empty() {
-                            source.into()
-                        } else {
-                            e.path
-                        },
-                        line: row.line,
-                    },
+                    origin,
                     key: None,
                     payload: Vec::new(),
-                    reason: e.kind,
+                    reason: e.kind.into(),
                 }),
             }
         }

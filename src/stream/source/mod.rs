@@ -10,16 +10,40 @@
 pub mod file;
 pub mod kafka;
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::schema::Transaction;
 use crate::stream::acker::SourceOffset;
+
+/// Where a record came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// A Kafka message.
+    Kafka {
+        /// Topic (shared by the messages of a topic).
+        topic: Arc<str>,
+        /// Partition.
+        partition: i32,
+        /// Offset.
+        offset: i64,
+    },
+    /// A line (or record) of a file; `-` is stdin.
+    File {
+        /// The file (shared by its lines).
+        path: Arc<str>,
+        /// 1-based line number.
+        line: u64,
+    },
+}
 
 /// A transaction read from a source.
 #[derive(Debug, Clone)]
 pub struct Incoming {
     /// The transaction.
     pub tx: Transaction,
+    /// Where it came from (for a dead letter, should a sink refuse it).
+    pub origin: Origin,
     /// When the source read it.
     pub read_at: Instant,
     /// When its producer sent it (Unix ms), when the source knows: Kafka's message
@@ -28,11 +52,15 @@ pub struct Incoming {
 }
 
 impl Incoming {
-    /// A transaction read now, with no producer time.
+    /// A transaction read now from line `line` of an unnamed input, with no producer time.
     #[must_use]
-    pub fn now(tx: Transaction) -> Self {
+    pub fn now(tx: Transaction, line: u64) -> Self {
         Self {
             tx,
+            origin: Origin::File {
+                path: Arc::from("-"),
+                line,
+            },
             read_at: Instant::now(),
             produced_at_ms: None,
         }

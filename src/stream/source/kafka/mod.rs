@@ -27,16 +27,14 @@ use rdkafka::message::Message;
 use tokio::sync::mpsc;
 
 use self::rebalance::{DetectorContext, partition_list};
-use super::{Batch, Incoming};
+use super::{Batch, Incoming, Origin};
 use crate::kafka::KafkaSettings;
 use crate::metric_names as names;
 use crate::schema::json::decode_transaction_limited;
 use crate::shutdown::Shutdown;
 use crate::stream::acker::{Acker, Commit, SharedPartitions, SourceOffset, lock};
 use crate::stream::batcher::Batcher;
-use crate::stream::dead_letter::{
-    DeadLetter, DeadLetterSink, DeadLetterTopic, Origin, send_durably,
-};
+use crate::stream::dead_letter::{DeadLetter, DeadLetterSink, send_durably};
 use crate::stream::delivery::DeliveryError;
 use crate::stream::pipeline::{PipelineError, Stages};
 use crate::stream::stats;
@@ -103,6 +101,8 @@ pub struct KafkaSource {
     pub settings: KafkaSettings,
     /// Batching and flow control.
     pub options: KafkaSourceOptions,
+    /// Where invalid messages go (the dead-letter topic).
+    pub dead_letters: Arc<dyn DeadLetterSink>,
 }
 
 impl KafkaSource {
@@ -193,7 +193,6 @@ impl KafkaSource {
     ) -> Result<(), KafkaSourceError> {
         let topics: Vec<&str> = self.settings.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics)?;
-        let dead_letters = DeadLetterTopic::new(&self.settings)?;
         let abort = shutdown.abort_token();
         tracing::info!(brokers = %self.settings.brokers, topics = ?self.settings.topics, group = %self.settings.group_id, "consuming");
         let mut batcher: Batcher<Read> =
@@ -219,7 +218,7 @@ impl KafkaSource {
             };
             metrics::counter!(names::CONSUMED).increment(reads.len() as u64);
             let batch = self
-                .prepare(shared, &dead_letters, reads, stats, &abort)
+                .prepare(shared, self.dead_letters.as_ref(), reads, stats, &abort)
                 .await?;
             if batch.rows.is_empty() && batch.offsets.is_empty() {
                 continue;
@@ -288,33 +287,34 @@ impl KafkaSource {
         let mut rows = Vec::with_capacity(reads.len());
         let mut offsets = Vec::with_capacity(reads.len());
         let mut dead = Vec::new();
+        let mut topic_name: Option<Arc<str>> = None;
         for r in reads {
             let ((topic, partition), offset) = &r.offset;
-            let default_id = || {
-                r.key
-                    .as_deref()
-                    .and_then(|k| std::str::from_utf8(k).ok())
-                    .map_or_else(|| format!("{topic}-{partition}-{offset}"), str::to_owned)
+            let topic_arc = match &topic_name {
+                Some(t) if **t == **topic => t.clone(),
+                _ => topic_name.insert(Arc::from(topic.as_str())).clone(),
             };
-            match decode_transaction_limited(
-                &r.payload,
-                self.settings.max_message_bytes,
-                default_id,
-            ) {
+            let origin = Origin::Kafka {
+                topic: topic_arc,
+                partition: *partition,
+                offset: *offset,
+            };
+            let decoded =
+                decode_transaction_limited(&r.payload, self.settings.max_message_bytes, || {
+                    default_id(r.key.as_deref(), topic, *partition, *offset)
+                });
+            match decoded {
                 Ok(tx) => rows.push(Incoming {
                     tx,
+                    origin,
                     read_at: r.at,
                     produced_at_ms: r.produced_at_ms,
                 }),
                 Err(reason) => dead.push(DeadLetter {
-                    origin: Origin::Kafka {
-                        topic: topic.clone(),
-                        partition: *partition,
-                        offset: *offset,
-                    },
+                    origin,
                     key: r.key,
                     payload: r.payload,
-                    reason,
+                    reason: reason.into(),
                 }),
             }
             offsets.push(r.offset);
@@ -335,6 +335,15 @@ impl KafkaSource {
         }
         Ok(Batch { rows, offsets })
     }
+}
+
+/// A message's transaction id when its JSON has none: the message key when it is
+/// non-empty UTF-8 (then held to the id contract like any id), else
+/// `<topic>-<partition>-<offset>`, which a redelivery reproduces.
+fn default_id(key: Option<&[u8]>, topic: &str, partition: i32, offset: i64) -> String {
+    key.filter(|k| !k.is_empty())
+        .and_then(|k| std::str::from_utf8(k).ok())
+        .map_or_else(|| format!("{topic}-{partition}-{offset}"), str::to_owned)
 }
 
 /// Copy one message out of the consumer; errors (broker outages, which librdkafka
@@ -407,4 +416,17 @@ async fn wait_for_scorer<'a>(
     metrics::histogram!(names::BLOCKED_SECONDS, "stage" => "source")
         .record(started.elapsed().as_secs_f64());
     Ok(permit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_id_comes_from_the_key_unless_it_is_empty_or_binary() {
+        assert_eq!(default_id(Some(b"tx-9"), "t", 1, 7), "tx-9");
+        assert_eq!(default_id(Some(b""), "t", 1, 7), "t-1-7");
+        assert_eq!(default_id(Some(b"\xff\xfe"), "t", 1, 7), "t-1-7");
+        assert_eq!(default_id(None, "t", 0, 0), "t-0-0");
+    }
 }
