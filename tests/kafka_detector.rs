@@ -21,7 +21,6 @@ use fraudstream::storage::local::LocalStore;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
@@ -50,36 +49,6 @@ async fn create_topics(brokers: &str, names: &[&str]) {
     {
         r.unwrap();
     }
-}
-
-/// All messages of a topic, read from the beginning by a throwaway consumer.
-fn read_all(brokers: &str, topic: &str, expect: usize) -> Vec<rdkafka::message::OwnedMessage> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", common::unique("reader"))
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    c.subscribe(&[topic]).unwrap();
-    let mut out = Vec::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while std::time::Instant::now() < deadline {
-        if let Some(m) = c.poll(Duration::from_millis(200)) {
-            out.push(m.unwrap().detach());
-            if out.len() >= expect {
-                // Keep polling briefly to catch anything beyond what we expect.
-                let extra_deadline = std::time::Instant::now() + Duration::from_secs(1);
-                while std::time::Instant::now() < extra_deadline {
-                    if let Some(m) = c.poll(Duration::from_millis(100)) {
-                        out.push(m.unwrap().detach());
-                    }
-                }
-                break;
-            }
-        }
-    }
-    out
 }
 
 /// A model store in `dir` serving a forest of `trees` trees trained on the sample.
@@ -285,7 +254,7 @@ async fn kafka_end_to_end_exactly_one_verdict_each() {
     assert_eq!(st.scored, n as u64, "no message scored twice");
 
     // Dead letters keep the original bytes and carry the reason.
-    let dead = read_all(&brokers, &dlq, 15);
+    let dead = common::detector::read_topic(&brokers, &dlq, 15);
     assert_eq!(dead.len(), 15);
     for m in &dead {
         let headers = m.headers().unwrap();
@@ -302,7 +271,7 @@ async fn kafka_end_to_end_exactly_one_verdict_each() {
         assert!(m.key().unwrap().starts_with(b"bad-"));
     }
     // One alert per fraud verdict, with two contributions each (scoring.top_k).
-    let alerts = read_all(&brokers, &alerts_topic, st.flagged as usize);
+    let alerts = common::detector::read_topic(&brokers, &alerts_topic, st.flagged as usize);
     assert_eq!(alerts.len() as u64, st.flagged);
     assert!(st.flagged > 0);
     let first: serde_json::Value = serde_json::from_slice(alerts[0].payload().unwrap()).unwrap();
@@ -320,17 +289,43 @@ async fn kafka_end_to_end_exactly_one_verdict_each() {
     }
     assert_eq!(total, (n + 15) as i64);
 
-    // A restarted detector in the same group has nothing left to read.
+    // A restarted detector in the same group reads on from the committed offsets: given
+    // a few new messages, it reads those and nothing before them.
     let detector = build(&config).await;
     let shutdown = Shutdown::new(Duration::from_secs(30));
-    let stopper = shutdown.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_secs(8)).await;
-        stopper.stop();
-    });
-    let again = detector.run(shutdown).await.unwrap();
-    assert_eq!(again.stats.read, 0, "everything was committed");
-    assert_eq!(verdicts(dir.path()), n as u64);
+    let running = tokio::spawn(detector.run(shutdown.clone()));
+    let more = 6;
+    let sends: Vec<_> = (0..more)
+        .map(|i| {
+            let mut tx = data.row(i);
+            tx.id = format!("k-after-{i}");
+            (tx.id.clone(), encode_transaction(&tx))
+        })
+        .collect();
+    for (key, p) in &sends {
+        producer
+            .send(
+                FutureRecord::to(&input).key(key).payload(p),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+    stop_at(
+        dir.path(),
+        (n + more) as u64,
+        Duration::from_secs(90),
+        shutdown,
+    )
+    .await
+    .unwrap();
+    let again = running.await.unwrap().unwrap();
+    assert_eq!(
+        again.stats.read, more as u64,
+        "only the new messages were read"
+    );
+    assert_eq!(verdicts(dir.path()), (n + more) as u64);
 }
 
 /// `fraudstream_scored_total` in a Prometheus rendering (0 when absent).
@@ -406,7 +401,14 @@ async fn a_rebalance_hands_partitions_over_without_loss() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // Let the last asynchronous commits land before stopping.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while common::detector::committed_offsets(&brokers, &input, &group)
+        .iter()
+        .any(|(at, high)| at != high)
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     shutdown.stop();
     let a = first.await.unwrap().unwrap();
     let b = second.await.unwrap().unwrap();

@@ -29,6 +29,7 @@ pub struct EvaluateArgs {
 /// Run `evaluate`.
 pub fn run(args: &EvaluateArgs) -> anyhow::Result<()> {
     let model = Model::load(&args.model)?;
+    model.check(None, &[])?;
     model.check_input(&FIELD_NAMES)?;
     let (data, skipped) = read_input(&args.input)?;
     let labels = data.labels()?;

@@ -8,6 +8,7 @@ mod registry;
 mod retrain;
 mod run;
 mod score;
+mod signal;
 mod split;
 mod train;
 mod verdict;

@@ -17,12 +17,21 @@ pub struct RetrainArgs {
     /// Configuration file: `[retrain]`, `[models]` and `[s3]`.
     #[arg(long, short)]
     config: PathBuf,
-    /// Retrain this often (`1h`, `30m`) until stopped; without it, once.
-    #[arg(long, value_parser = humantime::parse_duration)]
+    /// Retrain this often (`1h`, `30m`; at least `1s`) until ctrl-c or SIGTERM; without
+    /// it, once.
+    #[arg(long, value_parser = parse_every)]
     every: Option<Duration>,
     /// Print each decision as one JSON object.
     #[arg(long)]
     json: bool,
+}
+
+fn parse_every(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if d < Duration::from_secs(1) {
+        return Err(format!("{s}: retrain at most once a second"));
+    }
+    Ok(d)
 }
 
 fn report(d: &Decision, json: bool) -> anyhow::Result<()> {
@@ -73,13 +82,22 @@ pub fn run(args: &RetrainArgs) -> anyhow::Result<()> {
             return report(&d, args.json);
         };
         let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let stop = super::signal::stop_requested();
+        tokio::pin!(stop);
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
-                _ = tokio::signal::ctrl_c() => return Ok(()),
+                () = &mut stop => return Ok(()),
             }
-            // A failed cycle (history unreachable, say) is logged; the next one tries again.
-            match retrain_once(&cfg.retrain, &s3, &store, &on_file).await {
+            // A failed cycle (history unreachable, say) is logged; the next one tries
+            // again. A stop request ends a cycle in progress: a version stored without
+            // `LATEST` moving to it is harmless.
+            let cycle = tokio::select! {
+                r = retrain_once(&cfg.retrain, &s3, &store, &on_file) => r,
+                () = &mut stop => return Ok(()),
+            };
+            match cycle {
                 Ok(d) => report(&d, args.json)?,
                 Err(e) => tracing::error!(error = %format!("{e:#}"), "retraining cycle failed"),
             }

@@ -88,30 +88,8 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
 /// Stop on the first ctrl-c or SIGTERM; abort on the second.
 async fn stop_on_signals(shutdown: Shutdown) {
     loop {
-        signal().await;
+        super::signal::stop_requested().await;
         shutdown.stop();
-    }
-}
-
-/// Ctrl-C or SIGTERM.
-async fn signal() {
-    #[cfg(unix)]
-    {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            () = async {
-                match term.as_mut() {
-                    Some(t) => { t.recv().await; }
-                    None => std::future::pending::<()>().await,
-                }
-            } => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
     }
 }
 

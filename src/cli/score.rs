@@ -57,7 +57,9 @@ pub struct ScoreArgs {
 /// The model: a file, or a version from the model store.
 fn load_model(args: &ScoreArgs, rt: &tokio::runtime::Runtime) -> anyhow::Result<Model> {
     if std::path::Path::new(&args.model).exists() {
-        return Ok(Model::load(&args.model)?);
+        let model = Model::load(&args.model)?;
+        model.check(None, &[])?;
+        return Ok(model);
     }
     let cfg = args.input.services()?;
     rt.block_on(async {
@@ -72,7 +74,7 @@ fn load_model(args: &ScoreArgs, rt: &tokio::runtime::Runtime) -> anyhow::Result<
             args.model.clone()
         };
         Ok(store
-            .get(&version)
+            .get_checked(&version, None)
             .await
             .with_context(|| format!("--model {}: no such file, and", args.model))?
             .0)

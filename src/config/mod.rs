@@ -145,8 +145,9 @@ impl Default for AlertsConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
-    /// The URL.
-    pub url: String,
+    /// The URL; a secret (Slack-style hooks carry their token in the path): logs and
+    /// errors show only its host.
+    pub url: crate::secret::Secret,
     /// Per-request timeout (`5s`).
     #[serde(with = "humantime_serde", default = "default_webhook_timeout")]
     pub timeout: Duration,
@@ -364,13 +365,29 @@ impl Default for ModelsConfig {
 /// `FRAUDSTREAM__KAFKA__BROKERS=host:9092` sets `kafka.brokers`.
 pub const ENV_PREFIX: &str = "FRAUDSTREAM__";
 
-/// An environment value as TOML: numbers, booleans and arrays keep their type; anything
-/// else is a string.
-fn env_value(raw: &str) -> toml::Value {
-    toml::from_str::<toml::Table>(&format!("v = {raw}"))
+/// An environment value, typed by the field it sets: read as TOML (a number, a boolean,
+/// an array, a table) when the configuration takes it that way, else as the string it
+/// is. So `FRAUDSTREAM__S3__SECRET_ACCESS_KEY=12345` stays the string `"12345"` (and no
+/// type error ever prints it), while `FRAUDSTREAM__SCORING__BATCH_SIZE=64` is a number.
+fn typed_env_value(doc: &toml::Table, keys: &[String], raw: &str) -> toml::Value {
+    let text = toml::Value::String(raw.to_owned());
+    let Some(parsed) = toml::from_str::<toml::Table>(&format!("v = {raw}"))
         .ok()
         .and_then(|mut t| t.remove("v"))
-        .unwrap_or_else(|| toml::Value::String(raw.to_owned()))
+        .filter(|v| !v.is_str())
+    else {
+        return text;
+    };
+    let accepts = |value: &toml::Value| {
+        let mut trial = doc.clone();
+        set_path(&mut trial, keys, value.clone()).is_ok()
+            && toml::Value::Table(trial).try_into::<Config>().is_ok()
+    };
+    if accepts(&parsed) || !accepts(&text) {
+        parsed
+    } else {
+        text
+    }
 }
 
 fn set_path(table: &mut toml::Table, keys: &[String], value: toml::Value) -> Result<(), String> {
@@ -446,15 +463,19 @@ impl Config {
             message,
         };
         let mut doc: toml::Table = toml::from_str(text).map_err(|e| parse_err(e.to_string()))?;
-        for (name, value) in env {
-            let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
-                continue;
-            };
+        let mut overrides: Vec<(String, String)> = env
+            .into_iter()
+            .filter(|(name, _)| name.starts_with(ENV_PREFIX))
+            .collect();
+        overrides.sort();
+        for (name, value) in overrides {
+            let rest = &name[ENV_PREFIX.len()..];
             let keys: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
             if keys.iter().any(String::is_empty) {
                 return Err(parse_err(format!("environment variable {name}: empty key")));
             }
-            set_path(&mut doc, &keys, env_value(&value))
+            let typed = typed_env_value(&doc, &keys, &value);
+            set_path(&mut doc, &keys, typed)
                 .map_err(|m| parse_err(format!("environment variable {name}: {m}")))?;
         }
         let c: Self = toml::Value::Table(doc)
@@ -534,11 +555,15 @@ impl Validate for AlertsConfig {
         let Some(w) = &self.webhook else {
             return Ok(());
         };
-        if !(w.url.starts_with("http://") || w.url.starts_with("https://")) {
+        let url = w.url.expose();
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
             return Err(Invalid::new(
                 "webhook.url",
-                format!("{:?}: use an http:// or https:// URL", w.url),
+                "use an http:// or https:// URL",
             ));
+        }
+        if url.parse::<hyper::Uri>().is_err() {
+            return Err(Invalid::new("webhook.url", "not a valid URL"));
         }
         if w.attempts == 0 {
             return Err(Invalid::new("webhook.attempts", "must be at least 1"));
@@ -592,6 +617,21 @@ impl Validate for MetricsConfig {
 
 impl Validate for VerdictsConfig {
     fn validate(&self) -> Result<(), Invalid> {
+        if self.ttl_seconds.is_some()
+            && self.backend == VerdictBackend::Dynamodb
+            && self
+                .dynamodb
+                .as_ref()
+                .is_some_and(|d| d.ttl_attribute.is_none())
+        {
+            return Err(Invalid::new(
+                "ttl_seconds",
+                "DynamoDB expires items by the attribute named in verdicts.dynamodb.ttl_attribute; set it too",
+            ));
+        }
+        if self.ttl_seconds == Some(0) {
+            return Err(Invalid::new("ttl_seconds", "must be at least 1"));
+        }
         match (&self.backend, &self.dynamodb) {
             (VerdictBackend::Dynamodb, None) => Err(Invalid::new(
                 "dynamodb",
@@ -732,6 +772,47 @@ mod tests {
         let unknown = vec![("FRAUDSTREAM__SCORING__BATCHSIZE".to_owned(), "3".to_owned())];
         let e = Config::parse_with_env("c.toml", "", unknown).unwrap_err();
         assert!(e.to_string().contains("batchsize"), "{e}");
+    }
+
+    #[test]
+    fn environment_values_take_the_type_of_their_field() {
+        let env = vec![
+            (
+                "FRAUDSTREAM__S3__SECRET_ACCESS_KEY".to_owned(),
+                "1234567890".to_owned(),
+            ),
+            (
+                "FRAUDSTREAM__S3__ACCESS_KEY_ID".to_owned(),
+                "true".to_owned(),
+            ),
+            (
+                "FRAUDSTREAM__KAFKA__PROPERTIES__SASL.PASSWORD".to_owned(),
+                "99".to_owned(),
+            ),
+            ("FRAUDSTREAM__ALERTS__STDOUT".to_owned(), "false".to_owned()),
+            (
+                "FRAUDSTREAM__KAFKA__TOPICS".to_owned(),
+                "[\"a\", \"b\"]".to_owned(),
+            ),
+        ];
+        let c = Config::parse_with_env("c.toml", "", env).unwrap();
+        assert_eq!(
+            c.s3.connection
+                .secret_access_key
+                .as_ref()
+                .map(|s| s.expose()),
+            Some("1234567890")
+        );
+        assert_eq!(c.s3.connection.access_key_id.as_deref(), Some("true"));
+        assert_eq!(
+            c.kafka.properties.get("sasl.password").map(String::as_str),
+            Some("99")
+        );
+        assert!(!c.alerts.stdout);
+        assert_eq!(c.kafka.topics, ["a", "b"]);
+        let debug = format!("{c:?}");
+        assert!(!debug.contains("1234567890"), "{debug}");
+        assert!(debug.contains("\"sasl.password\": \"***\""), "{debug}");
     }
 
     #[test]

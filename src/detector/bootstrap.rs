@@ -26,8 +26,12 @@ pub enum Origin {
 
 /// Load or bootstrap the serving model.
 pub async fn serving_model(cfg: &Config, store: &ModelStore) -> anyhow::Result<(Model, Origin)> {
+    let expected = cfg.models.features.as_deref();
     if let Some(latest) = store.latest().await? {
-        let (model, _) = store.get(&latest.version).await?;
+        let (model, _) = store
+            .get_checked(&latest.version, expected)
+            .await
+            .with_context(|| format!("the serving version {} is refused", latest.version))?;
         tracing::info!(version = %latest.version, store = %store.describe(), "serving model loaded");
         return Ok((model, Origin::Latest));
     }
@@ -44,13 +48,15 @@ pub async fn serving_model(cfg: &Config, store: &ModelStore) -> anyhow::Result<(
         Ok(train_model(&data, &history_owned, &TrainOptions::default(), &|| {})?.model)
     })
     .await??;
+    model.check(expected, &[])?;
     store.put(&model).await?;
     match store.set_latest(model.version(), None).await {
         Ok(_) => {}
         // Another detector published first: serve what it published.
         Err(RegistryError::Storage(StorageError::PreconditionFailed { .. })) => {
             if let Some(l) = store.latest().await? {
-                return Ok((store.get(&l.version).await?.0, Origin::Latest));
+                let (model, _) = store.get_checked(&l.version, expected).await?;
+                return Ok((model, Origin::Latest));
             }
         }
         Err(e) => return Err(e.into()),

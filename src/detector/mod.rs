@@ -31,6 +31,7 @@ use crate::eval::Metrics;
 use crate::model::Model;
 use crate::registry::ModelStore;
 use crate::registry::watcher::Watcher;
+use crate::retry::Retryable;
 use crate::schema::Format;
 use crate::shutdown::Shutdown;
 use crate::sinks::alerts::{AlertSink, KafkaAlerts, LocalAlerts, RecentAlerts, Webhook};
@@ -38,6 +39,7 @@ use crate::sinks::lake::LakeWriter;
 use crate::sinks::verdicts::VerdictStore;
 use crate::sinks::verdicts::dynamodb::DynamoVerdictStore;
 use crate::sinks::verdicts::local::LocalVerdictStore;
+use crate::storage::BlobStore;
 use crate::stream::dead_letter::{DeadLetterFile, DeadLetterSink, DeadLetterTopic};
 use crate::stream::delivery::{Delivery, Durability};
 use crate::stream::pipeline::Stages;
@@ -143,6 +145,13 @@ impl Detector {
         let verdicts = verdict_store(cfg).await?;
         let lake_store =
             crate::storage::open(&cfg.lake.location, Some(&cfg.s3.settings("", ""))).await?;
+        check_store("lake.location", lake_store.as_ref()).await?;
+        if cfg.source.kind == SourceKind::Kafka {
+            cfg.kafka
+                .check_topics()
+                .await
+                .map_err(|e| anyhow::anyhow!("invalid `kafka.{}`: {}", e.key, e.message))?;
+        }
         let lake = LakeWriter::new(lake_store, cfg.lake.writer.clone());
         let recent = Arc::new(RecentAlerts::default());
         let (source, dead_letters) = source(cfg)?;
@@ -280,6 +289,19 @@ impl Detector {
             seconds: started.elapsed().as_secs_f64(),
             metrics,
         })
+    }
+}
+
+/// Refuse a store whose bucket or root is missing or whose credentials are refused; an
+/// unreachable one is waited out later, like any outage.
+async fn check_store(key: &str, store: &dyn BlobStore) -> anyhow::Result<()> {
+    match store.check().await {
+        Ok(()) => Ok(()),
+        Err(e) if e.is_retryable() => {
+            tracing::warn!(store = %store.describe(), error = %e, "{key} is not reachable at start; writes will be retried");
+            Ok(())
+        }
+        Err(e) => Err(anyhow::anyhow!("{key}: {e}")),
     }
 }
 

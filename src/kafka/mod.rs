@@ -36,7 +36,9 @@ pub struct KafkaSettings {
     /// Messages larger than this go to the dead-letter topic unparsed.
     pub max_message_bytes: usize,
     /// Extra librdkafka properties for consumer and producer (SASL, TLS, timeouts, …).
-    pub properties: BTreeMap<String, String>,
+    /// Values of properties whose name holds `password`, `secret`, `token` or `key` never
+    /// print.
+    pub properties: KafkaProperties,
 }
 
 impl Default for KafkaSettings {
@@ -48,13 +50,59 @@ impl Default for KafkaSettings {
             dlq_topic: "transactions.dlq".into(),
             alerts_topic: Some("fraud.alerts".into()),
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
-            properties: BTreeMap::new(),
+            properties: KafkaProperties::default(),
         }
     }
 }
 
 /// Producers' `message.timeout.ms` unless configured.
 const DEFAULT_MESSAGE_TIMEOUT_MS: u64 = 30_000;
+
+/// librdkafka properties, by name. `Debug` shows the value of a property whose name
+/// holds `password`, `secret`, `token` or `key` as `***` (`sasl.password`,
+/// `ssl.key.password`, `sasl.oauthbearer.client.secret`, …).
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct KafkaProperties(pub BTreeMap<String, String>);
+
+impl KafkaProperties {
+    /// Whether a property of this name holds a secret.
+    #[must_use]
+    pub fn is_secret(name: &str) -> bool {
+        let n = name.to_ascii_lowercase();
+        ["password", "secret", "token", "key"]
+            .iter()
+            .any(|w| n.contains(w))
+    }
+}
+
+impl std::ops::Deref for KafkaProperties {
+    type Target = BTreeMap<String, String>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KafkaProperties {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl std::fmt::Debug for KafkaProperties {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map()
+            .entries(self.0.iter().map(|(k, v)| {
+                let shown = if Self::is_secret(k) {
+                    "***"
+                } else {
+                    v.as_str()
+                };
+                (k, shown)
+            }))
+            .finish()
+    }
+}
 
 /// librdkafka consumer properties that a producer does not take.
 const CONSUMER_ONLY: &[&str] = &[
@@ -81,7 +129,7 @@ impl KafkaSettings {
     fn client(&self, producer: bool) -> ClientConfig {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.brokers);
-        for (k, v) in &self.properties {
+        for (k, v) in self.properties.iter() {
             if producer && CONSUMER_ONLY.contains(&k.as_str()) {
                 continue;
             }
@@ -142,6 +190,52 @@ impl KafkaSettings {
             .and_then(|v| v.parse::<u64>().ok())
             .unwrap_or(DEFAULT_MESSAGE_TIMEOUT_MS);
         Duration::from_millis(ms)
+    }
+}
+
+impl KafkaSettings {
+    /// The start-up check: ask the brokers for their topics and refuse to start when one
+    /// this detector reads or writes does not exist (naming its key). When the brokers
+    /// cannot be reached, say so and go on: the consumer waits for them.
+    pub async fn check_topics(&self) -> Result<(), Invalid> {
+        use rdkafka::consumer::Consumer as _;
+        let client: rdkafka::consumer::BaseConsumer = match self.client(false).create() {
+            Ok(c) => c,
+            Err(e) => return Err(Invalid::new("properties", e.to_string())),
+        };
+        let metadata = tokio::task::spawn_blocking(move || {
+            client.fetch_metadata(None, Duration::from_secs(10))
+        })
+        .await;
+        let metadata = match metadata {
+            Ok(Ok(m)) => m,
+            Ok(Err(e)) => {
+                tracing::warn!(brokers = %self.brokers, error = %e, "brokers not reachable at start; the detector waits for them");
+                return Ok(());
+            }
+            Err(e) => return Err(Invalid::new("brokers", e.to_string())),
+        };
+        let known: std::collections::HashSet<&str> = metadata
+            .topics()
+            .iter()
+            .filter(|t| t.error().is_none())
+            .map(rdkafka::metadata::MetadataTopic::name)
+            .collect();
+        let mut wanted: Vec<(&str, &str)> =
+            self.topics.iter().map(|t| ("topics", t.as_str())).collect();
+        wanted.push(("dlq_topic", &self.dlq_topic));
+        if let Some(t) = &self.alerts_topic {
+            wanted.push(("alerts_topic", t));
+        }
+        for (key, topic) in wanted {
+            if !known.contains(topic) {
+                return Err(Invalid::new(
+                    key,
+                    format!("topic {topic:?} does not exist at {}", self.brokers),
+                ));
+            }
+        }
+        Ok(())
     }
 }
 

@@ -205,7 +205,7 @@ pub async fn retrain_once(
     let started = std::time::Instant::now();
     let live_pointer = store.latest().await?;
     let live = match &live_pointer {
-        Some(l) => Some(store.get(&l.version).await?.0),
+        Some(l) => Some(store.get_checked(&l.version, None).await?.0),
         None => None,
     };
     let (data, rows_read) = read_history(cfg, s3, on_file).await?;

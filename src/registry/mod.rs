@@ -17,7 +17,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::model::format::sha256_hex;
-use crate::model::{Model, ModelError, ModelMeta};
+use crate::model::{Canary, CheckError, Model, ModelError, ModelMeta};
 use crate::storage::{BlobStore, Condition, StorageError};
 
 /// Key of the pointer to the serving version.
@@ -40,6 +40,41 @@ pub struct Manifest {
     pub parent: Option<String>,
     /// The model's full metadata (hyper-parameters, metrics, data fingerprint).
     pub metadata: ModelMeta,
+    /// Canary inputs with the exact scores the model gave them when published; a loaded
+    /// version must reproduce them ([`Model::check`]). Empty in manifests written before
+    /// canaries were recorded.
+    #[serde(default)]
+    pub canaries: Vec<Canary>,
+}
+
+/// Why a stored version may not serve.
+#[derive(Debug, thiserror::Error)]
+pub enum Rejection {
+    /// It could not be read, or its bytes do not match the manifest, or it does not load.
+    #[error(transparent)]
+    Load(#[from] RegistryError),
+    /// The manifest and the model file disagree about the features.
+    #[error("feature mismatch: {0}")]
+    Manifest(String),
+    /// It failed a check: features, smoke rows or canaries.
+    #[error(transparent)]
+    Check(#[from] CheckError),
+}
+
+impl Rejection {
+    /// Metric label and log field: `checksum`, `corrupt`, `unknown_version`,
+    /// `unreadable`, `features`, `smoke` or `canary`.
+    #[must_use]
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Load(RegistryError::Checksum { .. }) => "checksum",
+            Self::Load(RegistryError::Model { .. } | RegistryError::Corrupt { .. }) => "corrupt",
+            Self::Load(RegistryError::UnknownVersion(_)) => "unknown_version",
+            Self::Load(RegistryError::Storage(_)) => "unreadable",
+            Self::Manifest(_) => "features",
+            Self::Check(e) => e.reason(),
+        }
+    }
 }
 
 /// The `LATEST` pointer as read: the version and the pointer object's entity tag.
@@ -129,6 +164,7 @@ impl ModelStore {
             created_at: meta.created_at.clone(),
             parent: self.latest().await?.map(|l| l.version),
             metadata: meta.clone(),
+            canaries: model.canaries(),
         };
         match self
             .blobs
@@ -184,6 +220,33 @@ impl ModelStore {
             version: version.into(),
             source,
         })?;
+        Ok((model, manifest))
+    }
+
+    /// Load a version and run the one validation path on it: checksum and structure
+    /// ([`ModelStore::get`]), the manifest's features against the model's, then
+    /// [`Model::check`] with `expected` features and the manifest's canaries. Used at
+    /// start-up, on hot reload, and by the commands that take a stored version.
+    pub async fn get_checked(
+        &self,
+        version: &str,
+        expected: Option<&[String]>,
+    ) -> Result<(Model, Manifest), Rejection> {
+        let (model, manifest) = self.get(version).await?;
+        if manifest.features != model.meta().features {
+            return Err(Rejection::Manifest(format!(
+                "the manifest lists [{}], the model file [{}]",
+                manifest.features.join(", "),
+                model.meta().features.join(", ")
+            )));
+        }
+        if manifest.canaries.is_empty() {
+            tracing::warn!(
+                version,
+                "the manifest records no canaries (published by an older release); only the smoke rows are checked"
+            );
+        }
+        model.check(expected, &manifest.canaries)?;
         Ok((model, manifest))
     }
 

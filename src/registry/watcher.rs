@@ -8,7 +8,10 @@
 //! 2. the manifest's feature list is the model's, every feature is a stream field, and
 //!    the list equals the expected one (`models.features`, or else the serving model's:
 //!    changing the features is deliberate);
-//! 3. a smoke batch of embedded canary rows scores finite values in [0, 1].
+//! 3. canary rows score finite values in [0, 1], and the manifest's published canaries
+//!    score exactly as they did at publication.
+//!
+//! These are [`ModelStore::get_checked`], the same path the start-up model takes.
 //!
 //! Then the `ArcSwap` is stored. The scorer loads the model once per batch, so batches in
 //! flight finish on the old model and every verdict names the version that scored it.
@@ -19,93 +22,9 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 
-use super::{Latest, ModelStore, RegistryError};
+use super::{Latest, ModelStore, RegistryError, Rejection};
 use crate::metric_names as names;
 use crate::model::Model;
-use crate::schema::{NUM_FIELDS, Transaction};
-
-/// Why a candidate was not swapped in.
-#[derive(Debug, thiserror::Error)]
-pub enum Rejection {
-    /// It could not be read, or its bytes do not match the manifest, or it does not load.
-    #[error(transparent)]
-    Load(#[from] RegistryError),
-    /// Its features are not the expected ones.
-    #[error("feature mismatch: {0}")]
-    Features(String),
-    /// The smoke batch gave a score that is not a probability.
-    #[error("smoke test failed: {0}")]
-    Smoke(String),
-}
-
-impl Rejection {
-    /// Metric label.
-    #[must_use]
-    pub fn reason(&self) -> &'static str {
-        match self {
-            Self::Load(RegistryError::Checksum { .. }) => "checksum",
-            Self::Load(RegistryError::Model { .. } | RegistryError::Corrupt { .. }) => "corrupt",
-            Self::Load(RegistryError::UnknownVersion(_)) => "unknown_version",
-            Self::Load(RegistryError::Storage(_)) => "unreadable",
-            Self::Features(_) => "features",
-            Self::Smoke(_) => "smoke",
-        }
-    }
-}
-
-/// Canary transactions: zeros, typical and extreme values of every field.
-#[must_use]
-pub fn canary_rows() -> Vec<Transaction> {
-    let mut rows = Vec::new();
-    for (i, scale) in [0.0, 0.5, -0.5, 1.0, -1.0, 3.0, -3.0, 25.0, -25.0, 1e6]
-        .into_iter()
-        .enumerate()
-    {
-        let mut values = [0.0; NUM_FIELDS];
-        for (j, v) in values.iter_mut().enumerate() {
-            // Alternate signs across fields so rows are not all on one side of a split.
-            *v = if j % 2 == 0 { scale } else { -scale };
-        }
-        values[0] = (i as f64) * 17_280.0; // Time
-        values[NUM_FIELDS - 1] = scale.abs() * 100.0; // Amount
-        rows.push(Transaction {
-            id: format!("canary-{i}"),
-            values,
-            label: None,
-            card_id: None,
-            event_time: None,
-        });
-    }
-    rows
-}
-
-/// Check a loaded candidate against the expected features and the smoke batch.
-pub fn check_candidate(
-    model: &Model,
-    manifest_features: &[String],
-    expected: &[String],
-) -> Result<(), Rejection> {
-    if manifest_features != model.meta().features.as_slice() {
-        return Err(Rejection::Features(format!(
-            "the manifest lists [{}], the model file [{}]",
-            manifest_features.join(", "),
-            model.meta().features.join(", ")
-        )));
-    }
-    model
-        .expect_features(expected)
-        .map_err(|e| Rejection::Features(e.to_string()))?;
-    for tx in canary_rows() {
-        let v = model.verdict(&tx, 0);
-        if !v.score.is_finite() || !(0.0..=1.0).contains(&v.score) {
-            return Err(Rejection::Smoke(format!(
-                "{} scored {} (not a probability)",
-                tx.id, v.score
-            )));
-        }
-    }
-    Ok(())
-}
 
 /// The watcher's state.
 pub struct Watcher {
@@ -166,24 +85,17 @@ impl Watcher {
             return Ok(Poll::Unchanged);
         }
         let started = Instant::now();
-        let candidate = match self.store.get(&version).await {
-            Ok(c) => Ok(c),
+        let expected = self
+            .expected
+            .clone()
+            .unwrap_or_else(|| self.serving.load().meta().features.clone());
+        match self.store.get_checked(&version, Some(&expected)).await {
             // Unreachable storage is not the candidate's fault: try again next poll.
-            Err(e @ RegistryError::Storage(_)) => {
+            Err(Rejection::Load(e @ RegistryError::Storage(_))) => {
                 self.pointer = None;
-                return Err(e);
+                Err(e)
             }
-            Err(e) => Err(Rejection::from(e)),
-        };
-        let outcome = candidate.and_then(|(model, manifest)| {
-            let expected = self
-                .expected
-                .clone()
-                .unwrap_or_else(|| self.serving.load().meta().features.clone());
-            check_candidate(&model, &manifest.features, &expected).map(|()| model)
-        });
-        match outcome {
-            Ok(model) => {
+            Ok((model, _)) => {
                 let old = self.serving.load().version().to_owned();
                 self.serving.store(Arc::new(model));
                 metrics::counter!(names::MODEL_RELOADS).increment(1);
@@ -344,10 +256,35 @@ mod tests {
         assert!(matches!(w.poll().await.unwrap(), Poll::Swapped { .. }));
     }
 
-    #[test]
-    fn canaries_score_as_probabilities() {
-        let m = model(8, None);
-        check_candidate(&m, &m.meta().features, &m.meta().features).unwrap();
-        assert_eq!(canary_rows().len(), 10);
+    #[tokio::test]
+    async fn a_swapped_model_file_with_a_matching_checksum_fails_its_canaries() {
+        let (_d, blobs, store, mut w, first) = setup().await;
+        let second = model(8, None);
+        publish(&store, &second).await;
+        // Another sound model under the second's name, with the manifest's checksum and
+        // size edited to match: only the published canaries can tell.
+        let other = model(9, None).to_bytes();
+        blobs
+            .put(
+                &format!("models/{}/model.fsm", second.version()),
+                other.clone().into(),
+            )
+            .await
+            .unwrap();
+        let mut manifest = store.manifest(second.version()).await.unwrap();
+        manifest.sha256 = crate::model::format::sha256_hex(&other);
+        manifest.size_bytes = other.len() as u64;
+        blobs
+            .put(
+                &format!("models/{}/manifest.json", second.version()),
+                serde_json::to_vec(&manifest).unwrap().into(),
+            )
+            .await
+            .unwrap();
+        match w.poll().await.unwrap() {
+            Poll::Rejected { reason, .. } => assert_eq!(reason.reason(), "canary", "{reason}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(w.serving.load().version(), first.version());
     }
 }

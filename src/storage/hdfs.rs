@@ -291,4 +291,14 @@ impl BlobStore for HdfsStore {
     async fn delete(&self, key: &str) -> Result<(), StorageError> {
         self.bounded(self.delete_inner(key)).await
     }
+
+    async fn check(&self) -> Result<(), StorageError> {
+        self.bounded(async {
+            match self.client.get_file_info("/").await {
+                Ok(_) => Ok(()),
+                Err(e) => Err(self.error("", e)),
+            }
+        })
+        .await
+    }
 }

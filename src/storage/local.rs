@@ -90,7 +90,13 @@ impl LocalStore {
         std::fs::rename(&tmp, &path).map_err(|e| {
             let _removed = std::fs::remove_file(&tmp);
             self.io(key, &e)
-        })
+        })?;
+        // The rename is durable once its directory is: a crash must not bring back the
+        // old object (or no object) after `put` returned.
+        let dir = path.parent().unwrap_or(&self.root);
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| self.io(key, &e))
     }
 
     fn put_if_sync(
@@ -213,6 +219,25 @@ impl BlobStore for LocalStore {
             data: data.into(),
             etag,
         })
+    }
+
+    async fn check(&self) -> Result<(), StorageError> {
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let probe = me
+                .root
+                .join(format!("{TMP_PREFIX}check-{}", std::process::id()));
+            std::fs::create_dir_all(me.root.as_path())
+                .and_then(|()| std::fs::write(&probe, b""))
+                .and_then(|()| std::fs::remove_file(&probe))
+                .map_err(|e| me.io("", &e))
+        })
+        .await
+        .map_err(|e| StorageError::Other {
+            store: self.describe(),
+            message: e.to_string(),
+            retryable: false,
+        })?
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StorageError> {

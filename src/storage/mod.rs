@@ -169,6 +169,11 @@ pub trait BlobStore: Send + Sync + Debug {
 
     /// Delete an object; deleting a missing object is not an error.
     async fn delete(&self, key: &str) -> Result<(), StorageError>;
+
+    /// A cheap probe at start-up: the store is reachable, its bucket (or root) exists,
+    /// and the credentials are accepted. Errors are classified as for any operation, so
+    /// the caller can refuse bad configuration and wait out an outage.
+    async fn check(&self) -> Result<(), StorageError>;
 }
 
 /// Refuse keys that could escape the store's root or are not plain relative paths.

@@ -273,6 +273,18 @@ impl BlobStore for S3Store {
         Ok(Some(Blob { data, etag }))
     }
 
+    async fn check(&self) -> Result<(), StorageError> {
+        self.client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(&self.prefix)
+            .max_keys(1)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| self.error("", e))
+    }
+
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StorageError> {
         let full = format!("{}{prefix}", self.prefix);
         let mut out = Vec::new();

@@ -259,8 +259,9 @@ impl Delivery {
             .collect();
         let refused = self.write_verdicts(&items).await?;
         stage_time("verdicts", started);
+        // A record without a verdict leaves the batch (no alert, no lake row).
         let mut dead = self
-            .dead_letter(scored, "verdict_refused", &refused)
+            .dead_letter(scored, "verdict_refused", &refused, true)
             .await?;
 
         let frauds: Vec<Verdict> = scored
@@ -276,18 +277,22 @@ impl Delivery {
             let started = Instant::now();
             let refused = self.send_alerts(&frauds).await?;
             stage_time("alerts", started);
-            dead += self.dead_letter(scored, "alert_refused", &refused).await?;
+            // Its verdict is stored: the row stays for the lake and the counts.
+            dead += self
+                .dead_letter(scored, "alert_refused", &refused, false)
+                .await?;
         }
         Ok(dead)
     }
 
-    /// Dead-letter the rows whose transaction id is in `refused` (with its reason), and
-    /// take them out of the batch.
+    /// Dead-letter the rows whose transaction id is in `refused` (with its reason); with
+    /// `remove`, take them out of the batch.
     async fn dead_letter(
         &mut self,
         scored: &mut Scored,
         code: &'static str,
         refused: &[(String, String)],
+        remove: bool,
     ) -> Result<u64, DeliveryError> {
         if refused.is_empty() {
             return Ok(0);
@@ -317,6 +322,9 @@ impl Delivery {
             }
         }
         send_durably(self.dead_letters.as_ref(), &letters, &self.abort).await?;
+        if !remove {
+            return Ok(letters.len() as u64);
+        }
         let mut flags = keep.iter();
         scored.rows.retain(|_| *flags.next().unwrap_or(&true));
         let mut flags = keep.iter();

@@ -515,3 +515,37 @@ pub fn committed_offsets(brokers: &str, topic: &str, group: &str) -> Vec<(i64, i
         })
         .collect()
 }
+
+/// All messages of a topic, read from the beginning by a throwaway consumer.
+pub fn read_topic(
+    brokers: &str,
+    topic: &str,
+    expect: usize,
+) -> Vec<rdkafka::message::OwnedMessage> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", super::unique("reader"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    c.subscribe(&[topic]).unwrap();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Some(m) = c.poll(Duration::from_millis(200)) {
+            out.push(m.unwrap().detach());
+            if out.len() >= expect {
+                // Keep polling briefly to catch anything beyond what we expect.
+                let extra_deadline = Instant::now() + Duration::from_secs(1);
+                while Instant::now() < extra_deadline {
+                    if let Some(m) = c.poll(Duration::from_millis(100)) {
+                        out.push(m.unwrap().detach());
+                    }
+                }
+                break;
+            }
+        }
+    }
+    out
+}

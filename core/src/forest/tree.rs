@@ -131,6 +131,9 @@ pub enum TreeError {
     /// More features than a node can address.
     #[error("forest declares {0} features; at most {MAX_FEATURES} are supported")]
     TooManyFeatures(usize),
+    /// A forest over no features (nothing to split on, nothing to score).
+    #[error("forest declares no features")]
+    NoFeatures,
 }
 
 /// One tree: nodes, and each node's fraud probability (used for explanations).
@@ -305,6 +308,9 @@ impl Forest {
         }
         if n_features > MAX_FEATURES {
             return Err(TreeError::TooManyFeatures(n_features));
+        }
+        if n_features == 0 {
+            return Err(TreeError::NoFeatures);
         }
         for (i, t) in trees.iter().enumerate() {
             t.validate(i, n_features)?;
@@ -540,5 +546,7 @@ mod tests {
             Err(TreeError::Value { .. })
         ));
         assert_eq!(Forest::new(1, vec![]), Err(TreeError::NoTrees));
+        let stump = Tree::new(vec![Node::leaf(0.2)], vec![0.2]);
+        assert_eq!(Forest::new(0, vec![stump]), Err(TreeError::NoFeatures));
     }
 }

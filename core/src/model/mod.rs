@@ -3,11 +3,14 @@
 //! - [`meta`]: [`ModelMeta`], the header every model file carries.
 //! - [`mod@format`]: the byte format (magic, version, header, body, checksum) and its errors.
 //! - [`scoring`]: [`Model`], feature checks against an input, and scoring helpers.
+//! - [`check`]: the one validation path (features, smoke rows, published canaries).
 
+pub mod check;
 pub mod format;
 pub mod meta;
 pub mod scoring;
 
+pub use check::{Canary, CheckError};
 pub use format::{FORMAT_VERSION, MAGIC, ModelError};
 pub use meta::ModelMeta;
 pub use scoring::{Model, Verdict};

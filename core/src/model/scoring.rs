@@ -114,8 +114,18 @@ impl Model {
         }
         let mut tmp = path.as_os_str().to_owned();
         tmp.push(format!(".tmp-{}", std::process::id()));
-        std::fs::write(&tmp, &bytes).map_err(io)?;
+        let mut f = std::fs::File::create(&tmp).map_err(io)?;
+        std::io::Write::write_all(&mut f, &bytes).map_err(io)?;
+        f.sync_all().map_err(io)?;
+        drop(f);
         std::fs::rename(&tmp, path).map_err(io)?;
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io)?;
         Ok(sha256_hex(&bytes))
     }
 

@@ -469,6 +469,46 @@ mod tests {
     }
 
     #[test]
+    fn an_unclosed_quote_or_a_long_line_costs_one_row() {
+        let vals: Vec<f64> = (0..30).map(f64::from).collect();
+        let good = kaggle_line(&vals, "0");
+        let unclosed = good.replacen("\"0\"", "\"0", 1);
+        let long = "9,".repeat(40_000);
+        let text = format!("{}\n{good}\n{unclosed}\n{long}\n{good}\n", header());
+        let results: Vec<_> = CsvReader::new("q.csv", text.as_bytes()).unwrap().collect();
+        assert_eq!(results.len(), 4);
+        assert!(results[0].is_ok() && results[3].is_ok());
+        let e = results[1].as_ref().unwrap_err().to_string();
+        assert!(
+            e.contains("q.csv:3: malformed CSV: unterminated quoted field"),
+            "{e}"
+        );
+        let e = results[2].as_ref().unwrap_err().to_string();
+        assert!(
+            e.contains("q.csv:4: record is 80000 bytes, over the limit"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn an_id_outside_the_contract_is_refused() {
+        let vals: Vec<String> = (0..30).map(|v| v.to_string()).collect();
+        let text = format!(
+            "id,{}\n{},{}\n",
+            FIELD_NAMES.join(","),
+            "x".repeat(2000),
+            vals.join(",")
+        );
+        let e = CsvReader::new("i.csv", text.as_bytes())
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("invalid transaction id: 2000 bytes"), "{e}");
+    }
+
+    #[test]
     fn header_must_have_kaggle_columns() {
         let missing = FIELD_NAMES[..29].join(",");
         let e = CsvReader::new("h.csv", format!("{missing}\n").as_bytes())

@@ -58,10 +58,15 @@ impl Retryable for WebhookError {
 impl Webhook {
     /// A sink for `config` (the URL was validated with the configuration).
     pub fn new(config: WebhookConfig) -> Result<Self, WebhookError> {
-        let uri: hyper::Uri = config.url.parse().map_err(|e| WebhookError::Unreachable {
-            url: "alerts.webhook.url".into(),
-            message: format!("not a valid URL: {e}"),
-        })?;
+        let uri: hyper::Uri =
+            config
+                .url
+                .expose()
+                .parse()
+                .map_err(|e| WebhookError::Unreachable {
+                    url: "alerts.webhook.url".into(),
+                    message: format!("not a valid URL: {e}"),
+                })?;
         let name = format!(
             "{}://{}",
             uri.scheme_str().unwrap_or("http"),
