@@ -148,6 +148,33 @@ async fn dynamodb_verdict_store() {
     );
 }
 
+/// A record-permanent refusal: DynamoDB refuses an item with an empty key (the whole
+/// BatchWriteItem call, as it does); the store finds that item and writes the others.
+#[tokio::test]
+async fn dynamodb_refuses_one_item_and_writes_the_rest() {
+    let table = common::unique("refuse");
+    let s = dynamo_settings(&table);
+    let store = DynamoVerdictStore::connect(&s).await.unwrap();
+    let mut batch: Vec<VerdictItem> = (0..30).map(|i| item(i, 0.2, "v1")).collect();
+    let mut bad = item(30, 0.2, "v1");
+    bad.tx_id = String::new();
+    batch.insert(11, bad);
+    match store.put_batch(&batch).await {
+        Err(VerdictError::Refused { refused, .. }) => {
+            assert_eq!(refused.len(), 1, "{refused:?}");
+            assert_eq!(refused[0].0, "");
+            assert!(refused[0].1.contains("ValidationException"), "{refused:?}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    let endpoint = s.connection.endpoint.clone().unwrap();
+    assert_eq!(
+        scan_count(&endpoint, &table).await,
+        30,
+        "the rest is written"
+    );
+}
+
 #[tokio::test]
 async fn dynamodb_missing_table_is_named() {
     let table = common::unique("absent");

@@ -4,7 +4,7 @@
 //! Pacing: `--rate N` per second, or `--speedup X` to follow the `Time` column.
 //! Every message is keyed by its transaction id and carries a `sent_at_ms` header (and
 //! field) so end-to-end latency can be measured. `--malformed-ratio R` replaces that share
-//! of messages with broken ones of every kind.
+//! of messages with broken or poison ones of every kind (`loadgen::malformed`).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -18,7 +18,7 @@ use fraudstream_core::rng::Rng;
 use fraudstream_core::schema::Transaction;
 use fraudstream_core::schema::csv::CsvReader;
 use fraudstream_core::schema::json::encode_transaction;
-use loadgen::malformed::{ALL, damage};
+use loadgen::malformed::{ALL, Damage, damage_message};
 use loadgen::synthetic::Synthetic;
 use rdkafka::ClientContext;
 use rdkafka::config::ClientConfig;
@@ -69,7 +69,9 @@ struct Args {
     /// Skip this many rows of the input first.
     #[arg(long, default_value_t = 0)]
     start_offset: u64,
-    /// Share of messages replaced by malformed ones (0..1).
+    /// Share of messages replaced by malformed or poison ones, every kind alike: cut-off
+    /// JSON, wrong types, missing fields, NaN, oversized, not UTF-8, an empty key with no
+    /// id, an id past the contract, a key with a control character (0..1).
     #[arg(long, default_value_t = 0.0)]
     malformed_ratio: f64,
     /// Extra librdkafka producer properties, `key=value`.
@@ -216,7 +218,12 @@ fn main() -> anyhow::Result<()> {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let started = Instant::now();
-    let (mut sent, mut malformed) = (0u64, 0u64);
+    let (mut sent, mut malformed, mut invalid) = (0u64, 0u64, 0u64);
+    // On stdout there are no keys, so the kinds that live in the key are left out.
+    let kinds: Vec<Damage> = ALL
+        .into_iter()
+        .filter(|k| producer.is_some() || !k.needs_key())
+        .collect();
     let mut first_time: Option<f64> = None;
     while args.limit.is_none_or(|l| sent < l) {
         let Some(tx) = rows.next()? else { break };
@@ -236,13 +243,19 @@ fn main() -> anyhow::Result<()> {
             }
         }
         let sent_at = now_ms();
-        let payload = if rng.unit() < args.malformed_ratio {
+        let (key, payload) = if rng.unit() < args.malformed_ratio {
             malformed += 1;
-            damage(&tx, ALL[rng.below(ALL.len())], &mut rng)
+            let kind = kinds[rng.below(kinds.len())];
+            invalid += u64::from(kind.is_invalid());
+            let m = damage_message(&tx, kind, &mut rng);
+            (
+                m.key.unwrap_or_else(|| tx.id.clone().into_bytes()),
+                m.payload,
+            )
         } else {
             let mut v: serde_json::Value = serde_json::from_str(&encode_transaction(&tx))?;
             v["sent_at_ms"] = sent_at.into();
-            v.to_string().into_bytes()
+            (tx.id.clone().into_bytes(), v.to_string().into_bytes())
         };
         match &producer {
             None => {
@@ -253,7 +266,7 @@ fn main() -> anyhow::Result<()> {
             Some(p) => {
                 let stamp = sent_at.to_string();
                 let mut record = BaseRecord::to(&args.topic)
-                    .key(tx.id.as_bytes())
+                    .key(&key)
                     .payload(&payload)
                     .headers(OwnedHeaders::new().insert(Header {
                         key: "sent_at_ms",
@@ -291,6 +304,7 @@ fn main() -> anyhow::Result<()> {
         "acknowledged": counter.acked.load(Ordering::Relaxed),
         "failed": counter.failed.load(Ordering::Relaxed),
         "malformed": malformed,
+        "invalid": invalid,
         "seconds": secs,
         "rate_per_second": sent as f64 / secs.max(1e-9),
         "target": if args.stdout { "stdout".to_owned() } else { format!("{}/{}", args.brokers, args.topic) },

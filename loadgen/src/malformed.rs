@@ -1,4 +1,6 @@
-//! Malformed messages, one of each kind the detector must dead-letter.
+//! Malformed and poison messages: every kind of input the detector must dead-letter, and
+//! the messages that broke detectors before (an empty key and no id, ids past the
+//! contract).
 
 use fraudstream_core::rng::Rng;
 use fraudstream_core::schema::Transaction;
@@ -19,17 +21,83 @@ pub enum Damage {
     Oversized,
     /// Bytes that are not UTF-8.
     NotUtf8,
+    /// A valid transaction with no `id` field and an empty key: the detector derives
+    /// its id from the message's position (a poison pill before the id contract).
+    EmptyKeyNoId,
+    /// An `id` of 3,000 bytes, past the id contract (and DynamoDB's key limit).
+    LongId,
+    /// No `id` field, and a key holding a control character.
+    ControlKey,
 }
 
 /// Every kind, in a fixed order.
-pub const ALL: [Damage; 6] = [
+pub const ALL: [Damage; 9] = [
     Damage::Truncated,
     Damage::WrongType,
     Damage::MissingField,
     Damage::NaN,
     Damage::Oversized,
     Damage::NotUtf8,
+    Damage::EmptyKeyNoId,
+    Damage::LongId,
+    Damage::ControlKey,
 ];
+
+impl Damage {
+    /// Whether the detector must refuse it (all but [`Damage::EmptyKeyNoId`]).
+    #[must_use]
+    pub fn is_invalid(self) -> bool {
+        self != Self::EmptyKeyNoId
+    }
+
+    /// Whether the damage is in the message key (so it needs a Kafka message).
+    #[must_use]
+    pub fn needs_key(self) -> bool {
+        matches!(self, Self::EmptyKeyNoId | Self::ControlKey)
+    }
+}
+
+/// A damaged message: its key (`None`: keep the transaction id) and its bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Damaged {
+    /// The message key to send instead of the id.
+    pub key: Option<Vec<u8>>,
+    /// The message bytes.
+    pub payload: Vec<u8>,
+}
+
+/// A damaged message from `tx`: the key it must be sent with, and its bytes.
+#[must_use]
+pub fn damage_message(tx: &Transaction, kind: Damage, rng: &mut Rng) -> Damaged {
+    let without_id = || {
+        let mut v: serde_json::Value =
+            serde_json::from_str(&encode_transaction(tx)).expect("valid JSON");
+        v.as_object_mut().expect("object").remove("id");
+        v.to_string().into_bytes()
+    };
+    match kind {
+        Damage::EmptyKeyNoId => Damaged {
+            key: Some(Vec::new()),
+            payload: without_id(),
+        },
+        Damage::ControlKey => Damaged {
+            key: Some(format!("{}\u{1}", tx.id).into_bytes()),
+            payload: without_id(),
+        },
+        Damage::LongId => {
+            let mut long = tx.clone();
+            long.id = format!("{}-{}", tx.id, "x".repeat(3000));
+            Damaged {
+                key: None,
+                payload: encode_transaction(&long).into_bytes(),
+            }
+        }
+        other => Damaged {
+            key: None,
+            payload: damage(tx, other, rng),
+        },
+    }
+}
 
 /// A broken version of `tx`'s JSON encoding, with one kind of damage.
 #[must_use]
@@ -64,6 +132,9 @@ pub fn damage(tx: &Transaction, kind: Damage, rng: &mut Rng) -> Vec<u8> {
             b[at] = 0xFF;
             b
         }
+        Damage::EmptyKeyNoId | Damage::LongId | Damage::ControlKey => {
+            damage_message(tx, kind, rng).payload
+        }
     }
 }
 
@@ -79,13 +150,20 @@ mod tests {
         for _ in 0..50 {
             let tx = g.next_tx();
             for kind in ALL {
-                let bytes = damage(&tx, kind, &mut rng);
+                let m = damage_message(&tx, kind, &mut rng);
+                // The detector's rule: the key when the JSON has no id, unless empty.
+                let key = m.key.clone().unwrap_or_else(|| tx.id.clone().into_bytes());
+                let default_id = || match std::str::from_utf8(&key) {
+                    Ok(k) if !k.is_empty() => k.to_owned(),
+                    _ => "topic-0-7".to_owned(),
+                };
+                let decoded =
+                    decode_transaction_limited(&m.payload, DEFAULT_MAX_MESSAGE_BYTES, default_id);
+                assert_eq!(decoded.is_err(), kind.is_invalid(), "{kind:?}: {decoded:?}");
                 assert!(
-                    decode_transaction_limited(&bytes, DEFAULT_MAX_MESSAGE_BYTES, || "x".into())
-                        .is_err(),
-                    "{kind:?} was accepted"
+                    !m.payload.contains(&b'\n'),
+                    "{kind:?}: one message per line"
                 );
-                assert!(!bytes.contains(&b'\n'), "{kind:?}: one message per line");
             }
         }
     }
