@@ -1,11 +1,12 @@
 //! Micro-batching, the same for every source: a batch closes at `max` items, or `timeout`
 //! after its first item, so latency stays low when traffic is light and throughput high
-//! when it is heavy. The batcher does no I/O: a source pushes what it reads and waits on
-//! [`Batcher::deadline`] beside its read.
+//! when it is heavy. A source pushes what it reads and waits on [`Batcher::expired`]
+//! beside its read; the batch's timer is armed once per batch, not once per item.
 
+use std::pin::Pin;
 use std::time::Duration;
 
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 /// Items gathered into the next batch.
 #[derive(Debug)]
@@ -14,6 +15,7 @@ pub struct Batcher<T> {
     max: usize,
     timeout: Duration,
     first_at: Option<Instant>,
+    timer: Pin<Box<Sleep>>,
 }
 
 impl<T> Batcher<T> {
@@ -26,12 +28,17 @@ impl<T> Batcher<T> {
             max,
             timeout,
             first_at: None,
+            timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
         }
     }
 
     /// Add an item; returns the batch when this item filled it.
     pub fn push(&mut self, item: T) -> Option<Vec<T>> {
-        self.first_at.get_or_insert_with(Instant::now);
+        if self.first_at.is_none() {
+            let now = Instant::now();
+            self.first_at = Some(now);
+            self.timer.as_mut().reset(now + self.timeout);
+        }
         self.items.push(item);
         (self.items.len() >= self.max).then(|| self.take())
     }
@@ -67,10 +74,11 @@ impl<T> Batcher<T> {
     }
 
     /// Resolves at [`Batcher::deadline`]; never while the batch is empty. Cancel-safe.
-    pub async fn expired(&self) {
-        match self.deadline() {
-            Some(d) => tokio::time::sleep_until(d).await,
-            None => std::future::pending().await,
+    pub async fn expired(&mut self) {
+        if self.first_at.is_some() {
+            self.timer.as_mut().await;
+        } else {
+            std::future::pending::<()>().await;
         }
     }
 }
@@ -113,8 +121,8 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_zero_max_still_makes_batches_of_one() {
+    #[tokio::test]
+    async fn a_zero_max_still_makes_batches_of_one() {
         let mut b = Batcher::new(0, Duration::from_secs(1));
         assert_eq!(b.push('x'), Some(vec!['x']));
     }
