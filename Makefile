@@ -1,12 +1,20 @@
 # fraudstream developer targets. `make test` is the test command CI runs.
 CARGO ?= cargo
 
-.PHONY: compose-check test test-offline services-up services-down check fmt lint bench bench-forest quickstart sample clean
+.PHONY: compose-check test test-offline services-up services-down check fmt lint bench bench-forest bench-embedded fuzz soak quickstart sample clean
 
 ## Start the real services, run every test (unit, integration against the services, CLI,
 ## property), stop the services. See scripts/test.sh.
 test:
 	scripts/test.sh
+
+## Fuzz each target for 10 minutes (scripts/fuzz.sh; `make test` runs 45 s each).
+fuzz:
+	scripts/fuzz.sh --seconds 600
+
+## The chaos soak for 30 minutes (scripts/soak.sh; `make test` runs 3 minutes).
+soak:
+	scripts/soak.sh --minutes 30
 
 ## Only the tests that need no service.
 test-offline:
@@ -38,6 +46,11 @@ bench:
 
 bench-forest:
 	scripts/bench-forest.sh
+
+## The embedded detector on the full file: throughput, CPU per transaction, peak RSS.
+bench-embedded:
+	cargo build --release --locked -p fraudstream
+	scripts/bench-embedded.sh
 
 ## The README quickstart: train on the shipped sample, then score it.
 quickstart:

@@ -10,7 +10,10 @@
 #        scripts/services.sh status            what is running, and its endpoint
 #        scripts/services.sh env               print the export lines for running services
 #        scripts/services.sh pause|resume SERVICE...  freeze / thaw (SIGSTOP / SIGCONT), for
-#                                              outage tests
+#                                              outage tests (`hdfs-datanode`: the DataNode
+#                                              alone)
+#        scripts/services.sh restart SERVICE...  stop (SIGTERM) and start again, keeping
+#                                              the data (not dynamodb: it is in memory)
 #
 # `up` ends by printing `export FRAUDSTREAM_TEST_…=…` lines (also saved in $STATE/env), so
 #   eval "$(scripts/services.sh up)"
@@ -376,6 +379,11 @@ cmd_signal() {
   local sig=$1 s p f
   shift
   (($# > 0)) || die "name the services to ${sig,,}"
+  if [[ $* == hdfs-datanode ]]; then
+    running hdfs || die "hdfs is not running"
+    kill "-$sig" "$(cat "$(pidfile hdfs)")"
+    return
+  fi
   for s in $(services_of "$@"); do
     running "$s" || die "$s is not running"
     for p in $(pids_of "$s"); do
@@ -402,6 +410,12 @@ case ${1:-} in
   status) cmd_status ;;
   pause) shift; cmd_signal STOP "$@" ;;
   resume) shift; cmd_signal CONT "$@" ;;
+  restart)
+    shift
+    [[ " $* " != *" dynamodb "* ]] || die "dynamodb keeps its data in memory: a restart loses it"
+    cmd_down "$@"
+    cmd_up "$@" >/dev/null
+    ;;
   env) write_env ;;
   *) sed -n '2,24p' "$0" >&2; exit 2 ;;
 esac

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The project's test command (`make test`): start the real services on 127.0.0.1, run
-# every test (unit, integration, CLI, property), and stop the services again, also when a
-# test fails or the run is interrupted. Extra arguments go to `cargo test`.
+# every test (unit, integration, CLI, property, the 3-minute chaos soak), then a short
+# pass of each fuzz target, and stop the services again, also when a test fails or the
+# run is interrupted. Extra arguments go to `cargo test` (and skip the fuzz pass).
 #
 # Test runs keep their own state directory and ports (offset 1000), so they never touch
 # services a developer started with `scripts/services.sh up`.
@@ -28,3 +29,8 @@ eval "$env_lines"
 echo "$env_lines" | sed 's/SECRET_ACCESS_KEY=.*/SECRET_ACCESS_KEY=***/' >&2
 
 cargo test --workspace --all-targets --locked "$@"
+
+# A short pass of each fuzz target (the whole suite only: not when filtering tests).
+if [[ $# -eq 0 ]]; then
+  scripts/fuzz.sh --seconds "${FRAUDSTREAM_FUZZ_SECONDS:-45}"
+fi

@@ -280,7 +280,8 @@ address = "127.0.0.1:0"
         }
     }
 
-    fn dynamo(&self) -> aws_sdk_dynamodb::Client {
+    /// A DynamoDB client for the test server.
+    pub fn dynamo(&self) -> aws_sdk_dynamodb::Client {
         let conf = aws_sdk_dynamodb::config::Builder::new()
             .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
             .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
