@@ -261,3 +261,65 @@ fn spawn_reader(
         Ok(())
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::stream::dead_letter::DeadLetterError;
+
+    /// A dead-letter sink that is always down.
+    struct Down;
+
+    #[async_trait]
+    impl DeadLetterSink for Down {
+        fn describe(&self) -> String {
+            "down".into()
+        }
+        async fn send(&self, letters: &[DeadLetter]) -> Result<(), DeadLetterError> {
+            Err(DeadLetterError {
+                failed: (0..letters.len()).collect(),
+                message: "unreachable".into(),
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stop_during_a_dead_letter_outage_ends_in_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.jsonl");
+        std::fs::write(&path, "{\"id\": \"x\", \"Time\": \"soon\"}\n").unwrap();
+        let source = FileSource {
+            input: Input::File(path),
+            follow: false,
+            batch_size: 10,
+            batch_timeout: Duration::from_millis(5),
+            dead_letters: Arc::new(Down),
+        };
+        let (tx, mut rx) = mpsc::channel(4);
+        let drain = tokio::spawn(async move { while rx.recv().await.is_some() {} });
+        let stats = SharedStats::default();
+        let (stop, abort) = (CancellationToken::new(), CancellationToken::new());
+        let aborter = abort.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            aborter.cancel();
+        });
+        let e = source.run(&tx, &stats, &stop, &abort).await.unwrap_err();
+        assert!(
+            matches!(
+                e,
+                FileSourceError::DeadLetters(DeliveryError::Aborted { .. })
+            ),
+            "{e}"
+        );
+        assert_eq!(
+            stats::lock(&stats).dead_letters,
+            0,
+            "nothing counted as sent"
+        );
+        drop(tx);
+        drain.await.unwrap();
+    }
+}
