@@ -79,7 +79,7 @@ config() { # name verdicts(local|dynamodb) lake(0|1) alerts(0|1) topic
       # The lake still exists, but a one-row-per-day limit keeps it from ever writing.
       printf '\n[lake]\nlocation = "%s/lake-%s"\n\n[lake.writer]\nmax_rows = 100000000\nmax_bytes = 100000000000\nmax_age = "1d"\n' "$WORK" "$name"
     fi
-    printf '\n[models]\nlocation = "%s/registry"\n\n[metrics]\naddress = "127.0.0.1:%s"\n' "$WORK" "$METRICS_PORT"
+    printf '\n[models]\nlocation = "%s/registry"\n\n[api]\naddress = "127.0.0.1:%s"\n' "$WORK" "$METRICS_PORT"
   } >"$f"
   echo "$f"
 }

@@ -26,7 +26,7 @@ rows=$(($(wc -l < "$input") - 1))
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 export FRAUDSTREAM__ALERTS__STDOUT=false
-export FRAUDSTREAM__METRICS__ENABLED=false
+export FRAUDSTREAM__API__ENABLED=false
 echo "input: $input ($rows rows); runs per binary: $runs"
 for bin in "${bins[@]}"; do
   # A model in the store first, so the runs measure scoring only.

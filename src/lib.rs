@@ -24,13 +24,15 @@
 //! - [`aws`]: the one AWS connection type; [`secret`]: the one secret type.
 //! - [`shutdown`]: stop, deadline and abort; [`retry`]: bounded backoff; [`clock`]:
 //!   wall-clock helpers.
-//! - [`telemetry`]: `/metrics`, `/healthz`, `/readyz`; [`metric_names`]: every metric
+//! - [`api`]: the HTTP API and the dashboard (axum), with `/metrics`, `/healthz`,
+//!   `/readyz`; [`telemetry`]: the Prometheus recorder; [`metric_names`]: every metric
 //!   name.
 //! - [`report`]: the evaluation report (SVG charts, HTML page).
 //! - [`cli`]: the command-line interface (argument parsing and printing).
 
 pub use fraudstream_core::{eval, forest, model, rng, schema};
 
+pub mod api;
 pub mod aws;
 pub mod cli;
 pub mod clock;

@@ -61,3 +61,9 @@ pub const RETRAIN_DECISIONS: &str = "fraudstream_retrain_decisions_total";
 pub const RETRAIN_CANDIDATE_AUPRC: &str = "fraudstream_retrain_candidate_auprc";
 /// Gauge: the live model's AUPRC on the last candidate's holdout.
 pub const RETRAIN_LIVE_AUPRC: &str = "fraudstream_retrain_live_auprc";
+/// Counter: verdicts recorded through `POST /v1/score?record=true`.
+pub const API_RECORDED: &str = "fraudstream_api_recorded_total";
+/// Counter: HTTP API requests, by `route` and `status`.
+pub const API_REQUESTS: &str = "fraudstream_api_requests_total";
+/// Histogram: seconds to answer an HTTP API request, by `route`.
+pub const API_REQUEST_SECONDS: &str = "fraudstream_api_request_seconds";

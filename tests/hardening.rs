@@ -239,7 +239,7 @@ fn a_line_with_no_end_costs_bounded_memory() {
              [verdicts]\nlocal_path = \"{d}/verdicts.db\"\n\
              [lake]\nlocation = \"{d}/lake\"\n\
              [models]\nlocation = \"{d}/registry\"\npoll_interval = \"0s\"\n\
-             [metrics]\nenabled = false\n"
+             [api]\nenabled = false\n"
         ),
     )
     .unwrap();

@@ -122,7 +122,7 @@ writer_id = "{name}"
 location = "{d}/registry"
 poll_interval = "0s"
 
-[metrics]
+[api]
 address = "127.0.0.1:0"
 "#
     );

@@ -43,7 +43,7 @@ max_rows = 1000
 writer_id = "t"
 [models]
 location = "{d}/registry"
-[metrics]
+[api]
 address = "127.0.0.1:0"
 "#
     );
@@ -122,7 +122,7 @@ async fn file_source_end_to_end_with_dead_letters() {
 
     let out = run(&cfg, &[], None);
     assert!(out.contains("trained a first model"), "{out}");
-    assert!(out.contains("metrics: http://127.0.0.1:"), "{out}");
+    assert!(out.contains("api: http://127.0.0.1:"), "{out}");
     assert_eq!(line_field(&out, "transactions"), "3446");
     assert_eq!(line_field(&out, "scored"), "3444");
     let version = line_field(&out, "model version");

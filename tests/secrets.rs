@@ -65,7 +65,7 @@ location = "{d}/lake"
 location = "{d}/registry"
 poll_interval = "0s"
 
-[metrics]
+[api]
 address = "127.0.0.1:0"
 "#,
         s3 = SECRETS[0],

@@ -46,8 +46,11 @@ pub enum LogFormat {
 /// Commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the detector (with a file or stdin source: the embedded pipeline, no services).
+    /// Run the detector (with a file or stdin source: the embedded pipeline, no services),
+    /// with its HTTP API and dashboard.
     Run(run::RunArgs),
+    /// Serve the HTTP API and dashboard alone, with no stream source (an API replica).
+    Serve(run::ServeArgs),
     /// Train a model on a labelled file, hold out a test set, and report its metrics.
     Train(Box<train::TrainArgs>),
     /// Evaluate a model on a labelled file it never saw.
@@ -167,6 +170,7 @@ impl ReportArgs {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run(a) => run::run(&a),
+        Command::Serve(a) => run::serve(&a),
         Command::Train(a) => train::run(&a),
         Command::Evaluate(a) => evaluate::run(&a),
         Command::Score(a) => score::run(&a),

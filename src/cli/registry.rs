@@ -4,7 +4,6 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::Args;
 
 use super::print::table;
@@ -109,37 +108,24 @@ pub fn show(args: &ShowArgs) -> anyhow::Result<()> {
     })
 }
 
-/// Point `LATEST` at `version` after loading it (checksum and model checks), unless the
-/// pointer moved meanwhile.
-async fn point_at(store: &ModelStore, version: &str) -> anyhow::Result<()> {
-    let current = store.latest().await?;
-    store
-        .get(version)
-        .await
-        .with_context(|| format!("version {version} does not load; LATEST not moved"))?;
-    store
-        .set_latest(version, current.as_ref())
-        .await
-        .context("LATEST moved while this command ran; nothing changed, try again")?;
+fn report(moved: &crate::registry::Moved, store: &ModelStore) {
     table(
         "LATEST moved",
         &[
-            (
-                "from",
-                current.map_or_else(|| "-".to_owned(), |c| c.version),
-            ),
-            ("to", version.to_owned()),
+            ("from", moved.from.clone().unwrap_or_else(|| "-".to_owned())),
+            ("to", moved.to.clone()),
             ("store", store.describe()),
         ],
     );
-    Ok(())
 }
 
 /// `model promote VERSION`.
 pub fn promote(args: &PromoteArgs) -> anyhow::Result<()> {
     runtime()?.block_on(async {
         let store = args.store.open().await?;
-        point_at(&store, &args.version).await
+        let moved = store.promote(&args.version).await?;
+        report(&moved, &store);
+        Ok(())
     })
 }
 
@@ -147,15 +133,8 @@ pub fn promote(args: &PromoteArgs) -> anyhow::Result<()> {
 pub fn rollback(args: &StoreArgs) -> anyhow::Result<()> {
     runtime()?.block_on(async {
         let store = args.open().await?;
-        let current = store
-            .latest()
-            .await?
-            .with_context(|| format!("{} has no LATEST to roll back", store.describe()))?;
-        let parent = store
-            .manifest(&current.version)
-            .await?
-            .parent
-            .with_context(|| format!("{} has no parent version", current.version))?;
-        point_at(&store, &parent).await
+        let moved = store.rollback().await?;
+        report(&moved, &store);
+        Ok(())
     })
 }

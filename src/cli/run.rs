@@ -50,8 +50,8 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
             detector = detector.follow()?;
         }
         let handles = detector.handles();
-        if let Some(addr) = handles.metrics_addr {
-            eprintln!("metrics: http://{addr}/metrics");
+        if let Some(addr) = handles.api_addr {
+            eprintln!("api: http://{addr}/ (dashboard; /v1/…, /metrics)");
         }
         if let ModelOrigin::Trained { history } = detector.model_origin() {
             eprintln!(
@@ -81,6 +81,39 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
             bar.finish_and_clear();
         }
         print_summary(&cfg, &summary?, &handles.verdicts.describe());
+        anyhow::Ok(())
+    })
+}
+
+/// `serve` arguments.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The configuration file: `[api]`, `[models]`, `[verdicts]`, `[alerts]`, `[scoring]`.
+    #[arg(long, short)]
+    config: PathBuf,
+}
+
+/// Run `serve`: the API and dashboard alone, with no stream source, until ctrl-c or
+/// SIGTERM (an API replica behind a load balancer).
+pub fn serve(args: &ServeArgs) -> anyhow::Result<()> {
+    let cfg = Config::load(&args.config)?;
+    anyhow::ensure!(
+        cfg.api.enabled,
+        "{}: api.enabled is false, so there is nothing to serve",
+        args.config.display()
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let detector = Detector::build_serving(&cfg).await?;
+        let handles = detector.handles();
+        if let Some(addr) = handles.api_addr {
+            eprintln!("api: http://{addr}/ (dashboard; /v1/…, /metrics)");
+        }
+        let shutdown = Shutdown::new(cfg.delivery.shutdown_deadline);
+        tokio::spawn(stop_on_signals(shutdown.clone()));
+        detector.run(shutdown).await?;
         anyhow::Ok(())
     })
 }

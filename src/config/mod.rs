@@ -43,7 +43,10 @@ pub struct Config {
     pub bootstrap: BootstrapConfig,
     /// Kafka, for `source.kind = "kafka"`.
     pub kafka: crate::kafka::KafkaSettings,
-    /// The `/metrics`, `/healthz`, `/readyz` endpoint.
+    /// The HTTP API, the dashboard, `/metrics`, `/healthz` and `/readyz`.
+    pub api: crate::api::ApiConfig,
+    /// Deprecated: `metrics.enabled` and `metrics.address` set `api.enabled` and
+    /// `api.address`.
     pub metrics: MetricsConfig,
     /// S3 access shared by every `s3://` location.
     #[serde(default)]
@@ -215,22 +218,13 @@ impl Default for DlqConfig {
 }
 
 /// The observability endpoint.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsConfig {
-    /// Serve the endpoint.
-    pub enabled: bool,
-    /// Address to bind; loopback by default (`127.0.0.1:0` picks a free port, logged).
-    pub address: String,
-}
-
-impl Default for MetricsConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            address: "127.0.0.1:9464".into(),
-        }
-    }
+    /// Deprecated alias of `api.enabled`.
+    pub enabled: Option<bool>,
+    /// Deprecated alias of `api.address`.
+    pub address: Option<String>,
 }
 
 /// The first model.
@@ -478,11 +472,24 @@ impl Config {
             set_path(&mut doc, &keys, typed)
                 .map_err(|m| parse_err(format!("environment variable {name}: {m}")))?;
         }
-        let c: Self = toml::Value::Table(doc)
+        let mut c: Self = toml::Value::Table(doc)
             .try_into()
             .map_err(|e: toml::de::Error| parse_err(e.to_string()))?;
+        c.apply_deprecated();
         c.validate(path)?;
         Ok(c)
+    }
+
+    /// Carry deprecated keys over to their replacements.
+    fn apply_deprecated(&mut self) {
+        if let Some(enabled) = self.metrics.enabled.take() {
+            tracing::warn!("metrics.enabled is deprecated: use api.enabled");
+            self.api.enabled = enabled;
+        }
+        if let Some(address) = self.metrics.address.take() {
+            tracing::warn!("metrics.address is deprecated: use api.address");
+            self.api.address = address;
+        }
     }
 
     /// Validate every section (a configuration built in code rather than loaded).
@@ -501,7 +508,7 @@ impl Config {
 
     /// Validate every section; the error names the key in full.
     fn validate(&self, path: &str) -> Result<(), ConfigError> {
-        let sections: [(&str, &dyn Validate); 13] = [
+        let sections: [(&str, &dyn Validate); 14] = [
             ("source", &self.source),
             ("scoring", &self.scoring),
             ("alerts", &self.alerts),
@@ -509,6 +516,7 @@ impl Config {
             ("delivery", &self.delivery),
             ("bootstrap", &self.bootstrap),
             ("kafka", &self.kafka),
+            ("api", &self.api),
             ("metrics", &self.metrics),
             ("s3", &self.s3),
             ("verdicts", &self.verdicts),
@@ -601,16 +609,6 @@ impl Validate for BootstrapConfig {
 
 impl Validate for MetricsConfig {
     fn validate(&self) -> Result<(), Invalid> {
-        let port_ok = self
-            .address
-            .rsplit_once(':')
-            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
-        if self.enabled && !port_ok {
-            return Err(Invalid::new(
-                "address",
-                format!("{:?}: use host:port, such as 127.0.0.1:9464", self.address),
-            ));
-        }
         Ok(())
     }
 }

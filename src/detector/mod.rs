@@ -62,8 +62,10 @@ pub struct Handles {
     pub alerts: Arc<RecentAlerts>,
     /// The model store the watcher polls.
     pub models: ModelStore,
-    /// Where `/metrics`, `/healthz` and `/readyz` are served, when enabled.
-    pub metrics_addr: Option<SocketAddr>,
+    /// The alert sinks (the recent ring among them), for verdicts recorded by the API.
+    pub alert_sinks: Arc<Vec<Arc<dyn AlertSink>>>,
+    /// Where the API, the dashboard and `/metrics` are served, when enabled.
+    pub api_addr: Option<SocketAddr>,
 }
 
 /// What a run did.
@@ -100,16 +102,18 @@ impl Summary {
 enum Source {
     Kafka(KafkaSource),
     File(FileSource),
+    /// No stream: the API alone (`fraudstream serve`).
+    None,
 }
 
 /// A detector, built and ready to run.
 pub struct Detector {
     source: Source,
-    stages: Stages,
+    stages: Option<Stages>,
     handles: Handles,
     in_flight_batches: usize,
     watcher: Option<(Watcher, std::time::Duration)>,
-    ready: watch::Sender<bool>,
+    ready: Option<watch::Sender<bool>>,
     model_origin: ModelOrigin,
     /// Stops the metrics server and the watcher when the detector is dropped.
     _background: DropGuard,
@@ -117,25 +121,34 @@ pub struct Detector {
 }
 
 impl Detector {
-    /// Build a detector from `cfg`: validate it, serve `/metrics` (not ready yet), load
-    /// or bootstrap the serving model, connect the verdict store (creating the DynamoDB
-    /// table when configured), open the lake, the alert sinks and the dead-letter sink.
-    /// Any of these failing is an error here, before a message is read.
+    /// Build a detector from `cfg`: validate it, serve the API (not ready yet), load or
+    /// bootstrap the serving model, connect the verdict store (creating the DynamoDB
+    /// table when configured), check the lake's store and the Kafka topics, open the
+    /// lake, the alert sinks and the dead-letter sink. Any of these failing is an error
+    /// here, before a message is read.
     pub async fn build(cfg: &Config) -> anyhow::Result<Self> {
+        Self::assemble(cfg, true).await
+    }
+
+    /// An API replica (`fraudstream serve`): the same model (hot-reloaded), verdict store
+    /// and alert sinks, and no stream source. `run` serves until the shutdown.
+    pub async fn build_serving(cfg: &Config) -> anyhow::Result<Self> {
+        Self::assemble(cfg, false).await
+    }
+
+    async fn assemble(cfg: &Config, stream: bool) -> anyhow::Result<Self> {
         cfg.check()?;
         let background = CancellationToken::new();
-        let (ready, ready_rx) = watch::channel(false);
-        let metrics_addr = if cfg.metrics.enabled {
-            let handle = crate::telemetry::recorder()?;
-            let (listener, addr) = crate::telemetry::bind(&cfg.metrics.address).await?;
-            tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
-            tokio::spawn(crate::telemetry::serve(
-                listener,
-                handle,
-                ready_rx,
-                background.clone(),
-            ));
-            Some(addr)
+        let server = if cfg.api.enabled {
+            Some(
+                crate::api::start(
+                    &cfg.api,
+                    cfg.scoring.top_k,
+                    cfg.verdicts.ttl_seconds,
+                    background.clone(),
+                )
+                .await?,
+            )
         } else {
             None
         };
@@ -143,28 +156,39 @@ impl Detector {
         let (model, model_origin) = bootstrap::serving_model(cfg, &models).await?;
         let model = Arc::new(ArcSwap::from_pointee(model));
         let verdicts = verdict_store(cfg).await?;
-        let lake_store =
-            crate::storage::open(&cfg.lake.location, Some(&cfg.s3.settings("", ""))).await?;
-        check_store("lake.location", lake_store.as_ref()).await?;
-        if cfg.source.kind == SourceKind::Kafka {
-            cfg.kafka
-                .check_topics()
-                .await
-                .map_err(|e| anyhow::anyhow!("invalid `kafka.{}`: {}", e.key, e.message))?;
-        }
-        let lake = LakeWriter::new(lake_store, cfg.lake.writer.clone());
         let recent = Arc::new(RecentAlerts::default());
-        let (source, dead_letters) = source(cfg)?;
-        let alerts = alert_sinks(cfg, matches!(source, Source::Kafka(_)), &recent)?;
+        let kafka = cfg.source.kind == SourceKind::Kafka;
         let stats = SharedStats::default();
-        let delivery = Delivery {
-            verdicts: verdicts.clone(),
-            alerts,
-            lake: Some(lake),
-            durable: Durability::of(&cfg.delivery.durable),
-            ttl_seconds: cfg.verdicts.ttl_seconds,
-            abort: CancellationToken::new(),
-            dead_letters,
+        let (source, stages, alerts) = if stream {
+            let lake_store =
+                crate::storage::open(&cfg.lake.location, Some(&cfg.s3.settings("", ""))).await?;
+            check_store("lake.location", lake_store.as_ref()).await?;
+            if kafka {
+                cfg.kafka
+                    .check_topics()
+                    .await
+                    .map_err(|e| anyhow::anyhow!("invalid `kafka.{}`: {}", e.key, e.message))?;
+            }
+            let lake = LakeWriter::new(lake_store, cfg.lake.writer.clone());
+            let (source, dead_letters) = source(cfg)?;
+            let alerts = alert_sinks(cfg, kafka, &recent)?;
+            let delivery = Delivery {
+                verdicts: verdicts.clone(),
+                alerts: alerts.clone(),
+                lake: Some(lake),
+                durable: Durability::of(&cfg.delivery.durable),
+                ttl_seconds: cfg.verdicts.ttl_seconds,
+                abort: CancellationToken::new(),
+                dead_letters,
+            };
+            let stages = Stages {
+                scorer: Scorer::new(model.clone(), cfg.scoring.top_k),
+                delivery,
+                stats: stats.clone(),
+            };
+            (source, Some(stages), alerts)
+        } else {
+            (Source::None, None, alert_sinks(cfg, kafka, &recent)?)
         };
         let watcher = (!cfg.models.poll_interval.is_zero()).then(|| {
             (
@@ -172,21 +196,24 @@ impl Detector {
                 cfg.models.poll_interval,
             )
         });
+        let handles = Handles {
+            model,
+            verdicts,
+            stats,
+            alerts: recent,
+            models,
+            alert_sinks: Arc::new(alerts),
+            api_addr: server.as_ref().map(|s| s.addr),
+        };
+        let ready = server.map(|s| {
+            // Set once: a fresh cell per server.
+            let _set = s.handles.set(handles.clone());
+            s.ready
+        });
         Ok(Self {
             source,
-            stages: Stages {
-                scorer: Scorer::new(model.clone(), cfg.scoring.top_k),
-                delivery,
-                stats: stats.clone(),
-            },
-            handles: Handles {
-                model,
-                verdicts,
-                stats,
-                alerts: recent,
-                models,
-                metrics_addr,
-            },
+            stages,
+            handles,
             in_flight_batches: cfg.delivery.in_flight_batches,
             watcher,
             ready,
@@ -227,7 +254,7 @@ impl Detector {
         let started = Instant::now();
         let Self {
             source,
-            mut stages,
+            stages,
             handles,
             in_flight_batches,
             watcher,
@@ -239,10 +266,24 @@ impl Detector {
             tracing::info!(interval = ?interval, store = %handles.models.describe(), "watching the model store for new versions");
             tokio::spawn(w.run(interval, background.clone()));
         }
-        stages.delivery.abort = shutdown.abort_token();
-        let _ready = ready.send(true);
-        let (description, kafka, dead_letter_sink, result) = match source {
-            Source::Kafka(k) => {
+        let set_ready = |value: bool| {
+            if let Some(r) = &ready {
+                let _sent = r.send(value);
+            }
+        };
+        set_ready(true);
+        let (description, kafka, dead_letter_sink, result) = match (source, stages) {
+            (Source::None, _) | (_, None) => {
+                shutdown.stopping().await;
+                (
+                    "the API (no stream)".to_owned(),
+                    false,
+                    String::new(),
+                    Ok(()),
+                )
+            }
+            (Source::Kafka(k), Some(mut stages)) => {
+                stages.delivery.abort = shutdown.abort_token();
                 let (result, _stages) = k.run(stages, &shutdown).await;
                 (
                     format!("kafka topics {}", k.settings.topics.join(", ")),
@@ -251,7 +292,8 @@ impl Detector {
                     result.map_err(anyhow::Error::from),
                 )
             }
-            Source::File(f) => {
+            (Source::File(f), Some(mut stages)) => {
+                stages.delivery.abort = shutdown.abort_token();
                 let (tx, rx) = mpsc::channel(in_flight_batches.max(1));
                 let scorer = tokio::spawn(async move {
                     let r = stages.run(rx, &()).await;
@@ -276,7 +318,7 @@ impl Detector {
                 )
             }
         };
-        let _ready = ready.send(false);
+        set_ready(false);
         background.cancel();
         result?;
         let stats = stats::lock(&handles.stats).clone();

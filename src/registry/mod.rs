@@ -123,6 +123,40 @@ pub enum RegistryError {
     UnknownVersion(String),
 }
 
+/// A move of `LATEST`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Moved {
+    /// The version it named before (none in an empty store).
+    pub from: Option<String>,
+    /// The version it names now.
+    pub to: String,
+}
+
+/// Why `LATEST` was not moved.
+#[derive(Debug, thiserror::Error)]
+pub enum MoveError {
+    /// The version is not in the store, does not load, or fails its checks.
+    #[error("version {version} cannot serve; LATEST not moved: {reason}")]
+    Rejected {
+        /// The version.
+        version: String,
+        /// Why.
+        reason: Rejection,
+    },
+    /// Another writer moved `LATEST` meanwhile; nothing changed.
+    #[error("LATEST moved while this ran; nothing changed, try again")]
+    Concurrent,
+    /// A rollback with no `LATEST`.
+    #[error("{0} has no LATEST to roll back")]
+    NoLatest(String),
+    /// A rollback of a version without a parent.
+    #[error("{0} has no parent version")]
+    NoParent(String),
+    /// The store failed.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+}
+
 /// Versioned models on a blob store.
 #[derive(Debug, Clone)]
 pub struct ModelStore {
@@ -295,6 +329,42 @@ impl ModelStore {
             Ok(None) | Err(StorageError::NotFound { .. }) => Ok(None),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Serve `version`: check that it loads and passes the model checks, then move
+    /// `LATEST` to it with a conditional write. Running detectors pick it up.
+    pub async fn promote(&self, version: &str) -> Result<Moved, MoveError> {
+        let current = self.latest().await?;
+        self.get_checked(version, None)
+            .await
+            .map_err(|reason| MoveError::Rejected {
+                version: version.into(),
+                reason,
+            })?;
+        match self.set_latest(version, current.as_ref()).await {
+            Ok(_) => Ok(Moved {
+                from: current.map(|c| c.version),
+                to: version.into(),
+            }),
+            Err(RegistryError::Storage(StorageError::PreconditionFailed { .. })) => {
+                Err(MoveError::Concurrent)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Serve the current version's parent again ([`ModelStore::promote`] of it).
+    pub async fn rollback(&self) -> Result<Moved, MoveError> {
+        let current = self
+            .latest()
+            .await?
+            .ok_or_else(|| MoveError::NoLatest(self.describe()))?;
+        let parent = self
+            .manifest(&current.version)
+            .await?
+            .parent
+            .ok_or_else(|| MoveError::NoParent(current.version.clone()))?;
+        self.promote(&parent).await
     }
 
     /// Point `LATEST` at `version`, only if the pointer is still `expected` (or absent when

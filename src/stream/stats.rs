@@ -49,6 +49,20 @@ impl LatencyHistogram {
         self.count
     }
 
+    /// What was recorded since `earlier` (a copy of this histogram taken before).
+    #[must_use]
+    pub fn since(&self, earlier: &Self) -> Self {
+        Self {
+            buckets: self
+                .buckets
+                .iter()
+                .zip(&earlier.buckets)
+                .map(|(a, b)| a.saturating_sub(*b))
+                .collect(),
+            count: self.count.saturating_sub(earlier.count),
+        }
+    }
+
     /// The `q` quantile (0..=1) in milliseconds: the upper edge of its bucket; 0 when empty.
     #[must_use]
     pub fn quantile(&self, q: f64) -> f64 {
@@ -80,6 +94,8 @@ pub struct Stats {
     pub dead_letters: u64,
     /// Partitions revoked by rebalances.
     pub revoked: u64,
+    /// Messages behind the end of the assigned partitions, summed (Kafka statistics).
+    pub consumer_lag: Option<i64>,
     /// Rows scored.
     pub scored: u64,
     /// Verdicts flagged as fraud.

@@ -203,7 +203,7 @@ endpoint = "{s3_endpoint}"
 access_key_id = "{s3_key}"
 secret_access_key = "{s3_secret}"
 
-[metrics]
+[api]
 address = "127.0.0.1:0"
 "#,
             brokers = self.brokers,
@@ -454,7 +454,7 @@ impl Detector {
         let log = self.log_text();
         let Some(addr) = log
             .lines()
-            .find_map(|l| l.split("metrics: http://").nth(1))
+            .find_map(|l| l.split("api: http://").nth(1))
             .and_then(|rest| rest.split('/').next())
         else {
             return String::new();

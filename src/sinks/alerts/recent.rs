@@ -103,6 +103,16 @@ impl RecentAlerts {
             .collect()
     }
 
+    /// Alerts remembered since start (the last sequence number).
+    #[must_use]
+    pub fn total(&self) -> u64 {
+        let r = self
+            .ring
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        r.next_seq - 1
+    }
+
     /// Alerts raised from now on.
     #[must_use]
     pub fn subscribe(&self) -> broadcast::Receiver<RecentAlert> {

@@ -144,6 +144,7 @@ impl KafkaSource {
         let context = DetectorContext {
             shared: shared.clone(),
             revoke_timeout: self.options.revoke_timeout,
+            stats: stages.stats.clone(),
         };
         let consumer: Arc<StreamConsumer<DetectorContext>> =
             match self.settings.consumer_config().create_with_context(context) {

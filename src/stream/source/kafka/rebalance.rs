@@ -20,18 +20,23 @@ pub struct DetectorContext {
     pub shared: SharedPartitions,
     /// How long a revoke waits for in-flight batches of the revoked partitions.
     pub revoke_timeout: Duration,
+    /// Where the summed lag goes, for the API.
+    pub stats: crate::stream::stats::SharedStats,
 }
 
 impl ClientContext for DetectorContext {
     fn stats(&self, statistics: Statistics) {
+        let mut total = 0i64;
         for (topic, t) in &statistics.topics {
             for (partition, p) in &t.partitions {
                 if *partition >= 0 && p.consumer_lag >= 0 {
+                    total += p.consumer_lag;
                     metrics::gauge!(names::CONSUMER_LAG, "topic" => topic.clone(), "partition" => partition.to_string())
                         .set(p.consumer_lag as f64);
                 }
             }
         }
+        crate::stream::stats::lock(&self.stats).consumer_lag = Some(total);
     }
 }
 

@@ -1,0 +1,312 @@
+//! The HTTP API and dashboard, one axum server per process (`api.address`, loopback by
+//! default), on the detector's runtime.
+//!
+//! | route | what |
+//! |---|---|
+//! | `POST /v1/score` | [`score`]: synchronous scoring, `?record=true` to record |
+//! | `GET /v1/verdicts/{tx_id}` | a verdict from the verdict store |
+//! | `GET /v1/models`, `GET /v1/models/{version}` | the model store |
+//! | `POST /v1/models/{version}/promote`, `POST /v1/models/rollback` | with `api.admin` |
+//! | `GET /v1/alerts`, `GET /v1/alerts/stream` | recent alerts; live, as server-sent events |
+//! | `GET /v1/stats`, `GET /v1/events` | live figures; with alerts, as server-sent events |
+//! | `GET /metrics`, `/healthz`, `/readyz` | Prometheus, liveness, readiness |
+//! | `GET /v1/openapi.json` | the OpenAPI document, generated from the handlers |
+//! | `GET /` | the dashboard |
+//!
+//! Every request passes, in order: bearer-token authentication (when `api.tokens` is
+//! set; not for `/healthz`, `/readyz` and the page itself), the concurrency limit
+//! (`api.concurrency`; beyond it 429 with `Retry-After`) and the request timeout
+//! (`api.request_timeout`; event streams are exempt from both). Errors are JSON
+//! ([`error::ErrorBody`]).
+//!
+//! - [`config`]: `[api]`. [`error`]: error answers. [`score`]: scoring. [`routes`]: the
+//!   other resources. [`events`]: figures and event streams. [`dashboard`]: the page.
+//!   [`openapi`]: the document.
+
+pub mod config;
+pub mod dashboard;
+pub mod error;
+pub mod events;
+pub mod openapi;
+pub mod routes;
+pub mod score;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tokio_util::sync::CancellationToken;
+
+pub use config::ApiConfig;
+use error::ApiError;
+
+use crate::detector::Handles;
+use crate::metric_names as names;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    /// The detector's state, once it is built (503 before).
+    pub handles: Arc<OnceLock<Handles>>,
+    /// Whether the detector is running.
+    pub ready: watch::Receiver<bool>,
+    /// The Prometheus recorder.
+    pub metrics: PrometheusHandle,
+    /// `[api]`.
+    pub config: Arc<ApiConfig>,
+    /// Contributions per verdict (`scoring.top_k`).
+    pub top_k: usize,
+    /// Verdict expiry (`verdicts.ttl_seconds`).
+    pub ttl_seconds: Option<u64>,
+    /// Requests in flight.
+    pub limiter: Arc<Semaphore>,
+    /// When the server started.
+    pub started: Instant,
+    /// The sampler's latest figures.
+    pub live: watch::Receiver<Arc<events::Snapshot>>,
+}
+
+impl AppState {
+    /// The detector's state, or 503 while it is not ready.
+    pub fn ready(&self) -> Result<&Handles, ApiError> {
+        match self.handles.get() {
+            Some(h) if *self.ready.borrow() => Ok(h),
+            _ => Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_ready",
+                "the detector is starting or stopping",
+            )
+            .retry_after(1)),
+        }
+    }
+
+    /// The detector's state once built, ready or not (for read-only views).
+    pub fn built(&self) -> Result<&Handles, ApiError> {
+        self.handles.get().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_ready",
+                "the detector is starting",
+            )
+            .retry_after(1)
+        })
+    }
+}
+
+/// Read a request body of at most `limit` bytes (413 beyond).
+pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    axum::body::to_bytes(body, limit).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("the body is over the limit of {limit} bytes (api.max_body_bytes)"),
+        )
+    })
+}
+
+/// The router, with every route and middleware.
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/v1/score", post(score::score))
+        .route("/v1/verdicts/{tx_id}", get(routes::verdict))
+        .route("/v1/models", get(routes::models))
+        .route("/v1/models/rollback", post(routes::rollback))
+        .route("/v1/models/{version}", get(routes::model))
+        .route("/v1/models/{version}/promote", post(routes::promote))
+        .route("/v1/alerts", get(routes::alerts))
+        .route("/v1/alerts/stream", get(events::alert_stream))
+        .route("/v1/stats", get(events::stats))
+        .route("/v1/events", get(events::events))
+        .route("/v1/openapi.json", get(openapi::document))
+        .route("/metrics", get(routes::metrics))
+        .route("/healthz", get(routes::healthz))
+        .route("/readyz", get(routes::readyz))
+        .route("/", get(dashboard::page));
+    api.layer(middleware::from_fn_with_state(state.clone(), guard))
+        .layer(middleware::from_fn(observe))
+        .fallback(|| async { ApiError::not_found("no such route") })
+        .with_state(state)
+}
+
+/// Routes open without a token: health checks and the page (which asks for one).
+fn is_public(path: &str) -> bool {
+    matches!(path, "/healthz" | "/readyz" | "/")
+}
+
+/// Long-lived event streams: no timeout, no concurrency permit.
+fn is_stream(path: &str) -> bool {
+    matches!(path, "/v1/events" | "/v1/alerts/stream")
+}
+
+/// Authentication, the concurrency limit and the timeout.
+async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let path = req.uri().path().to_owned();
+    if !state.config.tokens.is_empty() && !is_public(&path) && !authorized(&state, &req) {
+        return axum::response::IntoResponse::into_response(
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "a bearer token is required (Authorization: Bearer <token>)",
+            )
+            .field("Authorization"),
+        );
+    }
+    if is_stream(&path) || is_public(&path) {
+        return next.run(req).await;
+    }
+    let Ok(_permit) = state.limiter.clone().try_acquire_owned() else {
+        return axum::response::IntoResponse::into_response(
+            ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "busy",
+                format!(
+                    "{} requests in flight (api.concurrency); try again shortly",
+                    state.config.concurrency
+                ),
+            )
+            .retry_after(1),
+        );
+    };
+    match tokio::time::timeout(state.config.request_timeout, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => axum::response::IntoResponse::into_response(
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "timeout",
+                format!(
+                    "no answer within {:?} (api.request_timeout)",
+                    state.config.request_timeout
+                ),
+            )
+            .retry_after(1),
+        ),
+    }
+}
+
+/// A bearer token from the `Authorization` header, or `access_token` in the query (for
+/// `EventSource`, which cannot set headers), matching one of `api.tokens`.
+fn authorized(state: &AppState, req: &Request) -> bool {
+    let header = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_owned);
+    let query = req.uri().query().and_then(|q| {
+        q.split('&')
+            .find_map(|kv| kv.strip_prefix("access_token="))
+            .map(str::to_owned)
+    });
+    let Some(given) = header.or(query) else {
+        return false;
+    };
+    state
+        .config
+        .tokens
+        .iter()
+        .any(|t| constant_time_eq(t.expose().as_bytes(), given.as_bytes()))
+}
+
+/// Compare without an early exit, so the time taken does not tell how much matched.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = u8::from(a.len() != b.len());
+    for (i, x) in a.iter().enumerate() {
+        diff |= x ^ b.get(i).copied().unwrap_or(0);
+    }
+    diff == 0
+}
+
+/// Count and time every request by route and status.
+async fn observe(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "other".to_owned(), |m| m.as_str().to_owned());
+    let started = Instant::now();
+    let resp = next.run(req).await;
+    metrics::counter!(names::API_REQUESTS, "route" => route.clone(), "status" => resp.status().as_u16().to_string())
+        .increment(1);
+    metrics::histogram!(names::API_REQUEST_SECONDS, "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    resp
+}
+
+/// A running server.
+pub struct Server {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Set once the detector is built.
+    pub handles: Arc<OnceLock<Handles>>,
+    /// Whether the detector is running.
+    pub ready: watch::Sender<bool>,
+}
+
+/// Bind `config.address` and serve until `stop` is cancelled. The server answers at once
+/// (health, and 503 "not ready" elsewhere) and serves the detector once `handles` is set.
+pub async fn start(
+    config: &ApiConfig,
+    top_k: usize,
+    ttl_seconds: Option<u64>,
+    stop: CancellationToken,
+) -> anyhow::Result<Server> {
+    let metrics = crate::telemetry::recorder()?;
+    let listener = TcpListener::bind(&config.address)
+        .await
+        .map_err(|e| anyhow::anyhow!("api.address {}: {e}", config.address))?;
+    let addr = listener.local_addr()?;
+    let (ready_tx, ready) = watch::channel(false);
+    let handles = Arc::new(OnceLock::new());
+    let live = events::spawn_sampler(handles.clone(), ready.clone(), stop.clone());
+    let state = AppState {
+        live,
+        handles: handles.clone(),
+        ready,
+        metrics,
+        config: Arc::new(config.clone()),
+        top_k,
+        ttl_seconds,
+        limiter: Arc::new(Semaphore::new(config.concurrency)),
+        started: Instant::now(),
+    };
+    let app = router(state);
+    tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "the API server stopped");
+        }
+    });
+    tracing::info!(%addr, "serving the API, the dashboard and /metrics");
+    Ok(Server {
+        addr,
+        handles,
+        ready: ready_tx,
+    })
+}
+
+/// How often the event stream sends figures.
+pub const STATS_EVERY: Duration = Duration::from_secs(1);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_comparison_needs_the_whole_token() {
+        assert!(constant_time_eq(b"0123456789abcdef", b"0123456789abcdef"));
+        assert!(!constant_time_eq(b"0123456789abcdef", b"0123456789abcde"));
+        assert!(!constant_time_eq(b"0123456789abcdef", b"0123456789abcdeF"));
+        assert!(!constant_time_eq(b"", b"x"));
+    }
+}

@@ -1,0 +1,328 @@
+//! `POST /v1/score`: synchronous scoring of one transaction (a JSON object) or up to
+//! `api.max_batch` (a JSON array), with the stream's decoder and validation. With
+//! `?record=true` each verdict is also written to the verdict store, and each fraud
+//! alert sent to the alert sinks, idempotently by id: a transaction already recorded
+//! gets its stored verdict back and raises no second alert.
+
+// utoipa's `params(...)` expands to fully qualified paths.
+#![allow(unused_qualifications)]
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use utoipa::{IntoParams, ToSchema};
+
+use super::error::{ApiError, ErrorBody};
+use super::read_body;
+use crate::model::{Model, Verdict};
+use crate::retry::Retryable;
+use crate::schema::json::decode_transaction_limited;
+use crate::schema::{Transaction, field_index};
+use crate::sinks::verdicts::VerdictItem;
+
+/// Transactions at most this many are scored on the request's own thread; larger
+/// batches go to the blocking pool (about 20 µs a transaction).
+const INLINE_ROWS: usize = 16;
+
+/// One feature's part in a score.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Contribution {
+    /// Feature name.
+    pub feature: String,
+    /// The transaction's value of it.
+    pub value: f64,
+    /// Signed contribution to the fraud probability.
+    pub contribution: f32,
+}
+
+/// The verdict for one transaction.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ScoreResult {
+    /// Transaction id.
+    pub id: String,
+    /// Fraud probability in [0, 1].
+    pub score: f32,
+    /// `score >= threshold`.
+    pub fraud: bool,
+    /// The threshold applied.
+    pub threshold: f64,
+    /// The model version that scored it.
+    pub model_version: String,
+    /// The largest contributions, largest magnitude first.
+    pub contributions: Vec<Contribution>,
+    /// With `record=true`: whether this call recorded it (false: it was already).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recorded: Option<bool>,
+}
+
+/// Query of `POST /v1/score`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+pub struct ScoreQuery {
+    /// Also write the verdict (and the alert, if fraud) through the detector's sinks.
+    #[serde(default)]
+    pub record: bool,
+}
+
+fn result(v: &Verdict, tx: &Transaction, recorded: Option<bool>) -> ScoreResult {
+    ScoreResult {
+        id: v.tx_id.clone(),
+        score: v.score,
+        fraud: v.fraud,
+        threshold: v.threshold,
+        model_version: v.model_version.clone(),
+        contributions: v
+            .top_features
+            .iter()
+            .map(|c| Contribution {
+                feature: c.feature.clone(),
+                value: field_index(&c.feature).map_or(f64::NAN, |i| tx.values[i]),
+                contribution: c.contribution,
+            })
+            .collect(),
+        recorded,
+    }
+}
+
+fn stored_result(item: &VerdictItem, tx: &Transaction) -> ScoreResult {
+    let v = Verdict {
+        tx_id: item.tx_id.clone(),
+        score: item.score,
+        fraud: item.fraud,
+        threshold: item.threshold,
+        model_version: item.model_version.clone(),
+        top_features: item.top_features.clone(),
+    };
+    result(&v, tx, Some(false))
+}
+
+/// Score transactions.
+#[utoipa::path(
+    post,
+    path = "/v1/score",
+    tag = "scoring",
+    params(ScoreQuery),
+    request_body(
+        content = serde_json::Value,
+        description = "One transaction (an object with Time, V1..V28, Amount and optionally id, Class) or an array of them",
+        content_type = "application/json"
+    ),
+    responses(
+        (status = 200, description = "A verdict, or an array of verdicts in request order", body = ScoreResult),
+        (status = 400, description = "Invalid JSON or an invalid transaction; `field` names the field", body = ErrorBody),
+        (status = 413, description = "Body over `api.max_body_bytes`", body = ErrorBody),
+        (status = 415, description = "Not `application/json`", body = ErrorBody),
+        (status = 429, description = "Too many requests in flight; see `Retry-After`", body = ErrorBody),
+        (status = 503, description = "Not ready, or a sink unavailable with `record=true`", body = ErrorBody)
+    )
+)]
+pub async fn score(
+    State(state): State<super::AppState>,
+    Query(q): Query<ScoreQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let handles = state.ready()?;
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    if !json {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the transactions as application/json",
+        ));
+    }
+    let bytes: Bytes = read_body(body, state.config.max_body_bytes).await?;
+    let (txs, many) = decode(&bytes, state.config.max_batch, q.record)?;
+    let model = handles.model.load_full();
+    let top_k = state.top_k;
+    let verdicts = if txs.len() <= INLINE_ROWS {
+        score_rows(&model, &txs, top_k)
+    } else {
+        let rows = txs.clone();
+        tokio::task::spawn_blocking(move || score_rows(&model, &rows, top_k))
+            .await
+            .map_err(|e| ApiError::internal(format!("scoring task: {e}")))?
+    };
+    let results = if q.record {
+        record(&state, handles, &txs, &verdicts).await?
+    } else {
+        verdicts
+            .iter()
+            .zip(&txs)
+            .map(|(v, tx)| result(v, tx, None))
+            .collect()
+    };
+    Ok(if many {
+        axum::Json(results).into_response()
+    } else {
+        axum::Json(results.into_iter().next()).into_response()
+    })
+}
+
+fn score_rows(model: &Model, txs: &[Transaction], top_k: usize) -> Vec<Verdict> {
+    let mut x = Vec::with_capacity(txs.len() * model.forest().n_features());
+    for tx in txs {
+        model.features_into(tx, &mut x);
+    }
+    let ids: Vec<&str> = txs.iter().map(|t| t.id.as_str()).collect();
+    model.verdicts(&ids, &x, top_k)
+}
+
+/// Decode a body: one object, or an array of at most `max` objects. Each goes through the
+/// stream's decoder. With `record`, each needs an id; without, a missing one becomes its
+/// position.
+fn decode(bytes: &[u8], max: usize, record: bool) -> Result<(Vec<Transaction>, bool), ApiError> {
+    let trimmed = bytes.trim_ascii_start();
+    let many = trimmed.first() == Some(&b'[');
+    let items: Vec<&[u8]> = if many {
+        let raw: Vec<&RawValue> = serde_json::from_slice(trimmed).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_json",
+                format!("invalid JSON: {e}"),
+            )
+        })?;
+        if raw.len() > max {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "too_many",
+                format!("{} transactions in one request; at most {max}", raw.len()),
+            ));
+        }
+        if raw.is_empty() {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "empty",
+                "an empty array: send at least one transaction",
+            ));
+        }
+        raw.into_iter().map(|r| r.get().as_bytes()).collect()
+    } else {
+        vec![bytes]
+    };
+    let mut txs = Vec::with_capacity(items.len());
+    let mut missing_id = None;
+    for (i, item) in items.into_iter().enumerate() {
+        let index = many.then_some(i);
+        let tx = decode_transaction_limited(item, usize::MAX, || {
+            missing_id.get_or_insert(i);
+            i.to_string()
+        })
+        .map_err(|kind| ApiError::invalid(&kind, index))?;
+        if record && missing_id == Some(i) {
+            let e = ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "missing_field",
+                "missing required field `id` (record=true writes the verdict under it)",
+            );
+            return Err(e.field(index.map_or_else(|| "id".to_owned(), |i| format!("[{i}].id"))));
+        }
+        txs.push(tx);
+    }
+    Ok((txs, many))
+}
+
+/// Record verdicts (and alerts) idempotently: a transaction already in the verdict store
+/// gets its stored verdict; the others have their alerts sent, then their verdicts
+/// written (so a failure leaves nothing recorded, and a retry sends the alert again
+/// rather than never).
+async fn record(
+    state: &super::AppState,
+    handles: &crate::detector::Handles,
+    txs: &[Transaction],
+    verdicts: &[Verdict],
+) -> Result<Vec<ScoreResult>, ApiError> {
+    let unavailable =
+        |what: &str, e: &dyn std::fmt::Display| ApiError::unavailable(format!("{what}: {e}"));
+    let mut out: Vec<Option<ScoreResult>> = vec![None; txs.len()];
+    let mut fresh: Vec<usize> = Vec::new();
+    for (i, tx) in txs.iter().enumerate() {
+        match handles.verdicts.get(&tx.id).await {
+            Ok(Some(item)) => out[i] = Some(stored_result(&item, tx)),
+            Ok(None) => fresh.push(i),
+            Err(e) if e.is_retryable() => return Err(unavailable("verdict store", &e)),
+            Err(e) => return Err(ApiError::internal(format!("verdict store: {e}"))),
+        }
+    }
+    let frauds: Vec<Verdict> = fresh
+        .iter()
+        .map(|&i| &verdicts[i])
+        .filter(|v| v.fraud)
+        .cloned()
+        .collect();
+    if !frauds.is_empty() {
+        for sink in handles.alert_sinks.iter() {
+            sink.send(&frauds).await.map_err(|e| {
+                if e.is_retryable() {
+                    unavailable("alerts", &e)
+                } else {
+                    ApiError::internal(format!("alerts: {e}"))
+                }
+            })?;
+        }
+    }
+    let items: Vec<VerdictItem> = fresh
+        .iter()
+        .map(|&i| VerdictItem::from_verdict(verdicts[i].clone(), state.ttl_seconds))
+        .collect();
+    if !items.is_empty() {
+        handles.verdicts.put_batch(&items).await.map_err(|e| {
+            if e.is_retryable() {
+                unavailable("verdict store", &e)
+            } else {
+                ApiError::internal(format!("verdict store: {e}"))
+            }
+        })?;
+        metrics::counter!(crate::metric_names::API_RECORDED).increment(items.len() as u64);
+    }
+    for &i in &fresh {
+        out[i] = Some(result(&verdicts[i], &txs[i], Some(true)));
+    }
+    Ok(out.into_iter().flatten().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tx_json(id: Option<&str>) -> String {
+        let mut v = serde_json::Map::new();
+        if let Some(id) = id {
+            v.insert("id".into(), id.into());
+        }
+        for f in crate::schema::FIELD_NAMES {
+            v.insert(f.into(), 0.5.into());
+        }
+        serde_json::Value::Object(v).to_string()
+    }
+
+    #[test]
+    fn decodes_one_or_many_and_names_the_field() {
+        let (txs, many) = decode(tx_json(Some("a")).as_bytes(), 10, false).unwrap();
+        assert_eq!((txs.len(), many, txs[0].id.as_str()), (1, false, "a"));
+        let body = format!("[{}, {}]", tx_json(None), tx_json(Some("b")));
+        let (txs, many) = decode(body.as_bytes(), 10, false).unwrap();
+        assert_eq!((txs.len(), many, txs[0].id.as_str()), (2, true, "0"));
+        let e = decode(body.as_bytes(), 10, true).unwrap_err();
+        assert_eq!(e.body.field.as_deref(), Some("[0].id"));
+        let bad = format!(
+            "[{}, {}]",
+            tx_json(Some("a")),
+            tx_json(Some("b")).replace("\"V3\":0.5", "\"V3\":\"x\"")
+        );
+        let e = decode(bad.as_bytes(), 10, false).unwrap_err();
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        assert_eq!(e.body.field.as_deref(), Some("[1].V3"));
+        assert_eq!(e.body.code, "wrong_type");
+        let e = decode(body.as_bytes(), 1, false).unwrap_err();
+        assert_eq!(e.body.code, "too_many");
+        let e = decode(b"{\"Time\": ", 1, false).unwrap_err();
+        assert_eq!(e.body.code, "invalid_json");
+    }
+}
