@@ -93,6 +93,13 @@ pub fn spawn_sampler(
     let (tx, rx) = watch::channel(Arc::new(Snapshot::default()));
     tokio::spawn(async move {
         let started = Instant::now();
+        // Sample as soon as the detector is built, then every interval.
+        while handles.get().is_none() {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(std::time::Duration::from_millis(20)) => {}
+            }
+        }
         let mut tick = tokio::time::interval(super::STATS_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut history: VecDeque<Point> = VecDeque::with_capacity(HISTORY);

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod detector;
+pub mod http;
 pub mod webhook;
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -1,0 +1,475 @@
+//! The HTTP API, served in-process by a detector built from a configuration file
+//! (`Detector::build_serving`, as `fraudstream serve` does), over real HTTP: every route,
+//! every error status, authentication, the concurrency limit and the timeout, and an
+//! OpenAPI document that lists every route the router has.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::http::Http;
+use fraudstream::config::Config;
+use fraudstream::detector::{Detector, Handles};
+use fraudstream::model::Model;
+use fraudstream::pipeline::{TrainOptions, train_model};
+use fraudstream::registry::ModelStore;
+use fraudstream::schema::json::encode_transaction;
+use fraudstream::schema::{Dataset, ReadOptions, read_dataset};
+use fraudstream::shutdown::Shutdown;
+use fraudstream::storage::local::LocalStore;
+use serde_json::{Value, json};
+
+const SAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/creditcard-sample.csv");
+
+fn model(data: &Dataset, seed: u64) -> Model {
+    let mut opts = TrainOptions::default();
+    opts.params.n_trees = 20;
+    opts.params.seed = seed;
+    train_model(data, SAMPLE, &opts, &|| {}).unwrap().model
+}
+
+/// A model store in `dir/registry` serving one model.
+async fn publish_first(dir: &Path, m: &Model) -> ModelStore {
+    let store = ModelStore::new(Arc::new(LocalStore::new(dir.join("registry")).unwrap()));
+    store.put(m).await.unwrap();
+    store.set_latest(m.version(), None).await.unwrap();
+    store
+}
+
+/// A running API replica over `dir`'s stores, with `api` settings appended.
+async fn serve(dir: &Path, api: &str) -> (Http, Handles, Shutdown) {
+    let d = dir.display();
+    let text = format!(
+        "[verdicts]\nlocal_path = \"{d}/verdicts.db\"\n\
+         [models]\nlocation = \"{d}/registry\"\npoll_interval = \"0s\"\n\
+         [alerts]\nstdout = false\nfile = \"{d}/alerts.jsonl\"\n\
+         [scoring]\ntop_k = 3\n\
+         [api]\naddress = \"127.0.0.1:0\"\n{api}\n"
+    );
+    let cfg = Config::parse("api.toml", &text).unwrap();
+    let detector = Detector::build_serving(&cfg).await.unwrap();
+    let handles = detector.handles();
+    let token = cfg.api.tokens.first().map(|t| t.expose().to_owned());
+    let mut http = Http::new(handles.api_addr.unwrap());
+    if let Some(t) = &token {
+        http = http.with_token(t);
+    }
+    // Not ready until it runs.
+    let r = http.post_json("/v1/score", &json!({})).await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.json()["code"], "not_ready");
+    assert_eq!(http.get("/readyz").await.status, 503);
+    let shutdown = Shutdown::new(Duration::from_secs(5));
+    tokio::spawn(detector.run(shutdown.clone()));
+    for _ in 0..100 {
+        if http.get("/readyz").await.status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    (Http::new(handles.api_addr.unwrap()), handles, shutdown)
+}
+
+fn tx_json(data: &Dataset, row: usize, id: Option<&str>) -> Value {
+    let mut tx = data.row(row);
+    tx.id = id.unwrap_or("placeholder").to_owned();
+    let mut v: Value = serde_json::from_str(&encode_transaction(&tx)).unwrap();
+    if id.is_none() {
+        v.as_object_mut().unwrap().remove("id");
+    }
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_and_every_error() {
+    let (data, _) = read_dataset(SAMPLE, ReadOptions::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let first = model(&data, 1);
+    let store = publish_first(dir.path(), &first).await;
+    let (http, handles, shutdown) = serve(
+        dir.path(),
+        "admin = true\nmax_batch = 50\nmax_body_bytes = 65536",
+    )
+    .await;
+
+    // Health and metrics.
+    assert_eq!(http.get("/healthz").await.text(), "ok\n");
+    assert_eq!(http.get("/readyz").await.status, 200);
+
+    // One transaction: the model's own verdict, with contributions and input values.
+    let r = http
+        .post_json("/v1/score", &tx_json(&data, 7, Some("one")))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    let want = first.verdict(&data.row(7), 3);
+    assert_eq!(v["id"], "one");
+    assert_eq!(v["score"].as_f64().unwrap() as f32, want.score);
+    assert_eq!(v["fraud"], want.fraud);
+    assert_eq!(v["model_version"], first.version());
+    assert_eq!(v["threshold"].as_f64().unwrap(), first.meta().threshold);
+    let c = v["contributions"].as_array().unwrap();
+    assert_eq!(c.len(), want.top_features.len());
+    let f = c[0]["feature"].as_str().unwrap();
+    let field = fraudstream::schema::field_index(f).unwrap();
+    assert_eq!(c[0]["value"].as_f64().unwrap(), data.row(7).values[field]);
+    assert!(v.get("recorded").is_none());
+
+    // An array keeps its order; a missing id becomes the position.
+    let body = json!([
+        tx_json(&data, 1, None),
+        tx_json(&data, 2, Some("b")),
+        tx_json(&data, 3, None)
+    ]);
+    let r = http.post_json("/v1/score", &body).await;
+    let ids: Vec<String> = r
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids, ["0", "b", "2"]);
+
+    // 400 naming the field, single and in an array.
+    let mut bad = tx_json(&data, 1, Some("bad"));
+    bad["V3"] = json!("three");
+    let r = http.post_json("/v1/score", &bad).await;
+    assert_eq!(
+        (
+            r.status,
+            r.json()["field"].clone(),
+            r.json()["code"].clone()
+        ),
+        (400, json!("V3"), json!("wrong_type"))
+    );
+    let r = http
+        .post_json("/v1/score", &json!([tx_json(&data, 1, None), bad]))
+        .await;
+    assert_eq!(r.json()["field"], "[1].V3");
+    let mut missing = tx_json(&data, 1, Some("m"));
+    missing.as_object_mut().unwrap().remove("Amount");
+    assert_eq!(
+        http.post_json("/v1/score", &missing).await.json()["code"],
+        "missing_field"
+    );
+    let r = http
+        .send("POST", "/v1/score", Some("application/json"), "{\"Time\": ")
+        .await;
+    assert_eq!(
+        (r.status, r.json()["code"].clone()),
+        (400, json!("invalid_json"))
+    );
+    let long = json!({"id": "x".repeat(2000)});
+    let mut long_id = tx_json(&data, 1, None);
+    long_id["id"] = long["id"].clone();
+    assert_eq!(
+        http.post_json("/v1/score", &long_id).await.json()["code"],
+        "invalid_id"
+    );
+    let many = Value::Array((0..51).map(|i| tx_json(&data, i, None)).collect());
+    let r = http.post_json("/v1/score", &many).await;
+    assert_eq!(
+        (r.status, r.json()["code"].clone()),
+        (400, json!("too_many"))
+    );
+    // 413 and 415.
+    let huge = "x".repeat(70_000);
+    let r = http
+        .send("POST", "/v1/score", Some("application/json"), huge)
+        .await;
+    assert_eq!(
+        (r.status, r.json()["code"].clone()),
+        (413, json!("too_large"))
+    );
+    let r = http
+        .send(
+            "POST",
+            "/v1/score",
+            Some("text/plain"),
+            tx_json(&data, 1, None).to_string(),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.json()["code"].clone()),
+        (415, json!("unsupported_media_type"))
+    );
+
+    // record=true: needs an id; writes once; a repeat returns the stored verdict.
+    let r = http
+        .post_json("/v1/score?record=true", &tx_json(&data, 4, None))
+        .await;
+    assert_eq!((r.status, r.json()["field"].clone()), (400, json!("id")));
+    let r = http
+        .post_json("/v1/score?record=true", &tx_json(&data, 4, Some("rec-1")))
+        .await;
+    assert_eq!(
+        (r.status, r.json()["recorded"].clone()),
+        (200, json!(true)),
+        "{}",
+        r.text()
+    );
+    let again = http
+        .post_json("/v1/score?record=true", &tx_json(&data, 4, Some("rec-1")))
+        .await;
+    assert_eq!(again.json()["recorded"], false);
+    assert_eq!(again.json()["score"], r.json()["score"]);
+    let stored = http.get("/v1/verdicts/rec-1").await;
+    assert_eq!(stored.status, 200);
+    assert_eq!(stored.json()["score"], r.json()["score"]);
+    assert_eq!(stored.json()["model_version"], first.version());
+    let r = http.get("/v1/verdicts/nobody").await;
+    assert_eq!(
+        (
+            r.status,
+            r.json()["code"].clone(),
+            r.json()["field"].clone()
+        ),
+        (404, json!("not_found"), json!("tx_id"))
+    );
+
+    // A recorded fraud raises an alert: in the ring and on the stream.
+    let fraud_row = (0..data.len())
+        .max_by(|&a, &b| {
+            first
+                .verdict(&data.row(a), 0)
+                .score
+                .total_cmp(&first.verdict(&data.row(b), 0).score)
+        })
+        .unwrap();
+    assert!(first.verdict(&data.row(fraud_row), 0).fraud);
+    let stream = {
+        let http = http.clone();
+        tokio::spawn(async move {
+            http.first_event("/v1/alerts/stream", "alert", Duration::from_secs(10))
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = http
+        .post_json(
+            "/v1/score?record=true",
+            &tx_json(&data, fraud_row, Some("fraud-1")),
+        )
+        .await;
+    assert_eq!(r.json()["fraud"], true);
+    let streamed = stream.await.unwrap().expect("an alert event");
+    assert_eq!(streamed["tx_id"], "fraud-1");
+    let alerts = http.get("/v1/alerts?limit=10").await.json();
+    assert_eq!(alerts[0]["tx_id"], "fraud-1");
+    let seq = alerts[0]["seq"].as_u64().unwrap();
+    assert_eq!(
+        http.get(&format!("/v1/alerts?since={seq}")).await.json(),
+        json!([])
+    );
+    assert_eq!(
+        http.get("/v1/alerts?limit=0").await.json()["field"],
+        "limit"
+    );
+    let file = std::fs::read_to_string(dir.path().join("alerts.jsonl")).unwrap();
+    assert!(
+        file.contains("fraud-1"),
+        "through the configured alert sinks too"
+    );
+
+    // Stats and the event stream.
+    let s = http.get("/v1/stats").await;
+    assert_eq!(s.status, 200);
+    assert_eq!(s.json()["model"]["version"], first.version());
+    let ev = http
+        .first_event("/v1/events", "stats", Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(ev["ready"], true);
+
+    // Models: list, manifest, promote, rollback.
+    let second = model(&data, 2);
+    store.put(&second).await.unwrap();
+    let list = http.get("/v1/models").await.json();
+    assert_eq!(list["latest"], first.version());
+    assert_eq!(list["serving"], first.version());
+    assert_eq!(list["admin"], true);
+    assert_eq!(list["versions"].as_array().unwrap().len(), 2);
+    let m = http.get(&format!("/v1/models/{}", second.version())).await;
+    assert_eq!(
+        (m.status, m.json()["sha256"].as_str().map(str::len)),
+        (200, Some(64))
+    );
+    assert_eq!(m.json()["canaries"].as_array().unwrap().len(), 10);
+    assert_eq!(http.get("/v1/models/none-such").await.status, 404);
+    assert_eq!(
+        http.send("POST", "/v1/models/none-such/promote", None, "")
+            .await
+            .status,
+        404
+    );
+    let moved = http
+        .send(
+            "POST",
+            &format!("/v1/models/{}/promote", second.version()),
+            None,
+            "",
+        )
+        .await;
+    assert_eq!(moved.status, 200, "{}", moved.text());
+    assert_eq!(
+        moved.json(),
+        json!({"from": first.version(), "to": second.version()})
+    );
+    assert_eq!(
+        store.latest().await.unwrap().unwrap().version,
+        second.version()
+    );
+    let back = http.send("POST", "/v1/models/rollback", None, "").await;
+    assert_eq!(back.json()["to"], first.version());
+    assert_eq!(handles.model.load().version(), first.version());
+
+    // Metrics count the API.
+    let metrics = http.get("/metrics").await.text();
+    assert!(
+        metrics.contains("fraudstream_api_requests_total{route=\"/v1/score\",status=\"400\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("fraudstream_api_recorded_total 2"),
+        "{metrics}"
+    );
+    // Unknown routes are JSON 404s.
+    assert_eq!(http.get("/v1/nothing").await.json()["code"], "not_found");
+    shutdown.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_admin_limits_and_timeouts() {
+    let (data, _) = read_dataset(SAMPLE, ReadOptions::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    publish_first(dir.path(), &model(&data, 3)).await;
+
+    // Tokens: required on every route but health and the page; header or query.
+    let token = "a-long-enough-token-0123";
+    let (http, _, stop) = serve(dir.path(), &format!("tokens = [\"{token}\"]")).await;
+    let r = http.get("/v1/stats").await;
+    assert_eq!(
+        (r.status, r.json()["code"].clone()),
+        (401, json!("unauthorized"))
+    );
+    assert_eq!(
+        http.with_token("wrong-token-0123456789")
+            .get("/v1/stats")
+            .await
+            .status,
+        401
+    );
+    assert_eq!(http.with_token(token).get("/v1/stats").await.status, 200);
+    assert_eq!(
+        http.get(&format!("/v1/stats?access_token={token}"))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(http.get("/healthz").await.status, 200);
+    assert_eq!(http.get("/").await.status, 200);
+    // Not an admin: moving models is refused.
+    let r = http
+        .with_token(token)
+        .send("POST", "/v1/models/rollback", None, "")
+        .await;
+    assert_eq!(
+        (r.status, r.json()["code"].clone()),
+        (403, json!("forbidden"))
+    );
+    stop.stop();
+
+    // One request at a time: concurrent ones are answered 429 with Retry-After.
+    let (http, _, stop) = serve(dir.path(), "concurrency = 1").await;
+    let batch = Value::Array((0..1000).map(|i| tx_json(&data, i, None)).collect());
+    let sends: Vec<_> = (0..12)
+        .map(|_| {
+            let (http, batch) = (http.clone(), batch.clone());
+            tokio::spawn(async move { http.post_json("/v1/score", &batch).await })
+        })
+        .collect();
+    let mut busy = 0;
+    for s in sends {
+        let r = s.await.unwrap();
+        if r.status == 429 {
+            busy += 1;
+            assert_eq!(r.header("retry-after"), Some("1"));
+            assert_eq!(r.json()["code"], "busy");
+        } else {
+            assert_eq!(r.status, 200);
+        }
+    }
+    assert!(busy > 0, "12 large requests at once past a limit of 1");
+    stop.stop();
+
+    // A request that takes longer than the timeout is answered 503.
+    let (http, _, stop) = serve(dir.path(), "request_timeout = \"1ms\"").await;
+    let r = http.post_json("/v1/score", &batch).await;
+    assert_eq!(
+        (r.status, r.json()["code"].clone()),
+        (503, json!("timeout"))
+    );
+    stop.stop();
+
+    // Off loopback without tokens: refused at start.
+    let e = Config::parse("x.toml", "[api]\naddress = \"0.0.0.0:9464\"\n").unwrap_err();
+    assert!(e.to_string().contains("api.tokens"), "{e}");
+}
+
+/// Every `.route("…")` of the router, from its source.
+fn routes_in_source() -> Vec<(String, String)> {
+    let src = include_str!("../src/api/mod.rs");
+    src.split(".route(\"")
+        .skip(1)
+        .map(|rest| {
+            let path = rest.split('"').next().unwrap().to_owned();
+            let method = rest
+                .split(", ")
+                .nth(1)
+                .unwrap()
+                .split('(')
+                .next()
+                .unwrap()
+                .to_owned();
+            (method, path)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_lists_every_route() {
+    let (data, _) = read_dataset(SAMPLE, ReadOptions::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    publish_first(dir.path(), &model(&data, 4)).await;
+    let (http, _, stop) = serve(dir.path(), "").await;
+    let doc = http.get("/v1/openapi.json").await.json();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    let routes = routes_in_source();
+    assert!(routes.len() >= 15, "{routes:?}");
+    for (method, path) in &routes {
+        let op = &doc["paths"][path][method];
+        assert!(
+            op.is_object(),
+            "{method} {path} is not in the OpenAPI document"
+        );
+        assert!(
+            op["responses"].is_object(),
+            "{method} {path} documents no responses"
+        );
+    }
+    let documented: usize = doc["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|p| p.as_object().unwrap().len())
+        .sum();
+    assert_eq!(
+        documented,
+        routes.len(),
+        "the document lists routes the router does not have"
+    );
+    stop.stop();
+}
