@@ -140,7 +140,7 @@ async fn file_source_end_to_end_with_dead_letters() {
     let store = LocalVerdictStore::open(dir.path().join("verdicts.db")).unwrap();
     assert_eq!(store.count().unwrap(), 3444);
     let v = store.get("0").await.unwrap().unwrap();
-    assert_eq!(v.model_version, version);
+    assert_eq!(&*v.model_version, version);
     assert_eq!(v.top_features.len(), 2);
     assert_eq!(lake_rows(&dir.path().join("lake")), 3444);
     let alerts = std::fs::read_to_string(dir.path().join("alerts.jsonl")).unwrap();

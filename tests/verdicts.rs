@@ -139,11 +139,11 @@ async fn dynamodb_verdict_store() {
     // Connecting again to the existing table works and sees the same items.
     let again = DynamoVerdictStore::connect(&s).await.unwrap();
     assert_eq!(
-        again.get("tx-8").await.unwrap().unwrap().model_version,
+        &*again.get("tx-8").await.unwrap().unwrap().model_version,
         "v2"
     );
     assert_eq!(
-        again.get("tx-1").await.unwrap().unwrap().model_version,
+        &*again.get("tx-1").await.unwrap().unwrap().model_version,
         "v1"
     );
 }

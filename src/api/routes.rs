@@ -71,13 +71,13 @@ pub async fn verdict(
             score: v.score,
             fraud: v.fraud,
             threshold: v.threshold,
-            model_version: v.model_version,
-            scored_at: v.scored_at,
+            model_version: v.model_version.to_string(),
+            scored_at: v.scored_at.to_string(),
             top_features: v
                 .top_features
                 .into_iter()
                 .map(|c| StoredContribution {
-                    feature: c.feature,
+                    feature: c.feature.to_string(),
                     contribution: c.contribution,
                 })
                 .collect(),

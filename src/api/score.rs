@@ -72,12 +72,12 @@ fn result(v: &Verdict, tx: &Transaction, recorded: Option<bool>) -> ScoreResult 
         score: v.score,
         fraud: v.fraud,
         threshold: v.threshold,
-        model_version: v.model_version.clone(),
+        model_version: v.model_version.to_string(),
         contributions: v
             .top_features
             .iter()
             .map(|c| Contribution {
-                feature: c.feature.clone(),
+                feature: c.feature.to_string(),
                 value: field_index(&c.feature).map_or(f64::NAN, |i| tx.values[i]),
                 contribution: c.contribution,
             })

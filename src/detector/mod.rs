@@ -182,7 +182,7 @@ impl Detector {
                 dead_letters,
             };
             let stages = Stages {
-                scorer: Scorer::new(model.clone(), cfg.scoring.top_k),
+                scorer: Scorer::with_explain(model.clone(), cfg.scoring.top_k, cfg.scoring.explain),
                 delivery,
                 stats: stats.clone(),
             };

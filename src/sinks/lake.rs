@@ -40,7 +40,7 @@ pub struct ScoredRecord {
     /// The verdict.
     pub fraud: bool,
     /// The model version that scored it.
-    pub model_version: String,
+    pub model_version: Arc<str>,
     /// When it was scored, Unix milliseconds (UTC).
     pub scored_at_ms: i64,
 }
@@ -129,7 +129,14 @@ pub fn encode_parquet(
         LakeCompression::Snappy => Compression::SNAPPY,
         LakeCompression::None => Compression::UNCOMPRESSED,
     };
-    let props = WriterProperties::builder().set_compression(codec).build();
+    // Dictionaries pay off only for the few distinct model versions: amounts, features
+    // and ids are nearly all distinct, and building a dictionary for them costs more
+    // than it saves.
+    let props = WriterProperties::builder()
+        .set_compression(codec)
+        .set_dictionary_enabled(false)
+        .set_column_dictionary_enabled("model_version".into(), true)
+        .build();
     let mut buf = Vec::new();
     let mut w = ArrowWriter::try_new(&mut buf, schema, Some(props))?;
     w.write(&batch)?;

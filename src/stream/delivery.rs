@@ -21,7 +21,7 @@ use crate::model::Verdict;
 use crate::retry::{RetryPolicy, Retryable};
 use crate::sinks::alerts::{AlertError, AlertSink};
 use crate::sinks::lake::{LakeWriter, ScoredRecord};
-use crate::sinks::verdicts::{VerdictError, VerdictItem, VerdictStore};
+use crate::sinks::verdicts::{Stamp, VerdictError, VerdictItem, VerdictStore};
 
 /// A sink that can be required to be durable before offsets are committed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -252,10 +252,11 @@ impl Delivery {
     /// batch; the rest goes on. Returns how many records were dead-lettered.
     pub async fn write(&mut self, scored: &mut Scored) -> Result<u64, DeliveryError> {
         let started = Instant::now();
+        let stamp = Stamp::now(self.ttl_seconds);
         let items: Vec<VerdictItem> = scored
             .verdicts
             .iter()
-            .map(|v| VerdictItem::from_verdict(v.clone(), self.ttl_seconds))
+            .map(|v| stamp.item(v.clone()))
             .collect();
         let refused = self.write_verdicts(&items).await?;
         stage_time("verdicts", started);

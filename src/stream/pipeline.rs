@@ -5,7 +5,8 @@
 //! their rows. Between batches it flushes the lake by age.
 //!
 //! ```text
-//! source ──bounded channel──► scorer task: score → verdicts → alerts → stats → lake → ack
+//! source ──bounded channel──► score ──(one batch ahead)──► verdicts → alerts → stats
+//!                                                           → lake → ack
 //! ```
 
 use std::time::Duration;
@@ -14,7 +15,7 @@ use tokio::sync::mpsc;
 
 use super::acker::{Acknowledge, SourceOffset};
 use super::delivery::{Delivery, DeliveryError};
-use super::scorer::{ScoreError, Scorer};
+use super::scorer::{ScoreError, Scored, Scorer};
 use super::source::Batch;
 use super::stats::{self, SharedStats};
 use crate::metric_names as names;
@@ -44,59 +45,86 @@ pub struct Stages {
     pub stats: SharedStats,
 }
 
+/// Scored batches waiting for delivery: one being written while the next is scored, so
+/// scoring (on every core) and the sinks' I/O overlap; more would only hold memory.
+const SCORED_AHEAD: usize = 1;
+
+/// A scored batch (none when every row was dead-lettered) and its source positions.
+type ScoredBatch = (Option<Scored>, Vec<SourceOffset>);
+
 impl Stages {
     /// Process batches until the source closes the channel, then flush the lake and
-    /// acknowledge the rest. Positions of a batch that failed stay unacknowledged.
+    /// acknowledge the rest. Scoring and delivery run side by side (batch n+1 is scored
+    /// while batch n is written), in order; positions are acknowledged only after their
+    /// batch is delivered, and those of a batch that failed stay unacknowledged.
     pub async fn run(
         &mut self,
         mut batches: mpsc::Receiver<Batch>,
         acker: &dyn Acknowledge,
     ) -> Result<(), PipelineError> {
-        let mut held: Vec<SourceOffset> = Vec::new();
-        let mut tick = tokio::time::interval(IDLE_TICK);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let result = async {
+        let Self {
+            scorer,
+            delivery,
+            stats,
+        } = self;
+        let (scored_tx, mut scored_rx) = mpsc::channel::<ScoredBatch>(SCORED_AHEAD);
+        let score = async move {
+            while let Some(b) = batches.recv().await {
+                metrics::gauge!(names::BATCHES_IN_FLIGHT).decrement(1.0);
+                let scored = if b.rows.is_empty() {
+                    None
+                } else {
+                    Some(scorer.score(b.rows).await?)
+                };
+                if scored_tx.send((scored, b.offsets)).await.is_err() {
+                    break; // delivery failed: its error is the one reported
+                }
+            }
+            Ok::<(), PipelineError>(())
+        };
+        let deliver = async {
+            let mut held: Vec<SourceOffset> = Vec::new();
+            let mut tick = tokio::time::interval(IDLE_TICK);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
-                    b = batches.recv() => {
-                        let Some(b) = b else { break };
-                        metrics::gauge!(names::BATCHES_IN_FLIGHT).decrement(1.0);
-                        self.process(b, &mut held).await?;
+                    item = scored_rx.recv() => {
+                        let Some((scored, offsets)) = item else { break };
+                        if let Some(scored) = scored {
+                            deliver(delivery, stats, scored).await?;
+                        }
+                        held.extend(offsets);
                     }
-                    _ = tick.tick() => self.delivery.maintain().await?,
+                    _ = tick.tick() => delivery.maintain().await?,
                 }
-                if !self.delivery.waits_for_lake() {
+                if !delivery.waits_for_lake() {
                     acker.acknowledge(&mut held);
                 }
             }
-            self.delivery.finish().await?;
+            delivery.finish().await?;
             acker.acknowledge(&mut held);
-            Ok(())
-        }
-        .await;
+            Ok::<(), PipelineError>(())
+        };
+        let result = tokio::try_join!(score, deliver).map(|_| ());
         if let Err(e) = &result {
             tracing::error!(error = %e, "scorer stopped; offsets of unfinished batches stay uncommitted");
         }
         result
     }
+}
 
-    /// One batch through every stage; its positions join `held`.
-    async fn process(
-        &mut self,
-        batch: Batch,
-        held: &mut Vec<SourceOffset>,
-    ) -> Result<(), PipelineError> {
-        if !batch.rows.is_empty() {
-            let mut scored = self.scorer.score(batch.rows).await?;
-            let dead = self.delivery.write(&mut scored).await?;
-            {
-                let mut stats = stats::lock(&self.stats);
-                stats.dead_letters += dead;
-                stats.record(&scored);
-            }
-            self.delivery.buffer(scored).await?;
-        }
-        held.extend(batch.offsets);
-        Ok(())
+/// One scored batch into the sinks and the counts.
+async fn deliver(
+    delivery: &mut Delivery,
+    stats: &SharedStats,
+    mut scored: Scored,
+) -> Result<(), PipelineError> {
+    let dead = delivery.write(&mut scored).await?;
+    {
+        let mut stats = stats::lock(stats);
+        stats.dead_letters += dead;
+        stats.record(&scored);
     }
+    delivery.buffer(scored).await?;
+    Ok(())
 }

@@ -10,7 +10,7 @@ use arc_swap::ArcSwap;
 
 use super::source::Incoming;
 use crate::metric_names as names;
-use crate::model::{Model, Verdict};
+use crate::model::{Explain, Model, Verdict};
 
 /// A scored batch: the rows and their verdicts, index for index.
 #[derive(Debug)]
@@ -30,16 +30,25 @@ pub struct ScoreError(#[from] tokio::task::JoinError);
 pub struct Scorer {
     model: Arc<ArcSwap<Model>>,
     top_k: usize,
+    explain: Explain,
     version: String,
 }
 
 impl Scorer {
-    /// A scorer of `model` (swapped by the watcher) keeping `top_k` contributions.
+    /// A scorer of `model` (swapped by the watcher) keeping `top_k` contributions on every
+    /// verdict.
     #[must_use]
     pub fn new(model: Arc<ArcSwap<Model>>, top_k: usize) -> Self {
+        Self::with_explain(model, top_k, Explain::All)
+    }
+
+    /// A scorer explaining the verdicts `explain` names.
+    #[must_use]
+    pub fn with_explain(model: Arc<ArcSwap<Model>>, top_k: usize, explain: Explain) -> Self {
         Self {
             model,
             top_k,
+            explain,
             version: String::new(),
         }
     }
@@ -48,7 +57,7 @@ impl Scorer {
     pub async fn score(&mut self, rows: Vec<Incoming>) -> Result<Scored, ScoreError> {
         let model = self.model.load_full();
         self.note_model(&model);
-        let top_k = self.top_k;
+        let (top_k, explain) = (self.top_k, self.explain);
         let started = Instant::now();
         let scored = tokio::task::spawn_blocking(move || {
             let mut x = Vec::with_capacity(rows.len() * model.forest().n_features());
@@ -56,7 +65,7 @@ impl Scorer {
                 model.features_into(&r.tx, &mut x);
             }
             let ids: Vec<&str> = rows.iter().map(|r| r.tx.id.as_str()).collect();
-            let verdicts = model.verdicts(&ids, &x, top_k);
+            let verdicts = model.verdicts_with(&ids, &x, top_k, explain);
             drop(ids);
             Scored { rows, verdicts }
         })

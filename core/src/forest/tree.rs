@@ -145,6 +145,11 @@ pub struct Tree {
     /// itself), so a walk can keep stepping after it arrives: lock-step walks then need
     /// no per-row exit branch. Derived from `nodes`; not stored in model files.
     walk: Vec<Node>,
+    /// Per node, the change in value along its left and its right edge (child's value
+    /// minus its own): the contribution the split's feature earns when a walk takes that
+    /// edge. Zero on leaves, whose self-loop earns nothing. Derived when the model
+    /// loads, so explaining a score costs one add per step of the walk that scores it.
+    edges: Vec<[f32; 2]>,
 }
 
 impl PartialEq for Tree {
@@ -171,10 +176,23 @@ impl Tree {
                 }
             })
             .collect();
+        let edges = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                if n.is_leaf() {
+                    [0.0, 0.0]
+                } else {
+                    let at = |j: usize| values.get(j).copied().unwrap_or(0.0);
+                    [at(n.left()) - at(i), at(n.left() + 1) - at(i)]
+                }
+            })
+            .collect();
         Self {
             nodes,
             values,
             walk,
+            edges,
         }
     }
 
@@ -219,6 +237,34 @@ impl Tree {
                 for (j, i) in idx.iter_mut().enumerate().take(k) {
                     let n = self.walk[*i];
                     *i = n.left() + usize::from(rows[j * nf + n.feature()] > n.threshold);
+                }
+            }
+            if idx[..k]
+                .iter()
+                .all(|&i| self.walk[i].threshold == f32::INFINITY)
+            {
+                break;
+            }
+        }
+        for (a, &i) in acc.iter_mut().zip(&idx) {
+            *a += self.nodes[i].threshold;
+        }
+    }
+
+    /// [`Tree::add_leaves`], also adding each row's decision-path contributions into
+    /// `contrib` (row-major, `nf` wide): the same lock-step walk, one more add per step.
+    #[inline]
+    fn add_leaves_explained(&self, rows: &[f32], nf: usize, acc: &mut [f32], contrib: &mut [f32]) {
+        let k = acc.len();
+        let mut idx = [0usize; LANES];
+        loop {
+            for _ in 0..STEPS_PER_CHECK {
+                for (j, i) in idx.iter_mut().enumerate().take(k) {
+                    let n = self.walk[*i];
+                    let f = n.feature();
+                    let go = usize::from(rows[j * nf + f] > n.threshold);
+                    contrib[j * nf + f] += self.edges[*i][go];
+                    *i = n.left() + go;
                 }
             }
             if idx[..k]
@@ -392,6 +438,92 @@ impl Forest {
         }
     }
 
+    /// Score a row-major matrix into `out` and explain every score in the same walk: row
+    /// `r`'s decision-path contributions go to `contrib[r * n_features..]` (overwritten),
+    /// averaged over trees, so that [`Forest::bias`] plus a row's contributions equals its
+    /// score (up to rounding). No allocation.
+    ///
+    /// # Panics
+    /// If the shapes of `x`, `out` and `contrib` do not match.
+    pub fn predict_explain_into(&self, x: &[f32], out: &mut [f32], contrib: &mut [f32]) {
+        let nf = self.n_features;
+        assert_eq!(
+            x.len(),
+            out.len() * nf,
+            "matrix shape does not match output"
+        );
+        assert_eq!(
+            contrib.len(),
+            x.len(),
+            "one contribution per feature and row"
+        );
+        let inv = 1.0 / self.trees.len() as f32;
+        contrib.fill(0.0);
+        for ((xs, os), cs) in x
+            .chunks(BLOCK_ROWS * nf)
+            .zip(out.chunks_mut(BLOCK_ROWS))
+            .zip(contrib.chunks_mut(BLOCK_ROWS * nf))
+        {
+            os.fill(0.0);
+            for t in &self.trees {
+                for ((o, rows), c) in os
+                    .chunks_mut(LANES)
+                    .zip(xs.chunks(LANES * nf))
+                    .zip(cs.chunks_mut(LANES * nf))
+                {
+                    t.add_leaves_explained(rows, nf, o, c);
+                }
+            }
+            os.iter_mut().for_each(|o| *o *= inv);
+            cs.iter_mut().for_each(|c| *c *= inv);
+        }
+    }
+
+    /// [`Forest::predict_explain_into`] for one row: trees walked in lock-step instead of
+    /// rows (one row leaves the row lanes empty). Returns the score; the row's
+    /// contributions go to `contrib` (overwritten).
+    ///
+    /// # Panics
+    /// If `x` or `contrib` is not `n_features` long.
+    pub fn predict_explain_one(&self, x: &[f32], contrib: &mut [f32]) -> f32 {
+        let nf = self.n_features;
+        assert!(x.len() == nf && contrib.len() == nf, "one row of features");
+        contrib.fill(0.0);
+        let mut sum = 0f32;
+        for group in self.trees.chunks(LANES) {
+            let mut idx = [0usize; LANES];
+            loop {
+                let mut moved = false;
+                for (t, i) in group.iter().zip(idx.iter_mut()) {
+                    let n = t.walk[*i];
+                    let f = n.feature();
+                    let go = usize::from(x[f] > n.threshold);
+                    contrib[f] += t.edges[*i][go];
+                    let next = n.left() + go;
+                    moved |= next != *i;
+                    *i = next;
+                }
+                if !moved {
+                    break;
+                }
+            }
+            sum += group
+                .iter()
+                .zip(&idx)
+                .map(|(t, &i)| t.nodes[i].threshold)
+                .sum::<f32>();
+        }
+        let inv = 1.0 / self.trees.len() as f32;
+        contrib.iter_mut().for_each(|c| *c *= inv);
+        sum * inv
+    }
+
+    /// The mean root value: what every score starts from before its contributions.
+    #[must_use]
+    pub fn bias(&self) -> f32 {
+        self.trees.iter().map(|t| t.values[0]).sum::<f32>() / self.trees.len() as f32
+    }
+
     /// Score a row-major matrix using every core.
     ///
     /// # Panics
@@ -441,16 +573,41 @@ impl Forest {
     #[must_use]
     pub fn top_contributions(&self, x: &[f32], k: usize) -> Vec<(usize, f32)> {
         let (_, c) = self.contributions(x);
-        let mut idx: Vec<(usize, f32)> = c
-            .into_iter()
-            .enumerate()
-            .filter(|(_, v)| *v != 0.0)
-            .collect();
-        idx.sort_by(|a, b| b.1.abs().total_cmp(&a.1.abs()).then(a.0.cmp(&b.0)));
-        idx.truncate(k);
-        idx
+        let mut top = Vec::with_capacity(k);
+        top_k_into(&c, k, &mut top);
+        top
     }
 }
+
+/// The `k` entries of `c` with the largest absolute value (zeros left out), largest first
+/// and, among equals, lowest index first, into `top` (cleared first). One pass, no sort
+/// of the whole row.
+pub fn top_k_into(c: &[f32], k: usize, top: &mut Vec<(usize, f32)>) {
+    top.clear();
+    if k == 0 {
+        return;
+    }
+    for (f, &v) in c.iter().enumerate() {
+        if v == 0.0 {
+            continue;
+        }
+        let a = v.abs();
+        if top.len() == k && top[k - 1].1.abs() >= a {
+            continue;
+        }
+        // Insert after every entry at least as large (so earlier features win ties).
+        let at = top
+            .iter()
+            .position(|&(_, t)| t.abs() < a)
+            .unwrap_or(top.len());
+        if top.len() == k {
+            top.pop();
+        }
+        top.insert(at, (f, v));
+    }
+}
+
+impl Forest {}
 
 #[cfg(test)]
 mod tests {
@@ -508,6 +665,47 @@ mod tests {
         let top = f.top_contributions(&[2.0, -4.0], 5);
         assert_eq!(top, vec![(0, 0.3)]);
         assert_eq!(f.trees()[0].depth(), 2);
+    }
+
+    #[test]
+    fn the_fused_walk_gives_the_same_scores_and_contributions() {
+        let f = small_forest();
+        let rows: Vec<[f32; 2]> = (0..300)
+            .map(|i| [(i % 7) as f32 * 0.4, (i % 5) as f32 * 0.3 - 0.6])
+            .collect();
+        let flat: Vec<f32> = rows.iter().flatten().copied().collect();
+        let mut scores = vec![0f32; rows.len()];
+        let mut contrib = vec![9f32; flat.len()];
+        f.predict_explain_into(&flat, &mut scores, &mut contrib);
+        let mut one = [0f32; 2];
+        for (i, r) in rows.iter().enumerate() {
+            assert!((scores[i] - f.predict_one(r)).abs() < 1e-6);
+            assert!((f.predict_explain_one(r, &mut one) - scores[i]).abs() < 1e-6);
+            assert!(
+                (one[0] - contrib[i * 2]).abs() < 1e-6
+                    && (one[1] - contrib[i * 2 + 1]).abs() < 1e-6
+            );
+            let (bias, c) = f.contributions(r);
+            assert!((bias - f.bias()).abs() < 1e-6);
+            for (a, b) in c.iter().zip(&contrib[i * 2..i * 2 + 2]) {
+                assert!(
+                    (a - b).abs() < 1e-6,
+                    "row {i}: {c:?} vs {:?}",
+                    &contrib[i * 2..]
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn top_k_keeps_the_largest_magnitudes_in_order() {
+        let mut top = Vec::new();
+        top_k_into(&[0.1, -0.5, 0.0, 0.5, 0.2, -0.05], 3, &mut top);
+        assert_eq!(top, vec![(1, -0.5), (3, 0.5), (4, 0.2)]);
+        top_k_into(&[0.0, 0.0], 3, &mut top);
+        assert!(top.is_empty());
+        top_k_into(&[0.3, 0.1], 0, &mut top);
+        assert!(top.is_empty());
     }
 
     #[test]

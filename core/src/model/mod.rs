@@ -13,4 +13,4 @@ pub mod scoring;
 pub use check::{Canary, CheckError};
 pub use format::{FORMAT_VERSION, MAGIC, ModelError};
 pub use meta::ModelMeta;
-pub use scoring::{Model, Verdict};
+pub use scoring::{Explain, Model, Verdict};

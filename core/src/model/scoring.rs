@@ -1,6 +1,7 @@
 //! [`Model`]: a validated forest with its metadata, ready to score transactions.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -8,11 +9,30 @@ use serde::{Deserialize, Serialize};
 use super::format::{ModelError, decode, encode, sha256_hex};
 use super::meta::ModelMeta;
 use crate::forest::Forest;
+use crate::forest::tree::top_k_into;
 use crate::schema::{Dataset, FIELD_NAMES, Transaction, field_index};
 
 /// Rows per parallel task in [`Model::verdicts`]: one scoring block, and enough
 /// explanation work (about 20 µs a row) to outweigh a task's overhead.
 const VERDICT_CHUNK_ROWS: usize = 64;
+
+/// Below this many rows a block walks its trees, not its rows, in lock-step: the row
+/// lanes would stay mostly empty.
+const FEW_ROWS: usize = 4;
+
+/// Which verdicts carry their explanation (the top contributions).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Explain {
+    /// Every verdict: contributions come from the same walk that scores (about a fifth
+    /// more work than scoring alone).
+    #[default]
+    All,
+    /// Fraud verdicts only (each explained by a walk of its own).
+    Alerts,
+    /// None.
+    None,
+}
 
 /// A loaded, validated model.
 #[derive(Debug, Clone)]
@@ -21,13 +41,16 @@ pub struct Model {
     forest: Forest,
     /// For each model feature, its index in the transaction's numeric fields.
     fields: Vec<usize>,
+    /// Feature names and version, shared by every verdict instead of copied into each.
+    names: Vec<Arc<str>>,
+    version: Arc<str>,
 }
 
 /// One feature's contribution to a score.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Contribution {
     /// Feature name.
-    pub feature: String,
+    pub feature: Arc<str>,
     /// Signed contribution to the fraud probability.
     pub contribution: f32,
 }
@@ -44,7 +67,7 @@ pub struct Verdict {
     /// The threshold applied.
     pub threshold: f64,
     /// The model version that scored it.
-    pub model_version: String,
+    pub model_version: Arc<str>,
     /// The largest contributions, largest magnitude first.
     pub top_features: Vec<Contribution>,
 }
@@ -71,10 +94,18 @@ impl Model {
                 })
             })
             .collect::<Result<_, _>>()?;
+        let names = meta
+            .features
+            .iter()
+            .map(|f| Arc::from(f.as_str()))
+            .collect();
+        let version = Arc::from(meta.version.as_str());
         Ok(Self {
             meta,
             forest,
             fields,
+            names,
+            version,
         })
     }
 
@@ -196,36 +227,44 @@ impl Model {
         self.forest.predict_batch(&self.matrix(data))
     }
 
-    /// Verdict for one row of features (as produced by [`Model::features_into`]).
+    /// The shared version string, as verdicts carry it.
     #[must_use]
-    pub fn verdict_for(&self, tx_id: &str, features: &[f32], score: f32, top_k: usize) -> Verdict {
-        let top_features = if top_k == 0 {
-            Vec::new()
-        } else {
-            self.forest
-                .top_contributions(features, top_k)
-                .into_iter()
-                .map(|(f, c)| Contribution {
-                    feature: self.meta.features[f].clone(),
-                    contribution: c,
-                })
-                .collect()
-        };
+    pub fn version_arc(&self) -> Arc<str> {
+        self.version.clone()
+    }
+
+    fn verdict_with(&self, tx_id: &str, score: f32, top: &[(usize, f32)]) -> Verdict {
         Verdict {
             tx_id: tx_id.to_owned(),
             score,
             fraud: score >= self.meta.threshold as f32,
             threshold: self.meta.threshold,
-            model_version: self.meta.version.clone(),
-            top_features,
+            model_version: self.version.clone(),
+            top_features: top
+                .iter()
+                .map(|&(f, c)| Contribution {
+                    feature: self.names[f].clone(),
+                    contribution: c,
+                })
+                .collect(),
         }
+    }
+
+    /// Verdict for one row of features (as produced by [`Model::features_into`]).
+    #[must_use]
+    pub fn verdict_for(&self, tx_id: &str, features: &[f32], score: f32, top_k: usize) -> Verdict {
+        let top = if top_k == 0 {
+            Vec::new()
+        } else {
+            self.forest.top_contributions(features, top_k)
+        };
+        self.verdict_with(tx_id, score, &top)
     }
 
     /// The one scoring function: verdicts for a row-major feature matrix (one row per
     /// id, as made by [`Model::features_into`] or [`Model::matrix`]), each with its
-    /// `top_k` contributions, in row order. Work is spread over the cores in blocks of
-    /// rows, each scored block-wise and then explained, so it suits a micro-batch and a
-    /// whole file alike.
+    /// `top_k` contributions, in row order ([`Model::verdicts_with`] with
+    /// [`Explain::All`]).
     ///
     /// # Panics
     /// If `x.len() != ids.len() * n_features`.
@@ -236,19 +275,82 @@ impl Model {
         x: &[f32],
         top_k: usize,
     ) -> Vec<Verdict> {
+        self.verdicts_with(ids, x, top_k, Explain::All)
+    }
+
+    /// Verdicts with the chosen explanations. Work is spread over the cores in blocks of
+    /// rows (a batch of one block stays on the calling thread); each block is scored and
+    /// explained in one walk of the trees ([`Explain::All`]).
+    ///
+    /// # Panics
+    /// If `x.len() != ids.len() * n_features`.
+    #[must_use]
+    pub fn verdicts_with<S: AsRef<str> + Sync>(
+        &self,
+        ids: &[S],
+        x: &[f32],
+        top_k: usize,
+        explain: Explain,
+    ) -> Vec<Verdict> {
         let nf = self.forest.n_features();
         assert_eq!(x.len(), ids.len() * nf, "one row of features per id");
+        if ids.len() <= VERDICT_CHUNK_ROWS {
+            return self.verdict_block(ids, x, top_k, explain);
+        }
         ids.par_chunks(VERDICT_CHUNK_ROWS)
             .zip(x.par_chunks(VERDICT_CHUNK_ROWS * nf))
-            .flat_map_iter(|(ids, xs)| {
-                let mut scores = vec![0f32; ids.len()];
-                self.forest.predict_into(xs, &mut scores);
-                ids.iter()
-                    .zip(scores)
-                    .zip(xs.chunks_exact(nf))
-                    .map(move |((id, s), row)| self.verdict_for(id.as_ref(), row, s, top_k))
-            })
+            .flat_map_iter(|(ids, xs)| self.verdict_block(ids, xs, top_k, explain))
             .collect()
+    }
+
+    /// One block of rows on this thread.
+    fn verdict_block<S: AsRef<str>>(
+        &self,
+        ids: &[S],
+        xs: &[f32],
+        top_k: usize,
+        explain: Explain,
+    ) -> Vec<Verdict> {
+        let nf = self.forest.n_features();
+        let mut scores = vec![0f32; ids.len()];
+        let mut top = Vec::with_capacity(top_k);
+        let mut out = Vec::with_capacity(ids.len());
+        let explain = if top_k == 0 { Explain::None } else { explain };
+        match explain {
+            Explain::All => {
+                let mut contrib = vec![0f32; xs.len()];
+                if ids.len() < FEW_ROWS {
+                    for ((s, row), c) in scores
+                        .iter_mut()
+                        .zip(xs.chunks_exact(nf))
+                        .zip(contrib.chunks_exact_mut(nf))
+                    {
+                        *s = self.forest.predict_explain_one(row, c);
+                    }
+                } else {
+                    self.forest
+                        .predict_explain_into(xs, &mut scores, &mut contrib);
+                }
+                for ((id, &s), c) in ids.iter().zip(&scores).zip(contrib.chunks_exact(nf)) {
+                    top_k_into(c, top_k, &mut top);
+                    out.push(self.verdict_with(id.as_ref(), s, &top));
+                }
+            }
+            Explain::Alerts | Explain::None => {
+                self.forest.predict_into(xs, &mut scores);
+                let threshold = self.meta.threshold as f32;
+                for ((id, &s), row) in ids.iter().zip(&scores).zip(xs.chunks_exact(nf)) {
+                    if explain == Explain::Alerts && s >= threshold {
+                        let (_, c) = self.forest.contributions(row);
+                        top_k_into(&c, top_k, &mut top);
+                    } else {
+                        top.clear();
+                    }
+                    out.push(self.verdict_with(id.as_ref(), s, &top));
+                }
+            }
+        }
+        out
     }
 
     /// Score one transaction into a verdict with its `top_k` contributions.

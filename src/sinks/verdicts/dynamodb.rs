@@ -279,7 +279,10 @@ impl DynamoVerdictStore {
             .iter()
             .map(|c| {
                 AttributeValue::M(HashMap::from([
-                    ("feature".to_owned(), AttributeValue::S(c.feature.clone())),
+                    (
+                        "feature".to_owned(),
+                        AttributeValue::S(c.feature.to_string()),
+                    ),
                     (
                         "contribution".to_owned(),
                         AttributeValue::N(c.contribution.to_string()),
@@ -297,11 +300,11 @@ impl DynamoVerdictStore {
             ),
             (
                 "model_version".to_owned(),
-                AttributeValue::S(it.model_version.clone()),
+                AttributeValue::S(it.model_version.to_string()),
             ),
             (
                 "scored_at".to_owned(),
-                AttributeValue::S(it.scored_at.clone()),
+                AttributeValue::S(it.scored_at.to_string()),
             ),
             ("top_features".to_owned(), AttributeValue::L(top)),
         ]);
@@ -338,7 +341,8 @@ impl DynamoVerdictStore {
                             .get("feature")
                             .and_then(|f| f.as_s().ok())
                             .cloned()
-                            .ok_or_else(|| bad("top_features.feature"))?,
+                            .ok_or_else(|| bad("top_features.feature"))?
+                            .into(),
                         contribution: mm
                             .get("contribution")
                             .and_then(|c| c.as_n().ok())
@@ -358,8 +362,8 @@ impl DynamoVerdictStore {
                 .copied()
                 .ok_or_else(|| bad("fraud"))?,
             threshold: n("threshold")?,
-            model_version: s("model_version")?,
-            scored_at: s("scored_at")?,
+            model_version: s("model_version")?.into(),
+            scored_at: s("scored_at")?.into(),
             top_features: top,
             ttl: n(&self.ttl_attribute).ok().map(|t| t as i64),
         })

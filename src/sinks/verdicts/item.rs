@@ -1,5 +1,7 @@
 //! The verdict item and the verdict store's errors.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use crate::model::Verdict;
@@ -18,9 +20,9 @@ pub struct VerdictItem {
     /// The threshold applied.
     pub threshold: f64,
     /// The model version that scored it.
-    pub model_version: String,
-    /// When it was scored (RFC 3339, UTC, milliseconds).
-    pub scored_at: String,
+    pub model_version: Arc<str>,
+    /// When it was scored (RFC 3339, UTC, milliseconds; shared by a batch's items).
+    pub scored_at: Arc<str>,
     /// The largest feature contributions.
     pub top_features: Vec<Contribution>,
     /// Expiry as Unix seconds, for stores with TTL.
@@ -31,19 +33,43 @@ impl VerdictItem {
     /// An item from a verdict, stamped now, expiring `ttl_secs` from now when given.
     #[must_use]
     pub fn from_verdict(v: Verdict, ttl_secs: Option<u64>) -> Self {
+        Stamp::now(ttl_secs).item(v)
+    }
+}
+
+/// The time a batch of verdicts is stored at, shared by its items.
+#[derive(Debug, Clone)]
+pub struct Stamp {
+    scored_at: Arc<str>,
+    expires: Option<i64>,
+}
+
+impl Stamp {
+    /// Now, with items expiring `ttl_secs` from now when given.
+    #[must_use]
+    pub fn now(ttl_secs: Option<u64>) -> Self {
         let now = std::time::SystemTime::now();
         let unix = now
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
         Self {
+            scored_at: Arc::from(humantime::format_rfc3339_millis(now).to_string()),
+            expires: ttl_secs.map(|t| unix + t as i64),
+        }
+    }
+
+    /// The item for `v`, at this time.
+    #[must_use]
+    pub fn item(&self, v: Verdict) -> VerdictItem {
+        VerdictItem {
             tx_id: v.tx_id,
             score: v.score,
             fraud: v.fraud,
             threshold: v.threshold,
             model_version: v.model_version,
-            scored_at: humantime::format_rfc3339_millis(now).to_string(),
+            scored_at: self.scored_at.clone(),
             top_features: v.top_features,
-            ttl: ttl_secs.map(|t| unix + t as i64),
+            ttl: self.expires,
         }
     }
 }
@@ -52,7 +78,8 @@ impl VerdictItem {
 /// hold a key twice (DynamoDB refuses that), and the latest verdict wins.
 #[must_use]
 pub fn dedupe_last(items: &[VerdictItem]) -> Vec<&VerdictItem> {
-    let mut index: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    let mut index: std::collections::HashMap<&str, usize> =
+        std::collections::HashMap::with_capacity(items.len());
     let mut out: Vec<&VerdictItem> = Vec::with_capacity(items.len());
     for it in items {
         match index.get(it.tx_id.as_str()) {

@@ -91,7 +91,7 @@ impl LocalVerdictStore {
         let mut refused = Vec::new();
         {
             let mut stmt = tx
-                .prepare(
+                .prepare_cached(
                     "INSERT OR REPLACE INTO verdicts
                      (tx_id, score, fraud, threshold, model_version, scored_at, top_features, ttl)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -183,8 +183,8 @@ impl LocalVerdictStore {
                     score: score as f32,
                     fraud,
                     threshold,
-                    model_version,
-                    scored_at,
+                    model_version: model_version.into(),
+                    scored_at: scored_at.into(),
                     top_features: serde_json::from_str(&top).map_err(|e| self.fail(&e))?,
                     ttl,
                 })

@@ -13,7 +13,7 @@ use std::fmt::Debug;
 
 use async_trait::async_trait;
 
-pub use item::{VerdictError, VerdictItem, dedupe_last};
+pub use item::{Stamp, VerdictError, VerdictItem, dedupe_last};
 
 /// A store of verdicts keyed by transaction id.
 #[async_trait]
