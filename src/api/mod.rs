@@ -165,6 +165,9 @@ async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Respo
         return next.run(req).await;
     }
     let Ok(_permit) = state.limiter.clone().try_acquire_owned() else {
+        // Read the body away first (up to the usual limit): the client gets its 429 and
+        // the connection stays usable, instead of a reset while it is still sending.
+        let _discarded = axum::body::to_bytes(req.into_body(), state.config.max_body_bytes).await;
         return axum::response::IntoResponse::into_response(
             ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
