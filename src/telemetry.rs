@@ -5,6 +5,14 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 /// Install the Prometheus recorder for this process (once; later calls reuse it).
 pub fn recorder() -> anyhow::Result<PrometheusHandle> {
     static HANDLE: std::sync::OnceLock<PrometheusHandle> = std::sync::OnceLock::new();
+    static INSTALLING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    if let Some(h) = HANDLE.get() {
+        return Ok(h.clone());
+    }
+    // Two detectors starting at once must not both install one.
+    let _one_at_a_time = INSTALLING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if let Some(h) = HANDLE.get() {
         return Ok(h.clone());
     }

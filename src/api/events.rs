@@ -91,6 +91,7 @@ pub fn spawn_sampler(
     stop: CancellationToken,
 ) -> watch::Receiver<Arc<Snapshot>> {
     let (tx, rx) = watch::channel(Arc::new(Snapshot::default()));
+    let mut ready = ready;
     tokio::spawn(async move {
         let started = Instant::now();
         // Sample as soon as the detector is built, then every interval.
@@ -105,9 +106,11 @@ pub fn spawn_sampler(
         let mut history: VecDeque<Point> = VecDeque::with_capacity(HISTORY);
         let mut last: Option<(Instant, u64, u64, LatencyHistogram)> = None;
         loop {
+            // Every interval, and at once when the detector starts or stops running.
             tokio::select! {
                 () = stop.cancelled() => return,
                 _ = tick.tick() => {}
+                changed = ready.changed() => if changed.is_err() { return },
             }
             let Some(h) = handles.get() else { continue };
             let (read, scored, flagged, dead, lag, latency, overall) = {
