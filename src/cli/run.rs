@@ -126,8 +126,29 @@ async fn stop_on_signals(shutdown: Shutdown) {
     }
 }
 
+/// Seconds spent in each stage, from the metrics (`fraudstream_stage_seconds_sum`).
+fn stage_seconds() -> String {
+    let Ok(handle) = crate::telemetry::recorder() else {
+        return String::new();
+    };
+    let text = handle.render();
+    let mut out = Vec::new();
+    for stage in ["decode", "score", "verdicts", "alerts", "lake"] {
+        let prefix = format!("fraudstream_stage_seconds_sum{{stage=\"{stage}\"}} ");
+        if let Some(v) = text
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+        {
+            out.push(format!("{stage} {v:.2}"));
+        }
+    }
+    out.join("  ")
+}
+
 fn print_summary(cfg: &Config, s: &Summary, verdicts: &str) {
     let st = &s.stats;
+    let stages = stage_seconds();
     let l = s.latency_ms();
     let latency = |l: [f64; 3]| format!("p50 {:.2}  p99 {:.2}  p999 {:.2}", l[0], l[1], l[2]);
     let rate = |n: u64| n as f64 / s.seconds.max(1e-9);
@@ -166,6 +187,7 @@ fn print_summary(cfg: &Config, s: &Summary, verdicts: &str) {
             ("flagged as fraud", st.flagged.to_string()),
             ("throughput", format!("{:.0} transactions/s", rate(st.read))),
             ("latency read->durable (ms)", latency(l)),
+            ("time in stages (s)", stages),
             ("model version", st.model_versions.join(", ")),
             ("verdicts", verdicts.to_owned()),
             ("lake", cfg.lake.location.clone()),

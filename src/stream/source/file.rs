@@ -32,6 +32,9 @@ use crate::stream::stats::{self, SharedStats};
 /// the reader stays ahead of scoring without holding more than a few MB.
 const READ_AHEAD: usize = 8192;
 
+/// Rows per `decode` stage sample.
+const DECODE_BLOCK: usize = 512;
+
 /// How often a followed file is checked for growth.
 const FOLLOW_POLL: Duration = Duration::from_millis(100);
 
@@ -240,7 +243,20 @@ fn spawn_reader(
                 return Err(ReadError::UnknownFormat { path });
             }
         };
-        for (i, r) in rows.enumerate() {
+        // Time spent parsing, recorded per block of rows as the `decode` stage.
+        let mut parsing = Duration::ZERO;
+        let mut parsed = 0usize;
+        let mut rows = rows.enumerate();
+        loop {
+            let started = Instant::now();
+            let Some((i, r)) = rows.next() else { break };
+            parsing += started.elapsed();
+            parsed += 1;
+            if parsed == DECODE_BLOCK {
+                metrics::histogram!(names::STAGE_SECONDS, "stage" => "decode")
+                    .record(parsing.as_secs_f64());
+                (parsing, parsed) = (Duration::ZERO, 0);
+            }
             if stop.is_cancelled() {
                 break;
             }
@@ -257,6 +273,10 @@ fn spawn_reader(
             if tx.blocking_send(row).is_err() {
                 break; // the pipeline stopped
             }
+        }
+        if parsed > 0 {
+            metrics::histogram!(names::STAGE_SECONDS, "stage" => "decode")
+                .record(parsing.as_secs_f64());
         }
         Ok(())
     })

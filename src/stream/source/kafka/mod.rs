@@ -288,6 +288,7 @@ impl KafkaSource {
         let mut rows = Vec::with_capacity(reads.len());
         let mut offsets = Vec::with_capacity(reads.len());
         let mut dead = Vec::new();
+        let decoding = Instant::now();
         let mut topic_name: Option<Arc<str>> = None;
         for r in reads {
             let ((topic, partition), offset) = &r.offset;
@@ -320,6 +321,7 @@ impl KafkaSource {
             }
             offsets.push(r.offset);
         }
+        crate::stream::delivery::stage_time("decode", decoding);
         if !dead.is_empty() {
             send_durably(dead_letters, &dead, abort).await?;
         }
