@@ -9,8 +9,11 @@
 #      (confluent-kafka, batches of 512, scikit-learn predict_proba, SQLite, pyarrow,
 #      alerts topic, synchronous commits).
 # For each it prints throughput, CPU µs per transaction (user + system, from the first
-# message read to the last one done) and, for fraudstream, the time each stage took per
-# transaction (the stages overlap, so they do not add up to the CPU).
+# message read to the last one done; on Kafka, CPU from the moment
+# the consumer is ready, so the client's prefetch counts) and, for fraudstream, the time each stage took per
+# transaction (wall time inside the stage: CPU for decode and score, CPU plus waiting
+# for the sinks; stages overlap, so they need not add up to the CPU) and, on Kafka, the
+# CPU per transaction of each group of threads (librdkafka's are the Kafka client).
 #
 #   scripts/bench-hotpath.sh [--messages N]     (default 100000)
 set -euo pipefail
@@ -47,6 +50,22 @@ if [[ ! -d $work/registry-$key ]]; then
 fi
 tck=$(getconf CLK_TCK)
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# One line per thread of process $1: tid, name, CPU ticks (user + system).
+threads() {
+  local t
+  for t in /proc/"$1"/task/*; do
+    printf '%s %s %s\n' "${t##*/}" "$(tr ' ' _ < "$t/comm")" \
+      "$(sed 's/.*) //' "$t/stat" | awk '{print $12 + $13}')"
+  done 2>/dev/null
+}
+# CPU µs per transaction by thread group between two `threads` snapshots ($1, $2), for
+# $3 transactions: librdkafka's threads (rdk:*) are the Kafka client.
+thread_groups() {
+  awk -v k="$tck" -v n="$3" 'FNR == NR { before[$1] = $3; next }
+    { g = $2 ~ /^rdk:/ ? "kafka-client(librdkafka)" : $2; cpu[g] += $3 - before[$1] }
+    END { line = "  CPU per tx by thread (us):"
+      for (g in cpu) line = line sprintf(" %s %.1f", g, cpu[g] / k * 1e6 / n); print line }' "$1" "$2"
+}
 
 echo "== embedded, $data"
 FRAUDSTREAM__MODELS__LOCATION=$work/registry-$key FRAUDSTREAM__MODELS__POLL_INTERVAL=0s \
@@ -77,7 +96,8 @@ for f in fs.values():
     f.result()
 PY
 target/release/loadgen --input "$data" --loop --limit "$n" --brokers "$FRAUDSTREAM_TEST_KAFKA" \
-  --topic "$topic" 2>/dev/null
+  --topic "$topic" > "$work/run/loadgen.out" 2> "$work/run/loadgen.err" || {
+  cat "$work/run/loadgen.err" >&2; exit 1; }
 port=$((FRAUDSTREAM_PORT_OFFSET + 22000))
 cat > "$work/run/k.toml" <<TOML
 [source]
@@ -103,15 +123,20 @@ TOML
 target/release/fraudstream run --config "$work/run/k.toml" > "$work/run/k-summary" 2>/dev/null &
 pid=$!
 scored() { curl -s "http://127.0.0.1:$port/metrics" | awk '/^fraudstream_scored_total /{print $2; f=1} END{if(!f) print 0}'; }
+# CPU from readiness (the model loaded; the consumer about to fetch, so librdkafka's
+# prefetch is counted); throughput from the first verdict to the last.
+until curl -sf "http://127.0.0.1:$port/readyz" > /dev/null; do sleep 0.01; done
+c0=$(cpu_ticks $pid); threads $pid > "$work/run/threads0"
 until [[ $(scored) != 0 ]]; do sleep 0.01; done
-t0=$(date +%s.%N); c0=$(cpu_ticks $pid)
+t0=$(date +%s.%N)
 until [[ $(scored) -ge $n ]]; do sleep 0.05; done
-t1=$(date +%s.%N); c1=$(cpu_ticks $pid)
+t1=$(date +%s.%N); c1=$(cpu_ticks $pid); threads $pid > "$work/run/threads1"
 kill -TERM $pid; wait $pid || true
 stages=$(grep 'time in stages' "$work/run/k-summary" | sed 's/.*time in stages (s) *//; s/ *$//')
 read -r fs_rate fs_cpu < <(awk -v a="$t0" -v b="$t1" -v c="$c0" -v d="$c1" -v k="$tck" -v n="$n" \
   'BEGIN { printf "%.0f %.1f\n", n / (b - a), (d - c) / k * 1e6 / n }')
 echo "fraudstream kafka: $fs_rate tx/s, $fs_cpu us CPU/tx"
+thread_groups "$work/run/threads0" "$work/run/threads1" "$n"
 awk -v st="$stages" -v n="$n" 'BEGIN { k = split(st, a, "  "); line = "  stage time per tx (us):"
   for (i = 1; i <= k; i++) { split(a[i], p, " "); line = line sprintf(" %s %.1f", p[1], p[2] * 1e6 / n) }
   print line }'
@@ -121,7 +146,7 @@ py=$("$venv/bin/python" scripts/peer_consumer.py run --brokers "$FRAUDSTREAM_TES
 read -r py_rate py_cpu < <(echo "$py" | "$venv/bin/python" -c '
 import json, sys
 r = json.load(sys.stdin)
-print(f"{r[\"messages\"] / r[\"seconds\"]:.0f} {r[\"cpu_seconds\"] * 1e6 / r[\"messages\"]:.1f}")')
+print("%.0f %.1f" % (r["messages"] / r["seconds"], r["cpu_seconds"] * 1e6 / r["messages"]))')
 echo "python consumer:   $py_rate tx/s, $py_cpu us CPU/tx"
 awk -v a="$fs_rate" -v b="$py_rate" -v c="$fs_cpu" -v d="$py_cpu" \
   'BEGIN { printf "fraudstream / python: %.1fx the throughput, %.1fx less CPU per transaction\n", a / b, d / c }'

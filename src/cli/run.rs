@@ -170,6 +170,7 @@ fn print_summary(cfg: &Config, s: &Summary, verdicts: &str) {
                     "latency produced->durable (ms)",
                     latency(s.produce_latency_ms()),
                 ),
+                ("time in stages (s)", stages),
                 ("model version", st.model_versions.join(", ")),
             ],
         );

@@ -138,6 +138,8 @@ impl Detector {
 
     async fn assemble(cfg: &Config, stream: bool) -> anyhow::Result<Self> {
         cfg.check()?;
+        // Metrics are recorded with or without the API (the run summary reads them).
+        crate::telemetry::recorder()?;
         let background = CancellationToken::new();
         let server = if cfg.api.enabled {
             Some(

@@ -246,43 +246,50 @@ impl Delivery {
         }
     }
 
-    /// Make a scored batch's verdicts and alerts durable (as the policy asks). A record
-    /// that a durable sink can never accept (the store refuses its verdict, an alert
-    /// sink refuses its alert) goes to the dead-letter sink with the reason and leaves the
-    /// batch; the rest goes on. Returns how many records were dead-lettered.
+    /// Make a scored batch's verdicts and alerts durable (as the policy asks). The
+    /// verdict store and the alert sinks are independent, so they are written
+    /// concurrently. A record that a durable sink can never accept (the store refuses its
+    /// verdict, an alert sink refuses its alert) goes to the dead-letter sink with the
+    /// reason; one without a stored verdict also leaves the batch (no lake row), though
+    /// its alert, sent at the same time, stands. The rest goes on. Returns how many
+    /// records were dead-lettered.
     pub async fn write(&mut self, scored: &mut Scored) -> Result<u64, DeliveryError> {
-        let started = Instant::now();
         let stamp = Stamp::now(self.ttl_seconds);
         let items: Vec<VerdictItem> = scored
             .verdicts
             .iter()
             .map(|v| stamp.item(v.clone()))
             .collect();
-        let refused = self.write_verdicts(&items).await?;
-        stage_time("verdicts", started);
-        // A record without a verdict leaves the batch (no alert, no lake row).
-        let mut dead = self
-            .dead_letter(scored, "verdict_refused", &refused, true)
-            .await?;
-
-        let frauds: Vec<Verdict> = scored
-            .verdicts
-            .iter()
-            .filter(|v| v.fraud)
-            .cloned()
-            .collect();
+        let frauds: Vec<&Verdict> = scored.verdicts.iter().filter(|v| v.fraud).collect();
         for v in &frauds {
             tracing::warn!(tx_id = %v.tx_id, score = v.score, model_version = %v.model_version, "fraud alert");
         }
-        if !frauds.is_empty() {
+        let frauds: Vec<Verdict> = frauds.into_iter().cloned().collect();
+        let this = &*self;
+        let verdicts = async {
             let started = Instant::now();
-            let refused = self.send_alerts(&frauds).await?;
+            let refused = this.write_verdicts(&items).await;
+            stage_time("verdicts", started);
+            refused
+        };
+        let alerts = async {
+            if frauds.is_empty() {
+                return Ok(Vec::new());
+            }
+            let started = Instant::now();
+            let refused = this.send_alerts(&frauds).await;
             stage_time("alerts", started);
-            // Its verdict is stored: the row stays for the lake and the counts.
-            dead += self
-                .dead_letter(scored, "alert_refused", &refused, false)
-                .await?;
-        }
+            refused
+        };
+        let (verdicts_refused, alerts_refused) = tokio::try_join!(verdicts, alerts)?;
+        let mut dead = self
+            .dead_letter(scored, "verdict_refused", &verdicts_refused, true)
+            .await?;
+        // A row already dead-lettered for its verdict has left the batch and is not
+        // matched again.
+        dead += self
+            .dead_letter(scored, "alert_refused", &alerts_refused, false)
+            .await?;
         Ok(dead)
     }
 
@@ -354,7 +361,7 @@ impl Delivery {
     /// unless aborted; permanent failures are returned at once. A best-effort store gets
     /// the store's own retries, then the failure is logged and counted.
     async fn write_verdicts(
-        &mut self,
+        &self,
         items: &[VerdictItem],
     ) -> Result<Vec<(String, String)>, DeliveryError> {
         let mut outage = Outage::new(Sink::Verdicts.label());
@@ -377,21 +384,24 @@ impl Delivery {
         }
     }
 
-    /// Deliver alerts to every alert sink, retried while down when alerts are durable.
+    /// Deliver alerts to every alert sink, concurrently, retried while down when alerts
+    /// are durable.
     /// Returns the alerts a durable sink refused for good, with the reason.
     async fn send_alerts(
-        &mut self,
+        &self,
         frauds: &[Verdict],
     ) -> Result<Vec<(String, String)>, DeliveryError> {
-        let mut refused = Vec::new();
-        for sink in &self.alerts {
+        let sends = self.alerts.iter().map(|sink| async move {
+            let mut refused = Vec::new();
             if self.durable.requires(Sink::Alerts) {
                 send_alerts_to(sink.as_ref(), frauds, &self.abort, &mut refused).await?;
             } else if let Err(e) = sink.send(frauds).await {
                 best_effort_failed(Sink::Alerts, &e);
             }
-        }
-        Ok(refused)
+            Ok::<_, DeliveryError>(refused)
+        });
+        let refused = futures_util::future::try_join_all(sends).await?;
+        Ok(refused.into_iter().flatten().collect())
     }
 
     /// Flush the lake when a limit (rows, bytes, age) is reached. A failed write keeps the
