@@ -103,12 +103,8 @@ pub fn lake_schema() -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
-/// Encode records as one Parquet file.
-pub fn encode_parquet(
-    records: &[ScoredRecord],
-    compression: LakeCompression,
-) -> Result<Bytes, parquet::errors::ParquetError> {
-    let schema = lake_schema();
+/// Records as one Arrow record batch with [`lake_schema`].
+pub fn record_batch(records: &[ScoredRecord]) -> Result<RecordBatch, arrow::error::ArrowError> {
     let mut cols: Vec<ArrayRef> = transaction_columns(records.iter().map(|r| &r.tx));
     cols.push(Arc::new(Float32Array::from_iter_values(
         records.iter().map(|r| r.score),
@@ -123,7 +119,22 @@ pub fn encode_parquet(
         TimestampMillisecondArray::from_iter_values(records.iter().map(|r| r.scored_at_ms))
             .with_timezone("UTC"),
     ));
-    let batch = RecordBatch::try_new(schema.clone(), cols)?;
+    RecordBatch::try_new(lake_schema(), cols)
+}
+
+/// Encode records as one Parquet file.
+pub fn encode_parquet(
+    records: &[ScoredRecord],
+    compression: LakeCompression,
+) -> Result<Bytes, parquet::errors::ParquetError> {
+    encode_batches(&[record_batch(records)?], compression)
+}
+
+/// Encode record batches (with [`lake_schema`]) as one Parquet file.
+pub fn encode_batches(
+    batches: &[RecordBatch],
+    compression: LakeCompression,
+) -> Result<Bytes, parquet::errors::ParquetError> {
     let codec = match compression {
         LakeCompression::Zstd => Compression::ZSTD(ZstdLevel::default()),
         LakeCompression::Snappy => Compression::SNAPPY,
@@ -138,8 +149,10 @@ pub fn encode_parquet(
         .set_column_dictionary_enabled("model_version".into(), true)
         .build();
     let mut buf = Vec::new();
-    let mut w = ArrowWriter::try_new(&mut buf, schema, Some(props))?;
-    w.write(&batch)?;
+    let mut w = ArrowWriter::try_new(&mut buf, lake_schema(), Some(props))?;
+    for b in batches {
+        w.write(b)?;
+    }
     w.close()?;
     Ok(Bytes::from(buf))
 }
@@ -189,12 +202,25 @@ impl crate::config::Validate for LakeSettings {
     }
 }
 
-/// Buffers scored records and writes Parquet files.
+/// Rows held as records before they become an Arrow batch (a delivered batch becomes
+/// one at once; single pushes are gathered up to this).
+const PENDING_ROWS: usize = 4096;
+
+/// Buffers scored records as Arrow record batches, per hour partition, and writes
+/// Parquet files.
+///
+/// Records become columns as they arrive ([`LakeWriter::push_all`] turns a delivered
+/// batch into one record batch), so the buffer holds compact columns rather than
+/// records, and a flush encodes them without copying them again.
 #[derive(Debug)]
 pub struct LakeWriter {
     store: Arc<dyn BlobStore>,
     settings: LakeSettings,
-    buffer: Vec<ScoredRecord>,
+    /// Records not yet turned into a record batch.
+    pending: Vec<ScoredRecord>,
+    /// Record batches by partition (`dt=…/hour=…`), oldest first.
+    batches: BTreeMap<String, Vec<RecordBatch>>,
+    rows: usize,
     bytes: usize,
     oldest: Option<Instant>,
     seq: u64,
@@ -213,7 +239,9 @@ impl LakeWriter {
         Self {
             store,
             settings,
-            buffer: Vec::new(),
+            pending: Vec::new(),
+            batches: BTreeMap::new(),
+            rows: 0,
             bytes: 0,
             oldest: None,
             seq: now_ms * 1000,
@@ -231,22 +259,70 @@ impl LakeWriter {
 
     /// Buffer one record.
     pub fn push(&mut self, r: ScoredRecord) {
-        self.bytes += NUM_FIELDS * 8 + 32 + r.tx.id.len() + r.model_version.len();
+        self.add(r);
+        if self.pending.len() >= PENDING_ROWS {
+            self.seal();
+        }
+    }
+
+    /// Buffer records (a delivered batch) as record batches.
+    pub fn push_all(&mut self, records: impl IntoIterator<Item = ScoredRecord>) {
+        for r in records {
+            self.add(r);
+        }
+        self.seal();
+    }
+
+    fn add(&mut self, r: ScoredRecord) {
         self.oldest.get_or_insert_with(Instant::now);
-        self.buffer.push(r);
+        self.bytes += NUM_FIELDS * 8 + 32 + r.tx.id.len() + r.model_version.len();
+        self.rows += 1;
+        self.pending.push(r);
+    }
+
+    /// Turn the pending records into record batches, one per partition. The lake's
+    /// schema is fixed and the columns built from it, so this cannot fail; should it
+    /// ever, the records stay pending (and are written row by row at the flush).
+    fn seal(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let first = partition(self.pending[0].scored_at_ms);
+        let one_partition = self
+            .pending
+            .iter()
+            .all(|r| partition(r.scored_at_ms) == first);
+        let groups: Vec<(String, Vec<ScoredRecord>)> = if one_partition {
+            vec![(first, std::mem::take(&mut self.pending))]
+        } else {
+            let mut groups: BTreeMap<String, Vec<ScoredRecord>> = BTreeMap::new();
+            for r in self.pending.drain(..) {
+                groups.entry(partition(r.scored_at_ms)).or_default().push(r);
+            }
+            groups.into_iter().collect()
+        };
+        for (part, records) in groups {
+            match record_batch(&records) {
+                Ok(b) => self.batches.entry(part).or_default().push(b),
+                Err(e) => {
+                    tracing::error!(error = %e, "lake: records could not become a record batch; kept as records");
+                    self.pending.extend(records);
+                }
+            }
+        }
     }
 
     /// Rows waiting to be written.
     #[must_use]
     pub fn buffered(&self) -> usize {
-        self.buffer.len()
+        self.rows
     }
 
     /// Whether the buffer holds four files' worth: writers must then wait for the store
     /// instead of buffering more.
     #[must_use]
     pub fn is_full(&self) -> bool {
-        self.buffer.len() >= self.settings.max_rows.saturating_mul(4)
+        self.rows >= self.settings.max_rows.saturating_mul(4)
             || self.bytes >= self.settings.max_bytes.saturating_mul(4)
     }
 
@@ -265,7 +341,7 @@ impl LakeWriter {
         if self.retry_after.is_some_and(|t| Instant::now() < t) {
             return false;
         }
-        self.buffer.len() >= self.settings.max_rows
+        self.rows >= self.settings.max_rows
             || self.bytes >= self.settings.max_bytes
             || self
                 .oldest
@@ -273,24 +349,22 @@ impl LakeWriter {
     }
 
     /// Write everything buffered, one file per hour partition, and return the keys
-    /// written. On error the unwritten records stay buffered.
+    /// written. On error the unwritten partitions stay buffered.
     pub async fn flush(&mut self) -> Result<Vec<String>, StorageError> {
-        let mut groups: BTreeMap<String, Vec<ScoredRecord>> = BTreeMap::new();
-        for r in self.buffer.drain(..) {
-            groups.entry(partition(r.scored_at_ms)).or_default().push(r);
-        }
+        self.seal();
         let mut written = Vec::new();
         let mut failed: Option<StorageError> = None;
-        for (part, records) in groups {
-            if failed.is_some() {
-                self.buffer.extend(records);
+        let parts: Vec<String> = self.batches.keys().cloned().collect();
+        for part in parts {
+            let Some(batches) = self.batches.get(&part) else {
                 continue;
-            }
+            };
+            let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
             let key = format!(
                 "{part}/part-{}-{:020}.parquet",
                 self.settings.writer_id, self.seq
             );
-            let data = match encode_parquet(&records, self.settings.compression) {
+            let data = match encode_batches(batches, self.settings.compression) {
                 Ok(d) => d,
                 Err(e) => {
                     failed = Some(StorageError::Other {
@@ -298,8 +372,7 @@ impl LakeWriter {
                         message: format!("encoding {key}: {e}"),
                         retryable: false,
                     });
-                    self.buffer.extend(records);
-                    continue;
+                    break;
                 }
             };
             let result = retry(self.policy, "lake write", || {
@@ -309,23 +382,31 @@ impl LakeWriter {
             match result {
                 Ok(()) => {
                     self.seq += 1;
+                    self.batches.remove(&part);
+                    self.rows -= rows;
                     metrics::counter!(names::LAKE_FILES_WRITTEN).increment(1);
-                    metrics::counter!(names::LAKE_ROWS_WRITTEN).increment(records.len() as u64);
-                    tracing::info!(key = %key, rows = records.len(), "lake file written");
+                    metrics::counter!(names::LAKE_ROWS_WRITTEN).increment(rows as u64);
+                    tracing::info!(key = %key, rows, "lake file written");
                     written.push(key);
                 }
                 Err(e) => {
                     failed = Some(e);
-                    self.buffer.extend(records);
+                    break;
                 }
             }
         }
         self.bytes = self
-            .buffer
-            .iter()
-            .map(|r| NUM_FIELDS * 8 + 32 + r.tx.id.len() + r.model_version.len())
-            .sum();
-        if self.buffer.is_empty() {
+            .batches
+            .values()
+            .flatten()
+            .map(RecordBatch::get_array_memory_size)
+            .sum::<usize>()
+            + self
+                .pending
+                .iter()
+                .map(|r| NUM_FIELDS * 8 + 32 + r.tx.id.len() + r.model_version.len())
+                .sum::<usize>();
+        if self.rows == 0 {
             self.oldest = None;
         }
         if failed.is_none() {

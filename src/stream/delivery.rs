@@ -344,15 +344,15 @@ impl Delivery {
     pub async fn buffer(&mut self, scored: Scored) -> Result<(), DeliveryError> {
         if let Some(lake) = self.lake.as_mut() {
             let now_ms = crate::clock::now_ms();
-            for (r, v) in scored.rows.into_iter().zip(scored.verdicts) {
-                lake.push(ScoredRecord {
+            lake.push_all(scored.rows.into_iter().zip(scored.verdicts).map(|(r, v)| {
+                ScoredRecord {
                     score: v.score,
                     fraud: v.fraud,
                     model_version: v.model_version,
                     scored_at_ms: now_ms,
                     tx: r.tx,
-                });
-            }
+                }
+            }));
         }
         self.maintain().await
     }

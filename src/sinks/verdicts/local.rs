@@ -47,7 +47,7 @@ impl LocalVerdictStore {
                  scored_at TEXT NOT NULL,
                  top_features TEXT NOT NULL,
                  ttl INTEGER
-             );
+             ) WITHOUT ROWID;
              CREATE INDEX IF NOT EXISTS verdicts_ttl ON verdicts (ttl) WHERE ttl IS NOT NULL;",
         )
         .map_err(|e| fail(&e))?;
@@ -97,8 +97,11 @@ impl LocalVerdictStore {
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 )
                 .map_err(|e| self.error(&e))?;
+            let mut top = Vec::with_capacity(256);
             for it in dedupe_last(items) {
-                let top = serde_json::to_string(&it.top_features).map_err(|e| self.fail(&e))?;
+                top.clear();
+                serde_json::to_writer(&mut top, &it.top_features).map_err(|e| self.fail(&e))?;
+                let top = std::str::from_utf8(&top).map_err(|e| self.fail(&e))?;
                 let written = stmt.execute(params![
                     it.tx_id,
                     f64::from(it.score),
