@@ -69,7 +69,7 @@ struct Target<'a> {
     brokers: &'a str,
     topic: &'a str,
     group: &'a str,
-    alerts_topic: Option<&'a str>,
+    alerts_topic: &'a str,
 }
 
 /// A detector configuration on Kafka with local verdicts, lake and model store in `dir`.
@@ -87,7 +87,6 @@ fn write_config(
         group,
         alerts_topic,
     } = t;
-    let alerts = alerts_topic.map_or_else(String::new, |t| format!("alerts_topic = \"{t}\""));
     let text = format!(
         r#"
 [source]
@@ -106,7 +105,7 @@ brokers = "{brokers}"
 topics = ["{topic}"]
 group_id = "{group}"
 dlq_topic = "{topic}.dlq"
-{alerts}
+alerts_topic = "{alerts_topic}"
 
 [verdicts]
 backend = "local"
@@ -212,7 +211,7 @@ async fn kafka_end_to_end_exactly_one_verdict_each() {
         brokers: &brokers,
         topic: &input,
         group: &group,
-        alerts_topic: Some(&alerts_topic),
+        alerts_topic: &alerts_topic,
     };
     let config = write_config(dir.path(), "d1", &target, 200, 2);
 
@@ -345,7 +344,10 @@ async fn a_rebalance_hands_partitions_over_without_loss() {
     let brokers = common::require("FRAUDSTREAM_TEST_KAFKA", "kafka");
     let input = common::unique("rebalance");
     let dlq = format!("{input}.dlq");
-    create_topics(&brokers, &[&input, &dlq]).await;
+    // The detectors check at start-up that their topics exist (the alerts topic too: it
+    // defaults to `fraud.alerts`, which a fresh broker does not have).
+    let alerts_topic = format!("{input}.alerts");
+    create_topics(&brokers, &[&input, &dlq, &alerts_topic]).await;
     let (data, _) = read_dataset(SAMPLE, ReadOptions::default()).unwrap();
     let n = 6000;
     let producer: FutureProducer = ClientConfig::new()
@@ -378,7 +380,7 @@ async fn a_rebalance_hands_partitions_over_without_loss() {
         brokers: &brokers,
         topic: &input,
         group: &group,
-        alerts_topic: None,
+        alerts_topic: &alerts_topic,
     };
     let first_config = write_config(dir.path(), "d1", &target, 20, 3);
     let second_config = write_config(dir.path(), "d2", &target, 20, 3);
