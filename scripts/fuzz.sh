@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Coverage-guided fuzzing (cargo fuzz, libFuzzer) of the core's JSON decoder, CSV decoder
 # and model-file parser: core/fuzz/fuzz_targets/. Starts from the checked-in corpus
-# (core/fuzz/corpus/<target>/); new inputs go to a temporary directory unless --keep.
+# (core/fuzz/corpus/<target>/; model_parse starts from a 3-tree model trained on the
+# sample, named without .fsm, which git ignores); new inputs go to a temporary directory
+# unless --keep.
 # A panic or a failed assertion stops the run with the crashing input in
 # core/fuzz/artifacts/<target>/ and a non-zero status.
 #
@@ -32,13 +34,17 @@ cd core
 for t in "${targets[@]}"; do
   cargo fuzz build "$t" >&2
   scratch=$(mktemp -d)
-  corpus=(fuzz/corpus/"$t")
+  mkdir -p fuzz/corpus/"$t"
   if [[ $keep == 1 ]]; then corpus=(fuzz/corpus/"$t"); else corpus=("$scratch" fuzz/corpus/"$t"); fi
   echo "fuzz: $t for ${seconds}s" >&2
   log=$scratch.log
   if ! cargo fuzz run "$t" "${corpus[@]}" -- -max_total_time="$seconds" -print_final_stats=1 >"$log" 2>&1; then
     tail -40 "$log" >&2
-    echo "fuzz: $t FAILED (input in core/fuzz/artifacts/$t/)" >&2
+    if compgen -G "fuzz/artifacts/$t/*" >/dev/null; then
+      echo "fuzz: $t FAILED (input in core/fuzz/artifacts/$t/)" >&2
+    else
+      echo "fuzz: $t could not run (see its log above)" >&2
+    fi
     exit 1
   fi
   runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo '?')
