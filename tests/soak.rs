@@ -257,20 +257,40 @@ async fn chaos_soak() {
     let load_report = String::from_utf8_lossy(&load_out.stderr).into_owned();
     assert!(load_out.status.success(), "loadgen failed: {load_report}");
 
-    // Catch up: every partition committed to its end, then stop both with SIGTERM.
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while d.offsets().iter().any(|(at, high)| at != high) {
+    // Catch up: every partition committed to its end, then stop both with SIGTERM. The
+    // backlog left by the faults can take a while (the services were frozen for much of
+    // the run); what fails is a stall: no partition's commit moving for STALL, or a catch-up
+    // longer than the load itself plus five minutes.
+    const STALL: Duration = Duration::from_secs(120);
+    let caught_up_by = Instant::now() + Duration::from_secs_f64(minutes * 60.0 + 300.0);
+    let catch_up = Instant::now();
+    let mut last = d.offsets();
+    let mut moved_at = Instant::now();
+    println!("soak: catching up from {last:?} (committed, end) per partition");
+    while last.iter().any(|(at, high)| at != high) {
         for (i, s) in slots.iter_mut().enumerate() {
             s.sample();
             s.watch(&d, i + 1);
         }
-        assert!(
-            Instant::now() < deadline,
-            "the detectors did not catch up: {:?}",
-            d.offsets()
-        );
         tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = d.offsets();
+        if now != last {
+            moved_at = Instant::now();
+            last = now;
+        }
+        assert!(
+            moved_at.elapsed() < STALL,
+            "the detectors stalled: no commit moved for {STALL:?} at {last:?}"
+        );
+        assert!(
+            Instant::now() < caught_up_by,
+            "the detectors did not catch up in time: {last:?}"
+        );
     }
+    println!(
+        "soak: caught up in {:.0} s",
+        catch_up.elapsed().as_secs_f64()
+    );
     for (i, s) in slots.iter_mut().enumerate() {
         s.sample();
         let p = s.process.as_mut().unwrap();
