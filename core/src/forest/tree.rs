@@ -390,6 +390,15 @@ impl Forest {
     pub fn predict_one(&self, x: &[f32]) -> f32 {
         assert!(x.len() >= self.n_features, "row has too few features");
         // One row: interleave trees instead of rows.
+        let sum = self.walk_one(x, |_, _, _| {});
+        sum / self.trees.len() as f32
+    }
+
+    /// One row through every tree, trees walked in lock-step groups of [`LANES`]: calls
+    /// `visit(tree, node, go)` for each split taken (`go` 0 left, 1 right) and returns the
+    /// sum of the leaf values reached.
+    #[inline(always)]
+    fn walk_one(&self, x: &[f32], mut visit: impl FnMut(&Tree, usize, usize)) -> f32 {
         let mut sum = 0f32;
         for group in self.trees.chunks(LANES) {
             let mut idx = [0usize; LANES];
@@ -397,7 +406,9 @@ impl Forest {
                 let mut moved = false;
                 for (t, i) in group.iter().zip(idx.iter_mut()) {
                     let n = t.walk[*i];
-                    let next = n.left() + usize::from(x[n.feature()] > n.threshold);
+                    let go = usize::from(x[n.feature()] > n.threshold);
+                    visit(t, *i, go);
+                    let next = n.left() + go;
                     moved |= next != *i;
                     *i = next;
                 }
@@ -411,7 +422,7 @@ impl Forest {
                 .map(|(t, &i)| t.nodes[i].threshold)
                 .sum::<f32>();
         }
-        sum / self.trees.len() as f32
+        sum
     }
 
     /// Score a row-major matrix into `out` on the current thread, block by block so that
@@ -489,30 +500,7 @@ impl Forest {
         let nf = self.n_features;
         assert!(x.len() == nf && contrib.len() == nf, "one row of features");
         contrib.fill(0.0);
-        let mut sum = 0f32;
-        for group in self.trees.chunks(LANES) {
-            let mut idx = [0usize; LANES];
-            loop {
-                let mut moved = false;
-                for (t, i) in group.iter().zip(idx.iter_mut()) {
-                    let n = t.walk[*i];
-                    let f = n.feature();
-                    let go = usize::from(x[f] > n.threshold);
-                    contrib[f] += t.edges[*i][go];
-                    let next = n.left() + go;
-                    moved |= next != *i;
-                    *i = next;
-                }
-                if !moved {
-                    break;
-                }
-            }
-            sum += group
-                .iter()
-                .zip(&idx)
-                .map(|(t, &i)| t.nodes[i].threshold)
-                .sum::<f32>();
-        }
+        let sum = self.walk_one(x, |t, i, go| contrib[t.walk[i].feature()] += t.edges[i][go]);
         let inv = 1.0 / self.trees.len() as f32;
         contrib.iter_mut().for_each(|c| *c *= inv);
         sum * inv
