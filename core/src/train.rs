@@ -7,7 +7,7 @@ use sha2::{Digest, Sha256};
 use crate::PipelineError;
 use crate::eval::{Metrics, SplitKind, ThresholdStrategy, evaluate, split};
 use crate::forest::{TrainParams, train};
-use crate::model::meta::SplitInfo;
+use crate::model::meta::{SplitInfo, TimeWindow};
 use crate::model::{Model, ModelMeta};
 use crate::schema::{DEFAULT_FEATURES, Dataset, TIME, field_index};
 
@@ -46,6 +46,8 @@ pub struct TrainOutcome {
     pub test_scores: Vec<f32>,
     /// Labels of the held-out rows.
     pub test_labels: Vec<u8>,
+    /// Indices (into the training data) of the held-out rows, ascending.
+    pub test_rows: Vec<usize>,
 }
 
 impl TrainOutcome {
@@ -56,7 +58,7 @@ impl TrainOutcome {
     }
 }
 
-/// Train on `data` (which must be fully labelled).
+/// Train on `data` (which must be fully labelled), holding out rows by `opts.split`.
 pub fn train_model(
     data: &Dataset,
     source: &str,
@@ -71,6 +73,27 @@ pub fn train_model(
             message: format!("{} must be in (0, 1)", opts.test_fraction),
         });
     }
+    let labels = data.labels()?;
+    let (train_idx, test_idx) = split(
+        opts.split,
+        &labels,
+        &data.columns[TIME],
+        opts.test_fraction,
+        opts.params.seed,
+    );
+    train_split(data, source, opts, train_idx, test_idx, on_tree)
+}
+
+/// Train on the rows `train_idx` of `data` and measure on the rows `test_idx` (both
+/// ascending); `opts.split` and `opts.test_fraction` are only recorded.
+pub fn train_split(
+    data: &Dataset,
+    source: &str,
+    opts: &TrainOptions,
+    train_idx: Vec<usize>,
+    test_idx: Vec<usize>,
+    on_tree: &(dyn Fn() + Sync),
+) -> Result<TrainOutcome, PipelineError> {
     let fields: Vec<usize> = opts
         .features
         .iter()
@@ -88,13 +111,6 @@ pub fn train_model(
         });
     }
     let labels = data.labels()?;
-    let (train_idx, test_idx) = split(
-        opts.split,
-        &labels,
-        &data.columns[TIME],
-        opts.test_fraction,
-        opts.params.seed,
-    );
     let train_set = data.select(&train_idx);
     let train_labels: Vec<u8> = train_idx.iter().map(|&i| labels[i]).collect();
     let x = train_set.feature_matrix(&fields);
@@ -159,6 +175,7 @@ pub fn train_model(
             seed: opts.params.seed,
         },
         data_fingerprint: fingerprint,
+        train_window: TimeWindow::of(train_set.columns[TIME].iter().copied()),
         train_rows: train_labels.len(),
         train_frauds: train_labels.iter().filter(|&&l| l == 1).count(),
         source: source.into(),
@@ -169,6 +186,7 @@ pub fn train_model(
         model: Model::new(meta, trained.forest)?,
         test_scores,
         test_labels,
+        test_rows: test_idx,
     })
 }
 

@@ -66,6 +66,8 @@ pub enum Command {
     /// Work with model files.
     #[command(subcommand)]
     Model(ModelCommand),
+    /// Write an ed25519 key pair for signing published models (`NAME`, `NAME.pub`).
+    Keygen(registry::KeygenArgs),
     /// Read verdicts back from the verdict store.
     #[command(subcommand)]
     Verdict(VerdictCommand),
@@ -177,6 +179,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Split(a) => split::run(&a),
         Command::Retrain(a) => retrain::run(&a),
         Command::Preprocess(a) => preprocess::run(&a),
+        Command::Keygen(a) => registry::keygen(&a),
         Command::Model(ModelCommand::Inspect(a)) => inspect::run(&a),
         Command::Model(ModelCommand::List(a)) => registry::list(&a),
         Command::Model(ModelCommand::Show(a)) => registry::show(&a),

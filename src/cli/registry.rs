@@ -21,6 +21,30 @@ pub struct StoreArgs {
     store: Option<String>,
 }
 
+/// `keygen` arguments.
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// The secret key file to write (readable by its owner only); the public key goes
+    /// to the same name with `.pub` added. Neither is overwritten.
+    #[arg(long, short)]
+    out: PathBuf,
+}
+
+/// `keygen`.
+pub fn keygen(args: &KeygenArgs) -> anyhow::Result<()> {
+    let key = crate::registry::SigningKey::generate()?;
+    let public = key.save(&args.out)?;
+    table(
+        "ed25519 key pair written",
+        &[
+            ("secret key", args.out.display().to_string()),
+            ("public key file", public.display().to_string()),
+            ("models.trusted_keys entry", key.public().to_string()),
+        ],
+    );
+    Ok(())
+}
+
 /// `model show` arguments.
 #[derive(Debug, Args)]
 pub struct ShowArgs {

@@ -9,7 +9,7 @@ use clap::Args;
 
 use super::print::table;
 use crate::config::Config;
-use crate::pipeline::retrain::{Decision, retrain_once};
+use crate::pipeline::retrain::{Decision, Outcome, retrain_once};
 
 /// `retrain` arguments.
 #[derive(Debug, Args)]
@@ -40,26 +40,52 @@ fn report(d: &Decision, json: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     let opt = |v: Option<f64>| v.map_or_else(|| "-".into(), |x| format!("{x:.4}"));
+    let interval = d.difference.as_ref().map_or_else(
+        || "-".into(),
+        |x| {
+            format!(
+                "{:+.4} ({:.0}% interval {:+.4} to {:+.4}, {} resamples)",
+                x.difference,
+                x.confidence * 100.0,
+                x.low,
+                x.high,
+                x.resamples
+            )
+        },
+    );
     table(
-        if d.published {
-            "retrain: candidate published"
-        } else {
-            "retrain: candidate rejected (the live model keeps serving)"
+        match d.decision {
+            Outcome::Published => "retrain: candidate published",
+            Outcome::Rejected => "retrain: candidate rejected (the live model keeps serving)",
+            Outcome::InsufficientData => {
+                "retrain: insufficient data, nothing trained (the live model keeps serving)"
+            }
         },
         &[
             (
                 "rows read / used / frauds",
                 format!("{} / {} / {}", d.rows_read, d.rows_used, d.frauds),
             ),
-            ("holdout rows", d.holdout_rows.to_string()),
-            ("candidate", d.candidate.clone()),
+            ("rows the live model never saw", d.unseen_rows.to_string()),
+            (
+                "gate rows / frauds (needed)",
+                format!(
+                    "{} / {} ({} / {})",
+                    d.holdout_rows, d.holdout_frauds, d.needed_rows, d.needed_frauds
+                ),
+            ),
+            (
+                "candidate",
+                d.candidate.clone().unwrap_or_else(|| "-".into()),
+            ),
             ("candidate AUPRC", opt(d.candidate_auprc)),
             (
                 "candidate recall @ precision>=0.90",
                 opt(d.candidate_recall_at_p90),
             ),
             ("live", d.live.clone().unwrap_or_else(|| "-".into())),
-            ("live AUPRC on the same holdout", opt(d.live_auprc)),
+            ("live AUPRC on the same rows", opt(d.live_auprc)),
+            ("AUPRC difference", interval),
             ("reason", d.reason.clone()),
             ("seconds", format!("{:.1}", d.seconds)),
         ],

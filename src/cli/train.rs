@@ -75,25 +75,35 @@ pub struct TrainArgs {
     /// point its LATEST at it; running detectors then hot-reload it.
     #[arg(long)]
     publish: Option<String>,
+    /// Sign the published manifest with this secret key (from `fraudstream keygen`);
+    /// detectors with `models.trusted_keys` serve only signed versions.
+    #[arg(long, requires = "publish")]
+    sign_key: Option<PathBuf>,
     #[command(flatten)]
     report: ReportArgs,
 }
 
-/// Store `model` in the model store at `location` and move LATEST to it (conditionally:
-/// a concurrent publisher makes this fail instead of being overwritten).
+/// Store `model` (with the rows it held out) in the model store at `location` and move
+/// LATEST to it (conditionally: a concurrent publisher makes this fail instead of being
+/// overwritten).
 fn publish(
     model: &crate::model::Model,
+    holdout: &crate::registry::HoldoutSet,
     location: &str,
+    sign_key: Option<&std::path::Path>,
     mut cfg: crate::config::Config,
 ) -> anyhow::Result<()> {
     cfg.models.location = location.to_owned();
+    if let Some(key) = sign_key {
+        cfg.models.sign_key = Some(key.display().to_string());
+    }
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
         .block_on(async {
             let store = cfg.model_store().await?;
             let before = store.latest().await?;
-            store.put(model).await?;
+            store.put_with_holdout(model, Some(holdout)).await?;
             store
                 .set_latest(model.version(), before.as_ref())
                 .await
@@ -181,7 +191,14 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
     let model = &outcome.model;
     let sha = model.save(&args.out)?;
     if let Some(location) = &args.publish {
-        publish(model, location, args.input.services()?)?;
+        let holdout = crate::registry::HoldoutSet::of_rows(&data, &outcome.test_rows);
+        publish(
+            model,
+            &holdout,
+            location,
+            args.sign_key.as_deref(),
+            args.input.services()?,
+        )?;
     }
     let meta = model.meta();
     tracing::info!(

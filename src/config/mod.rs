@@ -347,6 +347,16 @@ pub struct ModelsConfig {
     pub poll_interval: Duration,
     /// The feature list a new version must have; unset: the serving model's.
     pub features: Option<Vec<String>>,
+    /// Public keys (`ed25519:<hex>`, from `fraudstream keygen`) one of which must have
+    /// signed a version's manifest before it serves; empty: signatures are not checked.
+    pub trusted_keys: Vec<String>,
+    /// Secret key file that signs the manifests this process publishes (`retrain`, the
+    /// first-model bootstrap).
+    pub sign_key: Option<String>,
+    /// A second model scored on every batch beside the serving one, into the lake and
+    /// metrics only: a version, or `candidate` (the newest model `retrain` trained,
+    /// followed as it changes).
+    pub shadow: Option<String>,
 }
 
 impl Default for ModelsConfig {
@@ -355,7 +365,24 @@ impl Default for ModelsConfig {
             location: "out/registry".into(),
             poll_interval: Duration::from_secs(10),
             features: None,
+            trusted_keys: Vec::new(),
+            sign_key: None,
+            shadow: None,
         }
+    }
+}
+
+impl ModelsConfig {
+    /// The trusted public keys, parsed.
+    pub fn trusted(&self) -> Result<Vec<crate::registry::PublicKey>, Invalid> {
+        self.trusted_keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                crate::registry::PublicKey::parse(k)
+                    .map_err(|e| Invalid::new(&format!("trusted_keys[{i}]"), e.to_string()))
+            })
+            .collect()
     }
 }
 
@@ -507,7 +534,21 @@ impl Config {
     ) -> Result<crate::registry::ModelStore, crate::storage::StorageError> {
         let blobs =
             crate::storage::open(&self.models.location, Some(&self.s3.settings("", ""))).await?;
-        Ok(crate::registry::ModelStore::new(blobs))
+        let store = crate::registry::ModelStore::new(blobs)
+            .with_trusted_keys(self.models.trusted().unwrap_or_default());
+        match &self.models.sign_key {
+            Some(path) => {
+                let key = crate::registry::SigningKey::load(Path::new(path)).map_err(|e| {
+                    crate::storage::StorageError::Other {
+                        store: "models.sign_key".into(),
+                        message: e.to_string(),
+                        retryable: false,
+                    }
+                })?;
+                Ok(store.with_signer(Some(key)))
+            }
+            None => Ok(store),
+        }
     }
 
     /// Validate every section; the error names the key in full.
@@ -662,10 +703,24 @@ impl Validate for ModelsConfig {
                 "location",
                 "the model store needs conditional writes: use a local path or s3://",
             )),
-            Location::Local(_) | Location::S3 { .. } => match &self.features {
-                Some(f) if f.is_empty() => Err(Invalid::new("features", "must not be empty")),
-                _ => Ok(()),
-            },
+            Location::Local(_) | Location::S3 { .. } => {
+                if self.features.as_ref().is_some_and(Vec::is_empty) {
+                    return Err(Invalid::new("features", "must not be empty"));
+                }
+                self.trusted()?;
+                if let Some(path) = &self.sign_key {
+                    crate::registry::SigningKey::load(Path::new(path))
+                        .map_err(|e| Invalid::new("sign_key", e.to_string()))?;
+                }
+                if self
+                    .shadow
+                    .as_deref()
+                    .is_some_and(|v| v.is_empty() || v.contains('/'))
+                {
+                    return Err(Invalid::new("shadow", "must be a version or \"candidate\""));
+                }
+                Ok(())
+            }
         }
     }
 }

@@ -8,7 +8,7 @@ use anyhow::Context;
 use crate::config::Config;
 use crate::model::Model;
 use crate::pipeline::{TrainOptions, train_model};
-use crate::registry::{ModelStore, RegistryError};
+use crate::registry::{HoldoutSet, ModelStore, RegistryError};
 use crate::schema::{ReadOptions, read_dataset};
 use crate::storage::StorageError;
 
@@ -43,13 +43,16 @@ pub async fn serving_model(cfg: &Config, store: &ModelStore) -> anyhow::Result<(
     })?;
     tracing::info!(history, store = %store.describe(), "model store is empty: training a first model");
     let history_owned = history.to_owned();
-    let model = tokio::task::spawn_blocking(move || -> anyhow::Result<Model> {
+    let (model, holdout) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
         let (data, _) = read_dataset(&history_owned, ReadOptions::default())?;
-        Ok(train_model(&data, &history_owned, &TrainOptions::default(), &|| {})?.model)
+        let outcome = train_model(&data, &history_owned, &TrainOptions::default(), &|| {})?;
+        let holdout = HoldoutSet::of_rows(&data, &outcome.test_rows);
+        Ok((outcome.model, holdout))
     })
     .await??;
     model.check(expected, &[])?;
-    store.put(&model).await?;
+    // With the held-out rows recorded, `retrain` can grade this model on rows it never saw.
+    store.put_with_holdout(&model, Some(&holdout)).await?;
     match store.set_latest(model.version(), None).await {
         Ok(_) => {}
         // Another detector published first: serve what it published.

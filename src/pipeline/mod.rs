@@ -10,4 +10,4 @@ pub mod retrain;
 
 pub use fraudstream_core::PipelineError;
 pub use fraudstream_core::train;
-pub use fraudstream_core::train::{TrainOptions, TrainOutcome, train_model};
+pub use fraudstream_core::train::{TrainOptions, TrainOutcome, train_model, train_split};

@@ -1,20 +1,31 @@
-//! Periodic retraining with a quality gate.
+//! Periodic retraining with a quality gate that compares fairly.
 //!
 //! One cycle: read labelled history (Kaggle-layout CSV, JSON lines, or Parquet such as the
 //! lake's files, from local paths, `s3://` or `hdfs://`), keep it within `max_rows` (every
-//! fraud is kept; legitimate rows are sampled uniformly), hold out the most recent rows
-//! (by `Time`; or a stratified sample), train a candidate on the rest, and score both the
-//! candidate and the live model (`LATEST`) on that same holdout. The candidate is
-//! published, with a conditional move of `LATEST`, only if its AUPRC is no worse than the
-//! live model's minus `tolerance` and it clears the absolute floors.
+//! fraud is kept; legitimate rows are sampled uniformly), and choose the *gate rows*: rows
+//! the live model never trained on, i.e. outside its training window
+//! (`metadata.train_window`) or among the rows its manifest records as held out. At most
+//! `test_fraction` of the rows are gate rows (the most recent ones with `holdout = "time"`,
+//! a stratified sample otherwise). The candidate trains on every other row, so neither
+//! model has seen a gate row; both are scored on them.
+//!
+//! - Too few gate rows or frauds (`min_gate_rows`, `min_gate_frauds`): the decision is
+//!   `insufficient_data`, nothing is trained or published, and it says what it had and
+//!   needed.
+//! - Otherwise the candidate is published (a conditional move of `LATEST`) only if it
+//!   clears the absolute floors and the lower bound of a paired bootstrap interval of
+//!   AUPRC(candidate) − AUPRC(live) on the gate rows is at least −`tolerance`.
+//!
+//! Every trained candidate is stored with the rows it held out and `models/CANDIDATE`
+//! points at it, published or not, so detectors can shadow-score it.
 
 use serde::{Deserialize, Serialize};
 
-use crate::eval::{SplitKind, evaluate, split};
+use crate::eval::{ApDifference, SplitKind, ap_difference, evaluate, split};
 use crate::metric_names as names;
 use crate::model::Model;
-use crate::pipeline::{TrainOptions, train_model};
-use crate::registry::ModelStore;
+use crate::pipeline::{TrainOptions, train_split};
+use crate::registry::{HoldoutSet, Manifest, ModelStore};
 use crate::rng::Rng;
 use crate::schema::{Dataset, ReadOptions, TIME};
 use crate::storage::S3Settings;
@@ -34,8 +45,17 @@ pub struct RetrainConfig {
     pub holdout: SplitKind,
     /// Share of rows held out.
     pub test_fraction: f64,
-    /// How much lower than the live model's holdout AUPRC the candidate's may be.
+    /// How much lower than the live model's AUPRC on the gate rows the candidate's may
+    /// be, at the lower bound of the bootstrap interval of the difference.
     pub tolerance: f64,
+    /// Fewest frauds among the gate rows for a decision; fewer: `insufficient_data`.
+    pub min_gate_frauds: usize,
+    /// Fewest gate rows for a decision.
+    pub min_gate_rows: usize,
+    /// Bootstrap resamples for the interval of the AUPRC difference.
+    pub resamples: usize,
+    /// Coverage of that interval.
+    pub confidence: f64,
     /// The candidate's holdout AUPRC must be at least this.
     pub min_auprc: f64,
     /// The candidate's holdout recall at precision ≥ 0.90 must be at least this.
@@ -54,6 +74,10 @@ impl Default for RetrainConfig {
             holdout: SplitKind::Time,
             test_fraction: 0.2,
             tolerance: 0.01,
+            min_gate_frauds: 30,
+            min_gate_rows: 500,
+            resamples: 1000,
+            confidence: 0.95,
             min_auprc: 0.5,
             min_recall_at_precision_90: 0.0,
             trees: 100,
@@ -74,31 +98,85 @@ impl crate::config::Validate for RetrainConfig {
         if self.trees == 0 {
             return Err(Invalid::new("trees", "must be at least 1"));
         }
+        if self.holdout == SplitKind::None {
+            return Err(Invalid::new(
+                "holdout",
+                "the gate needs held-out rows: use \"time\" or \"stratified\"",
+            ));
+        }
+        if self.min_gate_frauds == 0 {
+            return Err(Invalid::new("min_gate_frauds", "must be at least 1"));
+        }
+        if !(self.confidence > 0.0 && self.confidence < 1.0) {
+            return Err(Invalid::new("confidence", "must be above 0 and below 1"));
+        }
+        if self.resamples < 100 {
+            return Err(Invalid::new("resamples", "must be at least 100"));
+        }
+        if !(self.tolerance >= 0.0 && self.tolerance < 1.0) {
+            return Err(Invalid::new("tolerance", "must be at least 0 and below 1"));
+        }
         Ok(())
+    }
+}
+
+/// The outcome of a cycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The candidate is now `LATEST`.
+    Published,
+    /// The candidate was judged and refused; the live model keeps serving.
+    Rejected,
+    /// Too few rows that neither model trained on to judge: nothing was trained.
+    InsufficientData,
+}
+
+impl Outcome {
+    /// Metric label.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Published => "published",
+            Self::Rejected => "rejected",
+            Self::InsufficientData => "insufficient_data",
+        }
     }
 }
 
 /// What a cycle decided.
 #[derive(Debug, Clone, Serialize)]
 pub struct Decision {
+    /// Published, rejected, or insufficient data.
+    pub decision: Outcome,
     /// Rows read from history.
     pub rows_read: usize,
     /// Rows used (after the cap).
     pub rows_used: usize,
     /// Frauds among them.
     pub frauds: usize,
-    /// Holdout rows.
+    /// Rows the live model never trained on (all rows without a live model).
+    pub unseen_rows: usize,
+    /// Gate rows: held out from the candidate, never seen by the live model.
     pub holdout_rows: usize,
-    /// The candidate's version.
-    pub candidate: String,
-    /// Its holdout AUPRC.
+    /// Frauds among the gate rows.
+    pub holdout_frauds: usize,
+    /// Gate rows needed for a decision.
+    pub needed_rows: usize,
+    /// Gate frauds needed for a decision.
+    pub needed_frauds: usize,
+    /// The candidate's version (none when nothing was trained).
+    pub candidate: Option<String>,
+    /// Its AUPRC on the gate rows.
     pub candidate_auprc: Option<f64>,
-    /// Its holdout recall at precision ≥ 0.90.
+    /// Its recall at precision ≥ 0.90 on the gate rows.
     pub candidate_recall_at_p90: Option<f64>,
     /// The live version, if any.
     pub live: Option<String>,
-    /// The live model's AUPRC on the same holdout.
+    /// The live model's AUPRC on the same gate rows.
     pub live_auprc: Option<f64>,
+    /// AUPRC(candidate) − AUPRC(live) on the gate rows, with its bootstrap interval.
+    pub difference: Option<ApDifference>,
     /// Whether the candidate is now `LATEST`.
     pub published: bool,
     /// Why.
@@ -195,6 +273,62 @@ async fn read_history(
     Ok((sampler.finish(cfg.max_rows), read))
 }
 
+/// The serving model with what its manifest says about its training rows.
+struct Live {
+    model: Model,
+    manifest: Manifest,
+    holdout: Option<HoldoutSet>,
+}
+
+impl Live {
+    /// Whether the model never trained on this row: outside its training window, or one
+    /// of the rows it held out. A model that records neither saw, as far as anyone can
+    /// tell, every row.
+    fn unseen(&self, id: &str, time: f64) -> bool {
+        self.manifest
+            .metadata
+            .train_window
+            .is_some_and(|w| !w.contains(time))
+            || self.holdout.as_ref().is_some_and(|h| h.contains(id))
+    }
+}
+
+/// Row indices (ascending) of `data` that neither model trains on, and the rest.
+fn gate_split(
+    cfg: &RetrainConfig,
+    data: &Dataset,
+    labels: &[u8],
+    live: Option<&Live>,
+) -> (Vec<usize>, Vec<usize>, usize) {
+    let times = &data.columns[TIME];
+    let Some(live) = live else {
+        let (train, test) = split(cfg.holdout, labels, times, cfg.test_fraction, cfg.seed);
+        return (train, test, data.len());
+    };
+    let unseen: Vec<usize> = (0..data.len())
+        .filter(|&i| live.unseen(&data.ids[i], times[i]))
+        .collect();
+    let cap = (cfg.test_fraction * data.len() as f64).round() as usize;
+    let gate: Vec<usize> = if unseen.len() <= cap {
+        unseen.clone()
+    } else {
+        // The same kind of holdout as without a live model, within the unseen rows.
+        let sub_labels: Vec<u8> = unseen.iter().map(|&i| labels[i]).collect();
+        let sub_times: Vec<f64> = unseen.iter().map(|&i| times[i]).collect();
+        let fraction = cap as f64 / unseen.len() as f64;
+        let (_, picked) = split(cfg.holdout, &sub_labels, &sub_times, fraction, cfg.seed);
+        let mut g: Vec<usize> = picked.into_iter().map(|k| unseen[k]).collect();
+        g.sort_unstable();
+        g
+    };
+    let mut in_gate = vec![false; data.len()];
+    for &i in &gate {
+        in_gate[i] = true;
+    }
+    let train = (0..data.len()).filter(|&i| !in_gate[i]).collect();
+    (train, gate, unseen.len())
+}
+
 /// One retraining cycle against `store`.
 pub async fn retrain_once(
     cfg: &RetrainConfig,
@@ -205,17 +339,63 @@ pub async fn retrain_once(
     let started = std::time::Instant::now();
     let live_pointer = store.latest().await?;
     let live = match &live_pointer {
-        Some(l) => Some(store.get_checked(&l.version, None).await?.0),
+        Some(l) => {
+            let (model, manifest) = store.get_checked(&l.version, None).await?;
+            let holdout = store.holdout(&manifest).await?;
+            if manifest.metadata.train_window.is_none() && holdout.is_none() {
+                tracing::warn!(version = %l.version, "the live model records neither its training window nor its held-out rows: no row is known to be unseen by it");
+            }
+            Some(Live {
+                model,
+                manifest,
+                holdout,
+            })
+        }
         None => None,
     };
     let (data, rows_read) = read_history(cfg, s3, on_file).await?;
     let labels = data.labels()?;
     let frauds = labels.iter().filter(|&&l| l == 1).count();
-    let rows_used = data.len();
     anyhow::ensure!(
         frauds > 0,
         "the history has no frauds: nothing to learn from"
     );
+    let (train_rows, gate_rows, unseen_rows) = gate_split(cfg, &data, &labels, live.as_ref());
+    let gate_frauds = gate_rows.iter().filter(|&&i| labels[i] == 1).count();
+    let mut decision = Decision {
+        decision: Outcome::InsufficientData,
+        rows_read,
+        rows_used: data.len(),
+        frauds,
+        unseen_rows,
+        holdout_rows: gate_rows.len(),
+        holdout_frauds: gate_frauds,
+        needed_rows: cfg.min_gate_rows,
+        needed_frauds: cfg.min_gate_frauds,
+        candidate: None,
+        candidate_auprc: None,
+        candidate_recall_at_p90: None,
+        live: live_pointer.as_ref().map(|l| l.version.clone()),
+        live_auprc: None,
+        difference: None,
+        published: false,
+        reason: String::new(),
+        seconds: 0.0,
+    };
+    if gate_frauds < cfg.min_gate_frauds || gate_rows.len() < cfg.min_gate_rows {
+        decision.reason = format!(
+            "insufficient data: {} rows with {gate_frauds} frauds that {} never trained on; a decision needs at least {} rows and {} frauds",
+            gate_rows.len(),
+            if live.is_some() {
+                "neither model has"
+            } else {
+                "the candidate has"
+            },
+            cfg.min_gate_rows,
+            cfg.min_gate_frauds
+        );
+        return Ok(finish(decision, started));
+    }
 
     let mut opts = TrainOptions::default();
     opts.params.n_trees = cfg.trees;
@@ -223,94 +403,97 @@ pub async fn retrain_once(
     opts.split = cfg.holdout;
     opts.test_fraction = cfg.test_fraction;
     if let Some(l) = &live {
-        opts.features.clone_from(&l.meta().features);
+        opts.features.clone_from(&l.model.meta().features);
     }
     let source = cfg.history.join(",");
-    let (candidate, live_metrics, holdout_rows) = tokio::task::spawn_blocking({
-        let live = live.clone();
-        move || -> anyhow::Result<_> {
-            let outcome = train_model(&data, &source, &opts, &|| {})?;
-            // The same holdout rows the candidate was evaluated on.
-            let (_, test) = split(
-                opts.split,
-                &labels,
-                &data.columns[TIME],
-                opts.test_fraction,
-                opts.params.seed,
-            );
-            let holdout = data.select(&test);
-            let holdout_labels: Vec<u8> = test.iter().map(|&i| labels[i]).collect();
-            let live_metrics = live.map(|m: Model| {
-                evaluate(
-                    &m.score_dataset(&holdout),
-                    &holdout_labels,
-                    m.meta().threshold,
-                )
-            });
-            Ok((outcome.model, live_metrics, test.len()))
-        }
-    })
-    .await??;
+    let (resamples, confidence, seed) = (cfg.resamples, cfg.confidence, cfg.seed);
+    let live_model = live.as_ref().map(|l| l.model.clone());
+    let (candidate, holdout, live_metrics, difference) =
+        tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+            let holdout = HoldoutSet::of_rows(&data, &gate_rows);
+            let gate = data.select(&gate_rows);
+            let outcome = train_split(&data, &source, &opts, train_rows, gate_rows, &|| {})?;
+            let (live_metrics, difference) = match live_model {
+                Some(m) => {
+                    let scores = m.score_dataset(&gate);
+                    let metrics = evaluate(&scores, &outcome.test_labels, m.meta().threshold);
+                    let diff = ap_difference(
+                        &outcome.test_scores,
+                        &scores,
+                        &outcome.test_labels,
+                        resamples,
+                        confidence,
+                        seed,
+                    );
+                    (Some(metrics), diff)
+                }
+                None => (None, None),
+            };
+            Ok((outcome.model, holdout, live_metrics, difference))
+        })
+        .await??;
 
     let cm = candidate.meta().holdout_metrics.clone();
-    let candidate_auprc = cm.as_ref().and_then(|m| m.auprc);
-    let candidate_recall = cm.as_ref().and_then(|m| m.recall_at_precision_90);
-    let live_auprc = live_metrics.as_ref().and_then(|m| m.auprc);
-    let verdict = gate(cfg, candidate_auprc, candidate_recall, live_auprc);
-    let mut decision = Decision {
-        rows_read,
-        rows_used,
-        frauds,
-        holdout_rows,
-        candidate: candidate.version().to_owned(),
-        candidate_auprc,
-        candidate_recall_at_p90: candidate_recall,
-        live: live_pointer.as_ref().map(|l| l.version.clone()),
-        live_auprc,
-        published: false,
-        reason: String::new(),
-        seconds: 0.0,
-    };
+    decision.candidate = Some(candidate.version().to_owned());
+    decision.candidate_auprc = cm.as_ref().and_then(|m| m.auprc);
+    decision.candidate_recall_at_p90 = cm.as_ref().and_then(|m| m.recall_at_precision_90);
+    decision.live_auprc = live_metrics.as_ref().and_then(|m| m.auprc);
+    decision.difference = difference;
+    let verdict = gate(
+        cfg,
+        decision.candidate_auprc,
+        decision.candidate_recall_at_p90,
+        live.is_some().then_some(decision.difference.as_ref()),
+    );
+    // Stored whatever the outcome, so that detectors can shadow-score it.
+    store.put_with_holdout(&candidate, Some(&holdout)).await?;
+    store.set_candidate(candidate.version()).await?;
     match verdict {
         Ok(why) => {
-            store.put(&candidate).await?;
             store
                 .set_latest(candidate.version(), live_pointer.as_ref())
                 .await
                 .map_err(|e| {
                     anyhow::anyhow!("LATEST moved during retraining; not published: {e}")
                 })?;
+            decision.decision = Outcome::Published;
             decision.published = true;
             decision.reason = why;
         }
-        Err(why) => decision.reason = why,
+        Err(why) => {
+            decision.decision = Outcome::Rejected;
+            decision.reason = why;
+        }
     }
+    Ok(finish(decision, started))
+}
+
+/// Record the decision's metrics and log it.
+fn finish(mut decision: Decision, started: std::time::Instant) -> Decision {
     decision.seconds = started.elapsed().as_secs_f64();
-    let outcome = if decision.published {
-        "published"
-    } else {
-        "rejected"
-    };
+    let outcome = decision.decision.as_str();
     metrics::counter!(names::RETRAIN_DECISIONS, "outcome" => outcome).increment(1);
-    if let Some(a) = candidate_auprc {
+    if let Some(a) = decision.candidate_auprc {
         metrics::gauge!(names::RETRAIN_CANDIDATE_AUPRC).set(a);
     }
-    if let Some(a) = live_auprc {
+    if let Some(a) = decision.live_auprc {
         metrics::gauge!(names::RETRAIN_LIVE_AUPRC).set(a);
     }
-    tracing::info!(outcome, candidate = %decision.candidate, candidate_auprc = ?candidate_auprc, live = ?decision.live, live_auprc = ?live_auprc, reason = %decision.reason, seconds = decision.seconds, "retraining decision");
-    Ok(decision)
+    tracing::info!(outcome, candidate = ?decision.candidate, candidate_auprc = ?decision.candidate_auprc, live = ?decision.live, live_auprc = ?decision.live_auprc, gate_rows = decision.holdout_rows, gate_frauds = decision.holdout_frauds, reason = %decision.reason, seconds = decision.seconds, "retraining decision");
+    decision
 }
 
 /// The quality gate: `Ok(why)` to publish, `Err(why)` to keep the live model.
+/// `live` is `None` without a live model, and `Some(None)` when the comparison with it is
+/// undefined (no fraud among the gate rows).
 pub fn gate(
     cfg: &RetrainConfig,
     candidate_auprc: Option<f64>,
     candidate_recall_at_p90: Option<f64>,
-    live_auprc: Option<f64>,
+    live: Option<Option<&ApDifference>>,
 ) -> Result<String, String> {
     let Some(c) = candidate_auprc else {
-        return Err("the holdout has no frauds: the candidate cannot be judged".into());
+        return Err("the gate rows have no frauds: the candidate cannot be judged".into());
     };
     if c < cfg.min_auprc {
         return Err(format!(
@@ -325,21 +508,48 @@ pub fn gate(
             cfg.min_recall_at_precision_90
         ));
     }
-    match live_auprc {
-        Some(l) if c < l - cfg.tolerance => Err(format!(
-            "candidate AUPRC {c:.4} is worse than the live model's {l:.4} (tolerance {:.4})",
-            cfg.tolerance
-        )),
-        Some(l) => Ok(format!("candidate AUPRC {c:.4} vs live {l:.4}")),
+    match live {
         None => Ok(format!(
             "no live model; candidate AUPRC {c:.4} clears the floors"
         )),
+        Some(None) => Err("the live model cannot be compared on the gate rows".into()),
+        Some(Some(d)) => {
+            let summary = format!(
+                "candidate AUPRC {:.4} vs live {:.4} on rows neither trained on: difference {:+.4}, {:.0}% interval [{:+.4}, {:+.4}]",
+                d.a,
+                d.b,
+                d.difference,
+                d.confidence * 100.0,
+                d.low,
+                d.high
+            );
+            if d.low < -cfg.tolerance {
+                Err(format!(
+                    "{summary}: the candidate may be worse than the live model by more than the tolerance {:.4}",
+                    cfg.tolerance
+                ))
+            } else {
+                Ok(summary)
+            }
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn diff(a: f64, b: f64, low: f64, high: f64) -> ApDifference {
+        ApDifference {
+            a,
+            b,
+            difference: a - b,
+            low,
+            high,
+            confidence: 0.95,
+            resamples: 1000,
+        }
+    }
 
     #[test]
     fn the_gate_compares_with_the_live_model_and_the_floors() {
@@ -349,23 +559,32 @@ mod tests {
             min_recall_at_precision_90: 0.3,
             ..RetrainConfig::default()
         };
+        let close = diff(0.80, 0.805, -0.008, 0.01);
         assert!(
-            gate(&cfg, Some(0.80), Some(0.6), Some(0.805)).is_ok(),
-            "within tolerance"
+            gate(&cfg, Some(0.80), Some(0.6), Some(Some(&close))).is_ok(),
+            "within tolerance at the interval's lower bound"
         );
+        let unsure = diff(0.81, 0.80, -0.05, 0.07);
+        let e = gate(&cfg, Some(0.81), Some(0.6), Some(Some(&unsure))).unwrap_err();
         assert!(
-            gate(&cfg, Some(0.78), Some(0.6), Some(0.80)).is_err(),
-            "worse"
+            e.contains("worse"),
+            "a better point estimate is not enough: {e}"
         );
+        let worse = diff(0.78, 0.80, -0.04, -0.01);
+        assert!(gate(&cfg, Some(0.78), Some(0.6), Some(Some(&worse))).is_err());
         assert!(
             gate(&cfg, Some(0.45), Some(0.6), None).is_err(),
             "below the floor"
         );
         assert!(
-            gate(&cfg, Some(0.9), Some(0.1), Some(0.5)).is_err(),
+            gate(&cfg, Some(0.9), Some(0.1), None).is_err(),
             "recall floor"
         );
-        assert!(gate(&cfg, None, None, Some(0.5)).is_err(), "cannot judge");
+        assert!(gate(&cfg, None, None, None).is_err(), "cannot judge");
+        assert!(
+            gate(&cfg, Some(0.9), Some(0.6), Some(None)).is_err(),
+            "cannot compare"
+        );
         assert!(
             gate(&cfg, Some(0.6), Some(0.4), None).is_ok(),
             "first model"

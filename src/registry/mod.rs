@@ -4,11 +4,16 @@
 //! Layout under the store's root:
 //! ```text
 //! models/<version>/model.fsm       the model file (written once, never replaced)
+//! models/<version>/holdout.bin     ids of the rows held out from training (optional)
+//! models/<version>/manifest.sig    ed25519 signature of the manifest (optional)
 //! models/<version>/manifest.json   sha256, size, features, created_at, metadata
 //! models/LATEST                    the serving version, moved by conditional writes
+//! models/CANDIDATE                 the newest retrained candidate (for shadow scoring)
 //! ```
-//! A version exists once its manifest does: the model file is written first.
+//! A version exists once its manifest does: every other object is written first.
 
+pub mod holdout;
+pub mod signing;
 pub mod watcher;
 
 use std::sync::Arc;
@@ -20,8 +25,22 @@ use crate::model::format::sha256_hex;
 use crate::model::{Canary, CheckError, Model, ModelError, ModelMeta};
 use crate::storage::{BlobStore, Condition, StorageError};
 
+pub use holdout::HoldoutSet;
+pub use signing::{ManifestSignature, PublicKey, SigningKey};
+
 /// Key of the pointer to the serving version.
 pub const LATEST_KEY: &str = "models/LATEST";
+/// Key of the pointer to the newest candidate `retrain` trained, published or not.
+pub const CANDIDATE_KEY: &str = "models/CANDIDATE";
+
+/// Which rows a version held out from training: `holdout.bin` beside its manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HoldoutRecord {
+    /// Distinct held-out row ids.
+    pub rows: usize,
+    /// SHA-256 of `holdout.bin`, hex.
+    pub sha256: String,
+}
 
 /// What a manifest records about one version.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -45,6 +64,11 @@ pub struct Manifest {
     /// canaries were recorded.
     #[serde(default)]
     pub canaries: Vec<Canary>,
+    /// The rows held out from training, when recorded: with the training window
+    /// (`metadata.train_window`) they tell the retrain gate which rows the model never
+    /// saw.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holdout: Option<HoldoutRecord>,
 }
 
 /// Why a stored version may not serve.
@@ -62,11 +86,12 @@ pub enum Rejection {
 }
 
 impl Rejection {
-    /// Metric label and log field: `checksum`, `corrupt`, `unknown_version`,
-    /// `unreadable`, `features`, `smoke` or `canary`.
+    /// Metric label and log field: `signature`, `checksum`, `corrupt`,
+    /// `unknown_version`, `unreadable`, `features`, `smoke` or `canary`.
     #[must_use]
     pub fn reason(&self) -> &'static str {
         match self {
+            Self::Load(RegistryError::Signature { .. }) => "signature",
             Self::Load(RegistryError::Checksum { .. }) => "checksum",
             Self::Load(RegistryError::Model { .. } | RegistryError::Corrupt { .. }) => "corrupt",
             Self::Load(RegistryError::UnknownVersion(_)) => "unknown_version",
@@ -121,6 +146,14 @@ pub enum RegistryError {
     /// The version is not in the store.
     #[error("model version {0} is not in the store")]
     UnknownVersion(String),
+    /// Trusted keys are configured and the manifest's signature is missing or wrong.
+    #[error("version {version}: signature: {message}")]
+    Signature {
+        /// The version.
+        version: String,
+        /// What is wrong.
+        message: String,
+    },
 }
 
 /// A move of `LATEST`.
@@ -161,6 +194,10 @@ pub enum MoveError {
 #[derive(Debug, Clone)]
 pub struct ModelStore {
     blobs: Arc<dyn BlobStore>,
+    /// Signs the manifests this store writes.
+    signer: Option<Arc<SigningKey>>,
+    /// When not empty, a version loads only with a manifest signed by one of these.
+    trusted: Arc<[PublicKey]>,
 }
 
 fn model_key(version: &str) -> String {
@@ -171,11 +208,37 @@ fn manifest_key(version: &str) -> String {
     format!("models/{version}/manifest.json")
 }
 
+fn signature_key(version: &str) -> String {
+    format!("models/{version}/manifest.sig")
+}
+
+fn holdout_key(version: &str) -> String {
+    format!("models/{version}/holdout.bin")
+}
+
 impl ModelStore {
-    /// A model store on `blobs`.
+    /// A model store on `blobs`, neither signing nor checking signatures.
     #[must_use]
     pub fn new(blobs: Arc<dyn BlobStore>) -> Self {
-        Self { blobs }
+        Self {
+            blobs,
+            signer: None,
+            trusted: Arc::from([]),
+        }
+    }
+
+    /// Sign every manifest this store writes with `key`.
+    #[must_use]
+    pub fn with_signer(mut self, key: Option<SigningKey>) -> Self {
+        self.signer = key.map(Arc::new);
+        self
+    }
+
+    /// Load only versions whose manifest one of `keys` signed (none: no check).
+    #[must_use]
+    pub fn with_trusted_keys(mut self, keys: Vec<PublicKey>) -> Self {
+        self.trusted = keys.into();
+        self
     }
 
     /// Where the store points.
@@ -187,6 +250,15 @@ impl ModelStore {
     /// Store a model under its version (model file, then manifest). Storing the same
     /// version again with identical bytes is a no-op; different bytes are refused.
     pub async fn put(&self, model: &Model) -> Result<Manifest, RegistryError> {
+        self.put_with_holdout(model, None).await
+    }
+
+    /// [`ModelStore::put`], recording the rows the model held out from training.
+    pub async fn put_with_holdout(
+        &self,
+        model: &Model,
+        holdout: Option<&HoldoutSet>,
+    ) -> Result<Manifest, RegistryError> {
         let bytes = Bytes::from(model.to_bytes());
         let meta = model.meta();
         let version = meta.version.clone();
@@ -199,6 +271,7 @@ impl ModelStore {
             parent: self.latest().await?.map(|l| l.version),
             metadata: meta.clone(),
             canaries: model.canaries(),
+            holdout: None,
         };
         match self
             .blobs
@@ -217,30 +290,101 @@ impl ModelStore {
             }
             Err(e) => return Err(e.into()),
         }
+        let mut manifest = manifest;
+        if let Some(h) = holdout {
+            let data = Bytes::from(h.to_bytes());
+            manifest.holdout = Some(HoldoutRecord {
+                rows: h.len(),
+                sha256: sha256_hex(&data),
+            });
+            self.blobs.put(&holdout_key(&version), data).await?;
+        }
         let json = serde_json::to_vec_pretty(&manifest).expect("manifest serialises");
+        if let Some(signer) = &self.signer {
+            let sig = serde_json::to_vec_pretty(&signer.sign(&json)).expect("signature serialises");
+            self.blobs
+                .put(&signature_key(&version), Bytes::from(sig))
+                .await?;
+        }
         self.blobs
             .put(&manifest_key(&version), Bytes::from(json))
             .await?;
         Ok(manifest)
     }
 
-    /// A version's manifest.
-    pub async fn manifest(&self, version: &str) -> Result<Manifest, RegistryError> {
+    /// A version's manifest as stored.
+    async fn manifest_bytes(&self, version: &str) -> Result<Bytes, RegistryError> {
         let key = manifest_key(version);
         let blob = self.blobs.get(&key).await.map_err(|e| match e {
             StorageError::NotFound { .. } => RegistryError::UnknownVersion(version.into()),
             other => other.into(),
         })?;
-        serde_json::from_slice(&blob.data).map_err(|e| RegistryError::Corrupt {
-            key,
+        Ok(blob.data)
+    }
+
+    fn parse_manifest(version: &str, bytes: &[u8]) -> Result<Manifest, RegistryError> {
+        serde_json::from_slice(bytes).map_err(|e| RegistryError::Corrupt {
+            key: manifest_key(version),
             message: e.to_string(),
         })
     }
 
-    /// Load a version, verifying its checksum against the manifest and then the model
-    /// file's own validation.
+    /// A version's manifest (its signature is not checked: [`ModelStore::get`] does).
+    pub async fn manifest(&self, version: &str) -> Result<Manifest, RegistryError> {
+        Self::parse_manifest(version, &self.manifest_bytes(version).await?)
+    }
+
+    /// Check a version's manifest signature against the trusted keys (`Ok` when none
+    /// are configured).
+    async fn verify_signature(&self, version: &str, manifest: &[u8]) -> Result<(), RegistryError> {
+        if self.trusted.is_empty() {
+            return Ok(());
+        }
+        let refuse = |message: String| RegistryError::Signature {
+            version: version.into(),
+            message,
+        };
+        let blob = match self.blobs.get(&signature_key(version)).await {
+            Ok(b) => b,
+            Err(StorageError::NotFound { .. }) => {
+                return Err(refuse("the version is not signed".into()));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let sig: ManifestSignature = serde_json::from_slice(&blob.data)
+            .map_err(|e| refuse(format!("manifest.sig does not parse: {e}")))?;
+        sig.verify(manifest, &self.trusted).map_err(refuse)
+    }
+
+    /// The rows a version held out from training, if its manifest records them (checked
+    /// against the manifest's SHA-256).
+    pub async fn holdout(&self, manifest: &Manifest) -> Result<Option<HoldoutSet>, RegistryError> {
+        let Some(record) = &manifest.holdout else {
+            return Ok(None);
+        };
+        let key = holdout_key(&manifest.version);
+        let blob = self.blobs.get(&key).await?;
+        let actual = sha256_hex(&blob.data);
+        if actual != record.sha256 {
+            return Err(RegistryError::Corrupt {
+                key,
+                message: format!(
+                    "SHA-256 {actual} does not match the manifest's {}",
+                    record.sha256
+                ),
+            });
+        }
+        HoldoutSet::from_bytes(&blob.data)
+            .map(Some)
+            .map_err(|message| RegistryError::Corrupt { key, message })
+    }
+
+    /// Load a version: its manifest signature (when trusted keys are configured), then
+    /// its checksum against the manifest, then the model file's own validation.
     pub async fn get(&self, version: &str) -> Result<(Model, Manifest), RegistryError> {
-        let manifest = self.manifest(version).await?;
+        let bytes = self.manifest_bytes(version).await?;
+        self.verify_signature(version, &bytes).await?;
+        let manifest = Self::parse_manifest(version, &bytes)?;
         let blob = self.blobs.get(&model_key(version)).await?;
         let actual = sha256_hex(&blob.data);
         if actual != manifest.sha256 {
@@ -311,14 +455,24 @@ impl ModelStore {
         &self,
         etag: Option<&str>,
     ) -> Result<Option<Latest>, RegistryError> {
-        match self.blobs.get_if_changed(LATEST_KEY, etag).await {
+        self.pointer_if_changed(LATEST_KEY, etag).await
+    }
+
+    /// The pointer at `key` (`LATEST_KEY` or `CANDIDATE_KEY`) unless it still has entity
+    /// tag `etag`.
+    pub async fn pointer_if_changed(
+        &self,
+        key: &str,
+        etag: Option<&str>,
+    ) -> Result<Option<Latest>, RegistryError> {
+        match self.blobs.get_if_changed(key, etag).await {
             Ok(Some(blob)) => {
                 let version = std::str::from_utf8(&blob.data)
                     .map(str::trim)
                     .ok()
                     .filter(|v| !v.is_empty() && !v.contains('/'))
                     .ok_or_else(|| RegistryError::Corrupt {
-                        key: LATEST_KEY.into(),
+                        key: key.into(),
                         message: "not a version name".into(),
                     })?;
                 Ok(Some(Latest {
@@ -365,6 +519,15 @@ impl ModelStore {
             .parent
             .ok_or_else(|| MoveError::NoParent(current.version.clone()))?;
         self.promote(&parent).await
+    }
+
+    /// Point `CANDIDATE` at `version` (unconditionally: the newest candidate wins).
+    pub async fn set_candidate(&self, version: &str) -> Result<(), RegistryError> {
+        self.manifest(version).await?;
+        self.blobs
+            .put(CANDIDATE_KEY, Bytes::from(format!("{version}\n")))
+            .await?;
+        Ok(())
     }
 
     /// Point `LATEST` at `version`, only if the pointer is still `expected` (or absent when

@@ -2,10 +2,13 @@
 //!
 //! - [`metrics`]: average precision (scikit-learn's definition), ROC-AUC, recall at a
 //!   precision floor, confusion matrix, and [`metrics::ThresholdStrategy`].
+//! - [`compare`]: two models on the same rows, with a paired bootstrap interval.
 //! - [`mod@split`]: stratified random and time-ordered splits, both seeded.
 
+pub mod compare;
 pub mod metrics;
 pub mod split;
 
+pub use compare::{ApDifference, ap_difference};
 pub use metrics::{Metrics, ThresholdStrategy, evaluate};
 pub use split::{SplitKind, split};

@@ -16,6 +16,37 @@ pub struct SplitInfo {
     pub seed: u64,
 }
 
+/// The span of `Time` values a model trained on: rows outside it are rows it never saw.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct TimeWindow {
+    /// Earliest `Time` among the training rows.
+    pub first: f64,
+    /// Latest `Time` among the training rows.
+    pub last: f64,
+}
+
+impl TimeWindow {
+    /// The window of some `Time` values (`None` when there are none, or none is finite).
+    #[must_use]
+    pub fn of(times: impl IntoIterator<Item = f64>) -> Option<Self> {
+        times
+            .into_iter()
+            .filter(|t| t.is_finite())
+            .fold(None, |w: Option<Self>, t| {
+                Some(w.map_or(Self { first: t, last: t }, |w| Self {
+                    first: w.first.min(t),
+                    last: w.last.max(t),
+                }))
+            })
+    }
+
+    /// Whether `t` is inside the window (bounds included).
+    #[must_use]
+    pub fn contains(&self, t: f64) -> bool {
+        (self.first..=self.last).contains(&t)
+    }
+}
+
 /// Everything a model file says about itself besides the trees.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -44,6 +75,10 @@ pub struct ModelMeta {
     pub split: SplitInfo,
     /// SHA-256 over the training features and labels, in training order.
     pub data_fingerprint: String,
+    /// The `Time` span of the training rows (absent in models trained before it was
+    /// recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_window: Option<TimeWindow>,
     /// Training rows.
     pub train_rows: usize,
     /// Frauds among the training rows.

@@ -12,5 +12,5 @@ pub mod scoring;
 
 pub use check::{Canary, CheckError};
 pub use format::{FORMAT_VERSION, MAGIC, ModelError};
-pub use meta::ModelMeta;
+pub use meta::{ModelMeta, TimeWindow};
 pub use scoring::{Explain, Model, Verdict};
