@@ -7,7 +7,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use fraudstream::model::Model;
 use fraudstream::pipeline::{TrainOptions, train_model};
-use fraudstream::registry::{LATEST_KEY, ModelStore, RegistryError};
+use fraudstream::registry::{LATEST_KEY, ModelStore, RegistryError, SigningKey};
 use fraudstream::schema::{ReadOptions, read_dataset};
 use fraudstream::storage::local::LocalStore;
 use fraudstream::storage::s3::S3Store;
@@ -114,10 +114,83 @@ async fn conformance(blobs: Arc<dyn BlobStore>) {
     ));
 }
 
+/// The reason a store with trusted keys gives for refusing `version`.
+async fn refusal(store: &ModelStore, version: &str) -> String {
+    match store.get_checked(version, None).await {
+        Ok(_) => panic!("{version} was accepted"),
+        Err(e) => {
+            assert!(!e.to_string().is_empty());
+            e.reason().to_owned()
+        }
+    }
+}
+
+/// Signed manifests: a store that trusts a key loads what that key signed, and refuses
+/// an unsigned version, one signed by another key, a manifest edited after signing
+/// (`signature`), and a model file swapped under a signed manifest (`checksum`).
+async fn signing(blobs: Arc<dyn BlobStore>) {
+    let release = SigningKey::generate().unwrap();
+    let intruder = SigningKey::generate().unwrap();
+    let trusted = vec![release.public()];
+    let signer = ModelStore::new(blobs.clone()).with_signer(Some(release));
+    let reader = ModelStore::new(blobs.clone()).with_trusted_keys(trusted.clone());
+
+    let good = small_model(11);
+    signer.put(&good).await.unwrap();
+    let (back, _) = reader.get_checked(good.version(), None).await.unwrap();
+    assert_eq!(back.forest(), good.forest());
+
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let unsigned = small_model(12);
+    ModelStore::new(blobs.clone()).put(&unsigned).await.unwrap();
+    assert_eq!(refusal(&reader, unsigned.version()).await, "signature");
+    // Without trusted keys the same version loads: the check is the detector's choice.
+    ModelStore::new(blobs.clone())
+        .get_checked(unsigned.version(), None)
+        .await
+        .unwrap();
+
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let foreign = small_model(13);
+    ModelStore::new(blobs.clone())
+        .with_signer(Some(intruder))
+        .put(&foreign)
+        .await
+        .unwrap();
+    assert_eq!(refusal(&reader, foreign.version()).await, "signature");
+
+    // The manifest edited after signing: a lower threshold, say.
+    let key = format!("models/{}/manifest.json", good.version());
+    let text = String::from_utf8(blobs.get(&key).await.unwrap().data.to_vec()).unwrap();
+    let edited = text.replacen("\"threshold\": ", "\"threshold\": 0.0001, \"was\": ", 1);
+    assert_ne!(edited, text);
+    blobs.put(&key, Bytes::from(edited)).await.unwrap();
+    assert_eq!(refusal(&reader, good.version()).await, "signature");
+    blobs.put(&key, Bytes::from(text)).await.unwrap();
+    reader.get_checked(good.version(), None).await.unwrap();
+
+    // Another model's file under the signed manifest.
+    let swapped = blobs
+        .get(&format!("models/{}/model.fsm", unsigned.version()))
+        .await
+        .unwrap()
+        .data;
+    blobs
+        .put(&format!("models/{}/model.fsm", good.version()), swapped)
+        .await
+        .unwrap();
+    assert_eq!(refusal(&reader, good.version()).await, "checksum");
+
+    // Promoting through a store with trusted keys refuses an unsigned version.
+    assert!(reader.promote(unsigned.version()).await.is_err());
+}
+
 #[tokio::test]
 async fn local_model_store() {
     let dir = tempfile::tempdir().unwrap();
     conformance(Arc::new(LocalStore::new(dir.path()).unwrap())).await;
+    let dir = tempfile::tempdir().unwrap();
+    signing(Arc::new(LocalStore::new(dir.path()).unwrap())).await;
 }
 
 #[tokio::test]
@@ -126,4 +199,6 @@ async fn s3_model_store() {
     let mut s = common::s3_settings(&bucket);
     s.prefix = common::unique("registry");
     conformance(Arc::new(S3Store::new(&s).await)).await;
+    s.prefix = common::unique("signed-registry");
+    signing(Arc::new(S3Store::new(&s).await)).await;
 }

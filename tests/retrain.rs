@@ -1,7 +1,9 @@
 //! The retraining gate against real services: history CSVs in S3 (SeaweedFS), the model
-//! store in S3, the `fraudstream retrain` binary. A candidate trained on shuffled labels
-//! is rejected and the live model stays; a candidate better than a weak live model is
-//! published and `LATEST` moves to it.
+//! store in S3, the `fraudstream retrain` binary. The gate grades both models only on rows
+//! neither trained on: a candidate trained on shuffled labels is rejected and the live
+//! model stays; a candidate better than a weak live model is published; a live model
+//! whose training rows make up most of the history is not graded on them (the bias that
+//! kept a weaker model serving); too little fresh data says so and publishes nothing.
 
 mod common;
 
@@ -9,8 +11,9 @@ use std::process::Command;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use fraudstream::eval::evaluate;
 use fraudstream::pipeline::{TrainOptions, train_model};
-use fraudstream::registry::ModelStore;
+use fraudstream::registry::{HoldoutSet, ModelStore};
 use fraudstream::schema::csv::write_kaggle_csv;
 use fraudstream::schema::{Dataset, ReadOptions, TIME, read_dataset};
 use fraudstream::storage::BlobStore;
@@ -46,10 +49,19 @@ fn fastrand(seed: u64) -> impl FnMut() -> u64 {
     }
 }
 
-fn model(data: &Dataset, trees: usize) -> fraudstream::model::Model {
+/// A model trained as `train` and the bootstrap do (a stratified 80%), with the rows it
+/// held out.
+fn model(data: &Dataset, trees: usize) -> (fraudstream::model::Model, HoldoutSet) {
     let mut opts = TrainOptions::default();
     opts.params.n_trees = trees;
-    train_model(data, "test", &opts, &|| {}).unwrap().model
+    let outcome = train_model(data, "test", &opts, &|| {}).unwrap();
+    let holdout = HoldoutSet::of_rows(data, &outcome.test_rows);
+    (outcome.model, holdout)
+}
+
+/// The oldest `share` of `data` (which is in time order).
+fn oldest(data: &Dataset, share: f64) -> Dataset {
+    data.select(&(0..(data.len() as f64 * share) as usize).collect::<Vec<_>>())
 }
 
 struct Setup {
@@ -87,8 +99,8 @@ impl Setup {
         self.blobs.put(key, Bytes::from(buf)).await.unwrap();
     }
 
-    async fn publish(&self, m: &fraudstream::model::Model) {
-        self.store.put(m).await.unwrap();
+    async fn publish(&self, (m, holdout): &(fraudstream::model::Model, HoldoutSet)) {
+        self.store.put_with_holdout(m, Some(holdout)).await.unwrap();
         let before = self.store.latest().await.unwrap();
         self.store
             .set_latest(m.version(), before.as_ref())
@@ -97,6 +109,11 @@ impl Setup {
     }
 
     fn retrain(&self) -> Value {
+        self.retrain_with("")
+    }
+
+    /// `fraudstream retrain` with extra `[retrain]` keys.
+    fn retrain_with(&self, extra: &str) -> Value {
         let s3 = common::s3_settings(&self.bucket);
         let cfg = format!(
             r#"
@@ -115,6 +132,8 @@ test_fraction = 0.25
 tolerance = 0.01
 min_auprc = 0.0
 trees = 30
+min_gate_rows = 300
+{extra}
 "#,
             endpoint = s3.connection.endpoint.unwrap(),
             key = s3.connection.access_key_id.unwrap(),
@@ -140,10 +159,11 @@ trees = 30
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_candidate_trained_on_shuffled_labels_is_rejected() {
     let s = setup().await;
-    let good = model(&history(0.0), 50);
+    // The live model trained on the oldest 75%: the newest 25% are rows it never saw.
+    let good = model(&oldest(&history(0.0), 0.75), 50);
     s.publish(&good).await;
-    // The oldest 75% (what the candidate trains on) have shuffled labels; the holdout,
-    // the newest 25%, is clean.
+    // The oldest 75% (what the candidate trains on) have shuffled labels; the gate rows,
+    // the newest 25%, are clean.
     let noisy = history(0.75);
     let half = noisy.len() / 2;
     s.upload(
@@ -158,6 +178,7 @@ async fn a_candidate_trained_on_shuffled_labels_is_rejected() {
     .await;
 
     let d = s.retrain();
+    assert_eq!(d["decision"], "rejected", "{d}");
     assert_eq!(d["published"], Value::Bool(false), "{d}");
     assert!(d["reason"].as_str().unwrap().contains("worse"), "{d}");
     assert_eq!(
@@ -166,8 +187,12 @@ async fn a_candidate_trained_on_shuffled_labels_is_rejected() {
         "both files read"
     );
     assert!(d["candidate_auprc"].as_f64().unwrap() < d["live_auprc"].as_f64().unwrap());
+    assert!(d["difference"]["high"].as_f64().unwrap() < 0.0, "{d}");
     let latest = s.store.latest().await.unwrap().unwrap();
-    assert_eq!(latest.version, good.version(), "the live model stays");
+    assert_eq!(latest.version, good.0.version(), "the live model stays");
+    // The refused candidate is stored and named for shadow scoring.
+    let candidate = d["candidate"].as_str().unwrap();
+    assert!(s.store.manifest(candidate).await.is_ok());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -179,18 +204,105 @@ async fn a_better_candidate_is_published() {
     s.upload("history/creditcard.csv", &history(0.0)).await;
 
     let d = s.retrain();
-    assert_eq!(d["published"], Value::Bool(true), "{d}");
+    assert_eq!(d["decision"], "published", "{d}");
     assert!(d["candidate_auprc"].as_f64().unwrap() > d["live_auprc"].as_f64().unwrap());
+    assert!(d["difference"]["low"].as_f64().unwrap() > 0.0, "{d}");
+    // Graded only on the rows the live model held out.
+    assert_eq!(d["holdout_rows"], d["unseen_rows"], "{d}");
+    assert_eq!(d["holdout_rows"].as_u64().unwrap() as usize, weak.1.len());
     let latest = s.store.latest().await.unwrap().unwrap();
     assert_eq!(latest.version, d["candidate"].as_str().unwrap());
     let manifest = s.store.manifest(&latest.version).await.unwrap();
     assert_eq!(
         manifest.parent.as_deref(),
-        Some(weak.version()),
+        Some(weak.0.version()),
         "lineage recorded"
     );
     assert!(
         manifest.metadata.holdout_metrics.is_some(),
         "holdout metrics in the manifest"
     );
+    assert!(manifest.metadata.train_window.is_some(), "training window");
+    let held = s.store.holdout(&manifest).await.unwrap().unwrap();
+    assert_eq!(held.len(), d["holdout_rows"].as_u64().unwrap() as usize);
+}
+
+/// The issue's scenario: the live model trained on a stratified 80% of every row the
+/// history holds (as the bootstrap does), so a holdout of "the most recent rows" is
+/// mostly its own training rows, where a forest of deep trees is nearly perfect. The old
+/// gate graded it there and kept it; the fair gate grades both on the rows it held out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_live_model_is_not_graded_on_its_own_training_rows() {
+    let s = setup().await;
+    let all = history(0.0);
+    // Three deep trees: close to perfect on their training rows, weaker elsewhere.
+    let live = model(&all, 3);
+    s.publish(&live).await;
+    s.upload("history/lake.csv", &all).await;
+
+    // What the live model scores on the newest 25% (the old gate's holdout), which it
+    // mostly trained on.
+    let newest = all.select(&((all.len() * 3 / 4)..all.len()).collect::<Vec<_>>());
+    let newest_labels = newest.labels().unwrap();
+    let inflated = evaluate(&live.0.score_dataset(&newest), &newest_labels, 0.5)
+        .auprc
+        .unwrap();
+
+    let d = s.retrain();
+    assert_eq!(d["decision"], "published", "{d}");
+    let live_fair = d["live_auprc"].as_f64().unwrap();
+    assert!(
+        live_fair < inflated,
+        "graded on unseen rows ({live_fair}) rather than its own ({inflated}): {d}"
+    );
+    assert!(d["candidate_auprc"].as_f64().unwrap() > live_fair, "{d}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_little_fresh_data_publishes_nothing_and_says_so() {
+    let s = setup().await;
+    // Trained on every row (no holdout): no row of this history is unseen by it.
+    let all = history(0.0);
+    let mut opts = TrainOptions::default();
+    opts.params.n_trees = 5;
+    opts.split = fraudstream::eval::SplitKind::None;
+    let m = train_model(&all, "test", &opts, &|| {}).unwrap().model;
+    s.publish(&(m.clone(), HoldoutSet::default())).await;
+    s.upload("history/creditcard.csv", &all).await;
+
+    let d = s.retrain();
+    assert_eq!(d["decision"], "insufficient_data", "{d}");
+    assert_eq!(d["published"], Value::Bool(false));
+    assert_eq!(d["holdout_rows"], 0, "{d}");
+    assert_eq!(d["needed_frauds"], 30, "{d}");
+    assert!(d["candidate"].is_null(), "nothing trained: {d}");
+    let reason = d["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("0 frauds") && reason.contains("30 frauds"),
+        "{reason}"
+    );
+    assert_eq!(
+        s.store.latest().await.unwrap().unwrap().version,
+        m.version()
+    );
+
+    // Then 400 fresh rows after its window, 10 of them frauds: still too few frauds.
+    let labels = all.labels().unwrap();
+    let frauds = (0..all.len()).filter(|&i| labels[i] == 1).take(10);
+    let legit = (0..all.len()).filter(|&i| labels[i] == 0).take(390);
+    let mut fresh = all.select(&frauds.chain(legit).collect::<Vec<_>>());
+    let last = all.columns[TIME].iter().copied().fold(0.0, f64::max);
+    for i in 0..fresh.len() {
+        fresh.columns[TIME][i] += last + 1.0;
+        fresh.ids[i] = format!("fresh-{i}");
+    }
+    s.upload("history/fresh.csv", &fresh).await;
+    let d = s.retrain();
+    assert_eq!(d["decision"], "insufficient_data", "{d}");
+    assert_eq!(d["unseen_rows"], 400, "{d}");
+    assert_eq!(d["holdout_frauds"], 10, "{d}");
+    assert!(d["reason"].as_str().unwrap().contains("10 frauds"), "{d}");
+    // With a lower minimum the same data is enough to decide.
+    let d = s.retrain_with("min_gate_frauds = 10");
+    assert_ne!(d["decision"], "insufficient_data", "{d}");
 }
