@@ -191,6 +191,28 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn with_trusted_keys_only_a_signed_version_is_swapped_in() {
+        let (_d, blobs, store, _, first) = setup().await;
+        let key = crate::registry::SigningKey::generate().unwrap();
+        let trusting = ModelStore::new(blobs.clone()).with_trusted_keys(vec![key.public()]);
+        let serving = Arc::new(ArcSwap::from_pointee(first.clone()));
+        let mut w = Watcher::new(trusting, serving, None);
+        let unsigned = model(5, None);
+        publish(&store, &unsigned).await;
+        match w.poll().await.unwrap() {
+            Poll::Rejected { reason, .. } => assert_eq!(reason.reason(), "signature", "{reason}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(w.serving.load().version(), first.version());
+        let signed = model(6, None);
+        publish(&store.clone().with_signer(Some(key)), &signed).await;
+        match w.poll().await.unwrap() {
+            Poll::Swapped { version } => assert_eq!(version, signed.version()),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
     async fn a_wrong_checksum_is_rejected_and_the_old_model_serves() {
         let (_d, blobs, store, mut w, first) = setup().await;
         let second = model(3, None);
