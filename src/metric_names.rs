@@ -67,3 +67,12 @@ pub const API_RECORDED: &str = "fraudstream_api_recorded_total";
 pub const API_REQUESTS: &str = "fraudstream_api_requests_total";
 /// Histogram: seconds to answer an HTTP API request, by `route`.
 pub const API_REQUEST_SECONDS: &str = "fraudstream_api_request_seconds";
+/// Counter: shadow-model versions refused, by `reason`.
+pub const SHADOW_REJECTIONS: &str = "fraudstream_shadow_rejections_total";
+/// Counter: transactions the shadow model scored, by `agree` (`true` when its verdict is
+/// the serving model's).
+pub const SHADOW_SCORED: &str = "fraudstream_shadow_scored_total";
+/// Histogram: the shadow model's scores.
+pub const SHADOW_SCORE: &str = "fraudstream_shadow_score";
+/// Gauge: 1 for the shadow model's `version` label.
+pub const SHADOW_INFO: &str = "fraudstream_shadow_info";

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use fraudstream::retry::RetryPolicy;
 use fraudstream::schema::{NUM_FIELDS, Transaction};
 use fraudstream::sinks::lake::{
-    LakeCompression, LakeSettings, LakeWriter, ScoredRecord, lake_schema,
+    LakeCompression, LakeSettings, LakeWriter, ScoredRecord, ShadowRecord, lake_schema,
 };
 use fraudstream::storage::hdfs::HdfsStore;
 use fraudstream::storage::local::LocalStore;
@@ -39,6 +39,12 @@ fn record(i: usize) -> ScoredRecord {
         model_version: "v-test".into(),
         // Records span two hours: 10:15:00 + 1.5 s per record.
         scored_at_ms: T0 + i as i64 * 1500,
+        // Every other record carries a shadow model's view (nullable columns).
+        shadow: i.is_multiple_of(2).then(|| ShadowRecord {
+            score: (i % 10) as f32 / 10.0,
+            fraud: i % 10 >= 5,
+            version: "v-shadow".into(),
+        }),
     }
 }
 

@@ -139,6 +139,7 @@ fn record(i: usize) -> ScoredRecord {
         fraud: false,
         model_version: "v".into(),
         scored_at_ms: 1_795_688_100_000,
+        shadow: None,
     }
 }
 

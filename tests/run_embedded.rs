@@ -259,3 +259,89 @@ fn follow_tails_a_growing_file_until_sigterm() {
     assert!(text.contains("fraudstream run: summary"), "{text}");
     assert_eq!(count(), 251, "each row scored once");
 }
+
+/// `models.shadow`: a second version scores every row into the lake (never the verdicts
+/// or alerts), and `model compare --shadow` reads both models' metrics back from the lake
+/// on the same rows, equal to scoring the file with each model directly.
+#[tokio::test]
+async fn a_shadow_model_scores_into_the_lake_and_compare_reads_it_back() {
+    use fraudstream::eval::evaluate;
+    use fraudstream::pipeline::{TrainOptions, train_model};
+    use fraudstream::registry::ModelStore;
+    use fraudstream::storage::local::LocalStore;
+
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), SAMPLE);
+    let out = run(&cfg, &[], None);
+    let serving = line_field(&out, "model version");
+
+    // A weaker second version in the same store, not served.
+    let (data, _) = read_dataset(SAMPLE, ReadOptions::default()).unwrap();
+    let mut opts = TrainOptions::default();
+    opts.params.n_trees = 4;
+    opts.params.max_depth = Some(3);
+    let shadow = train_model(&data, SAMPLE, &opts, &|| {}).unwrap().model;
+    let store = ModelStore::new(std::sync::Arc::new(
+        LocalStore::new(dir.path().join("registry")).unwrap(),
+    ));
+    store.put(&shadow).await.unwrap();
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "[models]\n",
+        &format!("[models]\nshadow = \"{}\"\n", shadow.version()),
+    );
+    std::fs::write(&cfg, text).unwrap();
+    std::fs::remove_dir_all(dir.path().join("lake")).unwrap();
+    std::fs::remove_file(dir.path().join("alerts.jsonl")).unwrap();
+
+    let out = run(&cfg, &[], None);
+    assert_eq!(line_field(&out, "model version"), serving, "{out}");
+    let verdicts = LocalVerdictStore::open(dir.path().join("verdicts.db")).unwrap();
+    assert_eq!(
+        &*verdicts.get("0").await.unwrap().unwrap().model_version,
+        serving
+    );
+    let flagged: usize = line_field(&out, "flagged as fraud").parse().unwrap();
+    let alerts = std::fs::read_to_string(dir.path().join("alerts.jsonl")).unwrap();
+    assert_eq!(
+        alerts.lines().count(),
+        flagged,
+        "alerts follow the serving model only"
+    );
+
+    let compare = Command::new(env!("CARGO_BIN_EXE_fraudstream"))
+        .args(["model", "compare", "--shadow", "--json", "--lake"])
+        .arg(format!("{}/lake/", dir.path().display()))
+        .output()
+        .unwrap();
+    assert!(
+        compare.status.success(),
+        "{}",
+        String::from_utf8_lossy(&compare.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8(compare.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    let p = &lines[0];
+    assert_eq!(p["serving"], serving.as_str());
+    assert_eq!(p["shadow"], shadow.version());
+    assert_eq!(p["rows"], 3446);
+    assert_eq!(p["labelled"], 3446);
+    assert_eq!(p["frauds"], 246);
+    assert_eq!(p["serving_flagged"].as_u64().unwrap() as usize, flagged);
+    let labels = data.labels().unwrap();
+    let auprc = |m: &fraudstream::model::Model| {
+        evaluate(&m.score_dataset(&data), &labels, 0.5)
+            .auprc
+            .unwrap()
+    };
+    let (served, _) = store.get(&serving).await.unwrap();
+    let close = |a: &serde_json::Value, b: f64| (a.as_f64().unwrap() - b).abs() < 1e-9;
+    assert!(close(&p["serving_metrics"]["auprc"], auprc(&served)), "{p}");
+    assert!(close(&p["shadow_metrics"]["auprc"], auprc(&shadow)), "{p}");
+    assert!(p["difference"]["low"].as_f64().unwrap() <= p["difference"]["high"].as_f64().unwrap());
+    let agreement = p["agreement"].as_f64().unwrap();
+    assert!(agreement > 0.5 && agreement <= 1.0, "{p}");
+}

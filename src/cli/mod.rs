@@ -1,5 +1,6 @@
 //! The command-line interface: argument definitions and one module per command.
 
+mod compare;
 mod evaluate;
 mod inspect;
 mod preprocess;
@@ -93,6 +94,8 @@ pub enum ModelCommand {
     Promote(registry::PromoteArgs),
     /// Serve the current version's parent again.
     Rollback(registry::StoreArgs),
+    /// Compare the serving model with the shadow model on the live rows in the lake.
+    Compare(compare::CompareArgs),
 }
 
 /// Input options shared by the commands that read transactions.
@@ -185,6 +188,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Model(ModelCommand::Show(a)) => registry::show(&a),
         Command::Model(ModelCommand::Promote(a)) => registry::promote(&a),
         Command::Model(ModelCommand::Rollback(a)) => registry::rollback(&a),
+        Command::Model(ModelCommand::Compare(a)) => compare::run(&a),
         Command::Verdict(VerdictCommand::Get(a)) => verdict::run(&a),
     }
 }

@@ -30,6 +30,7 @@ use crate::config::{Config, SourceKind, VerdictBackend};
 use crate::eval::Metrics;
 use crate::model::Model;
 use crate::registry::ModelStore;
+use crate::registry::shadow::{ShadowSpec, ShadowWatcher};
 use crate::registry::watcher::Watcher;
 use crate::retry::Retryable;
 use crate::schema::Format;
@@ -113,6 +114,7 @@ pub struct Detector {
     handles: Handles,
     in_flight_batches: usize,
     watcher: Option<(Watcher, std::time::Duration)>,
+    shadow: Option<(ShadowWatcher, std::time::Duration)>,
     ready: Option<watch::Sender<bool>>,
     model_origin: ModelOrigin,
     /// Stops the metrics server and the watcher when the detector is dropped.
@@ -161,6 +163,7 @@ impl Detector {
         let recent = Arc::new(RecentAlerts::default());
         let kafka = cfg.source.kind == SourceKind::Kafka;
         let stats = SharedStats::default();
+        let mut shadow = None;
         let (source, stages, alerts) = if stream {
             let lake_store =
                 crate::storage::open(&cfg.lake.location, Some(&cfg.s3.settings("", ""))).await?;
@@ -183,8 +186,21 @@ impl Detector {
                 abort: CancellationToken::new(),
                 dead_letters,
             };
+            let mut scorer =
+                Scorer::with_explain(model.clone(), cfg.scoring.top_k, cfg.scoring.explain);
+            if let Some(spec) = &cfg.models.shadow {
+                let slot = Arc::new(arc_swap::ArcSwapOption::empty());
+                let mut w =
+                    ShadowWatcher::new(models.clone(), ShadowSpec::parse(spec), slot.clone());
+                // A shadow that cannot load now is not a reason to stop scoring.
+                if let Err(e) = w.poll().await {
+                    tracing::warn!(error = %e, shadow = %spec, "shadow model not loaded yet; retrying");
+                }
+                scorer = scorer.with_shadow(slot);
+                shadow = Some((w, cfg.models.poll_interval));
+            }
             let stages = Stages {
-                scorer: Scorer::with_explain(model.clone(), cfg.scoring.top_k, cfg.scoring.explain),
+                scorer,
                 delivery,
                 stats: stats.clone(),
             };
@@ -218,6 +234,7 @@ impl Detector {
             handles,
             in_flight_batches: cfg.delivery.in_flight_batches,
             watcher,
+            shadow,
             ready,
             model_origin,
             _background: background.clone().drop_guard(),
@@ -260,12 +277,16 @@ impl Detector {
             handles,
             in_flight_batches,
             watcher,
+            shadow,
             ready,
             background,
             ..
         } = self;
         if let Some((w, interval)) = watcher {
             tracing::info!(interval = ?interval, store = %handles.models.describe(), "watching the model store for new versions");
+            tokio::spawn(w.run(interval, background.clone()));
+        }
+        if let Some((w, interval)) = shadow.filter(|(_, i)| !i.is_zero()) {
             tokio::spawn(w.run(interval, background.clone()));
         }
         let set_ready = |value: bool| {

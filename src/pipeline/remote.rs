@@ -28,28 +28,7 @@ pub async fn for_each_file(
         each(location, d, r);
         return Ok(());
     }
-    let (root, keys) = if let Some(prefix) = location.strip_suffix('/') {
-        let store = crate::storage::open(&format!("{prefix}/"), Some(s3)).await?;
-        let keys: Vec<String> = store
-            .list("")
-            .await?
-            .into_iter()
-            .map(|o| o.key)
-            .filter(|k| {
-                Format::from_path(k).is_some()
-                    && !k.rsplit('/').next().unwrap_or_default().starts_with('.')
-            })
-            .collect();
-        (store, keys)
-    } else {
-        let (parent, name) = location
-            .rsplit_once('/')
-            .ok_or_else(|| anyhow::anyhow!("{location}: not a file location"))?;
-        (
-            crate::storage::open(&format!("{parent}/"), Some(s3)).await?,
-            vec![name.to_owned()],
-        )
-    };
+    let (root, keys) = objects(location, s3, |k| Format::from_path(k).is_some()).await?;
     anyhow::ensure!(
         !keys.is_empty(),
         "{location}: no .csv, .jsonl or .parquet files"
@@ -73,6 +52,34 @@ pub async fn for_each_file(
         each(&name, d, r);
     }
     Ok(())
+}
+
+/// The store holding `location` and the keys in it: every object under a prefix ending
+/// in `/` that `wanted` accepts (hidden files skipped), or the one object named.
+pub async fn objects(
+    location: &str,
+    s3: &S3Settings,
+    wanted: impl Fn(&str) -> bool,
+) -> anyhow::Result<(std::sync::Arc<dyn crate::storage::BlobStore>, Vec<String>)> {
+    if let Some(prefix) = location.strip_suffix('/') {
+        let store = crate::storage::open(&format!("{prefix}/"), Some(s3)).await?;
+        let keys: Vec<String> = store
+            .list("")
+            .await?
+            .into_iter()
+            .map(|o| o.key)
+            .filter(|k| wanted(k) && !k.rsplit('/').next().unwrap_or_default().starts_with('.'))
+            .collect();
+        Ok((store, keys))
+    } else {
+        let (parent, name) = location
+            .rsplit_once('/')
+            .ok_or_else(|| anyhow::anyhow!("{location}: not a file location"))?;
+        Ok((
+            crate::storage::open(&format!("{parent}/"), Some(s3)).await?,
+            vec![name.to_owned()],
+        ))
+    }
 }
 
 /// Every row of `location`, concatenated, with the combined report.

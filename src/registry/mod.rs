@@ -13,6 +13,7 @@
 //! A version exists once its manifest does: every other object is written first.
 
 pub mod holdout;
+pub mod shadow;
 pub mod signing;
 pub mod watcher;
 

@@ -43,6 +43,19 @@ pub struct ScoredRecord {
     pub model_version: Arc<str>,
     /// When it was scored, Unix milliseconds (UTC).
     pub scored_at_ms: i64,
+    /// The shadow model's score, verdict and version, when one scored it too.
+    pub shadow: Option<ShadowRecord>,
+}
+
+/// A shadow model's view of one record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShadowRecord {
+    /// Its score.
+    pub score: f32,
+    /// Its verdict at its own threshold.
+    pub fraud: bool,
+    /// Its version.
+    pub version: Arc<str>,
 }
 
 /// Parquet compression codec.
@@ -86,7 +99,8 @@ impl Default for LakeSettings {
     }
 }
 
-/// The Arrow schema of lake files: the transaction columns, then the verdict.
+/// The Arrow schema of lake files: the transaction columns, then the verdict, then the
+/// shadow model's score, verdict and version (null without a shadow).
 #[must_use]
 pub fn lake_schema() -> SchemaRef {
     let mut fields = transaction_fields();
@@ -99,6 +113,9 @@ pub fn lake_schema() -> SchemaRef {
             DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
             false,
         ),
+        Field::new("shadow_score", DataType::Float32, true),
+        Field::new("shadow_fraud", DataType::Boolean, true),
+        Field::new("shadow_version", DataType::Utf8, true),
     ]);
     Arc::new(Schema::new(fields))
 }
@@ -119,7 +136,91 @@ pub fn record_batch(records: &[ScoredRecord]) -> Result<RecordBatch, arrow::erro
         TimestampMillisecondArray::from_iter_values(records.iter().map(|r| r.scored_at_ms))
             .with_timezone("UTC"),
     ));
+    let shadows = || records.iter().map(|r| r.shadow.as_ref());
+    cols.push(Arc::new(Float32Array::from_iter(
+        shadows().map(|s| s.map(|s| s.score)),
+    )));
+    cols.push(Arc::new(BooleanArray::from_iter(
+        shadows().map(|s| s.map(|s| s.fraud)),
+    )));
+    cols.push(Arc::new(StringArray::from_iter(
+        shadows().map(|s| s.map(|s| &*s.version)),
+    )));
     RecordBatch::try_new(lake_schema(), cols)
+}
+
+/// One lake row as `model compare --shadow` reads it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LakeScore {
+    /// The label, when the row has one.
+    pub label: Option<u8>,
+    /// The serving model's score.
+    pub score: f32,
+    /// Its verdict.
+    pub fraud: bool,
+    /// Its version.
+    pub model_version: String,
+    /// The shadow model's view, when one scored the row.
+    pub shadow: Option<ShadowRecord>,
+}
+
+/// The verdict and shadow columns of one lake file (files written before the shadow
+/// columns existed read with no shadow).
+pub fn read_scores(data: Bytes) -> Result<Vec<LakeScore>, String> {
+    use arrow::array::{Array, AsArray};
+    use arrow::compute::cast;
+    use arrow::datatypes::{Float32Type, Int64Type};
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(data)
+        .and_then(|b| b.build())
+        .map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    for batch in reader {
+        let batch = batch.map_err(|e| e.to_string())?;
+        let column = |name: &str, ty: &DataType| -> Result<Option<ArrayRef>, String> {
+            batch
+                .column_by_name(name)
+                .map(|c| cast(c, ty).map_err(|e| format!("column {name:?}: {e}")))
+                .transpose()
+        };
+        let need = |name: &str, ty: &DataType| {
+            column(name, ty)?.ok_or_else(|| format!("missing column {name:?}: not a lake file"))
+        };
+        let score = need("score", &DataType::Float32)?;
+        let fraud = need("fraud", &DataType::Boolean)?;
+        let version = need("model_version", &DataType::Utf8)?;
+        let label = column("Class", &DataType::Int64)?;
+        let shadow_score = column("shadow_score", &DataType::Float32)?;
+        let shadow_fraud = column("shadow_fraud", &DataType::Boolean)?;
+        let shadow_version = column("shadow_version", &DataType::Utf8)?;
+        let (score, fraud, version) = (
+            score.as_primitive::<Float32Type>(),
+            fraud.as_boolean(),
+            version.as_string::<i32>(),
+        );
+        for i in 0..batch.num_rows() {
+            let shadow = match (&shadow_score, &shadow_fraud, &shadow_version) {
+                (Some(s), Some(f), Some(v)) if s.is_valid(i) && f.is_valid(i) && v.is_valid(i) => {
+                    Some(ShadowRecord {
+                        score: s.as_primitive::<Float32Type>().value(i),
+                        fraud: f.as_boolean().value(i),
+                        version: v.as_string::<i32>().value(i).into(),
+                    })
+                }
+                _ => None,
+            };
+            out.push(LakeScore {
+                label: label
+                    .as_ref()
+                    .filter(|l| l.is_valid(i))
+                    .map(|l| u8::from(l.as_primitive::<Int64Type>().value(i) == 1)),
+                score: score.value(i),
+                fraud: fraud.value(i),
+                model_version: version.value(i).to_owned(),
+                shadow,
+            });
+        }
+    }
+    Ok(out)
 }
 
 /// Encode records as one Parquet file.
@@ -147,6 +248,7 @@ pub fn encode_batches(
         .set_compression(codec)
         .set_dictionary_enabled(false)
         .set_column_dictionary_enabled("model_version".into(), true)
+        .set_column_dictionary_enabled("shadow_version".into(), true)
         .build();
     let mut buf = Vec::new();
     let mut w = ArrowWriter::try_new(&mut buf, lake_schema(), Some(props))?;

@@ -20,7 +20,7 @@ use crate::metric_names as names;
 use crate::model::Verdict;
 use crate::retry::{RetryPolicy, Retryable};
 use crate::sinks::alerts::{AlertError, AlertSink};
-use crate::sinks::lake::{LakeWriter, ScoredRecord};
+use crate::sinks::lake::{LakeWriter, ScoredRecord, ShadowRecord};
 use crate::sinks::verdicts::{Stamp, VerdictError, VerdictItem, VerdictStore};
 
 /// A sink that can be required to be durable before offsets are committed.
@@ -333,10 +333,7 @@ impl Delivery {
         if !remove {
             return Ok(letters.len() as u64);
         }
-        let mut flags = keep.iter();
-        scored.rows.retain(|_| *flags.next().unwrap_or(&true));
-        let mut flags = keep.iter();
-        scored.verdicts.retain(|_| *flags.next().unwrap_or(&true));
+        scored.retain(&keep);
         Ok(letters.len() as u64)
     }
 
@@ -344,15 +341,26 @@ impl Delivery {
     pub async fn buffer(&mut self, scored: Scored) -> Result<(), DeliveryError> {
         if let Some(lake) = self.lake.as_mut() {
             let now_ms = crate::clock::now_ms();
-            lake.push_all(scored.rows.into_iter().zip(scored.verdicts).map(|(r, v)| {
-                ScoredRecord {
-                    score: v.score,
-                    fraud: v.fraud,
-                    model_version: v.model_version,
-                    scored_at_ms: now_ms,
-                    tx: r.tx,
-                }
-            }));
+            let shadow = scored.shadow;
+            lake.push_all(
+                scored
+                    .rows
+                    .into_iter()
+                    .zip(scored.verdicts)
+                    .enumerate()
+                    .map(|(i, (r, v))| ScoredRecord {
+                        score: v.score,
+                        fraud: v.fraud,
+                        model_version: v.model_version,
+                        scored_at_ms: now_ms,
+                        tx: r.tx,
+                        shadow: shadow.as_ref().map(|s| ShadowRecord {
+                            score: s.scores[i],
+                            fraud: s.fraud[i],
+                            version: s.version.clone(),
+                        }),
+                    }),
+            );
         }
         self.maintain().await
     }

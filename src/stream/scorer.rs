@@ -2,11 +2,15 @@
 //! model once per batch (so a hot reload never splits a batch, and every verdict names
 //! the version that scored it), and scores off the async runtime with the core's one
 //! scoring function, [`crate::model::Model::verdicts`].
+//!
+//! With a shadow model loaded ([`crate::registry::shadow`]), the same batch is scored by
+//! it too, on the same thread: its scores ride along to the lake and to metrics, never to
+//! verdicts or alerts.
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 
 use super::source::Incoming;
 use crate::metric_names as names;
@@ -19,6 +23,65 @@ pub struct Scored {
     pub rows: Vec<Incoming>,
     /// Their verdicts.
     pub verdicts: Vec<Verdict>,
+    /// The shadow model's scores of the same rows, when one is loaded.
+    pub shadow: Option<ShadowScores>,
+}
+
+impl Scored {
+    /// Keep the rows whose flag in `keep` is `true` (rows past its end are kept), with
+    /// their verdicts and shadow scores.
+    pub fn retain(&mut self, keep: &[bool]) {
+        fn by<T>(items: &mut Vec<T>, keep: &[bool]) {
+            let mut flags = keep.iter();
+            items.retain(|_| *flags.next().unwrap_or(&true));
+        }
+        by(&mut self.rows, keep);
+        by(&mut self.verdicts, keep);
+        if let Some(s) = self.shadow.as_mut() {
+            by(&mut s.scores, keep);
+            by(&mut s.fraud, keep);
+        }
+    }
+}
+
+/// A shadow model's scores of a batch.
+#[derive(Debug, Clone)]
+pub struct ShadowScores {
+    /// The shadow version.
+    pub version: Arc<str>,
+    /// One score per row.
+    pub scores: Vec<f32>,
+    /// One verdict per row, at the shadow model's own threshold.
+    pub fraud: Vec<bool>,
+}
+
+/// Score a batch with the shadow model and export how it compares with the verdicts.
+fn shadow_scores(model: &Model, rows: &[Incoming], verdicts: &[Verdict]) -> ShadowScores {
+    let mut x = Vec::with_capacity(rows.len() * model.forest().n_features());
+    for r in rows {
+        model.features_into(&r.tx, &mut x);
+    }
+    let mut scores = vec![0.0; rows.len()];
+    model.forest().predict_into(&x, &mut scores);
+    let threshold = model.meta().threshold as f32;
+    let fraud: Vec<bool> = scores.iter().map(|&s| s >= threshold).collect();
+    let agree = fraud
+        .iter()
+        .zip(verdicts)
+        .filter(|&(&f, v)| f == v.fraud)
+        .count() as u64;
+    metrics::counter!(names::SHADOW_SCORED, "agree" => "true").increment(agree);
+    metrics::counter!(names::SHADOW_SCORED, "agree" => "false")
+        .increment(rows.len() as u64 - agree);
+    let histogram = metrics::histogram!(names::SHADOW_SCORE);
+    for &s in &scores {
+        histogram.record(f64::from(s));
+    }
+    ShadowScores {
+        version: model.version_arc(),
+        scores,
+        fraud,
+    }
 }
 
 /// Scoring failed for a reason that is not the input's: the blocking pool lost the task.
@@ -29,9 +92,11 @@ pub struct ScoreError(#[from] tokio::task::JoinError);
 /// Scores batches with the serving model.
 pub struct Scorer {
     model: Arc<ArcSwap<Model>>,
+    shadow: Arc<ArcSwapOption<Model>>,
     top_k: usize,
     explain: Explain,
     version: String,
+    shadow_version: String,
 }
 
 impl Scorer {
@@ -47,16 +112,31 @@ impl Scorer {
     pub fn with_explain(model: Arc<ArcSwap<Model>>, top_k: usize, explain: Explain) -> Self {
         Self {
             model,
+            shadow: Arc::new(ArcSwapOption::empty()),
             top_k,
             explain,
             version: String::new(),
+            shadow_version: String::new(),
         }
+    }
+
+    /// Also score every batch with the model in `slot`, when there is one.
+    #[must_use]
+    pub fn with_shadow(mut self, slot: Arc<ArcSwapOption<Model>>) -> Self {
+        self.shadow = slot;
+        self
     }
 
     /// Score `rows` on the blocking pool.
     pub async fn score(&mut self, rows: Vec<Incoming>) -> Result<Scored, ScoreError> {
         let model = self.model.load_full();
         self.note_model(&model);
+        // Scoring the serving version twice would say nothing.
+        let shadow = self
+            .shadow
+            .load_full()
+            .filter(|s| s.version() != model.version());
+        self.note_shadow(shadow.as_deref());
         let (top_k, explain) = (self.top_k, self.explain);
         let started = Instant::now();
         let scored = tokio::task::spawn_blocking(move || {
@@ -67,11 +147,31 @@ impl Scorer {
             let ids: Vec<&str> = rows.iter().map(|r| r.tx.id.as_str()).collect();
             let verdicts = model.verdicts_with(&ids, &x, top_k, explain);
             drop(ids);
-            Scored { rows, verdicts }
+            let shadow = shadow.map(|m| shadow_scores(&m, &rows, &verdicts));
+            Scored {
+                rows,
+                verdicts,
+                shadow,
+            }
         })
         .await?;
         super::delivery::stage_time("score", started);
         Ok(scored)
+    }
+
+    /// Export the shadow model's version.
+    fn note_shadow(&mut self, shadow: Option<&Model>) {
+        let version = shadow.map_or("", Model::version);
+        if self.shadow_version != version {
+            if !self.shadow_version.is_empty() {
+                metrics::gauge!(names::SHADOW_INFO, "version" => self.shadow_version.clone())
+                    .set(0.0);
+            }
+            if !version.is_empty() {
+                metrics::gauge!(names::SHADOW_INFO, "version" => version.to_owned()).set(1.0);
+            }
+            version.clone_into(&mut self.shadow_version);
+        }
     }
 
     /// Export the serving model's version and age.
