@@ -50,12 +50,13 @@ pub const SCORE: &str = "fraudstream_score";
 pub const MODEL_INFO: &str = "fraudstream_model_info";
 /// Counter: new model versions swapped in by the watcher.
 pub const MODEL_RELOADS: &str = "fraudstream_model_reloads_total";
-/// Counter: model versions the watcher refused, by `reason` (`checksum`, `corrupt`,
+/// Counter: model versions the watcher refused, by `reason` (`signature`, `checksum`, `corrupt`,
 /// `features`, `smoke`, `unknown_version`).
 pub const MODEL_REJECTIONS: &str = "fraudstream_model_rejections_total";
 /// Counter: failed polls of the model store (unreachable).
 pub const MODEL_POLL_ERRORS: &str = "fraudstream_model_poll_errors_total";
-/// Counter: retraining decisions, by `outcome` (`published`, `rejected`).
+/// Counter: retraining decisions, by `outcome` (`published`, `approved`, `rejected`,
+/// `insufficient_data`).
 pub const RETRAIN_DECISIONS: &str = "fraudstream_retrain_decisions_total";
 /// Gauge: the last candidate's holdout AUPRC.
 pub const RETRAIN_CANDIDATE_AUPRC: &str = "fraudstream_retrain_candidate_auprc";

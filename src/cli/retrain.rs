@@ -56,6 +56,9 @@ fn report(d: &Decision, json: bool) -> anyhow::Result<()> {
     table(
         match d.decision {
             Outcome::Published => "retrain: candidate published",
+            Outcome::Approved => {
+                "retrain: candidate passed the gate, stored as CANDIDATE (retrain.promote is off)"
+            }
             Outcome::Rejected => "retrain: candidate rejected (the live model keeps serving)",
             Outcome::InsufficientData => {
                 "retrain: insufficient data, nothing trained (the live model keeps serving)"

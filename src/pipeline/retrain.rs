@@ -60,6 +60,10 @@ pub struct RetrainConfig {
     pub min_auprc: f64,
     /// The candidate's holdout recall at precision ≥ 0.90 must be at least this.
     pub min_recall_at_precision_90: f64,
+    /// Move `LATEST` to a candidate that passes the gate. `false`: only store it and point
+    /// `models/CANDIDATE` at it (decision `approved`), to shadow-score it first and
+    /// promote it by hand (`fraudstream model promote`).
+    pub promote: bool,
     /// Trees in the candidate.
     pub trees: usize,
     /// Seed for sampling and the forest.
@@ -80,6 +84,7 @@ impl Default for RetrainConfig {
             confidence: 0.95,
             min_auprc: 0.5,
             min_recall_at_precision_90: 0.0,
+            promote: true,
             trees: 100,
             seed: 42,
         }
@@ -126,6 +131,8 @@ impl crate::config::Validate for RetrainConfig {
 pub enum Outcome {
     /// The candidate is now `LATEST`.
     Published,
+    /// The candidate passed the gate and is stored, but `retrain.promote` is off.
+    Approved,
     /// The candidate was judged and refused; the live model keeps serving.
     Rejected,
     /// Too few rows that neither model trained on to judge: nothing was trained.
@@ -138,6 +145,7 @@ impl Outcome {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Published => "published",
+            Self::Approved => "approved",
             Self::Rejected => "rejected",
             Self::InsufficientData => "insufficient_data",
         }
@@ -449,6 +457,10 @@ pub async fn retrain_once(
     store.put_with_holdout(&candidate, Some(&holdout)).await?;
     store.set_candidate(candidate.version()).await?;
     match verdict {
+        Ok(why) if !cfg.promote => {
+            decision.decision = Outcome::Approved;
+            decision.reason = format!("{why}; retrain.promote is off: LATEST not moved");
+        }
         Ok(why) => {
             store
                 .set_latest(candidate.version(), live_pointer.as_ref())

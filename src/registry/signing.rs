@@ -24,12 +24,12 @@ const PUBLIC_PREFIX: &str = "ed25519:";
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     /// The key file could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Io {
         /// The file.
         path: String,
-        /// The cause.
-        source: std::io::Error,
+        /// The cause (shown in the message, so not chained again).
+        cause: std::io::Error,
     },
     /// The text is not a key.
     #[error("{0}")]
@@ -102,9 +102,9 @@ impl SigningKey {
 
     /// Read a secret key file.
     pub fn load(path: &Path) -> Result<Self, KeyError> {
-        let text = std::fs::read_to_string(path).map_err(|source| KeyError::Io {
+        let text = std::fs::read_to_string(path).map_err(|cause| KeyError::Io {
             path: path.display().to_string(),
-            source,
+            cause,
         })?;
         let seed = hex32(&text, &path.display().to_string())?;
         Ok(Self(ed25519_dalek::SigningKey::from_bytes(&seed)))
@@ -120,8 +120,11 @@ impl SigningKey {
         ));
         let io = |p: &Path| {
             let p = p.display().to_string();
-            move |source| KeyError::Io { path: p, source }
+            move |cause| KeyError::Io { path: p, cause }
         };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(io(dir))?;
+        }
         let mut options = std::fs::OpenOptions::new();
         options.write(true).create_new(true);
         #[cfg(unix)]
