@@ -380,7 +380,7 @@ impl ModelsConfig {
             .enumerate()
             .map(|(i, k)| {
                 crate::registry::PublicKey::parse(k)
-                    .map_err(|e| Invalid::new(&format!("trusted_keys[{i}]"), e.to_string()))
+                    .map_err(|e| Invalid::new(format!("trusted_keys[{i}]"), e.to_string()))
             })
             .collect()
     }
@@ -763,6 +763,14 @@ mod tests {
             e.to_string().contains("`delivery.in_flight_batches`"),
             "{e}"
         );
+        let e = Config::parse("c.toml", "[models]\ntrusted_keys = [\"ed25519:00\"]\n").unwrap_err();
+        assert!(e.to_string().contains("`models.trusted_keys[0]`"), "{e}");
+        let e = Config::parse("c.toml", "[models]\nsign_key = \"/no/such/key\"\n").unwrap_err();
+        assert!(e.to_string().contains("`models.sign_key`"), "{e}");
+        let e = Config::parse("c.toml", "[retrain]\nmin_gate_frauds = 0\n").unwrap_err();
+        assert!(e.to_string().contains("`retrain.min_gate_frauds`"), "{e}");
+        let e = Config::parse("c.toml", "[retrain]\nholdout = \"none\"\n").unwrap_err();
+        assert!(e.to_string().contains("`retrain.holdout`"), "{e}");
     }
 
     #[test]

@@ -61,7 +61,7 @@ impl HoldoutSet {
 
     /// Parse `holdout.bin`.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
-        if bytes.len() % 8 != 0 {
+        if !bytes.len().is_multiple_of(8) {
             return Err(format!(
                 "{} bytes is not a whole number of ids",
                 bytes.len()

@@ -56,13 +56,28 @@ pub struct ShadowScores {
 }
 
 /// Score a batch with the shadow model and export how it compares with the verdicts.
-fn shadow_scores(model: &Model, rows: &[Incoming], verdicts: &[Verdict]) -> ShadowScores {
-    let mut x = Vec::with_capacity(rows.len() * model.forest().n_features());
-    for r in rows {
-        model.features_into(&r.tx, &mut x);
-    }
+/// `x` is the serving model's feature matrix, reused when the shadow's features are the
+/// same.
+fn shadow_scores(
+    model: &Model,
+    serving: &Model,
+    x: &[f32],
+    rows: &[Incoming],
+    verdicts: &[Verdict],
+) -> ShadowScores {
+    let own;
+    let x = if model.meta().features == serving.meta().features {
+        x
+    } else {
+        let mut m = Vec::with_capacity(rows.len() * model.forest().n_features());
+        for r in rows {
+            model.features_into(&r.tx, &mut m);
+        }
+        own = m;
+        &own
+    };
     let mut scores = vec![0.0; rows.len()];
-    model.forest().predict_into(&x, &mut scores);
+    model.forest().predict_into(x, &mut scores);
     let threshold = model.meta().threshold as f32;
     let fraud: Vec<bool> = scores.iter().map(|&s| s >= threshold).collect();
     let agree = fraud
@@ -147,7 +162,7 @@ impl Scorer {
             let ids: Vec<&str> = rows.iter().map(|r| r.tx.id.as_str()).collect();
             let verdicts = model.verdicts_with(&ids, &x, top_k, explain);
             drop(ids);
-            let shadow = shadow.map(|m| shadow_scores(&m, &rows, &verdicts));
+            let shadow = shadow.map(|m| shadow_scores(&m, &model, &x, &rows, &verdicts));
             Scored {
                 rows,
                 verdicts,

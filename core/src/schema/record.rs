@@ -409,12 +409,25 @@ impl Dataset {
     /// the layout the forest scores.
     #[must_use]
     pub fn feature_matrix(&self, fields: &[usize]) -> Vec<f32> {
-        let n = self.len();
         let k = fields.len();
-        let mut out = vec![0f32; n * k];
+        let mut out = vec![0f32; self.len() * k];
         for (j, &f) in fields.iter().enumerate() {
             for (i, &v) in self.columns[f].iter().enumerate() {
                 out[i * k + j] = v as f32;
+            }
+        }
+        out
+    }
+
+    /// [`Dataset::feature_matrix`] of the rows `rows` only, without copying them first.
+    #[must_use]
+    pub fn feature_matrix_of(&self, fields: &[usize], rows: &[usize]) -> Vec<f32> {
+        let k = fields.len();
+        let mut out = vec![0f32; rows.len() * k];
+        for (j, &f) in fields.iter().enumerate() {
+            let column = &self.columns[f];
+            for (i, &r) in rows.iter().enumerate() {
+                out[i * k + j] = column[r] as f32;
             }
         }
         out
