@@ -191,7 +191,7 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
     let model = &outcome.model;
     let sha = model.save(&args.out)?;
     if let Some(location) = &args.publish {
-        let holdout = crate::registry::HoldoutSet::of_rows(&data, &outcome.test_rows);
+        let holdout = crate::registry::HoldoutSet::of_split(&data, &outcome.test_rows);
         publish(
             model,
             &holdout,

@@ -46,7 +46,7 @@ pub async fn serving_model(cfg: &Config, store: &ModelStore) -> anyhow::Result<(
     let (model, holdout) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
         let (data, _) = read_dataset(&history_owned, ReadOptions::default())?;
         let outcome = train_model(&data, &history_owned, &TrainOptions::default(), &|| {})?;
-        let holdout = HoldoutSet::of_rows(&data, &outcome.test_rows);
+        let holdout = HoldoutSet::of_split(&data, &outcome.test_rows);
         Ok((outcome.model, holdout))
     })
     .await??;

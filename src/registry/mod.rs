@@ -4,7 +4,7 @@
 //! Layout under the store's root:
 //! ```text
 //! models/<version>/model.fsm       the model file (written once, never replaced)
-//! models/<version>/holdout.bin     ids of the rows held out from training (optional)
+//! models/<version>/holdout.bin     fingerprints of the rows held out from training (optional)
 //! models/<version>/manifest.sig    ed25519 signature of the manifest (optional)
 //! models/<version>/manifest.json   sha256, size, features, created_at, metadata
 //! models/LATEST                    the serving version, moved by conditional writes
@@ -37,7 +37,7 @@ pub const CANDIDATE_KEY: &str = "models/CANDIDATE";
 /// Which rows a version held out from training: `holdout.bin` beside its manifest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HoldoutRecord {
-    /// Distinct held-out row ids.
+    /// Distinct held-out row fingerprints.
     pub rows: usize,
     /// SHA-256 of `holdout.bin`, hex.
     pub sha256: String,
