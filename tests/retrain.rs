@@ -190,9 +190,13 @@ async fn a_candidate_trained_on_shuffled_labels_is_rejected() {
     assert!(d["difference"]["high"].as_f64().unwrap() < 0.0, "{d}");
     let latest = s.store.latest().await.unwrap().unwrap();
     assert_eq!(latest.version, good.0.version(), "the live model stays");
-    // The refused candidate is stored and named for shadow scoring.
+    // A refused candidate is not stored (an hourly retrain must not grow the store).
     let candidate = d["candidate"].as_str().unwrap();
-    assert!(s.store.manifest(candidate).await.is_ok());
+    assert!(s.store.manifest(candidate).await.is_err());
+    assert_eq!(
+        s.store.list().await.unwrap(),
+        vec![good.0.version().to_owned()]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -354,7 +354,7 @@ pub struct ModelsConfig {
     /// first-model bootstrap).
     pub sign_key: Option<String>,
     /// A second model scored on every batch beside the serving one, into the lake and
-    /// metrics only: a version, or `candidate` (the newest model `retrain` trained,
+    /// metrics only: a version, or `candidate` (the newest candidate `retrain` passed,
     /// followed as it changes).
     pub shadow: Option<String>,
 }

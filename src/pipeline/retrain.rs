@@ -16,8 +16,10 @@
 //!   clears the absolute floors and the lower bound of a paired bootstrap interval of
 //!   AUPRC(candidate) − AUPRC(live) on the gate rows is at least −`tolerance`.
 //!
-//! Every trained candidate is stored with the rows it held out and `models/CANDIDATE`
-//! points at it, published or not, so detectors can shadow-score it.
+//! A candidate that passes is stored with the rows it held out and `models/CANDIDATE`
+//! points at it (published, or only approved with `retrain.promote = false`), so
+//! detectors can shadow-score it before anyone promotes it. A refused candidate is not
+//! stored.
 
 use serde::{Deserialize, Serialize};
 
@@ -456,9 +458,13 @@ pub async fn retrain_once(
         decision.candidate_recall_at_p90,
         live.is_some().then_some(decision.difference.as_ref()),
     );
-    // Stored whatever the outcome, so that detectors can shadow-score it.
-    store.put_with_holdout(&candidate, Some(&holdout)).await?;
-    store.set_candidate(candidate.version()).await?;
+    // A candidate that passes is stored (with the rows it held out) and named by
+    // `models/CANDIDATE`, so detectors can shadow-score it; a refused one is not stored,
+    // so an hourly retrain that keeps refusing does not grow the store.
+    if verdict.is_ok() {
+        store.put_with_holdout(&candidate, Some(&holdout)).await?;
+        store.set_candidate(candidate.version()).await?;
+    }
     match verdict {
         Ok(why) if !cfg.promote => {
             decision.decision = Outcome::Approved;

@@ -8,7 +8,7 @@
 //! models/<version>/manifest.sig    ed25519 signature of the manifest (optional)
 //! models/<version>/manifest.json   sha256, size, features, created_at, metadata
 //! models/LATEST                    the serving version, moved by conditional writes
-//! models/CANDIDATE                 the newest retrained candidate (for shadow scoring)
+//! models/CANDIDATE                 the newest candidate retrain passed (for shadow scoring)
 //! ```
 //! A version exists once its manifest does: every other object is written first.
 
@@ -31,7 +31,7 @@ pub use signing::{ManifestSignature, PublicKey, SigningKey};
 
 /// Key of the pointer to the serving version.
 pub const LATEST_KEY: &str = "models/LATEST";
-/// Key of the pointer to the newest candidate `retrain` trained, published or not.
+/// Key of the pointer to the newest candidate `retrain` passed (published or approved).
 pub const CANDIDATE_KEY: &str = "models/CANDIDATE";
 
 /// Which rows a version held out from training: `holdout.bin` beside its manifest.

@@ -3,7 +3,7 @@
 //! alerts.
 //!
 //! `models.shadow` names a version, loaded once, or `candidate`, which follows the
-//! `models/CANDIDATE` pointer that `retrain` moves to every candidate it trains. A shadow
+//! `models/CANDIDATE` pointer that `retrain` moves to every candidate that passes. A shadow
 //! version passes the same checks as a serving one ([`ModelStore::get_checked`]); one
 //! that fails them is not loaded, and scoring goes on without a shadow. A shadow equal to
 //! the serving version is not scored twice.
