@@ -102,6 +102,9 @@ fn publish(
         .build()?
         .block_on(async {
             let store = cfg.model_store().await?;
+            store
+                .check_publishable()
+                .map_err(|why| anyhow::anyhow!("--publish: {why} (pass --sign-key)"))?;
             let before = store.latest().await?;
             store.put_with_holdout(model, Some(holdout)).await?;
             store

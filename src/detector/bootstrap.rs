@@ -41,6 +41,9 @@ pub async fn serving_model(cfg: &Config, store: &ModelStore) -> anyhow::Result<(
             store.describe()
         )
     })?;
+    store
+        .check_publishable()
+        .map_err(|why| anyhow::anyhow!("cannot bootstrap a first model: {why}"))?;
     tracing::info!(history, store = %store.describe(), "model store is empty: training a first model");
     let history_owned = history.to_owned();
     let (model, holdout) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {

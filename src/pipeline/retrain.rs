@@ -350,6 +350,9 @@ pub async fn retrain_once(
     on_file: &(dyn Fn(&str) + Sync),
 ) -> anyhow::Result<Decision> {
     let started = std::time::Instant::now();
+    store
+        .check_publishable()
+        .map_err(|why| anyhow::anyhow!("retrain cannot publish: {why}"))?;
     let live_pointer = store.latest().await?;
     let live = match &live_pointer {
         Some(l) => {

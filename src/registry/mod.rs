@@ -242,6 +242,26 @@ impl ModelStore {
         self
     }
 
+    /// Whether what this store publishes will load where its trusted keys are required:
+    /// `Err` says why not (trusted keys but no signing key, or a signing key they do not
+    /// include).
+    pub fn check_publishable(&self) -> Result<(), String> {
+        if self.trusted.is_empty() {
+            return Ok(());
+        }
+        match &self.signer {
+            None => Err(
+                "models.trusted_keys is set but models.sign_key is not: a version published here would be refused"
+                    .into(),
+            ),
+            Some(k) if !self.trusted.contains(&k.public()) => Err(format!(
+                "models.sign_key ({}) is not among models.trusted_keys: a version published here would be refused",
+                k.public()
+            )),
+            Some(_) => Ok(()),
+        }
+    }
+
     /// Where the store points.
     #[must_use]
     pub fn describe(&self) -> String {

@@ -190,6 +190,18 @@ mod tests {
         assert!(matches!(w.poll().await.unwrap(), Poll::Unchanged));
     }
 
+    /// `check_publishable` of a store trusting one fresh key and signing with `signer`.
+    fn trusting_store_check(
+        blobs: &Arc<LocalStore>,
+        signer: Option<crate::registry::SigningKey>,
+    ) -> Result<(), String> {
+        let trusted = crate::registry::SigningKey::generate().unwrap().public();
+        ModelStore::new(blobs.clone())
+            .with_trusted_keys(vec![trusted])
+            .with_signer(signer)
+            .check_publishable()
+    }
+
     #[tokio::test]
     async fn with_trusted_keys_only_a_signed_version_is_swapped_in() {
         let (_d, blobs, store, _, first) = setup().await;
@@ -204,8 +216,24 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(w.serving.load().version(), first.version());
+        assert!(
+            trusting_store_check(&blobs, None).is_err(),
+            "no signing key"
+        );
+        let other = crate::registry::SigningKey::generate().unwrap();
+        assert!(
+            trusting_store_check(&blobs, Some(other)).is_err(),
+            "a key the detectors do not trust"
+        );
+        let public = key.public();
+        let signer = store.clone().with_signer(Some(key));
+        signer
+            .clone()
+            .with_trusted_keys(vec![public])
+            .check_publishable()
+            .unwrap();
         let signed = model(6, None);
-        publish(&store.clone().with_signer(Some(key)), &signed).await;
+        publish(&signer, &signed).await;
         match w.poll().await.unwrap() {
             Poll::Swapped { version } => assert_eq!(version, signed.version()),
             other => panic!("{other:?}"),
