@@ -308,7 +308,8 @@ impl Live {
     }
 }
 
-/// Row indices (ascending) of `data` that neither model trains on, and the rest.
+/// Split `data` for the gate: the candidate's training rows, the gate rows (neither model
+/// trains on them), both ascending, and how many rows the live model never saw.
 fn gate_split(
     cfg: &RetrainConfig,
     data: &Dataset,
