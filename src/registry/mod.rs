@@ -27,6 +27,35 @@ use crate::model::{Canary, CheckError, Model, ModelError, ModelMeta};
 use crate::storage::{BlobStore, Condition, StorageError};
 
 pub use holdout::HoldoutSet;
+
+/// A watcher of the model store ([`watcher::Watcher`], [`shadow::ShadowWatcher`]).
+pub(crate) trait Polling {
+    /// Check the store once, swapping in what changed.
+    async fn poll_once(&mut self) -> Result<(), RegistryError>;
+    /// What is watched, for the log.
+    fn watching(&self) -> String;
+}
+
+/// Poll every `interval` until `stop` is cancelled. A failed poll (unreachable storage)
+/// is counted and logged; what serves keeps serving, and the next tick tries again.
+pub(crate) async fn poll_every(
+    mut w: impl Polling,
+    interval: std::time::Duration,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if let Err(e) = w.poll_once().await {
+            metrics::counter!(crate::metric_names::MODEL_POLL_ERRORS).increment(1);
+            tracing::warn!(error = %e, watching = %w.watching(), "model store poll failed; what serves keeps serving");
+        }
+    }
+}
 pub use signing::{ManifestSignature, PublicKey, SigningKey};
 
 /// Key of the pointer to the serving version.

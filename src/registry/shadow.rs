@@ -115,19 +115,18 @@ impl ShadowWatcher {
     }
 
     /// Poll every `interval` until `stop` is cancelled.
-    pub async fn run(mut self, interval: Duration, stop: CancellationToken) {
-        let mut tick = tokio::time::interval(interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                () = stop.cancelled() => return,
-                _ = tick.tick() => {}
-            }
-            if let Err(e) = self.poll().await {
-                metrics::counter!(names::MODEL_POLL_ERRORS).increment(1);
-                tracing::warn!(error = %e, "shadow model poll failed");
-            }
-        }
+    pub async fn run(self, interval: Duration, stop: CancellationToken) {
+        super::poll_every(self, interval, stop).await;
+    }
+}
+
+impl super::Polling for ShadowWatcher {
+    async fn poll_once(&mut self) -> Result<(), RegistryError> {
+        self.poll().await.map(drop)
+    }
+
+    fn watching(&self) -> String {
+        format!("{} (shadow {:?})", self.store.describe(), self.spec)
     }
 }
 

@@ -112,19 +112,18 @@ impl Watcher {
     }
 
     /// Poll every `interval` until `stop` is cancelled.
-    pub async fn run(mut self, interval: Duration, stop: CancellationToken) {
-        let mut tick = tokio::time::interval(interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                () = stop.cancelled() => return,
-                _ = tick.tick() => {}
-            }
-            if let Err(e) = self.poll().await {
-                metrics::counter!(names::MODEL_POLL_ERRORS).increment(1);
-                tracing::warn!(error = %e, store = %self.store.describe(), "model store poll failed; the serving model stays");
-            }
-        }
+    pub async fn run(self, interval: Duration, stop: CancellationToken) {
+        super::poll_every(self, interval, stop).await;
+    }
+}
+
+impl super::Polling for Watcher {
+    async fn poll_once(&mut self) -> Result<(), RegistryError> {
+        self.poll().await.map(drop)
+    }
+
+    fn watching(&self) -> String {
+        format!("{} (LATEST)", self.store.describe())
     }
 }
 
