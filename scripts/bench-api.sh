@@ -14,14 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=15
 if [[ ${1:-} == --seconds ]]; then secs=$2; fi
-data=.cache/creditcard.csv
-if [[ ! -f $data ]]; then
-  if [[ -f ../shared/data/creditcard.csv.xz ]]; then
-    mkdir -p .cache && xz -dkc ../shared/data/creditcard.csv.xz > "$data"
-  else
-    data=data/creditcard-sample.csv
-  fi
-fi
+source scripts/bench-data.sh
 command -v oha >/dev/null || cargo install oha --locked
 cargo build --release --locked -p fraudstream >&2
 venv=.cache/bench-venv

@@ -22,14 +22,7 @@ n=100000
 if [[ ${1:-} == --messages ]]; then n=$2; fi
 export FRAUDSTREAM_STATE=${FRAUDSTREAM_STATE:-$PWD/.services-bench}
 export FRAUDSTREAM_PORT_OFFSET=${FRAUDSTREAM_PORT_OFFSET:-3000}
-data=.cache/creditcard.csv
-if [[ ! -f $data ]]; then
-  if [[ -f ../shared/data/creditcard.csv.xz ]]; then
-    mkdir -p .cache && xz -dkc ../shared/data/creditcard.csv.xz > "$data"
-  else
-    data=data/creditcard-sample.csv
-  fi
-fi
+source scripts/bench-data.sh
 cargo build --release --locked -p fraudstream -p loadgen >&2
 venv=.cache/bench-venv
 if [[ ! -x $venv/bin/python ]] || ! "$venv/bin/python" -c 'import confluent_kafka, sklearn, pyarrow, joblib' 2>/dev/null; then

@@ -9,14 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-5}
-data=.cache/creditcard.csv
-if [[ ! -f $data ]]; then
-  if [[ -f ../shared/data/creditcard.csv.xz ]]; then
-    mkdir -p .cache && xz -dkc ../shared/data/creditcard.csv.xz > "$data"
-  else
-    data=data/creditcard-sample.csv
-  fi
-fi
+source scripts/bench-data.sh
 cargo build --release --locked --bin fraudstream >&2
 bin=target/release/fraudstream
 work=.cache/bench-shadow
