@@ -344,4 +344,20 @@ async fn a_shadow_model_scores_into_the_lake_and_compare_reads_it_back() {
     assert!(p["difference"]["low"].as_f64().unwrap() <= p["difference"]["high"].as_f64().unwrap());
     let agreement = p["agreement"].as_f64().unwrap();
     assert!(agreement > 0.5 && agreement <= 1.0, "{p}");
+
+    // A fixed shadow version that is not in the store is refused at start.
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace(shadow.version(), "no-such-version");
+    std::fs::write(&cfg, text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_fraudstream"))
+        .args(["run", "--config", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("invalid `models.shadow`") && err.contains("no-such-version"),
+        "{err}"
+    );
 }

@@ -192,9 +192,14 @@ impl Detector {
                 let slot = Arc::new(arc_swap::ArcSwapOption::empty());
                 let mut w =
                     ShadowWatcher::new(models.clone(), ShadowSpec::parse(spec), slot.clone());
-                // A shadow that cannot load now is not a reason to stop scoring.
+                // Unreachable storage is retried by later polls; a fixed version that
+                // does not load is a configuration error.
                 if let Err(e) = w.poll().await {
                     tracing::warn!(error = %e, shadow = %spec, "shadow model not loaded yet; retrying");
+                }
+                if let (ShadowSpec::Version(_), Some(why)) = (ShadowSpec::parse(spec), w.refusal())
+                {
+                    anyhow::bail!("invalid `models.shadow`: {why}");
                 }
                 scorer = scorer.with_shadow(slot);
                 shadow = Some((w, cfg.models.poll_interval));

@@ -5,7 +5,8 @@
 //! `models.shadow` names a version, loaded once, or `candidate`, which follows the
 //! `models/CANDIDATE` pointer that `retrain` moves to every candidate that passes. A shadow
 //! version passes the same checks as a serving one ([`ModelStore::get_checked`]); one
-//! that fails them is not loaded, and scoring goes on without a shadow. A shadow equal to
+//! that fails them is not loaded, and scoring goes on without a shadow (a fixed version
+//! that fails at start-up stops the detector: [`ShadowWatcher::refusal`]). A shadow equal to
 //! the serving version is not scored twice.
 
 use std::sync::Arc;
@@ -47,6 +48,8 @@ pub struct ShadowWatcher {
     pointer: Option<Latest>,
     /// A fixed version that loaded or was refused for good: nothing left to do.
     settled: bool,
+    /// Why the last version polled was refused (cleared when one loads).
+    refused: Option<String>,
 }
 
 impl ShadowWatcher {
@@ -59,7 +62,15 @@ impl ShadowWatcher {
             slot,
             pointer: None,
             settled: false,
+            refused: None,
         }
+    }
+
+    /// Why the last version polled was refused, if it was: a fixed `models.shadow` that
+    /// cannot load is a configuration error at start-up.
+    #[must_use]
+    pub fn refusal(&self) -> Option<&str> {
+        self.refused.as_deref()
     }
 
     /// Load the shadow if it changed. `Ok(Some(version))` when a new one was loaded.
@@ -101,6 +112,7 @@ impl ShadowWatcher {
             Ok((model, _)) => {
                 self.settled = matches!(self.spec, ShadowSpec::Version(_));
                 self.slot.store(Some(Arc::new(model)));
+                self.refused = None;
                 tracing::info!(version = %version, "shadow model loaded");
                 Ok(Some(version))
             }
@@ -109,6 +121,7 @@ impl ShadowWatcher {
                 metrics::counter!(names::SHADOW_REJECTIONS, "reason" => reason.reason())
                     .increment(1);
                 tracing::error!(version = %version, kind = %reason.reason(), reason = %reason, "shadow model refused; scoring goes on without it");
+                self.refused = Some(format!("version {version} cannot serve: {reason}"));
                 Ok(None)
             }
         }
