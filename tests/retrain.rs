@@ -339,3 +339,25 @@ async fn too_little_fresh_data_publishes_nothing_and_says_so() {
     let d = s.retrain_with("min_gate_frauds = 10");
     assert_ne!(d["decision"], "insufficient_data", "{d}");
 }
+
+/// The live model's `holdout.bin` lost: the gate falls back to its training window alone
+/// (fewer rows count as unseen, never more) and still decides.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_holdout_record_falls_back_to_the_training_window() {
+    let s = setup().await;
+    let all = history(0.0);
+    let live = model(&oldest(&all, 0.75), 20);
+    s.publish(&live).await;
+    s.upload("history/creditcard.csv", &all).await;
+    let holdout_key = format!("registry/models/{}/holdout.bin", live.0.version());
+    s.blobs.delete(&holdout_key).await.unwrap();
+
+    let d = s.retrain();
+    let window = live.0.meta().train_window.unwrap();
+    let after = all.columns[TIME]
+        .iter()
+        .filter(|&&t| !window.contains(t))
+        .count();
+    assert_eq!(d["unseen_rows"].as_u64().unwrap() as usize, after, "{d}");
+    assert_ne!(d["decision"], "insufficient_data", "{d}");
+}

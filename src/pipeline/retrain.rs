@@ -27,10 +27,11 @@ use crate::eval::{ApDifference, SplitKind, ap_difference, evaluate, split};
 use crate::metric_names as names;
 use crate::model::Model;
 use crate::pipeline::{TrainOptions, train_split};
-use crate::registry::{HoldoutSet, Manifest, ModelStore};
+use crate::registry::{HoldoutSet, Manifest, ModelStore, RegistryError};
 use crate::rng::Rng;
 use crate::schema::{Dataset, ReadOptions, TIME};
 use crate::storage::S3Settings;
+use crate::storage::StorageError;
 
 /// `[retrain]` settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -358,7 +359,20 @@ pub async fn retrain_once(
     let live = match &live_pointer {
         Some(l) => {
             let (model, manifest) = store.get_checked(&l.version, None).await?;
-            let holdout = store.holdout(&manifest).await?;
+            let holdout = match store.holdout(&manifest).await {
+                Ok(h) => h,
+                // Missing or not matching its manifest: grade with the training window
+                // alone (fewer rows count as unseen, never more). Unreachable storage is
+                // an error, and the next cycle tries again.
+                Err(
+                    e @ (RegistryError::Corrupt { .. }
+                    | RegistryError::Storage(StorageError::NotFound { .. })),
+                ) => {
+                    tracing::warn!(version = %l.version, error = %e, "the live model's held-out rows cannot be read; only its training window tells unseen rows");
+                    None
+                }
+                Err(e) => return Err(e.into()),
+            };
             if manifest.metadata.train_window.is_none() && holdout.is_none() {
                 tracing::warn!(version = %l.version, "the live model records neither its training window nor its held-out rows: no row is known to be unseen by it");
             }
