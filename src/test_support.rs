@@ -17,6 +17,8 @@ pub fn dataset(n: usize, seed: u64) -> Dataset {
             label: Some(u8::from(values[4] + values[10] > 1.5)),
             card_id: None,
             event_time: None,
+            terminal_id: None,
+            derived: Vec::new(),
         });
     }
     d

@@ -31,6 +31,8 @@ fn transaction() -> impl Strategy<Value = Transaction> {
                 label,
                 card_id: card,
                 event_time: None,
+                terminal_id: None,
+                derived: Vec::new(),
             }
         })
 }

@@ -33,6 +33,8 @@ fn record(i: usize) -> ScoredRecord {
             label: (!i.is_multiple_of(3)).then_some(u8::from(i.is_multiple_of(7))),
             card_id: None,
             event_time: None,
+            terminal_id: None,
+            derived: Vec::new(),
         },
         score: (i % 100) as f32 / 100.0,
         fraud: i % 100 >= 50,

@@ -134,6 +134,8 @@ fn record(i: usize) -> ScoredRecord {
             label: Some(0),
             card_id: None,
             event_time: None,
+            terminal_id: None,
+            derived: Vec::new(),
         },
         score: 0.1,
         fraud: false,

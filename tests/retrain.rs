@@ -272,7 +272,7 @@ async fn the_live_model_is_not_graded_on_its_own_training_rows() {
     // mostly trained on.
     let newest = all.select(&((all.len() * 3 / 4)..all.len()).collect::<Vec<_>>());
     let newest_labels = newest.labels().unwrap();
-    let inflated = evaluate(&live.0.score_dataset(&newest), &newest_labels, 0.5)
+    let inflated = evaluate(&live.0.score_dataset(&newest).unwrap(), &newest_labels, 0.5)
         .auprc
         .unwrap();
 

@@ -333,7 +333,7 @@ async fn a_shadow_model_scores_into_the_lake_and_compare_reads_it_back() {
     assert_eq!(p["serving_flagged"].as_u64().unwrap() as usize, flagged);
     let labels = data.labels().unwrap();
     let auprc = |m: &fraudstream::model::Model| {
-        evaluate(&m.score_dataset(&data), &labels, 0.5)
+        evaluate(&m.score_dataset(&data).unwrap(), &labels, 0.5)
             .auprc
             .unwrap()
     };

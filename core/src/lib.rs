@@ -16,6 +16,8 @@
 //! - [`eval`]: metrics (AUPRC, ROC-AUC, recall at precision), threshold choice and data
 //!   splits.
 //! - [`train`]: dataset → split → forest → threshold → metrics → model.
+//! - [`velocity`]: entity (per-card, per-terminal) features over time windows, their
+//!   state store and the engine that computes them online and offline.
 //! - [`rng`]: a seedable, platform-independent PRNG used wherever training draws.
 //! - [`error`]: [`PipelineError`], the batch steps' error.
 
@@ -26,5 +28,6 @@ pub mod model;
 pub mod rng;
 pub mod schema;
 pub mod train;
+pub mod velocity;
 
 pub use error::PipelineError;

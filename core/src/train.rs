@@ -9,7 +9,8 @@ use crate::eval::{Metrics, SplitKind, ThresholdStrategy, evaluate, split};
 use crate::forest::{TrainParams, train};
 use crate::model::meta::{SplitInfo, TimeWindow};
 use crate::model::{Model, ModelMeta};
-use crate::schema::{DEFAULT_FEATURES, Dataset, TIME, field_index};
+use crate::schema::{DEFAULT_FEATURES, Dataset, NUM_FIELDS, TIME};
+use crate::velocity::VelocitySpec;
 
 /// What to train and how to judge it.
 #[derive(Debug, Clone)]
@@ -24,6 +25,9 @@ pub struct TrainOptions {
     pub test_fraction: f64,
     /// How to choose the decision threshold.
     pub threshold: ThresholdStrategy,
+    /// The entity-feature spec the dataset's derived columns were computed with
+    /// (recorded in the model when it uses any of them).
+    pub velocity: Option<VelocitySpec>,
 }
 
 impl Default for TrainOptions {
@@ -34,6 +38,7 @@ impl Default for TrainOptions {
             split: SplitKind::Stratified,
             test_fraction: 0.2,
             threshold: ThresholdStrategy::MaxF1,
+            velocity: None,
         }
     }
 }
@@ -98,12 +103,34 @@ pub fn train_split(
         .features
         .iter()
         .map(|f| {
-            field_index(f).ok_or_else(|| PipelineError::Option {
+            data.column_index(f).ok_or_else(|| PipelineError::Option {
                 name: "features",
-                message: format!("{f:?} is not a transaction field"),
+                message: if data.derived.is_empty() {
+                    format!("{f:?} is not a transaction field")
+                } else {
+                    format!(
+                        "{f:?} is neither a transaction field nor an entity feature ({})",
+                        data.derived.join(", ")
+                    )
+                },
             })
         })
         .collect::<Result<_, _>>()?;
+    let velocity = if fields.iter().any(|&i| i >= NUM_FIELDS) {
+        let spec = opts.velocity.clone().ok_or_else(|| PipelineError::Option {
+            name: "features",
+            message: "entity features need the spec they were computed with".into(),
+        })?;
+        if spec.names() != data.derived {
+            return Err(PipelineError::Option {
+                name: "features",
+                message: "the dataset's entity features were not computed with this spec".into(),
+            });
+        }
+        Some(spec)
+    } else {
+        None
+    };
     if fields.is_empty() {
         return Err(PipelineError::Option {
             name: "features",
@@ -174,6 +201,7 @@ pub fn train_split(
             seed: opts.params.seed,
         },
         data_fingerprint: fingerprint,
+        velocity,
         train_window: TimeWindow::of(train_idx.iter().map(|&i| data.columns[TIME][i])),
         train_rows: train_labels.len(),
         train_frauds: train_labels.iter().filter(|&&l| l == 1).count(),

@@ -33,7 +33,7 @@ pub fn run(args: &EvaluateArgs) -> anyhow::Result<()> {
     model.check_input(&FIELD_NAMES)?;
     let (data, skipped) = read_input(&args.input)?;
     let labels = data.labels()?;
-    let scores = model.score_dataset(&data);
+    let scores = model.score_dataset(&data)?;
     let threshold = args.threshold.unwrap_or(model.meta().threshold);
     let m = evaluate(&scores, &labels, threshold);
     args.report

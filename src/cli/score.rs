@@ -90,7 +90,7 @@ pub fn run(args: &ScoreArgs) -> anyhow::Result<()> {
     model.check_input(&FIELD_NAMES)?;
     let (data, skipped) = read_input(&args.input)?;
     let started = Instant::now();
-    let x = model.matrix(&data);
+    let x = model.matrix(&data)?;
     let nf = model.forest().n_features();
     let bar = print::bar(data.len() as u64, "scoring");
     let mut verdicts: Vec<Verdict> = Vec::with_capacity(data.len());

@@ -446,7 +446,7 @@ pub async fn retrain_once(
             let outcome = train_split(&data, &source, &opts, train_rows, gate_rows, &|| {})?;
             let (live_metrics, difference) = match live_model {
                 Some(m) => {
-                    let scores = m.score_dataset(&gate);
+                    let scores = m.score_dataset(&gate)?;
                     let metrics = evaluate(&scores, &outcome.test_labels, m.meta().threshold);
                     let diff = ap_difference(
                         &outcome.test_scores,
@@ -644,6 +644,8 @@ mod tests {
                 label: Some(u8::from(i % 100 == 0)),
                 card_id: None,
                 event_time: None,
+                terminal_id: None,
+                derived: Vec::new(),
             });
         }
         let mut s = Sampler {

@@ -119,6 +119,8 @@ mod tests {
                 label: Some(0),
                 card_id: None,
                 event_time: None,
+                terminal_id: None,
+                derived: Vec::new(),
             });
         }
         d

@@ -74,6 +74,8 @@ pub fn canary_rows() -> Vec<Transaction> {
             label: None,
             card_id: None,
             event_time: None,
+            terminal_id: None,
+            derived: Vec::new(),
         });
     }
     rows
@@ -134,6 +136,8 @@ impl Model {
                 label: None,
                 card_id: None,
                 event_time: None,
+                terminal_id: None,
+                derived: Vec::new(),
             };
             let got = self.verdict(&tx, 0).score;
             if got.to_bits() != c.score.to_bits() {
@@ -167,6 +171,8 @@ mod tests {
                 label: Some(u8::from(values[4] + values[10] > 1.5)),
                 card_id: None,
                 event_time: None,
+                terminal_id: None,
+                derived: Vec::new(),
             });
         }
         let mut opts = TrainOptions::default();

@@ -299,6 +299,8 @@ mod tests {
                 label: Some(u8::from(fraud)),
                 card_id: None,
                 event_time: None,
+                terminal_id: None,
+                derived: Vec::new(),
             });
         }
         let mut opts = TrainOptions::default();

@@ -75,6 +75,10 @@ pub struct ModelMeta {
     pub split: SplitInfo,
     /// SHA-256 over the training features and labels, in training order.
     pub data_fingerprint: String,
+    /// The entity-feature spec, when the model uses entity features: a detector must
+    /// compute the same ones to serve it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub velocity: Option<crate::velocity::VelocitySpec>,
     /// The `Time` span of the training rows (absent in models trained before it was
     /// recorded).
     #[serde(default, skip_serializing_if = "Option::is_none")]

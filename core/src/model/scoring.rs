@@ -10,7 +10,7 @@ use super::format::{ModelError, decode, encode, sha256_hex};
 use super::meta::ModelMeta;
 use crate::forest::Forest;
 use crate::forest::tree::top_k_into;
-use crate::schema::{Dataset, FIELD_NAMES, Transaction, field_index};
+use crate::schema::{Dataset, FIELD_NAMES, NUM_FIELDS, Transaction, field_index};
 
 /// Rows per parallel task in [`Model::verdicts`]: one scoring block, and enough
 /// explanation work (about 20 µs a row) to outweigh a task's overhead.
@@ -82,16 +82,24 @@ impl Model {
                 forest.n_features()
             )));
         }
+        let derived = meta
+            .velocity
+            .as_ref()
+            .map(crate::velocity::VelocitySpec::names)
+            .unwrap_or_default();
         let fields = meta
             .features
             .iter()
             .map(|f| {
-                field_index(f).ok_or_else(|| {
-                    ModelError::FeatureMismatch(format!(
-                        "model feature {f:?} is not a transaction field (fields are {})",
-                        FIELD_NAMES.join(", ")
-                    ))
-                })
+                field_index(f)
+                    .or_else(|| derived.iter().position(|d| d == f).map(|j| NUM_FIELDS + j))
+                    .ok_or_else(|| {
+                        ModelError::FeatureMismatch(format!(
+                            "model feature {f:?} is not a transaction field (fields are {}) \
+                             nor an entity feature of its spec",
+                            FIELD_NAMES.join(", ")
+                        ))
+                    })
             })
             .collect::<Result<_, _>>()?;
         let names = meta
@@ -210,21 +218,54 @@ impl Model {
         }
     }
 
-    /// One transaction's model features, appended to `out`.
+    /// One transaction's model features, appended to `out` (an entity feature the
+    /// transaction lacks reads 0).
     pub fn features_into(&self, tx: &Transaction, out: &mut Vec<f32>) {
-        out.extend(self.fields.iter().map(|&i| tx.values[i] as f32));
+        out.extend(self.fields.iter().map(|&i| match tx.values.get(i) {
+            Some(&v) => v as f32,
+            None => tx.derived.get(i - NUM_FIELDS).copied().unwrap_or(0.0),
+        }));
     }
 
-    /// Row-major feature matrix of a dataset.
+    /// The entity-feature spec this model needs, if it uses entity features.
     #[must_use]
-    pub fn matrix(&self, data: &Dataset) -> Vec<f32> {
-        data.feature_matrix(&self.fields)
+    pub fn velocity(&self) -> Option<&crate::velocity::VelocitySpec> {
+        self.meta.velocity.as_ref()
+    }
+
+    /// Row-major feature matrix of a dataset; an error when the dataset lacks a feature
+    /// (entity features computed with another spec, or none).
+    pub fn matrix(&self, data: &Dataset) -> Result<Vec<f32>, ModelError> {
+        let columns = self
+            .meta
+            .features
+            .iter()
+            .map(|f| {
+                data.column_index(f).ok_or_else(|| {
+                    ModelError::FeatureMismatch(format!(
+                        "the data lacks the model feature {f:?} (compute its entity features \
+                         with the model's spec)"
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if self
+            .meta
+            .velocity
+            .as_ref()
+            .is_some_and(|v| v.names() != data.derived)
+        {
+            return Err(ModelError::FeatureMismatch(
+                "the data's entity features were computed with another spec than the model's"
+                    .into(),
+            ));
+        }
+        Ok(data.feature_matrix(&columns))
     }
 
     /// Scores of every row of a dataset, using every core.
-    #[must_use]
-    pub fn score_dataset(&self, data: &Dataset) -> Vec<f32> {
-        self.forest.predict_batch(&self.matrix(data))
+    pub fn score_dataset(&self, data: &Dataset) -> Result<Vec<f32>, ModelError> {
+        Ok(self.forest.predict_batch(&self.matrix(data)?))
     }
 
     /// The shared version string, as verdicts carry it.

@@ -1,6 +1,6 @@
 //! The Kaggle CSV layout, exactly as published: a quoted header
 //! (`"Time","V1",…,"V28","Amount","Class"`) and `Class` quoted as `"0"`/`"1"`.
-//! `Class` may be absent (unlabelled traffic); `id`, `card_id` and `event_time` columns
+//! `Class` may be absent (unlabelled traffic); `id`, `card_id`, `terminal_id` and `event_time` columns
 //! are optional extras. Anything else in the header is refused.
 //!
 //! One record per line: lines are framed by [`BoundedLines`] (so a line over the limit,
@@ -28,6 +28,7 @@ enum Column {
     Class,
     Id,
     CardId,
+    TerminalId,
     EventTime,
 }
 
@@ -50,6 +51,7 @@ impl CsvLayout {
                 "Class" => Column::Class,
                 "id" => Column::Id,
                 "card_id" => Column::CardId,
+                "terminal_id" => Column::TerminalId,
                 "event_time" => Column::EventTime,
                 other => match field_index(other) {
                     Some(i) => Column::Field(i),
@@ -116,6 +118,7 @@ impl CsvLayout {
         let mut label = None;
         let mut id = None;
         let mut card_id = None;
+        let mut terminal_id = None;
         let mut event_time = None;
         let non_empty = |s: &str| (!s.trim().is_empty()).then(|| s.trim().to_owned());
         for (col, bytes) in self.columns.iter().zip(fields.iter()) {
@@ -134,6 +137,7 @@ impl CsvLayout {
                 }
                 Column::Id => id = non_empty(text),
                 Column::CardId => card_id = non_empty(text),
+                Column::TerminalId => terminal_id = non_empty(text),
                 Column::EventTime => event_time = non_empty(text),
             }
         }
@@ -145,6 +149,8 @@ impl CsvLayout {
             label,
             card_id,
             event_time,
+            terminal_id,
+            derived: Vec::new(),
         })
     }
 }
@@ -609,6 +615,8 @@ mod tests {
             label: Some(1),
             card_id: None,
             event_time: None,
+            terminal_id: None,
+            derived: Vec::new(),
         };
         let mut buf = Vec::new();
         write_kaggle_csv(&mut buf, vec![tx.clone()], true, true).unwrap();

@@ -7,6 +7,7 @@ use std::path::Path;
 use super::csv::CsvReader;
 use super::json::JsonLinesReader;
 use super::record::{Dataset, ReadError, RecordError, Transaction};
+use crate::velocity::{VelocitySpec, offline_engine};
 
 /// Input formats, chosen by file extension.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,13 +75,58 @@ const MAX_EXAMPLES: usize = 10;
 
 /// Read a whole file. Stops at the first invalid record unless `opts.skip_invalid`.
 pub fn read_dataset(path: &str, opts: ReadOptions) -> Result<(Dataset, ReadReport), ReadError> {
+    read_dataset_with(path, opts, None)
+}
+
+/// [`read_dataset`], computing the entity features of `velocity` for every row as
+/// [`crate::velocity::compute_offline`] does. That needs the file in time order (ties
+/// in any order): an earlier `Time` after a later one is an error naming the row.
+pub fn read_dataset_with(
+    path: &str,
+    opts: ReadOptions,
+    velocity: Option<&VelocitySpec>,
+) -> Result<(Dataset, ReadReport), ReadError> {
     let format =
         Format::from_path(path).ok_or_else(|| ReadError::UnknownFormat { path: path.into() })?;
-    let mut data = Dataset::with_capacity(0);
+    let mut engine = velocity
+        .map(|v| offline_engine(v.clone()))
+        .transpose()
+        .map_err(|e| ReadError::Features {
+            path: path.into(),
+            message: e.to_string(),
+        })?;
+    let mut data = match &engine {
+        Some(e) => Dataset::with_derived(0, e.spec().names()),
+        None => Dataset::with_capacity(0),
+    };
     let mut report = ReadReport::default();
+    let mut last_time = f64::NEG_INFINITY;
     let mut accept = |r: Result<Transaction, ReadError>| -> Result<(), ReadError> {
         match r {
-            Ok(tx) => data.push(tx),
+            Ok(mut tx) => {
+                if let Some(engine) = engine.as_mut() {
+                    if tx.time() < last_time {
+                        return Err(ReadError::Features {
+                            path: path.into(),
+                            message: format!(
+                                "rows must be in time order: row {} (id {:?}) has \
+                                 Time {} after {last_time}",
+                                data.len() + report.skipped + 1,
+                                tx.id,
+                                tx.time()
+                            ),
+                        });
+                    }
+                    last_time = tx.time();
+                    engine
+                        .offline_one(&mut tx)
+                        .map_err(|e| ReadError::Features {
+                            path: path.into(),
+                            message: e.to_string(),
+                        })?;
+                }
+                data.push(tx);
+            }
             Err(ReadError::Record(e)) if opts.skip_invalid => {
                 report.skipped += 1;
                 *report.by_reason.entry(e.kind.code()).or_default() += 1;

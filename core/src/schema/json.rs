@@ -1,7 +1,7 @@
 //! JSON transactions: one object per line in files, one object per message on the stream.
 //!
 //! Field names follow the Kaggle CSV (`Time`, `V1`..`V28`, `Amount`, `Class`), plus `id`,
-//! `card_id` and `event_time`. Numbers must be JSON numbers; `Class` may be `0`/`1` or
+//! `card_id`, `terminal_id` and `event_time`. Numbers must be JSON numbers; `Class` may be `0`/`1` or
 //! `"0"`/`"1"`; `id` may be a string or an integer. Unknown fields are ignored so that
 //! producers can add fields without breaking detectors.
 
@@ -77,6 +77,9 @@ pub fn encode_transaction(tx: &Transaction) -> String {
     if let Some(c) = &tx.card_id {
         m.insert("card_id".into(), c.clone().into());
     }
+    if let Some(t) = &tx.terminal_id {
+        m.insert("terminal_id".into(), t.clone().into());
+    }
     if let Some(t) = &tx.event_time {
         m.insert("event_time".into(), t.clone().into());
     }
@@ -148,6 +151,7 @@ enum Key {
     Class,
     Id,
     CardId,
+    TerminalId,
     EventTime,
     Other,
 }
@@ -166,6 +170,7 @@ impl Visitor<'_> for KeyVisitor {
             "Class" => Key::Class,
             "id" => Key::Id,
             "card_id" => Key::CardId,
+            "terminal_id" => Key::TerminalId,
             "event_time" => Key::EventTime,
             "Time" => Key::Field(0),
             "Amount" => Key::Field(NUM_FIELDS - 1),
@@ -258,6 +263,7 @@ struct Partial {
     label: Option<u8>,
     id: Option<String>,
     card_id: Option<String>,
+    terminal_id: Option<String>,
     event_time: Option<String>,
     error: Option<RecordErrorKind>,
 }
@@ -354,6 +360,8 @@ impl Partial {
             label: self.label,
             card_id: self.card_id,
             event_time: self.event_time,
+            terminal_id: self.terminal_id,
+            derived: Vec::new(),
         })
     }
 }
@@ -397,6 +405,10 @@ impl<'de> Visitor<'de> for TxVisitor {
                     let v = map.next_value_seed(ScalarVisitor)?;
                     p.card_id = p.text("card_id", v, true);
                 }
+                Key::TerminalId => {
+                    let v = map.next_value_seed(ScalarVisitor)?;
+                    p.terminal_id = p.text("terminal_id", v, true);
+                }
                 Key::EventTime => {
                     let v = map.next_value_seed(ScalarVisitor)?;
                     p.event_time = p.text("event_time", v, false);
@@ -422,6 +434,8 @@ mod tests {
             label,
             card_id: Some("card-9".into()),
             event_time: None,
+            terminal_id: None,
+            derived: Vec::new(),
         }
     }
 

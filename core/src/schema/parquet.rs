@@ -202,6 +202,8 @@ impl BatchColumns {
             label,
             card_id: None,
             event_time: None,
+            terminal_id: None,
+            derived: Vec::new(),
         })
     }
 }
@@ -225,6 +227,8 @@ mod tests {
                 label: (i < 2).then_some(i % 2),
                 card_id: None,
                 event_time: None,
+                terminal_id: None,
+                derived: Vec::new(),
             });
         }
         write_parquet(path, &d).unwrap();

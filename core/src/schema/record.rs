@@ -33,7 +33,7 @@ pub fn field_index(name: &str) -> Option<usize> {
 }
 
 /// One transaction.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Transaction {
     /// Transaction id; derived from the row number when the input has none.
     pub id: String,
@@ -45,6 +45,11 @@ pub struct Transaction {
     pub card_id: Option<String>,
     /// Optional event time as sent by the producer (for example RFC 3339).
     pub event_time: Option<String>,
+    /// Optional terminal (merchant point of sale) identifier.
+    pub terminal_id: Option<String>,
+    /// Entity features computed for it ([`crate::velocity`]), in the spec's order; empty
+    /// when none are configured.
+    pub derived: Vec<f32>,
 }
 
 impl Transaction {
@@ -220,6 +225,14 @@ pub enum ReadError {
         /// The file.
         path: String,
     },
+    /// Entity features could not be computed over the input.
+    #[error("{path}: entity features: {message}")]
+    Features {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        message: String,
+    },
     /// The input holds no valid records.
     #[error("{path}: no valid records")]
     Empty {
@@ -306,6 +319,9 @@ pub struct Dataset {
     pub columns: Vec<Vec<f64>>,
     /// `Class` per row, when known.
     pub labels: Vec<Option<u8>>,
+    /// Names of the entity-feature columns that follow the [`FIELD_NAMES`] columns in
+    /// `columns` (empty when the rows carry none).
+    pub derived: Vec<String>,
 }
 
 /// A dataset that should have been labelled has rows without a label.
@@ -328,7 +344,29 @@ impl Dataset {
             ids: Vec::with_capacity(rows),
             columns: (0..NUM_FIELDS).map(|_| Vec::with_capacity(rows)).collect(),
             labels: Vec::with_capacity(rows),
+            derived: Vec::new(),
         }
+    }
+
+    /// An empty dataset whose rows carry the entity features `names`.
+    #[must_use]
+    pub fn with_derived(rows: usize, names: Vec<String>) -> Self {
+        let mut d = Self::with_capacity(rows);
+        d.columns
+            .extend((0..names.len()).map(|_| Vec::with_capacity(rows)));
+        d.derived = names;
+        d
+    }
+
+    /// Position in `columns` of a field or entity-feature name.
+    #[must_use]
+    pub fn column_index(&self, name: &str) -> Option<usize> {
+        field_index(name).or_else(|| {
+            self.derived
+                .iter()
+                .position(|d| d == name)
+                .map(|j| NUM_FIELDS + j)
+        })
     }
 
     /// Number of rows.
@@ -343,13 +381,18 @@ impl Dataset {
         self.ids.is_empty()
     }
 
-    /// Append one transaction.
+    /// Append one transaction. Its entity features fill the derived columns (zeros when
+    /// it carries fewer than the dataset names).
     pub fn push(&mut self, tx: Transaction) {
-        if self.columns.len() != NUM_FIELDS {
-            self.columns = vec![Vec::new(); NUM_FIELDS];
+        let width = NUM_FIELDS + self.derived.len();
+        if self.columns.len() != width {
+            self.columns.resize_with(width, Vec::new);
         }
         for (col, v) in self.columns.iter_mut().zip(tx.values) {
             col.push(v);
+        }
+        for (j, col) in self.columns[NUM_FIELDS..].iter_mut().enumerate() {
+            col.push(tx.derived.get(j).map_or(0.0, |&v| f64::from(v)));
         }
         self.ids.push(tx.id);
         self.labels.push(tx.label);
@@ -366,8 +409,11 @@ impl Dataset {
             id: self.ids[i].clone(),
             values,
             label: self.labels[i],
-            card_id: None,
-            event_time: None,
+            derived: self.columns[NUM_FIELDS..]
+                .iter()
+                .map(|c| c[i] as f32)
+                .collect(),
+            ..Transaction::default()
         }
     }
 
@@ -402,11 +448,12 @@ impl Dataset {
                 .map(|c| indices.iter().map(|&i| c[i]).collect())
                 .collect(),
             labels: indices.iter().map(|&i| self.labels[i]).collect(),
+            derived: self.derived.clone(),
         }
     }
 
-    /// Row-major `f32` matrix of the given field columns (indices into [`FIELD_NAMES`]):
-    /// the layout the forest scores.
+    /// Row-major `f32` matrix of the given columns (indices into `columns`, as
+    /// [`Dataset::column_index`] gives): the layout the forest scores.
     #[must_use]
     pub fn feature_matrix(&self, fields: &[usize]) -> Vec<f32> {
         let k = fields.len();
@@ -511,6 +558,8 @@ mod tests {
                 label: Some(0),
                 card_id: None,
                 event_time: None,
+                terminal_id: None,
+                derived: Vec::new(),
             });
         }
         assert_eq!(d.feature_matrix(&[1, AMOUNT]), vec![0.0, 10.0, 1.0, 11.0]);

@@ -1,0 +1,18 @@
+//! Entity (velocity) features: what the same card and the same terminal did in the last
+//! hours, days and weeks, computed point in time for every transaction.
+//!
+//! - [`spec`]: the declaration (entities, windows, aggregates, label delay, time flags)
+//!   and the feature names it yields.
+//! - [`store`]: the [`StateStore`] trait (time-bucketed counters per entity, the features
+//!   served per transaction id, the labels applied) and the bounded [`MemoryStore`].
+//! - [`engine`]: the [`Engine`] that computes and records features batch by batch, and
+//!   [`compute_offline`], the same computation over a historical file in time order.
+
+pub mod conformance;
+pub mod engine;
+pub mod spec;
+pub mod store;
+
+pub use engine::{BatchReport, Engine, LabelEvent, compute_offline, offline_engine, time_flags};
+pub use spec::{Aggregate, Entity, EntitySpec, MissingEntity, Span, SpecError, VelocitySpec};
+pub use store::{Bucket, MemoryLimits, MemoryStore, StateStore, StoreError, StoreStats};

@@ -1,0 +1,361 @@
+//! The state behind entity features: time-bucketed counters per entity, the features
+//! served per transaction id (so a redelivered transaction is neither counted twice nor
+//! scored differently) and the labels already applied. [`StateStore`] is the one
+//! interface; [`MemoryStore`] keeps it in this process, bounded.
+
+use std::collections::{HashMap, VecDeque};
+use std::mem::size_of;
+
+use super::spec::Entity;
+
+/// One bucket of an entity's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Bucket {
+    /// Bucket index: event time (Unix seconds) divided by the bucket width.
+    pub idx: i64,
+    /// Transactions.
+    pub count: u32,
+    /// Known frauds among them.
+    pub frauds: u32,
+    /// Sum of their amounts.
+    pub sum: f64,
+}
+
+/// An entity instance: which entity, and its id.
+pub type Key<'a> = (Entity, &'a str);
+
+/// One served transaction to record, once per id.
+#[derive(Debug, Clone, Copy)]
+pub struct Commit<'a> {
+    /// Transaction id.
+    pub tx_id: &'a str,
+    /// The features it was scored with.
+    pub features: &'a [f32],
+    /// The entities whose counters it increments.
+    pub keys: &'a [Key<'a>],
+    /// Its bucket.
+    pub bucket: i64,
+    /// Its amount.
+    pub amount: f64,
+}
+
+/// One fraud label to apply, once per transaction id.
+#[derive(Debug, Clone, Copy)]
+pub struct Label<'a> {
+    /// The labelled transaction.
+    pub tx_id: &'a str,
+    /// Its entities.
+    pub keys: &'a [Key<'a>],
+    /// Its bucket (its event time, not the label's arrival).
+    pub bucket: i64,
+}
+
+/// A store that could not be reached or answered wrongly; the caller retries.
+#[derive(Debug, thiserror::Error)]
+#[error("state store: {0}")]
+pub struct StoreError(pub String);
+
+/// What a store holds, for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Entities with counters.
+    pub entities: u64,
+    /// Approximate bytes they take (keys, counters, table slots).
+    pub entity_bytes: u64,
+    /// Transaction ids whose features are remembered.
+    pub served: u64,
+    /// Approximate bytes those take.
+    pub served_bytes: u64,
+    /// Entities dropped to stay under the entity bound (not by age).
+    pub evicted: u64,
+}
+
+impl StoreStats {
+    /// Mean bytes per entity.
+    #[must_use]
+    pub fn bytes_per_entity(&self) -> f64 {
+        if self.entities == 0 {
+            0.0
+        } else {
+            self.entity_bytes as f64 / self.entities as f64
+        }
+    }
+}
+
+/// Where entity state lives. Every call is one batch (one round trip for a remote store).
+pub trait StateStore: Send {
+    /// The features recorded for each of these transaction ids, if any.
+    fn served(&mut self, tx_ids: &[&str]) -> Result<Vec<Option<Vec<f32>>>, StoreError>;
+
+    /// The buckets of each entity with index ≥ `since`, ascending.
+    fn buckets(&mut self, keys: &[Key<'_>], since: i64) -> Result<Vec<Vec<Bucket>>, StoreError>;
+
+    /// Record served transactions. A transaction id already recorded changes nothing.
+    fn commit(&mut self, txs: &[Commit<'_>]) -> Result<(), StoreError>;
+
+    /// Count fraud labels in their transactions' buckets; a label already applied changes
+    /// nothing. Returns how many were new.
+    fn label(&mut self, labels: &[Label<'_>]) -> Result<usize, StoreError>;
+
+    /// Sizes, for metrics.
+    fn stats(&self) -> StoreStats;
+}
+
+/// Bounds of a [`MemoryStore`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryLimits {
+    /// Buckets older than this many buckets before the newest seen are dropped.
+    pub horizon: i64,
+    /// Most entities kept; beyond it the least recently active are dropped.
+    pub max_entities: usize,
+    /// Most transaction ids (and, separately, labels) remembered for idempotency.
+    pub max_served: usize,
+}
+
+#[derive(Debug, Default)]
+struct EntityState {
+    buckets: Vec<Bucket>,
+    /// Newest bucket index touched.
+    last: i64,
+}
+
+impl EntityState {
+    fn bytes(&self, key: &str) -> usize {
+        ENTITY_OVERHEAD + key.len() + self.buckets.capacity() * size_of::<Bucket>()
+    }
+
+    /// Add to the bucket `idx` (kept sorted), creating it if needed.
+    fn add(&mut self, idx: i64, count: u32, frauds: u32, amount: f64) {
+        let pos = self.buckets.partition_point(|b| b.idx < idx);
+        match self.buckets.get_mut(pos) {
+            Some(b) if b.idx == idx => {
+                b.count += count;
+                b.frauds += frauds;
+                b.sum += amount;
+            }
+            _ => self.buckets.insert(
+                pos,
+                Bucket {
+                    idx,
+                    count,
+                    frauds,
+                    sum: amount,
+                },
+            ),
+        }
+        self.last = self.last.max(idx);
+    }
+
+    /// Drop buckets before `oldest`.
+    fn expire(&mut self, oldest: i64) {
+        let n = self.buckets.partition_point(|b| b.idx < oldest);
+        if n > 0 {
+            self.buckets.drain(..n);
+        }
+    }
+}
+
+/// Table slot, key box, bucket vector and bookkeeping of one entity, besides its key
+/// bytes and buckets.
+const ENTITY_OVERHEAD: usize = size_of::<Box<str>>() + size_of::<EntityState>() + size_of::<u64>();
+
+/// A bounded first-in-first-out set of ids.
+#[derive(Debug, Default)]
+struct IdRing<V> {
+    map: HashMap<Box<str>, V>,
+    order: VecDeque<Box<str>>,
+    bytes: usize,
+}
+
+impl<V> IdRing<V> {
+    fn insert(&mut self, id: &str, value: V, value_bytes: usize, cap: usize) -> bool {
+        if self.map.contains_key(id) || cap == 0 {
+            return false;
+        }
+        while self.order.len() >= cap {
+            if let Some(old) = self.order.pop_front() {
+                self.map.remove(&old);
+                self.bytes -= Self::slot_bytes(&old) + value_bytes;
+            }
+        }
+        let key: Box<str> = id.into();
+        self.bytes += Self::slot_bytes(&key) + value_bytes;
+        self.order.push_back(key.clone());
+        self.map.insert(key, value);
+        true
+    }
+
+    fn slot_bytes(id: &str) -> usize {
+        2 * (id.len() + size_of::<Box<str>>()) + size_of::<V>() + size_of::<u64>()
+    }
+}
+
+/// Entity state in this process: for one detector (the embedded default), bounded in
+/// entities and remembered ids, lost when the process ends.
+#[derive(Debug)]
+pub struct MemoryStore {
+    limits: MemoryLimits,
+    maps: [HashMap<Box<str>, EntityState>; 2],
+    entity_bytes: usize,
+    newest: i64,
+    served: IdRing<Box<[f32]>>,
+    labelled: IdRing<()>,
+    evicted: u64,
+    commits_since_sweep: usize,
+}
+
+fn slot(e: Entity) -> usize {
+    match e {
+        Entity::CardId => 0,
+        Entity::TerminalId => 1,
+    }
+}
+
+impl MemoryStore {
+    /// An empty store.
+    #[must_use]
+    pub fn new(limits: MemoryLimits) -> Self {
+        Self {
+            limits,
+            maps: [HashMap::new(), HashMap::new()],
+            entity_bytes: 0,
+            newest: i64::MIN,
+            served: IdRing::default(),
+            labelled: IdRing::default(),
+            evicted: 0,
+            commits_since_sweep: 0,
+        }
+    }
+
+    fn add(&mut self, key: Key<'_>, idx: i64, count: u32, frauds: u32, amount: f64) {
+        if idx < self.newest.saturating_sub(self.limits.horizon) {
+            return; // older than anything a feature reads
+        }
+        self.newest = self.newest.max(idx);
+        let oldest = self.newest.saturating_sub(self.limits.horizon);
+        let map = &mut self.maps[slot(key.0)];
+        let state = match map.get_mut(key.1) {
+            Some(s) => {
+                self.entity_bytes -= s.bytes(key.1);
+                s
+            }
+            None => map.entry(key.1.into()).or_default(),
+        };
+        state.expire(oldest);
+        state.add(idx, count, frauds, amount);
+        self.entity_bytes += state.bytes(key.1);
+    }
+
+    /// Drop entities with nothing inside the horizon, then, above the entity bound, the
+    /// least recently active tenth.
+    fn sweep(&mut self) {
+        self.commits_since_sweep = 0;
+        let oldest = self.newest.saturating_sub(self.limits.horizon);
+        let mut bytes = 0;
+        for map in &mut self.maps {
+            map.retain(|k, s| {
+                s.expire(oldest);
+                let keep = !s.buckets.is_empty();
+                if keep {
+                    s.buckets.shrink_to(s.buckets.len() * 2);
+                    bytes += s.bytes(k);
+                }
+                keep
+            });
+        }
+        self.entity_bytes = bytes;
+        let total = self.entities();
+        if total > self.limits.max_entities {
+            let target = self.limits.max_entities - self.limits.max_entities / 10;
+            let mut lasts: Vec<i64> = self
+                .maps
+                .iter()
+                .flat_map(|m| m.values().map(|s| s.last))
+                .collect();
+            let drop = total - target;
+            let (_, &mut cutoff, _) = lasts.select_nth_unstable(drop - 1);
+            let mut dropped = 0;
+            for map in &mut self.maps {
+                map.retain(|k, s| {
+                    let keep = s.last > cutoff || dropped >= drop;
+                    if !keep {
+                        dropped += 1;
+                        self.entity_bytes -= s.bytes(k);
+                    }
+                    keep
+                });
+            }
+            self.evicted += dropped as u64;
+        }
+    }
+
+    fn entities(&self) -> usize {
+        self.maps.iter().map(HashMap::len).sum()
+    }
+}
+
+impl StateStore for MemoryStore {
+    fn served(&mut self, tx_ids: &[&str]) -> Result<Vec<Option<Vec<f32>>>, StoreError> {
+        Ok(tx_ids
+            .iter()
+            .map(|id| self.served.map.get(*id).map(|f| f.to_vec()))
+            .collect())
+    }
+
+    fn buckets(&mut self, keys: &[Key<'_>], since: i64) -> Result<Vec<Vec<Bucket>>, StoreError> {
+        Ok(keys
+            .iter()
+            .map(|&(e, id)| {
+                self.maps[slot(e)].get(id).map_or_else(Vec::new, |s| {
+                    let from = s.buckets.partition_point(|b| b.idx < since);
+                    s.buckets[from..].to_vec()
+                })
+            })
+            .collect())
+    }
+
+    fn commit(&mut self, txs: &[Commit<'_>]) -> Result<(), StoreError> {
+        for c in txs {
+            let bytes = c.features.len() * size_of::<f32>();
+            if self.served.map.contains_key(c.tx_id) {
+                continue;
+            }
+            for &key in c.keys {
+                self.add(key, c.bucket, 1, 0, c.amount);
+            }
+            self.served
+                .insert(c.tx_id, c.features.into(), bytes, self.limits.max_served);
+        }
+        self.commits_since_sweep += txs.len();
+        if self.entities() > self.limits.max_entities
+            || self.commits_since_sweep >= self.limits.max_entities.max(1024)
+        {
+            self.sweep();
+        }
+        Ok(())
+    }
+
+    fn label(&mut self, labels: &[Label<'_>]) -> Result<usize, StoreError> {
+        let mut applied = 0;
+        for l in labels {
+            if !self.labelled.insert(l.tx_id, (), 0, self.limits.max_served) {
+                continue;
+            }
+            applied += 1;
+            for &key in l.keys {
+                self.add(key, l.bucket, 0, 1, 0.0);
+            }
+        }
+        Ok(applied)
+    }
+
+    fn stats(&self) -> StoreStats {
+        StoreStats {
+            entities: self.entities() as u64,
+            entity_bytes: self.entity_bytes as u64,
+            served: self.served.map.len() as u64,
+            served_bytes: (self.served.bytes + self.labelled.bytes) as u64,
+            evicted: self.evicted,
+        }
+    }
+}
