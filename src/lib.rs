@@ -52,3 +52,4 @@ pub mod stream;
 pub mod telemetry;
 #[cfg(test)]
 mod test_support;
+pub mod velocity;

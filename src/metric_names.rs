@@ -77,3 +77,28 @@ pub const SHADOW_SCORED: &str = "fraudstream_shadow_scored_total";
 pub const SHADOW_SCORE: &str = "fraudstream_shadow_score";
 /// Gauge: 1 for the shadow model's `version` label.
 pub const SHADOW_INFO: &str = "fraudstream_shadow_info";
+/// Counter: transactions whose entity features were computed, by `outcome` (`computed`,
+/// or `replayed` for a redelivery that got its recorded features back).
+pub const VELOCITY_TRANSACTIONS: &str = "fraudstream_velocity_transactions_total";
+/// Counter: transactions lacking an entity id, by `entity` and `action` (`scored`
+/// without that entity's features, or `refused`).
+pub const VELOCITY_MISSING_ENTITY: &str = "fraudstream_velocity_missing_entity_total";
+/// Gauge: entities with state in the store.
+pub const VELOCITY_ENTITIES: &str = "fraudstream_velocity_entities";
+/// Gauge: approximate bytes of entity state in the store.
+pub const VELOCITY_ENTITY_BYTES: &str = "fraudstream_velocity_entity_bytes";
+/// Gauge: mean bytes per entity.
+pub const VELOCITY_BYTES_PER_ENTITY: &str = "fraudstream_velocity_bytes_per_entity";
+/// Counter: entities dropped to stay under `velocity.max_entities`.
+pub const VELOCITY_EVICTED: &str = "fraudstream_velocity_evicted_total";
+/// Counter: state-store calls that failed and were retried.
+pub const VELOCITY_STORE_ERRORS: &str = "fraudstream_velocity_store_errors_total";
+/// Counter: labels received, by `outcome` against the verdict served: `tp`, `fp`,
+/// `fn`, `tn`, or `unmatched` (no verdict remembered for the id).
+pub const LABELS: &str = "fraudstream_labels_total";
+/// Gauge: precision of the served verdicts over the labels received so far.
+pub const ONLINE_PRECISION: &str = "fraudstream_online_precision";
+/// Gauge: recall of the served verdicts over the labels received so far.
+pub const ONLINE_RECALL: &str = "fraudstream_online_recall";
+/// Counter: label lines or messages that could not be read, by `reason`.
+pub const LABELS_INVALID: &str = "fraudstream_labels_invalid_total";

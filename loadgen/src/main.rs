@@ -19,6 +19,7 @@ use fraudstream_core::schema::Transaction;
 use fraudstream_core::schema::csv::CsvReader;
 use fraudstream_core::schema::json::encode_transaction;
 use loadgen::malformed::{ALL, Damage, damage_message};
+use loadgen::simulate::{SimParams, SimTx, label_json, simulate};
 use loadgen::synthetic::Synthetic;
 use rdkafka::ClientContext;
 use rdkafka::config::ClientConfig;
@@ -31,8 +32,36 @@ use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, T
 #[command(name = "loadgen", version, about)]
 struct Args {
     /// Kaggle-layout CSV to replay (the real file or data/creditcard-sample.csv).
-    #[arg(long, conflicts_with = "synthetic")]
+    #[arg(long, conflicts_with_all = ["synthetic", "simulate"])]
     input: Option<PathBuf>,
+    /// Simulate cards, terminals and the handbook's three fraud scenarios (see
+    /// `loadgen::simulate`). Transactions go out unlabelled (Time in Unix seconds, with
+    /// card_id, terminal_id and event_time); labels go to --labels-topic or
+    /// --labels-file, --label-delay after each transaction.
+    #[arg(long, conflicts_with = "synthetic")]
+    simulate: bool,
+    /// Simulated customers (cards).
+    #[arg(long, default_value_t = 5_000, requires = "simulate")]
+    customers: u32,
+    /// Simulated terminals.
+    #[arg(long, default_value_t = 10_000, requires = "simulate")]
+    terminals: u32,
+    /// Simulated days (from 2018-04-01).
+    #[arg(long, default_value_t = 183, requires = "simulate")]
+    days: u32,
+    /// How long after a transaction its label (a chargeback) is sent, in event time.
+    #[arg(long, default_value = "7d", value_parser = parse_span, requires = "simulate")]
+    label_delay: u64,
+    /// Kafka topic for the simulated labels.
+    #[arg(long, requires = "simulate")]
+    labels_topic: Option<String>,
+    /// File (JSON lines) for the simulated labels.
+    #[arg(long, requires = "simulate", conflicts_with = "labels_topic")]
+    labels_file: Option<PathBuf>,
+    /// Write the whole simulated history, labelled, to this file (.csv or .jsonl) and
+    /// send nothing: the input of `fraudstream preprocess` and `train`.
+    #[arg(long, requires = "simulate")]
+    out: Option<PathBuf>,
     /// Generate this many Kaggle-shaped transactions instead of reading a file.
     #[arg(long)]
     synthetic: Option<u64>,
@@ -79,6 +108,11 @@ struct Args {
     properties: Vec<(String, String)>,
 }
 
+fn parse_span(s: &str) -> Result<u64, String> {
+    s.parse::<fraudstream_core::velocity::Span>()
+        .map(fraudstream_core::velocity::Span::secs)
+}
+
 fn parse_property(s: &str) -> Result<(String, String), String> {
     s.split_once('=')
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -115,6 +149,11 @@ enum Rows {
         repeat: bool,
     },
     Synthetic(Synthetic, u64),
+    Simulated {
+        txs: Vec<SimTx>,
+        next: usize,
+        start: i64,
+    },
 }
 
 fn open_csv(path: &PathBuf) -> anyhow::Result<Box<dyn Iterator<Item = Transaction>>> {
@@ -139,6 +178,15 @@ impl Rows {
                 }
                 *left -= 1;
                 Ok(Some(g.next_tx()))
+            }
+            Self::Simulated { txs, next, start } => {
+                let Some(t) = txs.get(*next) else {
+                    return Ok(None);
+                };
+                let mut tx = t.to_transaction(*next, *start, true);
+                *next += 1;
+                tx.label = Some(t.label());
+                Ok(Some(tx))
             }
             Self::File {
                 path,
@@ -175,6 +223,33 @@ fn main() -> anyhow::Result<()> {
         "--malformed-ratio must be in [0, 1]"
     );
     let mut rows = match (&args.input, args.synthetic) {
+        _ if args.simulate => {
+            let params = SimParams {
+                customers: args.customers,
+                terminals: args.terminals,
+                days: args.days,
+                seed: args.seed,
+                ..SimParams::default()
+            };
+            let txs = simulate(&params);
+            let frauds = txs.iter().filter(|t| t.label() == 1).count();
+            eprintln!(
+                "loadgen: simulated {} transactions, {frauds} frauds ({:.3}%), {} cards, {} terminals, {} days",
+                txs.len(),
+                100.0 * frauds as f64 / txs.len().max(1) as f64,
+                params.customers,
+                params.terminals,
+                params.days
+            );
+            if let Some(out) = &args.out {
+                return write_history(out, &txs, params.start);
+            }
+            Rows::Simulated {
+                txs,
+                next: 0,
+                start: params.start,
+            }
+        }
         (Some(p), _) => Rows::File {
             path: p.clone(),
             rows: open_csv(p)?,
@@ -209,7 +284,9 @@ fn main() -> anyhow::Result<()> {
     let total = args.limit.or(match &rows {
         Rows::Synthetic(_, n) => Some(*n),
         Rows::File { .. } => None,
+        Rows::Simulated { txs, .. } => Some(txs.len() as u64),
     });
+    let mut labels = Labels::open(&args)?;
     let bar = match total {
         Some(n) => indicatif::ProgressBar::new(n),
         None => indicatif::ProgressBar::new_spinner(),
@@ -226,7 +303,13 @@ fn main() -> anyhow::Result<()> {
         .collect();
     let mut first_time: Option<f64> = None;
     while args.limit.is_none_or(|l| sent < l) {
-        let Some(tx) = rows.next()? else { break };
+        let Some(mut tx) = rows.next()? else { break };
+        if args.simulate {
+            // The label travels separately, later.
+            let label = tx.label.take().unwrap_or(0);
+            labels.due(tx.time(), producer.as_ref())?;
+            labels.push(&tx, label, args.label_delay);
+        }
         // Pacing.
         let due = if let Some(x) = args.speedup {
             let t0 = *first_time.get_or_insert(tx.time());
@@ -294,6 +377,7 @@ fn main() -> anyhow::Result<()> {
         }
     }
     out.flush()?;
+    let labels_sent = labels.finish(producer.as_ref())?;
     if let Some(p) = &producer {
         p.flush(Duration::from_secs(60))?;
     }
@@ -304,6 +388,7 @@ fn main() -> anyhow::Result<()> {
         "acknowledged": counter.acked.load(Ordering::Relaxed),
         "failed": counter.failed.load(Ordering::Relaxed),
         "malformed": malformed,
+        "labels": labels_sent,
         "invalid": invalid,
         "seconds": secs,
         "rate_per_second": sent as f64 / secs.max(1e-9),
@@ -315,4 +400,117 @@ fn main() -> anyhow::Result<()> {
         "some messages were not acknowledged"
     );
     Ok(())
+}
+
+/// Write a simulated history, labelled, as CSV or JSON lines (by extension).
+fn write_history(path: &PathBuf, txs: &[SimTx], start: i64) -> anyhow::Result<()> {
+    let f = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut w = std::io::BufWriter::new(f);
+    let rows = txs
+        .iter()
+        .enumerate()
+        .map(|(n, t)| t.to_transaction(n, start, true));
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    if ext.eq_ignore_ascii_case("csv") {
+        fraudstream_core::schema::csv::write_kaggle_csv(&mut w, rows, true, true)?;
+    } else {
+        for tx in rows {
+            w.write_all(encode_transaction(&tx).as_bytes())?;
+            w.write_all(b"\n")?;
+        }
+    }
+    w.flush()?;
+    eprintln!("loadgen: wrote {} rows to {}", txs.len(), path.display());
+    Ok(())
+}
+
+/// Labels waiting for their delay, and where they go.
+struct Labels {
+    pending: std::collections::VecDeque<(f64, String, String)>,
+    topic: Option<String>,
+    file: Option<std::io::BufWriter<std::fs::File>>,
+    sent: u64,
+}
+
+impl Labels {
+    fn open(args: &Args) -> anyhow::Result<Self> {
+        let file = match &args.labels_file {
+            Some(p) => Some(std::io::BufWriter::new(
+                std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
+            )),
+            None => None,
+        };
+        anyhow::ensure!(
+            !args.simulate || args.out.is_some() || file.is_some() || args.labels_topic.is_some(),
+            "--simulate sends labels separately: give --labels-topic or --labels-file"
+        );
+        anyhow::ensure!(
+            args.labels_topic.is_none() || !args.stdout,
+            "--labels-topic needs Kafka (not --stdout)"
+        );
+        Ok(Self {
+            pending: std::collections::VecDeque::new(),
+            topic: args.labels_topic.clone(),
+            file,
+            sent: 0,
+        })
+    }
+
+    fn push(&mut self, tx: &Transaction, label: u8, delay: u64) {
+        self.pending.push_back((
+            tx.time() + delay as f64,
+            tx.id.clone(),
+            label_json(tx, label),
+        ));
+    }
+
+    /// Send the labels due by event time `now`.
+    fn due(
+        &mut self,
+        now: f64,
+        producer: Option<&ThreadedProducer<Context_>>,
+    ) -> anyhow::Result<()> {
+        while self.pending.front().is_some_and(|(due, _, _)| *due <= now) {
+            if let Some((_, key, payload)) = self.pending.pop_front() {
+                self.send(&key, &payload, producer)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Send the rest (the stream ended; their time has come) and flush.
+    fn finish(&mut self, producer: Option<&ThreadedProducer<Context_>>) -> anyhow::Result<u64> {
+        self.due(f64::INFINITY, producer)?;
+        if let Some(f) = self.file.as_mut() {
+            f.flush()?;
+        }
+        Ok(self.sent)
+    }
+
+    fn send(
+        &mut self,
+        key: &str,
+        payload: &str,
+        producer: Option<&ThreadedProducer<Context_>>,
+    ) -> anyhow::Result<()> {
+        self.sent += 1;
+        if let Some(f) = self.file.as_mut() {
+            f.write_all(payload.as_bytes())?;
+            f.write_all(b"\n")?;
+        }
+        if let (Some(topic), Some(p)) = (&self.topic, producer) {
+            let mut record = BaseRecord::to(topic).key(key).payload(payload);
+            loop {
+                match p.send(record) {
+                    Ok(()) => break,
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                        record = r;
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    Err((e, _)) => anyhow::bail!("sending a label: {e}"),
+                }
+            }
+        }
+        Ok(())
+    }
 }

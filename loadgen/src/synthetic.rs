@@ -53,11 +53,8 @@ impl Synthetic {
         }
     }
 
-    /// A standard normal draw (Box–Muller).
     fn normal(&mut self) -> f64 {
-        let u1 = self.rng.unit().max(f64::MIN_POSITIVE);
-        let u2 = self.rng.unit();
-        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+        self.rng.normal()
     }
 
     /// The next transaction.
@@ -86,6 +83,8 @@ impl Synthetic {
             label: Some(u8::from(fraud)),
             card_id,
             event_time: None,
+            terminal_id: None,
+            derived: Vec::new(),
         }
     }
 }

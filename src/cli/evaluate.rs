@@ -6,7 +6,7 @@ use clap::Args;
 use serde_json::json;
 
 use super::print::{metric_rows, metrics_json, table, with};
-use super::{InputArgs, ReportArgs, read_input};
+use super::{InputArgs, ReportArgs, read_input_for};
 use crate::eval::evaluate;
 use crate::model::Model;
 use crate::schema::FIELD_NAMES;
@@ -30,8 +30,10 @@ pub struct EvaluateArgs {
 pub fn run(args: &EvaluateArgs) -> anyhow::Result<()> {
     let model = Model::load(&args.model)?;
     model.check(None, &[])?;
-    model.check_input(&FIELD_NAMES)?;
-    let (data, skipped) = read_input(&args.input)?;
+    if model.velocity().is_none() {
+        model.check_input(&FIELD_NAMES)?;
+    }
+    let (data, skipped) = read_input_for(&args.input, &model)?;
     let labels = data.labels()?;
     let scores = model.score_dataset(&data)?;
     let threshold = args.threshold.unwrap_or(model.meta().threshold);

@@ -1,5 +1,6 @@
 //! The command-line interface: argument definitions and one module per command.
 
+mod backtest;
 mod compare;
 mod evaluate;
 mod inspect;
@@ -56,6 +57,9 @@ pub enum Command {
     Train(Box<train::TrainArgs>),
     /// Evaluate a model on a labelled file it never saw.
     Evaluate(evaluate::EvaluateArgs),
+    /// The handbook's delayed-label protocol on a history with card and terminal ids:
+    /// with and without entity features.
+    Backtest(backtest::BacktestArgs),
     /// Score a file with a model, writing one verdict per transaction.
     Score(score::ScoreArgs),
     /// Validate and type raw transactions and write them as partitioned Parquet.
@@ -113,6 +117,11 @@ pub struct InputArgs {
     /// the verdict store.
     #[arg(long)]
     pub service_config: Option<PathBuf>,
+    /// Compute entity features over the input in time order: `handbook`, or a TOML file
+    /// with a `[velocity.features]` table (a detector configuration works). A model with
+    /// entity features brings its own spec to `evaluate` and `score`.
+    #[arg(long)]
+    pub velocity: Option<String>,
 }
 
 impl InputArgs {
@@ -178,6 +187,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(a) => run::serve(&a),
         Command::Train(a) => train::run(&a),
         Command::Evaluate(a) => evaluate::run(&a),
+        Command::Backtest(a) => backtest::run(&a),
         Command::Score(a) => score::run(&a),
         Command::Split(a) => split::run(&a),
         Command::Retrain(a) => retrain::run(&a),
@@ -196,6 +206,39 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 /// Read an input with a spinner, and report what was skipped. Returns the rows and the
 /// number of invalid rows skipped.
 fn read_input(args: &InputArgs) -> anyhow::Result<(crate::schema::Dataset, usize)> {
+    let velocity = args
+        .velocity
+        .as_deref()
+        .map(crate::velocity::config::spec_from_arg)
+        .transpose()?;
+    read_input_with(args, velocity.as_ref())
+}
+
+/// Read the input for `model`: with its entity features when it uses any (a
+/// `--velocity` spec given too must be the model's).
+fn read_input_for(
+    args: &InputArgs,
+    model: &crate::model::Model,
+) -> anyhow::Result<(crate::schema::Dataset, usize)> {
+    match (model.velocity(), args.velocity.as_deref()) {
+        (Some(spec), given) => {
+            if let Some(arg) = given {
+                anyhow::ensure!(
+                    &crate::velocity::config::spec_from_arg(arg)? == spec,
+                    "--velocity {arg} differs from the entity features model {} was trained with",
+                    model.version()
+                );
+            }
+            read_input_with(args, Some(spec))
+        }
+        (None, _) => read_input(args),
+    }
+}
+
+fn read_input_with(
+    args: &InputArgs,
+    velocity: Option<&crate::velocity::VelocitySpec>,
+) -> anyhow::Result<(crate::schema::Dataset, usize)> {
     let spinner = print::spinner(format!("reading {}", args.input));
     let opts = ReadOptions {
         skip_invalid: args.skip_invalid,
@@ -205,9 +248,14 @@ fn read_input(args: &InputArgs) -> anyhow::Result<(crate::schema::Dataset, usize
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?
-            .block_on(crate::pipeline::remote::read_all(&args.input, &s3, opts))?
+            .block_on(crate::pipeline::remote::read_all(
+                &args.input,
+                &s3,
+                opts,
+                velocity,
+            ))?
     } else {
-        crate::schema::read_dataset(&args.input, opts)?
+        crate::schema::read_dataset_with(&args.input, opts, velocity)?
     };
     spinner.finish_and_clear();
     log_skipped(&args.input, &report);

@@ -15,6 +15,7 @@ use serde_json::json;
 use super::print::{self, table};
 use crate::schema::parquet::write_parquet;
 use crate::schema::{Dataset, ReadOptions, ReadReport, TIME};
+use crate::velocity::VelocitySpec;
 
 /// `preprocess` arguments.
 #[derive(Debug, Args)]
@@ -35,13 +36,17 @@ pub struct PreprocessArgs {
     /// Service configuration (`[s3]` access).
     #[arg(long)]
     service_config: Option<PathBuf>,
+    /// Compute entity features (`handbook`, or a TOML file with a
+    /// `[velocity.features]` table) over the input in time order and store them as
+    /// columns, exactly as a detector with that spec computes them online.
+    #[arg(long)]
+    velocity: Option<String>,
     /// Print one JSON report instead of a table.
     #[arg(long)]
     json: bool,
 }
 
 /// Rows of one day waiting to be written.
-#[derive(Default)]
 struct Partition {
     rows: Dataset,
     files: usize,
@@ -77,10 +82,20 @@ pub fn run(args: &PreprocessArgs) -> anyhow::Result<()> {
     // one file's rows per day; they are uploaded at the end.
     let mut pending: Vec<(String, tempfile::NamedTempFile)> = Vec::new();
     let mut failed: Option<anyhow::Error> = None;
+    let velocity = args
+        .velocity
+        .as_deref()
+        .map(crate::velocity::config::spec_from_arg)
+        .transpose()?;
+    let derived = velocity
+        .as_ref()
+        .map(VelocitySpec::names)
+        .unwrap_or_default();
     rt.block_on(crate::pipeline::remote::for_each_file(
         &args.input,
         &s3,
         ReadOptions { skip_invalid: true },
+        velocity.as_ref(),
         &mut |name, d, r| {
             rows_in += d.len() + r.skipped;
             report.merge(r);
@@ -91,13 +106,18 @@ pub fn run(args: &PreprocessArgs) -> anyhow::Result<()> {
                     continue;
                 }
                 let day = (tx.values[TIME] / 86_400.0).floor() as i64;
-                let p = parts.entry(day).or_default();
+                let p = parts.entry(day).or_insert_with(|| Partition {
+                    rows: Dataset::with_derived(0, derived.clone()),
+                    files: 0,
+                });
                 p.rows.push(tx);
                 rows_out += 1;
                 if p.rows.len() >= args.rows_per_file && failed.is_none() {
                     let key = format!("day={day}/part-{:05}.parquet", p.files);
                     p.files += 1;
-                    match stage(&std::mem::take(&mut p.rows)) {
+                    let full =
+                        std::mem::replace(&mut p.rows, Dataset::with_derived(0, derived.clone()));
+                    match stage(&full) {
                         Ok(f) => pending.push((key, f)),
                         Err(e) => failed = Some(e),
                     }
@@ -112,7 +132,7 @@ pub fn run(args: &PreprocessArgs) -> anyhow::Result<()> {
     for (day, p) in &mut parts {
         if !p.rows.is_empty() {
             let key = format!("day={day}/part-{:05}.parquet", p.files);
-            pending.push((key, stage(&std::mem::take(&mut p.rows))?));
+            pending.push((key, stage(&p.rows)?));
         }
     }
     for (key, file) in pending {

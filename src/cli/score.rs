@@ -8,7 +8,7 @@ use clap::Args;
 use serde_json::json;
 
 use super::print::{self, metric_rows, metrics_json, table, with};
-use super::{InputArgs, read_input};
+use super::{InputArgs, read_input_for};
 use crate::eval::evaluate;
 use crate::model::{Model, Verdict};
 use crate::pipeline::output::write_verdicts;
@@ -87,8 +87,10 @@ pub fn run(args: &ScoreArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let model = load_model(args, &rt)?;
-    model.check_input(&FIELD_NAMES)?;
-    let (data, skipped) = read_input(&args.input)?;
+    if model.velocity().is_none() {
+        model.check_input(&FIELD_NAMES)?;
+    }
+    let (data, skipped) = read_input_for(&args.input, &model)?;
     let started = Instant::now();
     let x = model.matrix(&data)?;
     let nf = model.forest().n_features();

@@ -62,7 +62,8 @@ pub struct TrainArgs {
     /// Fraction of rows held out.
     #[arg(long, default_value_t = 0.2)]
     test_fraction: f64,
-    /// Comma-separated features [default: V1..V28,Amount].
+    /// Comma-separated features [default: V1..V28,Amount; with --velocity: Amount and
+    /// every entity feature].
     #[arg(long, value_delimiter = ',')]
     features: Option<Vec<String>>,
     /// Threshold choice: f1, precision:P or fixed:T (chosen on out-of-bag scores).
@@ -184,6 +185,18 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
         args.report.report.is_none() || args.split != SplitKind::None,
         "--report needs a held-out set; use --split stratified or time"
     );
+    opts.velocity = args
+        .input
+        .velocity
+        .as_deref()
+        .map(crate::velocity::config::spec_from_arg)
+        .transpose()?;
+    if let (Some(spec), None) = (&opts.velocity, &args.features) {
+        // Entity features asked for: train on the amount and all of them.
+        opts.features = std::iter::once("Amount".to_owned())
+            .chain(spec.names())
+            .collect();
+    }
     let (data, skipped) = read_input(&args.input)?;
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(args.threads.unwrap_or(0))

@@ -63,6 +63,9 @@ pub struct Config {
     /// Periodic retraining (`fraudstream retrain`).
     #[serde(default)]
     pub retrain: crate::pipeline::retrain::RetrainConfig,
+    /// Entity (per-card, per-terminal) features.
+    #[serde(default)]
+    pub velocity: crate::velocity::config::VelocityConfig,
 }
 
 /// Where transactions come from.
@@ -553,7 +556,7 @@ impl Config {
 
     /// Validate every section; the error names the key in full.
     fn validate(&self, path: &str) -> Result<(), ConfigError> {
-        let sections: [(&str, &dyn Validate); 14] = [
+        let sections: [(&str, &dyn Validate); 15] = [
             ("source", &self.source),
             ("scoring", &self.scoring),
             ("alerts", &self.alerts),
@@ -568,6 +571,7 @@ impl Config {
             ("lake", &self.lake),
             ("models", &self.models),
             ("retrain", &self.retrain),
+            ("velocity", &self.velocity),
         ];
         for (name, section) in sections {
             section.validate().map_err(|e| {

@@ -48,6 +48,8 @@ use crate::stream::scorer::Scorer;
 use crate::stream::source::file::{FileSource, Input};
 use crate::stream::source::kafka::{KafkaSource, KafkaSourceOptions};
 use crate::stream::stats::{self, SharedStats, Stats};
+use crate::velocity::labels::{LabelsFile, catch_up};
+use crate::velocity::stage::Velocity;
 
 /// The running detector's shared state, for an API or a progress display. Clones share
 /// it.
@@ -107,6 +109,9 @@ enum Source {
     None,
 }
 
+/// How often the labels file is checked for new lines.
+const LABELS_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// A detector, built and ready to run.
 pub struct Detector {
     source: Source,
@@ -115,6 +120,7 @@ pub struct Detector {
     in_flight_batches: usize,
     watcher: Option<(Watcher, std::time::Duration)>,
     shadow: Option<(ShadowWatcher, std::time::Duration)>,
+    labels: Option<(Arc<Velocity>, LabelsFile)>,
     ready: Option<watch::Sender<bool>>,
     model_origin: ModelOrigin,
     /// Stops the metrics server and the watcher when the detector is dropped.
@@ -156,7 +162,10 @@ impl Detector {
         } else {
             None
         };
-        let models = cfg.model_store().await?;
+        let models = cfg
+            .model_store()
+            .await?
+            .serving_velocity(cfg.velocity.enabled.then(|| cfg.velocity.features.clone()));
         let (model, model_origin) = bootstrap::serving_model(cfg, &models).await?;
         let model = Arc::new(ArcSwap::from_pointee(model));
         let verdicts = verdict_store(cfg).await?;
@@ -164,6 +173,7 @@ impl Detector {
         let kafka = cfg.source.kind == SourceKind::Kafka;
         let stats = SharedStats::default();
         let mut shadow = None;
+        let mut labels = None;
         let (source, stages, alerts) = if stream {
             let lake_store =
                 crate::storage::open(&cfg.lake.location, Some(&cfg.s3.settings("", ""))).await?;
@@ -174,7 +184,10 @@ impl Detector {
                     .await
                     .map_err(|e| anyhow::anyhow!("invalid `kafka.{}`: {}", e.key, e.message))?;
             }
-            let lake = LakeWriter::new(lake_store, cfg.lake.writer.clone());
+            let mut lake = LakeWriter::new(lake_store, cfg.lake.writer.clone());
+            if cfg.velocity.enabled {
+                lake = lake.with_features(cfg.velocity.features.names());
+            }
             let (source, dead_letters) = source(cfg)?;
             let alerts = alert_sinks(cfg, kafka, &recent)?;
             let delivery = Delivery {
@@ -186,8 +199,22 @@ impl Detector {
                 abort: CancellationToken::new(),
                 dead_letters,
             };
+            let velocity = Velocity::from_config(&cfg.velocity)?.map(Arc::new);
+            if let (Some(v), Some(path)) = (&velocity, &cfg.velocity.labels_path) {
+                let mut file = LabelsFile::new(path);
+                let v2 = v.clone();
+                let (file, read) = tokio::task::spawn_blocking(move || {
+                    let n = catch_up(&v2, &mut file);
+                    (file, n)
+                })
+                .await?;
+                let read = read.with_context(|| format!("reading velocity.labels_path {path}"))?;
+                tracing::info!(path, labels = read, "labels applied; following the file");
+                labels = Some((v.clone(), file));
+            }
             let mut scorer =
-                Scorer::with_explain(model.clone(), cfg.scoring.top_k, cfg.scoring.explain);
+                Scorer::with_explain(model.clone(), cfg.scoring.top_k, cfg.scoring.explain)
+                    .with_velocity(velocity);
             if let Some(spec) = &cfg.models.shadow {
                 let slot = Arc::new(arc_swap::ArcSwapOption::empty());
                 let mut w =
@@ -240,6 +267,7 @@ impl Detector {
             in_flight_batches: cfg.delivery.in_flight_batches,
             watcher,
             shadow,
+            labels,
             ready,
             model_origin,
             _background: background.clone().drop_guard(),
@@ -283,10 +311,19 @@ impl Detector {
             in_flight_batches,
             watcher,
             shadow,
+            labels,
             ready,
             background,
             ..
         } = self;
+        if let Some((v, file)) = labels {
+            tokio::spawn(crate::velocity::labels::follow(
+                v,
+                file,
+                LABELS_POLL,
+                background.clone(),
+            ));
+        }
         if let Some((w, interval)) = watcher {
             tracing::info!(interval = ?interval, store = %handles.models.describe(), "watching the model store for new versions");
             tokio::spawn(w.run(interval, background.clone()));

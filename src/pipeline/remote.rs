@@ -5,8 +5,9 @@
 
 use std::io::Write;
 
-use crate::schema::{Dataset, Format, ReadOptions, ReadReport, read_dataset};
+use crate::schema::{Dataset, Format, ReadOptions, ReadReport, read_dataset_continuing};
 use crate::storage::S3Settings;
+use crate::velocity::{OfflineFeatures, VelocitySpec};
 
 /// Whether `input` needs [`for_each_file`] rather than a plain path read.
 #[must_use]
@@ -15,16 +16,30 @@ pub fn is_remote(input: &str) -> bool {
 }
 
 /// Read every supported file of `location` (`.csv`, `.jsonl`, `.parquet`, …; hidden
-/// files skipped), calling `each` with its name and rows.
+/// files skipped, in key order), calling `each` with its name and rows. With `velocity`,
+/// rows carry their entity features, computed over the files as one history in time
+/// order.
 pub async fn for_each_file(
     location: &str,
     s3: &S3Settings,
     opts: ReadOptions,
+    velocity: Option<&VelocitySpec>,
     each: &mut (dyn FnMut(&str, Dataset, ReadReport) + Send),
 ) -> anyhow::Result<()> {
+    let mut features = velocity
+        .map(|v| OfflineFeatures::new(v.clone()))
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("velocity.features.{}: {}", e.key, e.message))?;
+    let read = move |path: String, mut features: Option<OfflineFeatures>| async move {
+        let (result, features) = tokio::task::spawn_blocking(move || {
+            let r = read_dataset_continuing(&path, opts, features.as_mut());
+            (r, features)
+        })
+        .await?;
+        anyhow::Ok((result?, features))
+    };
     if !is_remote(location) {
-        let path = location.to_owned();
-        let (d, r) = tokio::task::spawn_blocking(move || read_dataset(&path, opts)).await??;
+        let ((d, r), _) = read(location.to_owned(), features).await?;
         each(location, d, r);
         return Ok(());
     }
@@ -43,7 +58,8 @@ pub async fn for_each_file(
         tmp.flush()?;
         drop(blob);
         let path = tmp.path().to_str().unwrap_or_default().to_owned();
-        let (d, r) = tokio::task::spawn_blocking(move || read_dataset(&path, opts)).await??;
+        let ((d, r), f) = read(path, features.take()).await?;
+        features = f;
         let name = if location.ends_with('/') {
             format!("{location}{key}")
         } else {
@@ -87,10 +103,14 @@ pub async fn read_all(
     location: &str,
     s3: &S3Settings,
     opts: ReadOptions,
+    velocity: Option<&VelocitySpec>,
 ) -> anyhow::Result<(Dataset, ReadReport)> {
-    let mut all = Dataset::default();
+    let mut all = match velocity {
+        Some(v) => Dataset::with_derived(0, v.names()),
+        None => Dataset::default(),
+    };
     let mut report = ReadReport::default();
-    for_each_file(location, s3, opts, &mut |name, d, r| {
+    for_each_file(location, s3, opts, velocity, &mut |name, d, r| {
         tracing::info!(file = %name, rows = d.len(), "read");
         for i in 0..d.len() {
             all.push(d.row(i));

@@ -273,6 +273,7 @@ async fn read_history(
             entry,
             s3,
             ReadOptions { skip_invalid: true },
+            None,
             &mut |name, d, report| {
                 if report.skipped > 0 {
                     tracing::warn!(file = %name, skipped = report.skipped, "invalid history rows skipped");

@@ -228,6 +228,10 @@ pub struct ModelStore {
     signer: Option<Arc<SigningKey>>,
     /// When not empty, a version loads only with a manifest signed by one of these.
     trusted: Arc<[PublicKey]>,
+    /// For a serving detector: the entity features it computes (`Some(None)`: none), and
+    /// so the only ones a version may need. `None`: not checked (offline commands
+    /// compute a model's own features).
+    serving_velocity: Option<Option<Arc<crate::velocity::VelocitySpec>>>,
 }
 
 fn model_key(version: &str) -> String {
@@ -254,7 +258,16 @@ impl ModelStore {
             blobs,
             signer: None,
             trusted: Arc::from([]),
+            serving_velocity: None,
         }
+    }
+
+    /// Refuse versions whose entity features differ from what this detector computes
+    /// (`None`: velocity disabled).
+    #[must_use]
+    pub fn serving_velocity(mut self, computed: Option<crate::velocity::VelocitySpec>) -> Self {
+        self.serving_velocity = Some(computed.map(Arc::new));
+        self
     }
 
     /// Sign every manifest this store writes with `key`.
@@ -475,6 +488,10 @@ impl ModelStore {
             );
         }
         model.check(expected, &manifest.canaries)?;
+        if let Some(computed) = &self.serving_velocity {
+            crate::velocity::config::check_serves(&model, computed.as_deref())
+                .map_err(|why| Rejection::Check(CheckError::Features(why)))?;
+        }
         Ok((model, manifest))
     }
 

@@ -99,10 +99,18 @@ impl Default for LakeSettings {
     }
 }
 
-/// The Arrow schema of lake files: the transaction columns, then the verdict, then the
-/// shadow model's score, verdict and version (null without a shadow).
+/// The Arrow schema of lake files without entity features ([`lake_schema_with`]).
 #[must_use]
 pub fn lake_schema() -> SchemaRef {
+    lake_schema_with(&[])
+}
+
+/// The Arrow schema of lake files: the transaction columns, then the verdict, then the
+/// shadow model's score, verdict and version (null without a shadow), the entity ids
+/// and event time (null when the producer sent none), then one Float32 column per entity
+/// feature in `features`: the values the verdict was computed with.
+#[must_use]
+pub fn lake_schema_with(features: &[String]) -> SchemaRef {
     let mut fields = transaction_fields();
     fields.extend([
         Field::new("score", DataType::Float32, false),
@@ -116,12 +124,29 @@ pub fn lake_schema() -> SchemaRef {
         Field::new("shadow_score", DataType::Float32, true),
         Field::new("shadow_fraud", DataType::Boolean, true),
         Field::new("shadow_version", DataType::Utf8, true),
+        Field::new("card_id", DataType::Utf8, true),
+        Field::new("terminal_id", DataType::Utf8, true),
+        Field::new("event_time", DataType::Utf8, true),
     ]);
+    fields.extend(
+        features
+            .iter()
+            .map(|f| Field::new(f.as_str(), DataType::Float32, true)),
+    );
     Arc::new(Schema::new(fields))
 }
 
 /// Records as one Arrow record batch with [`lake_schema`].
 pub fn record_batch(records: &[ScoredRecord]) -> Result<RecordBatch, arrow::error::ArrowError> {
+    record_batch_with(records, &[])
+}
+
+/// Records as one Arrow record batch with [`lake_schema_with`] `features` (a record
+/// without its entity features has nulls there).
+pub fn record_batch_with(
+    records: &[ScoredRecord],
+    features: &[String],
+) -> Result<RecordBatch, arrow::error::ArrowError> {
     let mut cols: Vec<ArrayRef> = transaction_columns(records.iter().map(|r| &r.tx));
     cols.push(Arc::new(Float32Array::from_iter_values(
         records.iter().map(|r| r.score),
@@ -146,7 +171,20 @@ pub fn record_batch(records: &[ScoredRecord]) -> Result<RecordBatch, arrow::erro
     cols.push(Arc::new(StringArray::from_iter(
         shadows().map(|s| s.map(|s| &*s.version)),
     )));
-    RecordBatch::try_new(lake_schema(), cols)
+    fn text(t: &Transaction, i: usize) -> Option<&str> {
+        [&t.card_id, &t.terminal_id, &t.event_time][i].as_deref()
+    }
+    for i in 0..3 {
+        cols.push(Arc::new(StringArray::from_iter(
+            records.iter().map(|r| text(&r.tx, i)),
+        )));
+    }
+    for j in 0..features.len() {
+        cols.push(Arc::new(Float32Array::from_iter(
+            records.iter().map(|r| r.tx.derived.get(j).copied()),
+        )));
+    }
+    RecordBatch::try_new(lake_schema_with(features), cols)
 }
 
 /// One lake row as `model compare --shadow` reads it.
@@ -251,7 +289,10 @@ pub fn encode_batches(
         .set_column_dictionary_enabled("shadow_version".into(), true)
         .build();
     let mut buf = Vec::new();
-    let mut w = ArrowWriter::try_new(&mut buf, lake_schema(), Some(props))?;
+    let schema = batches
+        .first()
+        .map_or_else(lake_schema, RecordBatch::schema);
+    let mut w = ArrowWriter::try_new(&mut buf, schema, Some(props))?;
     for b in batches {
         w.write(b)?;
     }
@@ -328,6 +369,8 @@ pub struct LakeWriter {
     seq: u64,
     policy: RetryPolicy,
     retry_after: Option<Instant>,
+    /// Entity-feature columns.
+    features: Vec<String>,
 }
 
 impl LakeWriter {
@@ -349,7 +392,15 @@ impl LakeWriter {
             seq: now_ms * 1000,
             policy: RetryPolicy::default(),
             retry_after: None,
+            features: Vec::new(),
         }
+    }
+
+    /// Store these entity features (the velocity spec's names) in every row.
+    #[must_use]
+    pub fn with_features(mut self, names: Vec<String>) -> Self {
+        self.features = names;
+        self
     }
 
     /// Use a different retry policy for writes.
@@ -377,7 +428,8 @@ impl LakeWriter {
 
     fn add(&mut self, r: ScoredRecord) {
         self.oldest.get_or_insert_with(Instant::now);
-        self.bytes += NUM_FIELDS * 8 + 32 + r.tx.id.len() + r.model_version.len();
+        self.bytes +=
+            NUM_FIELDS * 8 + 32 + r.tx.id.len() + r.model_version.len() + r.tx.derived.len() * 4;
         self.rows += 1;
         self.pending.push(r);
     }
@@ -404,7 +456,7 @@ impl LakeWriter {
             groups.into_iter().collect()
         };
         for (part, records) in groups {
-            match record_batch(&records) {
+            match record_batch_with(&records, &self.features) {
                 Ok(b) => self.batches.entry(part).or_default().push(b),
                 Err(e) => {
                     tracing::error!(error = %e, "lake: records could not become a record batch; kept as records");

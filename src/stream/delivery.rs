@@ -254,6 +254,7 @@ impl Delivery {
     /// its alert, sent at the same time, stands. The rest goes on. Returns how many
     /// records were dead-lettered.
     pub async fn write(&mut self, scored: &mut Scored) -> Result<u64, DeliveryError> {
+        let refused = self.dead_letter_refused(scored).await?;
         let stamp = Stamp::now(self.ttl_seconds);
         let items: Vec<VerdictItem> = scored
             .verdicts
@@ -290,7 +291,29 @@ impl Delivery {
         dead += self
             .dead_letter(scored, "alert_refused", &alerts_refused, false)
             .await?;
-        Ok(dead)
+        Ok(dead + refused)
+    }
+
+    /// Dead-letter the rows taken out before scoring (with the transaction as payload).
+    async fn dead_letter_refused(&mut self, scored: &mut Scored) -> Result<u64, DeliveryError> {
+        if scored.refused.is_empty() {
+            return Ok(0);
+        }
+        let letters: Vec<DeadLetter> = scored
+            .refused
+            .drain(..)
+            .map(|r| DeadLetter {
+                key: Some(r.row.tx.id.clone().into_bytes()),
+                payload: crate::schema::json::encode_transaction(&r.row.tx).into_bytes(),
+                origin: r.row.origin,
+                reason: Reason {
+                    code: "missing_entity",
+                    message: r.reason,
+                },
+            })
+            .collect();
+        send_durably(self.dead_letters.as_ref(), &letters, &self.abort).await?;
+        Ok(letters.len() as u64)
     }
 
     /// Dead-letter the rows whose transaction id is in `refused` (with its reason); with

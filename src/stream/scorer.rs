@@ -15,6 +15,7 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use super::source::Incoming;
 use crate::metric_names as names;
 use crate::model::{Explain, Model, Verdict};
+use crate::velocity::stage::{Refused, Velocity};
 
 /// A scored batch: the rows and their verdicts, index for index.
 #[derive(Debug)]
@@ -25,6 +26,9 @@ pub struct Scored {
     pub verdicts: Vec<Verdict>,
     /// The shadow model's scores of the same rows, when one is loaded.
     pub shadow: Option<ShadowScores>,
+    /// Rows taken out before scoring (a missing entity id under
+    /// `velocity.features.missing_entity = "refuse"`), for the dead-letter sink.
+    pub refused: Vec<Refused>,
 }
 
 impl Scored {
@@ -112,6 +116,7 @@ pub struct Scorer {
     explain: Explain,
     version: String,
     shadow_version: String,
+    velocity: Option<Arc<Velocity>>,
 }
 
 impl Scorer {
@@ -132,6 +137,7 @@ impl Scorer {
             explain,
             version: String::new(),
             shadow_version: String::new(),
+            velocity: None,
         }
     }
 
@@ -139,6 +145,13 @@ impl Scorer {
     #[must_use]
     pub fn with_shadow(mut self, slot: Arc<ArcSwapOption<Model>>) -> Self {
         self.shadow = slot;
+        self
+    }
+
+    /// Give every transaction its entity features before it is scored.
+    #[must_use]
+    pub fn with_velocity(mut self, velocity: Option<Arc<Velocity>>) -> Self {
+        self.velocity = velocity;
         self
     }
 
@@ -153,8 +166,19 @@ impl Scorer {
             .filter(|s| s.version() != model.version());
         self.note_shadow(shadow.as_deref());
         let (top_k, explain) = (self.top_k, self.explain);
+        let velocity = self.velocity.clone();
         let started = Instant::now();
         let scored = tokio::task::spawn_blocking(move || {
+            let mut rows = rows;
+            let refused = match &velocity {
+                Some(v) => {
+                    let started = Instant::now();
+                    let refused = v.compute(&mut rows);
+                    super::delivery::stage_time("velocity", started);
+                    refused
+                }
+                None => Vec::new(),
+            };
             let mut x = Vec::with_capacity(rows.len() * model.forest().n_features());
             for r in &rows {
                 model.features_into(&r.tx, &mut x);
@@ -163,10 +187,14 @@ impl Scorer {
             let verdicts = model.verdicts_with(&ids, &x, top_k, explain);
             drop(ids);
             let shadow = shadow.map(|m| shadow_scores(&m, &model, &x, &rows, &verdicts));
+            if let Some(v) = &velocity {
+                v.record_verdicts(&verdicts);
+            }
             Scored {
                 rows,
                 verdicts,
                 shadow,
+                refused,
             }
         })
         .await?;

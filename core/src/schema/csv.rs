@@ -379,8 +379,8 @@ impl<R: BufRead> Iterator for CsvReader<R> {
     }
 }
 
-/// Write transactions in the Kaggle layout (with `Class` when `labelled`, and an `id`
-/// column when `with_ids`).
+/// Write transactions in the Kaggle layout (with `Class` when `labelled`, and `id`,
+/// `card_id`, `terminal_id` and `event_time` columns when `with_ids`).
 pub fn write_kaggle_csv<W: std::io::Write>(
     out: W,
     rows: impl IntoIterator<Item = Transaction>,
@@ -399,6 +399,9 @@ pub fn write_kaggle_csv<W: std::io::Write>(
             .into_iter()
             .map(str::to_owned),
     );
+    if with_ids {
+        header.extend(["card_id", "terminal_id", "event_time"].map(str::to_owned));
+    }
     w.write_record(&header)?;
     let mut buf: Vec<String> = Vec::with_capacity(header.len());
     for tx in rows {
@@ -409,6 +412,11 @@ pub fn write_kaggle_csv<W: std::io::Write>(
         buf.extend(tx.values.iter().map(|v| format!("{v}")));
         if labelled {
             buf.push(tx.label.unwrap_or(0).to_string());
+        }
+        if with_ids {
+            for v in [&tx.card_id, &tx.terminal_id, &tx.event_time] {
+                buf.push(v.clone().unwrap_or_default());
+            }
         }
         w.write_record(&buf)?;
     }

@@ -7,7 +7,7 @@ use std::path::Path;
 use super::csv::CsvReader;
 use super::json::JsonLinesReader;
 use super::record::{Dataset, ReadError, RecordError, Transaction};
-use crate::velocity::{VelocitySpec, offline_engine};
+use crate::velocity::{OfflineFeatures, VelocitySpec};
 
 /// Input formats, chosen by file extension.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,46 +86,63 @@ pub fn read_dataset_with(
     opts: ReadOptions,
     velocity: Option<&VelocitySpec>,
 ) -> Result<(Dataset, ReadReport), ReadError> {
-    let format =
-        Format::from_path(path).ok_or_else(|| ReadError::UnknownFormat { path: path.into() })?;
-    let mut engine = velocity
-        .map(|v| offline_engine(v.clone()))
+    let mut features = velocity
+        .map(|v| OfflineFeatures::new(v.clone()))
         .transpose()
         .map_err(|e| ReadError::Features {
             path: path.into(),
             message: e.to_string(),
         })?;
-    let mut data = match &engine {
-        Some(e) => Dataset::with_derived(0, e.spec().names()),
+    read_dataset_continuing(path, opts, features.as_mut())
+}
+
+/// [`read_dataset`] with entity features from `features`, whose state carries over
+/// from the files read before (a history split over several files, in time order).
+pub fn read_dataset_continuing(
+    path: &str,
+    opts: ReadOptions,
+    features: Option<&mut OfflineFeatures>,
+) -> Result<(Dataset, ReadReport), ReadError> {
+    let mut data = match &features {
+        Some(f) => Dataset::with_derived(0, f.spec().names()),
         None => Dataset::with_capacity(0),
     };
+    let report = for_each_transaction(path, opts, features, |tx| data.push(tx))?;
+    if data.is_empty() {
+        return Err(ReadError::Empty { path: path.into() });
+    }
+    Ok((data, report))
+}
+
+/// Every valid transaction of a file, in file order, to `sink`; with `features`, each
+/// carries its entity features (see [`read_dataset_with`]; a Parquet file that stores
+/// them is read, not computed). Stops at the first invalid record unless
+/// `opts.skip_invalid`.
+pub fn for_each_transaction(
+    path: &str,
+    opts: ReadOptions,
+    mut features: Option<&mut OfflineFeatures>,
+    mut sink: impl FnMut(Transaction),
+) -> Result<ReadReport, ReadError> {
+    let format =
+        Format::from_path(path).ok_or_else(|| ReadError::UnknownFormat { path: path.into() })?;
+    let names = features
+        .as_ref()
+        .map(|f| f.spec().names())
+        .unwrap_or_default();
+    let width = names.len();
     let mut report = ReadReport::default();
-    let mut last_time = f64::NEG_INFINITY;
     let mut accept = |r: Result<Transaction, ReadError>| -> Result<(), ReadError> {
         match r {
             Ok(mut tx) => {
-                if let Some(engine) = engine.as_mut() {
-                    if tx.time() < last_time {
-                        return Err(ReadError::Features {
-                            path: path.into(),
-                            message: format!(
-                                "rows must be in time order: row {} (id {:?}) has \
-                                 Time {} after {last_time}",
-                                data.len() + report.skipped + 1,
-                                tx.id,
-                                tx.time()
-                            ),
-                        });
-                    }
-                    last_time = tx.time();
-                    engine
-                        .offline_one(&mut tx)
-                        .map_err(|e| ReadError::Features {
-                            path: path.into(),
-                            message: e.to_string(),
-                        })?;
+                let stored = width > 0 && tx.derived.len() == width;
+                if let Some(f) = features.as_mut().filter(|_| !stored) {
+                    f.next(&mut tx).map_err(|message| ReadError::Features {
+                        path: path.into(),
+                        message,
+                    })?;
                 }
-                data.push(tx);
+                sink(tx);
             }
             Err(ReadError::Record(e)) if opts.skip_invalid => {
                 report.skipped += 1;
@@ -151,15 +168,16 @@ pub fn read_dataset_with(
         }
         #[cfg(feature = "parquet")]
         Format::Parquet => {
-            super::parquet::read_parquet(path, |r| accept(r.map_err(ReadError::Record)))?;
+            // Features stored in the file (as served, or as preprocessed) are read, not
+            // computed again.
+            super::parquet::read_parquet_with(path, &names, |r| {
+                accept(r.map_err(ReadError::Record))
+            })?;
         }
         #[cfg(not(feature = "parquet"))]
         Format::Parquet => return Err(ReadError::UnknownFormat { path: path.into() }),
     }
-    if data.is_empty() {
-        return Err(ReadError::Empty { path: path.into() });
-    }
-    Ok((data, report))
+    Ok(report)
 }
 
 fn open(path: &str) -> Result<Box<dyn BufRead>, ReadError> {

@@ -15,7 +15,10 @@ pub mod lines;
 pub mod parquet;
 pub mod record;
 
-pub use input::{Format, ReadOptions, ReadReport, read_dataset, read_dataset_with};
+pub use input::{
+    Format, ReadOptions, ReadReport, for_each_transaction, read_dataset, read_dataset_continuing,
+    read_dataset_with,
+};
 pub use record::{
     AMOUNT, DEFAULT_FEATURES, Dataset, FIELD_NAMES, MAX_ID_BYTES, NUM_FIELDS, ReadError,
     RecordError, RecordErrorKind, TIME, Transaction, check_id, field_index,

@@ -57,17 +57,23 @@ where
     cols
 }
 
-/// Convert a dataset to one record batch with [`transaction_schema`].
+/// Convert a dataset to one record batch with [`transaction_schema`], then one Float64
+/// column per entity feature the dataset carries.
 pub fn to_record_batch(data: &Dataset) -> Result<RecordBatch, arrow::error::ArrowError> {
-    let mut cols: Vec<ArrayRef> = Vec::with_capacity(NUM_FIELDS + 2);
+    let mut cols: Vec<ArrayRef> = Vec::with_capacity(NUM_FIELDS + 2 + data.derived.len());
     cols.push(Arc::new(StringArray::from_iter_values(data.ids.iter())));
-    for c in &data.columns {
+    for c in &data.columns[..NUM_FIELDS] {
         cols.push(Arc::new(Float64Array::from(c.clone())));
     }
     cols.push(Arc::new(Int32Array::from_iter(
         data.labels.iter().map(|l| l.map(i32::from)),
     )));
-    RecordBatch::try_new(transaction_schema(), cols)
+    let mut fields = transaction_fields();
+    for (name, c) in data.derived.iter().zip(&data.columns[NUM_FIELDS..]) {
+        fields.push(Field::new(name.as_str(), DataType::Float64, false));
+        cols.push(Arc::new(Float64Array::from(c.clone())));
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)
 }
 
 /// Write a dataset as one zstd-compressed Parquet file.
@@ -93,9 +99,21 @@ pub fn write_parquet(path: &str, data: &Dataset) -> Result<(), ReadError> {
 
 /// Read a Parquet file with the transaction columns (by name; other columns are ignored).
 /// Numeric columns may be any numeric type; `Class` may be an integer or a "0"/"1" string;
-/// `id` is optional. Each row is passed to `sink` as a decoded transaction or an error.
+/// `id`, `card_id`, `terminal_id` and `event_time` are optional. Each row is passed to
+/// `sink` as a decoded transaction or an error.
 pub fn read_parquet(
     path: &str,
+    sink: impl FnMut(Result<Transaction, RecordError>) -> Result<(), ReadError>,
+) -> Result<(), ReadError> {
+    read_parquet_with(path, &[], sink)
+}
+
+/// [`read_parquet`], also reading the entity-feature columns `derived` into each
+/// transaction's `derived` when the file has every one of them (a lake file, or the
+/// output of `preprocess` with entity features): the features as they were served.
+pub fn read_parquet_with(
+    path: &str,
+    derived: &[String],
     mut sink: impl FnMut(Result<Transaction, RecordError>) -> Result<(), ReadError>,
 ) -> Result<(), ReadError> {
     let err = |message: String| ReadError::Parquet {
@@ -114,7 +132,7 @@ pub fn read_parquet(
     let mut row: u64 = 0;
     for batch in reader {
         let batch = batch.map_err(|e| err(e.to_string()))?;
-        let cols = BatchColumns::new(&batch).map_err(&err)?;
+        let cols = BatchColumns::new(&batch, derived).map_err(&err)?;
         for i in 0..batch.num_rows() {
             let line = row + 1;
             let result = cols.decode(i, row).map_err(|kind| RecordError {
@@ -134,10 +152,13 @@ struct BatchColumns {
     values: Vec<Float64Array>,
     label: Option<arrow::array::Int64Array>,
     id: Option<StringArray>,
+    /// `card_id`, `terminal_id`, `event_time`.
+    entities: [Option<StringArray>; 3],
+    derived: Vec<Float64Array>,
 }
 
 impl BatchColumns {
-    fn new(batch: &RecordBatch) -> Result<Self, String> {
+    fn new(batch: &RecordBatch, derived_names: &[String]) -> Result<Self, String> {
         let column = |name: &str| batch.column_by_name(name);
         let mut values = Vec::with_capacity(NUM_FIELDS);
         for name in FIELD_NAMES {
@@ -158,14 +179,32 @@ impl BatchColumns {
             }
             None => None,
         };
-        let id = match column("id") {
-            Some(c) => {
-                let s = cast(c, &DataType::Utf8).map_err(|e| format!("column \"id\": {e}"))?;
-                Some(s.as_string::<i32>().clone())
-            }
-            None => None,
+        let text = |name: &str| -> Result<Option<StringArray>, String> {
+            column(name)
+                .map(|c| {
+                    cast(c, &DataType::Utf8)
+                        .map(|s| s.as_string::<i32>().clone())
+                        .map_err(|e| format!("column {name:?}: {e}"))
+                })
+                .transpose()
         };
-        Ok(Self { values, label, id })
+        let id = text("id")?;
+        let entities = [text("card_id")?, text("terminal_id")?, text("event_time")?];
+        let mut derived = Vec::new();
+        if derived_names.iter().all(|n| column(n).is_some()) {
+            for name in derived_names {
+                let c = column(name).ok_or_else(|| format!("missing column {name:?}"))?;
+                let f = cast(c, &DataType::Float64).map_err(|e| format!("column {name:?}: {e}"))?;
+                derived.push(f.as_primitive::<Float64Type>().clone());
+            }
+        }
+        Ok(Self {
+            values,
+            label,
+            id,
+            entities,
+            derived,
+        })
     }
 
     fn decode(&self, i: usize, row: u64) -> Result<Transaction, RecordErrorKind> {
@@ -196,14 +235,30 @@ impl BatchColumns {
             .as_ref()
             .filter(|c| c.is_valid(i) && !c.value(i).is_empty())
             .map_or_else(|| row.to_string(), |c| c.value(i).to_owned());
+        let text = |k: usize| {
+            self.entities[k]
+                .as_ref()
+                .filter(|c| c.is_valid(i) && !c.value(i).is_empty())
+                .map(|c| c.value(i).to_owned())
+        };
         Ok(Transaction {
             id,
             values,
             label,
-            card_id: None,
-            event_time: None,
-            terminal_id: None,
-            derived: Vec::new(),
+            card_id: text(0),
+            terminal_id: text(1),
+            event_time: text(2),
+            derived: self
+                .derived
+                .iter()
+                .map(|c| {
+                    if c.is_valid(i) {
+                        c.value(i) as f32
+                    } else {
+                        0.0
+                    }
+                })
+                .collect(),
         })
     }
 }

@@ -130,11 +130,12 @@ impl<S: StateStore> Engine<S> {
         for (t, k) in txs.iter().zip(&known) {
             if k.is_none() {
                 for p in &self.plan {
-                    if let Some(id) = entity_id(t, p.entity) {
-                        if !local.contains_key(&(p.entity, id)) {
-                            local.insert((p.entity, id), Vec::new());
-                            wanted.push((p.entity, id));
-                        }
+                    if let Some(id) = entity_id(t, p.entity)
+                        && let std::collections::hash_map::Entry::Vacant(v) =
+                            local.entry((p.entity, id))
+                    {
+                        v.insert(Vec::new());
+                        wanted.push((p.entity, id));
                     }
                 }
             }
@@ -159,9 +160,14 @@ impl<S: StateStore> Engine<S> {
             for p in &self.plan {
                 match entity_id(t, p.entity) {
                     Some(id) => {
-                        let buckets = local.get_mut(&(p.entity, id)).expect("fetched above");
-                        p.features(buckets, bucket, self.delay, &mut f);
-                        add(buckets, bucket, t.amount());
+                        let buckets = local.entry((p.entity, id)).or_default();
+                        if self.spec.include_current {
+                            add(buckets, bucket, t.amount());
+                            p.features(buckets, bucket, self.delay, &mut f);
+                        } else {
+                            p.features(buckets, bucket, self.delay, &mut f);
+                            add(buckets, bucket, t.amount());
+                        }
                     }
                     None => {
                         report.missing.push((i, p.entity));
@@ -281,7 +287,7 @@ impl EntityPlan {
                     sum += x.sum;
                 }
                 let v = match a {
-                    Aggregate::Count => count as f64,
+                    Aggregate::Count | Aggregate::DelayedCount => count as f64,
                     Aggregate::Sum => sum,
                     Aggregate::MeanAmount => ratio(sum, count),
                     Aggregate::Frauds => frauds as f64,
@@ -386,6 +392,56 @@ pub fn offline_engine(spec: VelocitySpec) -> Result<Engine<MemoryStore>, SpecErr
     Engine::new(spec, MemoryStore::new(limits))
 }
 
+/// Offline features over a history read in time order, possibly from several files:
+/// [`Engine::offline_one`] per row, refusing a row earlier than the one before.
+pub struct OfflineFeatures {
+    engine: Engine<MemoryStore>,
+    last_time: f64,
+    rows: u64,
+}
+
+impl OfflineFeatures {
+    /// Features of `spec`, from empty state.
+    pub fn new(spec: VelocitySpec) -> Result<Self, SpecError> {
+        Ok(Self {
+            engine: offline_engine(spec)?,
+            last_time: f64::NEG_INFINITY,
+            rows: 0,
+        })
+    }
+
+    /// The spec.
+    #[must_use]
+    pub fn spec(&self) -> &VelocitySpec {
+        self.engine.spec()
+    }
+
+    /// Features per row.
+    #[must_use]
+    pub fn width(&self) -> usize {
+        self.engine.width()
+    }
+
+    /// Give `tx` its features (the next row in time order).
+    pub fn next(&mut self, tx: &mut Transaction) -> Result<(), String> {
+        self.rows += 1;
+        if tx.time() < self.last_time {
+            return Err(format!(
+                "rows must be in time order: row {} (id {:?}) has Time {} after {}",
+                self.rows,
+                tx.id,
+                tx.time(),
+                self.last_time
+            ));
+        }
+        self.last_time = tx.time();
+        self.engine
+            .offline_one(tx)
+            .map(drop)
+            .map_err(|e| e.to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -397,6 +453,15 @@ mod tests {
     const DAY: f64 = 86_400.0;
     /// 2018-04-01T00:00:00Z, a Sunday.
     const START: f64 = 1_522_540_800.0;
+
+    /// The handbook's windows with exclusive current windows and a current terminal
+    /// count.
+    fn spec() -> VelocitySpec {
+        let mut s = VelocitySpec::handbook();
+        s.include_current = false;
+        s.entities[1].aggregates = vec![Aggregate::Count, Aggregate::Risk];
+        s
+    }
 
     fn store() -> MemoryStore {
         MemoryStore::new(MemoryLimits {
@@ -431,7 +496,7 @@ mod tests {
 
     #[test]
     fn features_are_point_in_time() {
-        let mut e = Engine::new(VelocitySpec::handbook(), store()).unwrap();
+        let mut e = Engine::new(spec(), store()).unwrap();
         let mut b = vec![
             tx("1", START + 3_600.0, 10.0, "c", "t"),
             tx("2", START + 7_200.0, 30.0, "c", "t"),
@@ -467,8 +532,24 @@ mod tests {
     }
 
     #[test]
-    fn a_redelivered_transaction_keeps_its_features_and_counts_once() {
+    fn include_current_counts_the_transaction_itself() {
         let mut e = Engine::new(VelocitySpec::handbook(), store()).unwrap();
+        let mut b = vec![
+            tx("1", START + 3_600.0, 10.0, "c", "t"),
+            tx("2", START + 7_200.0, 30.0, "c", "t"),
+        ];
+        e.process(&mut b).unwrap();
+        assert_eq!(feature(&e, &b[0], "card_id_count_1d"), 1.0);
+        assert_eq!(feature(&e, &b[0], "card_id_mean_amount_1d"), 10.0);
+        assert_eq!(feature(&e, &b[1], "card_id_count_1d"), 2.0);
+        assert_eq!(feature(&e, &b[1], "card_id_mean_amount_1d"), 20.0);
+        // The delayed terminal windows are untouched by it.
+        assert_eq!(feature(&e, &b[1], "terminal_id_delayed_count_1d"), 0.0);
+    }
+
+    #[test]
+    fn a_redelivered_transaction_keeps_its_features_and_counts_once() {
+        let mut e = Engine::new(spec(), store()).unwrap();
         let mut first = vec![
             tx("1", START, 10.0, "c", "t"),
             tx("2", START + 60.0, 20.0, "c", "t"),
@@ -502,7 +583,7 @@ mod tests {
 
     #[test]
     fn risk_reads_labels_after_the_delay() {
-        let mut e = Engine::new(VelocitySpec::handbook(), store()).unwrap();
+        let mut e = Engine::new(spec(), store()).unwrap();
         let mut b = vec![
             tx("f", START, 100.0, "c", "t"),
             tx("ok", START + 10.0, 5.0, "d", "t"),
@@ -515,7 +596,7 @@ mod tests {
             card_id: Some("c".into()),
             terminal_id: Some("t".into()),
         };
-        assert_eq!(e.label(&[label.clone()]).unwrap(), 1);
+        assert_eq!(e.label(std::slice::from_ref(&label)).unwrap(), 1);
         assert_eq!(
             e.label(&[label]).unwrap(),
             0,
@@ -534,7 +615,7 @@ mod tests {
 
     #[test]
     fn a_missing_entity_is_reported_and_reads_zero() {
-        let mut e = Engine::new(VelocitySpec::handbook(), store()).unwrap();
+        let mut e = Engine::new(spec(), store()).unwrap();
         let mut b = vec![
             tx("1", START, 10.0, "c", "t"),
             tx("2", START + 1.0, 10.0, "c", ""),
@@ -548,11 +629,11 @@ mod tests {
     #[test]
     fn memory_is_bounded_in_entities() {
         let limits = MemoryLimits {
-            horizon: VelocitySpec::handbook().horizon_buckets(),
+            horizon: spec().horizon_buckets(),
             max_entities: 2_000,
             max_served: 500,
         };
-        let mut e = Engine::new(VelocitySpec::handbook(), MemoryStore::new(limits)).unwrap();
+        let mut e = Engine::new(spec(), MemoryStore::new(limits)).unwrap();
         for chunk in 0..50 {
             let mut b: Vec<Transaction> = (0..200)
                 .map(|i| {
@@ -582,7 +663,7 @@ mod tests {
     /// offline in one pass. The features are the same.
     #[test]
     fn offline_equals_online() {
-        let mut spec = VelocitySpec::handbook();
+        let mut spec = spec();
         spec.entities[0].aggregates.push(Aggregate::Sum);
         spec.entities[1].aggregates.push(Aggregate::Frauds);
         spec.entities[1].windows.push(Span(3_600));
@@ -611,7 +692,7 @@ mod tests {
         let mut pending: Vec<LabelEvent> = Vec::new();
         let mut i = 0;
         while i < txs.len() {
-            let n = 1 + rng.below(64) as usize;
+            let n = 1 + rng.below(64);
             let end = (i + n).min(txs.len());
             // Every label falls due (its transaction's time plus the delay) before the
             // first transaction after that time is scored; some arrive earlier.

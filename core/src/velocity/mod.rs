@@ -13,6 +13,8 @@ pub mod engine;
 pub mod spec;
 pub mod store;
 
-pub use engine::{BatchReport, Engine, LabelEvent, compute_offline, offline_engine, time_flags};
+pub use engine::{
+    BatchReport, Engine, LabelEvent, OfflineFeatures, compute_offline, offline_engine, time_flags,
+};
 pub use spec::{Aggregate, Entity, EntitySpec, MissingEntity, Span, SpecError, VelocitySpec};
-pub use store::{Bucket, MemoryLimits, MemoryStore, StateStore, StoreError, StoreStats};
+pub use store::{Bucket, IdRing, MemoryLimits, MemoryStore, StateStore, StoreError, StoreStats};

@@ -23,7 +23,7 @@ impl fmt::Display for Span {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = self.0;
         for (unit, len) in [("d", 86_400), ("h", 3_600), ("m", 60)] {
-            if s > 0 && s % len == 0 {
+            if s > 0 && s.is_multiple_of(len) {
                 return write!(f, "{}{unit}", s / len);
             }
         }
@@ -102,6 +102,8 @@ pub enum Aggregate {
     Frauds,
     /// Those frauds over the transactions of the same delayed window (0 when none).
     Risk,
+    /// Transactions in the delayed window (the denominator of `risk`).
+    DelayedCount,
 }
 
 impl Aggregate {
@@ -114,13 +116,14 @@ impl Aggregate {
             Self::MeanAmount => "mean_amount",
             Self::Frauds => "frauds",
             Self::Risk => "risk",
+            Self::DelayedCount => "delayed_count",
         }
     }
 
     /// Whether it reads labels (and so the delayed window).
     #[must_use]
     pub fn delayed(self) -> bool {
-        matches!(self, Self::Frauds | Self::Risk)
+        matches!(self, Self::Frauds | Self::Risk | Self::DelayedCount)
     }
 }
 
@@ -158,6 +161,11 @@ pub struct VelocitySpec {
     /// that end this long before the transaction.
     #[serde(default = "default_delay")]
     pub label_delay: Span,
+    /// Count the transaction being scored in its own current windows (`count`, `sum`,
+    /// `mean_amount`), as rolling windows that end at the transaction do. Never a later
+    /// one: the features stay point in time.
+    #[serde(default)]
+    pub include_current: bool,
     /// Add `weekend` and `night` (hour ≤ 6) flags, from `Time` read as Unix seconds (UTC).
     #[serde(default)]
     pub time_flags: bool,
@@ -188,9 +196,10 @@ pub struct SpecError {
 }
 
 impl VelocitySpec {
-    /// The handbook's features (Le Borgne et al., chapter 3.4): per card, count and mean
-    /// amount over 1, 7 and 30 days; per terminal, count and risk over 1, 7 and 30 days
-    /// with a 7-day label delay; weekend and night flags.
+    /// The handbook's features (Le Borgne et al., chapter 3.3): per card, count and mean
+    /// amount over 1, 7 and 30 days, the transaction included; per terminal, the count
+    /// and the fraud risk of the 1, 7 and 30 days that end 7 days back (the label
+    /// delay); weekend and night flags.
     #[must_use]
     pub fn handbook() -> Self {
         let days = |d: &[u64]| d.iter().map(|d| Span(d * 86_400)).collect::<Vec<_>>();
@@ -198,6 +207,7 @@ impl VelocitySpec {
             bucket: default_bucket(),
             label_delay: default_delay(),
             time_flags: true,
+            include_current: true,
             entities: vec![
                 EntitySpec {
                     name: Entity::CardId,
@@ -207,7 +217,7 @@ impl VelocitySpec {
                 EntitySpec {
                     name: Entity::TerminalId,
                     windows: days(&[1, 7, 30]),
-                    aggregates: vec![Aggregate::Count, Aggregate::Risk],
+                    aggregates: vec![Aggregate::DelayedCount, Aggregate::Risk],
                 },
             ],
             missing_entity: MissingEntity::Score,
@@ -221,7 +231,7 @@ impl VelocitySpec {
         if b == 0 {
             return err("bucket".into(), "must be positive".into());
         }
-        if self.label_delay.secs() % b != 0 {
+        if !self.label_delay.secs().is_multiple_of(b) {
             return err(
                 "label_delay".into(),
                 format!(
@@ -252,7 +262,7 @@ impl VelocitySpec {
                 );
             }
             for w in &e.windows {
-                if w.secs() == 0 || w.secs() % b != 0 {
+                if w.secs() == 0 || !w.secs().is_multiple_of(b) {
                     return err(
                         format!("entity[{i}].windows"),
                         format!(
@@ -349,6 +359,7 @@ mod tests {
         assert_eq!(names.len(), 14);
         assert_eq!(names[0], "card_id_count_1d");
         assert_eq!(names[5], "card_id_mean_amount_30d");
+        assert_eq!(names[6], "terminal_id_delayed_count_1d");
         assert_eq!(names[11], "terminal_id_risk_30d");
         assert_eq!(&names[12..], ["weekend", "night"]);
         assert_eq!(s.horizon_buckets(), 37 * 24 + 1);

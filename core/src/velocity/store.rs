@@ -4,7 +4,7 @@
 //! interface; [`MemoryStore`] keeps it in this process, bounded.
 
 use std::collections::{HashMap, VecDeque};
-use std::mem::size_of;
+use std::mem::{size_of, size_of_val};
 
 use super::spec::Entity;
 
@@ -159,16 +159,28 @@ impl EntityState {
 /// bytes and buckets.
 const ENTITY_OVERHEAD: usize = size_of::<Box<str>>() + size_of::<EntityState>() + size_of::<u64>();
 
-/// A bounded first-in-first-out set of ids.
-#[derive(Debug, Default)]
-struct IdRing<V> {
+/// A bounded first-in-first-out map from ids: the oldest id goes when it is full.
+#[derive(Debug)]
+pub struct IdRing<V> {
     map: HashMap<Box<str>, V>,
     order: VecDeque<Box<str>>,
     bytes: usize,
 }
 
+impl<V> Default for IdRing<V> {
+    fn default() -> Self {
+        Self {
+            map: HashMap::new(),
+            order: VecDeque::new(),
+            bytes: 0,
+        }
+    }
+}
+
 impl<V> IdRing<V> {
-    fn insert(&mut self, id: &str, value: V, value_bytes: usize, cap: usize) -> bool {
+    /// Add `id` unless present (then `false`), dropping the oldest ids beyond `cap`.
+    /// `value_bytes` is what the value holds besides its own size.
+    pub fn insert(&mut self, id: &str, value: V, value_bytes: usize, cap: usize) -> bool {
         if self.map.contains_key(id) || cap == 0 {
             return false;
         }
@@ -183,6 +195,24 @@ impl<V> IdRing<V> {
         self.order.push_back(key.clone());
         self.map.insert(key, value);
         true
+    }
+
+    /// The value of `id`.
+    #[must_use]
+    pub fn get(&self, id: &str) -> Option<&V> {
+        self.map.get(id)
+    }
+
+    /// Ids held.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether it holds none.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
     }
 
     fn slot_bytes(id: &str) -> usize {
@@ -316,7 +346,7 @@ impl StateStore for MemoryStore {
 
     fn commit(&mut self, txs: &[Commit<'_>]) -> Result<(), StoreError> {
         for c in txs {
-            let bytes = c.features.len() * size_of::<f32>();
+            let bytes = size_of_val(c.features);
             if self.served.map.contains_key(c.tx_id) {
                 continue;
             }
@@ -357,5 +387,27 @@ impl StateStore for MemoryStore {
             served_bytes: (self.served.bytes + self.labelled.bytes) as u64,
             evicted: self.evicted,
         }
+    }
+}
+
+impl<S: StateStore + ?Sized> StateStore for Box<S> {
+    fn served(&mut self, tx_ids: &[&str]) -> Result<Vec<Option<Vec<f32>>>, StoreError> {
+        (**self).served(tx_ids)
+    }
+
+    fn buckets(&mut self, keys: &[Key<'_>], since: i64) -> Result<Vec<Vec<Bucket>>, StoreError> {
+        (**self).buckets(keys, since)
+    }
+
+    fn commit(&mut self, txs: &[Commit<'_>]) -> Result<(), StoreError> {
+        (**self).commit(txs)
+    }
+
+    fn label(&mut self, labels: &[Label<'_>]) -> Result<usize, StoreError> {
+        (**self).label(labels)
+    }
+
+    fn stats(&self) -> StoreStats {
+        (**self).stats()
     }
 }

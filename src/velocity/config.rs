@@ -1,0 +1,123 @@
+//! The `[velocity]` section: entity features, their state store and the labels source.
+
+use serde::{Deserialize, Serialize};
+
+use super::{MemoryLimits, VelocitySpec};
+use crate::config::{Invalid, Validate};
+
+/// Where entity state lives.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// In this process (one detector; state is rebuilt from the input on restart).
+    #[default]
+    Memory,
+}
+
+/// `[velocity]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VelocityConfig {
+    /// Compute entity features for every transaction.
+    pub enabled: bool,
+    /// The features (`[velocity.features]`; the handbook's set by default).
+    pub features: VelocitySpec,
+    /// The state store.
+    pub store: StoreKind,
+    /// Most entities the in-memory store keeps (the least recently active go first).
+    pub max_entities: usize,
+    /// Most transaction ids (and labels) remembered so a redelivery counts once.
+    pub max_served: usize,
+    /// A JSON-lines file of labels (`id`, `Class`, `Time`, `card_id`, `terminal_id`):
+    /// read to its end at start-up, then followed as it grows.
+    pub labels_path: Option<String>,
+}
+
+impl Default for VelocityConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            features: VelocitySpec::handbook(),
+            store: StoreKind::Memory,
+            max_entities: 5_000_000,
+            max_served: 1_000_000,
+            labels_path: None,
+        }
+    }
+}
+
+impl VelocityConfig {
+    /// The in-memory store's bounds.
+    #[must_use]
+    pub fn memory_limits(&self) -> MemoryLimits {
+        MemoryLimits {
+            horizon: self.features.horizon_buckets(),
+            max_entities: self.max_entities,
+            max_served: self.max_served,
+        }
+    }
+}
+
+impl Validate for VelocityConfig {
+    fn validate(&self) -> Result<(), Invalid> {
+        self.features
+            .validate()
+            .map_err(|e| Invalid::new(format!("features.{}", e.key), e.message))?;
+        if self.max_entities < 1_000 {
+            return Err(Invalid::new("max_entities", "keep at least 1000 entities"));
+        }
+        if self.max_served == 0 {
+            return Err(Invalid::new(
+                "max_served",
+                "must be positive: redeliveries are recognised by it",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The spec named on a command line: `handbook`, or a TOML file with a
+/// `[velocity.features]` table (a detector configuration file works).
+pub fn spec_from_arg(arg: &str) -> anyhow::Result<VelocitySpec> {
+    if arg == "handbook" {
+        return Ok(VelocitySpec::handbook());
+    }
+    #[derive(Deserialize)]
+    struct File {
+        #[serde(default)]
+        velocity: Option<toml::Table>,
+    }
+    let text = std::fs::read_to_string(arg).map_err(|e| anyhow::anyhow!("{arg}: {e}"))?;
+    let file: File = toml::from_str(&text).map_err(|e| anyhow::anyhow!("{arg}: {e}"))?;
+    let features = file
+        .velocity
+        .and_then(|mut v| v.remove("features"))
+        .ok_or_else(|| anyhow::anyhow!("{arg}: no [velocity.features] table"))?;
+    let spec: VelocitySpec = features
+        .try_into()
+        .map_err(|e| anyhow::anyhow!("{arg}: velocity.features: {e}"))?;
+    spec.validate()
+        .map_err(|e| anyhow::anyhow!("{arg}: velocity.features.{}: {}", e.key, e.message))?;
+    Ok(spec)
+}
+
+/// Whether a detector computing `computed` (none when `velocity.enabled = false`) can
+/// serve `model`: a model that uses entity features needs exactly its spec.
+pub fn check_serves(
+    model: &crate::model::Model,
+    computed: Option<&VelocitySpec>,
+) -> Result<(), String> {
+    match (model.velocity(), computed) {
+        (None, _) => Ok(()),
+        (Some(_), None) => Err(format!(
+            "model {} uses entity features, and velocity.enabled is false",
+            model.version()
+        )),
+        (Some(needed), Some(c)) if needed == c => Ok(()),
+        (Some(needed), Some(_)) => Err(format!(
+            "model {} was trained with other entity features ([{}]) than velocity.features computes",
+            model.version(),
+            needed.names().join(", ")
+        )),
+    }
+}

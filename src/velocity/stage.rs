@@ -1,0 +1,292 @@
+//! The detector's velocity stage. Before a batch is scored, [`Velocity::compute`] gives
+//! every transaction its entity features (point in time, recorded once per id) and
+//! takes out the ones refused for a missing entity id. Labels, from a file or a topic,
+//! go to [`Velocity::apply_labels`]: they feed the fraud counters and are joined with
+//! the verdicts served to export online precision and recall.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::config::VelocityConfig;
+use super::{Engine, Entity, IdRing, LabelEvent, MemoryStore, StateStore, StoreError};
+use crate::metric_names as names;
+use crate::model::Verdict;
+use crate::stream::source::Incoming;
+
+/// Confusion counts of the served verdicts against the labels.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Confusion {
+    /// Fraud verdicts on frauds.
+    pub tp: u64,
+    /// Fraud verdicts on legitimate transactions.
+    pub fp: u64,
+    /// Legitimate verdicts on frauds.
+    pub fn_: u64,
+    /// Legitimate verdicts on legitimate transactions.
+    pub tn: u64,
+    /// Labels of transactions with no remembered verdict.
+    pub unmatched: u64,
+}
+
+impl Confusion {
+    /// Precision so far (`None` before any fraud verdict is labelled).
+    #[must_use]
+    pub fn precision(&self) -> Option<f64> {
+        let d = self.tp + self.fp;
+        (d > 0).then(|| self.tp as f64 / d as f64)
+    }
+
+    /// Recall so far (`None` before any fraud is labelled).
+    #[must_use]
+    pub fn recall(&self) -> Option<f64> {
+        let d = self.tp + self.fn_;
+        (d > 0).then(|| self.tp as f64 / d as f64)
+    }
+}
+
+/// A transaction refused for lacking an entity id.
+#[derive(Debug)]
+pub struct Refused {
+    /// The row.
+    pub row: Incoming,
+    /// Why.
+    pub reason: String,
+}
+
+struct Joined {
+    verdicts: IdRing<bool>,
+    confusion: Confusion,
+}
+
+/// Entity features and labels for one detector.
+pub struct Velocity {
+    engine: Mutex<Engine<Box<dyn StateStore>>>,
+    joined: Mutex<Joined>,
+    max_served: usize,
+    retry: Duration,
+}
+
+impl std::fmt::Debug for Velocity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Velocity").finish_non_exhaustive()
+    }
+}
+
+/// A label as a labels file or topic carries it.
+#[derive(Debug, Deserialize)]
+struct LabelMessage {
+    id: serde_json::Value,
+    #[serde(rename = "Class")]
+    class: serde_json::Value,
+    #[serde(rename = "Time")]
+    time: f64,
+    #[serde(default)]
+    card_id: Option<String>,
+    #[serde(default)]
+    terminal_id: Option<String>,
+}
+
+/// Decode one label (`id`, `Class`, `Time`, and the entity ids); the error says why not.
+pub fn decode_label(bytes: &[u8]) -> Result<LabelEvent, String> {
+    let m: LabelMessage = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    let id = match m.id {
+        serde_json::Value::String(s) => s,
+        serde_json::Value::Number(n) => n.to_string(),
+        other => return Err(format!("`id` must be a string or a number, not {other}")),
+    };
+    let label = match m.class {
+        serde_json::Value::Number(n) if n.as_u64() == Some(0) => 0,
+        serde_json::Value::Number(n) if n.as_u64() == Some(1) => 1,
+        serde_json::Value::String(s) if s == "0" || s == "1" => u8::from(s == "1"),
+        other => return Err(format!("`Class` must be 0 or 1, not {other}")),
+    };
+    if !m.time.is_finite() {
+        return Err("`Time` is not finite".into());
+    }
+    Ok(LabelEvent {
+        tx_id: id,
+        time: m.time,
+        label,
+        card_id: m.card_id,
+        terminal_id: m.terminal_id,
+    })
+}
+
+impl Velocity {
+    /// The stage `cfg` asks for (`None` when disabled).
+    pub fn from_config(cfg: &VelocityConfig) -> anyhow::Result<Option<Self>> {
+        if !cfg.enabled {
+            return Ok(None);
+        }
+        let store: Box<dyn StateStore> = match cfg.store {
+            super::config::StoreKind::Memory => Box::new(MemoryStore::new(cfg.memory_limits())),
+        };
+        Ok(Some(Self::new(cfg, store)?))
+    }
+
+    /// The stage over `store`.
+    pub fn new(cfg: &VelocityConfig, store: Box<dyn StateStore>) -> anyhow::Result<Self> {
+        let engine = Engine::new(cfg.features.clone(), store)
+            .map_err(|e| anyhow::anyhow!("invalid `velocity.features.{}`: {}", e.key, e.message))?;
+        Ok(Self {
+            engine: Mutex::new(engine),
+            joined: Mutex::new(Joined {
+                verdicts: IdRing::default(),
+                confusion: Confusion::default(),
+            }),
+            max_served: cfg.max_served,
+            retry: Duration::from_millis(200),
+        })
+    }
+
+    /// The spec computed.
+    #[must_use]
+    pub fn spec(&self) -> super::VelocitySpec {
+        self.lock_engine().spec().clone()
+    }
+
+    fn lock_engine(&self) -> std::sync::MutexGuard<'_, Engine<Box<dyn StateStore>>> {
+        self.engine
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Compute the features of `rows` (on this thread: call it off the async runtime).
+    /// Rows lacking an entity id under `missing_entity = "refuse"` are taken out and
+    /// returned. A store that fails is retried with backoff until it answers: the batch
+    /// waits (backpressure), nothing is scored without its features.
+    pub fn compute(&self, rows: &mut Vec<Incoming>) -> Vec<Refused> {
+        let mut engine = self.lock_engine();
+        let mut refused = Vec::new();
+        if engine.refuses_missing() {
+            let entities: Vec<Entity> = engine.spec().entities.iter().map(|e| e.name).collect();
+            let mut kept = Vec::with_capacity(rows.len());
+            for row in rows.drain(..) {
+                let missing = entities.iter().find(|&&e| {
+                    let id = match e {
+                        Entity::CardId => row.tx.card_id.as_deref(),
+                        Entity::TerminalId => row.tx.terminal_id.as_deref(),
+                    };
+                    id.is_none_or(str::is_empty)
+                });
+                match missing {
+                    Some(e) => {
+                        metrics::counter!(names::VELOCITY_MISSING_ENTITY, "entity" => e.field(), "action" => "refused").increment(1);
+                        refused.push(Refused {
+                            row,
+                            reason: format!("missing entity id `{}` (velocity.features.missing_entity = \"refuse\")", e.field()),
+                        });
+                    }
+                    None => kept.push(row),
+                }
+            }
+            *rows = kept;
+        }
+        let mut txs: Vec<crate::schema::Transaction> =
+            rows.iter_mut().map(|r| std::mem::take(&mut r.tx)).collect();
+        let mut backoff = self.retry;
+        let report = loop {
+            match engine.process(&mut txs) {
+                Ok(r) => break r,
+                Err(e) => {
+                    metrics::counter!(names::VELOCITY_STORE_ERRORS).increment(1);
+                    tracing::warn!(error = %e, retry_in = ?backoff, "velocity state store failed; the batch waits");
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }
+        };
+        for (r, t) in rows.iter_mut().zip(txs) {
+            r.tx = t;
+        }
+        metrics::counter!(names::VELOCITY_TRANSACTIONS, "outcome" => "computed")
+            .increment(report.computed as u64);
+        metrics::counter!(names::VELOCITY_TRANSACTIONS, "outcome" => "replayed")
+            .increment(report.replayed as u64);
+        for (_, e) in &report.missing {
+            metrics::counter!(names::VELOCITY_MISSING_ENTITY, "entity" => e.field(), "action" => "scored").increment(1);
+        }
+        let stats = engine.stats();
+        metrics::gauge!(names::VELOCITY_ENTITIES).set(stats.entities as f64);
+        metrics::gauge!(names::VELOCITY_ENTITY_BYTES).set(stats.entity_bytes as f64);
+        metrics::gauge!(names::VELOCITY_BYTES_PER_ENTITY).set(stats.bytes_per_entity());
+        metrics::counter!(names::VELOCITY_EVICTED).absolute(stats.evicted);
+        refused
+    }
+
+    /// Remember the verdicts served, to join labels with them.
+    pub fn record_verdicts(&self, verdicts: &[Verdict]) {
+        let mut j = self
+            .joined
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for v in verdicts {
+            j.verdicts.insert(&v.tx_id, v.fraud, 0, self.max_served);
+        }
+    }
+
+    /// Apply labels: fraud counters (once per id) and the online confusion counts.
+    /// Retries a failing store with backoff.
+    pub fn apply_labels(&self, labels: &[LabelEvent]) -> Confusion {
+        let mut backoff = self.retry;
+        loop {
+            match self.lock_engine().label(labels) {
+                Ok(_) => break,
+                Err(StoreError(e)) => {
+                    metrics::counter!(names::VELOCITY_STORE_ERRORS).increment(1);
+                    tracing::warn!(error = %e, retry_in = ?backoff, "velocity state store failed applying labels; retrying");
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+        let mut j = self
+            .joined
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for l in labels {
+            let outcome = match (j.verdicts.get(&l.tx_id).copied(), l.label == 1) {
+                (None, _) => {
+                    j.confusion.unmatched += 1;
+                    "unmatched"
+                }
+                (Some(true), true) => {
+                    j.confusion.tp += 1;
+                    "tp"
+                }
+                (Some(true), false) => {
+                    j.confusion.fp += 1;
+                    "fp"
+                }
+                (Some(false), true) => {
+                    j.confusion.fn_ += 1;
+                    "fn"
+                }
+                (Some(false), false) => {
+                    j.confusion.tn += 1;
+                    "tn"
+                }
+            };
+            metrics::counter!(names::LABELS, "outcome" => outcome).increment(1);
+        }
+        let c = j.confusion;
+        if let Some(p) = c.precision() {
+            metrics::gauge!(names::ONLINE_PRECISION).set(p);
+        }
+        if let Some(r) = c.recall() {
+            metrics::gauge!(names::ONLINE_RECALL).set(r);
+        }
+        c
+    }
+
+    /// The confusion counts so far.
+    #[must_use]
+    pub fn confusion(&self) -> Confusion {
+        self.joined
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .confusion
+    }
+}
