@@ -224,7 +224,7 @@ fn read_input_for(
         (Some(spec), given) => {
             if let Some(arg) = given {
                 anyhow::ensure!(
-                    &crate::velocity::config::spec_from_arg(arg)? == spec,
+                    crate::velocity::config::spec_from_arg(arg)?.same_features(spec),
                     "--velocity {arg} differs from the entity features model {} was trained with",
                     model.version()
                 );

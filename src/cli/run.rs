@@ -197,4 +197,19 @@ fn print_summary(cfg: &Config, s: &Summary, verdicts: &str) {
     if let Some(m) = &s.metrics {
         table("against the labels", &metric_rows(m));
     }
+    if let Some(c) = &s.labels {
+        let opt = |v: Option<f64>| v.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.4}"));
+        table(
+            "against the labels received (velocity.labels_path)",
+            &[
+                (
+                    "labelled verdicts (TP FP FN TN)",
+                    format!("{} {} {} {}", c.tp, c.fp, c.fn_, c.tn),
+                ),
+                ("labels without a verdict", c.unmatched.to_string()),
+                ("online precision", opt(c.precision())),
+                ("online recall", opt(c.recall())),
+            ],
+        );
+    }
 }

@@ -86,6 +86,8 @@ pub struct Summary {
     pub seconds: f64,
     /// Metrics against the labels, when every scored row had one.
     pub metrics: Option<Metrics>,
+    /// The verdicts against the labels that arrived separately (`velocity.labels_path`).
+    pub labels: Option<crate::velocity::stage::Confusion>,
 }
 
 impl Summary {
@@ -121,6 +123,7 @@ pub struct Detector {
     watcher: Option<(Watcher, std::time::Duration)>,
     shadow: Option<(ShadowWatcher, std::time::Duration)>,
     labels: Option<(Arc<Velocity>, LabelsFile)>,
+    velocity: Option<Arc<Velocity>>,
     ready: Option<watch::Sender<bool>>,
     model_origin: ModelOrigin,
     /// Stops the metrics server and the watcher when the detector is dropped.
@@ -174,6 +177,7 @@ impl Detector {
         let stats = SharedStats::default();
         let mut shadow = None;
         let mut labels = None;
+        let mut velocity_stage = None;
         let (source, stages, alerts) = if stream {
             let lake_store =
                 crate::storage::open(&cfg.lake.location, Some(&cfg.s3.settings("", ""))).await?;
@@ -200,6 +204,7 @@ impl Detector {
                 dead_letters,
             };
             let velocity = Velocity::from_config(&cfg.velocity)?.map(Arc::new);
+            velocity_stage.clone_from(&velocity);
             if let (Some(v), Some(path)) = (&velocity, &cfg.velocity.labels_path) {
                 let mut file = LabelsFile::new(path);
                 let v2 = v.clone();
@@ -268,6 +273,7 @@ impl Detector {
             watcher,
             shadow,
             labels,
+            velocity: velocity_stage,
             ready,
             model_origin,
             _background: background.clone().drop_guard(),
@@ -312,6 +318,7 @@ impl Detector {
             watcher,
             shadow,
             labels,
+            velocity,
             ready,
             background,
             ..
@@ -395,6 +402,7 @@ impl Detector {
             stats,
             seconds: started.elapsed().as_secs_f64(),
             metrics,
+            labels: velocity.map(|v| v.confusion()),
         })
     }
 }

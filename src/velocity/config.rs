@@ -113,7 +113,7 @@ pub fn check_serves(
             "model {} uses entity features, and velocity.enabled is false",
             model.version()
         )),
-        (Some(needed), Some(c)) if needed == c => Ok(()),
+        (Some(needed), Some(c)) if needed.same_features(c) => Ok(()),
         (Some(needed), Some(_)) => Err(format!(
             "model {} was trained with other entity features ([{}]) than velocity.features computes",
             model.version(),

@@ -26,7 +26,8 @@ pub struct Confusion {
     pub fn_: u64,
     /// Legitimate verdicts on legitimate transactions.
     pub tn: u64,
-    /// Labels of transactions with no remembered verdict.
+    /// Labels of transactions with no remembered verdict (yet: a label that comes first
+    /// is joined when its verdict is served).
     pub unmatched: u64,
 }
 
@@ -57,7 +58,32 @@ pub struct Refused {
 
 struct Joined {
     verdicts: IdRing<bool>,
+    /// Labels that arrived before their verdict (a replay, or a fast chargeback feed).
+    early: IdRing<u8>,
+    /// Ids whose label was counted (a repeated label is not counted again).
+    labelled: IdRing<()>,
     confusion: Confusion,
+}
+
+impl Joined {
+    /// Count one labelled verdict.
+    fn count(&mut self, fraud_verdict: Option<bool>, fraud: bool) {
+        let (slot, outcome) = match (fraud_verdict, fraud) {
+            (None, _) => (&mut self.confusion.unmatched, "unmatched"),
+            (Some(true), true) => (&mut self.confusion.tp, "tp"),
+            (Some(true), false) => (&mut self.confusion.fp, "fp"),
+            (Some(false), true) => (&mut self.confusion.fn_, "fn"),
+            (Some(false), false) => (&mut self.confusion.tn, "tn"),
+        };
+        *slot += 1;
+        metrics::counter!(names::LABELS, "outcome" => outcome).increment(1);
+        if let Some(p) = self.confusion.precision() {
+            metrics::gauge!(names::ONLINE_PRECISION).set(p);
+        }
+        if let Some(r) = self.confusion.recall() {
+            metrics::gauge!(names::ONLINE_RECALL).set(r);
+        }
+    }
 }
 
 /// Entity features and labels for one detector.
@@ -134,6 +160,8 @@ impl Velocity {
             engine: Mutex::new(engine),
             joined: Mutex::new(Joined {
                 verdicts: IdRing::default(),
+                early: IdRing::default(),
+                labelled: IdRing::default(),
                 confusion: Confusion::default(),
             }),
             max_served: cfg.max_served,
@@ -216,15 +244,25 @@ impl Velocity {
         refused
     }
 
-    /// Remember the verdicts served, to join labels with them.
+    /// Remember the verdicts served, to join labels with them (a label that came first
+    /// is joined now).
     pub fn record_verdicts(&self, verdicts: &[Verdict]) {
-        let mut j = self
-            .joined
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut j = self.lock_joined();
         for v in verdicts {
-            j.verdicts.insert(&v.tx_id, v.fraud, 0, self.max_served);
+            if !j.verdicts.insert(&v.tx_id, v.fraud, 0, self.max_served) {
+                continue; // a redelivery: its label was joined with the first verdict
+            }
+            if let Some(label) = j.early.remove(&v.tx_id) {
+                j.confusion.unmatched = j.confusion.unmatched.saturating_sub(1);
+                j.count(Some(v.fraud), label == 1);
+            }
         }
+    }
+
+    fn lock_joined(&self) -> std::sync::MutexGuard<'_, Joined> {
+        self.joined
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Apply labels: fraud counters (once per id) and the online confusion counts.
@@ -242,51 +280,23 @@ impl Velocity {
                 }
             }
         }
-        let mut j = self
-            .joined
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut j = self.lock_joined();
         for l in labels {
-            let outcome = match (j.verdicts.get(&l.tx_id).copied(), l.label == 1) {
-                (None, _) => {
-                    j.confusion.unmatched += 1;
-                    "unmatched"
-                }
-                (Some(true), true) => {
-                    j.confusion.tp += 1;
-                    "tp"
-                }
-                (Some(true), false) => {
-                    j.confusion.fp += 1;
-                    "fp"
-                }
-                (Some(false), true) => {
-                    j.confusion.fn_ += 1;
-                    "fn"
-                }
-                (Some(false), false) => {
-                    j.confusion.tn += 1;
-                    "tn"
-                }
-            };
-            metrics::counter!(names::LABELS, "outcome" => outcome).increment(1);
+            if !j.labelled.insert(&l.tx_id, (), 0, self.max_served) {
+                continue; // counted already
+            }
+            let verdict = j.verdicts.get(&l.tx_id).copied();
+            if verdict.is_none() {
+                j.early.insert(&l.tx_id, l.label, 0, self.max_served);
+            }
+            j.count(verdict, l.label == 1);
         }
-        let c = j.confusion;
-        if let Some(p) = c.precision() {
-            metrics::gauge!(names::ONLINE_PRECISION).set(p);
-        }
-        if let Some(r) = c.recall() {
-            metrics::gauge!(names::ONLINE_RECALL).set(r);
-        }
-        c
+        j.confusion
     }
 
     /// The confusion counts so far.
     #[must_use]
     pub fn confusion(&self) -> Confusion {
-        self.joined
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .confusion
+        self.lock_joined().confusion
     }
 }

@@ -165,7 +165,10 @@ mod tests {
         // the middle about 1.9 times, and the grid is symmetric.
         assert!(counts[0] < 200 && counts[99] < 200, "{counts:?}");
         assert!((1_800..=2_000).contains(&counts[50]), "{counts:?}");
-        assert!(counts.windows(2).take(49).all(|w| w[0] <= w[1] + 1), "{counts:?}");
+        assert!(
+            counts.windows(2).take(49).all(|w| w[0] <= w[1] + 1),
+            "{counts:?}"
+        );
         assert!(counts[0].abs_diff(counts[99]) <= 2, "{counts:?}");
     }
 

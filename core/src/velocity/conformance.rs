@@ -17,6 +17,7 @@ pub fn run<S: StateStore>(mut make: impl FnMut() -> S) {
     a_transaction_counts_once(&mut make());
     labels_count_once(&mut make());
     since_filters_old_buckets(&mut make());
+    labels_do_not_move_the_clock(&mut make());
 }
 
 fn commit<S: StateStore>(s: &mut S, id: &str, keys: &[Key<'_>], bucket: i64, amount: f64) {
@@ -104,4 +105,23 @@ fn since_filters_old_buckets<S: StateStore>(s: &mut S) {
     let b = s.buckets(&[CARD], 20).expect("buckets");
     let idx: Vec<i64> = b[0].iter().map(|x| x.idx).collect();
     assert_eq!(idx, vec![20, 30], "buckets before `since` are left out");
+}
+
+fn labels_do_not_move_the_clock<S: StateStore>(s: &mut S) {
+    // A replayed labels feed can hold labels of transactions far ahead of the stream.
+    let future = Label {
+        tx_id: "later",
+        keys: &[TERMINAL],
+        bucket: 50_000_000,
+    };
+    s.label(&[future]).expect("label");
+    commit(s, "a", &[CARD, TERMINAL], 10, 1.0);
+    commit(s, "b", &[CARD], 11, 1.0);
+    let b = s.buckets(&[CARD], 0).expect("buckets");
+    let idx: Vec<i64> = b[0].iter().map(|x| x.idx).collect();
+    assert_eq!(
+        idx,
+        vec![10, 11],
+        "counters are kept despite a label from the future"
+    );
 }

@@ -288,6 +288,17 @@ impl VelocitySpec {
         Ok(())
     }
 
+    /// Whether `other` computes the same features (the policy for a missing entity id
+    /// aside): what a model trained with one needs of a detector computing the other.
+    #[must_use]
+    pub fn same_features(&self, other: &Self) -> bool {
+        self.bucket == other.bucket
+            && self.label_delay == other.label_delay
+            && self.include_current == other.include_current
+            && self.time_flags == other.time_flags
+            && self.entities == other.entities
+    }
+
     /// Feature names, in the order [`crate::velocity::Engine`] writes them: per entity,
     /// per aggregate, per window (`card_id_count_1d`, `terminal_id_risk_7d`, …), then
     /// `weekend` and `night`.
@@ -363,6 +374,16 @@ mod tests {
         assert_eq!(names[11], "terminal_id_risk_30d");
         assert_eq!(&names[12..], ["weekend", "night"]);
         assert_eq!(s.horizon_buckets(), 37 * 24 + 1);
+    }
+
+    #[test]
+    fn the_missing_entity_policy_is_not_a_feature() {
+        let a = VelocitySpec::handbook();
+        let mut b = a.clone();
+        b.missing_entity = MissingEntity::Refuse;
+        assert!(a.same_features(&b));
+        b.include_current = false;
+        assert!(!a.same_features(&b));
     }
 
     #[test]

@@ -162,8 +162,10 @@ const ENTITY_OVERHEAD: usize = size_of::<Box<str>>() + size_of::<EntityState>() 
 /// A bounded first-in-first-out map from ids: the oldest id goes when it is full.
 #[derive(Debug)]
 pub struct IdRing<V> {
-    map: HashMap<Box<str>, V>,
-    order: VecDeque<Box<str>>,
+    /// Values with the insertion number that owns them.
+    map: HashMap<Box<str>, (V, u64)>,
+    order: VecDeque<(Box<str>, u64)>,
+    next: u64,
     bytes: usize,
 }
 
@@ -172,6 +174,7 @@ impl<V> Default for IdRing<V> {
         Self {
             map: HashMap::new(),
             order: VecDeque::new(),
+            next: 0,
             bytes: 0,
         }
     }
@@ -185,22 +188,32 @@ impl<V> IdRing<V> {
             return false;
         }
         while self.order.len() >= cap {
-            if let Some(old) = self.order.pop_front() {
+            let Some((old, n)) = self.order.pop_front() else {
+                break;
+            };
+            self.bytes -= Self::slot_bytes(&old) + value_bytes;
+            // An id removed and added again since is owned by its newer insertion.
+            if self.map.get(&old).is_some_and(|(_, m)| *m == n) {
                 self.map.remove(&old);
-                self.bytes -= Self::slot_bytes(&old) + value_bytes;
             }
         }
         let key: Box<str> = id.into();
         self.bytes += Self::slot_bytes(&key) + value_bytes;
-        self.order.push_back(key.clone());
-        self.map.insert(key, value);
+        self.order.push_back((key.clone(), self.next));
+        self.map.insert(key, (value, self.next));
+        self.next += 1;
         true
     }
 
     /// The value of `id`.
     #[must_use]
     pub fn get(&self, id: &str) -> Option<&V> {
-        self.map.get(id)
+        self.map.get(id).map(|(v, _)| v)
+    }
+
+    /// Take `id` out (its place in the order is freed when it comes round).
+    pub fn remove(&mut self, id: &str) -> Option<V> {
+        self.map.remove(id).map(|(v, _)| v)
     }
 
     /// Ids held.
@@ -216,7 +229,7 @@ impl<V> IdRing<V> {
     }
 
     fn slot_bytes(id: &str) -> usize {
-        2 * (id.len() + size_of::<Box<str>>()) + size_of::<V>() + size_of::<u64>()
+        2 * (id.len() + size_of::<Box<str>>()) + size_of::<(V, u64)>() + 2 * size_of::<u64>()
     }
 }
 
@@ -257,11 +270,16 @@ impl MemoryStore {
         }
     }
 
+    /// Add to an entity's bucket. Transactions move the store's clock (the newest
+    /// bucket seen); labels do not: a replayed labels feed may hold labels of
+    /// transactions yet to come, and must not age out the ones being counted.
     fn add(&mut self, key: Key<'_>, idx: i64, count: u32, frauds: u32, amount: f64) {
         if idx < self.newest.saturating_sub(self.limits.horizon) {
             return; // older than anything a feature reads
         }
-        self.newest = self.newest.max(idx);
+        if count > 0 {
+            self.newest = self.newest.max(idx);
+        }
         let oldest = self.newest.saturating_sub(self.limits.horizon);
         let map = &mut self.maps[slot(key.0)];
         let state = match map.get_mut(key.1) {
@@ -328,7 +346,7 @@ impl StateStore for MemoryStore {
     fn served(&mut self, tx_ids: &[&str]) -> Result<Vec<Option<Vec<f32>>>, StoreError> {
         Ok(tx_ids
             .iter()
-            .map(|id| self.served.map.get(*id).map(|f| f.to_vec()))
+            .map(|id| self.served.get(id).map(|f| f.to_vec()))
             .collect())
     }
 
@@ -347,7 +365,7 @@ impl StateStore for MemoryStore {
     fn commit(&mut self, txs: &[Commit<'_>]) -> Result<(), StoreError> {
         for c in txs {
             let bytes = size_of_val(c.features);
-            if self.served.map.contains_key(c.tx_id) {
+            if self.served.get(c.tx_id).is_some() {
                 continue;
             }
             for &key in c.keys {
@@ -383,7 +401,7 @@ impl StateStore for MemoryStore {
         StoreStats {
             entities: self.entities() as u64,
             entity_bytes: self.entity_bytes as u64,
-            served: self.served.map.len() as u64,
+            served: self.served.len() as u64,
             served_bytes: (self.served.bytes + self.labelled.bytes) as u64,
             evicted: self.evicted,
         }

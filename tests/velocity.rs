@@ -1,0 +1,258 @@
+//! Entity features in the detector (embedded mode, no services): the features it serves
+//! (stored in the lake) equal what `train` and `preprocess` compute offline over the same
+//! history; labels from a separate file are joined with the verdicts; a transaction
+//! without an entity id is refused when the configuration says so; and a model that needs
+//! entity features is refused by a detector that does not compute them.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use fraudstream::schema::json::encode_transaction;
+use fraudstream::schema::{ReadOptions, for_each_transaction, read_dataset_with};
+use fraudstream::velocity::{OfflineFeatures, VelocitySpec};
+use loadgen::simulate::{SimParams, label_json, simulate};
+
+const EXE: &str = env!("CARGO_BIN_EXE_fraudstream");
+
+struct Sim {
+    history: PathBuf,
+    stream: PathBuf,
+    labels: PathBuf,
+    rows: usize,
+}
+
+/// A small simulated history (labelled CSV), the same transactions unlabelled as a
+/// stream (JSON lines), and their labels; `strip_terminal` rows lose their terminal id.
+fn simulated(dir: &Path, strip_terminal: &[usize]) -> Sim {
+    let p = SimParams {
+        customers: 150,
+        terminals: 1_500,
+        days: 45,
+        seed: 3,
+        ..SimParams::default()
+    };
+    let txs: Vec<_> = simulate(&p)
+        .iter()
+        .enumerate()
+        .map(|(n, t)| t.to_transaction(n, p.start, true))
+        .collect();
+    let history = dir.join("history.csv");
+    let f = std::fs::File::create(&history).unwrap();
+    fraudstream::schema::csv::write_kaggle_csv(f, txs.clone(), true, true).unwrap();
+    let stream = dir.join("stream.jsonl");
+    let labels = dir.join("labels.jsonl");
+    let mut s = std::io::BufWriter::new(std::fs::File::create(&stream).unwrap());
+    let mut l = std::io::BufWriter::new(std::fs::File::create(&labels).unwrap());
+    for (i, t) in txs.iter().enumerate() {
+        let mut u = t.clone();
+        u.label = None;
+        if strip_terminal.contains(&i) {
+            u.terminal_id = None;
+        }
+        writeln!(s, "{}", encode_transaction(&u)).unwrap();
+        writeln!(l, "{}", label_json(t, t.label.unwrap())).unwrap();
+    }
+    s.flush().unwrap();
+    l.flush().unwrap();
+    Sim {
+        history,
+        stream,
+        labels,
+        rows: txs.len(),
+    }
+}
+
+fn config(dir: &Path, sim: &Sim, velocity: &str) -> PathBuf {
+    let d = dir.display();
+    let text = format!(
+        r#"
+[source]
+kind = "file"
+path = "{stream}"
+[scoring]
+batch_size = 64
+batch_timeout = "2ms"
+[alerts]
+file = "{d}/alerts.jsonl"
+stdout = false
+[dlq]
+file = "{d}/dlq.jsonl"
+[verdicts]
+backend = "local"
+local_path = "{d}/verdicts.db"
+[lake]
+location = "{d}/lake"
+[lake.writer]
+max_rows = 5000
+writer_id = "t"
+[models]
+location = "{d}/registry"
+[api]
+enabled = false
+{velocity}
+"#,
+        stream = sim.stream.display(),
+    );
+    let p = dir.join("run.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn fraudstream(args: &[&str]) -> std::process::Output {
+    Command::new(EXE).args(args).output().unwrap()
+}
+
+fn ok(out: &std::process::Output) -> String {
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    text
+}
+
+/// Train a model with the handbook's entity features and publish it.
+fn publish_model(dir: &Path, sim: &Sim) {
+    let registry = dir.join("registry");
+    let model = dir.join("m.fsm");
+    let out = fraudstream(&[
+        "train",
+        "-i",
+        sim.history.to_str().unwrap(),
+        "--velocity",
+        "handbook",
+        "--trees",
+        "20",
+        "--split",
+        "time",
+        "-o",
+        model.to_str().unwrap(),
+        "--publish",
+        registry.to_str().unwrap(),
+    ]);
+    let text = ok(&out);
+    assert!(text.contains("published"), "{text}");
+}
+
+/// Every lake row's stored entity features, by transaction id.
+fn lake_features(dir: &Path) -> HashMap<String, Vec<f32>> {
+    let mut out = HashMap::new();
+    let mut stack = vec![dir.join("lake")];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "parquet") {
+                // The spec tells the reader which columns hold the features; a file that
+                // stores them is read, never recomputed.
+                let mut f = OfflineFeatures::new(VelocitySpec::handbook()).unwrap();
+                for_each_transaction(
+                    p.to_str().unwrap(),
+                    ReadOptions::default(),
+                    Some(&mut f),
+                    |tx| {
+                        out.insert(tx.id, tx.derived);
+                    },
+                )
+                .unwrap();
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn served_features_equal_offline_features() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = simulated(dir.path(), &[]);
+    publish_model(dir.path(), &sim);
+    let cfg = config(
+        dir.path(),
+        &sim,
+        &format!(
+            "[velocity]\nenabled = true\nlabels_path = \"{}\"",
+            sim.labels.display()
+        ),
+    );
+    let text = ok(&fraudstream(&["run", "--config", cfg.to_str().unwrap()]));
+    assert!(text.contains("online precision"), "{text}");
+
+    let online = lake_features(dir.path());
+    assert_eq!(online.len(), sim.rows, "one lake row per transaction");
+    let (offline, _) = read_dataset_with(
+        sim.history.to_str().unwrap(),
+        ReadOptions::default(),
+        Some(&VelocitySpec::handbook()),
+    )
+    .unwrap();
+    let width = offline.derived.len();
+    assert_eq!(width, 14);
+    let mut risky = 0;
+    for (i, id) in offline.ids.iter().enumerate() {
+        let want: Vec<f32> = offline.columns[30..].iter().map(|c| c[i] as f32).collect();
+        let got = online
+            .get(id)
+            .unwrap_or_else(|| panic!("no lake row for {id}"));
+        assert_eq!(got, &want, "transaction {id}: served vs offline features");
+        risky += usize::from(want[9..12].iter().any(|&r| r > 0.0));
+    }
+    assert!(
+        risky > 100,
+        "terminal risk features are exercised ({risky} rows)"
+    );
+    // Every label was joined with its verdict.
+    let line = text
+        .lines()
+        .find(|l| l.contains("labels without a verdict"))
+        .unwrap();
+    assert!(line.trim().ends_with(" 0"), "{line}");
+}
+
+#[test]
+fn a_missing_entity_id_is_refused_when_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let stripped = [5, 77, 300];
+    let sim = simulated(dir.path(), &stripped);
+    publish_model(dir.path(), &sim);
+    let cfg = config(
+        dir.path(),
+        &sim,
+        "[velocity]\nenabled = true\n[velocity.features]\nmissing_entity = \"refuse\"\ntime_flags = true\ninclude_current = true\n[[velocity.features.entity]]\nname = \"card_id\"\nwindows = [\"1d\", \"7d\", \"30d\"]\naggregates = [\"count\", \"mean_amount\"]\n[[velocity.features.entity]]\nname = \"terminal_id\"\nwindows = [\"1d\", \"7d\", \"30d\"]\naggregates = [\"delayed_count\", \"risk\"]",
+    );
+    let text = ok(&fraudstream(&["run", "--config", cfg.to_str().unwrap()]));
+    let dlq = std::fs::read_to_string(dir.path().join("dlq.jsonl")).unwrap();
+    let dead: Vec<serde_json::Value> = dlq
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(dead.len(), stripped.len(), "{dlq}");
+    for d in &dead {
+        assert_eq!(d["code"], "missing_entity", "{d}");
+        assert!(
+            d["reason"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("terminal_id")
+                || d.to_string().contains("terminal_id"),
+            "{d}"
+        );
+    }
+    let online = lake_features(dir.path());
+    assert_eq!(online.len(), sim.rows - stripped.len(), "{text}");
+    for i in stripped {
+        assert!(!online.contains_key(&i.to_string()), "row {i} was refused");
+    }
+}
+
+#[test]
+fn a_model_needing_entity_features_is_refused_without_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = simulated(dir.path(), &[]);
+    publish_model(dir.path(), &sim);
+    let cfg = config(dir.path(), &sim, "");
+    let out = fraudstream(&["run", "--config", cfg.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("uses entity features"), "{text}");
+}
