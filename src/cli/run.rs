@@ -133,7 +133,8 @@ fn stage_seconds() -> String {
     };
     let text = handle.render();
     let mut out = Vec::new();
-    for stage in ["decode", "score", "verdicts", "alerts", "lake"] {
+    // `velocity` (entity features) runs inside `score`.
+    for stage in ["decode", "score", "velocity", "verdicts", "alerts", "lake"] {
         let prefix = format!("fraudstream_stage_seconds_sum{{stage=\"{stage}\"}} ");
         if let Some(v) = text
             .lines()

@@ -39,7 +39,7 @@ impl Default for VelocityConfig {
             enabled: false,
             features: VelocitySpec::handbook(),
             store: StoreKind::Memory,
-            max_entities: 5_000_000,
+            max_entities: 1_000_000,
             max_served: 1_000_000,
             labels_path: None,
         }

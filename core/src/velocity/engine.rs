@@ -2,8 +2,7 @@
 //! before it only), then counts it. The same code runs online, batch by batch, and
 //! offline over a historical file in time order.
 
-use std::collections::HashMap;
-
+use super::hash::FastMap;
 use super::spec::{Aggregate, Entity, MissingEntity, SpecError, VelocitySpec};
 use super::store::{
     Bucket, Commit, Key, Label, MemoryLimits, MemoryStore, StateStore, StoreError, StoreStats,
@@ -107,6 +106,9 @@ impl<S: StateStore> Engine<S> {
     /// recorded features back and counts nothing. On a store error nothing of the batch
     /// is recorded and the batch may be retried whole.
     pub fn process(&mut self, txs: &mut [Transaction]) -> Result<BatchReport, StoreError> {
+        if self.store.as_memory().is_some() {
+            return Ok(self.process_in_memory(txs));
+        }
         let mut report = BatchReport::default();
         let ids: Vec<&str> = txs.iter().map(|t| t.id.as_str()).collect();
         let width = self.width;
@@ -119,7 +121,7 @@ impl<S: StateStore> Engine<S> {
             .collect();
         drop(ids);
         // Entities of the new rows, fetched once for the batch.
-        let mut local: HashMap<Key<'_>, Vec<Bucket>> = HashMap::new();
+        let mut local: FastMap<Key<'_>, Vec<Bucket>> = FastMap::default();
         // The oldest bucket any row of the batch reads.
         let oldest = txs
             .iter()
@@ -145,7 +147,7 @@ impl<S: StateStore> Engine<S> {
             local.insert(*k, b);
         }
         let mut computed: Vec<(usize, Vec<f32>)> = Vec::new();
-        let mut first_of: HashMap<&str, usize> = HashMap::new();
+        let mut first_of: FastMap<&str, usize> = FastMap::default();
         for (i, t) in txs.iter().enumerate() {
             if known[i].is_some() {
                 continue;
@@ -186,22 +188,25 @@ impl<S: StateStore> Engine<S> {
             first_of.insert(t.id.as_str(), computed.len());
             computed.push((i, f));
         }
-        let keys: Vec<Vec<Key<'_>>> = computed
-            .iter()
-            .map(|(i, _)| {
+        // Every row's entity keys in one vector; `spans` says which are whose.
+        let mut keys: Vec<Key<'_>> = Vec::with_capacity(computed.len() * self.plan.len());
+        let mut spans = Vec::with_capacity(computed.len());
+        for (i, _) in &computed {
+            let from = keys.len();
+            keys.extend(
                 self.plan
                     .iter()
-                    .filter_map(|p| entity_id(&txs[*i], p.entity).map(|id| (p.entity, id)))
-                    .collect()
-            })
-            .collect();
+                    .filter_map(|p| entity_id(&txs[*i], p.entity).map(|id| (p.entity, id))),
+            );
+            spans.push(from..keys.len());
+        }
         let commits: Vec<Commit<'_>> = computed
             .iter()
-            .zip(&keys)
-            .map(|((i, f), k)| Commit {
+            .zip(spans)
+            .map(|((i, f), span)| Commit {
                 tx_id: &txs[*i].id,
                 features: f,
-                keys: k,
+                keys: &keys[span],
                 bucket: self.bucket_of(txs[*i].time()),
                 amount: txs[*i].amount(),
             })
@@ -226,6 +231,58 @@ impl<S: StateStore> Engine<S> {
             t.derived = f;
         }
         Ok(report)
+    }
+
+    /// [`Engine::process`] on a store in this process: each transaction is computed and
+    /// counted in place, in order, with one lookup per entity.
+    fn process_in_memory(&mut self, txs: &mut [Transaction]) -> BatchReport {
+        let mut report = BatchReport::default();
+        let (width, delay, include) = (self.width, self.delay, self.spec.include_current);
+        let flags = self.spec.time_flags;
+        let bucket_secs = self.bucket_secs;
+        let Some(mem) = self.store.as_memory() else {
+            return report;
+        };
+        for (i, t) in txs.iter_mut().enumerate() {
+            if let Some(f) = mem.served_features(&t.id).filter(|f| f.len() == width) {
+                t.derived = f;
+                report.replayed += 1;
+                continue;
+            }
+            let bucket = (t.time() / bucket_secs).floor() as i64;
+            let amount = t.amount();
+            let mut f = Vec::with_capacity(width);
+            for p in &self.plan {
+                match entity_id(t, p.entity) {
+                    Some(id) => mem.with_entity((p.entity, id), bucket, |buckets| {
+                        if include {
+                            add(buckets, bucket, amount);
+                            p.features(buckets, bucket, delay, &mut f);
+                        } else {
+                            p.features(buckets, bucket, delay, &mut f);
+                            add(buckets, bucket, amount);
+                        }
+                    }),
+                    None => {
+                        report.missing.push((i, p.entity));
+                        f.extend(std::iter::repeat_n(
+                            0.0,
+                            p.aggregates.len() * p.windows.len(),
+                        ));
+                    }
+                }
+            }
+            if flags {
+                let (weekend, night) = time_flags(t.time());
+                f.push(f32::from(u8::from(weekend)));
+                f.push(f32::from(u8::from(night)));
+            }
+            mem.record_served(&t.id, &f);
+            t.derived = f;
+            report.computed += 1;
+        }
+        mem.note_commits(report.computed);
+        report
     }
 
     /// Count fraud labels in their transactions' buckets (labels of legitimate
@@ -463,6 +520,32 @@ mod tests {
         s
     }
 
+    /// A memory store seen only through the trait, as a remote store is: the engine's
+    /// batch path (fetch, compute, commit) instead of its in-place one.
+    struct Opaque(MemoryStore);
+
+    impl StateStore for Opaque {
+        fn served(&mut self, ids: &[&str]) -> Result<Vec<Option<Vec<f32>>>, StoreError> {
+            self.0.served(ids)
+        }
+        fn buckets(
+            &mut self,
+            keys: &[Key<'_>],
+            since: i64,
+        ) -> Result<Vec<Vec<Bucket>>, StoreError> {
+            self.0.buckets(keys, since)
+        }
+        fn commit(&mut self, txs: &[Commit<'_>]) -> Result<(), StoreError> {
+            self.0.commit(txs)
+        }
+        fn label(&mut self, labels: &[Label<'_>]) -> Result<usize, StoreError> {
+            self.0.label(labels)
+        }
+        fn stats(&self) -> StoreStats {
+            self.0.stats()
+        }
+    }
+
     fn store() -> MemoryStore {
         MemoryStore::new(MemoryLimits {
             horizon: 10_000,
@@ -484,7 +567,7 @@ mod tests {
         }
     }
 
-    fn feature(e: &Engine<MemoryStore>, t: &Transaction, name: &str) -> f32 {
+    fn feature<S: StateStore>(e: &Engine<S>, t: &Transaction, name: &str) -> f32 {
         let i = e.spec().names().iter().position(|n| n == name).unwrap();
         t.derived[i]
     }
@@ -549,7 +632,11 @@ mod tests {
 
     #[test]
     fn a_redelivered_transaction_keeps_its_features_and_counts_once() {
-        let mut e = Engine::new(spec(), store()).unwrap();
+        redelivery_on(Engine::new(spec(), store()).unwrap());
+        redelivery_on(Engine::new(spec(), Opaque(store())).unwrap());
+    }
+
+    fn redelivery_on<S: StateStore>(mut e: Engine<S>) {
         let mut first = vec![
             tx("1", START, 10.0, "c", "t"),
             tx("2", START + 60.0, 20.0, "c", "t"),
@@ -663,7 +750,13 @@ mod tests {
     /// offline in one pass. The features are the same.
     #[test]
     fn offline_equals_online() {
+        parity(false);
+        parity(true);
+    }
+
+    fn parity(include_current: bool) {
         let mut spec = spec();
+        spec.include_current = include_current;
         spec.entities[0].aggregates.push(Aggregate::Sum);
         spec.entities[1].aggregates.push(Aggregate::Frauds);
         spec.entities[1].windows.push(Span(3_600));
@@ -687,7 +780,8 @@ mod tests {
         let mut e = offline_engine(spec.clone()).unwrap();
         compute_offline(&mut e, &mut offline).unwrap();
 
-        let mut online = Engine::new(spec, store()).unwrap();
+        // The batch path online, the in-place path offline.
+        let mut online = Engine::new(spec, Opaque(store())).unwrap();
         let delay = online.spec().label_delay.secs() as f64;
         let mut pending: Vec<LabelEvent> = Vec::new();
         let mut i = 0;

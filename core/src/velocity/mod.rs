@@ -10,6 +10,7 @@
 
 pub mod conformance;
 pub mod engine;
+pub mod hash;
 pub mod spec;
 pub mod store;
 

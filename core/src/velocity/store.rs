@@ -3,7 +3,10 @@
 //! scored differently) and the labels already applied. [`StateStore`] is the one
 //! interface; [`MemoryStore`] keeps it in this process, bounded.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use super::hash::FastMap;
 use std::mem::{size_of, size_of_val};
 
 use super::spec::Entity;
@@ -99,6 +102,12 @@ pub trait StateStore: Send {
 
     /// Sizes, for metrics.
     fn stats(&self) -> StoreStats;
+
+    /// The store, when it keeps its state in this process: the engine then computes and
+    /// counts in place, one transaction at a time, without copying buckets.
+    fn as_memory(&mut self) -> Option<&mut MemoryStore> {
+        None
+    }
 }
 
 /// Bounds of a [`MemoryStore`].
@@ -146,6 +155,15 @@ impl EntityState {
         self.last = self.last.max(idx);
     }
 
+    /// Drop buckets before `oldest` once a few have gone stale (features skip stale
+    /// buckets anyway; dropping them one at a time would shift the vector every time).
+    fn expire_some(&mut self, oldest: i64) {
+        const SLACK: usize = 16;
+        if self.buckets.get(SLACK).is_some_and(|b| b.idx < oldest) {
+            self.expire(oldest);
+        }
+    }
+
     /// Drop buckets before `oldest`.
     fn expire(&mut self, oldest: i64) {
         let n = self.buckets.partition_point(|b| b.idx < oldest);
@@ -163,8 +181,8 @@ const ENTITY_OVERHEAD: usize = size_of::<Box<str>>() + size_of::<EntityState>() 
 #[derive(Debug)]
 pub struct IdRing<V> {
     /// Values with the insertion number that owns them.
-    map: HashMap<Box<str>, (V, u64)>,
-    order: VecDeque<(Box<str>, u64)>,
+    map: FastMap<Arc<str>, (V, u64)>,
+    order: VecDeque<(Arc<str>, u64)>,
     next: u64,
     bytes: usize,
 }
@@ -172,7 +190,7 @@ pub struct IdRing<V> {
 impl<V> Default for IdRing<V> {
     fn default() -> Self {
         Self {
-            map: HashMap::new(),
+            map: FastMap::default(),
             order: VecDeque::new(),
             next: 0,
             bytes: 0,
@@ -197,7 +215,7 @@ impl<V> IdRing<V> {
                 self.map.remove(&old);
             }
         }
-        let key: Box<str> = id.into();
+        let key: Arc<str> = id.into();
         self.bytes += Self::slot_bytes(&key) + value_bytes;
         self.order.push_back((key.clone(), self.next));
         self.map.insert(key, (value, self.next));
@@ -209,6 +227,13 @@ impl<V> IdRing<V> {
     #[must_use]
     pub fn get(&self, id: &str) -> Option<&V> {
         self.map.get(id).map(|(v, _)| v)
+    }
+
+    /// The insertion number of `id` (0 for the first id ever inserted): `number %
+    /// cap` is a slot no other held id uses.
+    #[must_use]
+    pub fn number(&self, id: &str) -> Option<u64> {
+        self.map.get(id).map(|(_, n)| *n)
     }
 
     /// Take `id` out (its place in the order is freed when it comes round).
@@ -229,7 +254,12 @@ impl<V> IdRing<V> {
     }
 
     fn slot_bytes(id: &str) -> usize {
-        2 * (id.len() + size_of::<Box<str>>()) + size_of::<(V, u64)>() + 2 * size_of::<u64>()
+        // One shared key (two counts), two handles, the value and the order slot.
+        id.len()
+            + 2 * size_of::<usize>()
+            + 2 * size_of::<Arc<str>>()
+            + size_of::<(V, u64)>()
+            + 2 * size_of::<u64>()
     }
 }
 
@@ -238,10 +268,14 @@ impl<V> IdRing<V> {
 #[derive(Debug)]
 pub struct MemoryStore {
     limits: MemoryLimits,
-    maps: [HashMap<Box<str>, EntityState>; 2],
+    maps: [FastMap<Box<str>, EntityState>; 2],
     entity_bytes: usize,
     newest: i64,
-    served: IdRing<Box<[f32]>>,
+    served: IdRing<()>,
+    /// The served features, `width` per slot; a slot is an id's insertion number
+    /// modulo `max_served`.
+    arena: Vec<f32>,
+    width: usize,
     labelled: IdRing<()>,
     evicted: u64,
     commits_since_sweep: usize,
@@ -260,10 +294,12 @@ impl MemoryStore {
     pub fn new(limits: MemoryLimits) -> Self {
         Self {
             limits,
-            maps: [HashMap::new(), HashMap::new()],
+            maps: [FastMap::default(), FastMap::default()],
             entity_bytes: 0,
             newest: i64::MIN,
             served: IdRing::default(),
+            arena: Vec::new(),
+            width: 0,
             labelled: IdRing::default(),
             evicted: 0,
             commits_since_sweep: 0,
@@ -273,6 +309,78 @@ impl MemoryStore {
     /// Add to an entity's bucket. Transactions move the store's clock (the newest
     /// bucket seen); labels do not: a replayed labels feed may hold labels of
     /// transactions yet to come, and must not age out the ones being counted.
+    /// Run `f` on the buckets of `key` (created when new) for a transaction in bucket
+    /// `idx`; `f` reads them and counts the transaction. A transaction older than the
+    /// horizon sees no buckets and counts nothing.
+    pub fn with_entity<R>(
+        &mut self,
+        key: Key<'_>,
+        idx: i64,
+        f: impl FnOnce(&mut Vec<Bucket>) -> R,
+    ) -> R {
+        if idx < self.newest.saturating_sub(self.limits.horizon) {
+            return f(&mut Vec::new());
+        }
+        self.newest = self.newest.max(idx);
+        let oldest = self.newest.saturating_sub(self.limits.horizon);
+        let map = &mut self.maps[slot(key.0)];
+        let state = match map.get_mut(key.1) {
+            Some(s) => {
+                self.entity_bytes -= s.bytes(key.1);
+                s
+            }
+            None => map.entry(key.1.into()).or_default(),
+        };
+        state.expire_some(oldest);
+        let r = f(&mut state.buckets);
+        state.last = state.last.max(idx);
+        self.entity_bytes += state.bytes(key.1);
+        r
+    }
+
+    /// The features recorded for `tx_id`.
+    #[must_use]
+    pub fn served_features(&self, tx_id: &str) -> Option<Vec<f32>> {
+        self.served.number(tx_id).map(|n| {
+            let at = self.slot(n) * self.width;
+            self.arena[at..at + self.width].to_vec()
+        })
+    }
+
+    /// Remember `features` for `tx_id`; `false` when it was remembered already.
+    pub fn record_served(&mut self, tx_id: &str, features: &[f32]) -> bool {
+        if features.len() != self.width {
+            // Another spec: features recorded under the old one do not apply.
+            self.width = features.len();
+            self.served = IdRing::default();
+            self.arena.clear();
+        }
+        if !self
+            .served
+            .insert(tx_id, (), size_of_val(features), self.limits.max_served)
+        {
+            return false;
+        }
+        if let Some(n) = self.served.number(tx_id) {
+            let at = self.slot(n) * self.width;
+            if self.arena.len() < at + self.width {
+                self.arena.resize(at + self.width, 0.0);
+            }
+            self.arena[at..at + self.width].copy_from_slice(features);
+        }
+        true
+    }
+
+    /// Count one more transaction towards the periodic sweep.
+    pub fn note_commits(&mut self, n: usize) {
+        self.commits_since_sweep += n;
+        if self.entities() > self.limits.max_entities
+            || self.commits_since_sweep >= self.limits.max_entities.max(1024)
+        {
+            self.sweep();
+        }
+    }
+
     fn add(&mut self, key: Key<'_>, idx: i64, count: u32, frauds: u32, amount: f64) {
         if idx < self.newest.saturating_sub(self.limits.horizon) {
             return; // older than anything a feature reads
@@ -289,7 +397,7 @@ impl MemoryStore {
             }
             None => map.entry(key.1.into()).or_default(),
         };
-        state.expire(oldest);
+        state.expire_some(oldest);
         state.add(idx, count, frauds, amount);
         self.entity_bytes += state.bytes(key.1);
     }
@@ -337,17 +445,18 @@ impl MemoryStore {
         }
     }
 
+    fn slot(&self, number: u64) -> usize {
+        (number % self.limits.max_served.max(1) as u64) as usize
+    }
+
     fn entities(&self) -> usize {
-        self.maps.iter().map(HashMap::len).sum()
+        self.maps.iter().map(|m| m.len()).sum()
     }
 }
 
 impl StateStore for MemoryStore {
     fn served(&mut self, tx_ids: &[&str]) -> Result<Vec<Option<Vec<f32>>>, StoreError> {
-        Ok(tx_ids
-            .iter()
-            .map(|id| self.served.get(id).map(|f| f.to_vec()))
-            .collect())
+        Ok(tx_ids.iter().map(|id| self.served_features(id)).collect())
     }
 
     fn buckets(&mut self, keys: &[Key<'_>], since: i64) -> Result<Vec<Vec<Bucket>>, StoreError> {
@@ -364,22 +473,14 @@ impl StateStore for MemoryStore {
 
     fn commit(&mut self, txs: &[Commit<'_>]) -> Result<(), StoreError> {
         for c in txs {
-            let bytes = size_of_val(c.features);
-            if self.served.get(c.tx_id).is_some() {
+            if !self.record_served(c.tx_id, c.features) {
                 continue;
             }
             for &key in c.keys {
                 self.add(key, c.bucket, 1, 0, c.amount);
             }
-            self.served
-                .insert(c.tx_id, c.features.into(), bytes, self.limits.max_served);
         }
-        self.commits_since_sweep += txs.len();
-        if self.entities() > self.limits.max_entities
-            || self.commits_since_sweep >= self.limits.max_entities.max(1024)
-        {
-            self.sweep();
-        }
+        self.note_commits(txs.len());
         Ok(())
     }
 
@@ -395,6 +496,10 @@ impl StateStore for MemoryStore {
             }
         }
         Ok(applied)
+    }
+
+    fn as_memory(&mut self) -> Option<&mut MemoryStore> {
+        Some(self)
     }
 
     fn stats(&self) -> StoreStats {
@@ -427,5 +532,9 @@ impl<S: StateStore + ?Sized> StateStore for Box<S> {
 
     fn stats(&self) -> StoreStats {
         (**self).stats()
+    }
+
+    fn as_memory(&mut self) -> Option<&mut MemoryStore> {
+        (**self).as_memory()
     }
 }

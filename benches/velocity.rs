@@ -1,0 +1,163 @@
+//! The cost of entity features: the handbook's features over the handbook's simulated
+//! data (`loadgen::simulate`), through the in-memory store, as the detector runs them:
+//! batches of 512 in stream order, each batch's labels (sent a week after their
+//! transactions) applied as they fall due. Prints the thread's CPU µs per transaction
+//! (from the kernel's schedstat: robust to a busy machine); asserts nothing.
+//!
+//! `cargo bench --bench velocity [-- DAYS]` (default 60 days, about 580,000 transactions).
+//!
+//! `cargo bench --bench velocity -- distinct N` instead streams N transactions of N
+//! distinct cards (one new card each, 10,000 terminals) through a store bounded at
+//! 1,000,000 entities, and prints what it holds and the peak RSS: memory stays bounded.
+
+use fraudstream::velocity::{Engine, LabelEvent, MemoryLimits, MemoryStore, VelocitySpec};
+use loadgen::simulate::{SimParams, simulate};
+
+/// This thread's CPU time in seconds (`/proc/thread-self/schedstat`, nanoseconds):
+/// what the engine costs, however busy the machine.
+fn cpu_seconds() -> f64 {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").expect("Linux schedstat");
+    let ns: u64 = text
+        .split_whitespace()
+        .next()
+        .and_then(|v| v.parse().ok())
+        .expect("schedstat's first field");
+    ns as f64 * 1e-9
+}
+
+const BATCH: usize = 512;
+
+fn vm_hwm_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+/// N transactions of N distinct cards through a bounded store.
+fn distinct(n: usize) {
+    let spec = VelocitySpec::handbook();
+    let limits = MemoryLimits {
+        horizon: spec.horizon_buckets(),
+        max_entities: 1_000_000,
+        max_served: 1_000_000,
+    };
+    let mut engine = Engine::new(spec, MemoryStore::new(limits)).expect("valid spec");
+    let start = loadgen::simulate::HANDBOOK_START as f64;
+    let mut cpu = 0.0;
+    let mut done = 0;
+    while done < n {
+        let mut batch: Vec<fraudstream::schema::Transaction> = (done..(done + BATCH).min(n))
+            .map(|i| {
+                let mut t = fraudstream::schema::Transaction {
+                    id: format!("tx{i}"),
+                    card_id: Some(format!("card-{i}")),
+                    terminal_id: Some(format!("t{}", i % 10_000)),
+                    ..Default::default()
+                };
+                t.values[fraudstream::schema::TIME] = start + (i / 100) as f64;
+                t.values[fraudstream::schema::AMOUNT] = 10.0;
+                t
+            })
+            .collect();
+        let t = cpu_seconds();
+        engine.process(&mut batch).expect("memory store");
+        cpu += cpu_seconds() - t;
+        done += batch.len();
+    }
+    let s = engine.stats();
+    println!(
+        "{n} distinct cards: {} entities held (bound 1,000,000), {} evicted, {:.0} MiB of entity state ({:.0} bytes/entity), {:.0} MiB of remembered ids; {:.2} us CPU/tx; peak RSS {:.0} MiB",
+        s.entities,
+        s.evicted,
+        s.entity_bytes as f64 / (1 << 20) as f64,
+        s.bytes_per_entity(),
+        s.served_bytes as f64 / (1 << 20) as f64,
+        cpu * 1e6 / n as f64,
+        vm_hwm_mib()
+    );
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(i) = args.iter().position(|a| a == "distinct") {
+        let n = args
+            .get(i + 1)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(10_000_000);
+        distinct(n);
+        return;
+    }
+    let days: u32 = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(60);
+    let p = SimParams {
+        days,
+        ..SimParams::default()
+    };
+    let txs: Vec<_> = simulate(&p)
+        .iter()
+        .enumerate()
+        .map(|(n, t)| t.to_transaction(n, p.start, true))
+        .collect();
+    let spec = VelocitySpec::handbook();
+    let delay = spec.label_delay.secs() as f64;
+    println!(
+        "{} transactions, {} days; features: {}",
+        txs.len(),
+        days,
+        spec.names().len()
+    );
+    for run in 1..=3 {
+        let limits = MemoryLimits {
+            horizon: spec.horizon_buckets(),
+            max_entities: 5_000_000,
+            max_served: 1_000_000,
+        };
+        let mut engine = Engine::new(spec.clone(), MemoryStore::new(limits)).expect("valid spec");
+        let mut rows = txs.clone();
+        let mut pending = std::collections::VecDeque::new();
+        let (mut features_s, mut labels_s) = (0.0, 0.0);
+        for batch in rows.chunks_mut(BATCH) {
+            let now = batch[0].time();
+            let mut due = Vec::new();
+            while pending
+                .front()
+                .is_some_and(|l: &LabelEvent| l.time + delay <= now)
+            {
+                due.extend(pending.pop_front());
+            }
+            let t = cpu_seconds();
+            engine.label(&due).expect("memory store");
+            labels_s += cpu_seconds() - t;
+            let t = cpu_seconds();
+            engine.process(batch).expect("memory store");
+            features_s += cpu_seconds() - t;
+            for tx in batch.iter() {
+                pending.push_back(LabelEvent {
+                    tx_id: tx.id.clone(),
+                    time: tx.time(),
+                    label: tx.label.unwrap_or(0),
+                    card_id: tx.card_id.clone(),
+                    terminal_id: tx.terminal_id.clone(),
+                });
+            }
+        }
+        let n = txs.len() as f64;
+        let stats = engine.stats();
+        println!(
+            "run {run}: features {:.2} us CPU/tx, labels {:.2} us CPU/tx; {} entities, {:.0} bytes/entity, {} ids remembered ({:.0} MiB)",
+            features_s * 1e6 / n,
+            labels_s * 1e6 / n,
+            stats.entities,
+            stats.bytes_per_entity(),
+            stats.served,
+            stats.served_bytes as f64 / (1 << 20) as f64,
+        );
+    }
+}
