@@ -6,11 +6,19 @@
 //!
 //! `cargo bench --bench velocity [-- DAYS]` (default 60 days, about 580,000 transactions).
 //!
+//! `cargo bench --bench velocity -- redis redis://127.0.0.1:PORT [DAYS]` runs the same
+//! stream through a Redis store (the engine's batch path: one pipelined round trip per
+//! call) and prints wall time too: the detector's thread waits on the network.
+//!
 //! `cargo bench --bench velocity -- distinct N` instead streams N transactions of N
 //! distinct cards (one new card each, 10,000 terminals) through a store bounded at
 //! 1,000,000 entities, and prints what it holds and the peak RSS: memory stays bounded.
 
-use fraudstream::velocity::{Engine, LabelEvent, MemoryLimits, MemoryStore, VelocitySpec};
+use fraudstream::schema::Transaction;
+use fraudstream::velocity::redis::{RedisSettings, RedisStore};
+use fraudstream::velocity::{
+    Engine, LabelEvent, MemoryLimits, MemoryStore, StateStore, VelocitySpec,
+};
 use loadgen::simulate::{SimParams, simulate};
 
 /// This thread's CPU time in seconds (`/proc/thread-self/schedstat`, nanoseconds):
@@ -51,9 +59,9 @@ fn distinct(n: usize) {
     let mut cpu = 0.0;
     let mut done = 0;
     while done < n {
-        let mut batch: Vec<fraudstream::schema::Transaction> = (done..(done + BATCH).min(n))
+        let mut batch: Vec<Transaction> = (done..(done + BATCH).min(n))
             .map(|i| {
-                let mut t = fraudstream::schema::Transaction {
+                let mut t = Transaction {
                     id: format!("tx{i}"),
                     card_id: Some(format!("card-{i}")),
                     terminal_id: Some(format!("t{}", i % 10_000)),
@@ -92,10 +100,7 @@ fn main() {
         distinct(n);
         return;
     }
-    let days: u32 = std::env::args()
-        .skip(1)
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(60);
+    let days: u32 = args.iter().find_map(|a| a.parse().ok()).unwrap_or(60);
     let p = SimParams {
         days,
         ..SimParams::default()
@@ -113,51 +118,89 @@ fn main() {
         days,
         spec.names().len()
     );
+    let redis = args
+        .iter()
+        .position(|a| a == "redis")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
     for run in 1..=3 {
-        let limits = MemoryLimits {
-            horizon: spec.horizon_buckets(),
-            max_entities: 5_000_000,
-            max_served: 1_000_000,
+        let (engine_cpu, wall, labels_cpu, stats) = match &redis {
+            None => {
+                let limits = MemoryLimits {
+                    horizon: spec.horizon_buckets(),
+                    max_entities: 5_000_000,
+                    max_served: 1_000_000,
+                };
+                let engine =
+                    Engine::new(spec.clone(), MemoryStore::new(limits)).expect("valid spec");
+                replay(engine, &txs, delay)
+            }
+            Some(url) => {
+                let settings = RedisSettings {
+                    url: url.clone(),
+                    prefix: format!("bench-{}-{run}", std::process::id()),
+                    served_ttl: std::time::Duration::from_secs(3_600),
+                    timeout: std::time::Duration::from_secs(5),
+                };
+                let store = RedisStore::new(settings, spec.horizon_buckets(), spec.bucket.secs())
+                    .expect("redis url");
+                replay(
+                    Engine::new(spec.clone(), store).expect("valid spec"),
+                    &txs,
+                    delay,
+                )
+            }
         };
-        let mut engine = Engine::new(spec.clone(), MemoryStore::new(limits)).expect("valid spec");
-        let mut rows = txs.clone();
-        let mut pending = std::collections::VecDeque::new();
-        let (mut features_s, mut labels_s) = (0.0, 0.0);
-        for batch in rows.chunks_mut(BATCH) {
-            let now = batch[0].time();
-            let mut due = Vec::new();
-            while pending
-                .front()
-                .is_some_and(|l: &LabelEvent| l.time + delay <= now)
-            {
-                due.extend(pending.pop_front());
-            }
-            let t = cpu_seconds();
-            engine.label(&due).expect("memory store");
-            labels_s += cpu_seconds() - t;
-            let t = cpu_seconds();
-            engine.process(batch).expect("memory store");
-            features_s += cpu_seconds() - t;
-            for tx in batch.iter() {
-                pending.push_back(LabelEvent {
-                    tx_id: tx.id.clone(),
-                    time: tx.time(),
-                    label: tx.label.unwrap_or(0),
-                    card_id: tx.card_id.clone(),
-                    terminal_id: tx.terminal_id.clone(),
-                });
-            }
-        }
         let n = txs.len() as f64;
-        let stats = engine.stats();
         println!(
-            "run {run}: features {:.2} us CPU/tx, labels {:.2} us CPU/tx; {} entities, {:.0} bytes/entity, {} ids remembered ({:.0} MiB)",
-            features_s * 1e6 / n,
-            labels_s * 1e6 / n,
+            "run {run} ({}): features {:.2} us CPU/tx ({:.2} us wall/tx), labels {:.2} us CPU/tx; {} entities, {:.0} bytes/entity, {} ids remembered ({:.0} MiB)",
+            if redis.is_some() { "redis" } else { "memory" },
+            engine_cpu * 1e6 / n,
+            wall * 1e6 / n,
+            labels_cpu * 1e6 / n,
             stats.entities,
             stats.bytes_per_entity(),
             stats.served,
             stats.served_bytes as f64 / (1 << 20) as f64,
         );
     }
+}
+
+/// The stream through `engine` in batches, labels as they fall due: (features CPU s,
+/// features wall s, labels CPU s, store sizes).
+fn replay<S: StateStore>(
+    mut engine: Engine<S>,
+    txs: &[Transaction],
+    delay: f64,
+) -> (f64, f64, f64, fraudstream::velocity::StoreStats) {
+    let mut rows = txs.to_vec();
+    let mut pending = std::collections::VecDeque::new();
+    let (mut features_s, mut wall_s, mut labels_s) = (0.0, 0.0, 0.0);
+    for batch in rows.chunks_mut(BATCH) {
+        let now = batch[0].time();
+        let mut due = Vec::new();
+        while pending
+            .front()
+            .is_some_and(|l: &LabelEvent| l.time + delay <= now)
+        {
+            due.extend(pending.pop_front());
+        }
+        let t = cpu_seconds();
+        engine.label(&due).expect("store");
+        labels_s += cpu_seconds() - t;
+        let (t, w) = (cpu_seconds(), std::time::Instant::now());
+        engine.process(batch).expect("store");
+        features_s += cpu_seconds() - t;
+        wall_s += w.elapsed().as_secs_f64();
+        for tx in batch.iter() {
+            pending.push_back(LabelEvent {
+                tx_id: tx.id.clone(),
+                time: tx.time(),
+                label: tx.label.unwrap_or(0),
+                card_id: tx.card_id.clone(),
+                terminal_id: tx.terminal_id.clone(),
+            });
+        }
+    }
+    (features_s, wall_s, labels_s, engine.stats())
 }

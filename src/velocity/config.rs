@@ -1,17 +1,50 @@
 //! The `[velocity]` section: entity features, their state store and the labels source.
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 
 use super::{MemoryLimits, VelocitySpec};
 use crate::config::{Invalid, Validate};
+use crate::secret::Secret;
 
 /// Where entity state lives.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StoreKind {
-    /// In this process (one detector; state is rebuilt from the input on restart).
+    /// In this process: one detector, state lost when it stops.
     #[default]
     Memory,
+    /// Redis (or Valkey): shared by every detector of the group, survives restarts.
+    Redis,
+}
+
+/// `[velocity.redis]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisConfig {
+    /// `redis://[:password@]host:port[/db]` (a secret: never printed).
+    pub url: Secret,
+    /// Key prefix: detectors with the same prefix share state.
+    pub prefix: String,
+    /// How long served features and label markers are kept (the longest a redelivery may
+    /// lag and still count once).
+    #[serde(with = "humantime_serde")]
+    pub served_ttl: Duration,
+    /// Longest wait for a connection or an answer before the batch is retried.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: Secret::new("redis://127.0.0.1:6379"),
+            prefix: "fraudstream".into(),
+            served_ttl: Duration::from_secs(7 * 86_400),
+            timeout: Duration::from_secs(2),
+        }
+    }
 }
 
 /// `[velocity]`.
@@ -28,6 +61,8 @@ pub struct VelocityConfig {
     pub max_entities: usize,
     /// Most transaction ids (and labels) remembered so a redelivery counts once.
     pub max_served: usize,
+    /// The Redis store (`store = "redis"`).
+    pub redis: RedisConfig,
     /// A JSON-lines file of labels (`id`, `Class`, `Time`, `card_id`, `terminal_id`):
     /// read to its end at start-up, then followed as it grows.
     pub labels_path: Option<String>,
@@ -42,6 +77,7 @@ impl Default for VelocityConfig {
             max_entities: 1_000_000,
             max_served: 1_000_000,
             labels_path: None,
+            redis: RedisConfig::default(),
         }
     }
 }
@@ -71,6 +107,26 @@ impl Validate for VelocityConfig {
                 "max_served",
                 "must be positive: redeliveries are recognised by it",
             ));
+        }
+        if self.store == StoreKind::Redis {
+            if !self.redis.url.expose().starts_with("redis://") {
+                return Err(Invalid::new("redis.url", "must start with redis://"));
+            }
+            if self.redis.prefix.is_empty() || self.redis.prefix.contains(char::is_whitespace) {
+                return Err(Invalid::new(
+                    "redis.prefix",
+                    "must be non-empty, without spaces",
+                ));
+            }
+            if self.redis.served_ttl < self.features.label_delay.duration() {
+                return Err(Invalid::new(
+                    "redis.served_ttl",
+                    "must be at least features.label_delay: labels are joined by id that long",
+                ));
+            }
+            if self.redis.timeout.is_zero() {
+                return Err(Invalid::new("redis.timeout", "must be positive"));
+            }
         }
         Ok(())
     }

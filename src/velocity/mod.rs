@@ -9,4 +9,5 @@ pub use fraudstream_core::velocity::*;
 
 pub mod config;
 pub mod labels;
+pub mod redis;
 pub mod stage;

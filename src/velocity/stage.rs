@@ -148,6 +148,25 @@ impl Velocity {
         }
         let store: Box<dyn StateStore> = match cfg.store {
             super::config::StoreKind::Memory => Box::new(MemoryStore::new(cfg.memory_limits())),
+            super::config::StoreKind::Redis => {
+                let settings = super::redis::RedisSettings {
+                    url: cfg.redis.url.expose().to_owned(),
+                    prefix: cfg.redis.prefix.clone(),
+                    served_ttl: cfg.redis.served_ttl,
+                    timeout: cfg.redis.timeout,
+                };
+                let mut store = super::redis::RedisStore::new(
+                    settings,
+                    cfg.features.horizon_buckets(),
+                    cfg.features.bucket.secs(),
+                )
+                .map_err(|e| anyhow::anyhow!("invalid `velocity.redis.url`: {e}"))?;
+                // Unreachable now is an outage like any other: batches wait and retry.
+                if let Err(e) = store.ping() {
+                    tracing::warn!(error = %e, prefix = %cfg.redis.prefix, "velocity: Redis not reachable yet; batches will wait for it");
+                }
+                Box::new(store)
+            }
         };
         Ok(Some(Self::new(cfg, store)?))
     }

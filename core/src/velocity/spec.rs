@@ -17,6 +17,12 @@ impl Span {
     pub fn secs(self) -> u64 {
         self.0
     }
+
+    /// As a duration.
+    #[must_use]
+    pub fn duration(self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.0)
+    }
 }
 
 impl fmt::Display for Span {

@@ -1,0 +1,351 @@
+//! The shared entity-state store: Redis (or Valkey), used by every detector of a group.
+//!
+//! Keys, under a prefix (`velocity.redis.prefix`):
+//! - `{p}:e:{c|t}:{id}`, one hash per entity: fields `c<bucket>`, `f<bucket>`,
+//!   `s<bucket>` (count, frauds, sum of amounts) and `lo` (the oldest bucket kept); the
+//!   key expires a horizon after its last update, and each update deletes up to 64
+//!   buckets older than the horizon, so a busy entity's hash stays bounded too;
+//! - `{p}:s:{tx id}`: the features served for a transaction (little-endian `f32`s),
+//!   kept `velocity.redis.served_ttl`;
+//! - `{p}:l:{tx id}`: a label already counted, kept as long.
+//!
+//! One Lua script per transaction sets `{p}:s:{id}` only if absent and, only then,
+//! counts the transaction in its entities' buckets: a transaction is counted once and
+//! entirely, whichever detector commits it and however often (a redelivery after a
+//! kill -9, a rebalance). Labels work the same way. Each batch is one pipelined round
+//! trip per call. A connection error drops the connection: the engine retries the batch
+//! with backoff (nothing of a failed batch was recorded that a retry would record twice,
+//! thanks to the per-id guards).
+
+use std::time::Duration;
+
+use redis::{Client, Connection, Value};
+
+use super::store::{Commit, Key, Label};
+use super::{Bucket, Entity, StateStore, StoreError, StoreStats};
+
+/// Counts a transaction once: KEYS = served marker, then entity hashes; ARGV = features,
+/// served TTL, bucket, amount, oldest bucket kept, entity TTL.
+const COMMIT: &str = r"
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return 0 end
+local b = tonumber(ARGV[3])
+local oldest = tonumber(ARGV[5])
+for i = 2, #KEYS do
+  local k = KEYS[i]
+  redis.call('HINCRBY', k, 'c' .. b, 1)
+  redis.call('HINCRBYFLOAT', k, 's' .. b, ARGV[4])
+  local lo = tonumber(redis.call('HGET', k, 'lo'))
+  if lo == nil or b < lo then
+    redis.call('HSET', k, 'lo', b)
+  elseif lo < oldest then
+    local stop = math.min(oldest - 1, lo + 63)
+    for x = lo, stop do redis.call('HDEL', k, 'c' .. x, 'f' .. x, 's' .. x) end
+    redis.call('HSET', k, 'lo', stop + 1)
+  end
+  redis.call('EXPIRE', k, ARGV[6])
+end
+return 1
+";
+
+/// Counts a fraud label once: KEYS = label marker, then entity hashes; ARGV = marker TTL,
+/// bucket, entity TTL.
+const LABEL: &str = r"
+if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return 0 end
+local b = tonumber(ARGV[2])
+for i = 2, #KEYS do
+  local k = KEYS[i]
+  redis.call('HINCRBY', k, 'f' .. b, 1)
+  local lo = tonumber(redis.call('HGET', k, 'lo'))
+  if lo == nil or b < lo then redis.call('HSET', k, 'lo', b) end
+  redis.call('EXPIRE', k, ARGV[3])
+end
+return 1
+";
+
+/// Where and how long.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisSettings {
+    /// `redis://host:port/db` (a secret when it carries a password).
+    pub url: String,
+    /// Key prefix, so groups (or tests) can share a server.
+    pub prefix: String,
+    /// How long a transaction's served features (and a label's marker) are kept: the
+    /// longest a redelivery can come after the first delivery and still count once.
+    pub served_ttl: Duration,
+    /// Longest wait for a connection or an answer.
+    pub timeout: Duration,
+}
+
+/// Entity state in Redis.
+pub struct RedisStore {
+    client: Client,
+    settings: RedisSettings,
+    conn: Option<(Connection, String, String)>,
+    /// Buckets kept: the spec's horizon.
+    horizon: i64,
+    /// The bucket width in seconds (for TTLs).
+    bucket_secs: u64,
+    newest: i64,
+    commits: u64,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("prefix", &self.settings.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+fn err(e: &redis::RedisError) -> StoreError {
+    StoreError(format!("redis: {e}"))
+}
+
+impl RedisStore {
+    /// A store on `settings` for a spec keeping `horizon` buckets of `bucket_secs`. It
+    /// connects on first use (and again after any error).
+    pub fn new(
+        settings: RedisSettings,
+        horizon: i64,
+        bucket_secs: u64,
+    ) -> Result<Self, StoreError> {
+        let client = Client::open(settings.url.as_str()).map_err(|e| err(&e))?;
+        Ok(Self {
+            client,
+            settings,
+            conn: None,
+            horizon,
+            bucket_secs,
+            newest: i64::MIN,
+            commits: 0,
+        })
+    }
+
+    /// Check that the server answers (for start-up).
+    pub fn ping(&mut self) -> Result<(), StoreError> {
+        self.with_conn(|c, _, _| redis::cmd("PING").query::<String>(c).map(drop))
+    }
+
+    /// Run `f` on a connection (with the scripts' SHA-1s), connecting first if needed;
+    /// any error drops the connection.
+    fn with_conn<T>(
+        &mut self,
+        f: impl FnOnce(&mut Connection, &str, &str) -> redis::RedisResult<T>,
+    ) -> Result<T, StoreError> {
+        if self.conn.is_none() {
+            let mut c = self
+                .client
+                .get_connection_with_timeout(self.settings.timeout)
+                .map_err(|e| err(&e))?;
+            c.set_read_timeout(Some(self.settings.timeout))
+                .map_err(|e| err(&e))?;
+            c.set_write_timeout(Some(self.settings.timeout))
+                .map_err(|e| err(&e))?;
+            let commit: String = redis::cmd("SCRIPT")
+                .arg("LOAD")
+                .arg(COMMIT)
+                .query(&mut c)
+                .map_err(|e| err(&e))?;
+            let label: String = redis::cmd("SCRIPT")
+                .arg("LOAD")
+                .arg(LABEL)
+                .query(&mut c)
+                .map_err(|e| err(&e))?;
+            self.conn = Some((c, commit, label));
+        }
+        let Some((c, commit, label)) = self.conn.as_mut() else {
+            return Err(StoreError("redis: not connected".into()));
+        };
+        let r = f(c, commit, label);
+        if r.is_err() {
+            self.conn = None;
+        }
+        r.map_err(|e| err(&e))
+    }
+
+    fn entity_key(&self, (e, id): Key<'_>) -> String {
+        let tag = match e {
+            Entity::CardId => 'c',
+            Entity::TerminalId => 't',
+        };
+        format!("{}:e:{tag}:{id}", self.settings.prefix)
+    }
+
+    fn entity_ttl(&self) -> u64 {
+        (self.horizon.max(1) as u64 + 1) * self.bucket_secs
+    }
+}
+
+/// Buckets from a hash's fields (`c<b>`, `f<b>`, `s<b>`; `lo` and anything else skipped).
+fn parse_buckets(fields: Vec<(String, String)>, since: i64) -> Vec<Bucket> {
+    let mut by: std::collections::BTreeMap<i64, Bucket> = std::collections::BTreeMap::new();
+    for (name, value) in fields {
+        let (kind, idx) = name.split_at(1.min(name.len()));
+        let Ok(idx) = idx.parse::<i64>() else {
+            continue;
+        };
+        if idx < since {
+            continue;
+        }
+        let b = by.entry(idx).or_insert(Bucket {
+            idx,
+            ..Bucket::default()
+        });
+        match kind {
+            "c" => b.count = value.parse().unwrap_or(0),
+            "f" => b.frauds = value.parse().unwrap_or(0),
+            "s" => b.sum = value.parse().unwrap_or(0.0),
+            _ => {}
+        }
+    }
+    by.into_values().collect()
+}
+
+impl StateStore for RedisStore {
+    fn served(&mut self, tx_ids: &[&str]) -> Result<Vec<Option<Vec<f32>>>, StoreError> {
+        if tx_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = tx_ids
+            .iter()
+            .map(|id| format!("{}:s:{id}", self.settings.prefix))
+            .collect();
+        let values: Vec<Option<Vec<u8>>> =
+            self.with_conn(|c, _, _| redis::cmd("MGET").arg(&keys).query(c))?;
+        Ok(values
+            .into_iter()
+            .map(|v| {
+                v.map(|bytes| {
+                    bytes
+                        .chunks_exact(4)
+                        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                        .collect()
+                })
+            })
+            .collect())
+    }
+
+    fn buckets(&mut self, keys: &[Key<'_>], since: i64) -> Result<Vec<Vec<Bucket>>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let names: Vec<String> = keys.iter().map(|&k| self.entity_key(k)).collect();
+        let hashes: Vec<Vec<(String, String)>> = self.with_conn(|c, _, _| {
+            let mut p = redis::pipe();
+            for n in &names {
+                p.cmd("HGETALL").arg(n);
+            }
+            p.query(c)
+        })?;
+        Ok(hashes
+            .into_iter()
+            .map(|h| parse_buckets(h, since))
+            .collect())
+    }
+
+    fn commit(&mut self, txs: &[Commit<'_>]) -> Result<(), StoreError> {
+        if txs.is_empty() {
+            return Ok(());
+        }
+        if let Some(newest) = txs.iter().map(|c| c.bucket).max() {
+            self.newest = self.newest.max(newest);
+        }
+        let oldest = self.newest.saturating_sub(self.horizon);
+        let (prefix, served_ttl, entity_ttl) = (
+            self.settings.prefix.clone(),
+            self.settings.served_ttl.as_secs().max(1),
+            self.entity_ttl(),
+        );
+        let entity_keys: Vec<Vec<String>> = txs
+            .iter()
+            .map(|c| c.keys.iter().map(|&k| self.entity_key(k)).collect())
+            .collect();
+        self.with_conn(|conn, commit, _| {
+            let mut p = redis::pipe();
+            for (c, keys) in txs.iter().zip(&entity_keys) {
+                let features: Vec<u8> = c.features.iter().flat_map(|f| f.to_le_bytes()).collect();
+                p.cmd("EVALSHA")
+                    .arg(commit)
+                    .arg(1 + keys.len())
+                    .arg(format!("{prefix}:s:{}", c.tx_id))
+                    .arg(keys)
+                    .arg(features)
+                    .arg(served_ttl)
+                    .arg(c.bucket)
+                    .arg(c.amount)
+                    .arg(oldest)
+                    .arg(entity_ttl)
+                    .ignore();
+            }
+            p.query::<()>(conn)
+        })?;
+        self.commits += txs.len() as u64;
+        Ok(())
+    }
+
+    fn label(&mut self, labels: &[Label<'_>]) -> Result<usize, StoreError> {
+        if labels.is_empty() {
+            return Ok(0);
+        }
+        let (prefix, ttl, entity_ttl) = (
+            self.settings.prefix.clone(),
+            self.settings.served_ttl.as_secs().max(1),
+            self.entity_ttl(),
+        );
+        let entity_keys: Vec<Vec<String>> = labels
+            .iter()
+            .map(|l| l.keys.iter().map(|&k| self.entity_key(k)).collect())
+            .collect();
+        let applied: Vec<Value> = self.with_conn(|conn, _, label| {
+            let mut p = redis::pipe();
+            for (l, keys) in labels.iter().zip(&entity_keys) {
+                p.cmd("EVALSHA")
+                    .arg(label)
+                    .arg(1 + keys.len())
+                    .arg(format!("{prefix}:l:{}", l.tx_id))
+                    .arg(keys)
+                    .arg(ttl)
+                    .arg(l.bucket)
+                    .arg(entity_ttl);
+            }
+            p.query(conn)
+        })?;
+        Ok(applied
+            .iter()
+            .filter(|v| matches!(v, Value::Int(1)))
+            .count())
+    }
+
+    fn stats(&self) -> StoreStats {
+        // Sizes live on the server (`INFO memory`, `DBSIZE`); this process knows what it
+        // committed.
+        StoreStats {
+            served: self.commits,
+            ..StoreStats::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_fields_become_sorted_buckets() {
+        let fields = vec![
+            ("c12".to_owned(), "2".to_owned()),
+            ("s12".to_owned(), "10.5".to_owned()),
+            ("c9".to_owned(), "1".to_owned()),
+            ("f12".to_owned(), "1".to_owned()),
+            ("lo".to_owned(), "9".to_owned()),
+            ("c3".to_owned(), "7".to_owned()),
+        ];
+        let b = parse_buckets(fields, 5);
+        assert_eq!(b.len(), 2);
+        assert_eq!((b[0].idx, b[0].count, b[0].sum), (9, 1, 0.0));
+        assert_eq!(
+            (b[1].idx, b[1].count, b[1].frauds, b[1].sum),
+            (12, 2, 1, 10.5)
+        );
+    }
+}
