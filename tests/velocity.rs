@@ -256,3 +256,90 @@ fn a_model_needing_entity_features_is_refused_without_them() {
     assert!(!out.status.success(), "{text}");
     assert!(text.contains("uses entity features"), "{text}");
 }
+
+/// `GET path` on `addr`, the body as JSON.
+fn get_json(addr: &str, path: &str) -> Option<serde_json::Value> {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let body = text.split_once("\r\n\r\n")?.1;
+    serde_json::from_str(body).ok()
+}
+
+#[test]
+fn online_precision_and_recall_reach_the_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = simulated(dir.path(), &[]);
+    publish_model(dir.path(), &sim);
+    let cfg = config(
+        dir.path(),
+        &sim,
+        &format!(
+            "[velocity]\nenabled = true\nlabels_path = \"{}\"",
+            sim.labels.display()
+        ),
+    );
+    // The API on a free port, the source followed so the detector stays up.
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("[api]\nenabled = false", "[api]\naddress = \"127.0.0.1:0\"");
+    std::fs::write(&cfg, text).unwrap();
+    let log = dir.path().join("log.txt");
+    let mut child = Command::new(EXE)
+        .args(["run", "--follow", "--config", cfg.to_str().unwrap()])
+        .stdout(std::fs::File::create(dir.path().join("out.txt")).unwrap())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let mut labels = serde_json::Value::Null;
+    while std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let logged = std::fs::read_to_string(&log).unwrap_or_default();
+        let Some(addr) = logged
+            .lines()
+            .find_map(|l| l.strip_prefix("api: http://"))
+            .and_then(|l| l.split('/').next())
+        else {
+            continue;
+        };
+        if let Some(stats) = get_json(addr, "/v1/stats") {
+            labels = stats["labels"].clone();
+            let joined = ["tp", "fp", "fn", "tn"]
+                .iter()
+                .map(|k| labels[k].as_u64().unwrap_or(0))
+                .sum::<u64>();
+            if joined == sim.rows as u64 {
+                break;
+            }
+        }
+    }
+    let stopped = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    child.wait().unwrap();
+    let joined: u64 = ["tp", "fp", "fn", "tn"]
+        .iter()
+        .map(|k| labels[k].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(joined, sim.rows as u64, "every label joined: {labels}");
+    assert_eq!(labels["unmatched"], 0, "{labels}");
+    let (p, r) = (
+        labels["precision"].as_f64().unwrap(),
+        labels["recall"].as_f64().unwrap(),
+    );
+    assert!(
+        (0.0..=1.0).contains(&p) && (0.0..=1.0).contains(&r),
+        "{labels}"
+    );
+    assert!(labels["tp"].as_u64().unwrap() > 0, "{labels}");
+}

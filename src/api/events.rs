@@ -57,6 +57,26 @@ pub struct ServingModel {
     pub threshold: f64,
 }
 
+/// The served verdicts against the labels received (entity features' labels source).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, ToSchema)]
+pub struct OnlineLabels {
+    /// Fraud verdicts on frauds.
+    pub tp: u64,
+    /// Fraud verdicts on legitimate transactions.
+    pub fp: u64,
+    /// Legitimate verdicts on frauds.
+    #[serde(rename = "fn")]
+    pub fn_: u64,
+    /// Legitimate verdicts on legitimate transactions.
+    pub tn: u64,
+    /// Labels with no verdict remembered (yet).
+    pub unmatched: u64,
+    /// Precision so far.
+    pub precision: Option<f64>,
+    /// Recall so far.
+    pub recall: Option<f64>,
+}
+
 /// The figures now and the last few minutes of them.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, ToSchema)]
 pub struct Snapshot {
@@ -82,6 +102,8 @@ pub struct Snapshot {
     pub alerts: u64,
     /// The last intervals, oldest first.
     pub history: Vec<Point>,
+    /// Online precision and recall, when labels arrive (`velocity.labels_path`).
+    pub labels: Option<OnlineLabels>,
 }
 
 /// Sample the detector every interval into a watch channel, until `stop`.
@@ -174,6 +196,18 @@ pub fn spawn_sampler(
                 },
                 alerts: h.alerts.total(),
                 history: history.iter().cloned().collect(),
+                labels: h.velocity.as_ref().map(|v| {
+                    let c = v.confusion();
+                    OnlineLabels {
+                        tp: c.tp,
+                        fp: c.fp,
+                        fn_: c.fn_,
+                        tn: c.tn,
+                        unmatched: c.unmatched,
+                        precision: c.precision(),
+                        recall: c.recall(),
+                    }
+                }),
             };
             if tx.send(Arc::new(snapshot)).is_err() {
                 return;

@@ -40,6 +40,7 @@ use super::{dashboard, error, events, routes, score};
         events::Snapshot,
         events::Point,
         events::ServingModel,
+        events::OnlineLabels,
     )),
     modifiers(&BearerAuth),
     security(("bearer" = []))

@@ -69,6 +69,9 @@ pub struct Handles {
     pub alert_sinks: Arc<Vec<Arc<dyn AlertSink>>>,
     /// Where the API, the dashboard and `/metrics` are served, when enabled.
     pub api_addr: Option<SocketAddr>,
+    /// The entity-feature stage, when enabled (its verdict/label join feeds the
+    /// dashboard's online precision and recall).
+    pub velocity: Option<Arc<Velocity>>,
 }
 
 /// What a run did.
@@ -259,6 +262,7 @@ impl Detector {
             models,
             alert_sinks: Arc::new(alerts),
             api_addr: server.as_ref().map(|s| s.addr),
+            velocity: velocity_stage.clone(),
         };
         let ready = server.map(|s| {
             // Set once: a fresh cell per server.
