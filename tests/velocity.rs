@@ -257,19 +257,26 @@ fn a_model_needing_entity_features_is_refused_without_them() {
     assert!(text.contains("uses entity features"), "{text}");
 }
 
-/// `GET path` on `addr`, the body as JSON.
-fn get_json(addr: &str, path: &str) -> Option<serde_json::Value> {
+/// One HTTP/1.1 request on `addr` (`body`: JSON to POST): the status and the body as
+/// JSON.
+fn request(addr: &str, path: &str, body: Option<&str>) -> Option<(u16, serde_json::Value)> {
     use std::io::Read;
     let mut s = std::net::TcpStream::connect(addr).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
+    let head = format!("{path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    match body {
+        None => write!(s, "GET {head}\r\n"),
+        Some(b) => write!(
+            s,
+            "POST {head}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}",
+            b.len()
+        ),
+    }
     .ok()?;
     let mut text = String::new();
     s.read_to_string(&mut text).ok()?;
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
     let body = text.split_once("\r\n\r\n")?.1;
-    serde_json::from_str(body).ok()
+    Some((status, serde_json::from_str(body).ok()?))
 }
 
 #[test]
@@ -309,7 +316,13 @@ fn online_precision_and_recall_reach_the_api() {
         else {
             continue;
         };
-        if let Some(stats) = get_json(addr, "/v1/stats") {
+        if let Some((200, stats)) = request(addr, "/v1/stats", None) {
+            // A model with entity features is not scored outside the stream.
+            let one = std::fs::read_to_string(&sim.stream).unwrap();
+            let (status, body) =
+                request(addr, "/v1/score", Some(one.lines().next().unwrap())).unwrap();
+            assert_eq!(status, 409, "{body}");
+            assert_eq!(body["code"], "entity_features", "{body}");
             labels = stats["labels"].clone();
             let joined = ["tp", "fp", "fn", "tn"]
                 .iter()

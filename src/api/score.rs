@@ -112,6 +112,7 @@ fn stored_result(item: &VerdictItem, tx: &Transaction) -> ScoreResult {
     responses(
         (status = 200, description = "A verdict, or an array of verdicts in request order", body = ScoreResult),
         (status = 400, description = "Invalid JSON or an invalid transaction; `field` names the field", body = ErrorBody),
+        (status = 409, description = "The serving model uses entity features: score through the stream", body = ErrorBody),
         (status = 413, description = "Body over `api.max_body_bytes`", body = ErrorBody),
         (status = 415, description = "Not `application/json`", body = ErrorBody),
         (status = 429, description = "Too many requests in flight; see `Retry-After`", body = ErrorBody),
@@ -140,6 +141,19 @@ pub async fn score(
     let bytes: Bytes = read_body(body, state.config.max_body_bytes).await?;
     let (txs, many) = decode(&bytes, state.config.max_batch, q.record)?;
     let model = handles.model.load_full();
+    if model.velocity().is_some() {
+        // Its entity features come from the stream's state, in order; a request scored
+        // here without them would get a silently wrong score.
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "entity_features",
+            format!(
+                "model {} uses entity features, which only the stream computes: send the \
+                 transaction through the stream and read its verdict with GET /v1/verdicts/{{id}}",
+                model.version()
+            ),
+        ));
+    }
     let top_k = state.top_k;
     let verdicts = if txs.len() <= INLINE_ROWS {
         score_rows(&model, &txs, top_k)
