@@ -360,6 +360,15 @@ pub async fn retrain_once(
     let live = match &live_pointer {
         Some(l) => {
             let (model, manifest) = store.get_checked(&l.version, None).await?;
+            // Not yet: reading the history with the live model's entity features, and
+            // training the candidate on them. Said plainly rather than failing later on
+            // a missing column.
+            anyhow::ensure!(
+                model.velocity().is_none(),
+                "the live model {} uses entity features; retrain does not compute them yet \
+                 (train with `fraudstream train --velocity SPEC --publish STORE`)",
+                l.version
+            );
             let holdout = match store.holdout(&manifest).await {
                 Ok(h) => h,
                 // Missing or not matching its manifest: grade with the training window

@@ -145,13 +145,17 @@ pub fn spec_from_arg(arg: &str) -> anyhow::Result<VelocitySpec> {
     }
     let text = std::fs::read_to_string(arg).map_err(|e| anyhow::anyhow!("{arg}: {e}"))?;
     let file: File = toml::from_str(&text).map_err(|e| anyhow::anyhow!("{arg}: {e}"))?;
-    let features = file
+    let mut velocity = file
         .velocity
-        .and_then(|mut v| v.remove("features"))
-        .ok_or_else(|| anyhow::anyhow!("{arg}: no [velocity.features] table"))?;
-    let spec: VelocitySpec = features
-        .try_into()
-        .map_err(|e| anyhow::anyhow!("{arg}: velocity.features: {e}"))?;
+        .ok_or_else(|| anyhow::anyhow!("{arg}: no [velocity] table"))?;
+    // A `[velocity]` table without `features` computes the default set, as a detector
+    // with that configuration does.
+    let spec: VelocitySpec = match velocity.remove("features") {
+        Some(features) => features
+            .try_into()
+            .map_err(|e| anyhow::anyhow!("{arg}: velocity.features: {e}"))?,
+        None => VelocitySpec::handbook(),
+    };
     spec.validate()
         .map_err(|e| anyhow::anyhow!("{arg}: velocity.features.{}: {}", e.key, e.message))?;
     Ok(spec)
@@ -175,5 +179,69 @@ pub fn check_serves(
             model.version(),
             needed.names().join(", ")
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_spec_comes_from_a_name_or_a_configuration_file() {
+        assert_eq!(spec_from_arg("handbook").unwrap(), VelocitySpec::handbook());
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str, text: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, text).unwrap();
+            p.display().to_string()
+        };
+        let plain = file(
+            "plain.toml",
+            "[velocity]\nenabled = true\n[api]\nenabled = false\n",
+        );
+        assert_eq!(spec_from_arg(&plain).unwrap(), VelocitySpec::handbook());
+        let custom = file(
+            "custom.toml",
+            "[velocity.features]\ntime_flags = false\n[[velocity.features.entity]]\nname = \"card_id\"\nwindows = [\"1h\"]\naggregates = [\"sum\"]\n",
+        );
+        assert_eq!(
+            spec_from_arg(&custom).unwrap().names(),
+            vec!["card_id_sum_1h"]
+        );
+        let none = file("none.toml", "[api]\nenabled = false\n");
+        assert!(
+            spec_from_arg(&none)
+                .unwrap_err()
+                .to_string()
+                .contains("no [velocity] table")
+        );
+        let bad = file(
+            "bad.toml",
+            "[velocity.features]\nbucket = \"1h\"\n[[velocity.features.entity]]\nname = \"card_id\"\nwindows = [\"90m\"]\naggregates = [\"count\"]\n",
+        );
+        let e = spec_from_arg(&bad).unwrap_err().to_string();
+        assert!(e.contains("velocity.features.entity[0].windows"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let parse = |text: &str| crate::config::Config::parse("t.toml", text);
+        let e = parse("[velocity]\nmax_served = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("velocity.max_served"), "{e}");
+        let e = parse("[velocity]\nstore = \"redis\"\n[velocity.redis]\nurl = \"http://x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("velocity.redis.url"), "{e}");
+        let e = parse("[velocity.features]\nlabel_delay = \"90m\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("velocity.features.label_delay"), "{e}");
+        let e = parse("[velocity]\nstore = \"redis\"\n[velocity.redis]\nserved_ttl = \"1h\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("velocity.redis.served_ttl"), "{e}");
+        assert!(parse("[velocity]\nenabled = true\nstore = \"redis\"\n").is_ok());
     }
 }
