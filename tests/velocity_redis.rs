@@ -217,13 +217,15 @@ fn while_redis_is_down_batches_wait_and_nothing_is_lost() {
     velocity.apply_labels(&labels);
     let half = txs.len() / 2;
     let mut first = rows(0..half);
-    assert!(velocity.compute(&mut first).is_empty());
+    let abort = tokio_util::sync::CancellationToken::new();
+    velocity.abort_on(abort.clone());
+    assert!(velocity.compute(&mut first).unwrap().is_empty());
     redis.kill();
     let v = velocity.clone();
     let mut second = rows(half..txs.len());
     let waiting = std::thread::spawn(move || {
         let started = std::time::Instant::now();
-        v.compute(&mut second);
+        v.compute(&mut second).unwrap();
         (second, started.elapsed())
     });
     std::thread::sleep(Duration::from_millis(1_500));

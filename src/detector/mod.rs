@@ -360,6 +360,9 @@ impl Detector {
             }
             (Source::Kafka(k), Some(mut stages)) => {
                 stages.delivery.abort = shutdown.abort_token();
+                if let Some(v) = &velocity {
+                    v.abort_on(shutdown.abort_token());
+                }
                 let (result, _stages) = k.run(stages, &shutdown).await;
                 (
                     format!("kafka topics {}", k.settings.topics.join(", ")),
@@ -370,6 +373,9 @@ impl Detector {
             }
             (Source::File(f), Some(mut stages)) => {
                 stages.delivery.abort = shutdown.abort_token();
+                if let Some(v) = &velocity {
+                    v.abort_on(shutdown.abort_token());
+                }
                 let (tx, rx) = mpsc::channel(in_flight_batches.max(1));
                 let scorer = tokio::spawn(async move {
                     let r = stages.run(rx, &()).await;

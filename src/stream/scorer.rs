@@ -103,10 +103,16 @@ fn shadow_scores(
     }
 }
 
-/// Scoring failed for a reason that is not the input's: the blocking pool lost the task.
+/// Scoring failed for a reason that is not the input's.
 #[derive(Debug, thiserror::Error)]
-#[error("scoring task failed: {0}")]
-pub struct ScoreError(#[from] tokio::task::JoinError);
+pub enum ScoreError {
+    /// The blocking pool lost the task.
+    #[error("scoring task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+    /// The entity-feature store stayed unreachable until the shutdown deadline.
+    #[error("entity features: {0}")]
+    Velocity(#[from] crate::velocity::StoreError),
+}
 
 /// Scores batches with the serving model.
 pub struct Scorer {
@@ -173,7 +179,7 @@ impl Scorer {
             let refused = match &velocity {
                 Some(v) => {
                     let started = Instant::now();
-                    let refused = v.compute(&mut rows);
+                    let refused = v.compute(&mut rows)?;
                     super::delivery::stage_time("velocity", started);
                     refused
                 }
@@ -190,14 +196,14 @@ impl Scorer {
             if let Some(v) = &velocity {
                 v.record_verdicts(&verdicts);
             }
-            Scored {
+            Ok::<_, ScoreError>(Scored {
                 rows,
                 verdicts,
                 shadow,
                 refused,
-            }
+            })
         })
-        .await?;
+        .await??;
         super::delivery::stage_time("score", started);
         Ok(scored)
     }

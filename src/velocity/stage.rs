@@ -92,6 +92,8 @@ pub struct Velocity {
     joined: Mutex<Joined>,
     max_served: usize,
     retry: Duration,
+    /// Ends the retries of a failing store (the shutdown deadline).
+    abort: std::sync::OnceLock<tokio_util::sync::CancellationToken>,
 }
 
 impl std::fmt::Debug for Velocity {
@@ -185,7 +187,34 @@ impl Velocity {
             }),
             max_served: cfg.max_served,
             retry: Duration::from_millis(200),
+            abort: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Stop retrying a failing store once `token` is cancelled (the shutdown deadline):
+    /// the batch then fails, and its offsets stay uncommitted.
+    pub fn abort_on(&self, token: tokio_util::sync::CancellationToken) {
+        // Set once per detector run; a second run keeps the first token.
+        let _first = self.abort.set(token);
+    }
+
+    fn aborted(&self) -> bool {
+        self.abort
+            .get()
+            .is_some_and(tokio_util::sync::CancellationToken::is_cancelled)
+    }
+
+    /// Wait `backoff` before a retry, in slices, so an abort is noticed at once;
+    /// `false` when aborted.
+    fn pause(&self, backoff: Duration) -> bool {
+        let until = std::time::Instant::now() + backoff;
+        while std::time::Instant::now() < until {
+            if self.aborted() {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50).min(backoff));
+        }
+        !self.aborted()
     }
 
     /// The spec computed.
@@ -203,8 +232,9 @@ impl Velocity {
     /// Compute the features of `rows` (on this thread: call it off the async runtime).
     /// Rows lacking an entity id under `missing_entity = "refuse"` are taken out and
     /// returned. A store that fails is retried with backoff until it answers: the batch
-    /// waits (backpressure), nothing is scored without its features.
-    pub fn compute(&self, rows: &mut Vec<Incoming>) -> Vec<Refused> {
+    /// waits (backpressure), nothing is scored without its features. Past the shutdown
+    /// deadline ([`Velocity::abort_on`]) the error is returned and the batch fails.
+    pub fn compute(&self, rows: &mut Vec<Incoming>) -> Result<Vec<Refused>, StoreError> {
         let mut engine = self.lock_engine();
         let mut refused = Vec::new();
         if engine.refuses_missing() {
@@ -240,7 +270,12 @@ impl Velocity {
                 Err(e) => {
                     metrics::counter!(names::VELOCITY_STORE_ERRORS).increment(1);
                     tracing::warn!(error = %e, retry_in = ?backoff, "velocity state store failed; the batch waits");
-                    std::thread::sleep(backoff);
+                    if !self.pause(backoff) {
+                        return Err(StoreError(format!(
+                            "{} (given up at the shutdown deadline)",
+                            e.0
+                        )));
+                    }
                     backoff = (backoff * 2).min(Duration::from_secs(10));
                 }
             }
@@ -260,7 +295,7 @@ impl Velocity {
         metrics::gauge!(names::VELOCITY_ENTITY_BYTES).set(stats.entity_bytes as f64);
         metrics::gauge!(names::VELOCITY_BYTES_PER_ENTITY).set(stats.bytes_per_entity());
         metrics::counter!(names::VELOCITY_EVICTED).absolute(stats.evicted);
-        refused
+        Ok(refused)
     }
 
     /// Remember the verdicts served, to join labels with them (a label that came first
@@ -294,7 +329,10 @@ impl Velocity {
                 Err(StoreError(e)) => {
                     metrics::counter!(names::VELOCITY_STORE_ERRORS).increment(1);
                     tracing::warn!(error = %e, retry_in = ?backoff, "velocity state store failed applying labels; retrying");
-                    std::thread::sleep(backoff);
+                    if !self.pause(backoff) {
+                        // Stopping: these labels are read again from the file next start.
+                        return self.confusion();
+                    }
                     backoff = (backoff * 2).min(Duration::from_secs(10));
                 }
             }
