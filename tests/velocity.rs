@@ -356,3 +356,56 @@ fn online_precision_and_recall_reach_the_api() {
     );
     assert!(labels["tp"].as_u64().unwrap() > 0, "{labels}");
 }
+
+#[test]
+fn retrain_learns_from_the_served_features_and_the_labels() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = simulated(dir.path(), &[]);
+    publish_model(dir.path(), &sim);
+    let cfg = config(
+        dir.path(),
+        &sim,
+        &format!(
+            "[velocity]\nenabled = true\nlabels_path = \"{labels}\"\n\
+             [retrain]\nhistory = [\"{d}/lake/\"]\nlabels = [\"{labels}\"]\n\
+             min_gate_frauds = 5\nmin_gate_rows = 100\ntrees = 20\n",
+            labels = sim.labels.display(),
+            d = dir.path().display()
+        ),
+    );
+    ok(&fraudstream(&["run", "--config", cfg.to_str().unwrap()]));
+    let out = ok(&fraudstream(&[
+        "retrain",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--json",
+    ]));
+    let decision: serde_json::Value = out
+        .lines()
+        .find_map(|l| {
+            serde_json::from_str(l)
+                .ok()
+                .filter(|v: &serde_json::Value| v.get("decision").is_some())
+        })
+        .unwrap_or_else(|| panic!("no decision in:\n{out}"));
+    // Every lake row (served features, no Class) took its label from the labels file.
+    assert_eq!(decision["rows_read"], sim.rows, "{decision}");
+    assert_eq!(decision["rows_used"], sim.rows, "{decision}");
+    let frauds = std::fs::read_to_string(&sim.labels)
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("\"Class\":1"))
+        .count();
+    assert_eq!(decision["frauds"], frauds, "{decision}");
+    // The gate graded both models on rows the live one held out.
+    assert!(
+        decision["holdout_frauds"].as_u64().unwrap() >= 5,
+        "{decision}"
+    );
+    assert!(decision["candidate_auprc"].as_f64().is_some(), "{decision}");
+    assert!(decision["live_auprc"].as_f64().is_some(), "{decision}");
+    assert!(
+        ["published", "rejected"].contains(&decision["decision"].as_str().unwrap()),
+        "{decision}"
+    );
+}

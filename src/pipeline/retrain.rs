@@ -40,6 +40,11 @@ pub struct RetrainConfig {
     /// Labelled history: files, or prefixes ending in `/` whose `.csv`, `.jsonl` and
     /// `.parquet` objects are all read (local, `s3://` or `hdfs://`).
     pub history: Vec<String>,
+    /// Local JSON-lines labels files (`id`, `Class`, as `velocity.labels_path`): a history
+    /// row without a `Class` (the lake's rows) takes its label from them by id; rows
+    /// still unlabelled are left out. With the lake as history, the candidate then learns
+    /// from the features exactly as they were served.
+    pub labels: Vec<String>,
     /// Most rows trained and evaluated on: above it, every fraud is kept and legitimate
     /// rows are sampled uniformly. Bounds memory to about `max_rows` × 250 bytes plus one
     /// history file.
@@ -79,6 +84,7 @@ impl Default for RetrainConfig {
     fn default() -> Self {
         Self {
             history: Vec::new(),
+            labels: Vec::new(),
             max_rows: 2_000_000,
             holdout: SplitKind::Time,
             test_fraction: 0.2,
@@ -223,7 +229,12 @@ impl Sampler {
                     } else {
                         let j = (self.rng.unit() * self.seen_legit as f64) as usize;
                         if j < self.cap {
-                            for (c, v) in self.legit.columns.iter_mut().zip(tx.values) {
+                            let row = tx
+                                .values
+                                .iter()
+                                .copied()
+                                .chain(tx.derived.iter().map(|&v| f64::from(v)));
+                            for (c, v) in self.legit.columns.iter_mut().zip(row) {
                                 c[j] = v;
                             }
                             self.legit.ids[j] = tx.id;
@@ -256,12 +267,25 @@ impl Sampler {
 async fn read_history(
     cfg: &RetrainConfig,
     s3: &S3Settings,
+    velocity: Option<&crate::velocity::VelocitySpec>,
     on_file: &(dyn Fn(&str) + Sync),
 ) -> anyhow::Result<(Dataset, usize)> {
     anyhow::ensure!(!cfg.history.is_empty(), "retrain.history is empty");
+    let mut labels: std::collections::HashMap<String, u8> = std::collections::HashMap::new();
+    for path in &cfg.labels {
+        anyhow::ensure!(
+            std::path::Path::new(path).is_file(),
+            "retrain.labels: {path} is not a file"
+        );
+        let read = crate::velocity::labels::LabelsFile::new(path).read_new()?;
+        labels.extend(read.into_iter().map(|l| (l.tx_id, l.label)));
+    }
+    let names = velocity
+        .map(crate::velocity::VelocitySpec::names)
+        .unwrap_or_default();
     let mut sampler = Sampler {
-        frauds: Dataset::default(),
-        legit: Dataset::default(),
+        frauds: Dataset::with_derived(0, names.clone()),
+        legit: Dataset::with_derived(0, names),
         seen_legit: 0,
         cap: cfg.max_rows,
         rng: Rng::new(cfg.seed),
@@ -273,10 +297,17 @@ async fn read_history(
             entry,
             s3,
             ReadOptions { skip_invalid: true },
-            None,
-            &mut |name, d, report| {
+            velocity,
+            &mut |name, mut d, report| {
                 if report.skipped > 0 {
                     tracing::warn!(file = %name, skipped = report.skipped, "invalid history rows skipped");
+                }
+                if !labels.is_empty() {
+                    for (id, label) in d.ids.iter().zip(d.labels.iter_mut()) {
+                        if label.is_none() {
+                            *label = labels.get(id).copied();
+                        }
+                    }
                 }
                 sampler.add(&d);
             },
@@ -360,15 +391,6 @@ pub async fn retrain_once(
     let live = match &live_pointer {
         Some(l) => {
             let (model, manifest) = store.get_checked(&l.version, None).await?;
-            // Not yet: reading the history with the live model's entity features, and
-            // training the candidate on them. Said plainly rather than failing later on
-            // a missing column.
-            anyhow::ensure!(
-                model.velocity().is_none(),
-                "the live model {} uses entity features; retrain does not compute them yet \
-                 (train with `fraudstream train --velocity SPEC --publish STORE`)",
-                l.version
-            );
             let holdout = match store.holdout(&manifest).await {
                 Ok(h) => h,
                 // Missing or not matching its manifest: grade with the training window
@@ -394,7 +416,10 @@ pub async fn retrain_once(
         }
         None => None,
     };
-    let (data, rows_read) = read_history(cfg, s3, on_file).await?;
+    // The candidate keeps the live model's features: with entity features, the history is
+    // read with them (stored in lake files, computed for other files).
+    let velocity = live.as_ref().and_then(|l| l.model.velocity().cloned());
+    let (data, rows_read) = read_history(cfg, s3, velocity.as_ref(), on_file).await?;
     let labels = data.labels()?;
     let frauds = labels.iter().filter(|&&l| l == 1).count();
     anyhow::ensure!(
@@ -446,6 +471,7 @@ pub async fn retrain_once(
     if let Some(l) = &live {
         opts.features.clone_from(&l.model.meta().features);
     }
+    opts.velocity = velocity;
     let source = cfg.history.join(",");
     let (resamples, confidence, seed) = (cfg.resamples, cfg.confidence, cfg.seed);
     let live_model = live.as_ref().map(|l| l.model.clone());
