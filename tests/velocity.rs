@@ -162,19 +162,23 @@ fn lake_features(dir: &Path) -> HashMap<String, Vec<f32>> {
     out
 }
 
+/// A simulated history (nothing stripped), a published model with the handbook's
+/// features, and a configuration computing them with the labels file, plus `extra`.
+fn velocity_setup(dir: &Path, extra: &str) -> (Sim, PathBuf) {
+    let sim = simulated(dir, &[]);
+    publish_model(dir, &sim);
+    let labels = format!(
+        "[velocity]\nenabled = true\nlabels_path = \"{}\"\n{extra}",
+        sim.labels.display()
+    );
+    let cfg = config(dir, &sim, &labels);
+    (sim, cfg)
+}
+
 #[test]
 fn served_features_equal_offline_features() {
     let dir = tempfile::tempdir().unwrap();
-    let sim = simulated(dir.path(), &[]);
-    publish_model(dir.path(), &sim);
-    let cfg = config(
-        dir.path(),
-        &sim,
-        &format!(
-            "[velocity]\nenabled = true\nlabels_path = \"{}\"",
-            sim.labels.display()
-        ),
-    );
+    let (sim, cfg) = velocity_setup(dir.path(), "");
     let text = ok(&fraudstream(&["run", "--config", cfg.to_str().unwrap()]));
     assert!(text.contains("online precision"), "{text}");
 
@@ -282,16 +286,7 @@ fn request(addr: &str, path: &str, body: Option<&str>) -> Option<(u16, serde_jso
 #[test]
 fn online_precision_and_recall_reach_the_api() {
     let dir = tempfile::tempdir().unwrap();
-    let sim = simulated(dir.path(), &[]);
-    publish_model(dir.path(), &sim);
-    let cfg = config(
-        dir.path(),
-        &sim,
-        &format!(
-            "[velocity]\nenabled = true\nlabels_path = \"{}\"",
-            sim.labels.display()
-        ),
-    );
+    let (sim, cfg) = velocity_setup(dir.path(), "");
     // The API on a free port, the source followed so the detector stays up.
     let text = std::fs::read_to_string(&cfg)
         .unwrap()
@@ -360,17 +355,14 @@ fn online_precision_and_recall_reach_the_api() {
 #[test]
 fn retrain_learns_from_the_served_features_and_the_labels() {
     let dir = tempfile::tempdir().unwrap();
-    let sim = simulated(dir.path(), &[]);
-    publish_model(dir.path(), &sim);
-    let cfg = config(
+    let labels = dir.path().join("labels.jsonl");
+    let (sim, cfg) = velocity_setup(
         dir.path(),
-        &sim,
         &format!(
-            "[velocity]\nenabled = true\nlabels_path = \"{labels}\"\n\
-             [retrain]\nhistory = [\"{d}/lake/\"]\nlabels = [\"{labels}\"]\n\
+            "[retrain]\nhistory = [\"{d}/lake/\"]\nlabels = [\"{l}\"]\n\
              min_gate_frauds = 5\nmin_gate_rows = 100\ntrees = 20\n",
-            labels = sim.labels.display(),
-            d = dir.path().display()
+            d = dir.path().display(),
+            l = labels.display()
         ),
     );
     ok(&fraudstream(&["run", "--config", cfg.to_str().unwrap()]));
