@@ -318,10 +318,35 @@ impl MemoryStore {
         idx: i64,
         f: impl FnOnce(&mut Vec<Bucket>) -> R,
     ) -> R {
-        if idx < self.newest.saturating_sub(self.limits.horizon) {
-            return f(&mut Vec::new());
+        let mut f = Some(f);
+        let mut run = |s: &mut EntityState| f.take().map(|f| f(&mut s.buckets));
+        match self.touch(key, idx, true, &mut run) {
+            Some(Some(r)) => r,
+            // Older than the horizon: no buckets, nothing counted.
+            _ => f
+                .take()
+                .map(|f| f(&mut Vec::new()))
+                .expect("f not yet called"),
         }
-        self.newest = self.newest.max(idx);
+    }
+
+    /// Run `f` on the state of `key` (created when new) for an event in bucket `idx`,
+    /// keeping expiry, the activity mark and the byte count right; `moves_clock` for a
+    /// transaction (a label never moves the store's clock). `None` when `idx` is older
+    /// than the horizon.
+    fn touch<R>(
+        &mut self,
+        key: Key<'_>,
+        idx: i64,
+        moves_clock: bool,
+        f: &mut dyn FnMut(&mut EntityState) -> R,
+    ) -> Option<R> {
+        if idx < self.newest.saturating_sub(self.limits.horizon) {
+            return None;
+        }
+        if moves_clock {
+            self.newest = self.newest.max(idx);
+        }
         let oldest = self.newest.saturating_sub(self.limits.horizon);
         let map = &mut self.maps[slot(key.0)];
         let state = match map.get_mut(key.1) {
@@ -332,10 +357,10 @@ impl MemoryStore {
             None => map.entry(key.1.into()).or_default(),
         };
         state.expire_some(oldest);
-        let r = f(&mut state.buckets);
+        let r = f(state);
         state.last = state.last.max(idx);
         self.entity_bytes += state.bytes(key.1);
-        r
+        Some(r)
     }
 
     /// The features recorded for `tx_id`.
@@ -382,24 +407,10 @@ impl MemoryStore {
     }
 
     fn add(&mut self, key: Key<'_>, idx: i64, count: u32, frauds: u32, amount: f64) {
-        if idx < self.newest.saturating_sub(self.limits.horizon) {
-            return; // older than anything a feature reads
-        }
-        if count > 0 {
-            self.newest = self.newest.max(idx);
-        }
-        let oldest = self.newest.saturating_sub(self.limits.horizon);
-        let map = &mut self.maps[slot(key.0)];
-        let state = match map.get_mut(key.1) {
-            Some(s) => {
-                self.entity_bytes -= s.bytes(key.1);
-                s
-            }
-            None => map.entry(key.1.into()).or_default(),
-        };
-        state.expire_some(oldest);
-        state.add(idx, count, frauds, amount);
-        self.entity_bytes += state.bytes(key.1);
+        // Older than anything a feature reads: nothing to count.
+        let _counted = self.touch(key, idx, count > 0, &mut |s| {
+            s.add(idx, count, frauds, amount);
+        });
     }
 
     /// Drop entities with nothing inside the horizon, then, above the entity bound, the
