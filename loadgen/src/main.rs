@@ -348,26 +348,16 @@ fn main() -> anyhow::Result<()> {
             }
             Some(p) => {
                 let stamp = sent_at.to_string();
-                let mut record = BaseRecord::to(&args.topic)
+                let record = BaseRecord::to(&args.topic)
                     .key(&key)
                     .payload(&payload)
                     .headers(OwnedHeaders::new().insert(Header {
                         key: "sent_at_ms",
                         value: Some(&stamp),
                     }));
-                loop {
-                    match p.send(record) {
-                        Ok(()) => break,
-                        Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                            record = r;
-                            std::thread::sleep(Duration::from_millis(5));
-                        }
-                        Err((e, _)) => {
-                            counter.failed.fetch_add(1, Ordering::Relaxed);
-                            eprintln!("loadgen: send failed: {e}");
-                            break;
-                        }
-                    }
+                if let Err(e) = send_queued(p, record) {
+                    counter.failed.fetch_add(1, Ordering::Relaxed);
+                    eprintln!("loadgen: send failed: {e}");
                 }
             }
         }
@@ -400,6 +390,27 @@ fn main() -> anyhow::Result<()> {
         "some messages were not acknowledged"
     );
     Ok(())
+}
+
+/// Hand `record` to the producer, waiting while its queue is full.
+fn send_queued<K, P>(
+    p: &ThreadedProducer<Context_>,
+    mut record: BaseRecord<'_, K, P>,
+) -> Result<(), KafkaError>
+where
+    K: rdkafka::message::ToBytes + ?Sized,
+    P: rdkafka::message::ToBytes + ?Sized,
+{
+    loop {
+        match p.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                record = r;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err((e, _)) => return Err(e),
+        }
+    }
 }
 
 /// Write a simulated history, labelled, as CSV or JSON lines (by extension).
@@ -499,17 +510,8 @@ impl Labels {
             f.write_all(b"\n")?;
         }
         if let (Some(topic), Some(p)) = (&self.topic, producer) {
-            let mut record = BaseRecord::to(topic).key(key).payload(payload);
-            loop {
-                match p.send(record) {
-                    Ok(()) => break,
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                        record = r;
-                        std::thread::sleep(Duration::from_millis(5));
-                    }
-                    Err((e, _)) => anyhow::bail!("sending a label: {e}"),
-                }
-            }
+            let record = BaseRecord::to(topic).key(key).payload(payload);
+            send_queued(p, record).map_err(|e| anyhow::anyhow!("sending a label: {e}"))?;
         }
         Ok(())
     }
