@@ -19,7 +19,7 @@ use fraudstream::velocity::redis::{RedisSettings, RedisStore};
 use fraudstream::velocity::{
     Engine, LabelEvent, MemoryLimits, MemoryStore, StateStore, VelocitySpec,
 };
-use loadgen::simulate::{SimParams, simulate};
+use loadgen::simulate::{SimParams, simulate_transactions};
 
 /// This thread's CPU time in seconds (`/proc/thread-self/schedstat`, nanoseconds):
 /// what the engine costs, however busy the machine.
@@ -105,11 +105,7 @@ fn main() {
         days,
         ..SimParams::default()
     };
-    let txs: Vec<_> = simulate(&p)
-        .iter()
-        .enumerate()
-        .map(|(n, t)| t.to_transaction(n, p.start, true))
-        .collect();
+    let txs = simulate_transactions(&p);
     let spec = VelocitySpec::handbook();
     let delay = spec.label_delay.secs() as f64;
     println!(

@@ -12,7 +12,7 @@ use std::process::Command;
 use fraudstream::schema::json::encode_transaction;
 use fraudstream::schema::{ReadOptions, for_each_transaction, read_dataset_with};
 use fraudstream::velocity::{OfflineFeatures, VelocitySpec};
-use loadgen::simulate::{SimParams, label_json, simulate};
+use loadgen::simulate::{SimParams, label_json, simulate_transactions};
 
 const EXE: &str = env!("CARGO_BIN_EXE_fraudstream");
 
@@ -33,11 +33,7 @@ fn simulated(dir: &Path, strip_terminal: &[usize]) -> Sim {
         seed: 3,
         ..SimParams::default()
     };
-    let txs: Vec<_> = simulate(&p)
-        .iter()
-        .enumerate()
-        .map(|(n, t)| t.to_transaction(n, p.start, true))
-        .collect();
+    let txs = simulate_transactions(&p);
     let history = dir.join("history.csv");
     let f = std::fs::File::create(&history).unwrap();
     fraudstream::schema::csv::write_kaggle_csv(f, txs.clone(), true, true).unwrap();

@@ -15,7 +15,7 @@ use fraudstream::velocity::stage::Velocity;
 use fraudstream::velocity::{
     Engine, LabelEvent, VelocitySpec, compute_offline, conformance, offline_engine,
 };
-use loadgen::simulate::{SimParams, simulate};
+use loadgen::simulate::{SimParams, simulate_transactions};
 
 fn settings(url: &str) -> RedisSettings {
     RedisSettings {
@@ -34,11 +34,7 @@ fn history() -> Vec<Transaction> {
         seed: 11,
         ..SimParams::default()
     };
-    simulate(&p)
-        .iter()
-        .enumerate()
-        .map(|(n, t)| t.to_transaction(n, p.start, true))
-        .collect()
+    simulate_transactions(&p)
 }
 
 fn label(t: &Transaction) -> LabelEvent {

@@ -213,6 +213,16 @@ pub fn simulate(p: &SimParams) -> Vec<SimTx> {
     txs
 }
 
+/// [`simulate`], as labelled transactions (id = position in time order).
+#[must_use]
+pub fn simulate_transactions(p: &SimParams) -> Vec<Transaction> {
+    simulate(p)
+        .iter()
+        .enumerate()
+        .map(|(n, t)| t.to_transaction(n, p.start, true))
+        .collect()
+}
+
 fn add_frauds(txs: &mut [SimTx], p: &SimParams) {
     for t in txs.iter_mut() {
         if t.amount > 220.0 {
