@@ -76,6 +76,16 @@ impl Node {
     }
 }
 
+/// A walk node with the change in value along its two edges (child's value minus its
+/// own): the contribution the split's feature earns when a walk takes that edge, next to
+/// the node so that an explained step reads one place. Zero on leaves, whose self-loop
+/// earns nothing.
+#[derive(Debug, Clone, Copy)]
+struct Explained {
+    node: Node,
+    edges: [f32; 2],
+}
+
 /// A structural problem in a tree (from a corrupt or hand-made model).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum TreeError {
@@ -145,11 +155,11 @@ pub struct Tree {
     /// itself), so a walk can keep stepping after it arrives: lock-step walks then need
     /// no per-row exit branch. Derived from `nodes`; not stored in model files.
     walk: Vec<Node>,
-    /// Per node, the change in value along its left and its right edge (child's value
-    /// minus its own): the contribution the split's feature earns when a walk takes that
-    /// edge. Zero on leaves, whose self-loop earns nothing. Derived when the model
-    /// loads, so explaining a score costs one add per step of the walk that scores it.
-    edges: Vec<[f32; 2]>,
+    /// `walk` with each node's edge deltas: derived when the model loads, so explaining
+    /// a score costs one add per step of the walk that scores it.
+    edges: Vec<Explained>,
+    /// `walk.len() - 1` (a power of two minus one): walks index `walk[i & mask]`.
+    mask: usize,
 }
 
 impl PartialEq for Tree {
@@ -162,30 +172,30 @@ impl Tree {
     /// A tree from its arrays (checked by [`Forest::new`]).
     #[must_use]
     pub fn new(nodes: Vec<Node>, values: Vec<f32>) -> Self {
-        let walk = nodes
-            .iter()
-            .enumerate()
-            .map(|(i, n)| {
-                if n.is_leaf() {
-                    Node {
-                        threshold: f32::INFINITY,
-                        meta: i as u32 & CHILD_MASK,
-                    }
-                } else {
-                    *n
-                }
+        // Padded to a power of two with self-looping leaves that no walk reaches, so that
+        // a masked index needs no bounds check.
+        let len = nodes.len().max(1).next_power_of_two();
+        let self_loop = |i: usize| Node {
+            threshold: f32::INFINITY,
+            meta: i as u32 & CHILD_MASK,
+        };
+        let walk = (0..len)
+            .map(|i| match nodes.get(i) {
+                Some(n) if !n.is_leaf() => *n,
+                _ => self_loop(i),
             })
             .collect();
-        let edges = nodes
-            .iter()
-            .enumerate()
-            .map(|(i, n)| {
-                if n.is_leaf() {
-                    [0.0, 0.0]
-                } else {
-                    let at = |j: usize| values.get(j).copied().unwrap_or(0.0);
-                    [at(n.left()) - at(i), at(n.left() + 1) - at(i)]
-                }
+        let at = |j: usize| values.get(j).copied().unwrap_or(0.0);
+        let edges = (0..len)
+            .map(|i| match nodes.get(i) {
+                Some(n) if !n.is_leaf() => Explained {
+                    node: *n,
+                    edges: [at(n.left()) - at(i), at(n.left() + 1) - at(i)],
+                },
+                _ => Explained {
+                    node: self_loop(i),
+                    edges: [0.0, 0.0],
+                },
             })
             .collect();
         Self {
@@ -193,6 +203,7 @@ impl Tree {
             values,
             walk,
             edges,
+            mask: len - 1,
         }
     }
 
@@ -224,59 +235,57 @@ impl Tree {
         max
     }
 
-    /// Add this tree's leaf value for each row of `rows` (row-major, `nf` wide, at most
-    /// [`LANES`] rows) into `acc`, walking the rows in lock-step.
-    #[inline]
-    fn add_leaves(&self, rows: &[f32], nf: usize, acc: &mut [f32]) {
-        let k = acc.len();
+    /// Walk one group of [`LANES`] rows in lock-step to their leaves and return the
+    /// leaves' indices. `xt` holds the rows feature-major (`xt[feature][lane]`), one
+    /// entry per feature up to `fmask + 1` (a power of two). With `EXPLAIN`, each step
+    /// also adds its edge's change in value to `ct[feature][lane]` (shaped like `xt`;
+    /// steps on a leaf's self-loop add zero). Indices are masked, never bounds-checked:
+    /// the node arrays are padded to `mask + 1` and features to `fmask + 1`.
+    #[inline(always)]
+    fn walk_lanes<const EXPLAIN: bool>(
+        &self,
+        xt: &[[f32; LANES]],
+        ct: &mut [[f32; LANES]],
+        fmask: usize,
+    ) -> [usize; LANES] {
+        let mask = self.mask;
+        let walk = &self.walk[..=mask];
+        let edges = if EXPLAIN {
+            &self.edges[..=mask]
+        } else {
+            &[]
+        };
+        let xt = &xt[..=fmask];
+        let ct = if EXPLAIN { &mut ct[..=fmask] } else { ct };
         let mut idx = [0usize; LANES];
         loop {
             // Several unchecked steps per check: leaves loop on themselves, so overshooting
             // is harmless, and most paths are longer than this.
             for _ in 0..STEPS_PER_CHECK {
-                for (j, i) in idx.iter_mut().enumerate().take(k) {
-                    let n = self.walk[*i];
-                    *i = n.left() + usize::from(rows[j * nf + n.feature()] > n.threshold);
-                }
-            }
-            if idx[..k]
-                .iter()
-                .all(|&i| self.walk[i].threshold == f32::INFINITY)
-            {
-                break;
-            }
-        }
-        for (a, &i) in acc.iter_mut().zip(&idx) {
-            *a += self.nodes[i].threshold;
-        }
-    }
-
-    /// [`Tree::add_leaves`], also adding each row's decision-path contributions into
-    /// `contrib` (row-major, `nf` wide): the same lock-step walk, one more add per step.
-    #[inline]
-    fn add_leaves_explained(&self, rows: &[f32], nf: usize, acc: &mut [f32], contrib: &mut [f32]) {
-        let k = acc.len();
-        let mut idx = [0usize; LANES];
-        loop {
-            for _ in 0..STEPS_PER_CHECK {
-                for (j, i) in idx.iter_mut().enumerate().take(k) {
-                    let n = self.walk[*i];
-                    let f = n.feature();
-                    let go = usize::from(rows[j * nf + f] > n.threshold);
-                    contrib[j * nf + f] += self.edges[*i][go];
+                for (j, i) in idx.iter_mut().enumerate() {
+                    let at = *i & mask;
+                    let n = if EXPLAIN { edges[at].node } else { walk[at] };
+                    let f = n.feature() & fmask;
+                    let go = usize::from(xt[f][j] > n.threshold);
+                    if EXPLAIN {
+                        ct[f][j] += edges[at].edges[go];
+                    }
                     *i = n.left() + go;
                 }
             }
-            if idx[..k]
+            if idx
                 .iter()
-                .all(|&i| self.walk[i].threshold == f32::INFINITY)
+                .all(|&i| walk[i & mask].threshold == f32::INFINITY)
             {
-                break;
+                return idx.map(|i| i & mask);
             }
         }
-        for (a, &i) in acc.iter_mut().zip(&idx) {
-            *a += self.nodes[i].threshold;
-        }
+    }
+
+    /// The fraud probability of the leaf at `i` (a walk's end).
+    #[inline(always)]
+    fn leaf_value(&self, i: usize) -> f32 {
+        self.nodes.get(i).map_or(0.0, |n| n.threshold)
     }
 
     fn validate(&self, tree: usize, n_features: usize) -> Result<(), TreeError> {
@@ -389,44 +398,71 @@ impl Forest {
     #[must_use]
     pub fn predict_one(&self, x: &[f32]) -> f32 {
         assert!(x.len() >= self.n_features, "row has too few features");
-        // One row: interleave trees instead of rows.
-        let sum = self.walk_one(x, |_, _, _| {});
+        let sum = self.walk_one(x, |_, _, _, _| {});
         sum / self.trees.len() as f32
     }
 
-    /// One row through every tree, trees walked in lock-step groups of [`LANES`]: calls
-    /// `visit(tree, node, go)` for each split taken (`go` 0 left, 1 right) and returns the
-    /// sum of the leaf values reached.
+    /// One row through every tree, trees walked in lock-step groups of [`LANES`] (one
+    /// row leaves no rows to interleave): calls `visit(tree, node, go, feature)` for each
+    /// step (`go` 0 left, 1 right) and returns the sum of the leaf values reached.
     #[inline(always)]
-    fn walk_one(&self, x: &[f32], mut visit: impl FnMut(&Tree, usize, usize)) -> f32 {
+    fn walk_one(&self, x: &[f32], mut visit: impl FnMut(&Tree, usize, usize, usize)) -> f32 {
+        // Every feature a node can name (8 bits) indexes this without a bounds check.
+        let mut row = [0f32; MAX_FEATURES + 1];
+        let nf = self.n_features;
+        row[..nf].copy_from_slice(&x[..nf]);
         let mut sum = 0f32;
         for group in self.trees.chunks(LANES) {
             let mut idx = [0usize; LANES];
             loop {
-                let mut moved = false;
-                for (t, i) in group.iter().zip(idx.iter_mut()) {
-                    let n = t.walk[*i];
-                    let go = usize::from(x[n.feature()] > n.threshold);
-                    visit(t, *i, go);
-                    let next = n.left() + go;
-                    moved |= next != *i;
-                    *i = next;
+                for _ in 0..STEPS_PER_CHECK {
+                    for (t, i) in group.iter().zip(idx.iter_mut()) {
+                        let at = *i & t.mask;
+                        let n = t.walk[at];
+                        let f = n.feature();
+                        let go = usize::from(row[f] > n.threshold);
+                        visit(t, at, go, f);
+                        *i = n.left() + go;
+                    }
                 }
-                if !moved {
+                if group
+                    .iter()
+                    .zip(&idx)
+                    .all(|(t, &i)| t.walk[i & t.mask].threshold == f32::INFINITY)
+                {
                     break;
                 }
             }
             sum += group
                 .iter()
                 .zip(&idx)
-                .map(|(t, &i)| t.nodes[i].threshold)
+                .map(|(t, &i)| t.leaf_value(i & t.mask))
                 .sum::<f32>();
         }
         sum
     }
 
-    /// Score a row-major matrix into `out` on the current thread, block by block so that
-    /// each tree is walked for many rows while its top levels are in cache.
+    /// Walk `x` (row-major) block by block, so that each tree is walked for many rows
+    /// while its top levels are in cache: for each block, `block(first_row, rows, walk)`
+    /// gets the block's place and a [`BlockWalk`] over its lock-step groups.
+    fn for_each_block(&self, x: &[f32], mut block: impl FnMut(usize, usize, BlockWalk<'_>)) {
+        let nf = self.n_features;
+        let fpad = nf.next_power_of_two();
+        let mut xt = vec![[0f32; LANES]; BLOCK_ROWS / LANES * fpad];
+        for (b, xs) in x.chunks(BLOCK_ROWS * nf).enumerate() {
+            let rows = xs.len() / nf;
+            fill_groups(xs, nf, fpad, &mut xt);
+            let walk = BlockWalk {
+                trees: &self.trees,
+                xt: &xt,
+                groups: rows.div_ceil(LANES),
+                fpad,
+            };
+            block(b * BLOCK_ROWS, rows, walk);
+        }
+    }
+
+    /// Score a row-major matrix into `out` on the current thread.
     ///
     /// # Panics
     /// If `x.len() != out.len() * n_features`.
@@ -438,21 +474,19 @@ impl Forest {
             "matrix shape does not match output"
         );
         let inv = 1.0 / self.trees.len() as f32;
-        for (xs, os) in x.chunks(BLOCK_ROWS * nf).zip(out.chunks_mut(BLOCK_ROWS)) {
-            os.fill(0.0);
-            for t in &self.trees {
-                for (o, rows) in os.chunks_mut(LANES).zip(xs.chunks(LANES * nf)) {
-                    t.add_leaves(rows, nf, o);
-                }
+        self.for_each_block(x, |first, rows, walk| {
+            let mut acc = [0f32; BLOCK_ROWS];
+            walk.run::<false>(&mut acc, &mut []);
+            for (o, a) in out[first..first + rows].iter_mut().zip(&acc) {
+                *o = a * inv;
             }
-            os.iter_mut().for_each(|o| *o *= inv);
-        }
+        });
     }
 
     /// Score a row-major matrix into `out` and explain every score in the same walk: row
     /// `r`'s decision-path contributions go to `contrib[r * n_features..]` (overwritten),
     /// averaged over trees, so that [`Forest::bias`] plus a row's contributions equals its
-    /// score (up to rounding). No allocation.
+    /// score (up to rounding). No allocation per row.
     ///
     /// # Panics
     /// If the shapes of `x`, `out` and `contrib` do not match.
@@ -469,25 +503,22 @@ impl Forest {
             "one contribution per feature and row"
         );
         let inv = 1.0 / self.trees.len() as f32;
-        contrib.fill(0.0);
-        for ((xs, os), cs) in x
-            .chunks(BLOCK_ROWS * nf)
-            .zip(out.chunks_mut(BLOCK_ROWS))
-            .zip(contrib.chunks_mut(BLOCK_ROWS * nf))
-        {
-            os.fill(0.0);
-            for t in &self.trees {
-                for ((o, rows), c) in os
-                    .chunks_mut(LANES)
-                    .zip(xs.chunks(LANES * nf))
-                    .zip(cs.chunks_mut(LANES * nf))
-                {
-                    t.add_leaves_explained(rows, nf, o, c);
+        let fpad = nf.next_power_of_two();
+        // Contributions per group, feature-major like the rows.
+        let mut ct = vec![[0f32; LANES]; BLOCK_ROWS / LANES * fpad];
+        self.for_each_block(x, |first, rows, walk| {
+            let mut acc = [0f32; BLOCK_ROWS];
+            ct.fill([0.0; LANES]);
+            walk.run::<true>(&mut acc, &mut ct);
+            for r in 0..rows {
+                out[first + r] = acc[r] * inv;
+                let cg = &ct[r / LANES * fpad..];
+                let row = &mut contrib[(first + r) * nf..(first + r + 1) * nf];
+                for (f, c) in row.iter_mut().enumerate() {
+                    *c = cg[f][r % LANES] * inv;
                 }
             }
-            os.iter_mut().for_each(|o| *o *= inv);
-            cs.iter_mut().for_each(|c| *c *= inv);
-        }
+        });
     }
 
     /// [`Forest::predict_explain_into`] for one row: trees walked in lock-step instead of
@@ -499,10 +530,14 @@ impl Forest {
     pub fn predict_explain_one(&self, x: &[f32], contrib: &mut [f32]) -> f32 {
         let nf = self.n_features;
         assert!(x.len() == nf && contrib.len() == nf, "one row of features");
-        contrib.fill(0.0);
-        let sum = self.walk_one(x, |t, i, go| contrib[t.walk[i].feature()] += t.edges[i][go]);
+        let mut c = [0f32; MAX_FEATURES + 1];
+        let sum = self.walk_one(x, |t, i, go, f| {
+            c[f] += t.edges.get(i).map_or(0.0, |e| e.edges[go]);
+        });
         let inv = 1.0 / self.trees.len() as f32;
-        contrib.iter_mut().for_each(|c| *c *= inv);
+        for (o, v) in contrib.iter_mut().zip(&c) {
+            *o = v * inv;
+        }
         sum * inv
     }
 
@@ -564,6 +599,56 @@ impl Forest {
         let mut top = Vec::with_capacity(k);
         top_k_into(&c, k, &mut top);
         top
+    }
+}
+
+/// One block's lock-step groups, ready to walk (see [`Forest::for_each_block`]).
+struct BlockWalk<'a> {
+    trees: &'a [Tree],
+    /// The groups, feature-major, `fpad` entries each (see [`fill_groups`]).
+    xt: &'a [[f32; LANES]],
+    groups: usize,
+    fpad: usize,
+}
+
+impl BlockWalk<'_> {
+    /// Walk every group through every tree, adding each row's leaf value to `acc[row]`
+    /// and, with `EXPLAIN`, its contributions to `ct` (shaped like the groups).
+    #[inline(always)]
+    fn run<const EXPLAIN: bool>(&self, acc: &mut [f32; BLOCK_ROWS], ct: &mut [[f32; LANES]]) {
+        let fmask = self.fpad - 1;
+        for t in self.trees {
+            for (g, (xg, acc)) in self
+                .xt
+                .chunks_exact(self.fpad)
+                .zip(acc.chunks_exact_mut(LANES))
+                .take(self.groups)
+                .enumerate()
+            {
+                let cg = if EXPLAIN {
+                    &mut ct[g * self.fpad..(g + 1) * self.fpad]
+                } else {
+                    &mut []
+                };
+                let idx = t.walk_lanes::<EXPLAIN>(xg, cg, fmask);
+                for (a, &i) in acc.iter_mut().zip(&idx) {
+                    *a += t.leaf_value(i);
+                }
+            }
+        }
+    }
+}
+
+/// Copy the rows of `xs` (row-major, `nf` wide, at most [`BLOCK_ROWS`]) into lock-step
+/// groups, feature-major: row `r`'s feature `f` goes to `xt[(r / LANES) * fpad + f][r %
+/// LANES]`. Lanes past the last row and features past `nf` are zero.
+fn fill_groups(xs: &[f32], nf: usize, fpad: usize, xt: &mut [[f32; LANES]]) {
+    xt.fill([0.0; LANES]);
+    for (r, row) in xs.chunks_exact(nf).enumerate() {
+        let g = &mut xt[r / LANES * fpad..];
+        for (f, &v) in row.iter().enumerate() {
+            g[f][r % LANES] = v;
+        }
     }
 }
 

@@ -121,10 +121,8 @@ impl CsvLayout {
         let mut terminal_id = None;
         let mut event_time = None;
         let non_empty = |s: &str| (!s.trim().is_empty()).then(|| s.trim().to_owned());
-        for (col, bytes) in self.columns.iter().zip(fields.iter()) {
-            let text = std::str::from_utf8(bytes).map_err(|e| RecordErrorKind::NotUtf8 {
-                offset: e.valid_up_to(),
-            })?;
+        for (col, text) in self.columns.iter().zip(fields.texts()) {
+            let text = text.map_err(|offset| RecordErrorKind::NotUtf8 { offset })?;
             match *col {
                 Column::Field(i) => values[i] = parse_number(FIELD_NAMES[i], text)?,
                 Column::Class => {
@@ -155,13 +153,17 @@ impl CsvLayout {
     }
 }
 
-/// The fields of one line, split by `csv_core` into reused buffers.
+/// The fields of one line, split into reused buffers: field `i` is
+/// `data[starts[i]..ends[i]]`.
 #[derive(Debug)]
 pub struct Fields {
     splitter: csv_core::Reader,
     data: Vec<u8>,
+    starts: Vec<usize>,
     ends: Vec<usize>,
     count: usize,
+    /// `data` is known to be UTF-8 (the fast path checked the whole line at once).
+    utf8: bool,
 }
 
 impl Default for Fields {
@@ -169,8 +171,10 @@ impl Default for Fields {
         Self {
             splitter: csv_core::Reader::new(),
             data: Vec::new(),
+            starts: vec![0; MAX_COLUMNS],
             ends: vec![0; MAX_COLUMNS],
             count: 0,
+            utf8: false,
         }
     }
 }
@@ -181,7 +185,9 @@ impl Fields {
         if self.split_plain(line) {
             return Ok(());
         }
-        self.split_csv(line)
+        self.split_csv(line)?;
+        self.contiguous();
+        Ok(())
     }
 
     /// The CSV state machine (`csv_core`): quotes, doubled quotes, `\r`, anything.
@@ -231,30 +237,48 @@ impl Fields {
         Ok(())
     }
 
+    /// Fields laid end to end in `data` (the state machine's output): each starts where
+    /// the one before ends.
+    fn contiguous(&mut self) {
+        self.utf8 = false;
+        for i in 0..self.count {
+            self.starts[i] = if i == 0 { 0 } else { self.ends[i - 1] };
+        }
+    }
+
     /// The fast path of [`Fields::split`]: a line whose quotes, if any, each wrap a whole
     /// field with no quote or comma inside (the Kaggle file quotes its `Class`) splits on
     /// commas, with the same result as the CSV state machine. Anything else (empty,
     /// a `\r`, a quote elsewhere, too many fields) returns `false` and takes the slow path.
     fn split_plain(&mut self, line: &[u8]) -> bool {
-        if line.is_empty() || line.contains(&b'\r') || line.contains(&b'\n') {
+        if line.is_empty() || memchr::memchr2(b'\r', b'\n', line).is_some() {
             return false;
         }
         self.data.clear();
-        let mut n = 0;
-        for field in line.split(|&b| b == b',') {
-            let inner = match field {
-                [b'"', inner @ .., b'"'] if !inner.contains(&b'"') => inner,
-                f if !f.contains(&b'"') => f,
-                _ => return false,
-            };
+        self.data.extend_from_slice(line);
+        let (mut n, mut start, mut quoted) = (0, 0, 0);
+        let ends = memchr::memchr_iter(b',', line).chain(std::iter::once(line.len()));
+        for end in ends {
             if n == MAX_COLUMNS {
                 return false;
             }
-            self.data.extend_from_slice(inner);
-            self.ends[n] = self.data.len();
+            let (mut s, mut e) = (start, end);
+            if e - s >= 2 && line[s] == b'"' && line[e - 1] == b'"' {
+                (s, e) = (s + 1, e - 1);
+                quoted += 1;
+            }
+            self.starts[n] = s;
+            self.ends[n] = e;
             n += 1;
+            start = end + 1;
+        }
+        // Every quote must be one that wraps a whole field (two per quoted field).
+        if memchr::memchr_iter(b'"', line).count() != 2 * quoted {
+            return false;
         }
         self.count = n;
+        // One check of the whole line: fields split at ASCII bytes stay UTF-8.
+        self.utf8 = std::str::from_utf8(line).is_ok();
         true
     }
 
@@ -272,11 +296,27 @@ impl Fields {
 
     /// The fields' bytes, unquoted.
     pub fn iter(&self) -> impl Iterator<Item = &[u8]> {
-        let ends = &self.ends[..self.count];
-        ends.iter().enumerate().map(move |(i, &end)| {
-            let start = if i == 0 { 0 } else { ends[i - 1] };
-            &self.data[start..end]
-        })
+        self.starts[..self.count]
+            .iter()
+            .zip(&self.ends[..self.count])
+            .map(|(&s, &e)| &self.data[s..e])
+    }
+
+    /// The fields as text, with the byte offset of the first invalid UTF-8 in a field
+    /// that is not.
+    fn texts(&self) -> impl Iterator<Item = Result<&str, usize>> {
+        let whole = if self.utf8 {
+            std::str::from_utf8(&self.data).ok()
+        } else {
+            None
+        };
+        self.starts[..self.count]
+            .iter()
+            .zip(&self.ends[..self.count])
+            .map(move |(&s, &e)| match whole.and_then(|w| w.get(s..e)) {
+                Some(text) => Ok(text),
+                None => std::str::from_utf8(&self.data[s..e]).map_err(|err| err.valid_up_to()),
+            })
     }
 }
 
@@ -432,6 +472,7 @@ mod tests {
     fn split_slow(line: &[u8]) -> Result<Vec<Vec<u8>>, String> {
         let mut g = Fields::default();
         g.split_csv(line).map_err(|e| e.to_string())?;
+        g.contiguous();
         Ok(g.iter().map(<[u8]>::to_vec).collect())
     }
 

@@ -82,7 +82,12 @@ impl Webhook {
             .https_or_http()
             .enable_http1()
             .build();
-        let client = Client::builder(TokioExecutor::new()).build(https);
+        // The sink's own retry loop counts every attempt (`attempts` is a promise to the
+        // endpoint's owner): the client must not re-send a request on a new connection
+        // behind it when a pooled one turns out to be closed.
+        let client = Client::builder(TokioExecutor::new())
+            .retry_canceled_requests(false)
+            .build(https);
         Ok(Self {
             client,
             uri,
