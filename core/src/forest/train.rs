@@ -705,14 +705,30 @@ mod tests {
             .collect();
         let t = train(&x, &y, nf, &params(13), &|| {}).unwrap();
         let batch = t.forest.predict_batch(&x);
+        let mut explained = vec![0f32; n];
+        let mut contrib = vec![0f32; n * nf];
+        t.forest
+            .predict_explain_into(&x, &mut explained, &mut contrib);
+        let mut one = vec![0f32; nf];
         for i in 0..n {
             let row = &x[i * nf..(i + 1) * nf];
             let want = reference(&t.forest, row);
             assert!((batch[i] - want).abs() < 1e-6, "batch row {i}");
+            assert!((explained[i] - want).abs() < 1e-6, "explained row {i}");
             assert!(
                 (t.forest.predict_one(row) - want).abs() < 1e-6,
                 "single row {i}"
             );
+            let score = t.forest.predict_explain_one(row, &mut one);
+            assert!((score - want).abs() < 1e-6, "explained single row {i}");
+            let (_, c) = t.forest.contributions(row);
+            for f in 0..nf {
+                assert!(
+                    (c[f] - contrib[i * nf + f]).abs() < 1e-5,
+                    "row {i} feature {f}"
+                );
+                assert!((c[f] - one[f]).abs() < 1e-5, "single row {i} feature {f}");
+            }
         }
     }
 

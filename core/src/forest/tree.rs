@@ -147,64 +147,17 @@ pub enum TreeError {
 }
 
 /// One tree: nodes, and each node's fraud probability (used for explanations).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Tree {
     nodes: Vec<Node>,
     values: Vec<f32>,
-    /// The nodes with every leaf turned into a self-loop (threshold +inf, left child
-    /// itself), so a walk can keep stepping after it arrives: lock-step walks then need
-    /// no per-row exit branch. Derived from `nodes`; not stored in model files.
-    walk: Vec<Node>,
-    /// `walk` with each node's edge deltas: derived when the model loads, so explaining
-    /// a score costs one add per step of the walk that scores it.
-    edges: Vec<Explained>,
-    /// `walk.len() - 1` (a power of two minus one): walks index `walk[i & mask]`.
-    mask: usize,
-}
-
-impl PartialEq for Tree {
-    fn eq(&self, other: &Self) -> bool {
-        self.nodes == other.nodes && self.values == other.values
-    }
 }
 
 impl Tree {
     /// A tree from its arrays (checked by [`Forest::new`]).
     #[must_use]
     pub fn new(nodes: Vec<Node>, values: Vec<f32>) -> Self {
-        // Padded to a power of two with self-looping leaves that no walk reaches, so that
-        // a masked index needs no bounds check.
-        let len = nodes.len().max(1).next_power_of_two();
-        let self_loop = |i: usize| Node {
-            threshold: f32::INFINITY,
-            meta: i as u32 & CHILD_MASK,
-        };
-        let walk = (0..len)
-            .map(|i| match nodes.get(i) {
-                Some(n) if !n.is_leaf() => *n,
-                _ => self_loop(i),
-            })
-            .collect();
-        let at = |j: usize| values.get(j).copied().unwrap_or(0.0);
-        let edges = (0..len)
-            .map(|i| match nodes.get(i) {
-                Some(n) if !n.is_leaf() => Explained {
-                    node: *n,
-                    edges: [at(n.left()) - at(i), at(n.left() + 1) - at(i)],
-                },
-                _ => Explained {
-                    node: self_loop(i),
-                    edges: [0.0, 0.0],
-                },
-            })
-            .collect();
-        Self {
-            nodes,
-            values,
-            walk,
-            edges,
-            mask: len - 1,
-        }
+        Self { nodes, values }
     }
 
     /// The nodes.
@@ -233,59 +186,6 @@ impl Tree {
             }
         }
         max
-    }
-
-    /// Walk one group of [`LANES`] rows in lock-step to their leaves and return the
-    /// leaves' indices. `xt` holds the rows feature-major (`xt[feature][lane]`), one
-    /// entry per feature up to `fmask + 1` (a power of two). With `EXPLAIN`, each step
-    /// also adds its edge's change in value to `ct[feature][lane]` (shaped like `xt`;
-    /// steps on a leaf's self-loop add zero). Indices are masked, never bounds-checked:
-    /// the node arrays are padded to `mask + 1` and features to `fmask + 1`.
-    #[inline(always)]
-    fn walk_lanes<const EXPLAIN: bool>(
-        &self,
-        xt: &[[f32; LANES]],
-        ct: &mut [[f32; LANES]],
-        fmask: usize,
-    ) -> [usize; LANES] {
-        let mask = self.mask;
-        let walk = &self.walk[..=mask];
-        let edges = if EXPLAIN {
-            &self.edges[..=mask]
-        } else {
-            &[]
-        };
-        let xt = &xt[..=fmask];
-        let ct = if EXPLAIN { &mut ct[..=fmask] } else { ct };
-        let mut idx = [0usize; LANES];
-        loop {
-            // Several unchecked steps per check: leaves loop on themselves, so overshooting
-            // is harmless, and most paths are longer than this.
-            for _ in 0..STEPS_PER_CHECK {
-                for (j, i) in idx.iter_mut().enumerate() {
-                    let at = *i & mask;
-                    let n = if EXPLAIN { edges[at].node } else { walk[at] };
-                    let f = n.feature() & fmask;
-                    let go = usize::from(xt[f][j] > n.threshold);
-                    if EXPLAIN {
-                        ct[f][j] += edges[at].edges[go];
-                    }
-                    *i = n.left() + go;
-                }
-            }
-            if idx
-                .iter()
-                .all(|&i| walk[i & mask].threshold == f32::INFINITY)
-            {
-                return idx.map(|i| i & mask);
-            }
-        }
-    }
-
-    /// The fraud probability of the leaf at `i` (a walk's end).
-    #[inline(always)]
-    fn leaf_value(&self, i: usize) -> f32 {
-        self.nodes.get(i).map_or(0.0, |n| n.threshold)
     }
 
     fn validate(&self, tree: usize, n_features: usize) -> Result<(), TreeError> {
@@ -349,10 +249,151 @@ impl Tree {
 }
 
 /// A validated forest. The score of a row is the mean of its leaves' fraud probabilities.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Forest {
     n_features: usize,
     trees: Vec<Tree>,
+    walk: Walk,
+}
+
+/// Every tree's nodes in one array, as the scoring walks read them (derived when the
+/// model loads; not stored in model files). Tree `t` starts at `bases[t]`, padded to a
+/// power of two, and keeps its own (relative) child indices, so a step is `i = left +
+/// go`. Every leaf loops on itself (threshold +inf, left child itself), so lock-step
+/// walks can keep stepping after they arrive and need no per-row exit branch. The whole
+/// array is padded to a power of two too: a masked index, into one tree or into the
+/// whole array, needs no bounds check. One more leaf after the last tree, `pad`, scores
+/// 0 and names feature 0: lanes with no tree walk it.
+#[derive(Debug, Clone)]
+struct Walk {
+    nodes: Vec<Node>,
+    /// `nodes` with each split's edge deltas and each leaf's value, side by side, so
+    /// that explaining a score costs one add per step of the walk that scores it.
+    explained: Vec<Explained>,
+    bases: Vec<usize>,
+    /// Tree `t` is padded to `masks[t] + 1` nodes (a power of two).
+    masks: Vec<usize>,
+    pad: usize,
+}
+
+impl Walk {
+    fn new(trees: &[Tree]) -> Self {
+        let leaf = |i: usize, value: f32| {
+            let node = Node {
+                threshold: f32::INFINITY,
+                meta: i as u32 & CHILD_MASK,
+            };
+            Explained {
+                node,
+                edges: [0.0, value],
+            }
+        };
+        let mut explained = Vec::new();
+        let mut bases = Vec::with_capacity(trees.len());
+        let mut masks = Vec::with_capacity(trees.len());
+        for t in trees {
+            let base = explained.len();
+            let len = t.nodes.len().max(1).next_power_of_two();
+            let at = |j: usize| t.values.get(j).copied().unwrap_or(0.0);
+            explained.extend((0..len).map(|i| match t.nodes.get(i) {
+                Some(n) if !n.is_leaf() => Explained {
+                    node: *n,
+                    edges: [at(n.left()) - at(i), at(n.left() + 1) - at(i)],
+                },
+                Some(n) => leaf(i, n.threshold),
+                None => leaf(i, 0.0),
+            }));
+            bases.push(base);
+            masks.push(len - 1);
+        }
+        let pad = explained.len();
+        let len = (pad + 1).next_power_of_two();
+        explained.resize(len, leaf(0, 0.0));
+        Self {
+            nodes: explained.iter().map(|e| e.node).collect(),
+            explained,
+            bases,
+            masks,
+            pad,
+        }
+    }
+
+    /// Lanes walking one tree each, all at `row` (one-row scoring).
+    #[inline(always)]
+    fn trees<const EXPLAIN: bool>(
+        &self,
+        trees: &[usize],
+        row: &Row,
+        ct: &mut [Row; LANES],
+    ) -> [f32; LANES] {
+        let base = std::array::from_fn(|j| trees.get(j).copied().unwrap_or(self.pad));
+        let mask = self.nodes.len() - 1;
+        lanes::<EXPLAIN>(&self.nodes, &self.explained, mask, base, |_| row, ct)
+    }
+
+    /// Lanes walking tree `t`, one row each (batch scoring).
+    #[inline(always)]
+    fn rows<const EXPLAIN: bool>(
+        &self,
+        t: usize,
+        xs: &Group,
+        ct: &mut [Row; LANES],
+    ) -> [f32; LANES] {
+        let (base, mask) = (self.bases[t], self.masks[t]);
+        let (nodes, explained) = (&self.nodes[base..], &self.explained[base..]);
+        lanes::<EXPLAIN>(nodes, explained, mask, [0; LANES], |j| &xs[j], ct)
+    }
+}
+
+/// Walk [`LANES`] walks in lock-step to their leaves and return each leaf's value: lane
+/// `j` walks from `nodes[base[j]]` with row `xs(j)`, reading node `(base[j] + i) & mask`
+/// (`nodes` and `explained` are `mask + 1` long). With `EXPLAIN`, each step also adds
+/// its edge's change in value to `ct[j][feature]` (steps on a leaf's self-loop add
+/// zero). No index is bounds-checked at run time: node indices are masked and rows are
+/// padded to every feature a node can name.
+#[inline(always)]
+fn lanes<'a, const EXPLAIN: bool>(
+    nodes: &[Node],
+    explained: &[Explained],
+    mask: usize,
+    base: [usize; LANES],
+    xs: impl Fn(usize) -> &'a Row,
+    ct: &mut [Row; LANES],
+) -> [f32; LANES] {
+    // Lengths the compiler can see, so that masked indices need no checks.
+    let (nodes, explained) = (&nodes[..=mask], &explained[..=mask]);
+    let mut idx = [0usize; LANES];
+    loop {
+        // Several unchecked steps per check: leaves loop on themselves, so overshooting is
+        // harmless, and most paths are longer than this.
+        for _ in 0..STEPS_PER_CHECK {
+            for j in 0..LANES {
+                let at = (base[j] + idx[j]) & mask;
+                let n = if EXPLAIN {
+                    explained[at].node
+                } else {
+                    nodes[at]
+                };
+                let f = n.feature();
+                let go = usize::from(xs(j)[f] > n.threshold);
+                if EXPLAIN {
+                    ct[j][f] += explained[at].edges[go];
+                }
+                idx[j] = n.left() + go;
+            }
+        }
+        if (0..LANES).all(|j| nodes[(base[j] + idx[j]) & mask].threshold == f32::INFINITY) {
+            // A leaf keeps its value where its self-loop's right edge would be.
+            return std::array::from_fn(|j| explained[(base[j] + idx[j]) & mask].edges[1]);
+        }
+    }
+}
+
+impl PartialEq for Forest {
+    /// The same trees over the same features (the walk is derived from them).
+    fn eq(&self, other: &Self) -> bool {
+        self.n_features == other.n_features && self.trees == other.trees
+    }
 }
 
 impl Forest {
@@ -370,7 +411,12 @@ impl Forest {
         for (i, t) in trees.iter().enumerate() {
             t.validate(i, n_features)?;
         }
-        Ok(Self { n_features, trees })
+        let walk = Walk::new(&trees);
+        Ok(Self {
+            n_features,
+            trees,
+            walk,
+        })
     }
 
     /// Number of input features.
@@ -398,68 +444,61 @@ impl Forest {
     #[must_use]
     pub fn predict_one(&self, x: &[f32]) -> f32 {
         assert!(x.len() >= self.n_features, "row has too few features");
-        let sum = self.walk_one(x, |_, _, _, _| {});
-        sum / self.trees.len() as f32
+        let mut ct = [[0.0; MAX_FEATURES + 1]; LANES];
+        self.walk_one::<false>(x, &mut ct) / self.trees.len() as f32
     }
 
     /// One row through every tree, trees walked in lock-step groups of [`LANES`] (one
-    /// row leaves no rows to interleave): calls `visit(tree, node, go, feature)` for each
-    /// step (`go` 0 left, 1 right) and returns the sum of the leaf values reached.
+    /// row leaves no rows to interleave); returns the sum of the leaf values reached and,
+    /// with `EXPLAIN`, adds each group's contributions to `ct` (one row per lane: the
+    /// caller sums them).
     #[inline(always)]
-    fn walk_one(&self, x: &[f32], mut visit: impl FnMut(&Tree, usize, usize, usize)) -> f32 {
-        // Every feature a node can name (8 bits) indexes this without a bounds check.
+    fn walk_one<const EXPLAIN: bool>(&self, x: &[f32], ct: &mut [Row; LANES]) -> f32 {
         let mut row = [0f32; MAX_FEATURES + 1];
         let nf = self.n_features;
         row[..nf].copy_from_slice(&x[..nf]);
         let mut sum = 0f32;
-        for group in self.trees.chunks(LANES) {
-            let mut idx = [0usize; LANES];
-            loop {
-                for _ in 0..STEPS_PER_CHECK {
-                    for (t, i) in group.iter().zip(idx.iter_mut()) {
-                        let at = *i & t.mask;
-                        let n = t.walk[at];
-                        let f = n.feature();
-                        let go = usize::from(row[f] > n.threshold);
-                        visit(t, at, go, f);
-                        *i = n.left() + go;
-                    }
-                }
-                if group
-                    .iter()
-                    .zip(&idx)
-                    .all(|(t, &i)| t.walk[i & t.mask].threshold == f32::INFINITY)
-                {
-                    break;
-                }
-            }
-            sum += group
+        for trees in self.walk.bases.chunks(LANES) {
+            sum += self
+                .walk
+                .trees::<EXPLAIN>(trees, &row, ct)
                 .iter()
-                .zip(&idx)
-                .map(|(t, &i)| t.leaf_value(i & t.mask))
                 .sum::<f32>();
         }
         sum
     }
 
     /// Walk `x` (row-major) block by block, so that each tree is walked for many rows
-    /// while its top levels are in cache: for each block, `block(first_row, rows, walk)`
-    /// gets the block's place and a [`BlockWalk`] over its lock-step groups.
-    fn for_each_block(&self, x: &[f32], mut block: impl FnMut(usize, usize, BlockWalk<'_>)) {
+    /// while its top levels are in cache. For each block, `block(first_row, rows, walk)`
+    /// gets the block's place and a [`BlockWalk`] over its lock-step groups, with this
+    /// thread's scratch for contributions (zeroed over the model's features).
+    fn for_each_block(
+        &self,
+        x: &[f32],
+        mut block: impl FnMut(usize, usize, BlockWalk<'_>, &mut [Group]),
+    ) {
         let nf = self.n_features;
-        let fpad = nf.next_power_of_two();
-        let mut xt = vec![[0f32; LANES]; BLOCK_ROWS / LANES * fpad];
-        for (b, xs) in x.chunks(BLOCK_ROWS * nf).enumerate() {
-            let rows = xs.len() / nf;
-            fill_groups(xs, nf, fpad, &mut xt);
-            let walk = BlockWalk {
-                trees: &self.trees,
-                xt: &xt,
-                groups: rows.div_ceil(LANES),
-                fpad,
-            };
-            block(b * BLOCK_ROWS, rows, walk);
-        }
+        SCRATCH.with_borrow_mut(|(xs, ct)| {
+            let groups = (x.len() / nf).min(BLOCK_ROWS).div_ceil(LANES);
+            for v in [&mut *xs, &mut *ct] {
+                if v.len() < groups {
+                    v.resize(groups, [[0.0; MAX_FEATURES + 1]; LANES]);
+                }
+            }
+            for (b, rows) in x.chunks(BLOCK_ROWS * nf).enumerate() {
+                let n = rows.len() / nf;
+                let groups = n.div_ceil(LANES);
+                fill_groups(rows, nf, &mut xs[..groups]);
+                for lane in ct[..groups].iter_mut().flatten() {
+                    lane[..nf].fill(0.0);
+                }
+                let walk = BlockWalk {
+                    walk: &self.walk,
+                    xs: &xs[..groups],
+                };
+                block(b * BLOCK_ROWS, n, walk, &mut ct[..groups]);
+            }
+        });
     }
 
     /// Score a row-major matrix into `out` on the current thread.
@@ -474,9 +513,9 @@ impl Forest {
             "matrix shape does not match output"
         );
         let inv = 1.0 / self.trees.len() as f32;
-        self.for_each_block(x, |first, rows, walk| {
+        self.for_each_block(x, |first, rows, walk, ct| {
             let mut acc = [0f32; BLOCK_ROWS];
-            walk.run::<false>(&mut acc, &mut []);
+            walk.run::<false>(&mut acc, ct);
             for (o, a) in out[first..first + rows].iter_mut().zip(&acc) {
                 *o = a * inv;
             }
@@ -503,19 +542,15 @@ impl Forest {
             "one contribution per feature and row"
         );
         let inv = 1.0 / self.trees.len() as f32;
-        let fpad = nf.next_power_of_two();
-        // Contributions per group, feature-major like the rows.
-        let mut ct = vec![[0f32; LANES]; BLOCK_ROWS / LANES * fpad];
-        self.for_each_block(x, |first, rows, walk| {
+        self.for_each_block(x, |first, rows, walk, ct| {
             let mut acc = [0f32; BLOCK_ROWS];
-            ct.fill([0.0; LANES]);
-            walk.run::<true>(&mut acc, &mut ct);
-            for r in 0..rows {
+            walk.run::<true>(&mut acc, ct);
+            let lanes = ct.iter().flatten().take(rows);
+            let outs = contrib[first * nf..(first + rows) * nf].chunks_exact_mut(nf);
+            for (r, (lane, row)) in lanes.zip(outs).enumerate() {
                 out[first + r] = acc[r] * inv;
-                let cg = &ct[r / LANES * fpad..];
-                let row = &mut contrib[(first + r) * nf..(first + r + 1) * nf];
-                for (f, c) in row.iter_mut().enumerate() {
-                    *c = cg[f][r % LANES] * inv;
+                for (c, v) in row.iter_mut().zip(lane) {
+                    *c = v * inv;
                 }
             }
         });
@@ -530,13 +565,11 @@ impl Forest {
     pub fn predict_explain_one(&self, x: &[f32], contrib: &mut [f32]) -> f32 {
         let nf = self.n_features;
         assert!(x.len() == nf && contrib.len() == nf, "one row of features");
-        let mut c = [0f32; MAX_FEATURES + 1];
-        let sum = self.walk_one(x, |t, i, go, f| {
-            c[f] += t.edges.get(i).map_or(0.0, |e| e.edges[go]);
-        });
+        let mut ct = [[0.0; MAX_FEATURES + 1]; LANES];
+        let sum = self.walk_one::<true>(x, &mut ct);
         let inv = 1.0 / self.trees.len() as f32;
-        for (o, v) in contrib.iter_mut().zip(&c) {
-            *o = v * inv;
+        for (f, o) in contrib.iter_mut().enumerate() {
+            *o = ct.iter().map(|lane| lane[f]).sum::<f32>() * inv;
         }
         sum * inv
     }
@@ -602,52 +635,56 @@ impl Forest {
     }
 }
 
+/// One row padded to every feature a node can name (8 bits), so that indexing it by a
+/// node's feature needs no bounds check. Only the model's features are ever read.
+type Row = [f32; MAX_FEATURES + 1];
+
+/// One lock-step group of rows.
+type Group = [Row; LANES];
+
+thread_local! {
+    /// Each thread's scratch for batch walks: one block's rows and contributions, in
+    /// lock-step groups (grown once, reused by every call on the thread).
+    static SCRATCH: std::cell::RefCell<(Vec<Group>, Vec<Group>)> =
+        const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+}
+
 /// One block's lock-step groups, ready to walk (see [`Forest::for_each_block`]).
 struct BlockWalk<'a> {
-    trees: &'a [Tree],
-    /// The groups, feature-major, `fpad` entries each (see [`fill_groups`]).
-    xt: &'a [[f32; LANES]],
-    groups: usize,
-    fpad: usize,
+    walk: &'a Walk,
+    xs: &'a [Group],
 }
 
 impl BlockWalk<'_> {
     /// Walk every group through every tree, adding each row's leaf value to `acc[row]`
-    /// and, with `EXPLAIN`, its contributions to `ct` (shaped like the groups).
+    /// and, with `EXPLAIN`, its contributions to `ct` (one group per group of rows).
     #[inline(always)]
-    fn run<const EXPLAIN: bool>(&self, acc: &mut [f32; BLOCK_ROWS], ct: &mut [[f32; LANES]]) {
-        let fmask = self.fpad - 1;
-        for t in self.trees {
-            for (g, (xg, acc)) in self
-                .xt
-                .chunks_exact(self.fpad)
+    fn run<const EXPLAIN: bool>(&self, acc: &mut [f32; BLOCK_ROWS], ct: &mut [Group]) {
+        for t in 0..self.walk.bases.len() {
+            for ((xg, cg), acc) in self
+                .xs
+                .iter()
+                .zip(ct.iter_mut())
                 .zip(acc.chunks_exact_mut(LANES))
-                .take(self.groups)
-                .enumerate()
             {
-                let cg = if EXPLAIN {
-                    &mut ct[g * self.fpad..(g + 1) * self.fpad]
-                } else {
-                    &mut []
-                };
-                let idx = t.walk_lanes::<EXPLAIN>(xg, cg, fmask);
-                for (a, &i) in acc.iter_mut().zip(&idx) {
-                    *a += t.leaf_value(i);
+                let leaves = self.walk.rows::<EXPLAIN>(t, xg, cg);
+                for (a, v) in acc.iter_mut().zip(leaves) {
+                    *a += v;
                 }
             }
         }
     }
 }
 
-/// Copy the rows of `xs` (row-major, `nf` wide, at most [`BLOCK_ROWS`]) into lock-step
-/// groups, feature-major: row `r`'s feature `f` goes to `xt[(r / LANES) * fpad + f][r %
-/// LANES]`. Lanes past the last row and features past `nf` are zero.
-fn fill_groups(xs: &[f32], nf: usize, fpad: usize, xt: &mut [[f32; LANES]]) {
-    xt.fill([0.0; LANES]);
-    for (r, row) in xs.chunks_exact(nf).enumerate() {
-        let g = &mut xt[r / LANES * fpad..];
-        for (f, &v) in row.iter().enumerate() {
-            g[f][r % LANES] = v;
+/// Copy the rows of `rows` (row-major, `nf` wide, at most [`BLOCK_ROWS`]) into lock-step
+/// groups: row `r` goes to `xs[r / LANES][r % LANES]`. Lanes past the last row are zero
+/// (walked, never read); features past `nf` are never read.
+fn fill_groups(rows: &[f32], nf: usize, xs: &mut [Group]) {
+    let mut rows = rows.chunks_exact(nf);
+    for lane in xs.iter_mut().flatten() {
+        match rows.next() {
+            Some(row) => lane[..nf].copy_from_slice(row),
+            None => lane[..nf].fill(0.0),
         }
     }
 }
