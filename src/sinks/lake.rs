@@ -420,6 +420,8 @@ impl LakeWriter {
 
     /// Buffer records (a delivered batch) as record batches.
     pub fn push_all(&mut self, records: impl IntoIterator<Item = ScoredRecord>) {
+        let records = records.into_iter();
+        self.pending.reserve(records.size_hint().0);
         for r in records {
             self.add(r);
         }
