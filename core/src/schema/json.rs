@@ -283,6 +283,8 @@ impl Partial {
             });
         }
         let parsed = match v {
+            // Formatted only for the error message of a number that is not finite.
+            Scalar::Num(x) if x.is_finite() => Ok(x),
             Scalar::Num(x) => check_finite(field, x, &x.to_string()),
             Scalar::Int(x) => Ok(x as f64),
             Scalar::Null => Err(RecordErrorKind::MissingField {
