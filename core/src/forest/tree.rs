@@ -15,9 +15,9 @@ pub const MAX_NODES: usize = 1 << 24;
 
 const CHILD_MASK: u32 = (1 << 24) - 1;
 
-/// Rows scored together per tree pass: enough to amortise loading a tree's top levels,
-/// few enough that the rows and their partial sums stay in L1.
-const BLOCK_ROWS: usize = 64;
+/// Rows scored together per tree pass: enough to amortise loading a tree, few enough that
+/// the features the walk reads (two cache lines a row) stay in L1.
+const BLOCK_ROWS: usize = 128;
 
 /// Independent walks advanced in lock-step. Each step of one walk is a dependent load;
 /// interleaving this many lets the CPU overlap them instead of waiting on each.
@@ -270,6 +270,8 @@ struct Walk {
     /// `nodes` with each split's edge deltas and each leaf's value, side by side, so
     /// that explaining a score costs one add per step of the walk that scores it.
     explained: Vec<Explained>,
+    /// Each leaf's value (0 elsewhere), compact for walks that only score.
+    values: Vec<f32>,
     bases: Vec<usize>,
     /// Tree `t` is padded to `masks[t] + 1` nodes (a power of two).
     masks: Vec<usize>,
@@ -311,6 +313,7 @@ impl Walk {
         explained.resize(len, leaf(0, 0.0));
         Self {
             nodes: explained.iter().map(|e| e.node).collect(),
+            values: explained.iter().map(|e| e.edges[1]).collect(),
             explained,
             bases,
             masks,
@@ -328,7 +331,15 @@ impl Walk {
     ) -> [f32; LANES] {
         let base = std::array::from_fn(|j| trees.get(j).copied().unwrap_or(self.pad));
         let mask = self.nodes.len() - 1;
-        lanes::<EXPLAIN>(&self.nodes, &self.explained, mask, base, |_| row, ct)
+        lanes::<EXPLAIN>(
+            &self.nodes,
+            &self.explained,
+            &self.values,
+            mask,
+            base,
+            |_| row,
+            ct,
+        )
     }
 
     /// Lanes walking tree `t`, one row each (batch scoring).
@@ -341,7 +352,8 @@ impl Walk {
     ) -> [f32; LANES] {
         let (base, mask) = (self.bases[t], self.masks[t]);
         let (nodes, explained) = (&self.nodes[base..], &self.explained[base..]);
-        lanes::<EXPLAIN>(nodes, explained, mask, [0; LANES], |j| &xs[j], ct)
+        let values = &self.values[base..];
+        lanes::<EXPLAIN>(nodes, explained, values, mask, [0; LANES], |j| &xs[j], ct)
     }
 }
 
@@ -355,13 +367,14 @@ impl Walk {
 fn lanes<'a, const EXPLAIN: bool>(
     nodes: &[Node],
     explained: &[Explained],
+    values: &[f32],
     mask: usize,
     base: [usize; LANES],
     xs: impl Fn(usize) -> &'a Row,
     ct: &mut [Row; LANES],
 ) -> [f32; LANES] {
     // Lengths the compiler can see, so that masked indices need no checks.
-    let (nodes, explained) = (&nodes[..=mask], &explained[..=mask]);
+    let (nodes, explained, values) = (&nodes[..=mask], &explained[..=mask], &values[..=mask]);
     let mut idx = [0usize; LANES];
     loop {
         // Several unchecked steps per check: leaves loop on themselves, so overshooting is
@@ -384,7 +397,14 @@ fn lanes<'a, const EXPLAIN: bool>(
         }
         if (0..LANES).all(|j| nodes[(base[j] + idx[j]) & mask].threshold == f32::INFINITY) {
             // A leaf keeps its value where its self-loop's right edge would be.
-            return std::array::from_fn(|j| explained[(base[j] + idx[j]) & mask].edges[1]);
+            return std::array::from_fn(|j| {
+                let at = (base[j] + idx[j]) & mask;
+                if EXPLAIN {
+                    explained[at].edges[1]
+                } else {
+                    values[at]
+                }
+            });
         }
     }
 }

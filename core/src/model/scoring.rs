@@ -12,9 +12,9 @@ use crate::forest::Forest;
 use crate::forest::tree::top_k_into;
 use crate::schema::{Dataset, FIELD_NAMES, NUM_FIELDS, Transaction, field_index};
 
-/// Rows per parallel task in [`Model::verdicts`]: one scoring block, and enough
-/// explanation work (about 20 µs a row) to outweigh a task's overhead.
-const VERDICT_CHUNK_ROWS: usize = 64;
+/// Rows per parallel task in [`Model::verdicts`]: one scoring block (a 512-row batch
+/// is four tasks), enough work (about 2 µs a row) to outweigh a task's overhead.
+const VERDICT_CHUNK_ROWS: usize = 128;
 
 /// Below this many rows a block walks its trees, not its rows, in lock-step: the row
 /// lanes would stay mostly empty.
