@@ -4,14 +4,16 @@
 //! without an entity id is refused when the configuration says so; and a model that needs
 //! entity features is refused by a detector that does not compute them.
 
+mod common;
+
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use fraudstream::schema::json::encode_transaction;
-use fraudstream::schema::{ReadOptions, for_each_transaction, read_dataset_with};
-use fraudstream::velocity::{OfflineFeatures, VelocitySpec};
+use fraudstream::schema::{ReadOptions, read_dataset_with};
+use fraudstream::velocity::VelocitySpec;
 use loadgen::simulate::{SimParams, label_json, simulate_transactions};
 
 const EXE: &str = env!("CARGO_BIN_EXE_fraudstream");
@@ -132,30 +134,9 @@ fn publish_model(dir: &Path, sim: &Sim) {
 
 /// Every lake row's stored entity features, by transaction id.
 fn lake_features(dir: &Path) -> HashMap<String, Vec<f32>> {
-    let mut out = HashMap::new();
-    let mut stack = vec![dir.join("lake")];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "parquet") {
-                // The spec tells the reader which columns hold the features; a file that
-                // stores them is read, never recomputed.
-                let mut f = OfflineFeatures::new(VelocitySpec::handbook()).unwrap();
-                for_each_transaction(
-                    p.to_str().unwrap(),
-                    ReadOptions::default(),
-                    Some(&mut f),
-                    |tx| {
-                        out.insert(tx.id, tx.derived);
-                    },
-                )
-                .unwrap();
-            }
-        }
-    }
-    out
+    common::lake_features(&dir.join("lake"), &VelocitySpec::handbook())
+        .into_iter()
+        .collect()
 }
 
 /// A simulated history (nothing stripped), a published model with the handbook's

@@ -1,21 +1,27 @@
 //! Entity features on a real Redis (`scripts/services.sh up redis`): the store passes the
 //! conformance suite; two engines sharing it, with redeliveries between them, serve the
-//! features an offline pass computes and count every transaction once; and while Redis
-//! is down the velocity stage waits and retries, losing nothing.
+//! features an offline pass computes and count every transaction once; while Redis is
+//! down the velocity stage waits and retries, losing nothing; and two detector processes
+//! on Kafka sharing Redis, killed with SIGKILL and restarted mid-stream, count every
+//! transaction and every label once and re-serve the recorded features on redelivery.
 
 mod common;
 
+use std::collections::HashMap;
+use std::io::Write;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use common::detector::{Deployment, Detector};
 use fraudstream::schema::Transaction;
 use fraudstream::velocity::config::{StoreKind, VelocityConfig};
 use fraudstream::velocity::redis::{RedisSettings, RedisStore};
 use fraudstream::velocity::stage::Velocity;
 use fraudstream::velocity::{
-    Engine, LabelEvent, VelocitySpec, compute_offline, conformance, offline_engine,
+    Engine, Entity, LabelEvent, StateStore, VelocitySpec, compute_offline, conformance,
+    offline_engine,
 };
-use loadgen::simulate::{SimParams, simulate_transactions};
+use loadgen::simulate::{SimParams, label_json, simulate_transactions};
 
 fn settings(url: &str) -> RedisSettings {
     RedisSettings {
@@ -220,7 +226,7 @@ fn while_redis_is_down_batches_wait_and_nothing_is_lost() {
     let v = velocity.clone();
     let mut second = rows(half..txs.len());
     let waiting = std::thread::spawn(move || {
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         v.compute(&mut second).unwrap();
         (second, started.elapsed())
     });
@@ -236,4 +242,266 @@ fn while_redis_is_down_batches_wait_and_nothing_is_lost() {
             r.tx.id
         );
     }
+}
+
+/// What one entity's buckets must add up to.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+struct Totals {
+    count: u64,
+    frauds: u64,
+    sum: f64,
+}
+
+/// Transactions the velocity stage recognised as redelivered, from a `/metrics` text.
+fn replays(metrics: &str) -> u64 {
+    metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("fraudstream_velocity_transactions_total")
+                && l.contains("outcome=\"replayed\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+/// Start detector `i` of the group (1 or 2) as a process; `n` numbers its log.
+fn start_detector(d: &Deployment, base: &str, i: usize, n: u32) -> Detector {
+    let text = base
+        .replace("\"detector-1\"", &format!("\"velkill-d{i}\""))
+        .replace("writer_id = \"detector\"", &format!("writer_id = \"d{i}\""));
+    let config = d.dir.path().join(format!("velkill-d{i}.toml"));
+    std::fs::write(&config, text).unwrap();
+    d.spawn(&config, n)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_detectors_killed_mid_stream_count_every_update_once() {
+    let url = common::require("FRAUDSTREAM_TEST_REDIS", "redis");
+    let d = Deployment::new("velkill").await;
+    let dir = d.dir.path();
+    let spec = VelocitySpec::handbook();
+    // 20 days: no bucket leaves the 30-day windows, so the buckets must add up to every
+    // transaction exactly.
+    let txs = simulate_transactions(&SimParams {
+        customers: 150,
+        terminals: 1_000,
+        days: 20,
+        seed: 21,
+        ..SimParams::default()
+    });
+
+    // A model with the handbook's features, published where the detectors look, and
+    // every label in a file both detectors read (each applies all of them: once each in
+    // Redis, however many detectors and restarts read them).
+    let history = dir.join("history.csv");
+    fraudstream::schema::csv::write_kaggle_csv(
+        std::fs::File::create(&history).unwrap(),
+        txs.clone(),
+        true,
+        true,
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_fraudstream"))
+        .args(["train", "-i"])
+        .arg(&history)
+        .args(["--velocity", "handbook", "--trees", "10", "--split", "time"])
+        .arg("-o")
+        .arg(dir.join("m.fsm"))
+        .arg("--publish")
+        .arg(dir.join("registry"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let labels = dir.join("labels.jsonl");
+    let mut l = std::io::BufWriter::new(std::fs::File::create(&labels).unwrap());
+    for t in &txs {
+        writeln!(l, "{}", label_json(t, t.label.unwrap())).unwrap();
+    }
+    l.flush().unwrap();
+    drop(l);
+
+    let prefix = common::unique("velkill");
+    let base = std::fs::read_to_string(d.write_config(true)).unwrap()
+        + &format!(
+            r#"
+[velocity]
+enabled = true
+store = "redis"
+labels_path = "{labels}"
+
+[velocity.redis]
+url = "{url}"
+prefix = "{prefix}"
+"#,
+            labels = labels.display()
+        );
+    let mut detectors = [
+        Some(start_detector(&d, &base, 1, 1)),
+        Some(start_detector(&d, &base, 2, 2)),
+    ];
+    let mut starts = 2;
+
+    // The stream in eight bursts, keyed by card (each card's transactions in order on one
+    // partition); a detector is killed while it works through a burst, and restarted.
+    let stream: Vec<Transaction> = txs
+        .iter()
+        .map(|t| Transaction {
+            label: None,
+            ..t.clone()
+        })
+        .collect();
+    let (mut kills, mut replayed) = (0, 0);
+    for (k, burst) in stream.chunks(stream.len().div_ceil(8)).enumerate() {
+        d.produce_txs(burst, |t| t.card_id.as_deref().unwrap_or(&t.id))
+            .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        if k < 7 {
+            let i = k % 2;
+            let mut victim = detectors[i].take().unwrap();
+            assert!(
+                victim.alive(),
+                "d{} exited on its own:\n{}",
+                i + 1,
+                victim.log_text()
+            );
+            replayed += replays(&victim.metrics().await);
+            victim.signal("KILL");
+            victim.wait(Duration::from_secs(10)).expect("killed");
+            kills += 1;
+            starts += 1;
+            let restarted = start_detector(&d, &base, i + 1, starts);
+            // Up again (serving its API) before the next burst, so the next kill lands
+            // on a detector at work.
+            let up_by = Instant::now() + Duration::from_secs(60);
+            while !restarted.log_text().contains("api: http://") {
+                assert!(
+                    Instant::now() < up_by,
+                    "d{} did not restart:\n{}",
+                    i + 1,
+                    restarted.log_text()
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            detectors[i] = Some(restarted);
+        }
+    }
+
+    // Catch up: every partition committed to its end, then SIGTERM.
+    let deadline = Instant::now() + Duration::from_secs(240);
+    while d.offsets().iter().any(|(at, end)| at != end) {
+        assert!(
+            Instant::now() < deadline,
+            "the detectors did not catch up: {:?}",
+            d.offsets()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    for (i, slot) in detectors.iter_mut().enumerate() {
+        let p = slot.as_mut().unwrap();
+        replayed += replays(&p.metrics().await);
+        p.signal("TERM");
+        let status = p.wait(Duration::from_secs(60)).expect("stops on SIGTERM");
+        assert!(
+            status.success(),
+            "d{} stopped with {status}:\n{}",
+            i + 1,
+            p.log_text()
+        );
+    }
+    // The lake and the verdicts are durable: a killed detector's last second of work is
+    // uncommitted, so its successor is handed those transactions again.
+    assert!(
+        replayed > 0,
+        "no transaction was redelivered after {kills} kills: the test proves nothing"
+    );
+
+    // One verdict per transaction.
+    assert_eq!(d.verdict_count().await, txs.len() as u64, "verdict items");
+
+    // Every card's and terminal's buckets add up to its transactions and its frauds, each
+    // counted once.
+    let mut want: HashMap<(Entity, String), Totals> = HashMap::new();
+    for t in &txs {
+        let fraud = u64::from(t.label == Some(1));
+        for (e, id) in [
+            (Entity::CardId, t.card_id.clone().unwrap()),
+            (Entity::TerminalId, t.terminal_id.clone().unwrap()),
+        ] {
+            let w = want.entry((e, id)).or_default();
+            w.count += 1;
+            w.sum += t.amount();
+            // The handbook counts frauds per terminal only.
+            if e == Entity::TerminalId {
+                w.frauds += fraud;
+            }
+        }
+    }
+    let settings = RedisSettings {
+        prefix: prefix.clone(),
+        ..settings(&url)
+    };
+    let mut store = RedisStore::new(settings, spec.horizon_buckets(), 3_600).unwrap();
+    let entities: Vec<(Entity, String)> = want.keys().cloned().collect();
+    let keys: Vec<(Entity, &str)> = entities.iter().map(|(e, id)| (*e, id.as_str())).collect();
+    let buckets = store.buckets(&keys, i64::MIN).unwrap();
+    let mut wrong = Vec::new();
+    for (key, bs) in entities.iter().zip(&buckets) {
+        let got = bs.iter().fold(Totals::default(), |t, b| Totals {
+            count: t.count + u64::from(b.count),
+            frauds: t.frauds + u64::from(b.frauds),
+            sum: t.sum + b.sum,
+        });
+        let w = want[key];
+        if got.count != w.count
+            || got.frauds != w.frauds
+            || (got.sum - w.sum).abs() > 0.01 * w.count as f64
+        {
+            wrong.push(format!("{key:?}: {got:?}, want {w:?}"));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} of {} entities miscounted after {kills} kills, e.g. {:?}",
+        wrong.len(),
+        entities.len(),
+        &wrong[..wrong.len().min(5)]
+    );
+    let frauds: u64 = want.values().map(|w| w.frauds).sum();
+    assert!(frauds > 50, "labels exercised ({frauds} frauds)");
+
+    // Features were recorded for every transaction, and every lake row (a redelivery's
+    // too) holds exactly the recorded features.
+    let ids: Vec<&str> = txs.iter().map(|t| t.id.as_str()).collect();
+    let served: HashMap<&str, Vec<f32>> = ids
+        .chunks(1_000)
+        .flat_map(|c| c.iter().copied().zip(store.served(c).unwrap()))
+        .map(|(id, f)| {
+            (
+                id,
+                f.unwrap_or_else(|| panic!("no features recorded for {id}")),
+            )
+        })
+        .collect();
+    let lake = common::lake_features(&dir.join("lake"), &spec);
+    let mut distinct = std::collections::HashSet::new();
+    for (id, features) in &lake {
+        assert_eq!(
+            Some(features),
+            served.get(id.as_str()),
+            "{id}: lake row vs recorded features"
+        );
+        distinct.insert(id.as_str());
+    }
+    assert_eq!(distinct.len(), txs.len(), "every transaction in the lake");
+    println!(
+        "velkill: {} transactions, {kills} kills, {replayed} redelivered to the velocity stage, {} lake rows ({} twice), {} entities, {frauds} frauds: all counted once",
+        txs.len(),
+        lake.len(),
+        lake.len() - distinct.len(),
+        entities.len(),
+    );
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use fraudstream::config::Config;
 use fraudstream::detector::{Detector as Built, Handles, Summary};
 use fraudstream::schema::json::encode_transaction;
-use fraudstream::schema::{Dataset, ReadOptions, read_dataset};
+use fraudstream::schema::{Dataset, ReadOptions, Transaction, read_dataset};
 use fraudstream::shutdown::Shutdown;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -257,21 +257,27 @@ address = "127.0.0.1:0"
 
     /// Produce transactions `from..to` (sample rows, cycled; ids `tx-<i>`, keyed by id).
     pub async fn produce(&self, from: usize, to: usize) {
+        let txs: Vec<Transaction> = (from..to)
+            .map(|i| {
+                let mut tx = self.data.row(i % self.data.len());
+                tx.id = format!("tx-{i}");
+                tx
+            })
+            .collect();
+        self.produce_txs(&txs, |t| &t.id).await;
+    }
+
+    /// Produce `txs` as JSON, each keyed by `key` (its partition), in order.
+    pub async fn produce_txs(&self, txs: &[Transaction], key: impl Fn(&Transaction) -> &str) {
         let producer: FutureProducer = ClientConfig::new()
             .set("bootstrap.servers", &self.brokers)
             .set("linger.ms", "5")
             .create()
             .unwrap();
-        let payloads: Vec<(String, String)> = (from..to)
-            .map(|i| {
-                let mut tx = self.data.row(i % self.data.len());
-                tx.id = format!("tx-{i}");
-                (tx.id.clone(), encode_transaction(&tx))
-            })
-            .collect();
-        let sends = payloads.iter().map(|(k, p)| {
+        let payloads: Vec<String> = txs.iter().map(encode_transaction).collect();
+        let sends = txs.iter().zip(&payloads).map(|(t, p)| {
             producer.send(
-                FutureRecord::to(&self.topic).key(k).payload(p),
+                FutureRecord::to(&self.topic).key(key(t)).payload(p),
                 Duration::from_secs(30),
             )
         });
@@ -395,21 +401,9 @@ address = "127.0.0.1:0"
     /// Transaction ids in the lake's Parquet files, with duplicates.
     pub fn lake_ids(&self) -> Vec<String> {
         let mut ids = Vec::new();
-        let mut stack = vec![self.dir.path().join("lake")];
-        while let Some(d) = stack.pop() {
-            let Ok(entries) = std::fs::read_dir(&d) else {
-                continue;
-            };
-            for e in entries {
-                let p = e.unwrap().path();
-                if p.is_dir() {
-                    stack.push(p);
-                } else if p.extension().is_some_and(|x| x == "parquet") {
-                    let (data, _) =
-                        read_dataset(p.to_str().unwrap(), ReadOptions::default()).unwrap();
-                    ids.extend((0..data.len()).map(|i| data.row(i).id));
-                }
-            }
+        for p in super::parquet_files(&self.dir.path().join("lake")) {
+            let (data, _) = read_dataset(p.to_str().unwrap(), ReadOptions::default()).unwrap();
+            ids.extend((0..data.len()).map(|i| data.row(i).id));
         }
         ids
     }

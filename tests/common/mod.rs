@@ -6,6 +6,7 @@ pub mod detector;
 pub mod http;
 pub mod webhook;
 
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use fraudstream::aws::AwsConnection;
@@ -95,4 +96,46 @@ async fn create_bucket() -> String {
 pub fn dead_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap().port()
+}
+
+/// The Parquet files under `dir`, at any depth (none when it does not exist).
+pub fn parquet_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "parquet") {
+                files.push(p);
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+/// Every lake row under `dir` as (transaction id, its stored entity features under
+/// `spec`), duplicates included. The spec tells the reader which columns hold the
+/// features; a file that stores them is read, never recomputed.
+pub fn lake_features(
+    dir: &Path,
+    spec: &fraudstream::velocity::VelocitySpec,
+) -> Vec<(String, Vec<f32>)> {
+    let mut out = Vec::new();
+    for p in parquet_files(dir) {
+        let mut f = fraudstream::velocity::OfflineFeatures::new(spec.clone()).unwrap();
+        fraudstream::schema::for_each_transaction(
+            p.to_str().unwrap(),
+            fraudstream::schema::ReadOptions::default(),
+            Some(&mut f),
+            |tx| out.push((tx.id, tx.derived)),
+        )
+        .unwrap();
+    }
+    out
 }
