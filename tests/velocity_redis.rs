@@ -8,11 +8,10 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::detector::{Deployment, Detector};
+use common::detector::{Deployment, Detector, committed_offsets};
 use fraudstream::schema::Transaction;
 use fraudstream::velocity::config::{StoreKind, VelocityConfig};
 use fraudstream::velocity::redis::{RedisSettings, RedisStore};
@@ -264,6 +263,16 @@ fn replays(metrics: &str) -> u64 {
         .sum::<f64>() as u64
 }
 
+/// Produce the labels of `burst` to `topic`.
+async fn produce_labels(d: &Deployment, topic: &str, burst: &[Transaction]) {
+    let keys: Vec<&str> = burst.iter().map(|t| t.id.as_str()).collect();
+    let payloads: Vec<String> = burst
+        .iter()
+        .map(|t| label_json(t, t.label.unwrap()))
+        .collect();
+    d.produce_to(topic, &keys, &payloads).await;
+}
+
 /// Start detector `i` of the group (1 or 2) as a process; `n` numbers its log.
 fn start_detector(d: &Deployment, base: &str, i: usize, n: u32) -> Detector {
     let text = base
@@ -290,40 +299,12 @@ async fn two_detectors_killed_mid_stream_count_every_update_once() {
         ..SimParams::default()
     });
 
-    // A model with the handbook's features, published where the detectors look, and
-    // every label in a file both detectors read (each applies all of them: once each in
-    // Redis, however many detectors and restarts read them).
-    let history = dir.join("history.csv");
-    fraudstream::schema::csv::write_kaggle_csv(
-        std::fs::File::create(&history).unwrap(),
-        txs.clone(),
-        true,
-        true,
-    )
-    .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_fraudstream"))
-        .args(["train", "-i"])
-        .arg(&history)
-        .args(["--velocity", "handbook", "--trees", "10", "--split", "time"])
-        .arg("-o")
-        .arg(dir.join("m.fsm"))
-        .arg("--publish")
-        .arg(dir.join("registry"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let labels = dir.join("labels.jsonl");
-    let mut l = std::io::BufWriter::new(std::fs::File::create(&labels).unwrap());
-    for t in &txs {
-        writeln!(l, "{}", label_json(t, t.label.unwrap())).unwrap();
-    }
-    l.flush().unwrap();
-    drop(l);
+    // A model with the handbook's features, published where the detectors look.
+    common::publish_velocity_model(dir, &txs);
 
+    // Labels come on a topic the group reads once (`<group>.labels`), a burst behind the
+    // transactions (chargebacks arrive later).
+    let labels_topic = format!("{}.labels", d.topic);
     let prefix = common::unique("velkill");
     let base = std::fs::read_to_string(d.write_config(true)).unwrap()
         + &format!(
@@ -331,13 +312,13 @@ async fn two_detectors_killed_mid_stream_count_every_update_once() {
 [velocity]
 enabled = true
 store = "redis"
-labels_path = "{labels}"
+labels_topic = "{labels}"
 
 [velocity.redis]
 url = "{url}"
 prefix = "{prefix}"
 "#,
-            labels = labels.display()
+            labels = labels_topic
         );
     let mut detectors = [
         Some(start_detector(&d, &base, 1, 1)),
@@ -347,17 +328,21 @@ prefix = "{prefix}"
 
     // The stream in eight bursts, keyed by card (each card's transactions in order on one
     // partition); a detector is killed while it works through a burst, and restarted.
-    let stream: Vec<Transaction> = txs
-        .iter()
-        .map(|t| Transaction {
-            label: None,
-            ..t.clone()
-        })
-        .collect();
+    let stream = common::unlabelled(&txs);
     let (mut kills, mut replayed) = (0, 0);
-    for (k, burst) in stream.chunks(stream.len().div_ceil(8)).enumerate() {
+    let bursts: Vec<(&[Transaction], &[Transaction])> = stream
+        .chunks(stream.len().div_ceil(8))
+        .zip(txs.chunks(stream.len().div_ceil(8)))
+        .collect();
+    for (k, (burst, labelled)) in bursts.iter().enumerate() {
         d.produce_txs(burst, |t| t.card_id.as_deref().unwrap_or(&t.id))
             .await;
+        if k > 0 {
+            produce_labels(&d, &labels_topic, bursts[k - 1].1).await;
+        }
+        if k == bursts.len() - 1 {
+            produce_labels(&d, &labels_topic, labelled).await;
+        }
         tokio::time::sleep(Duration::from_millis(300)).await;
         if k < 7 {
             let i = k % 2;
@@ -390,13 +375,24 @@ prefix = "{prefix}"
         }
     }
 
-    // Catch up: every partition committed to its end, then SIGTERM.
+    // Catch up: every partition of both topics committed to its end, then SIGTERM.
     let deadline = Instant::now() + Duration::from_secs(240);
-    while d.offsets().iter().any(|(at, end)| at != end) {
+    let labels_group = format!("{}.labels", d.group);
+    let behind = || {
+        let mut o = d.offsets();
+        o.extend(committed_offsets(&d.brokers, &labels_topic, &labels_group));
+        o.iter().any(|(at, end)| at != end).then_some(o)
+    };
+    while let Some(o) = behind() {
         assert!(
             Instant::now() < deadline,
-            "the detectors did not catch up: {:?}",
-            d.offsets()
+            "the detectors did not catch up: {o:?}\n{}",
+            detectors
+                .iter()
+                .flatten()
+                .map(Detector::log_text)
+                .collect::<Vec<_>>()
+                .join("\n")
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }

@@ -201,7 +201,7 @@ fn print_summary(cfg: &Config, s: &Summary, verdicts: &str) {
     if let Some(c) = &s.labels {
         let opt = |v: Option<f64>| v.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.4}"));
         table(
-            "against the labels received (velocity.labels_path)",
+            "against the labels received (velocity.labels_path, velocity.labels_topic)",
             &[
                 (
                     "labelled verdicts (TP FP FN TN)",

@@ -49,6 +49,7 @@ use crate::stream::source::file::{FileSource, Input};
 use crate::stream::source::kafka::{KafkaSource, KafkaSourceOptions};
 use crate::stream::stats::{self, SharedStats, Stats};
 use crate::velocity::labels::{LabelsFile, catch_up};
+use crate::velocity::labels_topic::LabelsTopic;
 use crate::velocity::stage::Velocity;
 
 /// The running detector's shared state, for an API or a progress display. Clones share
@@ -89,7 +90,8 @@ pub struct Summary {
     pub seconds: f64,
     /// Metrics against the labels, when every scored row had one.
     pub metrics: Option<Metrics>,
-    /// The verdicts against the labels that arrived separately (`velocity.labels_path`).
+    /// The verdicts against the labels that arrived separately (`velocity.labels_path` or
+    /// `velocity.labels_topic`).
     pub labels: Option<crate::velocity::stage::Confusion>,
 }
 
@@ -117,6 +119,9 @@ enum Source {
 /// How often the labels file is checked for new lines.
 const LABELS_POLL: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// Longest start-up wait for the labels topic to be read to its end (memory store).
+const LABELS_CATCH_UP: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// A detector, built and ready to run.
 pub struct Detector {
     source: Source,
@@ -126,6 +131,7 @@ pub struct Detector {
     watcher: Option<(Watcher, std::time::Duration)>,
     shadow: Option<(ShadowWatcher, std::time::Duration)>,
     labels: Option<(Arc<Velocity>, LabelsFile)>,
+    labels_topic: Option<(Arc<Velocity>, LabelsTopic)>,
     velocity: Option<Arc<Velocity>>,
     ready: Option<watch::Sender<bool>>,
     model_origin: ModelOrigin,
@@ -180,6 +186,7 @@ impl Detector {
         let stats = SharedStats::default();
         let mut shadow = None;
         let mut labels = None;
+        let mut labels_topic = None;
         let mut velocity_stage = None;
         let (source, stages, alerts) = if stream {
             let lake_store =
@@ -204,7 +211,7 @@ impl Detector {
                 durable: Durability::of(&cfg.delivery.durable),
                 ttl_seconds: cfg.verdicts.ttl_seconds,
                 abort: CancellationToken::new(),
-                dead_letters,
+                dead_letters: dead_letters.clone(),
             };
             let velocity = Velocity::from_config(&cfg.velocity)?.map(Arc::new);
             velocity_stage.clone_from(&velocity);
@@ -219,6 +226,22 @@ impl Detector {
                 let read = read.with_context(|| format!("reading velocity.labels_path {path}"))?;
                 tracing::info!(path, labels = read, "labels applied; following the file");
                 labels = Some((v.clone(), file));
+            }
+            if let (Some(v), Some(topic)) = (&velocity, &cfg.velocity.labels_topic) {
+                let grouped = cfg.velocity.store == crate::velocity::config::StoreKind::Redis;
+                let mut reader =
+                    LabelsTopic::open(&cfg.kafka, topic, grouped, dead_letters.clone()).await?;
+                let read = reader
+                    .catch_up(v, LABELS_CATCH_UP, &background)
+                    .await
+                    .with_context(|| format!("reading velocity.labels_topic {topic}"))?;
+                tracing::info!(
+                    topic,
+                    labels = read,
+                    grouped,
+                    "labels applied; following the topic"
+                );
+                labels_topic = Some((v.clone(), reader));
             }
             let mut scorer =
                 Scorer::with_explain(model.clone(), cfg.scoring.top_k, cfg.scoring.explain)
@@ -277,6 +300,7 @@ impl Detector {
             watcher,
             shadow,
             labels,
+            labels_topic,
             velocity: velocity_stage,
             ready,
             model_origin,
@@ -322,6 +346,7 @@ impl Detector {
             watcher,
             shadow,
             labels,
+            labels_topic,
             velocity,
             ready,
             background,
@@ -334,6 +359,9 @@ impl Detector {
                 LABELS_POLL,
                 background.clone(),
             ));
+        }
+        if let Some((v, reader)) = labels_topic {
+            tokio::spawn(reader.follow(v, background.clone()));
         }
         if let Some((w, interval)) = watcher {
             tracing::info!(interval = ?interval, store = %handles.models.describe(), "watching the model store for new versions");

@@ -66,6 +66,10 @@ pub struct VelocityConfig {
     /// A JSON-lines file of labels (`id`, `Class`, `Time`, `card_id`, `terminal_id`):
     /// read to its end at start-up, then followed as it grows.
     pub labels_path: Option<String>,
+    /// A Kafka topic of labels (the same JSON, one per message) on `kafka.brokers`: read
+    /// whole by every detector with the memory store, once per group (as
+    /// `<kafka.group_id>.labels`) with Redis.
+    pub labels_topic: Option<String>,
 }
 
 impl Default for VelocityConfig {
@@ -77,6 +81,7 @@ impl Default for VelocityConfig {
             max_entities: 1_000_000,
             max_served: 1_000_000,
             labels_path: None,
+            labels_topic: None,
             redis: RedisConfig::default(),
         }
     }
@@ -107,6 +112,13 @@ impl Validate for VelocityConfig {
                 "max_served",
                 "must be positive: redeliveries are recognised by it",
             ));
+        }
+        if self
+            .labels_topic
+            .as_ref()
+            .is_some_and(|t| t.trim().is_empty())
+        {
+            return Err(Invalid::new("labels_topic", "must name a topic"));
         }
         if self.store == StoreKind::Redis {
             if !self.redis.url.expose().starts_with("redis://") {
@@ -234,6 +246,10 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("velocity.redis.url"), "{e}");
+        let e = parse("[velocity]\nlabels_topic = \" \"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("velocity.labels_topic"), "{e}");
         let e = parse("[velocity.features]\nlabel_delay = \"90m\"\n")
             .unwrap_err()
             .to_string();

@@ -9,5 +9,6 @@ pub use fraudstream_core::velocity::*;
 
 pub mod config;
 pub mod labels;
+pub mod labels_topic;
 pub mod redis;
 pub mod stage;

@@ -79,7 +79,7 @@ pub struct Detector {
 }
 
 impl Deployment {
-    /// Topics (input, dead letters, alerts) and names for one test.
+    /// Topics (input, dead letters, alerts, labels) and names for one test.
     pub async fn new(prefix: &str) -> Self {
         let brokers = super::require("FRAUDSTREAM_TEST_KAFKA", "kafka");
         let dynamodb = super::require("FRAUDSTREAM_TEST_DYNAMODB", "dynamodb");
@@ -92,6 +92,7 @@ impl Deployment {
             topic.clone(),
             format!("{topic}.dlq"),
             format!("{topic}.alerts"),
+            format!("{topic}.labels"),
         ];
         let topics: Vec<NewTopic> = names
             .iter()
@@ -269,15 +270,21 @@ address = "127.0.0.1:0"
 
     /// Produce `txs` as JSON, each keyed by `key` (its partition), in order.
     pub async fn produce_txs(&self, txs: &[Transaction], key: impl Fn(&Transaction) -> &str) {
+        let payloads: Vec<String> = txs.iter().map(encode_transaction).collect();
+        let keys: Vec<&str> = txs.iter().map(key).collect();
+        self.produce_to(&self.topic, &keys, &payloads).await;
+    }
+
+    /// Produce `payloads` to `topic`, the i-th keyed by `keys[i]`, in order.
+    pub async fn produce_to(&self, topic: &str, keys: &[&str], payloads: &[String]) {
         let producer: FutureProducer = ClientConfig::new()
             .set("bootstrap.servers", &self.brokers)
             .set("linger.ms", "5")
             .create()
             .unwrap();
-        let payloads: Vec<String> = txs.iter().map(encode_transaction).collect();
-        let sends = txs.iter().zip(&payloads).map(|(t, p)| {
+        let sends = keys.iter().zip(payloads).map(|(k, p)| {
             producer.send(
-                FutureRecord::to(&self.topic).key(key(t)).payload(p),
+                FutureRecord::to(topic).key(*k).payload(p),
                 Duration::from_secs(30),
             )
         });

@@ -139,3 +139,41 @@ pub fn lake_features(
     }
     out
 }
+
+/// Train a 10-tree model with the handbook's entity features on `txs` (written to
+/// `dir/history.csv`) and publish it to the model store `dir/registry`.
+pub fn publish_velocity_model(dir: &Path, txs: &[fraudstream::schema::Transaction]) {
+    let history = dir.join("history.csv");
+    fraudstream::schema::csv::write_kaggle_csv(
+        std::fs::File::create(&history).unwrap(),
+        txs.to_vec(),
+        true,
+        true,
+    )
+    .unwrap();
+    let mut train = std::process::Command::new(env!("CARGO_BIN_EXE_fraudstream"));
+    train
+        .args(["train", "-i"])
+        .arg(&history)
+        .args(["--velocity", "handbook", "--trees", "10", "--split", "time"])
+        .arg("-o")
+        .arg(dir.join("m.fsm"))
+        .arg("--publish")
+        .arg(dir.join("registry"));
+    let out = train.output().unwrap();
+    if !out.status.success() {
+        panic!("train failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+/// `txs` without their labels, as a stream carries them.
+pub fn unlabelled(
+    txs: &[fraudstream::schema::Transaction],
+) -> Vec<fraudstream::schema::Transaction> {
+    txs.iter()
+        .map(|t| fraudstream::schema::Transaction {
+            label: None,
+            ..t.clone()
+        })
+        .collect()
+}

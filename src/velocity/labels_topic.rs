@@ -1,0 +1,347 @@
+//! A labels topic (`velocity.labels_topic`): the labels file's JSON, one label per
+//! message, on Kafka. How it is read depends on where the counters live:
+//! - **memory store**: each detector's counters are its own, so each reads every
+//!   partition from the beginning, catches up to the end offsets it found at start-up
+//!   before it scores anything, then follows; it commits nothing.
+//! - **Redis store**: the counters are shared, so the group reads the topic once, as the
+//!   consumer group `<kafka.group_id>.labels`; offsets are committed after the labels are
+//!   in Redis, and a label read again after a crash is applied once (Redis keeps a marker
+//!   per labelled transaction for `velocity.redis.served_ttl`). Each detector then joins
+//!   the labels it reads with the verdicts it served: its online precision and recall are
+//!   measured on its share of the labels.
+//!
+//! A message that is not a label goes to the dead-letter topic with the reason
+//! `invalid_label`; it never stops the reader.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::{Offset, TopicPartitionList};
+use tokio_util::sync::CancellationToken;
+
+use super::LabelEvent;
+use super::stage::{Velocity, decode_label};
+use crate::kafka::KafkaSettings;
+use crate::metric_names as names;
+use crate::stream::dead_letter::{DeadLetter, DeadLetterSink, Origin, Reason, send_durably};
+
+/// Most labels applied per store call.
+const CHUNK: usize = 4_096;
+/// How long a chunk keeps filling once its first message is in.
+const LINGER: Duration = Duration::from_millis(50);
+/// Longest wait for the topic's metadata or end offsets.
+const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+/// Wait after a consumer error before reading again.
+const ERROR_PAUSE: Duration = Duration::from_millis(500);
+
+/// A labels topic being read.
+pub struct LabelsTopic {
+    consumer: Arc<StreamConsumer>,
+    topic: Arc<str>,
+    /// Consumed in a group, committing (the Redis store); else read whole, uncommitted.
+    grouped: bool,
+    /// Reading (subscribed, or every partition assigned).
+    assigned: bool,
+    dead_letters: Arc<dyn DeadLetterSink>,
+}
+
+impl std::fmt::Debug for LabelsTopic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LabelsTopic")
+            .field("topic", &self.topic)
+            .field("grouped", &self.grouped)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Labels and dead letters read from one chunk of messages, and where to commit.
+#[derive(Default)]
+struct Chunk {
+    labels: Vec<LabelEvent>,
+    dead: Vec<DeadLetter>,
+    /// Next offset per partition.
+    next: HashMap<i32, i64>,
+}
+
+impl LabelsTopic {
+    /// A reader of `topic` on the brokers of `kafka`: in the group `<group_id>.labels`
+    /// when `grouped`, else from the beginning of every partition.
+    pub async fn open(
+        kafka: &KafkaSettings,
+        topic: &str,
+        grouped: bool,
+        dead_letters: Arc<dyn DeadLetterSink>,
+    ) -> anyhow::Result<Self> {
+        let mut config = kafka.consumer_config();
+        config
+            .set("group.id", format!("{}.labels", kafka.group_id))
+            // The consumer-lag gauge is the transaction stream's.
+            .set("statistics.interval.ms", "0");
+        // A `group.instance.id` is kept: static membership in this group too (instance ids
+        // are unique per group), so a restarted detector takes its place at once.
+        let consumer: Arc<StreamConsumer> = Arc::new(
+            config
+                .create()
+                .context("invalid `kafka.properties` for the labels consumer")?,
+        );
+        let mut reader = Self {
+            consumer,
+            topic: topic.into(),
+            grouped,
+            assigned: false,
+            dead_letters,
+        };
+        match partitions(&reader.consumer, topic).await? {
+            Partitions::Missing => anyhow::bail!(
+                "invalid `velocity.labels_topic`: topic {topic:?} does not exist at {}",
+                kafka.brokers
+            ),
+            Partitions::Unreachable(why) => {
+                tracing::warn!(topic, error = %why, "brokers not reachable at start; the labels reader waits for them");
+            }
+            Partitions::Found(p) => reader.assign(&p)?,
+        }
+        Ok(reader)
+    }
+
+    /// Start reading: subscribe (grouped), or assign `partitions` from their beginning.
+    fn assign(&mut self, partitions: &[i32]) -> anyhow::Result<()> {
+        let topic = &*self.topic;
+        if self.grouped {
+            self.consumer
+                .subscribe(&[topic])
+                .with_context(|| format!("subscribing to velocity.labels_topic {topic:?}"))?;
+        } else {
+            let mut tpl = TopicPartitionList::new();
+            for &p in partitions {
+                tpl.add_partition_offset(topic, p, Offset::Beginning)?;
+            }
+            self.consumer
+                .assign(&tpl)
+                .with_context(|| format!("assigning velocity.labels_topic {topic:?}"))?;
+        }
+        self.assigned = true;
+        Ok(())
+    }
+
+    /// Assign once the brokers answer (they did not at start-up), retrying until `stop`.
+    async fn wait_assigned(&mut self, stop: &CancellationToken) -> anyhow::Result<()> {
+        while !self.assigned {
+            match partitions(&self.consumer, &self.topic).await? {
+                Partitions::Found(p) => self.assign(&p)?,
+                Partitions::Missing | Partitions::Unreachable(_) => {
+                    tokio::select! {
+                        () = stop.cancelled() => anyhow::bail!("stopped"),
+                        () = tokio::time::sleep(ERROR_PAUSE * 4) => {}
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Read until every partition reaches the end offset it has now (memory store: the
+    /// counters must hold what the topic knows before scoring starts; a group reader has
+    /// its state in Redis already and returns at once). Gives up after `limit`, saying
+    /// so: the rest is applied while following. Returns how many labels were applied.
+    pub async fn catch_up(
+        &mut self,
+        velocity: &Arc<Velocity>,
+        limit: Duration,
+        stop: &CancellationToken,
+    ) -> anyhow::Result<usize> {
+        if self.grouped {
+            return Ok(0);
+        }
+        let deadline = tokio::time::Instant::now() + limit;
+        let ready = tokio::time::timeout_at(deadline, async {
+            self.wait_assigned(stop).await?;
+            end_offsets(&self.consumer, &self.topic).await
+        })
+        .await;
+        let Ok(Ok(ends)) = ready else {
+            tracing::warn!(topic = %self.topic, "labels topic unreachable at start-up; its labels are applied while following");
+            return Ok(0);
+        };
+        let mut at: HashMap<i32, i64> = HashMap::new();
+        let behind = |at: &HashMap<i32, i64>| {
+            ends.iter()
+                .any(|(p, &end)| at.get(p).copied().unwrap_or(0) < end)
+        };
+        let mut applied = 0;
+        while behind(&at) {
+            let chunk = tokio::select! {
+                () = stop.cancelled() => return Ok(applied),
+                () = tokio::time::sleep_until(deadline) => {
+                    tracing::warn!(topic = %self.topic, applied, "labels topic not caught up at start-up; the rest is applied while following");
+                    return Ok(applied);
+                }
+                c = self.read_chunk() => c,
+            };
+            at.extend(chunk.next.iter().map(|(&p, &o)| (p, o)));
+            applied += self.apply(chunk, velocity, stop).await?;
+        }
+        Ok(applied)
+    }
+
+    /// Apply labels as they arrive, until `stop`.
+    pub async fn follow(mut self, velocity: Arc<Velocity>, stop: CancellationToken) {
+        if self.wait_assigned(&stop).await.is_err() {
+            return;
+        }
+        loop {
+            let chunk = tokio::select! {
+                () = stop.cancelled() => return,
+                c = self.read_chunk() => c,
+            };
+            if let Err(e) = self.apply(chunk, &velocity, &stop).await {
+                // Only the shutdown ends a dead-letter retry: what was not committed is
+                // read again next start.
+                tracing::info!(topic = %self.topic, error = %e, "labels reader stopped");
+                return;
+            }
+        }
+    }
+
+    /// Wait for a message, then take what else arrives within [`LINGER`], up to
+    /// [`CHUNK`].
+    async fn read_chunk(&self) -> Chunk {
+        let mut chunk = Chunk::default();
+        loop {
+            match self.consumer.recv().await {
+                Ok(m) => {
+                    self.take(&m, &mut chunk);
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(topic = %self.topic, error = %e, "labels topic read failed; retrying");
+                    tokio::time::sleep(ERROR_PAUSE).await;
+                }
+            }
+        }
+        let until = tokio::time::Instant::now() + LINGER;
+        while chunk.labels.len() + chunk.dead.len() < CHUNK {
+            match tokio::time::timeout_at(until, self.consumer.recv()).await {
+                Ok(Ok(m)) => self.take(&m, &mut chunk),
+                Ok(Err(e)) => {
+                    tracing::warn!(topic = %self.topic, error = %e, "labels topic read failed; retrying");
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        chunk
+    }
+
+    fn take(&self, m: &BorrowedMessage<'_>, chunk: &mut Chunk) {
+        chunk.next.insert(m.partition(), m.offset() + 1);
+        let payload = m.payload().unwrap_or_default();
+        match decode_label(payload) {
+            Ok(l) => chunk.labels.push(l),
+            Err(why) => {
+                metrics::counter!(names::LABELS_INVALID, "reason" => "invalid").increment(1);
+                tracing::warn!(topic = %self.topic, partition = m.partition(), offset = m.offset(), error = %why, "invalid label; sent to the dead-letter topic");
+                chunk.dead.push(DeadLetter {
+                    origin: Origin::Kafka {
+                        topic: self.topic.clone(),
+                        partition: m.partition(),
+                        offset: m.offset(),
+                    },
+                    key: m.key().map(<[u8]>::to_vec),
+                    payload: payload.to_vec(),
+                    reason: Reason {
+                        code: "invalid_label",
+                        message: format!("not a label: {why}"),
+                    },
+                });
+            }
+        }
+    }
+
+    /// Dead letters first (durably), then the labels (the velocity stage retries its
+    /// store), then, in a group, the commit. Fails only when `stop` ends a retry.
+    async fn apply(
+        &self,
+        chunk: Chunk,
+        velocity: &Arc<Velocity>,
+        stop: &CancellationToken,
+    ) -> anyhow::Result<usize> {
+        if !chunk.dead.is_empty() {
+            send_durably(self.dead_letters.as_ref(), &chunk.dead, stop).await?;
+        }
+        let n = chunk.labels.len();
+        tracing::debug!(topic = %self.topic, labels = n, dead = chunk.dead.len(), next = ?chunk.next, "labels chunk");
+        if n > 0 {
+            let v = velocity.clone();
+            tokio::task::spawn_blocking(move || {
+                for part in chunk.labels.chunks(CHUNK) {
+                    v.apply_labels(part);
+                }
+            })
+            .await?;
+        }
+        if self.grouped && !stop.is_cancelled() {
+            let mut tpl = TopicPartitionList::new();
+            for (&p, &o) in &chunk.next {
+                tpl.add_partition_offset(&self.topic, p, Offset::Offset(o))?;
+            }
+            // Asynchronous: a commit lost to a crash only means labels applied again,
+            // once each.
+            if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
+                tracing::warn!(topic = %self.topic, error = %e, "labels offsets not committed; they are read again after a restart");
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// What the brokers say of a topic's partitions.
+enum Partitions {
+    Found(Vec<i32>),
+    Missing,
+    Unreachable(String),
+}
+
+/// The partitions of `topic`.
+async fn partitions(consumer: &Arc<StreamConsumer>, topic: &str) -> anyhow::Result<Partitions> {
+    let (c, t) = (consumer.clone(), topic.to_owned());
+    let md = match tokio::task::spawn_blocking(move || c.fetch_metadata(Some(&t), METADATA_TIMEOUT))
+        .await?
+    {
+        Ok(md) => md,
+        Err(e) => return Ok(Partitions::Unreachable(e.to_string())),
+    };
+    Ok(md
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+        .map_or(Partitions::Missing, |t| {
+            Partitions::Found(t.partitions().iter().map(|p| p.id()).collect())
+        }))
+}
+
+/// The end offset of every partition of `topic`.
+async fn end_offsets(
+    consumer: &Arc<StreamConsumer>,
+    topic: &str,
+) -> anyhow::Result<HashMap<i32, i64>> {
+    let parts = match partitions(consumer, topic).await? {
+        Partitions::Found(p) => p,
+        Partitions::Missing => anyhow::bail!("topic {topic:?} does not exist"),
+        Partitions::Unreachable(why) => anyhow::bail!("brokers not reachable: {why}"),
+    };
+    let (c, t) = (consumer.clone(), topic.to_owned());
+    tokio::task::spawn_blocking(move || {
+        parts
+            .into_iter()
+            .map(|p| Ok((p, c.fetch_watermarks(&t, p, METADATA_TIMEOUT)?.1)))
+            .collect::<Result<HashMap<i32, i64>, rdkafka::error::KafkaError>>()
+    })
+    .await?
+    .with_context(|| format!("end offsets of velocity.labels_topic {topic:?}"))
+}

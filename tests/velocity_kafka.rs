@@ -1,0 +1,108 @@
+//! Labels on a Kafka topic (`velocity.labels_topic`) with the in-memory store, against a
+//! real broker: a detector reads the whole topic before it scores, so the features it
+//! serves equal the offline ones for every transaction; every label is joined with its
+//! verdict; and a message that is not a label goes to the dead-letter topic with its
+//! reason, without stopping anything. (The Redis store's group reading, through kills,
+//! is in `tests/velocity_redis.rs`.)
+
+mod common;
+
+use std::time::Duration;
+
+use common::detector::{Deployment, read_topic};
+use fraudstream::velocity::{VelocitySpec, compute_offline, offline_engine};
+use loadgen::simulate::{SimParams, label_json, simulate_transactions};
+use rdkafka::message::{Headers, Message};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn labels_from_a_topic_feed_the_features_and_bad_ones_are_dead_lettered() {
+    let d = Deployment::new("vellabels").await;
+    let txs = simulate_transactions(&SimParams {
+        customers: 100,
+        terminals: 1_000,
+        days: 30,
+        seed: 5,
+        ..SimParams::default()
+    });
+    common::publish_velocity_model(d.dir.path(), &txs);
+
+    // The labels first (a replay: all of them known), with one message that is not a
+    // label among them.
+    let labels_topic = format!("{}.labels", d.topic);
+    let mut keys: Vec<&str> = txs.iter().map(|t| t.id.as_str()).collect();
+    let mut payloads: Vec<String> = txs
+        .iter()
+        .map(|t| label_json(t, t.label.unwrap()))
+        .collect();
+    keys.insert(100, "bad-label");
+    payloads.insert(100, r#"{"id":"x","Class":"maybe","Time":1}"#.into());
+    d.produce_to(&labels_topic, &keys, &payloads).await;
+    // The transactions, unlabelled, on one partition (in time order).
+    let stream = common::unlabelled(&txs);
+    d.produce_txs(&stream, |_| "all").await;
+
+    let base = std::fs::read_to_string(d.write_config(true)).unwrap();
+    let config = d.dir.path().join("labels-topic.toml");
+    std::fs::write(
+        &config,
+        base + &format!("\n[velocity]\nenabled = true\nlabels_topic = \"{labels_topic}\"\n"),
+    )
+    .unwrap();
+    let detector = d.start(&config).await;
+    let velocity = detector.handles.velocity.clone().unwrap();
+    assert!(
+        d.wait_for_verdicts(txs.len() as u64, Duration::from_secs(180))
+            .await,
+        "not every transaction was scored"
+    );
+    // Labels were applied before scoring started; their join with the verdicts follows
+    // the verdicts.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while velocity.confusion().unmatched > 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    detector.stop().await.unwrap();
+
+    let c = velocity.confusion();
+    assert_eq!(
+        (c.tp + c.fp + c.fn_ + c.tn, c.unmatched),
+        (txs.len() as u64, 0),
+        "every label joined with its verdict: {c:?}"
+    );
+    assert!(c.tp > 0 && c.fn_ + c.tp > 50, "{c:?}");
+
+    // The features served are the offline ones: the fraud counters held every label.
+    let spec = VelocitySpec::handbook();
+    let mut offline = txs.clone();
+    compute_offline(&mut offline_engine(spec.clone()).unwrap(), &mut offline).unwrap();
+    let served: std::collections::HashMap<String, Vec<f32>> =
+        common::lake_features(&d.dir.path().join("lake"), &spec)
+            .into_iter()
+            .collect();
+    assert_eq!(served.len(), txs.len(), "one lake row per transaction");
+    let mut risky = 0;
+    for o in &offline {
+        assert_eq!(
+            served.get(&o.id),
+            Some(&o.derived),
+            "{}: served vs offline features",
+            o.id
+        );
+        risky += usize::from(o.derived[9..12].iter().any(|&r| r > 0.0));
+    }
+    assert!(risky > 100, "terminal risk exercised ({risky} rows)");
+
+    // The bad label is a dead letter with its reason.
+    let dead = read_topic(&d.brokers, &format!("{}.dlq", d.topic), 1);
+    assert_eq!(dead.len(), 1, "one dead letter");
+    let m = &dead[0];
+    assert_eq!(m.key(), Some(&b"bad-label"[..]));
+    let reason = m
+        .headers()
+        .unwrap()
+        .iter()
+        .find(|h| h.key == "reason_code")
+        .and_then(|h| h.value)
+        .map(|v| String::from_utf8_lossy(v).into_owned());
+    assert_eq!(reason.as_deref(), Some("invalid_label"));
+}
