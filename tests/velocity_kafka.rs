@@ -2,7 +2,8 @@
 //! real broker: a detector reads the whole topic before it scores, so the features it
 //! serves equal the offline ones for every transaction; every label is joined with its
 //! verdict; and a message that is not a label goes to the dead-letter topic with its
-//! reason, without stopping anything. (The Redis store's group reading, through kills,
+//! reason, without stopping anything; and `retrain` learns from the lake's rows with the
+//! labels it reads from the same topic. (The Redis store's group reading, through kills,
 //! is in `tests/velocity_redis.rs`.)
 
 mod common;
@@ -45,7 +46,12 @@ async fn labels_from_a_topic_feed_the_features_and_bad_ones_are_dead_lettered() 
     let config = d.dir.path().join("labels-topic.toml");
     std::fs::write(
         &config,
-        base + &format!("\n[velocity]\nenabled = true\nlabels_topic = \"{labels_topic}\"\n"),
+        base + &format!(
+            "\n[velocity]\nenabled = true\nlabels_topic = \"{labels_topic}\"\n\
+             [retrain]\nhistory = [\"{lake}/\"]\nlabels_topic = \"{labels_topic}\"\n\
+             min_gate_frauds = 5\nmin_gate_rows = 100\ntrees = 10\n",
+            lake = d.dir.path().join("lake").display()
+        ),
     )
     .unwrap();
     let detector = d.start(&config).await;
@@ -105,4 +111,30 @@ async fn labels_from_a_topic_feed_the_features_and_bad_ones_are_dead_lettered() 
         .and_then(|h| h.value)
         .map(|v| String::from_utf8_lossy(v).into_owned());
     assert_eq!(reason.as_deref(), Some("invalid_label"));
+
+    // `retrain` learns from the lake (the features as served, no `Class`) with the labels
+    // read from the topic (the bad one skipped).
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fraudstream"))
+        .args(["retrain", "--json", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let decision: serde_json::Value = text
+        .lines()
+        .find_map(|l| {
+            serde_json::from_str(l)
+                .ok()
+                .filter(|v: &serde_json::Value| v.get("decision").is_some())
+        })
+        .unwrap_or_else(|| panic!("no decision in:\n{text}"));
+    let frauds = txs.iter().filter(|t| t.label == Some(1)).count();
+    assert_eq!(decision["rows_read"], txs.len(), "{decision}");
+    assert_eq!(decision["rows_used"], txs.len(), "{decision}");
+    assert_eq!(decision["frauds"], frauds, "{decision}");
 }

@@ -107,7 +107,7 @@ pub fn run(args: &RetrainArgs) -> anyhow::Result<()> {
         let s3 = cfg.s3.settings("", "");
         let on_file = |f: &str| tracing::info!(file = %f, "reading history");
         let Some(every) = args.every else {
-            let d = retrain_once(&cfg.retrain, &s3, &store, &on_file).await?;
+            let d = retrain_once(&cfg.retrain, &s3, &cfg.kafka, &store, &on_file).await?;
             return report(&d, args.json);
         };
         let mut tick = tokio::time::interval(every);
@@ -123,7 +123,7 @@ pub fn run(args: &RetrainArgs) -> anyhow::Result<()> {
             // again. A stop request ends a cycle in progress: a version stored without
             // `LATEST` moving to it is harmless.
             let cycle = tokio::select! {
-                r = retrain_once(&cfg.retrain, &s3, &store, &on_file) => r,
+                r = retrain_once(&cfg.retrain, &s3, &cfg.kafka, &store, &on_file) => r,
                 () = &mut stop => return Ok(()),
             };
             match cycle {

@@ -230,7 +230,8 @@ impl Detector {
             if let (Some(v), Some(topic)) = (&velocity, &cfg.velocity.labels_topic) {
                 let grouped = cfg.velocity.store == crate::velocity::config::StoreKind::Redis;
                 let mut reader =
-                    LabelsTopic::open(&cfg.kafka, topic, grouped, dead_letters.clone()).await?;
+                    LabelsTopic::open(&cfg.kafka, topic, grouped, Some(dead_letters.clone()))
+                        .await?;
                 let read = reader
                     .catch_up(v, LABELS_CATCH_UP, &background)
                     .await

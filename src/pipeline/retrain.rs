@@ -45,6 +45,10 @@ pub struct RetrainConfig {
     /// still unlabelled are left out. With the lake as history, the candidate then learns
     /// from the features exactly as they were served.
     pub labels: Vec<String>,
+    /// A Kafka topic of labels (as `velocity.labels_topic`) on `kafka.brokers`, read to
+    /// its end each cycle, like the files of `labels`. Keyed by transaction id with
+    /// log compaction, it keeps one label per transaction for as long as needed.
+    pub labels_topic: Option<String>,
     /// Most rows trained and evaluated on: above it, every fraud is kept and legitimate
     /// rows are sampled uniformly. Bounds memory to about `max_rows` × 250 bytes plus one
     /// history file.
@@ -85,6 +89,7 @@ impl Default for RetrainConfig {
         Self {
             history: Vec::new(),
             labels: Vec::new(),
+            labels_topic: None,
             max_rows: 2_000_000,
             holdout: SplitKind::Time,
             test_fraction: 0.2,
@@ -131,6 +136,13 @@ impl crate::config::Validate for RetrainConfig {
         }
         if !(self.tolerance >= 0.0 && self.tolerance < 1.0) {
             return Err(Invalid::new("tolerance", "must be at least 0 and below 1"));
+        }
+        if self
+            .labels_topic
+            .as_ref()
+            .is_some_and(|t| t.trim().is_empty())
+        {
+            return Err(Invalid::new("labels_topic", "must name a topic"));
         }
         Ok(())
     }
@@ -263,10 +275,14 @@ impl Sampler {
     }
 }
 
+/// Longest read of `retrain.labels_topic` to its end.
+const LABELS_TOPIC_LIMIT: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// Read every history entry into a capped dataset.
 async fn read_history(
     cfg: &RetrainConfig,
     s3: &S3Settings,
+    kafka: &crate::kafka::KafkaSettings,
     velocity: Option<&crate::velocity::VelocitySpec>,
     on_file: &(dyn Fn(&str) + Sync),
 ) -> anyhow::Result<(Dataset, usize)> {
@@ -278,6 +294,13 @@ async fn read_history(
             "retrain.labels: {path} is not a file"
         );
         let read = crate::velocity::labels::LabelsFile::new(path).read_new()?;
+        labels.extend(read.into_iter().map(|l| (l.tx_id, l.label)));
+    }
+    if let Some(topic) = &cfg.labels_topic {
+        let read = crate::velocity::labels_topic::read_all(kafka, topic, LABELS_TOPIC_LIMIT)
+            .await
+            .map_err(|e| anyhow::anyhow!("retrain.labels_topic: {e:#}"))?;
+        tracing::info!(topic, labels = read.len(), "labels read");
         labels.extend(read.into_iter().map(|l| (l.tx_id, l.label)));
     }
     let names = velocity
@@ -380,6 +403,7 @@ fn gate_split(
 pub async fn retrain_once(
     cfg: &RetrainConfig,
     s3: &S3Settings,
+    kafka: &crate::kafka::KafkaSettings,
     store: &ModelStore,
     on_file: &(dyn Fn(&str) + Sync),
 ) -> anyhow::Result<Decision> {
@@ -419,7 +443,7 @@ pub async fn retrain_once(
     // The candidate keeps the live model's features: with entity features, the history is
     // read with them (stored in lake files, computed for other files).
     let velocity = live.as_ref().and_then(|l| l.model.velocity().cloned());
-    let (data, rows_read) = read_history(cfg, s3, velocity.as_ref(), on_file).await?;
+    let (data, rows_read) = read_history(cfg, s3, kafka, velocity.as_ref(), on_file).await?;
     let labels = data.labels()?;
     let frauds = labels.iter().filter(|&&l| l == 1).count();
     anyhow::ensure!(

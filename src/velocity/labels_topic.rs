@@ -46,7 +46,9 @@ pub struct LabelsTopic {
     grouped: bool,
     /// Reading (subscribed, or every partition assigned).
     assigned: bool,
-    dead_letters: Arc<dyn DeadLetterSink>,
+    /// Where messages that are not labels go (`None`: counted and skipped, for
+    /// `retrain`).
+    dead_letters: Option<Arc<dyn DeadLetterSink>>,
 }
 
 impl std::fmt::Debug for LabelsTopic {
@@ -74,7 +76,7 @@ impl LabelsTopic {
         kafka: &KafkaSettings,
         topic: &str,
         grouped: bool,
-        dead_letters: Arc<dyn DeadLetterSink>,
+        dead_letters: Option<Arc<dyn DeadLetterSink>>,
     ) -> anyhow::Result<Self> {
         let mut config = kafka.consumer_config();
         config
@@ -167,6 +169,24 @@ impl LabelsTopic {
             tracing::warn!(topic = %self.topic, "labels topic unreachable at start-up; its labels are applied while following");
             return Ok(0);
         };
+        let (applied, complete) = self
+            .read_until(&ends, deadline, stop, &mut Target::Velocity(velocity))
+            .await?;
+        if !complete && !stop.is_cancelled() {
+            tracing::warn!(topic = %self.topic, applied, "labels topic not caught up at start-up; the rest is applied while following");
+        }
+        Ok(applied)
+    }
+
+    /// Read until every partition reaches `ends` (or `deadline`, or `stop`), handing the
+    /// labels to `target`. Returns how many, and whether the end was reached.
+    async fn read_until(
+        &mut self,
+        ends: &HashMap<i32, i64>,
+        deadline: tokio::time::Instant,
+        stop: &CancellationToken,
+        target: &mut Target<'_>,
+    ) -> anyhow::Result<(usize, bool)> {
         let mut at: HashMap<i32, i64> = HashMap::new();
         let behind = |at: &HashMap<i32, i64>| {
             ends.iter()
@@ -175,17 +195,14 @@ impl LabelsTopic {
         let mut applied = 0;
         while behind(&at) {
             let chunk = tokio::select! {
-                () = stop.cancelled() => return Ok(applied),
-                () = tokio::time::sleep_until(deadline) => {
-                    tracing::warn!(topic = %self.topic, applied, "labels topic not caught up at start-up; the rest is applied while following");
-                    return Ok(applied);
-                }
+                () = stop.cancelled() => return Ok((applied, false)),
+                () = tokio::time::sleep_until(deadline) => return Ok((applied, false)),
                 c = self.read_chunk() => c,
             };
             at.extend(chunk.next.iter().map(|(&p, &o)| (p, o)));
-            applied += self.apply(chunk, velocity, stop).await?;
+            applied += self.apply(chunk, target, stop).await?;
         }
-        Ok(applied)
+        Ok((applied, true))
     }
 
     /// Apply labels as they arrive, until `stop`.
@@ -198,7 +215,10 @@ impl LabelsTopic {
                 () = stop.cancelled() => return,
                 c = self.read_chunk() => c,
             };
-            if let Err(e) = self.apply(chunk, &velocity, &stop).await {
+            if let Err(e) = self
+                .apply(chunk, &mut Target::Velocity(&velocity), &stop)
+                .await
+            {
                 // Only the shutdown ends a dead-letter retry: what was not committed is
                 // read again next start.
                 tracing::info!(topic = %self.topic, error = %e, "labels reader stopped");
@@ -244,7 +264,7 @@ impl LabelsTopic {
             Ok(l) => chunk.labels.push(l),
             Err(why) => {
                 metrics::counter!(names::LABELS_INVALID, "reason" => "invalid").increment(1);
-                tracing::warn!(topic = %self.topic, partition = m.partition(), offset = m.offset(), error = %why, "invalid label; sent to the dead-letter topic");
+                tracing::warn!(topic = %self.topic, partition = m.partition(), offset = m.offset(), error = %why, "invalid label; skipped (dead-lettered by a detector)");
                 chunk.dead.push(DeadLetter {
                     origin: Origin::Kafka {
                         topic: self.topic.clone(),
@@ -267,22 +287,30 @@ impl LabelsTopic {
     async fn apply(
         &self,
         chunk: Chunk,
-        velocity: &Arc<Velocity>,
+        target: &mut Target<'_>,
         stop: &CancellationToken,
     ) -> anyhow::Result<usize> {
-        if !chunk.dead.is_empty() {
-            send_durably(self.dead_letters.as_ref(), &chunk.dead, stop).await?;
+        if let Some(sink) = self
+            .dead_letters
+            .as_ref()
+            .filter(|_| !chunk.dead.is_empty())
+        {
+            send_durably(sink.as_ref(), &chunk.dead, stop).await?;
         }
         let n = chunk.labels.len();
         tracing::debug!(topic = %self.topic, labels = n, dead = chunk.dead.len(), next = ?chunk.next, "labels chunk");
-        if n > 0 {
-            let v = velocity.clone();
-            tokio::task::spawn_blocking(move || {
-                for part in chunk.labels.chunks(CHUNK) {
-                    v.apply_labels(part);
-                }
-            })
-            .await?;
+        match target {
+            Target::Collect(all) => all.extend(chunk.labels),
+            Target::Velocity(_) if n == 0 => {}
+            Target::Velocity(velocity) => {
+                let v = Arc::clone(velocity);
+                tokio::task::spawn_blocking(move || {
+                    for part in chunk.labels.chunks(CHUNK) {
+                        v.apply_labels(part);
+                    }
+                })
+                .await?;
+            }
         }
         if self.grouped && !stop.is_cancelled() {
             let mut tpl = TopicPartitionList::new();
@@ -297,6 +325,47 @@ impl LabelsTopic {
         }
         Ok(n)
     }
+}
+
+/// Where the labels read go.
+enum Target<'a> {
+    /// Into the velocity stage (counters and the verdict join).
+    Velocity(&'a Arc<Velocity>),
+    /// Into a list.
+    Collect(&'a mut Vec<LabelEvent>),
+}
+
+/// Every label on `topic` up to the end offsets it has now, read without a group
+/// (`retrain`): messages that are not labels are counted and skipped. Fails when the
+/// brokers do not answer, the topic does not exist, or the end is not reached within
+/// `limit`.
+pub async fn read_all(
+    kafka: &KafkaSettings,
+    topic: &str,
+    limit: Duration,
+) -> anyhow::Result<Vec<LabelEvent>> {
+    let mut reader = LabelsTopic::open(kafka, topic, false, None).await?;
+    anyhow::ensure!(
+        reader.assigned,
+        "the labels topic {topic:?} cannot be read: brokers {} not reachable",
+        kafka.brokers
+    );
+    let ends = end_offsets(&reader.consumer, topic).await?;
+    let mut all = Vec::new();
+    let deadline = tokio::time::Instant::now() + limit;
+    let (_, complete) = reader
+        .read_until(
+            &ends,
+            deadline,
+            &CancellationToken::new(),
+            &mut Target::Collect(&mut all),
+        )
+        .await?;
+    anyhow::ensure!(
+        complete,
+        "the labels topic {topic:?} was not read to its end within {limit:?}"
+    );
+    Ok(all)
 }
 
 /// What the brokers say of a topic's partitions.
