@@ -3,7 +3,9 @@
 //! serves equal the offline ones for every transaction; every label is joined with its
 //! verdict; and a message that is not a label goes to the dead-letter topic with its
 //! reason, without stopping anything; and `retrain` learns from the lake's rows with the
-//! labels it reads from the same topic. (The Redis store's group reading, through kills,
+//! labels it reads from the same topic; a restarted detector counts the topic's history
+//! into its store before it consumes, and serves the features it would have served had it
+//! never stopped. (The Redis store's group reading, through kills,
 //! is in `tests/velocity_redis.rs`.)
 
 mod common;
@@ -137,4 +139,59 @@ async fn labels_from_a_topic_feed_the_features_and_bad_ones_are_dead_lettered() 
     assert_eq!(decision["rows_read"], txs.len(), "{decision}");
     assert_eq!(decision["rows_used"], txs.len(), "{decision}");
     assert_eq!(decision["frauds"], frauds, "{decision}");
+}
+
+/// A Kafka detector with the in-memory store, stopped and started again: the new one
+/// counts the topic's history up to the committed offsets before it consumes, so the
+/// features it serves for new transactions equal the offline ones, as if it had never
+/// stopped (with `velocity.rebuild = false` they do not).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_detector_rebuilds_its_counters_from_the_topic() {
+    let d = Deployment::new("velrebuild").await;
+    let txs = simulate_transactions(&SimParams {
+        customers: 100,
+        terminals: 1_000,
+        days: 20,
+        seed: 9,
+        ..SimParams::default()
+    });
+    common::publish_velocity_model(d.dir.path(), &txs);
+    let stream = common::unlabelled(&txs);
+    let base = std::fs::read_to_string(d.write_config(true)).unwrap();
+    let config = d.dir.path().join("rebuild.toml");
+    std::fs::write(&config, base + "\n[velocity]\nenabled = true\n").unwrap();
+
+    let half = stream.len() / 2;
+    d.produce_txs(&stream[..half], |_| "all").await;
+    let first = d.start(&config).await;
+    assert!(
+        d.wait_for_verdicts(half as u64, Duration::from_secs(180))
+            .await
+    );
+    first.stop().await.unwrap();
+    d.produce_txs(&stream[half..], |_| "all").await;
+    let second = d.start(&config).await;
+    assert!(
+        d.wait_for_verdicts(stream.len() as u64, Duration::from_secs(180))
+            .await
+    );
+    second.stop().await.unwrap();
+
+    // Offline, over the whole stream without labels (none were sent).
+    let spec = VelocitySpec::handbook();
+    let mut offline = stream.clone();
+    compute_offline(&mut offline_engine(spec.clone()).unwrap(), &mut offline).unwrap();
+    let served: std::collections::HashMap<String, Vec<f32>> =
+        common::lake_features(&d.dir.path().join("lake"), &spec)
+            .into_iter()
+            .collect();
+    assert_eq!(served.len(), stream.len(), "one lake row per transaction");
+    for o in &offline[half..] {
+        assert_eq!(
+            served.get(&o.id),
+            Some(&o.derived),
+            "{}: served after the restart vs offline",
+            o.id
+        );
+    }
 }

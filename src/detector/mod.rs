@@ -119,6 +119,9 @@ enum Source {
 /// How often the labels file is checked for new lines.
 const LABELS_POLL: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// Longest start-up count of the input's history into the in-memory velocity store.
+const VELOCITY_REBUILD: std::time::Duration = std::time::Duration::from_secs(900);
+
 /// Longest start-up wait for the labels topic to be read to its end (memory store).
 const LABELS_CATCH_UP: std::time::Duration = std::time::Duration::from_secs(120);
 
@@ -226,6 +229,21 @@ impl Detector {
                 let read = read.with_context(|| format!("reading velocity.labels_path {path}"))?;
                 tracing::info!(path, labels = read, "labels applied; following the file");
                 labels = Some((v.clone(), file));
+            }
+            if let Some(v) = velocity.as_ref().filter(|_| {
+                kafka
+                    && cfg.velocity.rebuild
+                    && cfg.velocity.store == crate::velocity::config::StoreKind::Memory
+            }) {
+                let (v, settings, stop) = (v.clone(), cfg.kafka.clone(), background.clone());
+                let rebuilt = tokio::task::spawn_blocking(move || {
+                    crate::velocity::rebuild::rebuild(&settings, &v, VELOCITY_REBUILD, &stop)
+                })
+                .await?;
+                // Brokers unreachable: start from empty counters rather than not at all.
+                if let Err(e) = rebuilt {
+                    tracing::warn!(error = %format!("{e:#}"), "velocity: the in-memory store was not rebuilt from the input; serving from empty counters");
+                }
             }
             if let (Some(v), Some(topic)) = (&velocity, &cfg.velocity.labels_topic) {
                 let grouped = cfg.velocity.store == crate::velocity::config::StoreKind::Redis;

@@ -70,6 +70,10 @@ pub struct VelocityConfig {
     /// whole by every detector with the memory store, once per group (as
     /// `<kafka.group_id>.labels`) with Redis.
     pub labels_topic: Option<String>,
+    /// With the memory store on Kafka: before consuming, count the input topics' history
+    /// (first retained offset to the group's committed offset) into the store, so a
+    /// restarted detector serves from the counters it had.
+    pub rebuild: bool,
 }
 
 impl Default for VelocityConfig {
@@ -82,6 +86,7 @@ impl Default for VelocityConfig {
             max_served: 1_000_000,
             labels_path: None,
             labels_topic: None,
+            rebuild: true,
             redis: RedisConfig::default(),
         }
     }

@@ -10,5 +10,6 @@ pub use fraudstream_core::velocity::*;
 pub mod config;
 pub mod labels;
 pub mod labels_topic;
+pub mod rebuild;
 pub mod redis;
 pub mod stage;

@@ -343,7 +343,7 @@ impl KafkaSource {
 /// A message's transaction id when its JSON has none: the message key when it is
 /// non-empty UTF-8 (then held to the id contract like any id), else
 /// `<topic>-<partition>-<offset>`, which a redelivery reproduces.
-fn default_id(key: Option<&[u8]>, topic: &str, partition: i32, offset: i64) -> String {
+pub(crate) fn default_id(key: Option<&[u8]>, topic: &str, partition: i32, offset: i64) -> String {
     key.filter(|k| !k.is_empty())
         .and_then(|k| std::str::from_utf8(k).ok())
         .map_or_else(|| format!("{topic}-{partition}-{offset}"), str::to_owned)

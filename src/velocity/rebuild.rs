@@ -1,0 +1,163 @@
+//! Rebuilding the in-memory store of a Kafka detector at start-up
+//! (`velocity.rebuild = true`): the store lives in the process, so a restarted detector
+//! would otherwise serve features from empty counters. Before it consumes, it reads its
+//! input topics from their first retained offset up to the group's committed offsets,
+//! without scoring, and counts every transaction as the stream stage would (the same
+//! decoding and ids, so a transaction counted here is recognised if it comes again).
+//! Invalid messages are skipped: they went to the dead-letter topic the first time.
+//!
+//! Bucket counts do not depend on the order transactions arrive in, so the rebuilt
+//! counters equal the ones the previous process held, as far as the topics' retention
+//! reaches. In a group of several detectors each one counts every partition's history
+//! and then only its own partitions' new transactions: a group should share Redis.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use tokio_util::sync::CancellationToken;
+
+use super::stage::Velocity;
+use crate::kafka::KafkaSettings;
+use crate::schema::json::decode_transaction_limited;
+use crate::stream::source::Incoming;
+use crate::stream::source::kafka::default_id;
+
+/// Rows counted per call of the velocity stage.
+const CHUNK: usize = 4_096;
+/// Longest wait for metadata, committed offsets and watermarks.
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a rebuild read.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Rebuilt {
+    /// Transactions counted.
+    pub counted: u64,
+    /// Messages skipped as invalid.
+    pub skipped: u64,
+    /// Whether every partition was read up to its committed offset.
+    pub complete: bool,
+}
+
+/// Count the history of `kafka.topics` up to the group's committed offsets into
+/// `velocity` (on this thread: call it off the async runtime). Stops early, with
+/// `complete = false`, at `limit` or when `stop` is cancelled.
+pub fn rebuild(
+    kafka: &KafkaSettings,
+    velocity: &Velocity,
+    limit: Duration,
+    stop: &CancellationToken,
+) -> anyhow::Result<Rebuilt> {
+    let started = Instant::now();
+    let mut config = kafka.consumer_config();
+    // Reads the group's offsets; never joins it, so static membership is not used.
+    config
+        .remove("group.instance.id")
+        .set("statistics.interval.ms", "0");
+    let consumer: BaseConsumer = config
+        .create()
+        .context("invalid `kafka.properties` for the velocity rebuild")?;
+    let mut wanted = TopicPartitionList::new();
+    for topic in &kafka.topics {
+        let md = consumer
+            .fetch_metadata(Some(topic), TIMEOUT)
+            .with_context(|| format!("reading the partitions of {topic:?}"))?;
+        for t in md.topics().iter().filter(|t| t.name() == topic) {
+            for p in t.partitions() {
+                wanted.add_partition(topic, p.id());
+            }
+        }
+    }
+    let committed = consumer
+        .committed_offsets(wanted, TIMEOUT)
+        .context("reading the group's committed offsets")?;
+    // Read each partition from its first retained offset to its committed one.
+    let mut ends: HashMap<(String, i32), i64> = HashMap::new();
+    let mut assign = TopicPartitionList::new();
+    for e in committed.elements() {
+        let Offset::Offset(end) = e.offset() else {
+            continue; // nothing committed: nothing counted yet
+        };
+        let (low, _) = consumer.fetch_watermarks(e.topic(), e.partition(), TIMEOUT)?;
+        if end > low {
+            ends.insert((e.topic().to_owned(), e.partition()), end);
+            assign.add_partition_offset(e.topic(), e.partition(), Offset::Offset(low))?;
+        }
+    }
+    let mut out = Rebuilt::default();
+    if ends.is_empty() {
+        out.complete = true;
+        return Ok(out);
+    }
+    consumer.assign(&assign)?;
+    tracing::info!(
+        partitions = ends.len(),
+        "velocity: counting the input's history into the in-memory store"
+    );
+    let mut rows: Vec<Incoming> = Vec::with_capacity(CHUNK);
+    let flush = |rows: &mut Vec<Incoming>, out: &mut Rebuilt| -> anyhow::Result<()> {
+        out.counted += rows.len() as u64;
+        // Rows refused for a missing entity id went to the dead-letter topic already.
+        let _refused = velocity
+            .compute(rows)
+            .map_err(|e| anyhow::anyhow!("velocity store: {}", e.0))?;
+        rows.clear();
+        Ok(())
+    };
+    while !ends.is_empty() {
+        if stop.is_cancelled() || started.elapsed() > limit {
+            flush(&mut rows, &mut out)?;
+            tracing::warn!(
+                counted = out.counted,
+                left = ends.len(),
+                "velocity rebuild stopped early; the counters miss some history"
+            );
+            return Ok(out);
+        }
+        let Some(m) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let m = match m {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "velocity rebuild: read failed; retrying");
+                continue;
+            }
+        };
+        let key = (m.topic().to_owned(), m.partition());
+        let Some(&end) = ends.get(&key) else {
+            continue;
+        };
+        if m.offset() >= end {
+            ends.remove(&key);
+            continue;
+        }
+        let decoded = decode_transaction_limited(
+            m.payload().unwrap_or_default(),
+            kafka.max_message_bytes,
+            || default_id(m.key(), m.topic(), m.partition(), m.offset()),
+        );
+        match decoded {
+            Ok(tx) => rows.push(Incoming::now(tx, 0)),
+            Err(_) => out.skipped += 1,
+        }
+        if m.offset() + 1 >= end {
+            ends.remove(&key);
+        }
+        if rows.len() >= CHUNK {
+            flush(&mut rows, &mut out)?;
+        }
+    }
+    flush(&mut rows, &mut out)?;
+    out.complete = true;
+    tracing::info!(
+        counted = out.counted,
+        skipped = out.skipped,
+        seconds = started.elapsed().as_secs_f64(),
+        "velocity: in-memory store rebuilt from the input"
+    );
+    Ok(out)
+}
