@@ -215,7 +215,7 @@ fn while_redis_is_down_batches_wait_and_nothing_is_lost() {
     // The labels feed ran ahead (a replay): labels never age out counters, and the
     // delayed windows read only buckets whose labels are due, so this matches offline.
     let labels: Vec<LabelEvent> = txs.iter().map(label).collect();
-    velocity.apply_labels(&labels);
+    velocity.apply_labels(&labels).unwrap();
     let half = txs.len() / 2;
     let mut first = rows(0..half);
     let abort = tokio_util::sync::CancellationToken::new();

@@ -79,11 +79,16 @@ impl LabelsFile {
     }
 }
 
-/// Apply what `file` holds now; returns how many labels.
+/// Apply what `file` holds now; returns how many labels. Labels the store could not
+/// take before the shutdown deadline are dropped here: the file is read from its start
+/// again on the next start.
 pub fn catch_up(velocity: &Velocity, file: &mut LabelsFile) -> std::io::Result<usize> {
     let labels = file.read_new()?;
     for chunk in labels.chunks(CHUNK) {
-        velocity.apply_labels(chunk);
+        if let Err(e) = velocity.apply_labels(chunk) {
+            tracing::warn!(path = %file.path, error = %e.0, "labels not applied");
+            break;
+        }
     }
     Ok(labels.len())
 }

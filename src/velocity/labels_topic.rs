@@ -304,12 +304,16 @@ impl LabelsTopic {
             Target::Velocity(_) if n == 0 => {}
             Target::Velocity(velocity) => {
                 let v = Arc::clone(velocity);
+                // Not applied (the store gave up at the shutdown deadline): nothing is
+                // committed, and the labels are read again on the next start.
                 tokio::task::spawn_blocking(move || {
-                    for part in chunk.labels.chunks(CHUNK) {
-                        v.apply_labels(part);
-                    }
+                    chunk
+                        .labels
+                        .chunks(CHUNK)
+                        .try_for_each(|part| v.apply_labels(part).map(drop))
                 })
-                .await?;
+                .await?
+                .map_err(|e| anyhow::anyhow!("velocity store: {}", e.0))?;
             }
         }
         if self.grouped && !stop.is_cancelled() {

@@ -28,6 +28,12 @@ use crate::stream::source::kafka::default_id;
 
 /// Rows counted per call of the velocity stage.
 const CHUNK: usize = 4_096;
+/// One poll's wait.
+const POLL: Duration = Duration::from_millis(200);
+/// Empty polls in a row after which the partitions still short of their committed offset
+/// are taken as read (a compacted gap or a transaction marker can end a partition below
+/// it).
+const IDLE_POLLS: u32 = 50;
 /// Longest wait for metadata, committed offsets and watermarks.
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -107,6 +113,7 @@ pub fn rebuild(
         rows.clear();
         Ok(())
     };
+    let mut idle = 0;
     while !ends.is_empty() {
         if stop.is_cancelled() || started.elapsed() > limit {
             flush(&mut rows, &mut out)?;
@@ -117,9 +124,20 @@ pub fn rebuild(
             );
             return Ok(out);
         }
-        let Some(m) = consumer.poll(Duration::from_millis(200)) else {
+        let Some(m) = consumer.poll(POLL) else {
+            // Nothing arriving from partitions still short of their committed offset:
+            // the rest was compacted away or is a transaction marker, not a message.
+            idle += 1;
+            if idle >= IDLE_POLLS {
+                tracing::warn!(
+                    left = ends.len(),
+                    "velocity rebuild: nothing more arrives below the committed offsets for 10 s; taking those partitions as read"
+                );
+                break;
+            }
             continue;
         };
+        idle = 0;
         let m = match m {
             Ok(m) => m,
             Err(e) => {

@@ -320,8 +320,10 @@ impl Velocity {
     }
 
     /// Apply labels: fraud counters (once per id) and the online confusion counts.
-    /// Retries a failing store with backoff.
-    pub fn apply_labels(&self, labels: &[LabelEvent]) -> Confusion {
+    /// Retries a failing store with backoff; past the shutdown deadline
+    /// ([`Velocity::abort_on`]) the labels are not applied and the error is returned (the
+    /// caller must not record them as done: they are read again on the next start).
+    pub fn apply_labels(&self, labels: &[LabelEvent]) -> Result<Confusion, StoreError> {
         let mut backoff = self.retry;
         loop {
             match self.lock_engine().label(labels) {
@@ -330,8 +332,9 @@ impl Velocity {
                     metrics::counter!(names::VELOCITY_STORE_ERRORS).increment(1);
                     tracing::warn!(error = %e, retry_in = ?backoff, "velocity state store failed applying labels; retrying");
                     if !self.pause(backoff) {
-                        // Stopping: these labels are read again from the file next start.
-                        return self.confusion();
+                        return Err(StoreError(format!(
+                            "{e} (labels not applied: given up at the shutdown deadline)"
+                        )));
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(10));
                 }
@@ -348,7 +351,7 @@ impl Velocity {
             }
             j.count(verdict, l.label == 1);
         }
-        j.confusion
+        Ok(j.confusion)
     }
 
     /// The confusion counts so far.
