@@ -236,14 +236,15 @@ impl Detector {
                     && cfg.velocity.store == crate::velocity::config::StoreKind::Memory
             }) {
                 let (v, settings, stop) = (v.clone(), cfg.kafka.clone(), background.clone());
-                let rebuilt = tokio::task::spawn_blocking(move || {
-                    crate::velocity::rebuild::rebuild(&settings, &v, VELOCITY_REBUILD, &stop)
+                tokio::task::spawn_blocking(move || {
+                    crate::velocity::rebuild::rebuild_with_retries(
+                        &settings,
+                        &v,
+                        VELOCITY_REBUILD,
+                        &stop,
+                    );
                 })
                 .await?;
-                // Brokers unreachable: start from empty counters rather than not at all.
-                if let Err(e) = rebuilt {
-                    tracing::warn!(error = %format!("{e:#}"), "velocity: the in-memory store was not rebuilt from the input; serving from empty counters");
-                }
             }
             if let (Some(v), Some(topic)) = (&velocity, &cfg.velocity.labels_topic) {
                 let grouped = cfg.velocity.store == crate::velocity::config::StoreKind::Redis;

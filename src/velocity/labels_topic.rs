@@ -182,15 +182,17 @@ impl LabelsTopic {
     /// labels to `target`. Returns how many, and whether the end was reached.
     async fn read_until(
         &mut self,
-        ends: &HashMap<i32, i64>,
+        ends: &HashMap<i32, (i64, i64)>,
         deadline: tokio::time::Instant,
         stop: &CancellationToken,
         target: &mut Target<'_>,
     ) -> anyhow::Result<(usize, bool)> {
-        let mut at: HashMap<i32, i64> = HashMap::new();
+        // A partition starts at its first retained offset: one whose messages have all
+        // aged out (first = end) has nothing to read.
+        let mut at: HashMap<i32, i64> = ends.iter().map(|(&p, &(first, _))| (p, first)).collect();
         let behind = |at: &HashMap<i32, i64>| {
             ends.iter()
-                .any(|(p, &end)| at.get(p).copied().unwrap_or(0) < end)
+                .any(|(p, &(first, end))| at.get(p).copied().unwrap_or(first) < end)
         };
         let mut applied = 0;
         while behind(&at) {
@@ -199,7 +201,10 @@ impl LabelsTopic {
                 () = tokio::time::sleep_until(deadline) => return Ok((applied, false)),
                 c = self.read_chunk() => c,
             };
-            at.extend(chunk.next.iter().map(|(&p, &o)| (p, o)));
+            for (&p, &o) in &chunk.next {
+                let a = at.entry(p).or_insert(o);
+                *a = (*a).max(o);
+            }
             applied += self.apply(chunk, target, stop).await?;
         }
         Ok((applied, true))
@@ -398,11 +403,11 @@ async fn partitions(consumer: &Arc<StreamConsumer>, topic: &str) -> anyhow::Resu
         }))
 }
 
-/// The end offset of every partition of `topic`.
+/// The first retained and the end offset of every partition of `topic`.
 async fn end_offsets(
     consumer: &Arc<StreamConsumer>,
     topic: &str,
-) -> anyhow::Result<HashMap<i32, i64>> {
+) -> anyhow::Result<HashMap<i32, (i64, i64)>> {
     let parts = match partitions(consumer, topic).await? {
         Partitions::Found(p) => p,
         Partitions::Missing => anyhow::bail!("topic {topic:?} does not exist"),
@@ -412,9 +417,9 @@ async fn end_offsets(
     tokio::task::spawn_blocking(move || {
         parts
             .into_iter()
-            .map(|p| Ok((p, c.fetch_watermarks(&t, p, METADATA_TIMEOUT)?.1)))
-            .collect::<Result<HashMap<i32, i64>, rdkafka::error::KafkaError>>()
+            .map(|p| Ok((p, c.fetch_watermarks(&t, p, METADATA_TIMEOUT)?)))
+            .collect::<Result<HashMap<i32, (i64, i64)>, rdkafka::error::KafkaError>>()
     })
     .await?
-    .with_context(|| format!("end offsets of velocity.labels_topic {topic:?}"))
+    .with_context(|| format!("offsets of velocity.labels_topic {topic:?}"))
 }

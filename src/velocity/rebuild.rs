@@ -179,3 +179,34 @@ pub fn rebuild(
     );
     Ok(out)
 }
+
+/// [`rebuild`], retrying a failure (brokers not answering yet) with backoff until `limit`
+/// has passed in all or `stop`: then the store starts from what it holds, which is said.
+/// A retry counts nothing twice: the transaction ids already counted are remembered.
+pub fn rebuild_with_retries(
+    kafka: &KafkaSettings,
+    velocity: &Velocity,
+    limit: Duration,
+    stop: &CancellationToken,
+) {
+    let started = Instant::now();
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        let left = limit.saturating_sub(started.elapsed());
+        match rebuild(kafka, velocity, left, stop) {
+            Ok(_) => return,
+            Err(e) if started.elapsed() + backoff < limit && !stop.is_cancelled() => {
+                tracing::warn!(error = %format!("{e:#}"), retry_in = ?backoff, "velocity rebuild failed; retrying");
+                let until = Instant::now() + backoff;
+                while Instant::now() < until && !stop.is_cancelled() {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "velocity: the in-memory store was not rebuilt from the input; serving from what it holds");
+                return;
+            }
+        }
+    }
+}
