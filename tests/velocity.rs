@@ -343,20 +343,7 @@ fn retrain_learns_from_the_served_features_and_the_labels() {
         ),
     );
     ok(&fraudstream(&["run", "--config", cfg.to_str().unwrap()]));
-    let out = ok(&fraudstream(&[
-        "retrain",
-        "--config",
-        cfg.to_str().unwrap(),
-        "--json",
-    ]));
-    let decision: serde_json::Value = out
-        .lines()
-        .find_map(|l| {
-            serde_json::from_str(l)
-                .ok()
-                .filter(|v: &serde_json::Value| v.get("decision").is_some())
-        })
-        .unwrap_or_else(|| panic!("no decision in:\n{out}"));
+    let decision = common::retrain_decision(&cfg);
     // Every lake row (served features, no Class) took its label from the labels file.
     assert_eq!(decision["rows_read"], sim.rows, "{decision}");
     assert_eq!(decision["rows_used"], sim.rows, "{decision}");

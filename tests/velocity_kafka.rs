@@ -116,25 +116,7 @@ async fn labels_from_a_topic_feed_the_features_and_bad_ones_are_dead_lettered() 
 
     // `retrain` learns from the lake (the features as served, no `Class`) with the labels
     // read from the topic (the bad one skipped).
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fraudstream"))
-        .args(["retrain", "--json", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let decision: serde_json::Value = text
-        .lines()
-        .find_map(|l| {
-            serde_json::from_str(l)
-                .ok()
-                .filter(|v: &serde_json::Value| v.get("decision").is_some())
-        })
-        .unwrap_or_else(|| panic!("no decision in:\n{text}"));
+    let decision = common::retrain_decision(&config);
     let frauds = txs.iter().filter(|t| t.label == Some(1)).count();
     assert_eq!(decision["rows_read"], txs.len(), "{decision}");
     assert_eq!(decision["rows_used"], txs.len(), "{decision}");

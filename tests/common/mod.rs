@@ -177,3 +177,27 @@ pub fn unlabelled(
         })
         .collect()
 }
+
+/// Run `fraudstream retrain --json --config CONFIG` and return its decision (the JSON
+/// line with a `decision` field); fails the test when it fails or prints none.
+pub fn retrain_decision(config: &Path) -> serde_json::Value {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fraudstream"))
+        .args(["retrain", "--json", "--config"])
+        .arg(config)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        panic!(
+            "retrain failed: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    text.lines()
+        .find_map(|l| {
+            serde_json::from_str(l)
+                .ok()
+                .filter(|v: &serde_json::Value| v.get("decision").is_some())
+        })
+        .unwrap_or_else(|| panic!("no decision in:\n{text}"))
+}
