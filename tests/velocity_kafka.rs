@@ -177,3 +177,102 @@ async fn a_restarted_detector_rebuilds_its_counters_from_the_topic() {
         );
     }
 }
+
+/// Labels written by a transactional producer (Kafka Streams with exactly-once, for one):
+/// every partition ends with a commit marker, an offset that holds no message, so the last
+/// label's offset never reaches the end offset. Reading the topic whole — what `retrain`
+/// does, and what a memory-store detector does before it scores — still ends, with every
+/// label: the client reports each partition's end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transactional_labels_topic_is_read_to_its_end() {
+    use rdkafka::ClientConfig;
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+
+    let brokers = common::require("FRAUDSTREAM_TEST_KAFKA", "kafka");
+    let topic = common::unique("txlabels");
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .unwrap();
+    let created = admin
+        .create_topics(
+            &[NewTopic::new(&topic, 2, TopicReplication::Fixed(1))],
+            &AdminOptions::new(),
+        )
+        .await
+        .unwrap();
+    assert!(created.iter().all(Result::is_ok), "{created:?}");
+
+    let txs = simulate_transactions(&SimParams {
+        customers: 20,
+        terminals: 50,
+        days: 3,
+        seed: 8,
+        ..SimParams::default()
+    });
+    let txs = &txs[..txs.len().min(60)];
+    let (brokers2, topic2, payloads) = (
+        brokers.clone(),
+        topic.clone(),
+        txs.iter()
+            .map(|t| (t.id.clone(), label_json(t, t.label.unwrap())))
+            .collect::<Vec<_>>(),
+    );
+    tokio::task::spawn_blocking(move || {
+        let producer: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", &brokers2)
+            .set("transactional.id", format!("{topic2}-writer"))
+            .create()
+            .unwrap();
+        let timeout = Duration::from_secs(30);
+        producer.init_transactions(timeout).unwrap();
+        // Two transactions: a marker inside each partition and one at its end.
+        for part in payloads.chunks(payloads.len() / 2 + 1) {
+            producer.begin_transaction().unwrap();
+            for (key, payload) in part {
+                producer
+                    .send(BaseRecord::to(&topic2).key(key).payload(payload))
+                    .unwrap();
+            }
+            producer.commit_transaction(timeout).unwrap();
+        }
+    })
+    .await
+    .unwrap();
+
+    // The markers are there: the end offsets add up to more than the labels.
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .unwrap();
+    let ends: i64 = (0..2)
+        .map(|p| {
+            consumer
+                .fetch_watermarks(&topic, p, Duration::from_secs(10))
+                .unwrap()
+                .1
+        })
+        .sum();
+    assert!(
+        ends > txs.len() as i64,
+        "end offsets {ends}, {} labels",
+        txs.len()
+    );
+
+    let settings = fraudstream::kafka::KafkaSettings {
+        brokers,
+        ..fraudstream::kafka::KafkaSettings::default()
+    };
+    let labels =
+        fraudstream::velocity::labels_topic::read_all(&settings, &topic, Duration::from_secs(20))
+            .await
+            .expect("the whole topic read");
+    let mut got: Vec<&str> = labels.iter().map(|l| l.tx_id.as_str()).collect();
+    let mut want: Vec<&str> = txs.iter().map(|t| t.id.as_str()).collect();
+    got.sort_unstable();
+    want.sort_unstable();
+    assert_eq!(got, want);
+}

@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
@@ -67,6 +68,10 @@ struct Chunk {
     dead: Vec<DeadLetter>,
     /// Next offset per partition.
     next: HashMap<i32, i64>,
+    /// Partitions read to their end (a reader without a group): what the catch-up waits
+    /// for, since a partition's last offset may hold no message (a transaction marker,
+    /// a compacted record).
+    ended: Vec<i32>,
 }
 
 impl LabelsTopic {
@@ -82,7 +87,13 @@ impl LabelsTopic {
         config
             .set("group.id", format!("{}.labels", kafka.group_id))
             // The consumer-lag gauge is the transaction stream's.
-            .set("statistics.interval.ms", "0");
+            .set("statistics.interval.ms", "0")
+            // Read whole: the client says when a partition's end is reached, markers
+            // included, which its last message's offset cannot tell.
+            .set(
+                "enable.partition.eof",
+                if grouped { "false" } else { "true" },
+            );
         // A `group.instance.id` is kept: static membership in this group too (instance ids
         // are unique per group), so a restarted detector takes its place at once.
         let consumer: Arc<StreamConsumer> = Arc::new(
@@ -205,6 +216,12 @@ impl LabelsTopic {
                 let a = at.entry(p).or_insert(o);
                 *a = (*a).max(o);
             }
+            // At its end now, so past the end it had when the catch-up began.
+            for p in &chunk.ended {
+                if let Some(&(_, end)) = ends.get(p) {
+                    at.insert(*p, end);
+                }
+            }
             applied += self.apply(chunk, target, stop).await?;
         }
         Ok((applied, true))
@@ -232,8 +249,8 @@ impl LabelsTopic {
         }
     }
 
-    /// Wait for a message, then take what else arrives within [`LINGER`], up to
-    /// [`CHUNK`].
+    /// Wait for a message (or a partition's end), then take what else arrives within
+    /// [`LINGER`], up to [`CHUNK`].
     async fn read_chunk(&self) -> Chunk {
         let mut chunk = Chunk::default();
         loop {
@@ -241,6 +258,10 @@ impl LabelsTopic {
                 Ok(m) => {
                     self.take(&m, &mut chunk);
                     break;
+                }
+                Err(KafkaError::PartitionEOF(p)) => {
+                    chunk.ended.push(p);
+                    return chunk;
                 }
                 Err(e) => {
                     tracing::warn!(topic = %self.topic, error = %e, "labels topic read failed; retrying");
@@ -252,6 +273,7 @@ impl LabelsTopic {
         while chunk.labels.len() + chunk.dead.len() < CHUNK {
             match tokio::time::timeout_at(until, self.consumer.recv()).await {
                 Ok(Ok(m)) => self.take(&m, &mut chunk),
+                Ok(Err(KafkaError::PartitionEOF(p))) => chunk.ended.push(p),
                 Ok(Err(e)) => {
                     tracing::warn!(topic = %self.topic, error = %e, "labels topic read failed; retrying");
                     break;
@@ -321,7 +343,7 @@ impl LabelsTopic {
                 .map_err(|e| anyhow::anyhow!("velocity store: {}", e.0))?;
             }
         }
-        if self.grouped && !stop.is_cancelled() {
+        if self.grouped && !stop.is_cancelled() && !chunk.next.is_empty() {
             let mut tpl = TopicPartitionList::new();
             for (&p, &o) in &chunk.next {
                 tpl.add_partition_offset(&self.topic, p, Offset::Offset(o))?;
@@ -418,7 +440,7 @@ async fn end_offsets(
         parts
             .into_iter()
             .map(|p| Ok((p, c.fetch_watermarks(&t, p, METADATA_TIMEOUT)?)))
-            .collect::<Result<HashMap<i32, (i64, i64)>, rdkafka::error::KafkaError>>()
+            .collect::<Result<HashMap<i32, (i64, i64)>, KafkaError>>()
     })
     .await?
     .with_context(|| format!("offsets of velocity.labels_topic {topic:?}"))
