@@ -14,6 +14,10 @@
 # transaction (wall time inside the stage: CPU for decode and score, CPU plus waiting
 # for the sinks; stages overlap, so they need not add up to the CPU) and, on Kafka, the
 # CPU per transaction of each group of threads (librdkafka's are the Kafka client).
+# On Kafka it also prints the broker's CPU per transaction from each consumer's first
+# message to its last,
+# and the ceiling: the same client and batches reading only (peer_consumer.py drain),
+# which no consumer of the partition exceeds on this machine.
 #
 #   scripts/bench-hotpath.sh [--messages N]     (default 100000)
 set -euo pipefail
@@ -53,6 +57,8 @@ threads() {
 }
 # CPU µs per transaction by thread group between two `threads` snapshots ($1, $2), for
 # $3 transactions: librdkafka's threads (rdk:*) are the Kafka client.
+# CPU µs per transaction of $1 clock ticks over the run's transactions.
+per_tx() { awk -v t="$1" -v k="$tck" -v n="$n" 'BEGIN { printf "%.1f\n", t / k * 1e6 / n }'; }
 thread_groups() {
   awk -v k="$tck" -v n="$3" 'FNR == NR { before[$1] = $3; next }
     { g = $2 ~ /^rdk:/ ? "kafka-client(librdkafka)" : $2; cpu[g] += $3 - before[$1] }
@@ -79,6 +85,9 @@ awk -v w="$wall" -v u="$user" -v s="$sys" -v m="$rss" -v n="$rows" -v st="$stage
 echo "== kafka: $n messages preloaded on one partition"
 eval "$(scripts/services.sh up kafka)"
 trap 'scripts/services.sh down kafka >/dev/null 2>&1 || true' EXIT
+# The broker runs on the same two cores: its CPU per message served is printed beside
+# each consumer's, since it bounds how fast any consumer can read here.
+broker=$(cat "$FRAUDSTREAM_STATE/kafka.pid")
 topic=hot-$(date +%s)
 "$venv/bin/python" - "$FRAUDSTREAM_TEST_KAFKA" "$topic" <<'PY'
 import sys
@@ -121,25 +130,36 @@ scored() { curl -s "http://127.0.0.1:$port/metrics" | awk '/^fraudstream_scored_
 until curl -sf "http://127.0.0.1:$port/readyz" > /dev/null; do sleep 0.01; done
 c0=$(cpu_ticks $pid); threads $pid > "$work/run/threads0"
 until [[ $(scored) != 0 ]]; do sleep 0.01; done
-t0=$(date +%s.%N)
+t0=$(date +%s.%N); b0=$(cpu_ticks "$broker")
 until [[ $(scored) -ge $n ]]; do sleep 0.05; done
-t1=$(date +%s.%N); c1=$(cpu_ticks $pid); threads $pid > "$work/run/threads1"
+t1=$(date +%s.%N); c1=$(cpu_ticks $pid); b1=$(cpu_ticks "$broker"); threads $pid > "$work/run/threads1"
 kill -TERM $pid; wait $pid || true
 stages=$(grep 'time in stages' "$work/run/k-summary" | sed 's/.*time in stages (s) *//; s/ *$//')
 read -r fs_rate fs_cpu < <(awk -v a="$t0" -v b="$t1" -v c="$c0" -v d="$c1" -v k="$tck" -v n="$n" \
   'BEGIN { printf "%.0f %.1f\n", n / (b - a), (d - c) / k * 1e6 / n }')
-echo "fraudstream kafka: $fs_rate tx/s, $fs_cpu us CPU/tx"
+echo "fraudstream kafka: $fs_rate tx/s, $fs_cpu us CPU/tx (the broker meanwhile: $(per_tx $((b1 - b0))) us CPU/tx)"
 thread_groups "$work/run/threads0" "$work/run/threads1" "$n"
 awk -v st="$stages" -v n="$n" 'BEGIN { k = split(st, a, "  "); line = "  stage time per tx (us):"
   for (i = 1; i <= k; i++) { split(a[i], p, " "); line = line sprintf(" %s %.1f", p[1], p[2] * 1e6 / n) }
   print line }'
-py=$("$venv/bin/python" scripts/peer_consumer.py run --brokers "$FRAUDSTREAM_TEST_KAFKA" \
-  --topic "$topic" --group "python-$topic" --alerts-topic "$topic.alerts" \
-  --model "$work/peer-$key.joblib" --expect "$n" --out "$work/run/py")
-read -r py_rate py_cpu < <(echo "$py" | "$venv/bin/python" -c '
+# Run peer_consumer.py with "$@"; prints its rate, its CPU per message and the broker's
+# CPU per message from its first message to its last.
+peer() {
+  "$venv/bin/python" scripts/peer_consumer.py "$@" --brokers "$FRAUDSTREAM_TEST_KAFKA" \
+    --topic "$topic" --expect "$n" --watch-pid "$broker" | "$venv/bin/python" -c '
 import json, sys
 r = json.load(sys.stdin)
-print("%.0f %.1f" % (r["messages"] / r["seconds"], r["cpu_seconds"] * 1e6 / r["messages"]))')
-echo "python consumer:   $py_rate tx/s, $py_cpu us CPU/tx"
+n = r["messages"]
+print("%.0f %.1f %.1f" % (n / r["seconds"], r["cpu_seconds"] * 1e6 / n, r["watched_cpu_seconds"] * 1e6 / n))'
+}
+read -r py_rate py_cpu py_broker < <(peer run --group "python-$topic" \
+  --alerts-topic "$topic.alerts" --model "$work/peer-$key.joblib" --out "$work/run/py")
+echo "python consumer:   $py_rate tx/s, $py_cpu us CPU/tx (the broker meanwhile: $py_broker us CPU/tx)"
 awk -v a="$fs_rate" -v b="$py_rate" -v c="$fs_cpu" -v d="$py_cpu" \
   'BEGIN { printf "fraudstream / python: %.1fx the throughput, %.1fx less CPU per transaction\n", a / b, d / c }'
+# The ceiling: the same client settings and batches, reading only. No consumer of this
+# partition goes faster on this machine, whatever it does per message.
+read -r dr_rate dr_cpu dr_broker < <(peer drain --group "drain-$topic")
+echo "read only (ceiling): $dr_rate tx/s, $dr_cpu us CPU/tx (the broker meanwhile: $dr_broker us CPU/tx)"
+awk -v a="$dr_rate" -v b="$py_rate" \
+  'BEGIN { printf "  10x the python consumer would be %.0f tx/s: %.1fx the read-only ceiling\n", 10 * b, 10 * b / a }'

@@ -12,7 +12,9 @@ competent Python team would write it, and what they would be proud of.
   rows); a synchronous offset commit per batch (at-least-once). No explanations:
   scikit-learn has no per-prediction contributions short of a far slower tree walk.
   Stops after --expect messages and prints one JSON line: messages, seconds (first
-  message to last), cpu_seconds (from subscribing, so librdkafka's prefetch counts).
+  message to last), cpu_seconds (from subscribing, so librdkafka's prefetch counts),
+  watched_cpu_seconds (the --watch-pid process, the broker, from first to last message).
+- `drain ...`: the same consumer and batches, reading only: the ceiling of any consumer.
 
 Needs: pip install confluent-kafka scikit-learn numpy pyarrow joblib
 """
@@ -25,6 +27,27 @@ import sys
 import time
 
 FEATURES = [f"V{i}" for i in range(1, 29)] + ["Amount"]
+
+
+def cpu_of(pid):
+    """CPU seconds (user + system) used so far by process `pid` (0: none watched)."""
+    if not pid:
+        return 0.0
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def report(done, started, cpu0, watched0, watch_pid):
+    """The run's JSON line; `watched_cpu_seconds` is what --watch-pid used from the first
+    message to the last."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    print(json.dumps({
+        "messages": done,
+        "seconds": time.monotonic() - started,
+        "cpu_seconds": r.ru_utime + r.ru_stime - cpu0,
+        "watched_cpu_seconds": cpu_of(watch_pid) - watched0,
+    }))
 
 
 def train(data, out):
@@ -89,6 +112,7 @@ def run(a):
             continue
         if started is None:
             started = time.monotonic()
+            watched0 = cpu_of(a.watch_pid)
         txs = []
         for m in msgs:
             if m.error():
@@ -125,12 +149,35 @@ def run(a):
         consumer.commit(asynchronous=False)
         done += len(msgs)
     flush_lake()
+    report(done, started, cpu0, watched0, a.watch_pid)
+    consumer.close()
+
+
+def drain(a):
+    """Only read: the same consumer settings and batches, no work per message. What any
+    consumer on this machine and broker can reach at best (the broker's own CPU per
+    message served competes with the consumer for the cores)."""
+    from confluent_kafka import Consumer
+
+    consumer = Consumer({
+        "bootstrap.servers": a.brokers,
+        "group.id": a.group,
+        "auto.offset.reset": "earliest",
+        "enable.auto.commit": False,
+        "receive.message.max.bytes": 1000000000,
+    })
     r = resource.getrusage(resource.RUSAGE_SELF)
-    print(json.dumps({
-        "messages": done,
-        "seconds": time.monotonic() - started,
-        "cpu_seconds": r.ru_utime + r.ru_stime - cpu0,
-    }))
+    cpu0 = r.ru_utime + r.ru_stime
+    consumer.subscribe([a.topic])
+    done = 0
+    started = None
+    while done < a.expect:
+        msgs = consumer.consume(num_messages=512, timeout=1.0)
+        if msgs and started is None:
+            started = time.monotonic()
+            watched0 = cpu_of(a.watch_pid)
+        done += len(msgs)
+    report(done, started, cpu0, watched0, a.watch_pid)
     consumer.close()
 
 
@@ -139,12 +186,20 @@ if __name__ == "__main__":
         train(sys.argv[2], sys.argv[3])
         sys.exit(0)
     p = argparse.ArgumentParser()
-    p.add_argument("cmd", choices=["run"])
+    p.add_argument("cmd", choices=["run", "drain"])
     p.add_argument("--brokers", required=True)
     p.add_argument("--topic", required=True)
     p.add_argument("--group", required=True)
-    p.add_argument("--alerts-topic", required=True)
-    p.add_argument("--model", required=True)
+    p.add_argument("--alerts-topic")
+    p.add_argument("--model")
     p.add_argument("--expect", type=int, required=True)
-    p.add_argument("--out", required=True)
-    run(p.parse_args())
+    p.add_argument("--out")
+    p.add_argument("--watch-pid", type=int, default=0,
+                   help="also report this process's CPU from the first message to the last")
+    args = p.parse_args()
+    if args.cmd == "drain":
+        drain(args)
+    else:
+        if not (args.alerts_topic and args.model and args.out):
+            p.error("run needs --alerts-topic, --model and --out")
+        run(args)
