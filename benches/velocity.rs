@@ -8,7 +8,8 @@
 //!
 //! `cargo bench --bench velocity -- redis redis://127.0.0.1:PORT [DAYS]` runs the same
 //! stream through a Redis store (the engine's batch path: one pipelined round trip per
-//! call) and prints wall time too: the detector's thread waits on the network.
+//! call) and prints wall time too: the detector's thread waits on the network; and the
+//! Redis server's own CPU per transaction (`INFO cpu`), the group's shared cost.
 //!
 //! `cargo bench --bench velocity -- distinct N` instead streams N transactions of N
 //! distinct cards (one new card each, 10,000 terminals) through a store bounded at
@@ -120,6 +121,7 @@ fn main() {
         .and_then(|i| args.get(i + 1))
         .cloned();
     for run in 1..=3 {
+        let server_before = redis.as_deref().map(redis_server_cpu);
         let (engine_cpu, wall, labels_cpu, stats) = match &redis {
             None => {
                 let limits = MemoryLimits {
@@ -159,7 +161,29 @@ fn main() {
             stats.served,
             stats.served_bytes as f64 / (1 << 20) as f64,
         );
+        if let (Some(url), Some(before)) = (&redis, server_before) {
+            println!(
+                "  the Redis server meanwhile (INFO cpu; features and labels, and anything else it served): {:.2} us CPU/tx",
+                (redis_server_cpu(url) - before) * 1e6 / n
+            );
+        }
     }
+}
+
+/// The CPU seconds (user + system, all its threads) the Redis server at `url` has used.
+fn redis_server_cpu(url: &str) -> f64 {
+    let mut c = redis::Client::open(url)
+        .and_then(|c| c.get_connection())
+        .expect("redis reachable");
+    let info: String = redis::cmd("INFO")
+        .arg("cpu")
+        .query(&mut c)
+        .expect("INFO cpu");
+    info.lines()
+        .filter_map(|l| l.split_once(':'))
+        .filter(|(k, _)| *k == "used_cpu_user" || *k == "used_cpu_sys")
+        .filter_map(|(_, v)| v.trim().parse::<f64>().ok())
+        .sum()
 }
 
 /// The stream through `engine` in batches, labels as they fall due: (features CPU s,

@@ -31,6 +31,13 @@ fn settings(url: &str) -> RedisSettings {
     }
 }
 
+fn settings_with_prefix(url: &str, prefix: &str) -> RedisSettings {
+    RedisSettings {
+        prefix: prefix.to_owned(),
+        ..settings(url)
+    }
+}
+
 fn history() -> Vec<Transaction> {
     let p = SimParams {
         customers: 80,
@@ -56,6 +63,75 @@ fn label(t: &Transaction) -> LabelEvent {
 fn redis_store_conforms() {
     let url = common::require("FRAUDSTREAM_TEST_REDIS", "redis");
     conformance::run(|| RedisStore::new(settings(&url), 10_000, 3_600).unwrap());
+}
+
+/// State written by an earlier version (three fields per bucket: `c`, `f`, `s`) is still
+/// read, added to what this version writes (one field per bucket), and trimmed with it.
+#[test]
+fn an_earlier_versions_buckets_are_read_and_trimmed() {
+    use fraudstream::velocity::store::{Commit, Label};
+    let url = common::require("FRAUDSTREAM_TEST_REDIS", "redis");
+    let s = settings(&url);
+    let prefix = s.prefix.clone();
+    let key = format!("{prefix}:e:c:card-1");
+    let mut raw = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    redis::cmd("HSET")
+        .arg(&key)
+        .arg(&[
+            "c100", "2", "s100", "10.25", "f100", "1", "c101", "1", "s101", "4", "lo", "100",
+        ])
+        .query::<()>(&mut raw)
+        .unwrap();
+    let mut store = RedisStore::new(s, 10_000, 3_600).unwrap();
+    let card = [(Entity::CardId, "card-1")];
+    let read = |store: &mut RedisStore| {
+        store.buckets(&card, 0).unwrap()[0]
+            .iter()
+            .map(|b| (b.idx, b.count, b.frauds, b.sum))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(read(&mut store), [(100, 2, 1, 10.25), (101, 1, 0, 4.0)]);
+    store
+        .commit(&[Commit {
+            tx_id: "t-1",
+            features: &[1.0],
+            keys: &card,
+            bucket: 100,
+            amount: 0.1,
+        }])
+        .unwrap();
+    assert_eq!(
+        store
+            .label(&[Label {
+                tx_id: "t-0",
+                keys: &card,
+                bucket: 101,
+            }])
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        read(&mut store),
+        [(100, 3, 1, 10.25 + 0.1), (101, 1, 1, 4.0)]
+    );
+    // Past the horizon (2 buckets kept), both forms of the old buckets are deleted.
+    let mut store = RedisStore::new(settings_with_prefix(&url, &prefix), 2, 3_600).unwrap();
+    store
+        .commit(&[Commit {
+            tx_id: "t-2",
+            features: &[1.0],
+            keys: &card,
+            bucket: 200,
+            amount: 1.0,
+        }])
+        .unwrap();
+    let mut names: Vec<String> = redis::cmd("HKEYS").arg(&key).query(&mut raw).unwrap();
+    names.sort();
+    assert_eq!(names, ["b200", "lo"]);
+    assert_eq!(read(&mut store), [(200, 1, 0, 1.0)]);
 }
 
 #[test]

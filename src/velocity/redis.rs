@@ -1,10 +1,14 @@
 //! The shared entity-state store: Redis (or Valkey), used by every detector of a group.
 //!
 //! Keys, under a prefix (`velocity.redis.prefix`):
-//! - `{p}:e:{c|t}:{id}`, one hash per entity: fields `c<bucket>`, `f<bucket>`,
-//!   `s<bucket>` (count, frauds, sum of amounts) and `lo` (the oldest bucket kept); the
-//!   key expires a horizon after its last update, and each update deletes up to 64
-//!   buckets older than the horizon, so a busy entity's hash stays bounded too;
+//! - `{p}:e:{c|t}:{id}`, one hash per entity: a field `b<bucket>` per bucket holding
+//!   `"<count> <frauds> <sum of amounts>"` (the sum written with 17 significant digits, so
+//!   it reads back as the exact `f64`), and `lo` (the oldest bucket kept); the key expires
+//!   a horizon after its last update, and each update deletes up to 64 buckets older than
+//!   the horizon, so a busy entity's hash stays bounded too. (Earlier versions kept three
+//!   fields per bucket, `c<bucket>`, `f<bucket>` and `s<bucket>`: a read adds them to the
+//!   bucket's one field, and they age out like it. One field per bucket is a third of the
+//!   fields to store, send and parse.)
 //! - `{p}:s:{tx id}`: the features served for a transaction (little-endian `f32`s),
 //!   kept `velocity.redis.served_ttl`;
 //! - `{p}:l:{tx id}`: a label already counted, kept as long.
@@ -24,43 +28,72 @@ use redis::{Client, Connection, Value};
 use super::store::{Commit, Key, Label};
 use super::{Bucket, Entity, StateStore, StoreError, StoreStats};
 
+/// The scripts' shared function: bucket `b` of hash `k` (zeros when absent) and the
+/// oldest bucket kept (`nil` when none), in one call.
+macro_rules! read_bucket {
+    () => {
+        r"
+local function read(k, b)
+  local v = redis.call('HMGET', k, 'b' .. b, 'lo')
+  local lo = tonumber(v[2])
+  if not v[1] then return 0, 0, 0, lo end
+  local c, f, s = string.match(v[1], '^(%S+) (%S+) (%S+)$')
+  return tonumber(c), tonumber(f), tonumber(s), lo
+end
+"
+    };
+}
+
 /// Counts a transaction once: KEYS = served marker, then entity hashes; ARGV = features,
 /// served TTL, bucket, amount, oldest bucket kept, entity TTL.
-const COMMIT: &str = r"
+const COMMIT: &str = concat!(
+    read_bucket!(),
+    r"
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return 0 end
 local b = tonumber(ARGV[3])
+local amount = tonumber(ARGV[4])
 local oldest = tonumber(ARGV[5])
 for i = 2, #KEYS do
   local k = KEYS[i]
-  redis.call('HINCRBY', k, 'c' .. b, 1)
-  redis.call('HINCRBYFLOAT', k, 's' .. b, ARGV[4])
-  local lo = tonumber(redis.call('HGET', k, 'lo'))
+  local c, f, s, lo = read(k, b)
+  local v = string.format('%d %d %.17g', c + 1, f, s + amount)
   if lo == nil or b < lo then
-    redis.call('HSET', k, 'lo', b)
-  elseif lo < oldest then
-    local stop = math.min(oldest - 1, lo + 63)
-    for x = lo, stop do redis.call('HDEL', k, 'c' .. x, 'f' .. x, 's' .. x) end
-    redis.call('HSET', k, 'lo', stop + 1)
+    redis.call('HSET', k, 'b' .. b, v, 'lo', b)
+  else
+    redis.call('HSET', k, 'b' .. b, v)
+    if lo < oldest then
+      local stop = math.min(oldest - 1, lo + 63)
+      for x = lo, stop do redis.call('HDEL', k, 'b' .. x, 'c' .. x, 'f' .. x, 's' .. x) end
+      redis.call('HSET', k, 'lo', stop + 1)
+    end
   end
   redis.call('EXPIRE', k, ARGV[6])
 end
 return 1
-";
+"
+);
 
 /// Counts a fraud label once: KEYS = label marker, then entity hashes; ARGV = marker TTL,
 /// bucket, entity TTL.
-const LABEL: &str = r"
+const LABEL: &str = concat!(
+    read_bucket!(),
+    r"
 if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return 0 end
 local b = tonumber(ARGV[2])
 for i = 2, #KEYS do
   local k = KEYS[i]
-  redis.call('HINCRBY', k, 'f' .. b, 1)
-  local lo = tonumber(redis.call('HGET', k, 'lo'))
-  if lo == nil or b < lo then redis.call('HSET', k, 'lo', b) end
+  local c, f, s, lo = read(k, b)
+  local v = string.format('%d %d %.17g', c, f + 1, s)
+  if lo == nil or b < lo then
+    redis.call('HSET', k, 'b' .. b, v, 'lo', b)
+  else
+    redis.call('HSET', k, 'b' .. b, v)
+  end
   redis.call('EXPIRE', k, ARGV[3])
 end
 return 1
-";
+"
+);
 
 /// Where and how long.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -176,7 +209,8 @@ impl RedisStore {
     }
 }
 
-/// Buckets from a hash's fields (`c<b>`, `f<b>`, `s<b>`; `lo` and anything else skipped).
+/// Buckets from a hash's fields: `b<b>` (`"<count> <frauds> <sum>"`), or an earlier
+/// version's `c<b>`, `f<b>`, `s<b>`; `lo` and anything else skipped.
 fn parse_buckets(fields: Vec<(String, String)>, since: i64) -> Vec<Bucket> {
     let mut by: std::collections::BTreeMap<i64, Bucket> = std::collections::BTreeMap::new();
     for (name, value) in fields {
@@ -192,9 +226,16 @@ fn parse_buckets(fields: Vec<(String, String)>, since: i64) -> Vec<Bucket> {
             ..Bucket::default()
         });
         match kind {
-            "c" => b.count = value.parse().unwrap_or(0),
-            "f" => b.frauds = value.parse().unwrap_or(0),
-            "s" => b.sum = value.parse().unwrap_or(0.0),
+            "b" => {
+                let mut parts = value.split(' ');
+                let mut next = || parts.next().unwrap_or_default();
+                b.count += next().parse().unwrap_or(0);
+                b.frauds += next().parse().unwrap_or(0);
+                b.sum += next().parse().unwrap_or(0.0);
+            }
+            "c" => b.count += value.parse().unwrap_or(0),
+            "f" => b.frauds += value.parse().unwrap_or(0),
+            "s" => b.sum += value.parse().unwrap_or(0.0),
             _ => {}
         }
     }
@@ -330,22 +371,52 @@ impl StateStore for RedisStore {
 mod tests {
     use super::*;
 
+    fn fields(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|&(k, v)| (k.to_owned(), v.to_owned()))
+            .collect()
+    }
+
     #[test]
     fn hash_fields_become_sorted_buckets() {
-        let fields = vec![
-            ("c12".to_owned(), "2".to_owned()),
-            ("s12".to_owned(), "10.5".to_owned()),
-            ("c9".to_owned(), "1".to_owned()),
-            ("f12".to_owned(), "1".to_owned()),
-            ("lo".to_owned(), "9".to_owned()),
-            ("c3".to_owned(), "7".to_owned()),
-        ];
-        let b = parse_buckets(fields, 5);
+        let b = parse_buckets(
+            fields(&[
+                ("b12", "2 1 10.5"),
+                ("b9", "1 0 0.10000000000000001"),
+                ("lo", "9"),
+                ("b3", "7 0 1"),
+            ]),
+            5,
+        );
         assert_eq!(b.len(), 2);
+        assert_eq!((b[0].idx, b[0].count, b[0].sum), (9, 1, 0.1));
+        assert_eq!(
+            (b[1].idx, b[1].count, b[1].frauds, b[1].sum),
+            (12, 2, 1, 10.5)
+        );
+    }
+
+    #[test]
+    fn an_earlier_versions_three_fields_still_read() {
+        let b = parse_buckets(
+            fields(&[
+                ("c12", "2"),
+                ("s12", "10.5"),
+                ("c9", "1"),
+                ("f12", "1"),
+                ("lo", "9"),
+                ("c3", "7"),
+                ("b13", "1 0 2.5"),
+            ]),
+            5,
+        );
+        assert_eq!(b.len(), 3);
         assert_eq!((b[0].idx, b[0].count, b[0].sum), (9, 1, 0.0));
         assert_eq!(
             (b[1].idx, b[1].count, b[1].frauds, b[1].sum),
             (12, 2, 1, 10.5)
         );
+        assert_eq!((b[2].idx, b[2].count, b[2].sum), (13, 1, 2.5));
     }
 }
