@@ -211,11 +211,22 @@ impl RedisStore {
 
 /// Buckets from a hash's fields: `b<b>` (`"<count> <frauds> <sum>"`), or an earlier
 /// version's `c<b>`, `f<b>`, `s<b>`; `lo` and anything else skipped.
-fn parse_buckets(fields: Vec<(String, String)>, since: i64) -> Vec<Bucket> {
+fn parse_buckets<'a>(fields: impl IntoIterator<Item = Field<'a>>, since: i64) -> Vec<Bucket> {
+    fn num<T: std::str::FromStr + Default>(b: &[u8]) -> T {
+        std::str::from_utf8(b)
+            .ok()
+            .and_then(|t| t.parse().ok())
+            .unwrap_or_default()
+    }
     let mut by: std::collections::BTreeMap<i64, Bucket> = std::collections::BTreeMap::new();
     for (name, value) in fields {
-        let (kind, idx) = name.split_at(1.min(name.len()));
-        let Ok(idx) = idx.parse::<i64>() else {
+        let Some((&kind, idx)) = name.split_first() else {
+            continue;
+        };
+        let Some(idx) = std::str::from_utf8(idx)
+            .ok()
+            .and_then(|i| i.parse::<i64>().ok())
+        else {
             continue;
         };
         if idx < since {
@@ -226,20 +237,50 @@ fn parse_buckets(fields: Vec<(String, String)>, since: i64) -> Vec<Bucket> {
             ..Bucket::default()
         });
         match kind {
-            "b" => {
-                let mut parts = value.split(' ');
+            b'b' => {
+                let mut parts = value.split(|&c| c == b' ');
                 let mut next = || parts.next().unwrap_or_default();
-                b.count += next().parse().unwrap_or(0);
-                b.frauds += next().parse().unwrap_or(0);
-                b.sum += next().parse().unwrap_or(0.0);
+                b.count += num::<u32>(next());
+                b.frauds += num::<u32>(next());
+                b.sum += num::<f64>(next());
             }
-            "c" => b.count += value.parse().unwrap_or(0),
-            "f" => b.frauds += value.parse().unwrap_or(0),
-            "s" => b.sum += value.parse().unwrap_or(0.0),
+            b'c' => b.count += num::<u32>(value),
+            b'f' => b.frauds += num::<u32>(value),
+            b's' => b.sum += num::<f64>(value),
             _ => {}
         }
     }
     by.into_values().collect()
+}
+
+/// A hash field's name and value, as bytes.
+type Field<'a> = (&'a [u8], &'a [u8]);
+
+/// A hash's field/value pairs from an `HGETALL` reply (RESP2 array or RESP3 map), read in
+/// place, without a string per field.
+fn hash_fields(reply: &Value) -> Result<Vec<Field<'_>>, StoreError> {
+    fn bytes(v: &Value) -> Option<&[u8]> {
+        match v {
+            Value::BulkString(b) => Some(b),
+            Value::SimpleString(s) => Some(s.as_bytes()),
+            _ => None,
+        }
+    }
+    match reply {
+        Value::Array(items) => Ok(items
+            .chunks_exact(2)
+            .filter_map(|p| Some((bytes(&p[0])?, bytes(&p[1])?)))
+            .collect()),
+        Value::Map(pairs) => Ok(pairs
+            .iter()
+            .filter_map(|(k, v)| Some((bytes(k)?, bytes(v)?)))
+            .collect()),
+        Value::Nil => Ok(Vec::new()),
+        Value::ServerError(e) => Err(StoreError(format!("redis: HGETALL: {e:?}"))),
+        other => Err(StoreError(format!(
+            "redis: HGETALL answered {other:?}, not a hash"
+        ))),
+    }
 }
 
 impl StateStore for RedisStore {
@@ -271,17 +312,17 @@ impl StateStore for RedisStore {
             return Ok(Vec::new());
         }
         let names: Vec<String> = keys.iter().map(|&k| self.entity_key(k)).collect();
-        let hashes: Vec<Vec<(String, String)>> = self.with_conn(|c, _, _| {
+        let hashes: Vec<Value> = self.with_conn(|c, _, _| {
             let mut p = redis::pipe();
             for n in &names {
                 p.cmd("HGETALL").arg(n);
             }
             p.query(c)
         })?;
-        Ok(hashes
-            .into_iter()
-            .map(|h| parse_buckets(h, since))
-            .collect())
+        hashes
+            .iter()
+            .map(|h| Ok(parse_buckets(hash_fields(h)?, since)))
+            .collect()
     }
 
     fn commit(&mut self, txs: &[Commit<'_>]) -> Result<(), StoreError> {
@@ -371,10 +412,10 @@ impl StateStore for RedisStore {
 mod tests {
     use super::*;
 
-    fn fields(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    fn fields<'a>(pairs: &[(&'a str, &'a str)]) -> Vec<Field<'a>> {
         pairs
             .iter()
-            .map(|&(k, v)| (k.to_owned(), v.to_owned()))
+            .map(|&(k, v)| (k.as_bytes(), v.as_bytes()))
             .collect()
     }
 
