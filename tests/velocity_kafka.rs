@@ -178,6 +178,93 @@ async fn a_restarted_detector_rebuilds_its_counters_from_the_topic() {
     }
 }
 
+/// Transactions written by a transactional producer (an upstream job with exactly-once
+/// output), with an aborted transaction between two committed ones: only committed
+/// transactions get verdicts and count in the entity features, and a restarted detector
+/// rebuilds its counters from the committed history (each partition now ends in a
+/// transaction marker, below which its committed offset may stop) and serves the offline
+/// features for what comes next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transactional_input_counts_committed_transactions_only() {
+    let d = Deployment::new("veltxn").await;
+    let txs = simulate_transactions(&SimParams {
+        customers: 60,
+        terminals: 600,
+        days: 12,
+        seed: 13,
+        ..SimParams::default()
+    });
+    common::publish_velocity_model(d.dir.path(), &txs);
+    let stream = common::unlabelled(&txs);
+    let base = std::fs::read_to_string(d.write_config(true)).unwrap();
+    let config = d.dir.path().join("txn.toml");
+    std::fs::write(&config, base + "\n[velocity]\nenabled = true\n").unwrap();
+    let producer = format!("{}-upstream", d.topic);
+    let send = |part: &[fraudstream::schema::Transaction], commit: bool| {
+        let payloads: Vec<String> = part
+            .iter()
+            .map(fraudstream::schema::json::encode_transaction)
+            .collect();
+        let keys = vec!["all"; part.len()];
+        let (d, producer) = (&d, &producer);
+        async move {
+            d.produce_transaction(producer, &d.topic, &keys, &payloads, commit)
+                .await;
+        }
+    };
+    // Aborted: the same cards and terminals as the stream, new ids, amounts far off.
+    let aborted: Vec<_> = stream[..200]
+        .iter()
+        .map(|t| {
+            let mut t = t.clone();
+            t.id = format!("aborted-{}", t.id);
+            t.values[fraudstream::schema::AMOUNT] += 5_000.0;
+            t
+        })
+        .collect();
+
+    let half = stream.len() / 2;
+    send(&stream[..half], true).await;
+    send(&aborted, false).await;
+    let first = d.start(&config).await;
+    assert!(
+        d.wait_for_verdicts(half as u64, Duration::from_secs(180))
+            .await
+    );
+    first.stop().await.unwrap();
+    send(&stream[half..], true).await;
+    let second = d.start(&config).await;
+    assert!(
+        d.wait_for_verdicts(stream.len() as u64, Duration::from_secs(180))
+            .await
+    );
+    second.stop().await.unwrap();
+
+    let ids = d.verdict_ids().await;
+    assert_eq!(
+        ids.len(),
+        stream.len(),
+        "one verdict per committed transaction"
+    );
+    assert!(ids.iter().all(|id| !id.starts_with("aborted-")));
+    let spec = VelocitySpec::handbook();
+    let mut offline = stream.clone();
+    compute_offline(&mut offline_engine(spec.clone()).unwrap(), &mut offline).unwrap();
+    let served: std::collections::HashMap<String, Vec<f32>> =
+        common::lake_features(&d.dir.path().join("lake"), &spec)
+            .into_iter()
+            .collect();
+    assert_eq!(served.len(), stream.len(), "one lake row per transaction");
+    for o in &offline {
+        assert_eq!(
+            served.get(&o.id),
+            Some(&o.derived),
+            "{}: served vs offline (the aborted transactions counted?)",
+            o.id
+        );
+    }
+}
+
 /// Labels written by a transactional producer (Kafka Streams with exactly-once, for one):
 /// every partition ends with a commit marker, an offset that holds no message, so the last
 /// label's offset never reaches the end offset. Reading the topic whole — what `retrain`
@@ -189,7 +276,6 @@ async fn a_transactional_labels_topic_is_read_to_its_end() {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     use rdkafka::client::DefaultClientContext;
     use rdkafka::consumer::{BaseConsumer, Consumer};
-    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
     let brokers = common::require("FRAUDSTREAM_TEST_KAFKA", "kafka");
     let topic = common::unique("txlabels");
@@ -214,34 +300,19 @@ async fn a_transactional_labels_topic_is_read_to_its_end() {
         ..SimParams::default()
     });
     let txs = &txs[..txs.len().min(60)];
-    let (brokers2, topic2, payloads) = (
-        brokers.clone(),
-        topic.clone(),
-        txs.iter()
-            .map(|t| (t.id.clone(), label_json(t, t.label.unwrap())))
-            .collect::<Vec<_>>(),
-    );
-    tokio::task::spawn_blocking(move || {
-        let producer: BaseProducer = ClientConfig::new()
-            .set("bootstrap.servers", &brokers2)
-            .set("transactional.id", format!("{topic2}-writer"))
-            .create()
-            .unwrap();
-        let timeout = Duration::from_secs(30);
-        producer.init_transactions(timeout).unwrap();
-        // Two transactions: a marker inside each partition and one at its end.
-        for part in payloads.chunks(payloads.len() / 2 + 1) {
-            producer.begin_transaction().unwrap();
-            for (key, payload) in part {
-                producer
-                    .send(BaseRecord::to(&topic2).key(key).payload(payload))
-                    .unwrap();
-            }
-            producer.commit_transaction(timeout).unwrap();
-        }
-    })
-    .await
-    .unwrap();
+    // Two transactions: a marker inside each partition and one at its end.
+    let keys: Vec<&str> = txs.iter().map(|t| t.id.as_str()).collect();
+    let payloads: Vec<String> = txs
+        .iter()
+        .map(|t| label_json(t, t.label.unwrap()))
+        .collect();
+    let mid = txs.len() / 2;
+    for (k, p) in [
+        (&keys[..mid], &payloads[..mid]),
+        (&keys[mid..], &payloads[mid..]),
+    ] {
+        common::detector::produce_transaction(&brokers, &topic, &topic, k, p, true).await;
+    }
 
     // The markers are there: the end offsets add up to more than the labels.
     let consumer: BaseConsumer = ClientConfig::new()

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
@@ -62,7 +63,11 @@ pub fn rebuild(
     // Reads the group's offsets; never joins it, so static membership is not used.
     config
         .remove("group.instance.id")
-        .set("statistics.interval.ms", "0");
+        .set("statistics.interval.ms", "0")
+        // Reaching a partition's end is reported: with the position then, it ends a
+        // partition whose committed offset lies past its last message (a transaction
+        // marker) without waiting out the idle polls.
+        .set("enable.partition.eof", "true");
     let consumer: BaseConsumer = config
         .create()
         .context("invalid `kafka.properties` for the velocity rebuild")?;
@@ -127,6 +132,10 @@ pub fn rebuild(
         let Some(m) = consumer.poll(POLL) else {
             // Nothing arriving from partitions still short of their committed offset:
             // the rest was compacted away or is a transaction marker, not a message.
+            drop_reached(&consumer, &mut ends);
+            if ends.is_empty() {
+                break;
+            }
             idle += 1;
             if idle >= IDLE_POLLS {
                 tracing::warn!(
@@ -140,6 +149,10 @@ pub fn rebuild(
         idle = 0;
         let m = match m {
             Ok(m) => m,
+            Err(KafkaError::PartitionEOF(_)) => {
+                drop_reached(&consumer, &mut ends);
+                continue;
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "velocity rebuild: read failed; retrying");
                 continue;
@@ -178,6 +191,22 @@ pub fn rebuild(
         "velocity: in-memory store rebuilt from the input"
     );
     Ok(out)
+}
+
+/// Take as read the partitions whose position (the next offset to read, past any
+/// transaction marker already passed) has reached their committed offset.
+fn drop_reached(consumer: &BaseConsumer, ends: &mut HashMap<(String, i32), i64>) {
+    let Ok(positions) = consumer.position() else {
+        return;
+    };
+    for e in positions.elements() {
+        if let Offset::Offset(at) = e.offset() {
+            let key = (e.topic().to_owned(), e.partition());
+            if ends.get(&key).is_some_and(|&end| at >= end) {
+                ends.remove(&key);
+            }
+        }
+    }
 }
 
 /// [`rebuild`], retrying a failure (brokers not answering yet) with backoff until `limit`

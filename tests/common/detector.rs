@@ -293,6 +293,20 @@ address = "127.0.0.1:0"
         }
     }
 
+    /// Produce `payloads` to `topic` in one transaction of a transactional producer
+    /// (`transactional.id` = `id`), the i-th keyed by `keys[i]`; committed when `commit`,
+    /// else aborted. Each partition written gets a marker after the messages.
+    pub async fn produce_transaction(
+        &self,
+        id: &str,
+        topic: &str,
+        keys: &[&str],
+        payloads: &[String],
+        commit: bool,
+    ) {
+        produce_transaction(&self.brokers, id, topic, keys, payloads, commit).await;
+    }
+
     /// A DynamoDB client for the test server.
     pub fn dynamo(&self) -> aws_sdk_dynamodb::Client {
         let conf = aws_sdk_dynamodb::config::Builder::new()
@@ -550,4 +564,54 @@ pub fn read_topic(
         }
     }
     out
+}
+
+/// [`Deployment::produce_transaction`] on any brokers.
+pub async fn produce_transaction(
+    brokers: &str,
+    id: &str,
+    topic: &str,
+    keys: &[&str],
+    payloads: &[String],
+    commit: bool,
+) {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let (brokers, id, topic) = (brokers.to_owned(), id.to_owned(), topic.to_owned());
+    let messages: Vec<(String, String)> = keys
+        .iter()
+        .map(|k| (*k).to_owned())
+        .zip(payloads.iter().cloned())
+        .collect();
+    tokio::task::spawn_blocking(move || {
+        let producer: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .set("transactional.id", &id)
+            .create()
+            .unwrap();
+        let timeout = Duration::from_secs(30);
+        producer.init_transactions(timeout).unwrap();
+        producer.begin_transaction().unwrap();
+        for (key, payload) in &messages {
+            loop {
+                match producer.send(BaseRecord::to(&topic).key(key).payload(payload)) {
+                    Ok(()) => break,
+                    Err((e, _))
+                        if e.rdkafka_error_code()
+                            == Some(rdkafka::types::RDKafkaErrorCode::QueueFull) =>
+                    {
+                        producer.poll(Duration::from_millis(50));
+                    }
+                    Err((e, _)) => panic!("send: {e}"),
+                }
+            }
+        }
+        if commit {
+            producer.commit_transaction(timeout).unwrap();
+        } else {
+            producer.flush(timeout).unwrap();
+            producer.abort_transaction(timeout).unwrap();
+        }
+    })
+    .await
+    .unwrap();
 }
