@@ -38,7 +38,7 @@ local function read(k, b)
   local lo = tonumber(v[2])
   if not v[1] then return 0, 0, 0, lo end
   local c, f, s = string.match(v[1], '^(%S+) (%S+) (%S+)$')
-  return tonumber(c), tonumber(f), tonumber(s), lo
+  return tonumber(c) or 0, tonumber(f) or 0, tonumber(s) or 0, lo
 end
 "
     };
