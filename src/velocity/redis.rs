@@ -44,34 +44,48 @@ end
     };
 }
 
-/// Counts a transaction once: KEYS = served marker, then entity hashes; ARGV = features,
-/// served TTL, bucket, amount, oldest bucket kept, entity TTL.
+/// Counts transactions, each once: KEYS = for each transaction its served marker, then
+/// its entity hashes; ARGV = served TTL, oldest bucket kept, entity TTL, then for each
+/// transaction its features, bucket, amount and number of entity hashes. One call per
+/// chunk of a batch ([`COMMIT_CHUNK`]): the script's per-call cost is shared.
 const COMMIT: &str = concat!(
     read_bucket!(),
     r"
-if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return 0 end
-local b = tonumber(ARGV[3])
-local amount = tonumber(ARGV[4])
-local oldest = tonumber(ARGV[5])
-for i = 2, #KEYS do
-  local k = KEYS[i]
-  local c, f, s, lo = read(k, b)
-  local v = string.format('%d %d %.17g', c + 1, f, s + amount)
-  if lo == nil or b < lo then
-    redis.call('HSET', k, 'b' .. b, v, 'lo', b)
-  else
-    redis.call('HSET', k, 'b' .. b, v)
-    if lo < oldest then
-      local stop = math.min(oldest - 1, lo + 63)
-      for x = lo, stop do redis.call('HDEL', k, 'b' .. x, 'c' .. x, 'f' .. x, 's' .. x) end
-      redis.call('HSET', k, 'lo', stop + 1)
+local served_ttl = ARGV[1]
+local oldest = tonumber(ARGV[2])
+local entity_ttl = ARGV[3]
+local ki = 1
+for ai = 4, #ARGV, 4 do
+  local n = tonumber(ARGV[ai + 3])
+  if redis.call('SET', KEYS[ki], ARGV[ai], 'NX', 'EX', served_ttl) then
+    local b = tonumber(ARGV[ai + 1])
+    local amount = tonumber(ARGV[ai + 2])
+    for j = ki + 1, ki + n do
+      local k = KEYS[j]
+      local c, f, s, lo = read(k, b)
+      local v = string.format('%d %d %.17g', c + 1, f, s + amount)
+      if lo == nil or b < lo then
+        redis.call('HSET', k, 'b' .. b, v, 'lo', b)
+      else
+        redis.call('HSET', k, 'b' .. b, v)
+        if lo < oldest then
+          local stop = math.min(oldest - 1, lo + 63)
+          for x = lo, stop do redis.call('HDEL', k, 'b' .. x, 'c' .. x, 'f' .. x, 's' .. x) end
+          redis.call('HSET', k, 'lo', stop + 1)
+        end
+      end
+      redis.call('EXPIRE', k, entity_ttl)
     end
   end
-  redis.call('EXPIRE', k, ARGV[6])
+  ki = ki + 1 + n
 end
 return 1
 "
 );
+
+/// Transactions per commit script call: long enough to share the call's cost, short
+/// enough not to hold the server (which runs one script at a time) for long.
+const COMMIT_CHUNK: usize = 64;
 
 /// Counts a fraud label once: KEYS = label marker, then entity hashes; ARGV = marker TTL,
 /// bucket, entity TTL.
@@ -342,22 +356,25 @@ impl StateStore for RedisStore {
             .iter()
             .map(|c| c.keys.iter().map(|&k| self.entity_key(k)).collect())
             .collect();
+        let txs: Vec<(&Commit<'_>, &Vec<String>)> = txs.iter().zip(&entity_keys).collect();
         self.with_conn(|conn, commit, _| {
             let mut p = redis::pipe();
-            for (c, keys) in txs.iter().zip(&entity_keys) {
-                let features: Vec<u8> = c.features.iter().flat_map(|f| f.to_le_bytes()).collect();
-                p.cmd("EVALSHA")
-                    .arg(commit)
-                    .arg(1 + keys.len())
-                    .arg(format!("{prefix}:s:{}", c.tx_id))
-                    .arg(keys)
-                    .arg(features)
-                    .arg(served_ttl)
-                    .arg(c.bucket)
-                    .arg(c.amount)
-                    .arg(oldest)
-                    .arg(entity_ttl)
-                    .ignore();
+            for chunk in txs.chunks(COMMIT_CHUNK) {
+                let cmd = p.cmd("EVALSHA").arg(commit);
+                cmd.arg(chunk.iter().map(|(_, keys)| 1 + keys.len()).sum::<usize>());
+                for (c, keys) in chunk {
+                    cmd.arg(format!("{prefix}:s:{}", c.tx_id)).arg(*keys);
+                }
+                cmd.arg(served_ttl).arg(oldest).arg(entity_ttl);
+                for (c, keys) in chunk {
+                    let features: Vec<u8> =
+                        c.features.iter().flat_map(|f| f.to_le_bytes()).collect();
+                    cmd.arg(features)
+                        .arg(c.bucket)
+                        .arg(c.amount)
+                        .arg(keys.len());
+                }
+                cmd.ignore();
             }
             p.query::<()>(conn)
         })?;
