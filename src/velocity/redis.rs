@@ -13,11 +13,12 @@
 //!   kept `velocity.redis.served_ttl`;
 //! - `{p}:l:{tx id}`: a label already counted, kept as long.
 //!
-//! One Lua script per transaction sets `{p}:s:{id}` only if absent and, only then,
-//! counts the transaction in its entities' buckets: a transaction is counted once and
-//! entirely, whichever detector commits it and however often (a redelivery after a
-//! kill -9, a rebalance). Labels work the same way. Each batch is one pipelined round
-//! trip per call. A connection error drops the connection: the engine retries the batch
+//! A Lua script sets each transaction's `{p}:s:{id}` only if absent and, only then,
+//! counts the transaction in its entities' buckets (a script runs whole, so nothing
+//! interleaves): a transaction is counted once and entirely, whichever detector commits
+//! it and however often (a redelivery after a kill -9, a rebalance). One call covers up to
+//! 64 transactions. Labels work the same way, a call each. Each batch is one pipelined
+//! round trip per store method. A connection error drops the connection: the engine retries the batch
 //! with backoff (nothing of a failed batch was recorded that a retry would record twice,
 //! thanks to the per-id guards).
 
