@@ -13,6 +13,7 @@ mod common;
 use std::time::Duration;
 
 use common::detector::{Deployment, read_topic};
+use fraudstream::schema::Transaction;
 use fraudstream::velocity::{VelocitySpec, compute_offline, offline_engine};
 use loadgen::simulate::{SimParams, label_json, simulate_transactions};
 use rdkafka::message::{Headers, Message};
@@ -129,52 +130,64 @@ async fn labels_from_a_topic_feed_the_features_and_bad_ones_are_dead_lettered() 
 /// stopped (with `velocity.rebuild = false` they do not).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_detector_rebuilds_its_counters_from_the_topic() {
-    let d = Deployment::new("velrebuild").await;
-    let txs = simulate_transactions(&SimParams {
-        customers: 100,
-        terminals: 1_000,
-        days: 20,
-        seed: 9,
-        ..SimParams::default()
-    });
+    let (d, stream, config) = velocity_deployment(
+        "velrebuild",
+        SimParams {
+            customers: 100,
+            terminals: 1_000,
+            days: 20,
+            seed: 9,
+            ..SimParams::default()
+        },
+    )
+    .await;
+    let half = stream.len() / 2;
+    d.produce_txs(&stream[..half], |_| "all").await;
+    run_until(&d, &config, half).await;
+    d.produce_txs(&stream[half..], |_| "all").await;
+    run_until(&d, &config, stream.len()).await;
+    assert_lake_matches_offline(&d, &stream, half, "served after the restart vs offline");
+}
+
+/// A deployment serving a velocity model trained on a simulated stream (`params`), the
+/// stream unlabelled, and a configuration with entity features on (memory store).
+async fn velocity_deployment(
+    prefix: &str,
+    params: SimParams,
+) -> (Deployment, Vec<Transaction>, std::path::PathBuf) {
+    let d = Deployment::new(prefix).await;
+    let txs = simulate_transactions(&params);
     common::publish_velocity_model(d.dir.path(), &txs);
     let stream = common::unlabelled(&txs);
     let base = std::fs::read_to_string(d.write_config(true)).unwrap();
-    let config = d.dir.path().join("rebuild.toml");
+    let config = d.dir.path().join("velocity.toml");
     std::fs::write(&config, base + "\n[velocity]\nenabled = true\n").unwrap();
+    (d, stream, config)
+}
 
-    let half = stream.len() / 2;
-    d.produce_txs(&stream[..half], |_| "all").await;
-    let first = d.start(&config).await;
+/// Run a detector on `config` until `n` verdicts are stored, then stop it.
+async fn run_until(d: &Deployment, config: &std::path::Path, n: usize) {
+    let detector = d.start(config).await;
     assert!(
-        d.wait_for_verdicts(half as u64, Duration::from_secs(180))
+        d.wait_for_verdicts(n as u64, Duration::from_secs(180))
             .await
     );
-    first.stop().await.unwrap();
-    d.produce_txs(&stream[half..], |_| "all").await;
-    let second = d.start(&config).await;
-    assert!(
-        d.wait_for_verdicts(stream.len() as u64, Duration::from_secs(180))
-            .await
-    );
-    second.stop().await.unwrap();
+    detector.stop().await.unwrap();
+}
 
-    // Offline, over the whole stream without labels (none were sent).
+/// One lake row per transaction of `stream`, and the entity features of those from
+/// `from` on equal an offline pass over the whole stream (no labels were sent).
+fn assert_lake_matches_offline(d: &Deployment, stream: &[Transaction], from: usize, what: &str) {
     let spec = VelocitySpec::handbook();
-    let mut offline = stream.clone();
+    let mut offline = stream.to_vec();
     compute_offline(&mut offline_engine(spec.clone()).unwrap(), &mut offline).unwrap();
     let served: std::collections::HashMap<String, Vec<f32>> =
         common::lake_features(&d.dir.path().join("lake"), &spec)
             .into_iter()
             .collect();
     assert_eq!(served.len(), stream.len(), "one lake row per transaction");
-    for o in &offline[half..] {
-        assert_eq!(
-            served.get(&o.id),
-            Some(&o.derived),
-            "{}: served after the restart vs offline",
-            o.id
-        );
+    for o in &offline[from..] {
+        assert_eq!(served.get(&o.id), Some(&o.derived), "{}: {what}", o.id);
     }
 }
 
@@ -186,21 +199,19 @@ async fn a_restarted_detector_rebuilds_its_counters_from_the_topic() {
 /// features for what comes next.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transactional_input_counts_committed_transactions_only() {
-    let d = Deployment::new("veltxn").await;
-    let txs = simulate_transactions(&SimParams {
-        customers: 60,
-        terminals: 600,
-        days: 12,
-        seed: 13,
-        ..SimParams::default()
-    });
-    common::publish_velocity_model(d.dir.path(), &txs);
-    let stream = common::unlabelled(&txs);
-    let base = std::fs::read_to_string(d.write_config(true)).unwrap();
-    let config = d.dir.path().join("txn.toml");
-    std::fs::write(&config, base + "\n[velocity]\nenabled = true\n").unwrap();
+    let (d, stream, config) = velocity_deployment(
+        "veltxn",
+        SimParams {
+            customers: 60,
+            terminals: 600,
+            days: 12,
+            seed: 13,
+            ..SimParams::default()
+        },
+    )
+    .await;
     let producer = format!("{}-upstream", d.topic);
-    let send = |part: &[fraudstream::schema::Transaction], commit: bool| {
+    let send = |part: &[Transaction], commit: bool| {
         let payloads: Vec<String> = part
             .iter()
             .map(fraudstream::schema::json::encode_transaction)
@@ -226,19 +237,9 @@ async fn a_transactional_input_counts_committed_transactions_only() {
     let half = stream.len() / 2;
     send(&stream[..half], true).await;
     send(&aborted, false).await;
-    let first = d.start(&config).await;
-    assert!(
-        d.wait_for_verdicts(half as u64, Duration::from_secs(180))
-            .await
-    );
-    first.stop().await.unwrap();
+    run_until(&d, &config, half).await;
     send(&stream[half..], true).await;
-    let second = d.start(&config).await;
-    assert!(
-        d.wait_for_verdicts(stream.len() as u64, Duration::from_secs(180))
-            .await
-    );
-    second.stop().await.unwrap();
+    run_until(&d, &config, stream.len()).await;
 
     let ids = d.verdict_ids().await;
     assert_eq!(
@@ -247,22 +248,12 @@ async fn a_transactional_input_counts_committed_transactions_only() {
         "one verdict per committed transaction"
     );
     assert!(ids.iter().all(|id| !id.starts_with("aborted-")));
-    let spec = VelocitySpec::handbook();
-    let mut offline = stream.clone();
-    compute_offline(&mut offline_engine(spec.clone()).unwrap(), &mut offline).unwrap();
-    let served: std::collections::HashMap<String, Vec<f32>> =
-        common::lake_features(&d.dir.path().join("lake"), &spec)
-            .into_iter()
-            .collect();
-    assert_eq!(served.len(), stream.len(), "one lake row per transaction");
-    for o in &offline {
-        assert_eq!(
-            served.get(&o.id),
-            Some(&o.derived),
-            "{}: served vs offline (the aborted transactions counted?)",
-            o.id
-        );
-    }
+    assert_lake_matches_offline(
+        &d,
+        &stream,
+        0,
+        "served vs offline (the aborted transactions counted?)",
+    );
 }
 
 /// Labels written by a transactional producer (Kafka Streams with exactly-once, for one):
