@@ -19,7 +19,8 @@
 # and the ceiling: the same client and batches reading only (peer_consumer.py drain),
 # which no consumer of the partition exceeds on this machine.
 #
-#   scripts/bench-hotpath.sh [--messages N]     (default 100000)
+#   scripts/bench-hotpath.sh [--messages N]     (default 100000; with far fewer, start-up
+#   latencies dominate every rate, the read-only ceiling most)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=100000

@@ -61,12 +61,25 @@ def train(data, out):
     joblib.dump(model, out)
 
 
+def make_consumer(a):
+    """The consumer both modes use: manual commits, from the earliest offset."""
+    from confluent_kafka import Consumer
+
+    return Consumer({
+        "bootstrap.servers": a.brokers,
+        "group.id": a.group,
+        "auto.offset.reset": "earliest",
+        "enable.auto.commit": False,
+        "receive.message.max.bytes": 1000000000,
+    })
+
+
 def run(a):
     import joblib
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
-    from confluent_kafka import Consumer, Producer
+    from confluent_kafka import Producer
 
     model = joblib.load(a.model)
     model.n_jobs = 1
@@ -79,13 +92,7 @@ def run(a):
         "CREATE TABLE IF NOT EXISTS verdicts (tx_id TEXT PRIMARY KEY, score REAL, fraud INTEGER,"
         " threshold REAL, model_version TEXT, scored_at TEXT)"
     )
-    consumer = Consumer({
-        "bootstrap.servers": a.brokers,
-        "group.id": a.group,
-        "auto.offset.reset": "earliest",
-        "enable.auto.commit": False,
-        "receive.message.max.bytes": 1000000000,
-    })
+    consumer = make_consumer(a)
     producer = Producer({"bootstrap.servers": a.brokers, "enable.idempotence": True, "acks": "all"})
     # CPU from here (imports and the model load excluded, librdkafka's prefetch counted);
     # throughput from the first message to the last.
@@ -157,15 +164,7 @@ def drain(a):
     """Only read: the same consumer settings and batches, no work per message. What any
     consumer on this machine and broker can reach at best (the broker's own CPU per
     message served competes with the consumer for the cores)."""
-    from confluent_kafka import Consumer
-
-    consumer = Consumer({
-        "bootstrap.servers": a.brokers,
-        "group.id": a.group,
-        "auto.offset.reset": "earliest",
-        "enable.auto.commit": False,
-        "receive.message.max.bytes": 1000000000,
-    })
+    consumer = make_consumer(a)
     r = resource.getrusage(resource.RUSAGE_SELF)
     cpu0 = r.ru_utime + r.ru_stime
     consumer.subscribe([a.topic])
