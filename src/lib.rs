@@ -22,6 +22,7 @@
 //! - [`kafka`]: Kafka client settings and the self-replacing producer.
 //! - [`config`]: the configuration file, its sections and their validation.
 //! - [`aws`]: the one AWS connection type; [`secret`]: the one secret type.
+//! - [`tasks`]: supervised background tasks (none dies silently).
 //! - [`shutdown`]: stop, deadline and abort; [`retry`]: bounded backoff; [`clock`]:
 //!   wall-clock helpers.
 //! - [`api`]: the HTTP API and the dashboard (axum), with `/metrics`, `/healthz`,
@@ -49,6 +50,7 @@ pub mod shutdown;
 pub mod sinks;
 pub mod storage;
 pub mod stream;
+pub mod tasks;
 pub mod telemetry;
 #[cfg(test)]
 mod test_support;

@@ -55,6 +55,12 @@ pub const MODEL_RELOADS: &str = "fraudstream_model_reloads_total";
 pub const MODEL_REJECTIONS: &str = "fraudstream_model_rejections_total";
 /// Counter: failed polls of the model store (unreachable).
 pub const MODEL_POLL_ERRORS: &str = "fraudstream_model_poll_errors_total";
+/// Counter: background tasks that stopped before the detector asked them to (by
+/// returning, an error or a panic), by `task`: each stops the detector with its error.
+pub const TASK_FAILURES: &str = "fraudstream_task_failures_total";
+/// Counter: steps of a long-lived background task (a model-store poll) that panicked and
+/// were skipped, by `task`; the task goes on with the next step.
+pub const TASK_RESTARTS: &str = "fraudstream_task_restarts_total";
 /// Counter: retraining decisions, by `outcome` (`published`, `approved`, `rejected`,
 /// `insufficient_data`).
 pub const RETRAIN_DECISIONS: &str = "fraudstream_retrain_decisions_total";

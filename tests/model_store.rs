@@ -7,7 +7,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use fraudstream::model::Model;
 use fraudstream::pipeline::{TrainOptions, train_model};
-use fraudstream::registry::{LATEST_KEY, ModelStore, RegistryError, SigningKey};
+use fraudstream::registry::{LATEST_KEY, ModelStore, RegistryError};
 use fraudstream::schema::{ReadOptions, read_dataset};
 use fraudstream::storage::local::LocalStore;
 use fraudstream::storage::s3::S3Store;
@@ -129,8 +129,8 @@ async fn refusal(store: &ModelStore, version: &str) -> String {
 /// an unsigned version, one signed by another key, a manifest edited after signing
 /// (`signature`), and a model file swapped under a signed manifest (`checksum`).
 async fn signing(blobs: Arc<dyn BlobStore>) {
-    let release = SigningKey::generate().unwrap();
-    let intruder = SigningKey::generate().unwrap();
+    let release = fraudstream::registry::signing::generate().unwrap();
+    let intruder = fraudstream::registry::signing::generate().unwrap();
     let trusted = vec![release.public()];
     let signer = ModelStore::new(blobs.clone()).with_signer(Some(release));
     let reader = ModelStore::new(blobs.clone()).with_trusted_keys(trusted.clone());

@@ -18,6 +18,7 @@
 //! - [`train`]: dataset → split → forest → threshold → metrics → model.
 //! - [`velocity`]: entity (per-card, per-terminal) features over time windows, their
 //!   state store and the engine that computes them online and offline.
+//! - [`signing`]: ed25519 manifest signatures and public keys, parsed as bytes.
 //! - [`rng`]: a seedable, platform-independent PRNG used wherever training draws.
 //! - [`error`]: [`PipelineError`], the batch steps' error.
 
@@ -27,6 +28,7 @@ pub mod forest;
 pub mod model;
 pub mod rng;
 pub mod schema;
+pub mod signing;
 pub mod train;
 pub mod velocity;
 

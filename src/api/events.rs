@@ -14,7 +14,6 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::Stream;
 use serde::Serialize;
 use tokio::sync::{broadcast, watch};
-use tokio_util::sync::CancellationToken;
 use utoipa::ToSchema;
 
 use super::AppState;
@@ -110,16 +109,17 @@ pub struct Snapshot {
 pub fn spawn_sampler(
     handles: Arc<OnceLock<Handles>>,
     ready: watch::Receiver<bool>,
-    stop: CancellationToken,
+    tasks: &mut crate::tasks::Tasks,
 ) -> watch::Receiver<Arc<Snapshot>> {
     let (tx, rx) = watch::channel(Arc::new(Snapshot::default()));
     let mut ready = ready;
-    tokio::spawn(async move {
+    let stop = tasks.stop_token();
+    tasks.spawn("api_sampler", async move {
         let started = Instant::now();
         // Sample as soon as the detector is built, then every interval.
         while handles.get().is_none() {
             tokio::select! {
-                () = stop.cancelled() => return,
+                () = stop.cancelled() => return Ok(()),
                 () = tokio::time::sleep(std::time::Duration::from_millis(20)) => {}
             }
         }
@@ -130,9 +130,9 @@ pub fn spawn_sampler(
         loop {
             // Every interval, and at once when the detector starts or stops running.
             tokio::select! {
-                () = stop.cancelled() => return,
+                () = stop.cancelled() => return Ok(()),
                 _ = tick.tick() => {}
-                changed = ready.changed() => if changed.is_err() { return },
+                changed = ready.changed() => if changed.is_err() { return Ok(()) },
             }
             let Some(h) = handles.get() else { continue };
             let (read, scored, flagged, dead, lag, latency, overall) = {
@@ -210,7 +210,7 @@ pub fn spawn_sampler(
                 }),
             };
             if tx.send(Arc::new(snapshot)).is_err() {
-                return;
+                return Ok(()); // the server is gone
             }
         }
     });

@@ -45,7 +45,6 @@ use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
-use tokio_util::sync::CancellationToken;
 
 pub use config::ApiConfig;
 use error::ApiError;
@@ -299,8 +298,9 @@ pub async fn start(
     config: &ApiConfig,
     top_k: usize,
     ttl_seconds: Option<u64>,
-    stop: CancellationToken,
+    tasks: &mut crate::tasks::Tasks,
 ) -> anyhow::Result<Server> {
+    let stop = tasks.stop_token();
     let metrics = crate::telemetry::recorder()?;
     let listener = TcpListener::bind(&config.address)
         .await
@@ -308,7 +308,7 @@ pub async fn start(
     let addr = listener.local_addr()?;
     let (ready_tx, ready) = watch::channel(false);
     let handles = Arc::new(OnceLock::new());
-    let live = events::spawn_sampler(handles.clone(), ready.clone(), stop.clone());
+    let live = events::spawn_sampler(handles.clone(), ready.clone(), tasks);
     let state = AppState {
         live,
         handles: handles.clone(),
@@ -321,13 +321,11 @@ pub async fn start(
         started: Instant::now(),
     };
     let app = router(state);
-    tokio::spawn(async move {
-        let served = axum::serve(listener, app)
+    tasks.spawn("api_server", async move {
+        axum::serve(listener, app)
             .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await;
-        if let Err(e) = served {
-            tracing::error!(error = %e, "the API server stopped");
-        }
+            .await
+            .map_err(|e| anyhow::anyhow!("the API server stopped: {e}"))
     });
     tracing::info!(%addr, "serving the API, the dashboard and /metrics");
     Ok(Server {

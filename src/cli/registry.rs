@@ -32,8 +32,8 @@ pub struct KeygenArgs {
 
 /// `keygen`.
 pub fn keygen(args: &KeygenArgs) -> anyhow::Result<()> {
-    let key = crate::registry::SigningKey::generate()?;
-    let public = key.save(&args.out)?;
+    let key = crate::registry::signing::generate()?;
+    let public = crate::registry::signing::save(&key, &args.out)?;
     table(
         "ed25519 key pair written",
         &[

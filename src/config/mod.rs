@@ -541,7 +541,7 @@ impl Config {
             .with_trusted_keys(self.models.trusted().unwrap_or_default());
         match &self.models.sign_key {
             Some(path) => {
-                let key = crate::registry::SigningKey::load(Path::new(path)).map_err(|e| {
+                let key = crate::registry::signing::load(Path::new(path)).map_err(|e| {
                     crate::storage::StorageError::Other {
                         store: "models.sign_key".into(),
                         message: e.to_string(),
@@ -713,7 +713,7 @@ impl Validate for ModelsConfig {
                 }
                 self.trusted()?;
                 if let Some(path) = &self.sign_key {
-                    crate::registry::SigningKey::load(Path::new(path))
+                    crate::registry::signing::load(Path::new(path))
                         .map_err(|e| Invalid::new("sign_key", e.to_string()))?;
                 }
                 if self

@@ -48,6 +48,7 @@ use crate::stream::scorer::Scorer;
 use crate::stream::source::file::{FileSource, Input};
 use crate::stream::source::kafka::{KafkaSource, KafkaSourceOptions};
 use crate::stream::stats::{self, SharedStats, Stats};
+use crate::tasks::Tasks;
 use crate::velocity::labels::{LabelsFile, catch_up};
 use crate::velocity::labels_topic::LabelsTopic;
 use crate::velocity::stage::Velocity;
@@ -122,6 +123,9 @@ const LABELS_POLL: std::time::Duration = std::time::Duration::from_secs(1);
 /// Longest start-up count of the input's history into the in-memory velocity store.
 const VELOCITY_REBUILD: std::time::Duration = std::time::Duration::from_secs(900);
 
+/// How long background tasks get to end once the detector stops.
+const TASKS_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Longest start-up wait for the labels topic to be read to its end (memory store).
 const LABELS_CATCH_UP: std::time::Duration = std::time::Duration::from_secs(120);
 
@@ -141,6 +145,9 @@ pub struct Detector {
     /// Stops the metrics server and the watcher when the detector is dropped.
     _background: DropGuard,
     background: CancellationToken,
+    /// The background tasks (API server, watchers, labels readers): one that stops early
+    /// stops the detector.
+    tasks: Tasks,
 }
 
 impl Detector {
@@ -164,13 +171,14 @@ impl Detector {
         // Metrics are recorded with or without the API (the run summary reads them).
         crate::telemetry::recorder()?;
         let background = CancellationToken::new();
+        let mut tasks = Tasks::new(background.clone());
         let server = if cfg.api.enabled {
             Some(
                 crate::api::start(
                     &cfg.api,
                     cfg.scoring.top_k,
                     cfg.verdicts.ttl_seconds,
-                    background.clone(),
+                    &mut tasks,
                 )
                 .await?,
             )
@@ -326,6 +334,7 @@ impl Detector {
             model_origin,
             _background: background.clone().drop_guard(),
             background,
+            tasks,
         })
     }
 
@@ -370,25 +379,32 @@ impl Detector {
             velocity,
             ready,
             background,
+            mut tasks,
             ..
         } = self;
         if let Some((v, file)) = labels {
-            tokio::spawn(crate::velocity::labels::follow(
-                v,
-                file,
-                LABELS_POLL,
-                background.clone(),
-            ));
+            tasks.spawn(
+                "labels_file",
+                crate::velocity::labels::follow(v, file, LABELS_POLL, background.clone()),
+            );
         }
         if let Some((v, reader)) = labels_topic {
-            tokio::spawn(reader.follow(v, background.clone()));
+            tasks.spawn("labels_topic", reader.follow(v, background.clone()));
         }
         if let Some((w, interval)) = watcher {
             tracing::info!(interval = ?interval, store = %handles.models.describe(), "watching the model store for new versions");
-            tokio::spawn(w.run(interval, background.clone()));
+            let stop = background.clone();
+            tasks.spawn("model_watcher", async move {
+                w.run(interval, stop).await;
+                Ok(())
+            });
         }
         if let Some((w, interval)) = shadow.filter(|(_, i)| !i.is_zero()) {
-            tokio::spawn(w.run(interval, background.clone()));
+            let stop = background.clone();
+            tasks.spawn("shadow_watcher", async move {
+                w.run(interval, stop).await;
+                Ok(())
+            });
         }
         let set_ready = |value: bool| {
             if let Some(r) = &ready {
@@ -396,60 +412,80 @@ impl Detector {
             }
         };
         set_ready(true);
-        let (description, kafka, dead_letter_sink, result) = match (source, stages) {
-            (Source::None, _) | (_, None) => {
-                shutdown.stopping().await;
-                (
-                    "the API (no stream)".to_owned(),
-                    false,
-                    String::new(),
-                    Ok(()),
-                )
-            }
-            (Source::Kafka(k), Some(mut stages)) => {
-                stages.delivery.abort = shutdown.abort_token();
-                if let Some(v) = &velocity {
-                    v.abort_on(shutdown.abort_token());
-                }
-                let (result, _stages) = k.run(stages, &shutdown).await;
-                (
-                    format!("kafka topics {}", k.settings.topics.join(", ")),
-                    true,
-                    format!("kafka topic {}", k.settings.dlq_topic),
-                    result.map_err(anyhow::Error::from),
-                )
-            }
-            (Source::File(f), Some(mut stages)) => {
-                stages.delivery.abort = shutdown.abort_token();
-                if let Some(v) = &velocity {
-                    v.abort_on(shutdown.abort_token());
-                }
-                let (tx, rx) = mpsc::channel(in_flight_batches.max(1));
-                let scorer = tokio::spawn(async move {
-                    let r = stages.run(rx, &()).await;
-                    (stages, r)
-                });
-                let read = f
-                    .run(
-                        &tx,
-                        &handles.stats,
-                        &shutdown.stop_token(),
-                        &shutdown.abort_token(),
+        let streaming = async {
+            match (source, stages) {
+                (Source::None, _) | (_, None) => {
+                    shutdown.stopping().await;
+                    (
+                        "the API (no stream)".to_owned(),
+                        false,
+                        String::new(),
+                        Ok(()),
                     )
-                    .await;
-                drop(tx);
-                let (_stages, drained) = scorer.await.context("scorer task")?;
-                (
-                    f.input.describe(),
-                    false,
-                    f.dead_letters.describe(),
-                    read.map_err(anyhow::Error::from)
-                        .and(drained.map_err(anyhow::Error::from)),
-                )
+                }
+                (Source::Kafka(k), Some(mut stages)) => {
+                    stages.delivery.abort = shutdown.abort_token();
+                    if let Some(v) = &velocity {
+                        v.abort_on(shutdown.abort_token());
+                    }
+                    let (result, _stages) = k.run(stages, &shutdown).await;
+                    (
+                        format!("kafka topics {}", k.settings.topics.join(", ")),
+                        true,
+                        format!("kafka topic {}", k.settings.dlq_topic),
+                        result.map_err(anyhow::Error::from),
+                    )
+                }
+                (Source::File(f), Some(mut stages)) => {
+                    stages.delivery.abort = shutdown.abort_token();
+                    if let Some(v) = &velocity {
+                        v.abort_on(shutdown.abort_token());
+                    }
+                    let (tx, rx) = mpsc::channel(in_flight_batches.max(1));
+                    let scorer = tokio::spawn(async move {
+                        let r = stages.run(rx, &()).await;
+                        (stages, r)
+                    });
+                    let read = f
+                        .run(
+                            &tx,
+                            &handles.stats,
+                            &shutdown.stop_token(),
+                            &shutdown.abort_token(),
+                        )
+                        .await;
+                    drop(tx);
+                    let drained = match scorer.await.context("scorer task") {
+                        Ok((_stages, drained)) => drained.map_err(anyhow::Error::from),
+                        Err(e) => Err(e),
+                    };
+                    (
+                        f.input.describe(),
+                        false,
+                        f.dead_letters.describe(),
+                        read.map_err(anyhow::Error::from).and(drained),
+                    )
+                }
             }
         };
+        let mut streaming = Box::pin(streaming);
+        // A background task that stops early stops the detector (drained as on a
+        // signal) and is the run's error.
+        let (outcome, failed) = tokio::select! {
+            outcome = &mut streaming => (outcome, None),
+            failed = tasks.failed() => {
+                shutdown.stop();
+                ((&mut streaming).await, Some(failed))
+            }
+        };
+        drop(streaming);
+        let (description, kafka, dead_letter_sink, result) = outcome;
         set_ready(false);
         background.cancel();
+        tasks.shut_down(TASKS_GRACE).await;
+        if let Some(failed) = failed {
+            return Err(failed.into());
+        }
         result?;
         let stats = stats::lock(&handles.stats).clone();
         let metrics = stats.metrics(handles.model.load().meta().threshold);

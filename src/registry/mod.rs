@@ -20,10 +20,10 @@ pub mod watcher;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::model::format::sha256_hex;
-use crate::model::{Canary, CheckError, Model, ModelError, ModelMeta};
+use crate::model::{CheckError, Model, ModelError};
 use crate::storage::{BlobStore, Condition, StorageError};
 
 pub use holdout::HoldoutSet;
@@ -37,7 +37,8 @@ pub(crate) trait Polling {
 }
 
 /// Poll every `interval` until `stop` is cancelled. A failed poll (unreachable storage)
-/// is counted and logged; what serves keeps serving, and the next tick tries again.
+/// is counted and logged; what serves keeps serving, and the next tick tries again. A poll
+/// that panics is caught and counted (`fraudstream_task_restarts_total`) the same way.
 pub(crate) async fn poll_every(
     mut w: impl Polling,
     interval: std::time::Duration,
@@ -50,56 +51,20 @@ pub(crate) async fn poll_every(
             () = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        if let Err(e) = w.poll_once().await {
+        // A panic in one poll is caught and counted; the next poll runs.
+        if let Some(Err(e)) = crate::tasks::catch_panic("model_watcher", w.poll_once()).await {
             metrics::counter!(crate::metric_names::MODEL_POLL_ERRORS).increment(1);
             tracing::warn!(error = %e, watching = %w.watching(), "model store poll failed; what serves keeps serving");
         }
     }
 }
+pub use crate::model::{HoldoutRecord, Manifest};
 pub use signing::{ManifestSignature, PublicKey, SigningKey};
 
 /// Key of the pointer to the serving version.
 pub const LATEST_KEY: &str = "models/LATEST";
 /// Key of the pointer to the newest candidate `retrain` passed (published or approved).
 pub const CANDIDATE_KEY: &str = "models/CANDIDATE";
-
-/// Which rows a version held out from training: `holdout.bin` beside its manifest.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HoldoutRecord {
-    /// Distinct held-out row fingerprints.
-    pub rows: usize,
-    /// SHA-256 of `holdout.bin`, hex.
-    pub sha256: String,
-}
-
-/// What a manifest records about one version.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Manifest {
-    /// Version (the model's own).
-    pub version: String,
-    /// SHA-256 of the model file, hex.
-    pub sha256: String,
-    /// Size of the model file in bytes.
-    pub size_bytes: u64,
-    /// Feature names in order.
-    pub features: Vec<String>,
-    /// When the model was trained.
-    pub created_at: String,
-    /// The version that was `LATEST` when this one was published, if any.
-    pub parent: Option<String>,
-    /// The model's full metadata (hyper-parameters, metrics, data fingerprint).
-    pub metadata: ModelMeta,
-    /// Canary inputs with the exact scores the model gave them when published; a loaded
-    /// version must reproduce them ([`Model::check`]). Empty in manifests written before
-    /// canaries were recorded.
-    #[serde(default)]
-    pub canaries: Vec<Canary>,
-    /// The rows held out from training, when recorded: with the training window
-    /// (`metadata.train_window`) they tell the retrain gate which rows the model never
-    /// saw.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub holdout: Option<HoldoutRecord>,
-}
 
 /// Why a stored version may not serve.
 #[derive(Debug, thiserror::Error)]
@@ -386,9 +351,9 @@ impl ModelStore {
     }
 
     fn parse_manifest(version: &str, bytes: &[u8]) -> Result<Manifest, RegistryError> {
-        serde_json::from_slice(bytes).map_err(|e| RegistryError::Corrupt {
+        Manifest::parse(bytes).map_err(|message| RegistryError::Corrupt {
             key: manifest_key(version),
-            message: e.to_string(),
+            message,
         })
     }
 
@@ -414,8 +379,7 @@ impl ModelStore {
             }
             Err(e) => return Err(e.into()),
         };
-        let sig: ManifestSignature = serde_json::from_slice(&blob.data)
-            .map_err(|e| refuse(format!("manifest.sig does not parse: {e}")))?;
+        let sig = ManifestSignature::parse(&blob.data).map_err(|e| refuse(e.to_string()))?;
         sig.verify(manifest, &self.trusted).map_err(refuse)
     }
 

@@ -194,7 +194,7 @@ mod tests {
         blobs: &Arc<LocalStore>,
         signer: Option<crate::registry::SigningKey>,
     ) -> Result<(), String> {
-        let trusted = crate::registry::SigningKey::generate().unwrap().public();
+        let trusted = crate::registry::signing::generate().unwrap().public();
         ModelStore::new(blobs.clone())
             .with_trusted_keys(vec![trusted])
             .with_signer(signer)
@@ -204,7 +204,7 @@ mod tests {
     #[tokio::test]
     async fn with_trusted_keys_only_a_signed_version_is_swapped_in() {
         let (_d, blobs, store, _, first) = setup().await;
-        let key = crate::registry::SigningKey::generate().unwrap();
+        let key = crate::registry::signing::generate().unwrap();
         let trusting = ModelStore::new(blobs.clone()).with_trusted_keys(vec![key.public()]);
         let serving = Arc::new(ArcSwap::from_pointee(first.clone()));
         let mut w = Watcher::new(trusting, serving, None);
@@ -219,7 +219,7 @@ mod tests {
             trusting_store_check(&blobs, None).is_err(),
             "no signing key"
         );
-        let other = crate::registry::SigningKey::generate().unwrap();
+        let other = crate::registry::signing::generate().unwrap();
         assert!(
             trusting_store_check(&blobs, Some(other)).is_err(),
             "a key the detectors do not trust"

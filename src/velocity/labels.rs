@@ -93,16 +93,17 @@ pub fn catch_up(velocity: &Velocity, file: &mut LabelsFile) -> std::io::Result<u
     Ok(labels.len())
 }
 
-/// Follow `file` every `interval` until `stop`.
+/// Follow `file` every `interval` until `stop`; an error only when the reader itself
+/// failed (an unreadable file is retried).
 pub async fn follow(
     velocity: Arc<Velocity>,
     mut file: LabelsFile,
     interval: Duration,
     stop: CancellationToken,
-) {
+) -> anyhow::Result<()> {
     loop {
         tokio::select! {
-            () = stop.cancelled() => return,
+            () = stop.cancelled() => return Ok(()),
             () = tokio::time::sleep(interval) => {}
         }
         let v = velocity.clone();
@@ -117,10 +118,7 @@ pub async fn follow(
                 tracing::warn!(path = %f.path, error = %e, "labels file unreadable; retrying");
                 file = f;
             }
-            Err(e) => {
-                tracing::error!(error = %e, "labels reader failed; labels stop");
-                return;
-            }
+            Err(e) => anyhow::bail!("labels file reader failed: {e}"),
         }
     }
 }

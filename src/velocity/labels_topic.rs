@@ -228,13 +228,17 @@ impl LabelsTopic {
     }
 
     /// Apply labels as they arrive, until `stop`.
-    pub async fn follow(mut self, velocity: Arc<Velocity>, stop: CancellationToken) {
-        if self.wait_assigned(&stop).await.is_err() {
-            return;
+    pub async fn follow(
+        mut self,
+        velocity: Arc<Velocity>,
+        stop: CancellationToken,
+    ) -> anyhow::Result<()> {
+        if let Err(e) = self.wait_assigned(&stop).await {
+            return if stop.is_cancelled() { Ok(()) } else { Err(e) };
         }
         loop {
             let chunk = tokio::select! {
-                () = stop.cancelled() => return,
+                () = stop.cancelled() => return Ok(()),
                 c = self.read_chunk() => c,
             };
             if let Err(e) = self
@@ -244,7 +248,7 @@ impl LabelsTopic {
                 // Only the shutdown ends a dead-letter retry: what was not committed is
                 // read again next start.
                 tracing::info!(topic = %self.topic, error = %e, "labels reader stopped");
-                return;
+                return if stop.is_cancelled() { Ok(()) } else { Err(e) };
             }
         }
     }

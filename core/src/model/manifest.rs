@@ -1,0 +1,53 @@
+//! The manifest that publishes a model version: `models/<version>/manifest.json` in the
+//! model store. A version exists once its manifest does; the manifest's SHA-256 covers
+//! the model file (and the holdout record), and a signature (`crate::signing`) covers the
+//! manifest's exact bytes.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Canary, ModelMeta};
+
+/// Which rows a version held out from training: `holdout.bin` beside its manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HoldoutRecord {
+    /// Distinct held-out row fingerprints.
+    pub rows: usize,
+    /// SHA-256 of `holdout.bin`, hex.
+    pub sha256: String,
+}
+
+/// What a manifest records about one version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Version (the model's own).
+    pub version: String,
+    /// SHA-256 of the model file, hex.
+    pub sha256: String,
+    /// Size of the model file in bytes.
+    pub size_bytes: u64,
+    /// Feature names in order.
+    pub features: Vec<String>,
+    /// When the model was trained.
+    pub created_at: String,
+    /// The version that was `LATEST` when this one was published, if any.
+    pub parent: Option<String>,
+    /// The model's full metadata (hyper-parameters, metrics, data fingerprint).
+    pub metadata: ModelMeta,
+    /// Canary inputs with the exact scores the model gave them when published; a loaded
+    /// version must reproduce them ([`super::Model::check`]). Empty in manifests written
+    /// before canaries were recorded.
+    #[serde(default)]
+    pub canaries: Vec<Canary>,
+    /// The rows held out from training, when recorded: with the training window
+    /// (`metadata.train_window`) they tell the retrain gate which rows the model never
+    /// saw.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holdout: Option<HoldoutRecord>,
+}
+
+impl Manifest {
+    /// Parse a stored manifest; the error says what is wrong.
+    pub fn parse(bytes: &[u8]) -> Result<Self, String> {
+        serde_json::from_slice(bytes).map_err(|e| e.to_string())
+    }
+}
