@@ -99,6 +99,17 @@ pub const VELOCITY_BYTES_PER_ENTITY: &str = "fraudstream_velocity_bytes_per_enti
 pub const VELOCITY_EVICTED: &str = "fraudstream_velocity_evicted_total";
 /// Counter: state-store calls that failed and were retried.
 pub const VELOCITY_STORE_ERRORS: &str = "fraudstream_velocity_store_errors_total";
+/// Counter: transactions that count in no entity for their event time, by `side`
+/// (`ahead`: beyond the wall clock, or held ahead of the watermark and not followed;
+/// `behind`: older than the watermark allows). Each is scored from what the store holds.
+pub const VELOCITY_OUT_OF_RANGE: &str = "fraudstream_velocity_out_of_range_total";
+/// Counter: fraud labels not applied for their event time, by `side`.
+pub const VELOCITY_LABELS_REFUSED: &str = "fraudstream_velocity_labels_refused_total";
+/// Gauge: the event-time watermark (Unix seconds): the newest transaction time counted
+/// for good.
+pub const VELOCITY_WATERMARK: &str = "fraudstream_velocity_watermark_seconds";
+/// Gauge: transactions counted provisionally, ahead of the watermark, not yet judged.
+pub const VELOCITY_HELD: &str = "fraudstream_velocity_held";
 /// Counter: labels received, by `outcome` against the verdict served: `tp`, `fp`,
 /// `fn`, `tn`, or `unmatched` (no verdict remembered for the id).
 pub const LABELS: &str = "fraudstream_labels_total";

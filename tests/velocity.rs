@@ -190,6 +190,72 @@ fn served_features_equal_offline_features() {
     assert!(line.trim().ends_with(" 0"), "{line}");
 }
 
+/// The reproduction of issue 22: one transaction with `Time` in milliseconds in the
+/// middle of the stream (and `±1e300`, and a `NaN`) once moved the store's clock, so
+/// every later row read as older than the horizon and every card count fell to 1. Now
+/// each is scored, counted in no entity and dead-lettered with `time_out_of_range` (the
+/// `NaN` is invalid input), and every other row's features are the clean run's, in a
+/// debug build (where time arithmetic that overflows would panic).
+#[test]
+fn wrong_times_change_no_other_rows_features() {
+    let clean_dir = tempfile::tempdir().unwrap();
+    let (_, clean_cfg) = velocity_setup(clean_dir.path(), "");
+    ok(&fraudstream(&[
+        "run",
+        "--config",
+        clean_cfg.to_str().unwrap(),
+    ]));
+    let clean = lake_features(clean_dir.path());
+
+    let dir = tempfile::tempdir().unwrap();
+    let (sim, cfg) = velocity_setup(dir.path(), "");
+    let text = std::fs::read_to_string(&sim.stream).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let middle = lines.len() / 2;
+    let mut template: serde_json::Value = serde_json::from_str(lines[middle]).unwrap();
+    let mut wrong = Vec::new();
+    for (id, time) in [
+        ("ms", serde_json::json!(1.7e12)),
+        ("far-future", serde_json::json!(1e300)),
+        ("far-past", serde_json::json!(-1e300)),
+        ("nan", serde_json::json!("NaN")),
+    ] {
+        template["id"] = id.into();
+        template["Time"] = time;
+        wrong.push(template.to_string());
+    }
+    let mut poisoned: Vec<String> = lines.iter().map(|l| (*l).to_owned()).collect();
+    for (k, w) in wrong.into_iter().enumerate() {
+        poisoned.insert(middle + 10 * k, w);
+    }
+    std::fs::write(&sim.stream, poisoned.join("\n") + "\n").unwrap();
+    ok(&fraudstream(&["run", "--config", cfg.to_str().unwrap()]));
+    let served = lake_features(dir.path());
+
+    assert_eq!(clean.len(), sim.rows);
+    let mut after = 0;
+    for (id, want) in &clean {
+        assert_eq!(served.get(id), Some(want), "transaction {id}");
+        after += usize::from(id.parse::<usize>().is_ok_and(|i| i > middle));
+    }
+    assert!(after > 1_000, "{after} rows after the wrong ones");
+    for id in ["ms", "far-future", "far-past"] {
+        assert!(served.contains_key(id), "{id} is scored");
+    }
+    let dlq = std::fs::read_to_string(dir.path().join("dlq.jsonl")).unwrap();
+    let dead: Vec<serde_json::Value> = dlq
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let codes: Vec<&str> = dead.iter().filter_map(|d| d["code"].as_str()).collect();
+    assert_eq!(
+        codes.iter().filter(|c| **c == "time_out_of_range").count(),
+        3,
+        "{dlq}"
+    );
+    assert_eq!(codes.len(), 4, "and the NaN as invalid input: {dlq}");
+}
+
 #[test]
 fn a_missing_entity_id_is_refused_when_configured() {
     let dir = tempfile::tempdir().unwrap();

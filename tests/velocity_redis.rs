@@ -117,8 +117,9 @@ fn an_earlier_versions_buckets_are_read_and_trimmed() {
         read(&mut store),
         [(100, 3, 1, 10.25 + 0.1), (101, 1, 1, 4.0)]
     );
-    // Past the horizon (2 buckets kept), both forms of the old buckets are deleted.
+    // Past what the watermark keeps, both forms of the old buckets are deleted.
     let mut store = RedisStore::new(settings_with_prefix(&url, &prefix), 2, 3_600).unwrap();
+    store.expire_before(198);
     store
         .commit(&[Commit {
             tx_id: "t-2",
@@ -296,7 +297,7 @@ fn while_redis_is_down_batches_wait_and_nothing_is_lost() {
     let mut first = rows(0..half);
     let abort = tokio_util::sync::CancellationToken::new();
     velocity.abort_on(abort.clone());
-    assert!(velocity.compute(&mut first).unwrap().is_empty());
+    assert!(velocity.compute(&mut first).unwrap().refused.is_empty());
     redis.kill();
     let v = velocity.clone();
     let mut second = rows(half..txs.len());
@@ -576,4 +577,166 @@ prefix = "{prefix}"
         lake.len() - distinct.len(),
         entities.len(),
     );
+}
+
+/// `txs` with wrong times inserted (issue 22): milliseconds sent as seconds, ±1e300, a
+/// year back, and far ahead of the stream while before the wall clock; each on a card
+/// and terminal the stream uses.
+fn with_wrong_times(txs: &[Transaction]) -> Vec<Transaction> {
+    let mut out = Vec::with_capacity(txs.len() + txs.len() / 50);
+    for (i, t) in txs.iter().enumerate() {
+        if i > 10 && i % 50 == 0 {
+            let mut p = txs[i / 2].clone();
+            p.id = format!("wrong-{i}");
+            p.values[fraudstream::schema::TIME] = match (i / 50) % 5 {
+                0 => t.time() * 1_000.0,
+                1 => 1e300,
+                2 => -1e300,
+                3 => t.time() - 365.0 * 86_400.0,
+                _ => t.time() + 120.0 * 86_400.0,
+            };
+            out.push(p);
+        }
+        out.push(t.clone());
+    }
+    out
+}
+
+/// Each entity's buckets: `(bucket, count, frauds)`.
+type EntityState = Vec<(String, Vec<(i64, u32, u32)>)>;
+
+/// Every bucket from `since` on of every entity `txs` touches, as stored under
+/// `settings`' prefix.
+fn entity_state(settings: &RedisSettings, txs: &[Transaction], since: i64) -> EntityState {
+    let mut store = RedisStore::new(settings.clone(), 10_000, 3_600).unwrap();
+    let mut keys: Vec<(Entity, String)> = txs
+        .iter()
+        .flat_map(|t| {
+            [
+                t.card_id.clone().map(|c| (Entity::CardId, c)),
+                t.terminal_id.clone().map(|c| (Entity::TerminalId, c)),
+            ]
+        })
+        .flatten()
+        .collect();
+    keys.sort();
+    keys.dedup();
+    let refs: Vec<(Entity, &str)> = keys.iter().map(|(e, id)| (*e, id.as_str())).collect();
+    let buckets = store.buckets(&refs, since).unwrap();
+    keys.iter()
+        .zip(buckets)
+        .map(|((e, id), b)| {
+            (
+                format!("{}:{id}", e.field()),
+                b.iter().map(|x| (x.idx, x.count, x.frauds)).collect(),
+            )
+        })
+        .collect()
+}
+
+/// The reproduction of issue 22 on Redis: wrong times (a millisecond `Time` once moved the
+/// store's clock and deleted the buckets of every card it touched, for good) count in no
+/// entity; every other row gets the offline features, and the stored state is the state
+/// of the clean stream.
+#[test]
+fn wrong_times_neither_count_nor_trim_on_redis() {
+    let url = common::require("FRAUDSTREAM_TEST_REDIS", "redis");
+    let spec = VelocitySpec::handbook();
+    let clean = history();
+    let rows = with_wrong_times(&clean);
+    let mut offline = clean.clone();
+    compute_offline(&mut offline_engine(spec.clone()).unwrap(), &mut offline).unwrap();
+    let run = |rows: &[Transaction]| {
+        let s = settings(&url);
+        let mut engine = Engine::new(
+            spec.clone(),
+            RedisStore::new(s.clone(), spec.horizon_buckets(), 3_600).unwrap(),
+        )
+        .unwrap();
+        let mut features: HashMap<String, Vec<f32>> = HashMap::new();
+        let mut refused = Vec::new();
+        for chunk in rows.chunks(61) {
+            let mut batch = chunk.to_vec();
+            let r = engine.process(&mut batch).unwrap();
+            refused.extend(r.out_of_range.into_iter().map(|o| o.tx_id));
+            // Labels as they come (the delayed windows read only buckets a week old):
+            // those of the clean rows, as the offline reference has them.
+            let labels: Vec<LabelEvent> = chunk
+                .iter()
+                .filter(|t| !t.id.starts_with("wrong-"))
+                .map(label)
+                .collect();
+            engine.label(&labels).unwrap();
+            features.extend(batch.into_iter().map(|t| (t.id, t.derived)));
+        }
+        (s, features, refused)
+    };
+    let (poisoned, features, refused) = run(&rows);
+    for o in &offline {
+        assert_eq!(features[&o.id], o.derived, "tx {}", o.id);
+    }
+    let wrong: Vec<&str> = rows
+        .iter()
+        .filter(|t| t.id.starts_with("wrong-"))
+        .map(|t| t.id.as_str())
+        .collect();
+    assert!(wrong.len() >= 10, "{}", wrong.len());
+    for w in &wrong {
+        assert!(refused.iter().any(|r| r == w), "{w} counted");
+    }
+    let (clean_run, _, none) = run(&clean);
+    assert!(none.is_empty(), "{none:?}");
+    // What the features still read (older buckets are trimmed as batches happen to fall).
+    let newest = clean.iter().map(Transaction::time).fold(f64::MIN, f64::max);
+    let since = (newest / 3_600.0).floor() as i64 - spec.horizon_buckets() - 1;
+    let (a, b) = (
+        entity_state(&poisoned, &clean, since),
+        entity_state(&clean_run, &clean, since),
+    );
+    let differ: Vec<_> = a.iter().zip(&b).filter(|(x, y)| x != y).take(3).collect();
+    assert!(
+        differ.is_empty(),
+        "the stored state differs from the clean stream's: {differ:?}"
+    );
+}
+
+/// A hash whose oldest bucket is far behind what is kept (a far-past bucket counted
+/// before any watermark) is trimmed in one update, not 64 buckets at a time for ever.
+#[test]
+fn trimming_catches_up_from_a_far_past_bucket_in_one_update() {
+    use fraudstream::velocity::store::Commit;
+    let url = common::require("FRAUDSTREAM_TEST_REDIS", "redis");
+    let s = settings(&url);
+    let key = format!("{}:e:c:card-1", s.prefix);
+    let mut store = RedisStore::new(s, 100, 3_600).unwrap();
+    let card = [(Entity::CardId, "card-1")];
+    let commit = |store: &mut RedisStore, id: &str, bucket: i64| {
+        store
+            .commit(&[Commit {
+                tx_id: id,
+                features: &[1.0],
+                keys: &card,
+                bucket,
+                amount: 1.0,
+            }])
+            .unwrap();
+    };
+    commit(&mut store, "far", i64::MIN / 2);
+    commit(&mut store, "a", 1_000);
+    commit(&mut store, "b", 1_010);
+    store.expire_before(1_005);
+    commit(&mut store, "c", 1_020);
+    let mut raw = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let mut names: Vec<String> = redis::cmd("HKEYS").arg(&key).query(&mut raw).unwrap();
+    names.sort();
+    assert_eq!(names, ["b1010", "b1020", "lo"]);
+    let lo: i64 = redis::cmd("HGET")
+        .arg(&key)
+        .arg("lo")
+        .query(&mut raw)
+        .unwrap();
+    assert_eq!(lo, 1_010);
 }

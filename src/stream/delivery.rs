@@ -294,20 +294,22 @@ impl Delivery {
         Ok(dead + refused)
     }
 
-    /// Dead-letter the rows taken out before scoring (with the transaction as payload).
+    /// Dead-letter the rows taken out before scoring, and the copies of scored rows the
+    /// velocity stage set aside (with the transaction as payload).
     async fn dead_letter_refused(&mut self, scored: &mut Scored) -> Result<u64, DeliveryError> {
-        if scored.refused.is_empty() {
+        if scored.refused.is_empty() && scored.notices.is_empty() {
             return Ok(0);
         }
         let letters: Vec<DeadLetter> = scored
             .refused
             .drain(..)
+            .chain(scored.notices.drain(..))
             .map(|r| DeadLetter {
                 key: Some(r.row.tx.id.clone().into_bytes()),
                 payload: crate::schema::json::encode_transaction(&r.row.tx).into_bytes(),
                 origin: r.row.origin,
                 reason: Reason {
-                    code: "missing_entity",
+                    code: r.code,
                     message: r.reason,
                 },
             })

@@ -15,7 +15,7 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use super::source::Incoming;
 use crate::metric_names as names;
 use crate::model::{Explain, Model, Verdict};
-use crate::velocity::stage::{Refused, Velocity};
+use crate::velocity::stage::{Computed, Refused, Velocity};
 
 /// A scored batch: the rows and their verdicts, index for index.
 #[derive(Debug)]
@@ -29,6 +29,8 @@ pub struct Scored {
     /// Rows taken out before scoring (a missing entity id under
     /// `velocity.features.missing_entity = "refuse"`), for the dead-letter sink.
     pub refused: Vec<Refused>,
+    /// Copies of scored rows for the dead-letter sink (an event time out of range).
+    pub notices: Vec<Refused>,
 }
 
 impl Scored {
@@ -176,14 +178,14 @@ impl Scorer {
         let started = Instant::now();
         let scored = tokio::task::spawn_blocking(move || {
             let mut rows = rows;
-            let refused = match &velocity {
+            let set_aside = match &velocity {
                 Some(v) => {
                     let started = Instant::now();
-                    let refused = v.compute(&mut rows)?;
+                    let set_aside = v.compute(&mut rows)?;
                     super::delivery::stage_time("velocity", started);
-                    refused
+                    set_aside
                 }
-                None => Vec::new(),
+                None => Computed::default(),
             };
             let mut x = Vec::with_capacity(rows.len() * model.forest().n_features());
             for r in &rows {
@@ -200,7 +202,8 @@ impl Scorer {
                 rows,
                 verdicts,
                 shadow,
-                refused,
+                refused: set_aside.refused,
+                notices: set_aside.notices,
             })
         })
         .await??;

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{MemoryLimits, VelocitySpec};
+use super::{EventTimePolicy, MemoryLimits, VelocitySpec};
 use crate::config::{Invalid, Validate};
 use crate::secret::Secret;
 
@@ -47,6 +47,20 @@ impl Default for RedisConfig {
     }
 }
 
+/// What happens to a transaction whose event time is out of range (see
+/// `velocity.max_future_skew`): it counts in no entity and is scored from what the store
+/// holds, either way.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutOfRange {
+    /// A copy also goes to the dead-letter sink with reason `time_out_of_range`, so the
+    /// producer that sent it can be found.
+    #[default]
+    DeadLetter,
+    /// Scored only; counted in `fraudstream_velocity_out_of_range_total`.
+    Score,
+}
+
 /// `[velocity]`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -74,6 +88,20 @@ pub struct VelocityConfig {
     /// (first retained offset to the group's committed offset) into the store, so a
     /// restarted detector serves from the counters it had.
     pub rebuild: bool,
+    /// How far a transaction's `Time` may be ahead of the event-time watermark (the
+    /// newest time counted) and of the wall clock and still count at once. One further
+    /// ahead of the watermark counts provisionally until two later records follow it;
+    /// one beyond the wall clock never counts (docs/ARCHITECTURE.md, "Event time").
+    #[serde(with = "humantime_serde")]
+    pub max_future_skew: Duration,
+    /// How much older than the features' longest reach (the longest window, plus the
+    /// label delay for fraud aggregates) a transaction may be, behind the watermark, and
+    /// still count.
+    #[serde(with = "humantime_serde")]
+    pub allowed_lateness: Duration,
+    /// A transaction out of range: `dead_letter` (scored, and a copy to the dead-letter
+    /// sink with reason `time_out_of_range`) or `score` (scored only).
+    pub out_of_range: OutOfRange,
 }
 
 impl Default for VelocityConfig {
@@ -88,11 +116,24 @@ impl Default for VelocityConfig {
             labels_topic: None,
             rebuild: true,
             redis: RedisConfig::default(),
+            max_future_skew: Duration::from_secs(300),
+            allowed_lateness: Duration::from_secs(3_600),
+            out_of_range: OutOfRange::DeadLetter,
         }
     }
 }
 
 impl VelocityConfig {
+    /// The event-time policy of the online engine.
+    #[must_use]
+    pub fn event_time(&self) -> EventTimePolicy {
+        EventTimePolicy {
+            max_future_skew: self.max_future_skew.as_secs_f64(),
+            allowed_lateness: self.allowed_lateness.as_secs_f64(),
+            wall_clock: true,
+        }
+    }
+
     /// The in-memory store's bounds.
     #[must_use]
     pub fn memory_limits(&self) -> MemoryLimits {
@@ -111,6 +152,12 @@ impl Validate for VelocityConfig {
             .map_err(|e| Invalid::new(format!("features.{}", e.key), e.message))?;
         if self.max_entities < 1_000 {
             return Err(Invalid::new("max_entities", "keep at least 1000 entities"));
+        }
+        if self.max_future_skew.is_zero() {
+            return Err(Invalid::new(
+                "max_future_skew",
+                "must be positive: two transactions of the same second would disagree",
+            ));
         }
         if self.max_served == 0 {
             return Err(Invalid::new(

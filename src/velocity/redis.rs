@@ -4,8 +4,9 @@
 //! - `{p}:e:{c|t}:{id}`, one hash per entity: a field `b<bucket>` per bucket holding
 //!   `"<count> <frauds> <sum of amounts>"` (the sum written with 17 significant digits, so
 //!   it reads back as the exact `f64`), and `lo` (the oldest bucket kept); the key expires
-//!   a horizon after its last update, and each update deletes up to 64 buckets older than
-//!   the horizon, so a busy entity's hash stays bounded too. (Earlier versions kept three
+//!   a horizon after its last update, and each update deletes the buckets before the
+//!   engine's watermark allows (up to 64 walked from `lo`, or one pass over the hash when
+//!   `lo` is further behind), so a busy entity's hash stays bounded too. (Earlier versions kept three
 //!   fields per bucket, `c<bucket>`, `f<bucket>` and `s<bucket>`: a read adds them to the
 //!   bucket's one field, and they age out like it. One field per bucket is a third of the
 //!   fields to store, send and parse.)
@@ -17,7 +18,9 @@
 //! counts the transaction in its entities' buckets (a script runs whole, so nothing
 //! interleaves): a transaction is counted once and entirely, whichever detector commits
 //! it and however often (a redelivery after a kill -9, a rebalance). One call covers up to
-//! 64 transactions. Labels work the same way, a call each. Each batch is one pipelined
+//! 64 transactions. Labels work the same way, a call each. A transaction taken back (held
+//! ahead of the watermark and not followed: `crate::velocity::clock`) goes in one call:
+//! its marker is deleted and, only if it was there, its counts are subtracted. Each batch is one pipelined
 //! round trip per store method. A connection error drops the connection: the engine retries the batch
 //! with backoff (nothing of a failed batch was recorded that a retry would record twice,
 //! thanks to the per-id guards).
@@ -45,12 +48,39 @@ end
     };
 }
 
+/// The commit script's trimming: delete the buckets of hash `k` before `oldest`, from its
+/// oldest kept `lo`. Up to 64 a call, walking from `lo`; when `lo` is further behind than
+/// that (an entity idle for days, or a far-past bucket counted before any watermark), one
+/// pass over the hash's fields instead, so trimming always catches up in one call.
+macro_rules! trim_buckets {
+    () => {
+        r"
+local function trim(k, lo, oldest)
+  if oldest - lo <= 64 then
+    for x = lo, oldest - 1 do redis.call('HDEL', k, 'b' .. x, 'c' .. x, 'f' .. x, 's' .. x) end
+    redis.call('HSET', k, 'lo', oldest)
+    return
+  end
+  local keep = nil
+  for _, f in ipairs(redis.call('HKEYS', k)) do
+    local x = tonumber(string.sub(f, 2))
+    if x and f ~= 'lo' then
+      if x < oldest then redis.call('HDEL', k, f) elseif keep == nil or x < keep then keep = x end
+    end
+  end
+  redis.call('HSET', k, 'lo', keep or oldest)
+end
+"
+    };
+}
+
 /// Counts transactions, each once: KEYS = for each transaction its served marker, then
 /// its entity hashes; ARGV = served TTL, oldest bucket kept, entity TTL, then for each
 /// transaction its features, bucket, amount and number of entity hashes. One call per
 /// chunk of a batch ([`COMMIT_CHUNK`]): the script's per-call cost is shared.
 const COMMIT: &str = concat!(
     read_bucket!(),
+    trim_buckets!(),
     r"
 local served_ttl = ARGV[1]
 local oldest = tonumber(ARGV[2])
@@ -69,11 +99,7 @@ for ai = 4, #ARGV, 4 do
         redis.call('HSET', k, 'b' .. b, v, 'lo', b)
       else
         redis.call('HSET', k, 'b' .. b, v)
-        if lo < oldest then
-          local stop = math.min(oldest - 1, lo + 63)
-          for x = lo, stop do redis.call('HDEL', k, 'b' .. x, 'c' .. x, 'f' .. x, 's' .. x) end
-          redis.call('HSET', k, 'lo', stop + 1)
-        end
+        if lo < oldest then trim(k, lo, oldest) end
       end
       redis.call('EXPIRE', k, entity_ttl)
     end
@@ -110,6 +136,37 @@ return 1
 "
 );
 
+/// Takes back transactions counted provisionally, each only while its served marker is
+/// there: KEYS = for each transaction its served marker, then its entity hashes; ARGV =
+/// for each transaction its bucket, amount and number of entity hashes. A bucket left
+/// with nothing is deleted. Returns how many were taken back.
+const UNCOUNT: &str = concat!(
+    read_bucket!(),
+    r"
+local taken = 0
+local ki = 1
+for ai = 1, #ARGV, 3 do
+  local n = tonumber(ARGV[ai + 2])
+  if redis.call('DEL', KEYS[ki]) == 1 then
+    taken = taken + 1
+    local b = tonumber(ARGV[ai])
+    local amount = tonumber(ARGV[ai + 1])
+    for j = ki + 1, ki + n do
+      local k = KEYS[j]
+      local c, f, s = read(k, b)
+      if c <= 1 and f == 0 then
+        redis.call('HDEL', k, 'b' .. b, 'c' .. b, 'f' .. b, 's' .. b)
+      elseif c > 0 then
+        redis.call('HSET', k, 'b' .. b, string.format('%d %d %.17g', c - 1, f, s - amount))
+      end
+    end
+  end
+  ki = ki + 1 + n
+end
+return taken
+"
+);
+
 /// Where and how long.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisSettings {
@@ -124,16 +181,24 @@ pub struct RedisSettings {
     pub timeout: Duration,
 }
 
+/// The SHA-1s of the loaded scripts.
+struct Scripts {
+    commit: String,
+    label: String,
+    uncount: String,
+}
+
 /// Entity state in Redis.
 pub struct RedisStore {
     client: Client,
     settings: RedisSettings,
-    conn: Option<(Connection, String, String)>,
+    conn: Option<(Connection, Scripts)>,
     /// Buckets kept: the spec's horizon.
     horizon: i64,
     /// The bucket width in seconds (for TTLs).
     bucket_secs: u64,
-    newest: i64,
+    /// Buckets before this are trimmed (the engine's watermark sets it).
+    keep_from: i64,
     commits: u64,
 }
 
@@ -164,21 +229,21 @@ impl RedisStore {
             conn: None,
             horizon,
             bucket_secs,
-            newest: i64::MIN,
+            keep_from: i64::MIN,
             commits: 0,
         })
     }
 
     /// Check that the server answers (for start-up).
     pub fn ping(&mut self) -> Result<(), StoreError> {
-        self.with_conn(|c, _, _| redis::cmd("PING").query::<String>(c).map(drop))
+        self.with_conn(|c, _| redis::cmd("PING").query::<String>(c).map(drop))
     }
 
     /// Run `f` on a connection (with the scripts' SHA-1s), connecting first if needed;
     /// any error drops the connection.
     fn with_conn<T>(
         &mut self,
-        f: impl FnOnce(&mut Connection, &str, &str) -> redis::RedisResult<T>,
+        f: impl FnOnce(&mut Connection, &Scripts) -> redis::RedisResult<T>,
     ) -> Result<T, StoreError> {
         if self.conn.is_none() {
             let mut c = self
@@ -199,12 +264,24 @@ impl RedisStore {
                 .arg(LABEL)
                 .query(&mut c)
                 .map_err(|e| err(&e))?;
-            self.conn = Some((c, commit, label));
+            let uncount: String = redis::cmd("SCRIPT")
+                .arg("LOAD")
+                .arg(UNCOUNT)
+                .query(&mut c)
+                .map_err(|e| err(&e))?;
+            self.conn = Some((
+                c,
+                Scripts {
+                    commit,
+                    label,
+                    uncount,
+                },
+            ));
         }
-        let Some((c, commit, label)) = self.conn.as_mut() else {
+        let Some((c, scripts)) = self.conn.as_mut() else {
             return Err(StoreError("redis: not connected".into()));
         };
-        let r = f(c, commit, label);
+        let r = f(c, scripts);
         if r.is_err() {
             self.conn = None;
         }
@@ -308,7 +385,7 @@ impl StateStore for RedisStore {
             .map(|id| format!("{}:s:{id}", self.settings.prefix))
             .collect();
         let values: Vec<Option<Vec<u8>>> =
-            self.with_conn(|c, _, _| redis::cmd("MGET").arg(&keys).query(c))?;
+            self.with_conn(|c, _| redis::cmd("MGET").arg(&keys).query(c))?;
         Ok(values
             .into_iter()
             .map(|v| {
@@ -327,7 +404,7 @@ impl StateStore for RedisStore {
             return Ok(Vec::new());
         }
         let names: Vec<String> = keys.iter().map(|&k| self.entity_key(k)).collect();
-        let hashes: Vec<Value> = self.with_conn(|c, _, _| {
+        let hashes: Vec<Value> = self.with_conn(|c, _| {
             let mut p = redis::pipe();
             for n in &names {
                 p.cmd("HGETALL").arg(n);
@@ -344,10 +421,7 @@ impl StateStore for RedisStore {
         if txs.is_empty() {
             return Ok(());
         }
-        if let Some(newest) = txs.iter().map(|c| c.bucket).max() {
-            self.newest = self.newest.max(newest);
-        }
-        let oldest = self.newest.saturating_sub(self.horizon);
+        let oldest = self.keep_from;
         let (prefix, served_ttl, entity_ttl) = (
             self.settings.prefix.clone(),
             self.settings.served_ttl.as_secs().max(1),
@@ -358,10 +432,10 @@ impl StateStore for RedisStore {
             .map(|c| c.keys.iter().map(|&k| self.entity_key(k)).collect())
             .collect();
         let txs: Vec<(&Commit<'_>, &Vec<String>)> = txs.iter().zip(&entity_keys).collect();
-        self.with_conn(|conn, commit, _| {
+        self.with_conn(|conn, scripts| {
             let mut p = redis::pipe();
             for chunk in txs.chunks(COMMIT_CHUNK) {
-                let cmd = p.cmd("EVALSHA").arg(commit);
+                let cmd = p.cmd("EVALSHA").arg(&scripts.commit);
                 cmd.arg(chunk.iter().map(|(_, keys)| 1 + keys.len()).sum::<usize>());
                 for (c, keys) in chunk {
                     cmd.arg(format!("{prefix}:s:{}", c.tx_id)).arg(*keys);
@@ -396,11 +470,11 @@ impl StateStore for RedisStore {
             .iter()
             .map(|l| l.keys.iter().map(|&k| self.entity_key(k)).collect())
             .collect();
-        let applied: Vec<Value> = self.with_conn(|conn, _, label| {
+        let applied: Vec<Value> = self.with_conn(|conn, scripts| {
             let mut p = redis::pipe();
             for (l, keys) in labels.iter().zip(&entity_keys) {
                 p.cmd("EVALSHA")
-                    .arg(label)
+                    .arg(&scripts.label)
                     .arg(1 + keys.len())
                     .arg(format!("{prefix}:l:{}", l.tx_id))
                     .arg(keys)
@@ -414,6 +488,34 @@ impl StateStore for RedisStore {
             .iter()
             .filter(|v| matches!(v, Value::Int(1)))
             .count())
+    }
+
+    fn uncount(&mut self, txs: &[Commit<'_>]) -> Result<usize, StoreError> {
+        if txs.is_empty() {
+            return Ok(0);
+        }
+        let prefix = self.settings.prefix.clone();
+        let entity_keys: Vec<Vec<String>> = txs
+            .iter()
+            .map(|c| c.keys.iter().map(|&k| self.entity_key(k)).collect())
+            .collect();
+        let taken: i64 = self.with_conn(|conn, scripts| {
+            let mut cmd = redis::cmd("EVALSHA");
+            cmd.arg(&scripts.uncount)
+                .arg(entity_keys.iter().map(|k| 1 + k.len()).sum::<usize>());
+            for (c, keys) in txs.iter().zip(&entity_keys) {
+                cmd.arg(format!("{prefix}:s:{}", c.tx_id)).arg(keys);
+            }
+            for (c, keys) in txs.iter().zip(&entity_keys) {
+                cmd.arg(c.bucket).arg(c.amount).arg(keys.len());
+            }
+            cmd.query(conn)
+        })?;
+        Ok(usize::try_from(taken).unwrap_or(0))
+    }
+
+    fn expire_before(&mut self, bucket: i64) {
+        self.keep_from = self.keep_from.max(bucket);
     }
 
     fn stats(&self) -> StoreStats {

@@ -10,10 +10,13 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::config::VelocityConfig;
-use super::{Engine, Entity, IdRing, LabelEvent, MemoryStore, StateStore, StoreError};
+use super::{BatchReport, Engine, Entity, IdRing, LabelEvent, MemoryStore, StateStore, StoreError};
 use crate::metric_names as names;
 use crate::model::Verdict;
 use crate::stream::source::Incoming;
+
+/// Held rows remembered for their dead letter: more than the engine holds.
+const HELD_REMEMBERED: usize = 4_096;
 
 /// Confusion counts of the served verdicts against the labels.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -47,13 +50,27 @@ impl Confusion {
     }
 }
 
-/// A transaction refused for lacking an entity id.
+/// A transaction for the dead-letter sink: refused for lacking an entity id (taken out
+/// of its batch), or scored but counted in no entity for its event time (a copy).
 #[derive(Debug)]
 pub struct Refused {
     /// The row.
     pub row: Incoming,
+    /// The dead letter's reason code: `missing_entity` or `time_out_of_range`.
+    pub code: &'static str,
     /// Why.
     pub reason: String,
+}
+
+/// What [`Velocity::compute`] set aside.
+#[derive(Debug, Default)]
+pub struct Computed {
+    /// Rows taken out before scoring (a missing entity id under
+    /// `velocity.features.missing_entity = "refuse"`).
+    pub refused: Vec<Refused>,
+    /// Copies of rows scored but counted in no entity for their event time (under
+    /// `velocity.out_of_range = "dead_letter"`), this batch's or held earlier.
+    pub notices: Vec<Refused>,
 }
 
 struct Joined {
@@ -90,6 +107,10 @@ impl Joined {
 pub struct Velocity {
     engine: Mutex<Engine<Box<dyn StateStore>>>,
     joined: Mutex<Joined>,
+    /// Rows held ahead of the watermark (`velocity::clock`), for the dead letter should
+    /// they be taken back.
+    held: Mutex<IdRing<Incoming>>,
+    out_of_range: super::config::OutOfRange,
     max_served: usize,
     retry: Duration,
     /// Ends the retries of a failing store (the shutdown deadline).
@@ -175,7 +196,7 @@ impl Velocity {
 
     /// The stage over `store`.
     pub fn new(cfg: &VelocityConfig, store: Box<dyn StateStore>) -> anyhow::Result<Self> {
-        let engine = Engine::new(cfg.features.clone(), store)
+        let engine = Engine::with_policy(cfg.features.clone(), store, cfg.event_time())
             .map_err(|e| anyhow::anyhow!("invalid `velocity.features.{}`: {}", e.key, e.message))?;
         Ok(Self {
             engine: Mutex::new(engine),
@@ -185,6 +206,8 @@ impl Velocity {
                 labelled: IdRing::default(),
                 confusion: Confusion::default(),
             }),
+            held: Mutex::new(IdRing::default()),
+            out_of_range: cfg.out_of_range,
             max_served: cfg.max_served,
             retry: Duration::from_millis(200),
             abort: std::sync::OnceLock::new(),
@@ -234,7 +257,7 @@ impl Velocity {
     /// returned. A store that fails is retried with backoff until it answers: the batch
     /// waits (backpressure), nothing is scored without its features. Past the shutdown
     /// deadline ([`Velocity::abort_on`]) the error is returned and the batch fails.
-    pub fn compute(&self, rows: &mut Vec<Incoming>) -> Result<Vec<Refused>, StoreError> {
+    pub fn compute(&self, rows: &mut Vec<Incoming>) -> Result<Computed, StoreError> {
         let mut engine = self.lock_engine();
         let mut refused = Vec::new();
         if engine.refuses_missing() {
@@ -253,6 +276,7 @@ impl Velocity {
                         metrics::counter!(names::VELOCITY_MISSING_ENTITY, "entity" => e.field(), "action" => "refused").increment(1);
                         refused.push(Refused {
                             row,
+                            code: "missing_entity",
                             reason: format!("missing entity id `{}` (velocity.features.missing_entity = \"refuse\")", e.field()),
                         });
                     }
@@ -283,6 +307,7 @@ impl Velocity {
         for (r, t) in rows.iter_mut().zip(txs) {
             r.tx = t;
         }
+        let notices = self.note_event_time(&engine, rows, &report);
         metrics::counter!(names::VELOCITY_TRANSACTIONS, "outcome" => "computed")
             .increment(report.computed as u64);
         metrics::counter!(names::VELOCITY_TRANSACTIONS, "outcome" => "replayed")
@@ -295,7 +320,62 @@ impl Velocity {
         metrics::gauge!(names::VELOCITY_ENTITY_BYTES).set(stats.entity_bytes as f64);
         metrics::gauge!(names::VELOCITY_BYTES_PER_ENTITY).set(stats.bytes_per_entity());
         metrics::counter!(names::VELOCITY_EVICTED).absolute(stats.evicted);
-        Ok(refused)
+        Ok(Computed { refused, notices })
+    }
+
+    /// Count and log what event time decided for a batch, remember its held rows, and
+    /// return the dead-letter copies of the rows that count in no entity.
+    fn note_event_time(
+        &self,
+        engine: &Engine<Box<dyn StateStore>>,
+        rows: &[Incoming],
+        report: &BatchReport,
+    ) -> Vec<Refused> {
+        if let Some(w) = engine.watermark() {
+            metrics::gauge!(names::VELOCITY_WATERMARK).set(w);
+        }
+        let (ahead, behind) = engine.labels_refused();
+        metrics::counter!(names::VELOCITY_LABELS_REFUSED, "side" => "ahead").absolute(ahead);
+        metrics::counter!(names::VELOCITY_LABELS_REFUSED, "side" => "behind").absolute(behind);
+        let mut held = self
+            .held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for &i in &report.held {
+            held.insert(&rows[i].tx.id, rows[i].clone(), 0, HELD_REMEMBERED);
+        }
+        for id in &report.confirmed {
+            held.remove(id);
+        }
+        metrics::gauge!(names::VELOCITY_HELD).set(engine.held() as f64);
+        let mut notices = Vec::new();
+        for o in &report.out_of_range {
+            metrics::counter!(names::VELOCITY_OUT_OF_RANGE, "side" => o.side.label()).increment(1);
+            let row = match o.row {
+                Some(i) => Some(rows[i].clone()),
+                None => held.remove(&o.tx_id),
+            };
+            let Some(row) = row else { continue };
+            let watermark = engine
+                .watermark()
+                .map_or_else(|| "none yet".to_owned(), |w| w.to_string());
+            tracing::warn!(tx_id = %o.tx_id, time = row.tx.time(), watermark, side = o.side.label(), "transaction time out of range: scored, counted in no entity");
+            if self.out_of_range == super::config::OutOfRange::DeadLetter {
+                notices.push(Refused {
+                    reason: format!(
+                        "Time {} is {} the event-time range (watermark {watermark}; velocity.max_future_skew, velocity.allowed_lateness): scored, counted in no entity",
+                        row.tx.time(),
+                        match o.side {
+                            super::Side::Ahead => "ahead of",
+                            super::Side::Behind => "behind",
+                        }
+                    ),
+                    code: "time_out_of_range",
+                    row,
+                });
+            }
+        }
+        notices
     }
 
     /// Remember the verdicts served, to join labels with them (a label that came first

@@ -18,6 +18,8 @@ pub fn run<S: StateStore>(mut make: impl FnMut() -> S) {
     labels_count_once(&mut make());
     since_filters_old_buckets(&mut make());
     labels_do_not_move_the_clock(&mut make());
+    uncount_takes_a_transaction_back_whole(&mut make());
+    expiry_keeps_what_is_still_read(&mut make());
 }
 
 fn commit<S: StateStore>(s: &mut S, id: &str, keys: &[Key<'_>], bucket: i64, amount: f64) {
@@ -124,4 +126,55 @@ fn labels_do_not_move_the_clock<S: StateStore>(s: &mut S) {
         vec![10, 11],
         "counters are kept despite a label from the future"
     );
+}
+
+fn uncount_takes_a_transaction_back_whole<S: StateStore>(s: &mut S) {
+    commit(s, "keep", &[CARD], 10, 2.0);
+    commit(s, "p", &[CARD, TERMINAL], 500, 7.0);
+    commit(s, "q", &[CARD], 10, 3.0);
+    let back = |id: &'static str, keys: &'static [Key<'static>], bucket: i64, amount: f64| Commit {
+        tx_id: id,
+        features: &[],
+        keys,
+        bucket,
+        amount,
+    };
+    let p = back("p", &[CARD, TERMINAL], 500, 7.0);
+    let q = back("q", &[CARD], 10, 3.0);
+    assert_eq!(s.uncount(&[p, q]).expect("uncount"), 2);
+    assert_eq!(
+        s.uncount(&[p]).expect("uncount"),
+        0,
+        "a second time changes nothing"
+    );
+    assert_eq!(
+        s.uncount(&[back("never", &[CARD], 10, 1.0)])
+            .expect("uncount"),
+        0,
+        "nothing recorded, nothing taken"
+    );
+    let b = s.buckets(&[CARD, TERMINAL], 0).expect("buckets");
+    let card: Vec<(i64, u32, f64)> = b[0].iter().map(|x| (x.idx, x.count, x.sum)).collect();
+    assert_eq!(
+        card,
+        vec![(10, 1, 2.0)],
+        "the emptied bucket is gone, the shared one exact"
+    );
+    assert!(b[1].is_empty(), "the terminal's only bucket is gone");
+    let served = s.served(&["p", "keep"]).expect("served");
+    assert!(served[0].is_none(), "its features are forgotten");
+    assert!(served[1].is_some());
+    // Taken back, it may count again (a redelivery judged again).
+    commit(s, "p", &[CARD], 500, 7.0);
+    assert_eq!(s.buckets(&[CARD], 400).expect("buckets")[0].len(), 1);
+}
+
+fn expiry_keeps_what_is_still_read<S: StateStore>(s: &mut S) {
+    commit(s, "a", &[CARD], 10, 1.0);
+    commit(s, "b", &[CARD], 20, 1.0);
+    s.expire_before(15);
+    commit(s, "c", &[CARD], 30, 1.0);
+    let b = s.buckets(&[CARD], 15).expect("buckets");
+    let idx: Vec<i64> = b[0].iter().map(|x| x.idx).collect();
+    assert_eq!(idx, vec![20, 30], "buckets from the cut on are kept");
 }

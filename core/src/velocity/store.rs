@@ -100,6 +100,16 @@ pub trait StateStore: Send {
     /// nothing. Returns how many were new.
     fn label(&mut self, labels: &[Label<'_>]) -> Result<usize, StoreError>;
 
+    /// Take back transactions counted provisionally (their features and their counts),
+    /// each only if it is recorded: a second call changes nothing. A bucket left with
+    /// nothing in it is removed, so counting and taking back leave the state as it was.
+    /// Returns how many were taken back.
+    fn uncount(&mut self, txs: &[Commit<'_>]) -> Result<usize, StoreError>;
+
+    /// Buckets before `bucket` are no longer read (the watermark moved): the store may
+    /// drop them. Called when the watermark moves; never with a smaller value than before.
+    fn expire_before(&mut self, bucket: i64);
+
     /// Sizes, for metrics.
     fn stats(&self) -> StoreStats;
 
@@ -113,7 +123,8 @@ pub trait StateStore: Send {
 /// Bounds of a [`MemoryStore`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MemoryLimits {
-    /// Buckets older than this many buckets before the newest seen are dropped.
+    /// The spec's horizon in buckets (the engine sets what is dropped: see
+    /// [`StateStore::expire_before`]).
     pub horizon: i64,
     /// Most entities kept; beyond it the least recently active are dropped.
     pub max_entities: usize,
@@ -153,6 +164,18 @@ impl EntityState {
             ),
         }
         self.last = self.last.max(idx);
+    }
+
+    /// Take one transaction out of bucket `idx`; the bucket goes when nothing is left.
+    fn subtract(&mut self, idx: i64, amount: f64) {
+        let pos = self.buckets.partition_point(|b| b.idx < idx);
+        if let Some(b) = self.buckets.get_mut(pos).filter(|b| b.idx == idx) {
+            b.count = b.count.saturating_sub(1);
+            b.sum -= amount;
+            if b.count == 0 && b.frauds == 0 {
+                self.buckets.remove(pos);
+            }
+        }
     }
 
     /// Drop buckets before `oldest` once a few have gone stale (features skip stale
@@ -270,7 +293,8 @@ pub struct MemoryStore {
     limits: MemoryLimits,
     maps: [FastMap<Box<str>, EntityState>; 2],
     entity_bytes: usize,
-    newest: i64,
+    /// Buckets before this are no longer read (set by the engine's watermark).
+    keep_from: i64,
     served: IdRing<()>,
     /// The served features, `width` per slot; a slot is an id's insertion number
     /// modulo `max_served`.
@@ -296,7 +320,7 @@ impl MemoryStore {
             limits,
             maps: [FastMap::default(), FastMap::default()],
             entity_bytes: 0,
-            newest: i64::MIN,
+            keep_from: i64::MIN,
             served: IdRing::default(),
             arena: Vec::new(),
             width: 0,
@@ -306,12 +330,9 @@ impl MemoryStore {
         }
     }
 
-    /// Add to an entity's bucket. Transactions move the store's clock (the newest
-    /// bucket seen); labels do not: a replayed labels feed may hold labels of
-    /// transactions yet to come, and must not age out the ones being counted.
     /// Run `f` on the buckets of `key` (created when new) for a transaction in bucket
-    /// `idx`; `f` reads them and counts the transaction. A transaction older than the
-    /// horizon sees no buckets and counts nothing.
+    /// `idx`; `f` reads them and counts the transaction. A transaction older than what
+    /// the store keeps sees no buckets and counts nothing.
     pub fn with_entity<R>(
         &mut self,
         key: Key<'_>,
@@ -320,9 +341,9 @@ impl MemoryStore {
     ) -> R {
         let mut f = Some(f);
         let mut run = |s: &mut EntityState| f.take().map(|f| f(&mut s.buckets));
-        match self.touch(key, idx, true, &mut run) {
+        match self.touch(key, idx, &mut run) {
             Some(Some(r)) => r,
-            // Older than the horizon: no buckets, nothing counted.
+            // Older than what is kept: no buckets, nothing counted.
             _ => f
                 .take()
                 .map(|f| f(&mut Vec::new()))
@@ -330,24 +351,27 @@ impl MemoryStore {
         }
     }
 
+    /// The buckets of `key` (a copy: for a transaction read, not counted).
+    #[must_use]
+    pub fn peek(&self, key: Key<'_>) -> Vec<Bucket> {
+        self.maps[slot(key.0)]
+            .get(key.1)
+            .map_or_else(Vec::new, |s| s.buckets.clone())
+    }
+
     /// Run `f` on the state of `key` (created when new) for an event in bucket `idx`,
-    /// keeping expiry, the activity mark and the byte count right; `moves_clock` for a
-    /// transaction (a label never moves the store's clock). `None` when `idx` is older
-    /// than the horizon.
+    /// keeping expiry, the activity mark and the byte count right. `None` when `idx` is
+    /// older than what the store keeps.
     fn touch<R>(
         &mut self,
         key: Key<'_>,
         idx: i64,
-        moves_clock: bool,
         f: &mut dyn FnMut(&mut EntityState) -> R,
     ) -> Option<R> {
-        if idx < self.newest.saturating_sub(self.limits.horizon) {
+        if idx < self.keep_from {
             return None;
         }
-        if moves_clock {
-            self.newest = self.newest.max(idx);
-        }
-        let oldest = self.newest.saturating_sub(self.limits.horizon);
+        let oldest = self.keep_from;
         let map = &mut self.maps[slot(key.0)];
         let state = match map.get_mut(key.1) {
             Some(s) => {
@@ -408,7 +432,7 @@ impl MemoryStore {
 
     fn add(&mut self, key: Key<'_>, idx: i64, count: u32, frauds: u32, amount: f64) {
         // Older than anything a feature reads: nothing to count.
-        let _counted = self.touch(key, idx, count > 0, &mut |s| {
+        let _counted = self.touch(key, idx, &mut |s| {
             s.add(idx, count, frauds, amount);
         });
     }
@@ -417,7 +441,7 @@ impl MemoryStore {
     /// least recently active tenth.
     fn sweep(&mut self) {
         self.commits_since_sweep = 0;
-        let oldest = self.newest.saturating_sub(self.limits.horizon);
+        let oldest = self.keep_from;
         let mut bytes = 0;
         for map in &mut self.maps {
             map.retain(|k, s| {
@@ -509,6 +533,29 @@ impl StateStore for MemoryStore {
         Ok(applied)
     }
 
+    fn uncount(&mut self, txs: &[Commit<'_>]) -> Result<usize, StoreError> {
+        let mut taken = 0;
+        for c in txs {
+            if self.served.remove(c.tx_id).is_none() {
+                continue;
+            }
+            taken += 1;
+            for &(e, id) in c.keys {
+                let map = &mut self.maps[slot(e)];
+                if let Some(s) = map.get_mut(id) {
+                    self.entity_bytes -= s.bytes(id);
+                    s.subtract(c.bucket, c.amount);
+                    self.entity_bytes += s.bytes(id);
+                }
+            }
+        }
+        Ok(taken)
+    }
+
+    fn expire_before(&mut self, bucket: i64) {
+        self.keep_from = self.keep_from.max(bucket);
+    }
+
     fn as_memory(&mut self) -> Option<&mut MemoryStore> {
         Some(self)
     }
@@ -539,6 +586,14 @@ impl<S: StateStore + ?Sized> StateStore for Box<S> {
 
     fn label(&mut self, labels: &[Label<'_>]) -> Result<usize, StoreError> {
         (**self).label(labels)
+    }
+
+    fn uncount(&mut self, txs: &[Commit<'_>]) -> Result<usize, StoreError> {
+        (**self).uncount(txs)
+    }
+
+    fn expire_before(&mut self, bucket: i64) {
+        (**self).expire_before(bucket);
     }
 
     fn stats(&self) -> StoreStats {
