@@ -41,8 +41,19 @@ async fn publish_first(dir: &Path, m: &Model) -> ModelStore {
 /// A running API replica over `dir`'s stores, with `api` settings appended.
 async fn serve(dir: &Path, api: &str) -> (Http, Handles, Shutdown) {
     let d = dir.display();
+    serve_with(
+        dir,
+        &format!("[verdicts]\nlocal_path = \"{d}/verdicts.db\"\n"),
+        api,
+    )
+    .await
+}
+
+/// [`serve`] with `verdicts`, a `[verdicts]` section, instead of the local store.
+async fn serve_with(dir: &Path, verdicts: &str, api: &str) -> (Http, Handles, Shutdown) {
+    let d = dir.display();
     let text = format!(
-        "[verdicts]\nlocal_path = \"{d}/verdicts.db\"\n\
+        "{verdicts}\
          [models]\nlocation = \"{d}/registry\"\npoll_interval = \"0s\"\n\
          [alerts]\nstdout = false\nfile = \"{d}/alerts.jsonl\"\n\
          [scoring]\ntop_k = 3\n\
@@ -300,17 +311,15 @@ async fn every_route_and_every_error() {
     assert_eq!(m.json()["canaries"].as_array().unwrap().len(), 10);
     assert_eq!(http.get("/v1/models/none-such").await.status, 404);
     assert_eq!(
-        http.send("POST", "/v1/models/none-such/promote", None, "")
+        http.post_json("/v1/models/none-such/promote", &json!({}))
             .await
             .status,
         404
     );
     let moved = http
-        .send(
-            "POST",
+        .post_json(
             &format!("/v1/models/{}/promote", second.version()),
-            None,
-            "",
+            &json!({}),
         )
         .await;
     assert_eq!(moved.status, 200, "{}", moved.text());
@@ -322,7 +331,9 @@ async fn every_route_and_every_error() {
         store.latest().await.unwrap().unwrap().version,
         second.version()
     );
-    let back = http.send("POST", "/v1/models/rollback", None, "").await;
+    let back = http
+        .send("POST", "/v1/models/rollback", Some("application/json"), "")
+        .await;
     assert_eq!(back.json()["to"], first.version());
     assert_eq!(handles.model.load().version(), first.version());
 
@@ -374,7 +385,7 @@ async fn tokens_admin_limits_and_timeouts() {
     // Not an admin: moving models is refused.
     let r = http
         .with_token(token)
-        .send("POST", "/v1/models/rollback", None, "")
+        .post_json("/v1/models/rollback", &json!({}))
         .await;
     assert_eq!(
         (r.status, r.json()["code"].clone()),
@@ -471,5 +482,374 @@ async fn the_openapi_document_lists_every_route() {
         routes.len(),
         "the document lists routes the router does not have"
     );
+    stop.stop();
+}
+
+/// Issue 22's cross-site reproduction: a page the operator has open sends
+/// `curl -X POST -H 'Origin: https://evil.example' -H 'Content-Type: text/plain' -d x
+/// http://127.0.0.1:PORT/v1/models/rollback`; LATEST must not move.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cross_site_requests_change_nothing() {
+    let (data, _) = read_dataset(SAMPLE, ReadOptions::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let first = model(&data, 5);
+    let store = publish_first(dir.path(), &first).await;
+    std::thread::sleep(Duration::from_millis(1_100));
+    let second = model(&data, 6);
+    store.put(&second).await.unwrap();
+    let before = store.latest().await.unwrap();
+    store
+        .set_latest(second.version(), before.as_ref())
+        .await
+        .unwrap();
+    let (http, handles, stop) = serve(dir.path(), "admin = true").await;
+    let latest = || async { store.latest().await.unwrap().unwrap().version };
+    let evil = http
+        .send_with(
+            "POST",
+            "/v1/models/rollback",
+            &[
+                ("origin", "https://evil.example"),
+                ("content-type", "text/plain"),
+            ],
+            "x",
+        )
+        .await;
+    assert_eq!(
+        (evil.status, evil.json()["code"].clone()),
+        (403, json!("cross_site"))
+    );
+    let plain = http
+        .send_with(
+            "POST",
+            "/v1/models/rollback",
+            &[("content-type", "text/plain")],
+            "x",
+        )
+        .await;
+    assert_eq!(plain.status, 415, "{}", plain.text());
+    let fetch_meta = http
+        .send_with(
+            "POST",
+            "/v1/models/rollback",
+            &[
+                ("content-type", "application/json"),
+                ("sec-fetch-site", "cross-site"),
+            ],
+            "{}",
+        )
+        .await;
+    assert_eq!(fetch_meta.status, 403);
+    let recorded = http
+        .send_with(
+            "POST",
+            "/v1/score?record=true",
+            &[
+                ("origin", "https://evil.example"),
+                ("content-type", "application/json"),
+            ],
+            tx_json(&data, 3, Some("csrf")).to_string(),
+        )
+        .await;
+    assert_eq!(recorded.status, 403);
+    assert_eq!(http.get("/v1/verdicts/csrf").await.status, 404);
+    assert_eq!(latest().await, second.version(), "LATEST did not move");
+    // The page itself (same origin, JSON, as the dashboard sends) may.
+    let own = format!("http://{}", handles.api_addr.unwrap());
+    let ok = http
+        .send_with(
+            "POST",
+            "/v1/models/rollback",
+            &[
+                ("origin", own.as_str()),
+                ("sec-fetch-site", "same-origin"),
+                ("content-type", "application/json"),
+            ],
+            "{}",
+        )
+        .await;
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    assert_eq!(latest().await, first.version());
+    stop.stop();
+}
+
+/// `?access_token=` is percent-decoded: a token with `+ / = &` (encoded by the
+/// dashboard's `encodeURIComponent`) works in the query as in the header.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_with_reserved_characters_works_in_the_query() {
+    let (data, _) = read_dataset(SAMPLE, ReadOptions::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    publish_first(dir.path(), &model(&data, 7)).await;
+    let token = "abc+def/ghi=jkl012345&x";
+    let (http, _, stop) = serve(dir.path(), &format!("tokens = [\"{token}\"]")).await;
+    assert_eq!(http.with_token(token).get("/v1/stats").await.status, 200);
+    let encoded = "abc%2Bdef%2Fghi%3Djkl012345%26x";
+    let r = http.get(&format!("/v1/stats?access_token={encoded}")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let ev = http
+        .first_event(
+            &format!("/v1/events?access_token={encoded}"),
+            "stats",
+            Duration::from_secs(5),
+        )
+        .await;
+    assert!(ev.is_some(), "the dashboard's live stream connects");
+    assert_eq!(
+        http.get("/v1/stats?access_token=abc+def/ghi=jkl012345&x")
+            .await
+            .status,
+        401,
+        "undecoded, `+` is a space and `&` ends the value"
+    );
+    stop.stop();
+}
+
+/// `record=true` records each id once, in the store itself: 16 concurrent requests with
+/// one new id give exactly one `recorded: true` and one alert; the same id twice in one
+/// request is a 400 naming it. Against `verdicts` (a `[verdicts]` section).
+async fn record_once(verdicts: &str) {
+    let (data, _) = read_dataset(SAMPLE, ReadOptions::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let first = model(&data, 8);
+    publish_first(dir.path(), &first).await;
+    let (http, handles, stop) = serve_with(dir.path(), verdicts, "concurrency = 64").await;
+    let fraud_row = (0..data.len())
+        .max_by(|&a, &b| {
+            first
+                .verdict(&data.row(a), 0)
+                .score
+                .total_cmp(&first.verdict(&data.row(b), 0).score)
+        })
+        .unwrap();
+    let id = common::unique("rec");
+    let body = tx_json(&data, fraud_row, Some(&id));
+    let sends: Vec<_> = (0..16)
+        .map(|_| {
+            let (http, body) = (http.clone(), body.clone());
+            tokio::spawn(async move { http.post_json("/v1/score?record=true", &body).await })
+        })
+        .collect();
+    let mut recorded = 0;
+    for s in sends {
+        let r = s.await.unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.json()["fraud"], true);
+        recorded += usize::from(r.json()["recorded"] == true);
+    }
+    assert_eq!(recorded, 1, "exactly one request recorded it");
+    let alerts: Vec<_> = handles
+        .alerts
+        .latest(1000, 0)
+        .into_iter()
+        .filter(|a| serde_json::to_value(a).unwrap()["tx_id"] == id.as_str())
+        .collect();
+    assert_eq!(alerts.len(), 1, "one alert");
+    let file = std::fs::read_to_string(dir.path().join("alerts.jsonl")).unwrap();
+    assert_eq!(file.matches(id.as_str()).count(), 1, "{file}");
+
+    let twice = json!([
+        tx_json(&data, 1, Some("dup-a")),
+        tx_json(&data, 2, Some("dup-b")),
+        tx_json(&data, 3, Some("dup-a"))
+    ]);
+    let r = http.post_json("/v1/score?record=true", &twice).await;
+    assert_eq!(
+        (
+            r.status,
+            r.json()["code"].clone(),
+            r.json()["field"].clone()
+        ),
+        (400, json!("duplicate_id"), json!("[2].id"))
+    );
+    assert_eq!(
+        http.get("/v1/verdicts/dup-b").await.status,
+        404,
+        "nothing recorded"
+    );
+    stop.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn record_is_idempotent_by_id_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    record_once(&format!(
+        "[verdicts]\nlocal_path = \"{}/verdicts.db\"\n",
+        dir.path().display()
+    ))
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn record_is_idempotent_by_id_on_dynamodb() {
+    let endpoint = common::require("FRAUDSTREAM_TEST_DYNAMODB", "dynamodb");
+    record_once(&format!(
+        "[verdicts]\nbackend = \"dynamodb\"\n[verdicts.dynamodb]\ntable = \"{}\"\n\
+         region = \"us-east-1\"\nendpoint = \"{endpoint}\"\naccess_key_id = \"local\"\n\
+         secret_access_key = \"local-secret\"\ncreate_table = true\n",
+        common::unique("api-record")
+    ))
+    .await;
+}
+
+/// Every rejection is JSON `{error, code, field}`: a bad query, a bad path segment, a bad
+/// body and a wrong method, on every route.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_rejection_is_json() {
+    let (data, _) = read_dataset(SAMPLE, ReadOptions::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    publish_first(dir.path(), &model(&data, 9)).await;
+    let (http, _, stop) = serve(dir.path(), "admin = true").await;
+    let is_json_error = |r: &common::http::Answer, what: &str| {
+        assert!(
+            r.header("content-type")
+                .is_some_and(|c| c.starts_with("application/json")),
+            "{what}: {} {:?} {}",
+            r.status,
+            r.header("content-type"),
+            r.text()
+        );
+        let v = r.json();
+        assert!(
+            v["error"].is_string() && v["code"].is_string(),
+            "{what}: {v}"
+        );
+        assert!(v.get("field").is_some(), "{what}: {v}");
+    };
+    for (method, route) in routes_in_source() {
+        let method = method.to_uppercase();
+        let streams = route.ends_with("/stream") || route == "/v1/events";
+        let bad_path = route.replace("{tx_id}", "%FF").replace("{version}", "%FF");
+        let good_path = route.replace("{tx_id}", "x").replace("{version}", "none");
+        let bad_query = format!("{good_path}?limit=abc&record=maybe&since=-1&after=%FF");
+        let mut probes = vec![("DELETE", good_path.clone(), "application/json", "{}")];
+        if bad_path != route {
+            probes.push((method.as_str(), bad_path.clone(), "application/json", "{}"));
+        }
+        if !streams {
+            probes.push((method.as_str(), bad_query, "application/json", "{}"));
+            probes.push((
+                method.as_str(),
+                good_path.clone(),
+                "application/json",
+                "{not json",
+            ));
+        }
+        for (m, path, ct, body) in probes {
+            let r = http.send(m, &path, Some(ct), body.to_owned()).await;
+            if r.status >= 400 {
+                is_json_error(&r, &format!("{m} {path}"));
+            }
+        }
+    }
+    // The three of issue 22, by name.
+    for (path, field) in [
+        ("/v1/alerts?limit=abc", Some("limit")),
+        ("/v1/verdicts/%FF", Some("tx_id")),
+        ("/v1/models?limit=abc", Some("limit")),
+    ] {
+        let r = http.get(path).await;
+        assert_eq!(r.status, 400, "{path}");
+        is_json_error(&r, path);
+        assert_eq!(r.json()["field"].as_str(), field, "{path}");
+    }
+    let r = http
+        .post_json("/v1/score?record=maybe", &tx_json(&data, 1, Some("q")))
+        .await;
+    assert_eq!(
+        (r.status, r.json()["field"].clone()),
+        (400, json!("record"))
+    );
+    let r = http
+        .send("PUT", "/v1/score", Some("application/json"), "{}")
+        .await;
+    assert_eq!(
+        (r.status, r.json()["code"].clone()),
+        (405, json!("method_not_allowed"))
+    );
+    stop.stop();
+}
+
+/// Event streams are capped (`api.max_event_streams`): past the cap, 503 with
+/// `Retry-After`; a closed stream frees its place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_streams_are_capped() {
+    let (data, _) = read_dataset(SAMPLE, ReadOptions::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    publish_first(dir.path(), &model(&data, 10)).await;
+    let (http, handles, stop) = serve(dir.path(), "max_event_streams = 2").await;
+    let addr = handles.api_addr.unwrap();
+    // A stream opened by hand: its status, and the connection to keep it open.
+    let open = |path: &'static str| async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut head = vec![0u8; 64];
+        let n = s.read(&mut head).await.unwrap();
+        let status = String::from_utf8_lossy(&head[..n])
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse::<u16>().ok())
+            .unwrap_or(0);
+        (status, s)
+    };
+    let (sa, a) = open("/v1/events").await;
+    let (sb, b) = open("/v1/alerts/stream").await;
+    assert_eq!((sa, sb), (200, 200));
+    let r = http.get("/v1/alerts/stream").await;
+    assert_eq!((r.status, r.json()["code"].clone()), (503, json!("busy")));
+    assert!(r.header("retry-after").is_some());
+    // A closed stream's place is freed once the server notices (at its next event).
+    drop(a);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while open("/v1/events").await.0 != 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the place was never freed"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(b);
+    stop.stop();
+}
+
+/// `GET /v1/models` pages: `limit` and `after`, newest first, every version once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn models_are_listed_a_page_at_a_time() {
+    let (data, _) = read_dataset(SAMPLE, ReadOptions::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = publish_first(dir.path(), &model(&data, 11)).await;
+    for seed in 12..16 {
+        std::thread::sleep(Duration::from_millis(1_050));
+        store.put(&model(&data, seed)).await.unwrap();
+    }
+    let (http, _, stop) = serve(dir.path(), "").await;
+    let mut seen: Vec<String> = Vec::new();
+    let mut after: Option<String> = None;
+    for _ in 0..5 {
+        let path = match &after {
+            Some(a) => format!("/v1/models?limit=2&after={a}"),
+            None => "/v1/models?limit=2".to_owned(),
+        };
+        let page = http.get(&path).await.json();
+        let versions: Vec<String> = page["versions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["version"].as_str().unwrap().to_owned())
+            .collect();
+        assert!(versions.len() <= 2);
+        seen.extend(versions);
+        match page["next"].as_str() {
+            Some(n) => after = Some(n.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 5, "{seen:?}");
+    let mut sorted = seen.clone();
+    sorted.sort_unstable_by(|a, b| b.cmp(a));
+    assert_eq!(seen, sorted, "newest first, none twice");
+    assert_eq!(http.get("/v1/models?limit=0").await.status, 400);
     stop.stop();
 }

@@ -62,6 +62,60 @@ where
 
     assert!(store.get("tx-nope").await.unwrap().is_none());
     store.put_batch(&[]).await.unwrap();
+
+    // Conditional writes: only ids without a verdict are written, atomically per id.
+    let fresh = [
+        item(100, 0.7, "v3"),
+        item(3, 0.7, "v3"),
+        item(101, 0.2, "v3"),
+    ];
+    assert_eq!(
+        store.put_new(&fresh).await.unwrap(),
+        vec![true, false, true],
+        "{what}"
+    );
+    assert_eq!(
+        store.get("tx-3").await.unwrap().unwrap(),
+        item(3, 0.1, "v1"),
+        "kept"
+    );
+    assert_eq!(
+        store.get("tx-100").await.unwrap().unwrap(),
+        item(100, 0.7, "v3")
+    );
+    let racing: Vec<_> = (0..16)
+        .map(|_| store.put_new(std::slice::from_ref(&fresh[0])))
+        .collect();
+    let answers = futures_util::future::join_all(racing).await;
+    assert!(
+        answers.iter().all(|a| a.as_ref().unwrap() == &vec![false]),
+        "{what}"
+    );
+    let id = item(102, 0.6, "v4");
+    let racing: Vec<_> = (0..16)
+        .map(|_| store.put_new(std::slice::from_ref(&id)))
+        .collect();
+    let written = futures_util::future::join_all(racing)
+        .await
+        .into_iter()
+        .filter(|a| a.as_ref().unwrap() == &vec![true])
+        .count();
+    assert_eq!(written, 1, "{what}: 16 concurrent writers of one new id");
+    // An expired verdict counts as none.
+    let mut old = item(103, 0.1, "v1");
+    old.ttl = Some(1_000);
+    store.put_batch(std::slice::from_ref(&old)).await.unwrap();
+    assert_eq!(
+        store.put_new(&[item(103, 0.8, "v5")]).await.unwrap(),
+        vec![true],
+        "{what}"
+    );
+    for i in [100, 101, 102, 103] {
+        store.delete(&format!("tx-{i}")).await.unwrap();
+    }
+    store.delete("tx-nope").await.unwrap();
+    assert!(store.get("tx-100").await.unwrap().is_none());
+    assert_eq!(count().await, 50, "{what}");
 }
 
 #[tokio::test]

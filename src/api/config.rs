@@ -32,6 +32,10 @@ pub struct ApiConfig {
     /// Longest a request may take before it is answered 503.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
+    /// Event streams (`/v1/events`, `/v1/alerts/stream`) open at once; more are
+    /// answered 503 with `Retry-After`. Each holds a connection and a task for as long
+    /// as its client stays.
+    pub max_event_streams: usize,
 }
 
 impl Default for ApiConfig {
@@ -45,6 +49,7 @@ impl Default for ApiConfig {
             max_body_bytes: 4 << 20,
             concurrency: 256,
             request_timeout: Duration::from_secs(10),
+            max_event_streams: 64,
         }
     }
 }
@@ -97,6 +102,7 @@ impl Validate for ApiConfig {
         }
         in_range("max_batch", self.max_batch, 1..=100_000)?;
         in_range("concurrency", self.concurrency, 1..=100_000)?;
+        in_range("max_event_streams", self.max_event_streams, 1..=100_000)?;
         if self.max_body_bytes < 1024 {
             return Err(Invalid::new("max_body_bytes", "must be at least 1024"));
         }

@@ -245,31 +245,32 @@ fn json_event(kind: &str, value: &impl Serialize) -> Event {
     tag = "operations",
     responses(
         (status = 200, description = "`stats` events with a Snapshot, `alert` events with an alert", content_type = "text/event-stream"),
-        (status = 503, description = "Starting", body = ErrorBody)
+        (status = 503, description = "Starting, or `api.max_event_streams` streams open", body = ErrorBody)
     )
 )]
 pub async fn events(
     State(state): State<AppState>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let handles = state.built()?;
+    let permit = stream_permit(&state)?;
     let alerts = handles.alerts.subscribe();
     let live = state.live.clone();
     let first = (*live.borrow()).clone();
     let stream = futures_util::stream::unfold(
-        (Some(first), live, alerts),
-        |(first, mut live, mut alerts)| async move {
+        (Some(first), live, alerts, permit),
+        |(first, mut live, mut alerts, permit)| async move {
             if let Some(s) = first {
-                return Some((Ok(json_event("stats", &*s)), (None, live, alerts)));
+                return Some((Ok(json_event("stats", &*s)), (None, live, alerts, permit)));
             }
             loop {
                 tokio::select! {
                     changed = live.changed() => {
                         changed.ok()?;
                         let s = live.borrow_and_update().clone();
-                        return Some((Ok(json_event("stats", &*s)), (None, live, alerts)));
+                        return Some((Ok(json_event("stats", &*s)), (None, live, alerts, permit)));
                     }
                     a = alerts.recv() => match a {
-                        Ok(a) => return Some((Ok(json_event("alert", &a)), (None, live, alerts))),
+                        Ok(a) => return Some((Ok(json_event("alert", &a)), (None, live, alerts, permit))),
                         Err(broadcast::error::RecvError::Lagged(_)) => {}
                         Err(broadcast::error::RecvError::Closed) => return None,
                     }
@@ -280,6 +281,21 @@ pub async fn events(
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
+/// A place among the open event streams (released when the stream ends), or 503.
+fn stream_permit(state: &AppState) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+    state.streams.clone().try_acquire_owned().map_err(|_| {
+        ApiError::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            format!(
+                "{} event streams are open (api.max_event_streams); try again later",
+                state.config.max_event_streams
+            ),
+        )
+        .retry_after(5)
+    })
+}
+
 /// Alerts as server-sent events (`alert`), as they are raised.
 #[utoipa::path(
     get,
@@ -287,21 +303,25 @@ pub async fn events(
     tag = "alerts",
     responses(
         (status = 200, description = "`alert` events", content_type = "text/event-stream"),
-        (status = 503, description = "Starting", body = ErrorBody)
+        (status = 503, description = "Starting, or `api.max_event_streams` streams open", body = ErrorBody)
     )
 )]
 pub async fn alert_stream(
     State(state): State<AppState>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let handles = state.built()?;
-    let stream = futures_util::stream::unfold(handles.alerts.subscribe(), |mut rx| async move {
-        loop {
-            match rx.recv().await {
-                Ok(a) => return Some((Ok(json_event("alert", &a)), rx)),
-                Err(broadcast::error::RecvError::Lagged(_)) => {}
-                Err(broadcast::error::RecvError::Closed) => return None,
+    let permit = stream_permit(&state)?;
+    let stream = futures_util::stream::unfold(
+        (handles.alerts.subscribe(), permit),
+        |(mut rx, permit)| async move {
+            loop {
+                match rx.recv().await {
+                    Ok(a) => return Some((Ok(json_event("alert", &a)), (rx, permit))),
+                    Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
             }
-        }
-    });
+        },
+    );
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }

@@ -14,19 +14,24 @@
 //! | `GET /` | the dashboard |
 //!
 //! Every request passes, in order: bearer-token authentication (when `api.tokens` is
-//! set; not for `/healthz`, `/readyz` and the page itself), the concurrency limit
+//! set; not for `/healthz`, `/readyz` and the page itself), for a POST the cross-site
+//! refusal (it must be `application/json`, and its `Origin` and `Sec-Fetch-Site`, when
+//! sent, this server's own: 415 or 403 `cross_site`), the concurrency limit
 //! (`api.concurrency`; beyond it 429 with `Retry-After`) and the request timeout
-//! (`api.request_timeout`; event streams are exempt from both). Errors are JSON
-//! ([`error::ErrorBody`]).
+//! (`api.request_timeout`; event streams are exempt from both, and capped by
+//! `api.max_event_streams` instead). Errors are JSON ([`error::ErrorBody`]), axum's
+//! extractor rejections and wrong methods included ([`extract`]).
 //!
-//! - [`config`]: `[api]`. [`error`]: error answers. [`score`]: scoring. [`routes`]: the
-//!   other resources. [`events`]: figures and event streams. [`dashboard`]: the page.
+//! - [`config`]: `[api]`. [`error`]: error answers. [`extract`]: query and path
+//!   extractors that answer in JSON. [`score`]: scoring. [`routes`]: the other
+//!   resources. [`events`]: figures and event streams. [`dashboard`]: the page.
 //!   [`openapi`]: the document.
 
 pub mod config;
 pub mod dashboard;
 pub mod error;
 pub mod events;
+pub mod extract;
 pub mod openapi;
 pub mod routes;
 pub mod score;
@@ -69,6 +74,8 @@ pub struct AppState {
     pub ttl_seconds: Option<u64>,
     /// Requests in flight.
     pub limiter: Arc<Semaphore>,
+    /// Event streams open (`api.max_event_streams`).
+    pub streams: Arc<Semaphore>,
     /// When the server started.
     pub started: Instant,
     /// The sampler's latest figures.
@@ -134,6 +141,13 @@ pub fn router(state: AppState) -> Router {
     api.layer(middleware::from_fn_with_state(state.clone(), guard))
         .layer(middleware::from_fn(observe))
         .fallback(|| async { ApiError::not_found("no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this route does not take that method (see /v1/openapi.json)",
+            )
+        })
         .with_state(state)
 }
 
@@ -147,7 +161,7 @@ fn is_stream(path: &str) -> bool {
     matches!(path, "/v1/events" | "/v1/alerts/stream")
 }
 
-/// Authentication, the concurrency limit and the timeout.
+/// Authentication, cross-site refusal, the concurrency limit and the timeout.
 async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let path = req.uri().path().to_owned();
     if !state.config.tokens.is_empty() && !is_public(&path) && !authorized(&state, &req) {
@@ -159,6 +173,11 @@ async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Respo
             )
             .field("Authorization"),
         );
+    }
+    if req.method() == axum::http::Method::POST
+        && let Err(e) = same_origin_json(&req)
+    {
+        return axum::response::IntoResponse::into_response(e);
     }
     if is_stream(&path) || is_public(&path) {
         return next.run(req).await;
@@ -195,8 +214,60 @@ async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Respo
     }
 }
 
+/// Every state-changing request (the POST routes: scoring with `record=true`, promote,
+/// rollback) must be `application/json` and same-origin, so a web page the operator has
+/// open cannot make the browser send one (issue 22: a `text/plain` POST from another
+/// origin moved `LATEST`). A browser sends JSON to another origin only after a CORS
+/// preflight, which this server never grants; and it names the page's origin in
+/// `Origin` and `Sec-Fetch-Site`, which must be this server's own.
+fn same_origin_json(req: &Request) -> Result<(), ApiError> {
+    use axum::http::header;
+    let headers = req.headers();
+    let cross = |why: String| {
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "cross_site",
+            format!("{why}: state-changing requests must come from this server's own origin"),
+        ))
+    };
+    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok())
+        && matches!(site, "cross-site" | "same-site")
+    {
+        return cross(format!("Sec-Fetch-Site is {site}"));
+    }
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let origin = origin.to_str().unwrap_or("(not text)");
+        let host = headers
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        let authority = origin
+            .split_once("://")
+            .map_or("", |(_, rest)| rest)
+            .trim_end_matches('/');
+        if host.is_empty() || !authority.eq_ignore_ascii_case(host) {
+            return cross(format!("Origin {origin} is not this server ({host})"));
+        }
+    }
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    if !json {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send application/json (Content-Type: application/json)",
+        )
+        .field("Content-Type"));
+    }
+    Ok(())
+}
+
 /// A bearer token from the `Authorization` header, or `access_token` in the query (for
-/// `EventSource`, which cannot set headers), matching one of `api.tokens`.
+/// `EventSource`, which cannot set headers; percent-decoded, as a browser encodes it),
+/// matching one of `api.tokens`.
 fn authorized(state: &AppState, req: &Request) -> bool {
     let header = req
         .headers()
@@ -205,9 +276,9 @@ fn authorized(state: &AppState, req: &Request) -> bool {
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::to_owned);
     let query = req.uri().query().and_then(|q| {
-        q.split('&')
-            .find_map(|kv| kv.strip_prefix("access_token="))
-            .map(str::to_owned)
+        form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "access_token")
+            .map(|(_, v)| v.into_owned())
     });
     let Some(given) = header.or(query) else {
         return false;
@@ -255,6 +326,7 @@ fn status_label(status: StatusCode) -> &'static str {
         401 => "401",
         403 => "403",
         404 => "404",
+        405 => "405",
         409 => "409",
         413 => "413",
         415 => "415",
@@ -318,6 +390,7 @@ pub async fn start(
         top_k,
         ttl_seconds,
         limiter: Arc::new(Semaphore::new(config.concurrency)),
+        streams: Arc::new(Semaphore::new(config.max_event_streams)),
         started: Instant::now(),
     };
     let app = router(state);

@@ -3,7 +3,7 @@
 // utoipa's `params(...)` expands to fully qualified paths.
 #![allow(unused_qualifications)]
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -11,6 +11,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
 use super::error::{ApiError, ErrorBody};
+use super::extract::{ApiPath, ApiQuery};
 use crate::registry::{Manifest, MoveError, Moved, RegistryError};
 use crate::retry::Retryable;
 use crate::schema::check_id;
@@ -61,7 +62,7 @@ pub struct VerdictOut {
 )]
 pub async fn verdict(
     State(state): State<AppState>,
-    Path(tx_id): Path<String>,
+    ApiPath(tx_id): ApiPath<String>,
 ) -> Result<axum::Json<VerdictOut>, ApiError> {
     let handles = state.built()?;
     check_id(&tx_id).map_err(|k| ApiError::invalid(&k, None).field("tx_id"))?;
@@ -141,9 +142,23 @@ pub struct ModelList {
     pub serving: String,
     /// Whether promote and rollback are allowed here (`api.admin`).
     pub admin: bool,
-    /// Every version, newest first.
+    /// This page of versions, newest first (versions are named by their creation time).
     pub versions: Vec<ModelSummary>,
+    /// The `after` of the next page, when there is one.
+    pub next: Option<String>,
 }
+
+/// Query of `GET /v1/models`.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct ModelsQuery {
+    /// Versions per page (1..=500, default 50).
+    pub limit: Option<usize>,
+    /// Only versions older than this one (the `next` of the previous page).
+    pub after: Option<String>,
+}
+
+/// Manifests read at once for a page of `GET /v1/models`.
+const MANIFEST_READS: usize = 16;
 
 fn registry_error(e: RegistryError) -> ApiError {
     match e {
@@ -157,43 +172,67 @@ fn registry_error(e: RegistryError) -> ApiError {
     }
 }
 
-/// The model store's versions, `LATEST`, and the serving version.
+/// The model store's versions, a page at a time, `LATEST`, and the serving version.
 #[utoipa::path(
     get,
     path = "/v1/models",
     tag = "models",
+    params(ModelsQuery),
     responses(
-        (status = 200, description = "Versions with their metrics", body = ModelList),
+        (status = 200, description = "A page of versions with their metrics", body = ModelList),
+        (status = 400, description = "A bad limit", body = ErrorBody),
         (status = 503, description = "The model store is unavailable", body = ErrorBody)
     )
 )]
-pub async fn models(State(state): State<AppState>) -> Result<axum::Json<ModelList>, ApiError> {
+pub async fn models(
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<ModelsQuery>,
+) -> Result<axum::Json<ModelList>, ApiError> {
+    use futures_util::stream::{self, StreamExt};
     let handles = state.built()?;
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "out_of_range",
+            "limit must be between 1 and 500",
+        )
+        .field("limit"));
+    }
     let store = &handles.models;
     let latest = store.latest().await.map_err(registry_error)?;
-    let mut versions = Vec::new();
-    for v in store
-        .list()
-        .await
-        .map_err(registry_error)?
-        .into_iter()
-        .rev()
-    {
-        match store.manifest(&v).await {
+    // One listing of the store, then the manifests of this page only, several at once.
+    let mut names = store.list().await.map_err(registry_error)?;
+    names.sort_unstable_by(|a, b| b.cmp(a));
+    let start = q
+        .after
+        .as_deref()
+        .map_or(0, |after| names.partition_point(|v| v.as_str() >= after));
+    let page: Vec<String> = names.iter().skip(start).take(limit).cloned().collect();
+    let next = (start + page.len() < names.len())
+        .then(|| page.last().cloned())
+        .flatten();
+    let manifests: Vec<(String, Result<Manifest, RegistryError>)> = stream::iter(page)
+        .map(|v| async move {
+            let m = store.manifest(&v).await;
+            (v, m)
+        })
+        .buffered(MANIFEST_READS)
+        .collect()
+        .await;
+    let mut versions = Vec::with_capacity(manifests.len());
+    for (v, m) in manifests {
+        match m {
             Ok(m) => versions.push(ModelSummary::of(&m)),
             Err(e) => tracing::warn!(version = %v, error = %e, "unreadable manifest; left out"),
         }
     }
-    versions.sort_by(|a, b| {
-        b.created_at
-            .cmp(&a.created_at)
-            .then(b.version.cmp(&a.version))
-    });
     Ok(axum::Json(ModelList {
         latest: latest.map(|l| l.version),
         serving: handles.model.load().version().to_owned(),
         admin: state.config.admin,
         versions,
+        next,
     }))
 }
 
@@ -210,7 +249,7 @@ pub async fn models(State(state): State<AppState>) -> Result<axum::Json<ModelLis
 )]
 pub async fn model(
     State(state): State<AppState>,
-    Path(version): Path<String>,
+    ApiPath(version): ApiPath<String>,
 ) -> Result<axum::Json<Manifest>, ApiError> {
     let handles = state.built()?;
     handles
@@ -240,6 +279,27 @@ fn move_result(r: Result<Moved, MoveError>) -> Result<axum::Json<Moved>, ApiErro
     }
 }
 
+/// The body of a request that takes no arguments: empty, or a JSON object (`{}`).
+async fn no_arguments(state: &AppState, body: axum::body::Body) -> Result<(), ApiError> {
+    let bytes = super::read_body(body, state.config.max_body_bytes).await?;
+    if bytes.trim_ascii().is_empty() {
+        return Ok(());
+    }
+    match serde_json::from_slice::<serde_json::Value>(&bytes) {
+        Ok(serde_json::Value::Object(_)) => Ok(()),
+        Ok(_) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            "the body must be empty or a JSON object",
+        )),
+        Err(e) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            format!("invalid JSON: {e}"),
+        )),
+    }
+}
+
 fn require_admin(state: &AppState) -> Result<(), ApiError> {
     if state.config.admin {
         Ok(())
@@ -260,16 +320,20 @@ fn require_admin(state: &AppState) -> Result<(), ApiError> {
     params(("version" = String, Path, description = "Model version")),
     responses(
         (status = 200, description = "LATEST moved", body = Moved),
-        (status = 403, description = "api.admin is off", body = ErrorBody),
+        (status = 400, description = "A body that is not empty or a JSON object", body = ErrorBody),
+        (status = 403, description = "api.admin is off, or a cross-site request", body = ErrorBody),
+        (status = 415, description = "Not `application/json`", body = ErrorBody),
         (status = 404, description = "No such version", body = ErrorBody),
         (status = 409, description = "The version fails its checks, or LATEST moved meanwhile", body = ErrorBody)
     )
 )]
 pub async fn promote(
     State(state): State<AppState>,
-    Path(version): Path<String>,
+    ApiPath(version): ApiPath<String>,
+    body: axum::body::Body,
 ) -> Result<axum::Json<Moved>, ApiError> {
     require_admin(&state)?;
+    no_arguments(&state, body).await?;
     let handles = state.built()?;
     handles
         .models
@@ -286,12 +350,18 @@ pub async fn promote(
     tag = "models",
     responses(
         (status = 200, description = "LATEST moved", body = Moved),
-        (status = 403, description = "api.admin is off", body = ErrorBody),
+        (status = 400, description = "A body that is not empty or a JSON object", body = ErrorBody),
+        (status = 403, description = "api.admin is off, or a cross-site request", body = ErrorBody),
+        (status = 415, description = "Not `application/json`", body = ErrorBody),
         (status = 409, description = "No LATEST or no parent, or LATEST moved meanwhile", body = ErrorBody)
     )
 )]
-pub async fn rollback(State(state): State<AppState>) -> Result<axum::Json<Moved>, ApiError> {
+pub async fn rollback(
+    State(state): State<AppState>,
+    body: axum::body::Body,
+) -> Result<axum::Json<Moved>, ApiError> {
     require_admin(&state)?;
+    no_arguments(&state, body).await?;
     let handles = state.built()?;
     move_result(handles.models.rollback().await)
 }
@@ -318,7 +388,7 @@ pub struct AlertsQuery {
 )]
 pub async fn alerts(
     State(state): State<AppState>,
-    Query(q): Query<AlertsQuery>,
+    ApiQuery(q): ApiQuery<AlertsQuery>,
 ) -> Result<axum::Json<Vec<RecentAlert>>, ApiError> {
     let handles = state.built()?;
     let limit = q.limit.unwrap_or(100);

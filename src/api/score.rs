@@ -8,14 +8,15 @@
 #![allow(unused_qualifications)]
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::State;
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ErrorBody};
+use super::extract::ApiQuery;
 use super::read_body;
 use crate::model::{Model, Verdict};
 use crate::retry::Retryable;
@@ -111,7 +112,8 @@ fn stored_result(item: &VerdictItem, tx: &Transaction) -> ScoreResult {
     ),
     responses(
         (status = 200, description = "A verdict, or an array of verdicts in request order", body = ScoreResult),
-        (status = 400, description = "Invalid JSON or an invalid transaction; `field` names the field", body = ErrorBody),
+        (status = 400, description = "Invalid JSON or an invalid transaction, or an id twice with `record=true`; `field` names the field", body = ErrorBody),
+        (status = 403, description = "A cross-site request (`Origin` of another site, or `Sec-Fetch-Site: cross-site`)", body = ErrorBody),
         (status = 409, description = "The serving model uses entity features: score through the stream", body = ErrorBody),
         (status = 413, description = "Body over `api.max_body_bytes`", body = ErrorBody),
         (status = 415, description = "Not `application/json`", body = ErrorBody),
@@ -121,23 +123,11 @@ fn stored_result(item: &VerdictItem, tx: &Transaction) -> ScoreResult {
 )]
 pub async fn score(
     State(state): State<super::AppState>,
-    Query(q): Query<ScoreQuery>,
-    headers: HeaderMap,
+    ApiQuery(q): ApiQuery<ScoreQuery>,
     body: Body,
 ) -> Result<Response, ApiError> {
+    // `application/json` and same-origin: checked for every POST by the guard.
     let handles = state.ready()?;
-    let json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
-    if !json {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "send the transactions as application/json",
-        ));
-    }
     let bytes: Bytes = read_body(body, state.config.max_body_bytes).await?;
     let (txs, many) = decode(&bytes, state.config.max_batch, q.record)?;
     let model = handles.model.load_full();
@@ -221,6 +211,7 @@ fn decode(bytes: &[u8], max: usize, record: bool) -> Result<(Vec<Transaction>, b
         vec![bytes]
     };
     let mut txs = Vec::with_capacity(items.len());
+    let mut seen: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     let mut missing_id = None;
     for (i, item) in items.into_iter().enumerate() {
         let index = many.then_some(i);
@@ -237,15 +228,31 @@ fn decode(bytes: &[u8], max: usize, record: bool) -> Result<(Vec<Transaction>, b
             );
             return Err(e.field(index.map_or_else(|| "id".to_owned(), |i| format!("[{i}].id"))));
         }
+        if record && let Some(&first) = seen.get(tx.id.as_str()) {
+            let e = ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "duplicate_id",
+                format!(
+                    "transaction id {:?} is in the request twice, at {first} and {i} (record=true records each id once)",
+                    tx.id
+                ),
+            );
+            return Err(e.field(format!("[{i}].id")));
+        }
+        if record {
+            seen.insert(tx.id.clone(), i);
+        }
         txs.push(tx);
     }
     Ok((txs, many))
 }
 
-/// Record verdicts (and alerts) idempotently: a transaction already in the verdict store
-/// gets its stored verdict; the others have their alerts sent, then their verdicts
-/// written (so a failure leaves nothing recorded, and a retry sends the alert again
-/// rather than never).
+/// Record verdicts (and alerts) idempotently, by id, in the verdict store itself: each
+/// verdict is written only where its id has none (a conditional write: of concurrent
+/// requests with one id, exactly one records it), and only what this call wrote raises an
+/// alert. Should an alert sink fail, what this call wrote is deleted again, so a retry
+/// records and alerts rather than never alerting. A transaction already recorded gets its
+/// stored verdict back, `recorded: false`.
 async fn record(
     state: &super::AppState,
     handles: &crate::detector::Handles,
@@ -254,51 +261,59 @@ async fn record(
 ) -> Result<Vec<ScoreResult>, ApiError> {
     let unavailable =
         |what: &str, e: &dyn std::fmt::Display| ApiError::unavailable(format!("{what}: {e}"));
-    let mut out: Vec<Option<ScoreResult>> = vec![None; txs.len()];
-    let mut fresh: Vec<usize> = Vec::new();
-    for (i, tx) in txs.iter().enumerate() {
-        match handles.verdicts.get(&tx.id).await {
-            Ok(Some(item)) => out[i] = Some(stored_result(&item, tx)),
-            Ok(None) => fresh.push(i),
-            Err(e) if e.is_retryable() => return Err(unavailable("verdict store", &e)),
-            Err(e) => return Err(ApiError::internal(format!("verdict store: {e}"))),
+    let store_error = |e: crate::sinks::verdicts::VerdictError| {
+        if e.is_retryable() {
+            unavailable("verdict store", &e)
+        } else {
+            ApiError::internal(format!("verdict store: {e}"))
         }
-    }
-    let frauds: Vec<Verdict> = fresh
+    };
+    let items: Vec<VerdictItem> = verdicts
         .iter()
-        .map(|&i| &verdicts[i])
-        .filter(|v| v.fraud)
-        .cloned()
+        .map(|v| VerdictItem::from_verdict(v.clone(), state.ttl_seconds))
+        .collect();
+    let written = handles
+        .verdicts
+        .put_new(&items)
+        .await
+        .map_err(store_error)?;
+    let frauds: Vec<Verdict> = verdicts
+        .iter()
+        .zip(&written)
+        .filter(|(v, w)| **w && v.fraud)
+        .map(|(v, _)| v.clone())
         .collect();
     if !frauds.is_empty() {
         for sink in handles.alert_sinks.iter() {
-            sink.send(&frauds).await.map_err(|e| {
-                if e.is_retryable() {
+            if let Err(e) = sink.send(&frauds).await {
+                for (it, _) in items.iter().zip(&written).filter(|(_, w)| **w) {
+                    if let Err(d) = handles.verdicts.delete(&it.tx_id).await {
+                        tracing::error!(tx_id = %it.tx_id, error = %d, "recorded verdict whose alert failed could not be deleted; a retry will not alert it");
+                    }
+                }
+                return Err(if e.is_retryable() {
                     unavailable("alerts", &e)
                 } else {
                     ApiError::internal(format!("alerts: {e}"))
-                }
-            })?;
+                });
+            }
         }
     }
-    let items: Vec<VerdictItem> = fresh
-        .iter()
-        .map(|&i| VerdictItem::from_verdict(verdicts[i].clone(), state.ttl_seconds))
-        .collect();
-    if !items.is_empty() {
-        handles.verdicts.put_batch(&items).await.map_err(|e| {
-            if e.is_retryable() {
-                unavailable("verdict store", &e)
-            } else {
-                ApiError::internal(format!("verdict store: {e}"))
+    let recorded = written.iter().filter(|w| **w).count();
+    metrics::counter!(crate::metric_names::API_RECORDED).increment(recorded as u64);
+    let mut out = Vec::with_capacity(txs.len());
+    for ((tx, v), w) in txs.iter().zip(verdicts).zip(&written) {
+        out.push(if *w {
+            result(v, tx, Some(true))
+        } else {
+            match handles.verdicts.get(&tx.id).await.map_err(store_error)? {
+                Some(item) => stored_result(&item, tx),
+                // Recorded by another request, then expired or taken back meanwhile.
+                None => result(v, tx, Some(false)),
             }
-        })?;
-        metrics::counter!(crate::metric_names::API_RECORDED).increment(items.len() as u64);
+        });
     }
-    for &i in &fresh {
-        out[i] = Some(result(&verdicts[i], &txs[i], Some(true)));
-    }
-    Ok(out.into_iter().flatten().collect())
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -506,23 +506,43 @@ impl Config {
             set_path(&mut doc, &keys, typed)
                 .map_err(|m| parse_err(format!("environment variable {name}: {m}")))?;
         }
+        let api_set = |key: &str| doc.get("api").and_then(|a| a.get(key)).is_some();
+        let explicit = (api_set("enabled"), api_set("address"));
         let mut c: Self = toml::Value::Table(doc)
             .try_into()
             .map_err(|e: toml::de::Error| parse_err(e.to_string()))?;
-        c.apply_deprecated();
+        c.apply_deprecated(explicit);
         c.validate(path)?;
         Ok(c)
     }
 
-    /// Carry deprecated keys over to their replacements.
-    fn apply_deprecated(&mut self) {
+    /// Carry deprecated keys over to their replacements, unless the replacement is set
+    /// too (`explicit`: whether `api.enabled` and `api.address` were given): the new key
+    /// wins, and the warning names both.
+    fn apply_deprecated(&mut self, explicit: (bool, bool)) {
         if let Some(enabled) = self.metrics.enabled.take() {
-            tracing::warn!("metrics.enabled is deprecated: use api.enabled");
-            self.api.enabled = enabled;
+            if explicit.0 {
+                tracing::warn!(
+                    ignored = enabled,
+                    used = self.api.enabled,
+                    "both metrics.enabled (deprecated) and api.enabled are set: api.enabled wins"
+                );
+            } else {
+                tracing::warn!("metrics.enabled is deprecated: use api.enabled");
+                self.api.enabled = enabled;
+            }
         }
         if let Some(address) = self.metrics.address.take() {
-            tracing::warn!("metrics.address is deprecated: use api.address");
-            self.api.address = address;
+            if explicit.1 {
+                tracing::warn!(
+                    ignored = %address,
+                    used = %self.api.address,
+                    "both metrics.address (deprecated) and api.address are set: api.address wins"
+                );
+            } else {
+                tracing::warn!("metrics.address is deprecated: use api.address");
+                self.api.address = address;
+            }
         }
     }
 
@@ -739,6 +759,21 @@ mod tests {
             let path = format!("{}/{f}", env!("CARGO_MANIFEST_DIR"));
             Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
         }
+    }
+
+    #[test]
+    fn a_new_key_wins_over_its_deprecated_alias() {
+        let both = "[metrics]\naddress = \"127.0.0.1:1111\"\nenabled = false\n\
+                    [api]\naddress = \"127.0.0.1:2222\"\nenabled = true\n";
+        let c = Config::parse("c.toml", both).unwrap();
+        assert_eq!(c.api.address, "127.0.0.1:2222");
+        assert!(c.api.enabled);
+        let old = "[metrics]\naddress = \"127.0.0.1:1111\"\n";
+        let c = Config::parse("c.toml", old).unwrap();
+        assert_eq!(
+            c.api.address, "127.0.0.1:1111",
+            "alone, the alias still applies"
+        );
     }
 
     #[test]

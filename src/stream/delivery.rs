@@ -544,6 +544,14 @@ mod tests {
         async fn get(&self, _: &str) -> Result<Option<VerdictItem>, VerdictError> {
             Ok(None)
         }
+        async fn put_new(&self, items: &[VerdictItem]) -> Result<Vec<bool>, VerdictError> {
+            self.put_batch(items)
+                .await
+                .map(|()| vec![true; items.len()])
+        }
+        async fn delete(&self, _: &str) -> Result<(), VerdictError> {
+            Ok(())
+        }
     }
 
     /// Dead letters kept in memory.

@@ -74,11 +74,26 @@ impl Http {
         content_type: Option<&str>,
         body: impl Into<Bytes>,
     ) -> Answer {
+        let headers: Vec<(&str, &str)> = content_type
+            .map(|ct| ("content-type", ct))
+            .into_iter()
+            .collect();
+        self.send_with(method, path, &headers, body).await
+    }
+
+    /// Send a request with these headers.
+    pub async fn send_with(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> Answer {
         let mut req = hyper::Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.base));
-        if let Some(ct) = content_type {
-            req = req.header("content-type", ct);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
         }
         if let Some(t) = &self.token {
             req = req.header("authorization", format!("Bearer {t}"));

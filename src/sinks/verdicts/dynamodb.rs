@@ -369,6 +369,34 @@ impl DynamoVerdictStore {
         })
     }
 
+    /// Put `it` unless its id has an item that has not expired by `now` (Unix seconds);
+    /// whether it was written.
+    async fn put_if_new(&self, it: &VerdictItem, now: &str) -> Result<bool, VerdictError> {
+        retry(self.policy, "conditional put", || async {
+            let sent = self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(self.to_item(it)))
+                .condition_expression("attribute_not_exists(tx_id) OR #ttl < :now")
+                .expression_attribute_names("#ttl", &self.ttl_attribute)
+                .expression_attribute_values(":now", AttributeValue::N(now.to_owned()))
+                .send()
+                .await;
+            match sent {
+                Ok(_) => Ok(true),
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+                {
+                    Ok(false)
+                }
+                Err(e) => Err(self.error(e)),
+            }
+        })
+        .await
+    }
+
     /// Write one chunk; when DynamoDB refuses the request as invalid, write its items one
     /// by one to find those it refuses. Returns the refused ids with the reason.
     async fn write_chunk_isolating(
@@ -464,6 +492,34 @@ impl VerdictStore for DynamoVerdictStore {
                 refused,
             })
         }
+    }
+
+    async fn put_new(&self, items: &[VerdictItem]) -> Result<Vec<bool>, VerdictError> {
+        // One conditional PutItem per item (BatchWriteItem takes no conditions), several
+        // at once.
+        let now = crate::clock::now_secs().to_string();
+        let puts: Vec<_> = items
+            .iter()
+            .map(|it| Box::pin(self.put_if_new(it, &now)))
+            .collect();
+        stream::iter(puts)
+            .buffered(self.concurrency.max(1) * 4)
+            .try_collect()
+            .await
+    }
+
+    async fn delete(&self, tx_id: &str) -> Result<(), VerdictError> {
+        retry(self.policy, "delete item", || async {
+            self.client
+                .delete_item()
+                .table_name(&self.table)
+                .key("tx_id", AttributeValue::S(tx_id.to_owned()))
+                .send()
+                .await
+                .map_err(|e| self.error(e))
+        })
+        .await
+        .map(drop)
     }
 
     async fn get(&self, tx_id: &str) -> Result<Option<VerdictItem>, VerdictError> {

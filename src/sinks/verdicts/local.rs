@@ -157,6 +157,57 @@ impl LocalVerdictStore {
         Ok(())
     }
 
+    /// Insert each item unless its id has a live verdict: one transaction, an expired
+    /// row deleted first, then `INSERT OR IGNORE` and its changed-row count.
+    fn put_new_sync(&self, items: &[VerdictItem]) -> Result<Vec<bool>, VerdictError> {
+        let mut conn = self.conn.lock().map_err(|e| self.fail(&e))?;
+        let tx = conn.transaction().map_err(|e| self.error(&e))?;
+        let mut written = Vec::with_capacity(items.len());
+        {
+            let mut expired = tx
+                .prepare_cached(
+                    "DELETE FROM verdicts WHERE tx_id = ?1 AND ttl IS NOT NULL AND ttl < ?2",
+                )
+                .map_err(|e| self.error(&e))?;
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO verdicts
+                     (tx_id, score, fraud, threshold, model_version, scored_at, top_features, ttl)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )
+                .map_err(|e| self.error(&e))?;
+            let now = crate::clock::now_secs();
+            for it in items {
+                expired
+                    .execute(params![it.tx_id, now])
+                    .map_err(|e| self.error(&e))?;
+                let top = serde_json::to_string(&it.top_features).map_err(|e| self.fail(&e))?;
+                let changed = insert
+                    .execute(params![
+                        it.tx_id,
+                        f64::from(it.score),
+                        it.fraud,
+                        it.threshold,
+                        it.model_version,
+                        it.scored_at,
+                        top,
+                        it.ttl
+                    ])
+                    .map_err(|e| self.error(&e))?;
+                written.push(changed == 1);
+            }
+        }
+        tx.commit().map_err(|e| self.error(&e))?;
+        Ok(written)
+    }
+
+    fn delete_sync(&self, tx_id: &str) -> Result<(), VerdictError> {
+        let conn = self.conn.lock().map_err(|e| self.fail(&e))?;
+        conn.execute("DELETE FROM verdicts WHERE tx_id = ?1", params![tx_id])
+            .map_err(|e| self.error(&e))?;
+        Ok(())
+    }
+
     fn get_sync(&self, tx_id: &str) -> Result<Option<VerdictItem>, VerdictError> {
         let conn = self.conn.lock().map_err(|e| self.fail(&e))?;
         let row = conn
@@ -223,6 +274,22 @@ impl VerdictStore for LocalVerdictStore {
         let me = self.clone();
         let id = tx_id.to_owned();
         tokio::task::spawn_blocking(move || me.get_sync(&id))
+            .await
+            .map_err(|e| self.fail(&e))?
+    }
+
+    async fn put_new(&self, items: &[VerdictItem]) -> Result<Vec<bool>, VerdictError> {
+        let me = self.clone();
+        let items = items.to_vec();
+        tokio::task::spawn_blocking(move || me.put_new_sync(&items))
+            .await
+            .map_err(|e| self.fail(&e))?
+    }
+
+    async fn delete(&self, tx_id: &str) -> Result<(), VerdictError> {
+        let me = self.clone();
+        let id = tx_id.to_owned();
+        tokio::task::spawn_blocking(move || me.delete_sync(&id))
             .await
             .map_err(|e| self.fail(&e))?
     }

@@ -27,4 +27,14 @@ pub trait VerdictStore: Send + Sync + Debug {
 
     /// The verdict for one transaction, if any.
     async fn get(&self, tx_id: &str) -> Result<Option<VerdictItem>, VerdictError>;
+
+    /// Write each verdict only where its transaction id has none (an expired one counts
+    /// as none), atomically per id in the store itself: of concurrent callers with one id,
+    /// exactly one is told it wrote. Returns, item for item, whether it was written; the
+    /// ids must be distinct.
+    async fn put_new(&self, items: &[VerdictItem]) -> Result<Vec<bool>, VerdictError>;
+
+    /// Delete the verdict of `tx_id`, if any (to take back a [`VerdictStore::put_new`]
+    /// whose alert could not be sent).
+    async fn delete(&self, tx_id: &str) -> Result<(), VerdictError>;
 }
