@@ -6,6 +6,9 @@ pub const VERDICT_UNPROCESSED_ITEMS: &str = "fraudstream_verdict_unprocessed_ite
 pub const LAKE_FILES_WRITTEN: &str = "fraudstream_lake_files_written_total";
 /// Counter: rows written to the lake.
 pub const LAKE_ROWS_WRITTEN: &str = "fraudstream_lake_rows_written_total";
+/// Counter: rows a lake outside `delivery.durable` dropped instead of holding up
+/// scoring (its store slow or down with its queue or buffer full).
+pub const LAKE_DROPPED_ROWS: &str = "fraudstream_lake_dropped_rows_total";
 /// Counter: messages or rows read from the source.
 pub const CONSUMED: &str = "fraudstream_consumed_total";
 /// Counter: transactions scored.

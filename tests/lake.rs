@@ -214,3 +214,67 @@ async fn age_limit_makes_a_flush_due() {
     tokio::time::advance(Duration::from_millis(100)).await;
     assert!(w.is_due(), "the oldest row is older than max_age");
 }
+
+/// A temporary file an interrupted write left (a process killed mid-write, or a writer
+/// dropped unclosed when a frozen DataNode timed it out) is deleted at the writer's next
+/// start; another writer's young one is left alone (it may be writing now).
+async fn temporaries_are_cleaned(store: Arc<dyn BlobStore>, make_tmp: impl AsyncFn(&str)) {
+    let part = fraudstream::sinks::lake::partition(fraudstream::clock::now_ms());
+    let own = format!("{part}/part-d1-00000000000000000042.parquet");
+    let other = format!("{part}/part-other-00000000000000000043.parquet");
+    make_tmp(&own).await;
+    make_tmp(&other).await;
+    let found = store.temporaries("").await.unwrap();
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert!(
+        store.list("").await.unwrap().is_empty(),
+        "never listed as objects"
+    );
+    let w = LakeWriter::new(store.clone(), settings(LakeCompression::Zstd));
+    assert_eq!(w.clean_temporaries().await.unwrap(), 1);
+    let left = store.temporaries("").await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert!(left[0].object.starts_with("part-other-"), "{left:?}");
+}
+
+#[tokio::test]
+async fn local_temporaries_are_cleaned() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    temporaries_are_cleaned(
+        Arc::new(LocalStore::new(&root).unwrap()),
+        async |key: &str| {
+            let (d, name) = key.rsplit_once('/').unwrap();
+            std::fs::create_dir_all(root.join(d)).unwrap();
+            std::fs::write(root.join(d).join(format!(".tmp-4242-0-{name}")), b"").unwrap();
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn hdfs_temporaries_are_cleaned() {
+    let url = common::require("FRAUDSTREAM_TEST_HDFS", "hdfs");
+    let root = format!("/{}", common::unique("tmp-clean"));
+    let client = hdfs_native::ClientBuilder::new()
+        .with_url(&url)
+        .build()
+        .unwrap();
+    temporaries_are_cleaned(
+        Arc::new(HdfsStore::new(&url, &root, None).unwrap()),
+        async |key: &str| {
+            let (d, name) = key.rsplit_once('/').unwrap();
+            let path = format!("{root}/{d}/_tmp.{name}.4242.0");
+            // Created and dropped unclosed, as a timed-out write leaves it.
+            let w = client
+                .create(
+                    &path,
+                    hdfs_native::WriteOptions::default().create_parent(true),
+                )
+                .await
+                .unwrap();
+            drop(w);
+        },
+    )
+    .await;
+}

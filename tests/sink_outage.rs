@@ -126,3 +126,87 @@ async fn freeze_mid_stream(service: &'static str) {
         assert_eq!(at, high, "committed offsets reach the end");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_datanode_does_not_hold_up_verdicts_when_the_lake_is_best_effort() {
+    frozen_datanode(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_datanode_pauses_verdicts_when_the_lake_is_durable() {
+    frozen_datanode(true).await;
+}
+
+/// The HDFS DataNode frozen for 20 s with the lake on HDFS: outside `delivery.durable`
+/// the verdicts keep flowing (issue 22: they stood still for the whole freeze); inside
+/// it they pause and resume. Either way every transaction ends with one verdict, and
+/// no temporary file of an interrupted write is left once a detector has started again.
+async fn frozen_datanode(durable_lake: bool) {
+    let _serial = SERIAL.lock().await;
+    let hdfs = common::require("FRAUDSTREAM_TEST_HDFS", "hdfs");
+    let d = Deployment::new("outage-datanode").await;
+    let root = format!("/{}", common::unique("lake"));
+    let config = d.write_config(durable_lake);
+    let text = std::fs::read_to_string(&config).unwrap();
+    let lake = format!("location = \"{hdfs}{root}\"");
+    let text = text.replacen(
+        &format!("location = \"{}/lake\"", d.dir.path().display()),
+        &lake,
+        1,
+    );
+    assert!(text.contains(&root), "the lake is on HDFS");
+    std::fs::write(&config, text).unwrap();
+    let first = 2_000;
+    let n = 6_000;
+    d.produce(0, first).await;
+    let det = d.start(&config).await;
+    assert!(
+        d.wait_for_verdicts(first as u64, Duration::from_secs(120))
+            .await,
+        "no verdicts before the outage"
+    );
+    services("pause", "hdfs-datanode");
+    let thaw = Thaw("hdfs-datanode");
+    d.produce(first, n).await;
+    let during = if durable_lake {
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        d.verdict_count().await
+    } else {
+        let flowed = d.wait_for_verdicts(n as u64, Duration::from_secs(20)).await;
+        assert!(
+            flowed,
+            "verdicts stood still while the lake's DataNode was frozen"
+        );
+        d.verdict_count().await
+    };
+    assert!(det.alive(), "the detector survives the outage");
+    drop(thaw);
+    if durable_lake {
+        assert!(
+            during < n as u64,
+            "a durable lake pauses the verdicts while it is down ({during} of {n})"
+        );
+    }
+    assert!(
+        d.wait_for_verdicts(n as u64, Duration::from_secs(180))
+            .await,
+        "did not resume"
+    );
+    let summary = tokio::time::timeout(Duration::from_secs(60), det.stop())
+        .await
+        .expect("stops within its deadline")
+        .expect("a clean stop");
+    assert_eq!(
+        summary.stats.scored, n as u64,
+        "each transaction scored once"
+    );
+    assert_eq!(covers(&d.verdict_ids().await, n), (n, true));
+    // A detector starting again cleans what interrupted writes left.
+    let restarted = d.start(&config).await;
+    let store = fraudstream::storage::hdfs::HdfsStore::new(&hdfs, &root, None).unwrap();
+    let left = fraudstream::storage::BlobStore::temporaries(&store, "")
+        .await
+        .unwrap();
+    assert!(left.is_empty(), "temporary files left: {left:?}");
+    restarted.stop().await.unwrap();
+}

@@ -210,6 +210,17 @@ impl Detector {
                     .map_err(|e| anyhow::anyhow!("invalid `kafka.{}`: {}", e.key, e.message))?;
             }
             let mut lake = LakeWriter::new(lake_store, cfg.lake.writer.clone());
+            // A write this writer's previous run left half done: its temporary file.
+            match lake.clean_temporaries().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(
+                    files = n,
+                    "lake: temporary files of interrupted writes deleted"
+                ),
+                Err(e) => {
+                    tracing::warn!(error = %e, "lake: temporary files not cleaned (tried again at the next start)")
+                }
+            }
             if cfg.velocity.enabled {
                 lake = lake.with_features(cfg.velocity.features.names());
             }
@@ -223,6 +234,7 @@ impl Detector {
                 ttl_seconds: cfg.verdicts.ttl_seconds,
                 abort: CancellationToken::new(),
                 dead_letters: dead_letters.clone(),
+                lake_task: None,
             };
             let velocity = Velocity::from_config(&cfg.velocity)?.map(Arc::new);
             velocity_stage.clone_from(&velocity);

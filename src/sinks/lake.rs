@@ -482,6 +482,44 @@ impl LakeWriter {
             || self.bytes >= self.settings.max_bytes.saturating_mul(4)
     }
 
+    /// Drop everything buffered (a best-effort lake whose store stays down with its
+    /// buffer full); returns how many rows.
+    pub fn discard(&mut self) -> usize {
+        let rows = self.rows;
+        self.pending.clear();
+        self.batches.clear();
+        self.rows = 0;
+        self.bytes = 0;
+        self.oldest = None;
+        rows
+    }
+
+    /// Delete temporary files that interrupted writes left in the lake's recent
+    /// partitions (the last two days: where a writer was writing when it died; local disk
+    /// and HDFS write a temporary file, then rename it): this writer's own (their names
+    /// carry its `writer_id`: a previous run of it was killed mid-write), and anyone's
+    /// older than a day. Returns how many were deleted.
+    pub async fn clean_temporaries(&self) -> Result<usize, StorageError> {
+        const ABANDONED: Duration = Duration::from_secs(86_400);
+        const RECENT_HOURS: i64 = 48;
+        let own = format!("part-{}-", self.settings.writer_id);
+        let now_ms = crate::clock::now_ms();
+        let mut found = Vec::new();
+        for h in 0..=RECENT_HOURS {
+            let prefix = format!("{}/", partition(now_ms - h * 3_600_000));
+            found.extend(self.store.temporaries(&prefix).await?);
+        }
+        let mut deleted = 0;
+        for t in found {
+            if t.object.starts_with(&own) || t.age >= ABANDONED {
+                self.store.delete_temporary(&t).await?;
+                tracing::info!(path = %t.path, object = %t.object, "lake: temporary file of an interrupted write deleted");
+                deleted += 1;
+            }
+        }
+        Ok(deleted)
+    }
+
     /// After a failed flush: hold off the next attempt for one `max_age` (unless the
     /// buffer fills), so an outage is not retried on every batch.
     pub fn postpone(&mut self) {

@@ -7,7 +7,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use super::{Blob, BlobStore, Condition, ObjectInfo, StorageError, check_key};
+use super::{Blob, BlobStore, Condition, ObjectInfo, StorageError, Temporary, check_key};
+
+/// Temporary files are `_tmp.<object>.<pid>.<n>` beside their object, renamed into place
+/// once closed.
+const TMP_PREFIX: &str = "_tmp.";
 
 /// A directory on HDFS. Writes go to a temporary file in the target directory, which is
 /// renamed into place once closed, so readers never see a partial file.
@@ -104,32 +108,35 @@ impl HdfsStore {
         }
     }
 
-    async fn write_tmp(&self, key: &str, path: &str, data: Bytes) -> Result<String, StorageError> {
+    /// A temporary name beside `path`.
+    fn tmp_path(&self, path: &str) -> String {
         let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
-        let tmp = format!(
-            "{dir}/_tmp.{name}.{}.{}",
+        format!(
+            "{dir}/{TMP_PREFIX}{name}.{}.{}",
             std::process::id(),
             self.counter.fetch_add(1, Ordering::Relaxed)
-        );
+        )
+    }
+
+    /// After a write that failed or timed out (its writer dropped unclosed, which leaves
+    /// the file behind): delete its temporary file, within the timeout, best effort (what
+    /// stays is deleted at the writer's next start: `LakeWriter::clean_temporaries`).
+    async fn forget(&self, tmp: &str) {
+        let _gone = tokio::time::timeout(self.timeout, self.client.delete(tmp, false)).await;
+    }
+
+    async fn write_tmp(&self, key: &str, tmp: &str, data: Bytes) -> Result<(), StorageError> {
         let mut opts = WriteOptions::default().create_parent(true);
         if let Some(b) = self.block_size {
             opts = opts.block_size(b);
         }
         let mut w = self
             .client
-            .create(&tmp, opts)
+            .create(tmp, opts)
             .await
             .map_err(|e| self.error(key, e))?;
-        let written = async {
-            w.write_bytes(data).await?;
-            w.close().await
-        }
-        .await;
-        if let Err(e) = written {
-            let _removed = self.client.delete(&tmp, false).await;
-            return Err(self.error(key, e));
-        }
-        Ok(tmp)
+        w.write_bytes(data).await.map_err(|e| self.error(key, e))?;
+        w.close().await.map_err(|e| self.error(key, e))
     }
 
     /// Give up on an operation after the store's timeout: the client keeps reconnecting
@@ -161,14 +168,18 @@ impl HdfsStore {
 }
 
 impl HdfsStore {
-    async fn put_inner(&self, key: &str, data: Bytes) -> Result<(), StorageError> {
-        let path = self.path(key)?;
-        let tmp = self.write_tmp(key, &path, data).await?;
-        if let Err(e) = self.client.rename(&tmp, &path, true).await {
-            let _removed = self.client.delete(&tmp, false).await;
-            return Err(self.error(key, e));
-        }
-        Ok(())
+    async fn put_inner(
+        &self,
+        key: &str,
+        path: &str,
+        tmp: &str,
+        data: Bytes,
+    ) -> Result<(), StorageError> {
+        self.write_tmp(key, tmp, data).await?;
+        self.client
+            .rename(tmp, path, true)
+            .await
+            .map_err(|e| self.error(key, e))
     }
 
     async fn put_if_inner(
@@ -184,18 +195,34 @@ impl HdfsStore {
             });
         };
         let path = self.path(key)?;
-        let tmp = self.write_tmp(key, &path, data).await?;
+        let tmp = self.tmp_path(&path);
+        let written = self.bounded(self.write_tmp(key, &tmp, data)).await;
         // Rename without overwrite fails with FileAlreadyExistsException when the target
         // exists (mapped to PreconditionFailed): an atomic if-absent.
-        if let Err(e) = self.client.rename(&tmp, &path, false).await {
-            let _removed = self.client.delete(&tmp, false).await;
-            return Err(self.error(key, e));
+        let renamed = match written {
+            Ok(()) => {
+                self.bounded(async {
+                    self.client
+                        .rename(&tmp, &path, false)
+                        .await
+                        .map_err(|e| self.error(key, e))
+                })
+                .await
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = renamed {
+            self.forget(&tmp).await;
+            return Err(e);
         }
         let st = self
-            .client
-            .get_file_info(&path)
-            .await
-            .map_err(|e| self.error(key, e))?;
+            .bounded(async {
+                self.client
+                    .get_file_info(&path)
+                    .await
+                    .map_err(|e| self.error(key, e))
+            })
+            .await?;
         Ok(Self::etag(st.length, st.modification_time))
     }
 
@@ -219,8 +246,12 @@ impl HdfsStore {
         })
     }
 
-    async fn list_inner(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StorageError> {
-        // List from the deepest directory the prefix names, then filter by the prefix.
+    /// The files under the deepest directory `prefix` names whose key starts with it:
+    /// key, name and status.
+    async fn files(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<(String, String, hdfs_native::client::FileStatus)>, StorageError> {
         let dir = match prefix.rsplit_once('/') {
             Some((d, _)) => format!("{}/{d}", self.root.trim_end_matches('/')),
             None => self.root.clone(),
@@ -233,20 +264,52 @@ impl HdfsStore {
             },
         };
         let root = format!("{}/", self.root.trim_end_matches('/'));
-        let mut out: Vec<ObjectInfo> = statuses
+        Ok(statuses
             .into_iter()
             .filter(|s| !s.isdir)
             .filter_map(|s| {
                 let rel = s.path.strip_prefix(&root)?.to_owned();
-                let name = rel.rsplit('/').next().unwrap_or(&rel);
-                (!name.starts_with("_tmp.") && rel.starts_with(prefix)).then_some(ObjectInfo {
-                    key: rel,
-                    size: s.length as u64,
-                })
+                let name = rel.rsplit('/').next().unwrap_or(&rel).to_owned();
+                rel.starts_with(prefix).then_some((rel, name, s))
+            })
+            .collect())
+    }
+
+    async fn list_inner(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StorageError> {
+        let mut out: Vec<ObjectInfo> = self
+            .files(prefix)
+            .await?
+            .into_iter()
+            .filter(|(_, name, _)| !name.starts_with(TMP_PREFIX))
+            .map(|(key, _, s)| ObjectInfo {
+                key,
+                size: s.length as u64,
             })
             .collect();
         out.sort();
         Ok(out)
+    }
+
+    /// Temporary files (`_tmp.<object>.<pid>.<n>`) under `prefix`.
+    async fn temporaries_inner(&self, prefix: &str) -> Result<Vec<Temporary>, StorageError> {
+        let now_ms = crate::clock::now_ms().max(0) as u64;
+        Ok(self
+            .files(prefix)
+            .await?
+            .into_iter()
+            .filter_map(|(_, name, s)| {
+                let object = name
+                    .strip_prefix(TMP_PREFIX)?
+                    .rsplitn(3, '.')
+                    .nth(2)?
+                    .to_owned();
+                Some(Temporary {
+                    path: s.path,
+                    object,
+                    age: Duration::from_millis(now_ms.saturating_sub(s.modification_time)),
+                })
+            })
+            .collect())
     }
 
     async fn delete_inner(&self, key: &str) -> Result<(), StorageError> {
@@ -268,7 +331,13 @@ impl BlobStore for HdfsStore {
     }
 
     async fn put(&self, key: &str, data: Bytes) -> Result<(), StorageError> {
-        self.bounded(self.put_inner(key, data)).await
+        let path = self.path(key)?;
+        let tmp = self.tmp_path(&path);
+        let written = self.bounded(self.put_inner(key, &path, &tmp, data)).await;
+        if written.is_err() {
+            self.forget(&tmp).await;
+        }
+        written
     }
 
     async fn put_if(
@@ -277,7 +346,8 @@ impl BlobStore for HdfsStore {
         data: Bytes,
         condition: Condition,
     ) -> Result<String, StorageError> {
-        self.bounded(self.put_if_inner(key, data, condition)).await
+        // Bounded step by step inside, so a timed-out write still deletes its temporary.
+        self.put_if_inner(key, data, condition).await
     }
 
     async fn get(&self, key: &str) -> Result<Blob, StorageError> {
@@ -290,6 +360,23 @@ impl BlobStore for HdfsStore {
 
     async fn delete(&self, key: &str) -> Result<(), StorageError> {
         self.bounded(self.delete_inner(key)).await
+    }
+
+    async fn temporaries(&self, prefix: &str) -> Result<Vec<Temporary>, StorageError> {
+        self.bounded(self.temporaries_inner(prefix)).await
+    }
+
+    async fn delete_temporary(&self, temporary: &Temporary) -> Result<(), StorageError> {
+        self.bounded(async {
+            match self.client.delete(&temporary.path, false).await {
+                Ok(_) => Ok(()),
+                Err(e) => match self.error(&temporary.object, e) {
+                    StorageError::NotFound { .. } => Ok(()),
+                    other => Err(other),
+                },
+            }
+        })
+        .await
     }
 
     async fn check(&self) -> Result<(), StorageError> {

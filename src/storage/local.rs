@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
-use super::{Blob, BlobStore, Condition, ObjectInfo, StorageError, check_key};
+use super::{Blob, BlobStore, Condition, ObjectInfo, StorageError, Temporary, check_key};
 
 /// Files under a root directory. Writes go to a hidden temporary file in the target
 /// directory, are synced, and are renamed into place; conditional writes hold an
@@ -136,9 +136,19 @@ impl LocalStore {
         Ok(Self::etag(data))
     }
 
-    fn list_sync(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StorageError> {
-        let mut out = Vec::new();
-        let mut stack = vec![self.root.to_path_buf()];
+    /// Every file under the root with its relative path (`/`-separated), name and
+    /// metadata (directories are walked, not listed).
+    fn walk(
+        &self,
+        prefix: &str,
+        mut f: impl FnMut(String, &str, &std::fs::Metadata),
+    ) -> Result<(), StorageError> {
+        // From the deepest directory the prefix names.
+        let start = match prefix.rsplit_once('/') {
+            Some((dir, _)) if check_key(dir).is_ok() => self.root.join(dir),
+            _ => self.root.to_path_buf(),
+        };
+        let mut stack = vec![start];
         while let Some(dir) = stack.pop() {
             let entries = match std::fs::read_dir(&dir) {
                 Ok(e) => e,
@@ -147,11 +157,6 @@ impl LocalStore {
             };
             for entry in entries {
                 let entry = entry.map_err(|e| self.io(prefix, &e))?;
-                let name = entry.file_name();
-                let name = name.to_string_lossy();
-                if name.starts_with(TMP_PREFIX) || name.ends_with(".lock") {
-                    continue;
-                }
                 let meta = entry.metadata().map_err(|e| self.io(prefix, &e))?;
                 if meta.is_dir() {
                     stack.push(entry.path());
@@ -163,14 +168,48 @@ impl LocalStore {
                     .map(|p| p.to_string_lossy().replace('\\', "/"))
                     .unwrap_or_default();
                 if rel.starts_with(prefix) {
-                    out.push(ObjectInfo {
-                        key: rel,
-                        size: meta.len(),
-                    });
+                    f(rel, &entry.file_name().to_string_lossy(), &meta);
                 }
             }
         }
+        Ok(())
+    }
+
+    fn list_sync(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StorageError> {
+        let mut out = Vec::new();
+        self.walk(prefix, |key, name, meta| {
+            if !name.starts_with(TMP_PREFIX) && !name.ends_with(".lock") {
+                out.push(ObjectInfo {
+                    key,
+                    size: meta.len(),
+                });
+            }
+        })?;
         out.sort();
+        Ok(out)
+    }
+
+    /// Temporary files (`.tmp-<pid>-<n>-<object>`) under `prefix`.
+    fn temporaries_sync(&self, prefix: &str) -> Result<Vec<Temporary>, StorageError> {
+        let mut out = Vec::new();
+        self.walk(prefix, |key, name, meta| {
+            let Some(object) = name
+                .strip_prefix(TMP_PREFIX)
+                .and_then(|rest| rest.splitn(3, '-').nth(2))
+            else {
+                return;
+            };
+            let age = meta
+                .modified()
+                .ok()
+                .and_then(|m| m.elapsed().ok())
+                .unwrap_or_default();
+            out.push(Temporary {
+                path: key,
+                object: object.to_owned(),
+                age,
+            });
+        })?;
         Ok(out)
     }
 }
@@ -252,5 +291,16 @@ impl BlobStore for LocalStore {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(self.io(key, &e)),
             _ => Ok(()),
         }
+    }
+
+    async fn temporaries(&self, prefix: &str) -> Result<Vec<Temporary>, StorageError> {
+        let me = self.clone();
+        let prefix = prefix.to_owned();
+        blocking(move || me.temporaries_sync(&prefix)).await
+    }
+
+    async fn delete_temporary(&self, temporary: &Temporary) -> Result<(), StorageError> {
+        // Its path is the one `temporaries` walked to: relative, under the root.
+        self.delete(&temporary.path).await
     }
 }

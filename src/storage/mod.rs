@@ -170,10 +170,35 @@ pub trait BlobStore: Send + Sync + Debug {
     /// Delete an object; deleting a missing object is not an error.
     async fn delete(&self, key: &str) -> Result<(), StorageError>;
 
+    /// Temporary files that interrupted writes left under `prefix`: stores that write
+    /// under a temporary name and then rename (local disk, HDFS) can leave them when a
+    /// process dies mid-write. None on S3 (a PUT is whole or absent).
+    async fn temporaries(&self, prefix: &str) -> Result<Vec<Temporary>, StorageError> {
+        let _ = prefix;
+        Ok(Vec::new())
+    }
+
+    /// Delete one of [`BlobStore::temporaries`].
+    async fn delete_temporary(&self, temporary: &Temporary) -> Result<(), StorageError> {
+        let _ = temporary;
+        Ok(())
+    }
+
     /// A cheap probe at start-up: the store is reachable, its bucket (or root) exists,
     /// and the credentials are accepted. Errors are classified as for any operation, so
     /// the caller can refuse bad configuration and wait out an outage.
     async fn check(&self) -> Result<(), StorageError>;
+}
+
+/// A temporary file an interrupted write left behind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Temporary {
+    /// Its path in the store's own terms (for [`BlobStore::delete_temporary`]).
+    pub path: String,
+    /// The name of the object it was being written as (its last path component).
+    pub object: String,
+    /// How long since it was last written.
+    pub age: std::time::Duration,
 }
 
 /// Refuse keys that could escape the store's root or are not plain relative paths.

@@ -229,6 +229,114 @@ pub struct Delivery {
     pub abort: CancellationToken,
     /// Where records a durable sink can never accept go (the source's dead-letter sink).
     pub dead_letters: Arc<dyn DeadLetterSink>,
+    /// A lake outside the durable set, once [`Delivery::buffer`] has handed it to a task
+    /// of its own (`None` before).
+    pub lake_task: Option<LakeTask>,
+}
+
+/// Batches queued for a lake outside the durable set: a few, so a lake write in progress
+/// (seconds on HDFS) does not drop rows, while a lake that hangs (a frozen DataNode)
+/// costs only this much memory before batches are dropped.
+const LAKE_QUEUE: usize = 16;
+
+/// A lake outside the durable set, written by a task of its own, so that it never holds
+/// up scoring or the durable sinks: when its queue is full (its store hangs) batches are
+/// dropped, counted in `fraudstream_lake_dropped_rows_total`; when its own buffer is full
+/// and a write fails, the buffer is dropped the same way. On shutdown it writes what it
+/// holds, retrying until the abort.
+pub struct LakeTask {
+    tx: tokio::sync::mpsc::Sender<Vec<ScoredRecord>>,
+    task: tokio::task::JoinHandle<()>,
+    last_warned: Option<Instant>,
+}
+
+impl LakeTask {
+    fn start(lake: LakeWriter, abort: CancellationToken) -> Self {
+        let (tx, rx) = tokio::sync::mpsc::channel(LAKE_QUEUE);
+        Self {
+            tx,
+            task: tokio::spawn(run_detached_lake(lake, rx, abort)),
+            last_warned: None,
+        }
+    }
+
+    /// Queue records, or drop them (counted) when the queue is full.
+    fn send(&mut self, records: Vec<ScoredRecord>) {
+        let rows = records.len();
+        if self.tx.try_send(records).is_err() {
+            lake_dropped(rows, "its queue is full: the lake store is slow or down");
+            // One line per ten seconds at most: an outage drops many batches.
+            if self
+                .last_warned
+                .is_none_or(|t| t.elapsed() >= Duration::from_secs(10))
+            {
+                self.last_warned = Some(Instant::now());
+                tracing::warn!(
+                    rows,
+                    "lake: batch dropped (the lake is not in delivery.durable; add it there to pause instead)"
+                );
+            }
+        }
+    }
+
+    /// Close the queue and wait for the task to write what it holds.
+    async fn finish(self) {
+        drop(self.tx);
+        if let Err(e) = self.task.await {
+            tracing::error!(error = %e, "lake task failed");
+        }
+    }
+}
+
+fn lake_dropped(rows: usize, why: &str) {
+    metrics::counter!(names::LAKE_DROPPED_ROWS).increment(rows as u64);
+    tracing::debug!(rows, why, "lake rows dropped");
+}
+
+/// The task of a lake outside the durable set.
+async fn run_detached_lake(
+    mut lake: LakeWriter,
+    mut rx: tokio::sync::mpsc::Receiver<Vec<ScoredRecord>>,
+    abort: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            batch = rx.recv() => match batch {
+                Some(records) => lake.push_all(records),
+                None => break,
+            },
+            _ = tick.tick() => {}
+        }
+        if !lake.is_due() {
+            continue;
+        }
+        let started = Instant::now();
+        if let Err(e) = lake.flush().await {
+            best_effort_failed(Sink::Lake, &e);
+            if lake.is_full() {
+                let rows = lake.discard();
+                lake_dropped(rows, "its buffer is full and the store refuses writes");
+                tracing::warn!(
+                    rows,
+                    "lake: buffer dropped after a failed write (the lake is not in delivery.durable)"
+                );
+            } else {
+                lake.postpone();
+            }
+        }
+        stage_time("lake", started);
+    }
+    let mut outage = Outage::new(Sink::Lake.label());
+    while lake.buffered() > 0 {
+        if let Err(e) = lake.flush().await
+            && outage.wait(&abort, &e).await.is_err()
+        {
+            lake_dropped(lake.discard(), "stopped while the lake store was down");
+            break;
+        }
+    }
 }
 
 impl Delivery {
@@ -243,6 +351,7 @@ impl Delivery {
             durable: Durability::default(),
             ttl_seconds: None,
             abort: CancellationToken::new(),
+            lake_task: None,
         }
     }
 
@@ -363,29 +472,39 @@ impl Delivery {
     }
 
     /// Buffer a delivered batch's rows for the lake, then flush it if a limit is reached.
+    /// A lake outside the durable set gets them through its own task ([`LakeTask`]).
     pub async fn buffer(&mut self, scored: Scored) -> Result<(), DeliveryError> {
-        if let Some(lake) = self.lake.as_mut() {
-            let now_ms = crate::clock::now_ms();
-            let shadow = scored.shadow;
-            lake.push_all(
-                scored
-                    .rows
-                    .into_iter()
-                    .zip(scored.verdicts)
-                    .enumerate()
-                    .map(|(i, (r, v))| ScoredRecord {
-                        score: v.score,
-                        fraud: v.fraud,
-                        model_version: v.model_version,
-                        scored_at_ms: now_ms,
-                        tx: r.tx,
-                        shadow: shadow.as_ref().map(|s| ShadowRecord {
-                            score: s.scores[i],
-                            fraud: s.fraud[i],
-                            version: s.version.clone(),
-                        }),
-                    }),
-            );
+        if self.lake.is_none() && self.lake_task.is_none() {
+            return Ok(());
+        }
+        let now_ms = crate::clock::now_ms();
+        let shadow = scored.shadow;
+        let records = scored
+            .rows
+            .into_iter()
+            .zip(scored.verdicts)
+            .enumerate()
+            .map(|(i, (r, v))| ScoredRecord {
+                score: v.score,
+                fraud: v.fraud,
+                model_version: v.model_version,
+                scored_at_ms: now_ms,
+                tx: r.tx,
+                shadow: shadow.as_ref().map(|s| ShadowRecord {
+                    score: s.scores[i],
+                    fraud: s.fraud[i],
+                    version: s.version.clone(),
+                }),
+            });
+        if !self.durable.lake
+            && let Some(lake) = self.lake.take()
+        {
+            self.lake_task = Some(LakeTask::start(lake, self.abort.clone()));
+        }
+        match (&mut self.lake_task, &mut self.lake) {
+            (Some(task), _) => task.send(records.collect()),
+            (None, Some(lake)) => lake.push_all(records),
+            (None, None) => {}
         }
         self.maintain().await
     }
@@ -437,28 +556,24 @@ impl Delivery {
         Ok(refused.into_iter().flatten().collect())
     }
 
-    /// Flush the lake when a limit (rows, bytes, age) is reached. A failed write keeps the
-    /// rows buffered for the next attempt; only when the buffer is full (or the lake is
-    /// durable) does the batch wait for the lake to come back, so memory stays bounded.
-    /// Called between batches too, so that age-based flushes happen when traffic stops.
+    /// Flush a durable lake when a limit (rows, bytes, age) is reached, waiting out an
+    /// outage (the batch waits, and so does the source). Called between batches too, so
+    /// that age-based flushes happen when traffic stops. (A lake outside the durable set
+    /// flushes in its own task.)
     pub async fn maintain(&mut self) -> Result<(), DeliveryError> {
         let Some(lake) = self.lake.as_mut().filter(|l| l.is_due()) else {
             return Ok(());
         };
         let started = Instant::now();
         let mut outage = Outage::new(Sink::Lake.label());
-        loop {
-            match lake.flush().await {
-                Ok(_) => break,
-                Err(e) if self.durable.lake || lake.is_full() => {
-                    outage.wait(&self.abort, &e).await?;
-                }
-                Err(e) => {
-                    best_effort_failed(Sink::Lake, &e);
-                    lake.postpone();
-                    break;
-                }
+        while let Err(e) = lake.flush().await {
+            if !self.durable.lake {
+                // Not yet handed to its task (no batch delivered): the next batch does.
+                best_effort_failed(Sink::Lake, &e);
+                lake.postpone();
+                break;
             }
+            outage.wait(&self.abort, &e).await?;
         }
         stage_time("lake", started);
         Ok(())
@@ -473,6 +588,9 @@ impl Delivery {
 
     /// Flush the lake (on shutdown), retrying while it is down until an abort.
     pub async fn finish(&mut self) -> Result<(), DeliveryError> {
+        if let Some(task) = self.lake_task.take() {
+            task.finish().await;
+        }
         let Some(lake) = self.lake.as_mut() else {
             return Ok(());
         };
