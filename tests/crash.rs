@@ -61,3 +61,67 @@ async fn kill_9_mid_stream_then_restart_gives_exactly_one_verdict_each() {
     assert!(all && distinct == n, "lake: {distinct} distinct of {n}");
     assert!(lake.len() >= n, "lake rows {}", lake.len());
 }
+
+/// Static membership by default (issue 22): with no `group.instance.id` configured, a
+/// detector killed with `kill -9` and started again takes its place in the group at once
+/// (on noida-db a new member once waited for ever behind the dead one). Three kills in a
+/// row; each time scoring resumes within seconds, and in the end every transaction has
+/// exactly one verdict.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_default_config_a_killed_detector_rejoins_at_once() {
+    let d = Deployment::new("rejoin").await;
+    let n = 60_000;
+    d.produce(0, n).await;
+    let config = d.write_config(true);
+    let text = std::fs::read_to_string(&config).unwrap();
+    let text = text.replace("\"group.instance.id\" = \"detector-1\"\n", "");
+    assert!(
+        !text.contains("group.instance.id"),
+        "the default membership"
+    );
+    std::fs::write(&config, text).unwrap();
+
+    let mut det = d.spawn(&config, 0);
+    assert!(
+        d.wait_for_verdicts(3_000, Duration::from_secs(120)).await,
+        "no progress:\n{}",
+        det.log_text()
+    );
+    let mut resumed = Vec::new();
+    for kill in 1..=3 {
+        det.signal("KILL");
+        det.wait(Duration::from_secs(10)).expect("killed");
+        let before = d.verdict_count().await;
+        assert!(before < n as u64, "kill {kill} came after the end");
+        let started = std::time::Instant::now();
+        det = d.spawn(&config, kill);
+        assert!(
+            d.wait_for_verdicts(before + 1, Duration::from_secs(60))
+                .await,
+            "kill {kill}: scoring never resumed:\n{}",
+            det.log_text()
+        );
+        let took = started.elapsed();
+        resumed.push(took);
+        assert!(
+            took < Duration::from_secs(15),
+            "kill {kill}: scoring resumed {took:?} after the restart (process start included):\n{}",
+            det.log_text()
+        );
+        assert!(det.log_text().contains("static group membership"));
+        d.wait_for_verdicts(before + 3_000, Duration::from_secs(60))
+            .await;
+    }
+    println!("scoring resumed after each restart in {resumed:?} (process start included)");
+    assert!(
+        d.wait_for_verdicts(n as u64, Duration::from_secs(300))
+            .await,
+        "did not finish:\n{}",
+        det.log_text()
+    );
+    det.signal("TERM");
+    assert!(det.wait(Duration::from_secs(40)).expect("stops").success());
+    let ids = d.verdict_ids().await;
+    assert_eq!(ids.len(), n, "exactly one verdict item per transaction");
+    assert_eq!(covers(&ids, n), (n, true));
+}

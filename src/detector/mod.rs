@@ -148,6 +148,8 @@ pub struct Detector {
     /// The background tasks (API server, watchers, labels readers): one that stops early
     /// stops the detector.
     tasks: Tasks,
+    /// This detector's static group membership, held while it runs.
+    _instance: Option<crate::kafka::instance::InstanceId>,
 }
 
 impl Detector {
@@ -199,6 +201,9 @@ impl Detector {
         let mut labels = None;
         let mut labels_topic = None;
         let mut velocity_stage = None;
+        // With static membership claimed, for the group consumers (source, labels).
+        let mut kafka_settings = cfg.kafka.clone();
+        let mut instance = None;
         let (source, stages, alerts) = if stream {
             let lake_store =
                 crate::storage::open(&cfg.lake.location, Some(&cfg.s3.settings("", ""))).await?;
@@ -208,6 +213,12 @@ impl Detector {
                     .check_topics()
                     .await
                     .map_err(|e| anyhow::anyhow!("invalid `kafka.{}`: {}", e.key, e.message))?;
+                let (settings, claim) = cfg
+                    .kafka
+                    .with_membership()
+                    .map_err(|e| anyhow::anyhow!("invalid `kafka.instance_id`: {e}"))?;
+                kafka_settings = settings;
+                instance = claim;
             }
             let mut lake = LakeWriter::new(lake_store, cfg.lake.writer.clone());
             // A write this writer's previous run left half done: its temporary file.
@@ -224,7 +235,7 @@ impl Detector {
             if cfg.velocity.enabled {
                 lake = lake.with_features(cfg.velocity.features.names());
             }
-            let (source, dead_letters) = source(cfg)?;
+            let (source, dead_letters) = source(cfg, &kafka_settings)?;
             let alerts = alert_sinks(cfg, kafka, &recent)?;
             let delivery = Delivery {
                 verdicts: verdicts.clone(),
@@ -269,7 +280,7 @@ impl Detector {
             if let (Some(v), Some(topic)) = (&velocity, &cfg.velocity.labels_topic) {
                 let grouped = cfg.velocity.store == crate::velocity::config::StoreKind::Redis;
                 let mut reader =
-                    LabelsTopic::open(&cfg.kafka, topic, grouped, Some(dead_letters.clone()))
+                    LabelsTopic::open(&kafka_settings, topic, grouped, Some(dead_letters.clone()))
                         .await?;
                 let read = reader
                     .catch_up(v, LABELS_CATCH_UP, &background)
@@ -347,6 +358,7 @@ impl Detector {
             _background: background.clone().drop_guard(),
             background,
             tasks,
+            _instance: instance,
         })
     }
 
@@ -542,13 +554,17 @@ async fn verdict_store(cfg: &Config) -> anyhow::Result<Arc<dyn VerdictStore>> {
     })
 }
 
-/// The configured source and its dead-letter sink (which delivery uses too).
-fn source(cfg: &Config) -> anyhow::Result<(Source, Arc<dyn DeadLetterSink>)> {
+/// The configured source and its dead-letter sink (which delivery uses too); a Kafka
+/// source consumes with `kafka` (the settings with this detector's membership).
+fn source(
+    cfg: &Config,
+    kafka: &crate::kafka::KafkaSettings,
+) -> anyhow::Result<(Source, Arc<dyn DeadLetterSink>)> {
     let input = match cfg.source.kind {
         SourceKind::Kafka => {
-            let dead_letters: Arc<dyn DeadLetterSink> = Arc::new(DeadLetterTopic::new(&cfg.kafka)?);
+            let dead_letters: Arc<dyn DeadLetterSink> = Arc::new(DeadLetterTopic::new(kafka)?);
             let source = Source::Kafka(KafkaSource {
-                settings: cfg.kafka.clone(),
+                settings: kafka.clone(),
                 options: KafkaSourceOptions {
                     batch_size: cfg.scoring.batch_size,
                     batch_timeout: cfg.scoring.batch_timeout,

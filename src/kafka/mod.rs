@@ -4,6 +4,7 @@
 //!
 //! - [`publisher`]: the [`Publisher`].
 
+pub mod instance;
 pub mod publisher;
 
 use std::collections::BTreeMap;
@@ -39,6 +40,14 @@ pub struct KafkaSettings {
     /// Values of properties whose name holds `password`, `secret`, `token` or `key` never
     /// print.
     pub properties: KafkaProperties,
+    /// This detector's static group membership (KIP-345, `group.instance.id`), so a
+    /// restarted detector takes its place again without a rebalance. A template:
+    /// `{hostname}` is the host's name, `{n}` the lowest number no other detector of the
+    /// group on this host holds (default `{hostname}-{n}`: several detectors on one host
+    /// get distinct ids). An id without `{n}` that another detector on this host holds is
+    /// refused at start. `""` turns static membership off (a restart then costs a
+    /// rebalance, and on some brokers a long wait for the dead member's session).
+    pub instance_id: Option<String>,
 }
 
 impl Default for KafkaSettings {
@@ -51,6 +60,7 @@ impl Default for KafkaSettings {
             alerts_topic: Some("fraud.alerts".into()),
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             properties: KafkaProperties::default(),
+            instance_id: None,
         }
     }
 }
@@ -263,6 +273,38 @@ impl Validate for KafkaSettings {
         if self.max_message_bytes == 0 {
             return Err(Invalid::new("max_message_bytes", "must be at least 1"));
         }
+        if self.instance_id.is_some() && self.properties.contains_key("group.instance.id") {
+            return Err(Invalid::new(
+                "instance_id",
+                "also set as kafka.properties.\"group.instance.id\": set one of them",
+            ));
+        }
         Ok(())
+    }
+}
+
+impl KafkaSettings {
+    /// Claim this detector's static membership id (see [`instance`]) and return the
+    /// settings its group consumers use (with `group.instance.id`), and the claim, held
+    /// for as long as the detector runs. `None` when static membership is off.
+    pub fn with_membership(
+        &self,
+    ) -> Result<(Self, Option<instance::InstanceId>), instance::InstanceError> {
+        let template = match (&self.instance_id, self.properties.get("group.instance.id")) {
+            (_, Some(id)) => id.clone(),
+            (Some(t), None) => t.clone(),
+            (None, None) => instance::DEFAULT_TEMPLATE.to_owned(),
+        };
+        if template.trim().is_empty() {
+            tracing::warn!(group = %self.group_id, "kafka.instance_id is empty: static group membership is off; a restarted detector rejoins through a rebalance (and on some brokers waits out the dead member's session)");
+            return Ok((self.clone(), None));
+        }
+        let claim = instance::claim(&template, &self.group_id, &std::env::temp_dir())?;
+        tracing::info!(group = %self.group_id, instance_id = %claim.id, "static group membership");
+        let mut settings = self.clone();
+        settings
+            .properties
+            .insert("group.instance.id".into(), claim.id.clone());
+        Ok((settings, Some(claim)))
     }
 }
