@@ -31,7 +31,7 @@ stop() {
 trap stop EXIT INT TERM
 scripts/services.sh down kafka >/dev/null 2>&1 || true
 rm -rf "$FRAUDSTREAM_STATE/kafka"
-eval "$(scripts/services.sh up kafka dynamodb hdfs s3)"
+eval "$(scripts/services.sh up kafka dynamodb hdfs s3 redis)"
 cargo build --release --locked -p fraudstream -p loadgen
 FRAUDSTREAM_SOAK_MINUTES=$minutes FRAUDSTREAM_SOAK_SEED=$seed FRAUDSTREAM_SOAK_RATE=$rate \
   cargo test --release --locked --test soak -- --nocapture

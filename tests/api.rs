@@ -38,6 +38,28 @@ async fn publish_first(dir: &Path, m: &Model) -> ModelStore {
     store
 }
 
+/// The sample, a temporary directory, and a model store in it serving a model trained
+/// with `seed`.
+struct Fixture {
+    data: Dataset,
+    dir: tempfile::TempDir,
+    first: Model,
+    store: ModelStore,
+}
+
+async fn fixture(seed: u64) -> Fixture {
+    let (data, _) = read_dataset(SAMPLE, ReadOptions::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let first = model(&data, seed);
+    let store = publish_first(dir.path(), &first).await;
+    Fixture {
+        data,
+        dir,
+        first,
+        store,
+    }
+}
+
 /// A running API replica over `dir`'s stores, with `api` settings appended.
 async fn serve(dir: &Path, api: &str) -> (Http, Handles, Shutdown) {
     let d = dir.display();
@@ -95,10 +117,12 @@ fn tx_json(data: &Dataset, row: usize, id: Option<&str>) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_route_and_every_error() {
-    let (data, _) = read_dataset(SAMPLE, ReadOptions::default()).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let first = model(&data, 1);
-    let store = publish_first(dir.path(), &first).await;
+    let Fixture {
+        data,
+        dir,
+        first,
+        store,
+    } = fixture(1).await;
     let (http, handles, shutdown) = serve(
         dir.path(),
         "admin = true\nmax_batch = 50\nmax_body_bytes = 65536",
@@ -354,9 +378,7 @@ async fn every_route_and_every_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_admin_limits_and_timeouts() {
-    let (data, _) = read_dataset(SAMPLE, ReadOptions::default()).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    publish_first(dir.path(), &model(&data, 3)).await;
+    let Fixture { data, dir, .. } = fixture(3).await;
 
     // Tokens: required on every route but health and the page; header or query.
     let token = "a-long-enough-token-0123";
@@ -452,9 +474,7 @@ fn routes_in_source() -> Vec<(String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_openapi_document_lists_every_route() {
-    let (data, _) = read_dataset(SAMPLE, ReadOptions::default()).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    publish_first(dir.path(), &model(&data, 4)).await;
+    let Fixture { dir, .. } = fixture(4).await;
     let (http, _, stop) = serve(dir.path(), "").await;
     let doc = http.get("/v1/openapi.json").await.json();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
@@ -490,10 +510,12 @@ async fn the_openapi_document_lists_every_route() {
 /// http://127.0.0.1:PORT/v1/models/rollback`; LATEST must not move.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cross_site_requests_change_nothing() {
-    let (data, _) = read_dataset(SAMPLE, ReadOptions::default()).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let first = model(&data, 5);
-    let store = publish_first(dir.path(), &first).await;
+    let Fixture {
+        data,
+        dir,
+        first,
+        store,
+    } = fixture(5).await;
     std::thread::sleep(Duration::from_millis(1_100));
     let second = model(&data, 6);
     store.put(&second).await.unwrap();
@@ -577,9 +599,7 @@ async fn cross_site_requests_change_nothing() {
 /// dashboard's `encodeURIComponent`) works in the query as in the header.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_with_reserved_characters_works_in_the_query() {
-    let (data, _) = read_dataset(SAMPLE, ReadOptions::default()).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    publish_first(dir.path(), &model(&data, 7)).await;
+    let Fixture { dir, .. } = fixture(7).await;
     let token = "abc+def/ghi=jkl012345&x";
     let (http, _, stop) = serve(dir.path(), &format!("tokens = [\"{token}\"]")).await;
     assert_eq!(http.with_token(token).get("/v1/stats").await.status, 200);
@@ -608,10 +628,9 @@ async fn a_token_with_reserved_characters_works_in_the_query() {
 /// one new id give exactly one `recorded: true` and one alert; the same id twice in one
 /// request is a 400 naming it. Against `verdicts` (a `[verdicts]` section).
 async fn record_once(verdicts: &str) {
-    let (data, _) = read_dataset(SAMPLE, ReadOptions::default()).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let first = model(&data, 8);
-    publish_first(dir.path(), &first).await;
+    let Fixture {
+        data, dir, first, ..
+    } = fixture(8).await;
     let (http, handles, stop) = serve_with(dir.path(), verdicts, "concurrency = 64").await;
     let fraud_row = (0..data.len())
         .max_by(|&a, &b| {
@@ -695,9 +714,7 @@ async fn record_is_idempotent_by_id_on_dynamodb() {
 /// body and a wrong method, on every route.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_rejection_is_json() {
-    let (data, _) = read_dataset(SAMPLE, ReadOptions::default()).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    publish_first(dir.path(), &model(&data, 9)).await;
+    let Fixture { data, dir, .. } = fixture(9).await;
     let (http, _, stop) = serve(dir.path(), "admin = true").await;
     let is_json_error = |r: &common::http::Answer, what: &str| {
         assert!(
@@ -773,9 +790,7 @@ async fn every_rejection_is_json() {
 /// `Retry-After`; a closed stream frees its place.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn event_streams_are_capped() {
-    let (data, _) = read_dataset(SAMPLE, ReadOptions::default()).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    publish_first(dir.path(), &model(&data, 10)).await;
+    let Fixture { dir, .. } = fixture(10).await;
     let (http, handles, stop) = serve(dir.path(), "max_event_streams = 2").await;
     let addr = handles.api_addr.unwrap();
     // A stream opened by hand: its status, and the connection to keep it open.
@@ -817,9 +832,9 @@ async fn event_streams_are_capped() {
 /// `GET /v1/models` pages: `limit` and `after`, newest first, every version once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn models_are_listed_a_page_at_a_time() {
-    let (data, _) = read_dataset(SAMPLE, ReadOptions::default()).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let store = publish_first(dir.path(), &model(&data, 11)).await;
+    let Fixture {
+        data, dir, store, ..
+    } = fixture(11).await;
     for seed in 12..16 {
         std::thread::sleep(Duration::from_millis(1_050));
         store.put(&model(&data, seed)).await.unwrap();

@@ -42,6 +42,10 @@ const ERROR_PAUSE: Duration = Duration::from_millis(500);
 /// A labels topic being read.
 pub struct LabelsTopic {
     consumer: Arc<StreamConsumer>,
+    /// Its configuration, to make a new one after a fatal error.
+    config: rdkafka::ClientConfig,
+    /// Messages read while a chunk was being applied, for the next chunk.
+    carry: Chunk,
     topic: Arc<str>,
     /// Consumed in a group, committing (the Redis store); else read whole, uncommitted.
     grouped: bool,
@@ -103,6 +107,8 @@ impl LabelsTopic {
         );
         let mut reader = Self {
             consumer,
+            config,
+            carry: Chunk::default(),
             topic: topic.into(),
             grouped,
             assigned: false,
@@ -138,6 +144,22 @@ impl LabelsTopic {
                 .with_context(|| format!("assigning velocity.labels_topic {topic:?}"))?;
         }
         self.assigned = true;
+        Ok(())
+    }
+
+    /// A new consumer in place of one that failed fatally (fenced out of its group:
+    /// static membership after a poll interval missed), reading on from the committed
+    /// offsets (a label applied again counts once).
+    fn reopen(&mut self) -> anyhow::Result<()> {
+        metrics::counter!(names::CONSUMER_RESTARTS).increment(1);
+        tracing::warn!(topic = %self.topic, "labels consumer failed fatally; a new one reads on from the committed offsets");
+        self.consumer = Arc::new(
+            self.config
+                .create()
+                .context("invalid `kafka.properties` for the labels consumer")?,
+        );
+        self.assigned = false;
+        self.carry = Chunk::default();
         Ok(())
     }
 
@@ -212,6 +234,17 @@ impl LabelsTopic {
                 () = tokio::time::sleep_until(deadline) => return Ok((applied, false)),
                 c = self.read_chunk() => c,
             };
+            let chunk = match chunk {
+                Ok(c) => c,
+                Err(fatal) => {
+                    tracing::warn!(topic = %self.topic, error = %fatal, "labels consumer failed");
+                    self.reopen()?;
+                    self.wait_assigned(stop).await?;
+                    // A reader without a group starts again from the beginning.
+                    at = ends.iter().map(|(&p, &(first, _))| (p, first)).collect();
+                    continue;
+                }
+            };
             for (&p, &o) in &chunk.next {
                 let a = at.entry(p).or_insert(o);
                 *a = (*a).max(o);
@@ -241,6 +274,17 @@ impl LabelsTopic {
                 () = stop.cancelled() => return Ok(()),
                 c = self.read_chunk() => c,
             };
+            let chunk = match chunk {
+                Ok(c) => c,
+                Err(fatal) => {
+                    tracing::warn!(topic = %self.topic, error = %fatal, "labels consumer failed");
+                    self.reopen()?;
+                    if let Err(e) = self.wait_assigned(&stop).await {
+                        return if stop.is_cancelled() { Ok(()) } else { Err(e) };
+                    }
+                    continue;
+                }
+            };
             if let Err(e) = self
                 .apply(chunk, &mut Target::Velocity(&velocity), &stop)
                 .await
@@ -254,10 +298,12 @@ impl LabelsTopic {
     }
 
     /// Wait for a message (or a partition's end), then take what else arrives within
-    /// [`LINGER`], up to [`CHUNK`].
-    async fn read_chunk(&self) -> Chunk {
-        let mut chunk = Chunk::default();
-        loop {
+    /// [`LINGER`], up to [`CHUNK`]; what arrived while the last chunk was being applied
+    /// comes first. A fatal consumer error is returned (the consumer must be replaced);
+    /// any other is logged and waited out.
+    async fn read_chunk(&mut self) -> Result<Chunk, KafkaError> {
+        let mut chunk = std::mem::take(&mut self.carry);
+        while chunk.labels.is_empty() && chunk.dead.is_empty() {
             match self.consumer.recv().await {
                 Ok(m) => {
                     self.take(&m, &mut chunk);
@@ -265,8 +311,9 @@ impl LabelsTopic {
                 }
                 Err(KafkaError::PartitionEOF(p)) => {
                     chunk.ended.push(p);
-                    return chunk;
+                    return Ok(chunk);
                 }
+                Err(e @ KafkaError::MessageConsumptionFatal(_)) => return Err(e),
                 Err(e) => {
                     tracing::warn!(topic = %self.topic, error = %e, "labels topic read failed; retrying");
                     tokio::time::sleep(ERROR_PAUSE).await;
@@ -285,7 +332,7 @@ impl LabelsTopic {
                 Err(_) => break,
             }
         }
-        chunk
+        Ok(chunk)
     }
 
     fn take(&self, m: &BorrowedMessage<'_>, chunk: &mut Chunk) {
@@ -316,11 +363,12 @@ impl LabelsTopic {
     /// Dead letters first (durably), then the labels (the velocity stage retries its
     /// store), then, in a group, the commit. Fails only when `stop` ends a retry.
     async fn apply(
-        &self,
+        &mut self,
         chunk: Chunk,
         target: &mut Target<'_>,
         stop: &CancellationToken,
     ) -> anyhow::Result<usize> {
+        let mut chunk = chunk;
         if let Some(sink) = self
             .dead_letters
             .as_ref()
@@ -335,16 +383,17 @@ impl LabelsTopic {
             Target::Velocity(_) if n == 0 => {}
             Target::Velocity(velocity) => {
                 let v = Arc::clone(velocity);
+                let labels = std::mem::take(&mut chunk.labels);
                 // Not applied (the store gave up at the shutdown deadline): nothing is
                 // committed, and the labels are read again on the next start.
-                tokio::task::spawn_blocking(move || {
-                    chunk
-                        .labels
+                let work = tokio::task::spawn_blocking(move || {
+                    labels
                         .chunks(CHUNK)
                         .try_for_each(|part| v.apply_labels(part).map(drop))
-                })
-                .await?
-                .map_err(|e| anyhow::anyhow!("velocity store: {}", e.0))?;
+                });
+                self.while_polling(work)
+                    .await?
+                    .map_err(|e| anyhow::anyhow!("velocity store: {}", e.0))?;
             }
         }
         if self.grouped && !stop.is_cancelled() && !chunk.next.is_empty() {
@@ -359,6 +408,50 @@ impl LabelsTopic {
             }
         }
         Ok(n)
+    }
+}
+
+impl LabelsTopic {
+    /// Wait for `work` (labels going into a store that may be down for a while) while
+    /// polling the consumer with its partitions paused, so that the group keeps this
+    /// member (a member that does not poll within `max.poll.interval.ms` leaves its
+    /// group, and with static membership is then fenced). What still arrives is kept
+    /// for the next chunk.
+    async fn while_polling<T>(&mut self, work: tokio::task::JoinHandle<T>) -> anyhow::Result<T> {
+        let paused = self
+            .grouped
+            .then(|| self.consumer.assignment().ok())
+            .flatten();
+        if let Some(a) = &paused
+            && let Err(e) = self.consumer.pause(a)
+        {
+            tracing::debug!(error = %e, "pause failed");
+        }
+        tokio::pin!(work);
+        let done = loop {
+            tokio::select! {
+                biased;
+                r = &mut work => break r,
+                m = self.consumer.recv() => match m {
+                    Ok(m) => {
+                        let mut carry = std::mem::take(&mut self.carry);
+                        self.take(&m, &mut carry);
+                        self.carry = carry;
+                    }
+                    Err(KafkaError::PartitionEOF(p)) => self.carry.ended.push(p),
+                    Err(e) => {
+                        tracing::debug!(topic = %self.topic, error = %e, "labels consumer error while applying");
+                        tokio::time::sleep(ERROR_PAUSE).await;
+                    }
+                },
+            }
+        };
+        if let Some(a) = &paused
+            && let Err(e) = self.consumer.resume(a)
+        {
+            tracing::debug!(error = %e, "resume failed");
+        }
+        Ok(done?)
     }
 }
 

@@ -238,10 +238,15 @@ address = "127.0.0.1:0"
 
     /// Start `fraudstream run --config CONFIG`; `n` numbers its log file.
     pub fn spawn(&self, config: &Path, n: u32) -> Detector {
-        let log = self.dir.path().join(format!("detector-{n}.log"));
+        self.spawn_command("run", config, n)
+    }
+
+    /// Start `fraudstream COMMAND --config CONFIG` (`run`, `serve`); `n` numbers its log.
+    pub fn spawn_command(&self, command: &str, config: &Path, n: u32) -> Detector {
+        let log = self.dir.path().join(format!("{command}-{n}.log"));
         let out = std::fs::File::create(&log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_fraudstream"))
-            .args(["run", "--config"])
+            .args([command, "--config"])
             .arg(config)
             .current_dir(self.dir.path())
             .env(
@@ -543,14 +548,20 @@ pub fn read_topic(
         .set("group.id", super::unique("reader"))
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
+        // As the detector sets it: some brokers (noida-db) answer one fetch with the whole
+        // backlog, past librdkafka's default limit of 100 MB (then `BadMessage`).
+        .set("receive.message.max.bytes", "1000000000")
         .create()
         .unwrap();
     c.subscribe(&[topic]).unwrap();
     let mut out = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
+    // Thirty seconds without a message ends the read (a long topic takes longer).
+    let mut deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         if let Some(m) = c.poll(Duration::from_millis(200)) {
-            out.push(m.unwrap().detach());
+            let m = m.unwrap_or_else(|e| panic!("reading {topic}: {e}"));
+            deadline = Instant::now() + Duration::from_secs(30);
+            out.push(m.detach());
             if out.len() >= expect {
                 // Keep polling briefly to catch anything beyond what we expect.
                 let extra_deadline = Instant::now() + Duration::from_secs(1);

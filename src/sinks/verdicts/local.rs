@@ -99,20 +99,7 @@ impl LocalVerdictStore {
                 .map_err(|e| self.error(&e))?;
             let mut top = Vec::with_capacity(256);
             for it in dedupe_last(items) {
-                top.clear();
-                serde_json::to_writer(&mut top, &it.top_features).map_err(|e| self.fail(&e))?;
-                let top = std::str::from_utf8(&top).map_err(|e| self.fail(&e))?;
-                let written = stmt.execute(params![
-                    it.tx_id,
-                    f64::from(it.score),
-                    it.fraud,
-                    it.threshold,
-                    it.model_version,
-                    it.scored_at,
-                    top,
-                    it.ttl
-                ]);
-                match written {
+                match self.execute(&mut stmt, it, &mut top)? {
                     Ok(_) => {}
                     // This item only (a failed statement rolls back alone).
                     Err(e)
@@ -157,6 +144,30 @@ impl LocalVerdictStore {
         Ok(())
     }
 
+    /// Run an insert `stmt` (`?1..?8`: the columns in table order) for `it`; `top` is a
+    /// buffer for the contributions' JSON. The outer error is this store's (encoding);
+    /// the inner one SQLite's, for the caller to classify.
+    fn execute(
+        &self,
+        stmt: &mut rusqlite::CachedStatement<'_>,
+        it: &VerdictItem,
+        top: &mut Vec<u8>,
+    ) -> Result<rusqlite::Result<usize>, VerdictError> {
+        top.clear();
+        serde_json::to_writer(&mut *top, &it.top_features).map_err(|e| self.fail(&e))?;
+        let top = std::str::from_utf8(top).map_err(|e| self.fail(&e))?;
+        Ok(stmt.execute(params![
+            it.tx_id,
+            f64::from(it.score),
+            it.fraud,
+            it.threshold,
+            it.model_version,
+            it.scored_at,
+            top,
+            it.ttl
+        ]))
+    }
+
     /// Insert each item unless its id has a live verdict: one transaction, an expired
     /// row deleted first, then `INSERT OR IGNORE` and its changed-row count.
     fn put_new_sync(&self, items: &[VerdictItem]) -> Result<Vec<bool>, VerdictError> {
@@ -177,22 +188,13 @@ impl LocalVerdictStore {
                 )
                 .map_err(|e| self.error(&e))?;
             let now = crate::clock::now_secs();
+            let mut top = Vec::with_capacity(256);
             for it in items {
                 expired
                     .execute(params![it.tx_id, now])
                     .map_err(|e| self.error(&e))?;
-                let top = serde_json::to_string(&it.top_features).map_err(|e| self.fail(&e))?;
-                let changed = insert
-                    .execute(params![
-                        it.tx_id,
-                        f64::from(it.score),
-                        it.fraud,
-                        it.threshold,
-                        it.model_version,
-                        it.scored_at,
-                        top,
-                        it.ttl
-                    ])
+                let changed = self
+                    .execute(&mut insert, it, &mut top)?
                     .map_err(|e| self.error(&e))?;
                 written.push(changed == 1);
             }
