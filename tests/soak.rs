@@ -435,7 +435,7 @@ fn api_load(
         let mut k = 0usize;
         while !stop.is_cancelled() {
             k += 1;
-            let id = if k % 5 == 0 {
+            let id = if k.is_multiple_of(5) {
                 format!("api-{}", k - 1)
             } else {
                 format!("api-{k}")
@@ -812,7 +812,7 @@ async fn verify(d: &Deployment, hdfs: &str, lake_dir: &str, api: &ApiLoad) -> Re
     }
 
     // Verdicts: exactly the valid ids (the API's are checked below).
-    let (api_items, items): (Vec<(String, bool)>, Vec<(String, bool)>) = scan_verdicts(d)
+    let (api_items, items): Verdicts = scan_verdicts(d)
         .await
         .into_iter()
         .partition(|(id, _)| id.starts_with("api-"));
@@ -949,6 +949,9 @@ async fn verify(d: &Deployment, hdfs: &str, lake_dir: &str, api: &ApiLoad) -> Re
         && !api.acked.is_empty();
     Report { line, ok }
 }
+
+/// Verdict items: id and fraud flag, split in two.
+type Verdicts = (Vec<(String, bool)>, Vec<(String, bool)>);
 
 /// Every verdict item's id and fraud flag.
 async fn scan_verdicts(d: &Deployment) -> Vec<(String, bool)> {
