@@ -1,7 +1,7 @@
 # fraudstream developer targets. `make test` is the test command CI runs.
 CARGO ?= cargo
 
-.PHONY: compose-check test test-offline services-up services-down check fmt lint bench bench-forest bench-embedded fuzz soak quickstart sample clean
+.PHONY: docs compose-check test test-offline services-up services-down check fmt lint bench bench-forest bench-embedded fuzz soak quickstart sample clean
 
 ## Start the real services, run every test (unit, integration against the services, CLI,
 ## property), stop the services. See scripts/test.sh.
@@ -16,9 +16,14 @@ fuzz:
 soak:
 	scripts/soak.sh --minutes 30
 
+## Regenerate docs/configuration.md and docs/metrics.md from the code (tests/docs.rs
+## checks them in `make test`).
+docs:
+	FRAUDSTREAM_WRITE_DOCS=1 $(CARGO) test --locked --test docs
+
 ## Only the tests that need no service.
 test-offline:
-	$(CARGO) test --workspace --locked --lib --bins --test cli --test accuracy --test decoders --test run_embedded
+	$(CARGO) test --workspace --locked --lib --bins --test cli --test accuracy --test decoders --test run_embedded --test docs
 
 ## Start or stop the services for development (eval "$$(scripts/services.sh up)").
 services-up:
