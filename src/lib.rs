@@ -20,7 +20,9 @@
 //! - [`pipeline`]: the batch commands' logic: retraining with a quality gate, remote
 //!   inputs, verdict output files (training itself is the core's).
 //! - [`kafka`]: Kafka client settings and the self-replacing producer.
-//! - [`config`]: the configuration file, its sections and their validation.
+//! - [`config`]: the configuration file: assembles the sections (each beside its code),
+//!   layers defaults, file and environment, carries deprecated keys over.
+//! - [`validate`]: the checking types every section uses (a leaf).
 //! - [`aws`]: the one AWS connection type; [`secret`]: the one secret type.
 //! - [`tasks`]: supervised background tasks (none dies silently).
 //! - [`shutdown`]: stop, deadline and abort; [`retry`]: bounded backoff; [`clock`]:
@@ -54,4 +56,5 @@ pub mod tasks;
 pub mod telemetry;
 #[cfg(test)]
 mod test_support;
+pub mod validate;
 pub mod velocity;

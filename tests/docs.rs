@@ -142,12 +142,7 @@ fn collect() -> (HashMap<String, Struct>, HashMap<String, Enum>) {
         }
     }
     for name in ambiguous {
-        structs.insert(
-            name,
-            Struct {
-                fields: Vec::new(),
-            },
-        );
+        structs.insert(name, Struct { fields: Vec::new() });
     }
     (structs, enums)
 }
@@ -377,10 +372,7 @@ fn the_reference_pages_are_generated_and_current() {
         ("docs/configuration.md", configuration()),
         ("docs/metrics.md", metrics()),
     ] {
-        assert!(
-            missing.is_empty(),
-            "{page}: no doc comment for {missing:?}"
-        );
+        assert!(missing.is_empty(), "{page}: no doc comment for {missing:?}");
         let path = Path::new(ROOT).join(page);
         if write {
             std::fs::write(&path, &text).unwrap();

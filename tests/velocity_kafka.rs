@@ -328,10 +328,13 @@ async fn a_transactional_labels_topic_is_read_to_its_end() {
         brokers,
         ..fraudstream::kafka::KafkaSettings::default()
     };
-    let labels =
-        fraudstream::velocity::labels_topic::read_all(&settings, &topic, Duration::from_secs(20))
-            .await
-            .expect("the whole topic read");
+    let labels = fraudstream::stream::source::labels::topic::read_all(
+        &settings,
+        &topic,
+        Duration::from_secs(20),
+    )
+    .await
+    .expect("the whole topic read");
     let mut got: Vec<&str> = labels.iter().map(|l| l.tx_id.as_str()).collect();
     let mut want: Vec<&str> = txs.iter().map(|t| t.id.as_str()).collect();
     got.sort_unstable();

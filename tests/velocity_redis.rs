@@ -278,17 +278,8 @@ fn while_redis_is_down_batches_wait_and_nothing_is_lost() {
         &mut offline,
     )
     .unwrap();
-    let rows = |range: std::ops::Range<usize>| -> Vec<fraudstream::stream::source::Incoming> {
-        txs[range]
-            .iter()
-            .enumerate()
-            .map(|(i, t)| {
-                let mut t = t.clone();
-                t.label = None;
-                fraudstream::stream::source::Incoming::now(t, i as u64)
-            })
-            .collect()
-    };
+    let rows =
+        |range: std::ops::Range<usize>| -> Vec<Transaction> { common::unlabelled(&txs[range]) };
     // The labels feed ran ahead (a replay): labels never age out counters, and the
     // delayed windows read only buckets whose labels are due, so this matches offline.
     let labels: Vec<LabelEvent> = txs.iter().map(label).collect();
@@ -297,7 +288,7 @@ fn while_redis_is_down_batches_wait_and_nothing_is_lost() {
     let mut first = rows(0..half);
     let abort = tokio_util::sync::CancellationToken::new();
     velocity.abort_on(abort.clone());
-    assert!(velocity.compute(&mut first).unwrap().refused.is_empty());
+    assert!(velocity.compute(&mut first).unwrap().notices.is_empty());
     redis.kill();
     let v = velocity.clone();
     let mut second = rows(half..txs.len());
@@ -313,9 +304,9 @@ fn while_redis_is_down_batches_wait_and_nothing_is_lost() {
     assert!(waited >= Duration::from_millis(1_400), "{waited:?}");
     for (r, o) in first.iter().chain(&second).zip(&offline) {
         assert_eq!(
-            r.tx.derived, o.derived,
+            r.derived, o.derived,
             "tx {}: features after the outage",
-            r.tx.id
+            r.id
         );
     }
 }

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Invalid, Validate, validate::in_range};
 use crate::secret::Secret;
+use crate::validate::{Invalid, Validate, in_range};
 
 /// The HTTP API and dashboard.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

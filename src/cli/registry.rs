@@ -72,7 +72,7 @@ impl StoreArgs {
         if let Some(s) = &self.store {
             cfg.models.location.clone_from(s);
         }
-        Ok(cfg.model_store().await?)
+        Ok(ModelStore::open(&cfg.models, &cfg.s3).await?)
     }
 }
 

@@ -103,7 +103,7 @@ pub fn run(args: &RetrainArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let store = cfg.model_store().await?;
+        let store = crate::registry::ModelStore::open(&cfg.models, &cfg.s3).await?;
         let s3 = cfg.s3.settings("", "");
         let on_file = |f: &str| tracing::info!(file = %f, "reading history");
         let Some(every) = args.every else {

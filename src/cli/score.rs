@@ -63,7 +63,7 @@ fn load_model(args: &ScoreArgs, rt: &tokio::runtime::Runtime) -> anyhow::Result<
     }
     let cfg = args.input.services()?;
     rt.block_on(async {
-        let store = cfg.model_store().await?;
+        let store = crate::registry::ModelStore::open(&cfg.models, &cfg.s3).await?;
         let version = if args.model == "latest" {
             store
                 .latest()

@@ -102,7 +102,7 @@ fn publish(
         .enable_all()
         .build()?
         .block_on(async {
-            let store = cfg.model_store().await?;
+            let store = crate::registry::ModelStore::open(&cfg.models, &cfg.s3).await?;
             store
                 .check_publishable()
                 .map_err(|why| anyhow::anyhow!("--publish: {why} (pass --sign-key)"))?;

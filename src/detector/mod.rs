@@ -47,10 +47,10 @@ use crate::stream::pipeline::Stages;
 use crate::stream::scorer::Scorer;
 use crate::stream::source::file::{FileSource, Input};
 use crate::stream::source::kafka::{KafkaSource, KafkaSourceOptions};
+use crate::stream::source::labels::file::{LabelsFile, catch_up};
+use crate::stream::source::labels::topic::LabelsTopic;
 use crate::stream::stats::{self, SharedStats, Stats};
 use crate::tasks::Tasks;
-use crate::velocity::labels::{LabelsFile, catch_up};
-use crate::velocity::labels_topic::LabelsTopic;
 use crate::velocity::stage::Velocity;
 
 /// The running detector's shared state, for an API or a progress display. Clones share
@@ -187,8 +187,7 @@ impl Detector {
         } else {
             None
         };
-        let models = cfg
-            .model_store()
+        let models = ModelStore::open(&cfg.models, &cfg.s3)
             .await?
             .serving_velocity(cfg.velocity.enabled.then(|| cfg.velocity.features.clone()));
         let (model, model_origin) = bootstrap::serving_model(cfg, &models).await?;
@@ -268,7 +267,7 @@ impl Detector {
             }) {
                 let (v, settings, stop) = (v.clone(), cfg.kafka.clone(), background.clone());
                 tokio::task::spawn_blocking(move || {
-                    crate::velocity::rebuild::rebuild_with_retries(
+                    crate::stream::source::kafka::rebuild::rebuild_with_retries(
                         &settings,
                         &v,
                         VELOCITY_REBUILD,
@@ -409,7 +408,12 @@ impl Detector {
         if let Some((v, file)) = labels {
             tasks.spawn(
                 "labels_file",
-                crate::velocity::labels::follow(v, file, LABELS_POLL, background.clone()),
+                crate::stream::source::labels::file::follow(
+                    v,
+                    file,
+                    LABELS_POLL,
+                    background.clone(),
+                ),
             );
         }
         if let Some((v, reader)) = labels_topic {

@@ -17,8 +17,8 @@ use serde::{Deserialize, Serialize};
 
 pub use publisher::Publisher;
 
-use crate::config::{Invalid, Validate};
 use crate::schema::json::DEFAULT_MAX_MESSAGE_BYTES;
+use crate::validate::{Invalid, Validate};
 
 /// How to reach Kafka and which topics to use.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -107,9 +107,9 @@ impl Default for RetrainConfig {
     }
 }
 
-impl crate::config::Validate for RetrainConfig {
-    fn validate(&self) -> Result<(), crate::config::Invalid> {
-        use crate::config::Invalid;
+impl crate::validate::Validate for RetrainConfig {
+    fn validate(&self) -> Result<(), crate::validate::Invalid> {
+        use crate::validate::Invalid;
         if !(self.test_fraction > 0.0 && self.test_fraction < 1.0) {
             return Err(Invalid::new("test_fraction", "must be above 0 and below 1"));
         }
@@ -293,11 +293,11 @@ async fn read_history(
             std::path::Path::new(path).is_file(),
             "retrain.labels: {path} is not a file"
         );
-        let read = crate::velocity::labels::LabelsFile::new(path).read_new()?;
+        let read = crate::stream::source::labels::file::LabelsFile::new(path).read_new()?;
         labels.extend(read.into_iter().map(|l| (l.tx_id, l.label)));
     }
     if let Some(topic) = &cfg.labels_topic {
-        let read = crate::velocity::labels_topic::read_all(kafka, topic, LABELS_TOPIC_LIMIT)
+        let read = crate::stream::source::labels::topic::read_all(kafka, topic, LABELS_TOPIC_LIMIT)
             .await
             .map_err(|e| anyhow::anyhow!("retrain.labels_topic: {e:#}"))?;
         tracing::info!(topic, labels = read.len(), "labels read");

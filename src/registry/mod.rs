@@ -12,6 +12,7 @@
 //! ```
 //! A version exists once its manifest does: every other object is written first.
 
+pub mod config;
 pub mod holdout;
 pub mod shadow;
 pub mod signing;

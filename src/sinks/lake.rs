@@ -326,9 +326,36 @@ pub fn partition(ms: i64) -> String {
     format!("dt={y:04}-{m:02}-{d:02}/hour={h:02}")
 }
 
-impl crate::config::Validate for LakeSettings {
-    fn validate(&self) -> Result<(), crate::config::Invalid> {
-        use crate::config::Invalid;
+/// The Parquet lake.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LakeConfig {
+    /// `file://`/plain path, `s3://bucket/prefix` or `hdfs://host:port/dir`.
+    pub location: String,
+    /// Flush limits, codec and writer id (`[lake.writer]`).
+    pub writer: LakeSettings,
+}
+
+impl Default for LakeConfig {
+    fn default() -> Self {
+        Self {
+            location: "out/lake".into(),
+            writer: LakeSettings::default(),
+        }
+    }
+}
+
+impl crate::validate::Validate for LakeConfig {
+    fn validate(&self) -> Result<(), crate::validate::Invalid> {
+        crate::storage::Location::parse(&self.location)
+            .map_err(|m| crate::validate::Invalid::new("location", m))?;
+        self.writer.validate().map_err(|e| e.within("writer"))
+    }
+}
+
+impl crate::validate::Validate for LakeSettings {
+    fn validate(&self) -> Result<(), crate::validate::Invalid> {
+        use crate::validate::Invalid;
         if self.max_rows == 0 {
             return Err(Invalid::new("max_rows", "must be at least 1"));
         }

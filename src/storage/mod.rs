@@ -7,6 +7,7 @@
 //! - [`hdfs`]: HDFS (hdfs-native); temporary file, then rename.
 //! - [`url`]: `file://`, `s3://` and `hdfs://` locations and opening a store from one.
 
+pub mod config;
 pub mod hdfs;
 pub mod local;
 pub mod s3;
@@ -19,6 +20,7 @@ use bytes::Bytes;
 
 use crate::retry::Retryable;
 
+pub use config::S3Access;
 pub use url::{Location, S3Settings, open};
 
 /// Why a storage operation failed. Messages name the endpoint or key, never a secret.

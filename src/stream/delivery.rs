@@ -47,6 +47,42 @@ impl Sink {
     }
 }
 
+/// Delivery guarantees.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliveryConfig {
+    /// Sinks that must have a transaction before its offset is committed: any of
+    /// `verdicts`, `alerts`, `lake`. Durable sinks are retried while down (the source
+    /// pauses); the others are written best-effort and their failures counted.
+    pub durable: Vec<Sink>,
+    /// Batches queued between the source and the scorer (the bounded channel).
+    pub in_flight_batches: usize,
+    /// On SIGTERM or ctrl-c, how long to drain before giving up; what is not durable by
+    /// then stays uncommitted (and is re-read on restart), and the exit status is 1.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_deadline: Duration,
+    /// How long a rebalance waits for revoked partitions' batches to become durable.
+    #[serde(with = "humantime_serde")]
+    pub revoke_timeout: Duration,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        Self {
+            durable: vec![Sink::Verdicts, Sink::Alerts],
+            in_flight_batches: 4,
+            shutdown_deadline: Duration::from_secs(30),
+            revoke_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl crate::validate::Validate for DeliveryConfig {
+    fn validate(&self) -> Result<(), crate::validate::Invalid> {
+        crate::validate::in_range("in_flight_batches", self.in_flight_batches, 1..=1024)
+    }
+}
+
 /// Which sinks must be durable before a source offset is acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Durability {
@@ -234,10 +270,16 @@ pub struct Delivery {
     pub lake_task: Option<LakeTask>,
 }
 
-/// Batches queued for a lake outside the durable set: a few, so a lake write in progress
-/// (seconds on HDFS) does not drop rows, while a lake that hangs (a frozen DataNode)
-/// costs only this much memory before batches are dropped.
+/// Batches queued for a lake outside the durable set: a few, so that the queue absorbs
+/// bursts while a file is written, and a lake that hangs (a frozen DataNode) costs only
+/// this much memory.
 const LAKE_QUEUE: usize = 16;
+
+/// How long a batch waits for room in the queue of a lake that is working (writing a
+/// file takes a moment; a fast source fills the queue meanwhile) before it is dropped.
+/// A lake whose write has been running longer than this, or whose last write failed, is
+/// stuck: batches are dropped at once instead of waiting.
+const LAKE_PATIENCE: Duration = Duration::from_secs(2);
 
 /// A lake outside the durable set, written by a task of its own, so that it never holds
 /// up scoring or the durable sinks: when its queue is full (its store hangs) batches are
@@ -247,23 +289,64 @@ const LAKE_QUEUE: usize = 16;
 pub struct LakeTask {
     tx: tokio::sync::mpsc::Sender<Vec<ScoredRecord>>,
     task: tokio::task::JoinHandle<()>,
+    health: Arc<LakeHealth>,
     last_warned: Option<Instant>,
+}
+
+/// What the lake task tells the sender about its store.
+#[derive(Default)]
+struct LakeHealth {
+    /// When the write in progress started (ms since `epoch`), or 0.
+    writing_since_ms: std::sync::atomic::AtomicU64,
+    /// Whether the last write failed.
+    failing: std::sync::atomic::AtomicBool,
+    epoch: std::sync::OnceLock<Instant>,
+}
+
+impl LakeHealth {
+    fn now_ms(&self) -> u64 {
+        self.epoch.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
+    }
+
+    fn stuck(&self) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        let since = self.writing_since_ms.load(Relaxed);
+        self.failing.load(Relaxed)
+            || (since > 0
+                && self.now_ms().saturating_sub(since) > LAKE_PATIENCE.as_millis() as u64)
+    }
 }
 
 impl LakeTask {
     fn start(lake: LakeWriter, abort: CancellationToken) -> Self {
         let (tx, rx) = tokio::sync::mpsc::channel(LAKE_QUEUE);
+        let health = Arc::new(LakeHealth::default());
         Self {
             tx,
-            task: tokio::spawn(run_detached_lake(lake, rx, abort)),
+            task: tokio::spawn(run_detached_lake(lake, rx, abort, health.clone())),
+            health,
             last_warned: None,
         }
     }
 
-    /// Queue records, or drop them (counted) when the queue is full.
-    fn send(&mut self, records: Vec<ScoredRecord>) {
+    /// Queue records: when the queue is full, wait for room while the lake is working
+    /// (up to [`LAKE_PATIENCE`]); drop them (counted) when it is stuck.
+    async fn send(&mut self, records: Vec<ScoredRecord>) {
         let rows = records.len();
-        if self.tx.try_send(records).is_err() {
+        let records = match self.tx.try_send(records) {
+            Ok(()) => return,
+            Err(tokio::sync::mpsc::error::TrySendError::Full(r)) => r,
+            Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => {
+                lake_dropped(rows, "the lake task has ended");
+                return;
+            }
+        };
+        let sent = !self.health.stuck()
+            && matches!(
+                tokio::time::timeout(LAKE_PATIENCE, self.tx.send(records)).await,
+                Ok(Ok(()))
+            );
+        if !sent {
             lake_dropped(rows, "its queue is full: the lake store is slow or down");
             // One line per ten seconds at most: an outage drops many batches.
             if self
@@ -298,7 +381,9 @@ async fn run_detached_lake(
     mut lake: LakeWriter,
     mut rx: tokio::sync::mpsc::Receiver<Vec<ScoredRecord>>,
     abort: CancellationToken,
+    health: Arc<LakeHealth>,
 ) {
+    use std::sync::atomic::Ordering::Relaxed;
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -313,7 +398,11 @@ async fn run_detached_lake(
             continue;
         }
         let started = Instant::now();
-        if let Err(e) = lake.flush().await {
+        health.writing_since_ms.store(health.now_ms(), Relaxed);
+        let written = lake.flush().await;
+        health.writing_since_ms.store(0, Relaxed);
+        health.failing.store(written.is_err(), Relaxed);
+        if let Err(e) = written {
             best_effort_failed(Sink::Lake, &e);
             if lake.is_full() {
                 let rows = lake.discard();
@@ -502,7 +591,7 @@ impl Delivery {
             self.lake_task = Some(LakeTask::start(lake, self.abort.clone()));
         }
         match (&mut self.lake_task, &mut self.lake) {
-            (Some(task), _) => task.send(records.collect()),
+            (Some(task), _) => task.send(records.collect()).await,
             (None, Some(lake)) => lake.push_all(records),
             (None, None) => {}
         }

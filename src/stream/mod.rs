@@ -22,6 +22,7 @@
 
 pub mod acker;
 pub mod batcher;
+pub mod config;
 pub mod dead_letter;
 pub mod delivery;
 pub mod pipeline;

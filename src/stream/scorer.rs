@@ -15,7 +15,25 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use super::source::Incoming;
 use crate::metric_names as names;
 use crate::model::{Explain, Model, Verdict};
-use crate::velocity::stage::{Computed, Refused, Velocity};
+use crate::velocity::IdRing;
+use crate::velocity::stage::Velocity;
+
+/// A transaction for the dead-letter sink: refused before scoring (a missing entity id:
+/// taken out of its batch), or scored but counted in no entity for its event time (a
+/// copy).
+#[derive(Debug)]
+pub struct Refused {
+    /// The row.
+    pub row: Incoming,
+    /// The dead letter's reason code: `missing_entity` or `time_out_of_range`.
+    pub code: &'static str,
+    /// Why.
+    pub reason: String,
+}
+
+/// Rows the velocity stage holds ahead of the watermark, remembered for their dead
+/// letter should they be taken back; more than the engine holds.
+const HELD_REMEMBERED: usize = 4_096;
 
 /// A scored batch: the rows and their verdicts, index for index.
 #[derive(Debug)]
@@ -105,6 +123,64 @@ fn shadow_scores(
     }
 }
 
+/// Give `rows` their entity features: rows the stage refuses (a missing entity id) are
+/// taken out; rows it holds are remembered in `held`; returns the refused rows and the
+/// dead-letter copies of rows that count in no entity for their event time.
+fn entity_features(
+    v: &Velocity,
+    held: &std::sync::Mutex<IdRing<Incoming>>,
+    rows: &mut Vec<Incoming>,
+) -> Result<(Vec<Refused>, Vec<Refused>), crate::velocity::StoreError> {
+    let mut refused = Vec::new();
+    let mut kept = Vec::with_capacity(rows.len());
+    for row in rows.drain(..) {
+        match v.refusal(&row.tx) {
+            Some((entity, reason)) => {
+                metrics::counter!(names::VELOCITY_MISSING_ENTITY, "entity" => entity, "action" => "refused").increment(1);
+                refused.push(Refused {
+                    row,
+                    code: "missing_entity",
+                    reason,
+                });
+            }
+            None => kept.push(row),
+        }
+    }
+    *rows = kept;
+    let mut txs: Vec<crate::schema::Transaction> =
+        rows.iter_mut().map(|r| std::mem::take(&mut r.tx)).collect();
+    let computed = v.compute(&mut txs);
+    for (r, t) in rows.iter_mut().zip(txs) {
+        r.tx = t;
+    }
+    let report = computed?;
+    let mut held = held
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    for &i in &report.held {
+        held.insert(&rows[i].tx.id, rows[i].clone(), 0, HELD_REMEMBERED);
+    }
+    for id in &report.confirmed {
+        held.remove(id);
+    }
+    let notices = report
+        .notices
+        .into_iter()
+        .filter_map(|n| {
+            let row = match n.row {
+                Some(i) => Some(rows[i].clone()),
+                None => held.remove(&n.tx_id),
+            }?;
+            Some(Refused {
+                row,
+                code: "time_out_of_range",
+                reason: n.reason,
+            })
+        })
+        .collect();
+    Ok((refused, notices))
+}
+
 /// Scoring failed for a reason that is not the input's.
 #[derive(Debug, thiserror::Error)]
 pub enum ScoreError {
@@ -125,6 +201,8 @@ pub struct Scorer {
     version: String,
     shadow_version: String,
     velocity: Option<Arc<Velocity>>,
+    /// Rows the velocity stage holds (by transaction id), for their dead letter.
+    held: Arc<std::sync::Mutex<IdRing<Incoming>>>,
 }
 
 impl Scorer {
@@ -146,6 +224,7 @@ impl Scorer {
             version: String::new(),
             shadow_version: String::new(),
             velocity: None,
+            held: Arc::default(),
         }
     }
 
@@ -175,17 +254,18 @@ impl Scorer {
         self.note_shadow(shadow.as_deref());
         let (top_k, explain) = (self.top_k, self.explain);
         let velocity = self.velocity.clone();
+        let held = self.held.clone();
         let started = Instant::now();
         let scored = tokio::task::spawn_blocking(move || {
             let mut rows = rows;
-            let set_aside = match &velocity {
+            let (refused, notices) = match &velocity {
                 Some(v) => {
                     let started = Instant::now();
-                    let set_aside = v.compute(&mut rows)?;
+                    let set_aside = entity_features(v, &held, &mut rows)?;
                     super::delivery::stage_time("velocity", started);
                     set_aside
                 }
-                None => Computed::default(),
+                None => (Vec::new(), Vec::new()),
             };
             let mut x = Vec::with_capacity(rows.len() * model.forest().n_features());
             for r in &rows {
@@ -202,8 +282,8 @@ impl Scorer {
                 rows,
                 verdicts,
                 shadow,
-                refused: set_aside.refused,
-                notices: set_aside.notices,
+                refused,
+                notices,
             })
         })
         .await??;

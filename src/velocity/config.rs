@@ -5,8 +5,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::{EventTimePolicy, MemoryLimits, VelocitySpec};
-use crate::config::{Invalid, Validate};
 use crate::secret::Secret;
+use crate::validate::{Invalid, Validate};
 
 /// Where entity state lives.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

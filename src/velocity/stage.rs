@@ -13,10 +13,6 @@ use super::config::VelocityConfig;
 use super::{BatchReport, Engine, Entity, IdRing, LabelEvent, MemoryStore, StateStore, StoreError};
 use crate::metric_names as names;
 use crate::model::Verdict;
-use crate::stream::source::Incoming;
-
-/// Held rows remembered for their dead letter: more than the engine holds.
-const HELD_REMEMBERED: usize = 4_096;
 
 /// Confusion counts of the served verdicts against the labels.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -50,27 +46,28 @@ impl Confusion {
     }
 }
 
-/// A transaction for the dead-letter sink: refused for lacking an entity id (taken out
-/// of its batch), or scored but counted in no entity for its event time (a copy).
-#[derive(Debug)]
-pub struct Refused {
-    /// The row.
-    pub row: Incoming,
-    /// The dead letter's reason code: `missing_entity` or `time_out_of_range`.
-    pub code: &'static str,
-    /// Why.
-    pub reason: String,
+/// What event time set aside in a batch (see [`Velocity::compute`]).
+#[derive(Debug, Default)]
+pub struct EventTimeReport {
+    /// Rows (indices into the batch) counted provisionally, ahead of the watermark: the
+    /// caller keeps them, for the dead letter should they be taken back.
+    pub held: Vec<usize>,
+    /// Transactions held earlier that now count for good: the caller forgets them.
+    pub confirmed: Vec<String>,
+    /// Transactions that count in no entity and want a dead-letter copy (under
+    /// `velocity.out_of_range = "dead_letter"`), with the reason.
+    pub notices: Vec<Notice>,
 }
 
-/// What [`Velocity::compute`] set aside.
-#[derive(Debug, Default)]
-pub struct Computed {
-    /// Rows taken out before scoring (a missing entity id under
-    /// `velocity.features.missing_entity = "refuse"`).
-    pub refused: Vec<Refused>,
-    /// Copies of rows scored but counted in no entity for their event time (under
-    /// `velocity.out_of_range = "dead_letter"`), this batch's or held earlier.
-    pub notices: Vec<Refused>,
+/// A transaction scored but counted in no entity for its event time.
+#[derive(Debug)]
+pub struct Notice {
+    /// Its row in this batch, or `None` for one held in an earlier batch.
+    pub row: Option<usize>,
+    /// Its id.
+    pub tx_id: String,
+    /// Why, for the dead letter (code `time_out_of_range`).
+    pub reason: String,
 }
 
 struct Joined {
@@ -107,9 +104,6 @@ impl Joined {
 pub struct Velocity {
     engine: Mutex<Engine<Box<dyn StateStore>>>,
     joined: Mutex<Joined>,
-    /// Rows held ahead of the watermark (`velocity::clock`), for the dead letter should
-    /// they be taken back.
-    held: Mutex<IdRing<Incoming>>,
     out_of_range: super::config::OutOfRange,
     max_served: usize,
     retry: Duration,
@@ -206,7 +200,6 @@ impl Velocity {
                 labelled: IdRing::default(),
                 confusion: Confusion::default(),
             }),
-            held: Mutex::new(IdRing::default()),
             out_of_range: cfg.out_of_range,
             max_served: cfg.max_served,
             retry: Duration::from_millis(200),
@@ -252,44 +245,44 @@ impl Velocity {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Compute the features of `rows` (on this thread: call it off the async runtime).
-    /// Rows lacking an entity id under `missing_entity = "refuse"` are taken out and
-    /// returned. A store that fails is retried with backoff until it answers: the batch
-    /// waits (backpressure), nothing is scored without its features. Past the shutdown
-    /// deadline ([`Velocity::abort_on`]) the error is returned and the batch fails.
-    pub fn compute(&self, rows: &mut Vec<Incoming>) -> Result<Computed, StoreError> {
-        let mut engine = self.lock_engine();
-        let mut refused = Vec::new();
-        if engine.refuses_missing() {
-            let entities: Vec<Entity> = engine.spec().entities.iter().map(|e| e.name).collect();
-            let mut kept = Vec::with_capacity(rows.len());
-            for row in rows.drain(..) {
-                let missing = entities.iter().find(|&&e| {
-                    let id = match e {
-                        Entity::CardId => row.tx.card_id.as_deref(),
-                        Entity::TerminalId => row.tx.terminal_id.as_deref(),
-                    };
-                    id.is_none_or(str::is_empty)
-                });
-                match missing {
-                    Some(e) => {
-                        metrics::counter!(names::VELOCITY_MISSING_ENTITY, "entity" => e.field(), "action" => "refused").increment(1);
-                        refused.push(Refused {
-                            row,
-                            code: "missing_entity",
-                            reason: format!("missing entity id `{}` (velocity.features.missing_entity = \"refuse\")", e.field()),
-                        });
-                    }
-                    None => kept.push(row),
-                }
-            }
-            *rows = kept;
+    /// Why `tx` is refused before scoring: it lacks an entity id the spec uses, under
+    /// `missing_entity = "refuse"` (the caller dead-letters it with code
+    /// `missing_entity`): the entity's field and the reason.
+    #[must_use]
+    pub fn refusal(&self, tx: &crate::schema::Transaction) -> Option<(&'static str, String)> {
+        let engine = self.lock_engine();
+        if !engine.refuses_missing() {
+            return None;
         }
-        let mut txs: Vec<crate::schema::Transaction> =
-            rows.iter_mut().map(|r| std::mem::take(&mut r.tx)).collect();
+        let missing = engine.spec().entities.iter().map(|e| e.name).find(|&e| {
+            let id = match e {
+                Entity::CardId => tx.card_id.as_deref(),
+                Entity::TerminalId => tx.terminal_id.as_deref(),
+            };
+            id.is_none_or(str::is_empty)
+        })?;
+        Some((
+            missing.field(),
+            format!(
+                "missing entity id `{}` (velocity.features.missing_entity = \"refuse\")",
+                missing.field()
+            ),
+        ))
+    }
+
+    /// Compute the features of `txs` into each one's `derived` (on this thread: call it
+    /// off the async runtime). A store that fails is retried with backoff until it
+    /// answers: the batch waits (backpressure), nothing is scored without its features.
+    /// Past the shutdown deadline ([`Velocity::abort_on`]) the error is returned and the
+    /// batch fails. Returns what event time set aside.
+    pub fn compute(
+        &self,
+        txs: &mut [crate::schema::Transaction],
+    ) -> Result<EventTimeReport, StoreError> {
+        let mut engine = self.lock_engine();
         let mut backoff = self.retry;
         let report = loop {
-            match engine.process(&mut txs) {
+            match engine.process(txs) {
                 Ok(r) => break r,
                 Err(e) => {
                     metrics::counter!(names::VELOCITY_STORE_ERRORS).increment(1);
@@ -304,10 +297,6 @@ impl Velocity {
                 }
             }
         };
-        for (r, t) in rows.iter_mut().zip(txs) {
-            r.tx = t;
-        }
-        let notices = self.note_event_time(&engine, rows, &report);
         metrics::counter!(names::VELOCITY_TRANSACTIONS, "outcome" => "computed")
             .increment(report.computed as u64);
         metrics::counter!(names::VELOCITY_TRANSACTIONS, "outcome" => "replayed")
@@ -320,62 +309,51 @@ impl Velocity {
         metrics::gauge!(names::VELOCITY_ENTITY_BYTES).set(stats.entity_bytes as f64);
         metrics::gauge!(names::VELOCITY_BYTES_PER_ENTITY).set(stats.bytes_per_entity());
         metrics::counter!(names::VELOCITY_EVICTED).absolute(stats.evicted);
-        Ok(Computed { refused, notices })
+        Ok(self.note_event_time(&engine, txs, report))
     }
 
-    /// Count and log what event time decided for a batch, remember its held rows, and
-    /// return the dead-letter copies of the rows that count in no entity.
+    /// Count and log what event time decided for a batch.
     fn note_event_time(
         &self,
         engine: &Engine<Box<dyn StateStore>>,
-        rows: &[Incoming],
-        report: &BatchReport,
-    ) -> Vec<Refused> {
+        txs: &[crate::schema::Transaction],
+        report: BatchReport,
+    ) -> EventTimeReport {
         if let Some(w) = engine.watermark() {
             metrics::gauge!(names::VELOCITY_WATERMARK).set(w);
         }
         let (ahead, behind) = engine.labels_refused();
         metrics::counter!(names::VELOCITY_LABELS_REFUSED, "side" => "ahead").absolute(ahead);
         metrics::counter!(names::VELOCITY_LABELS_REFUSED, "side" => "behind").absolute(behind);
-        let mut held = self
-            .held
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        for &i in &report.held {
-            held.insert(&rows[i].tx.id, rows[i].clone(), 0, HELD_REMEMBERED);
-        }
-        for id in &report.confirmed {
-            held.remove(id);
-        }
         metrics::gauge!(names::VELOCITY_HELD).set(engine.held() as f64);
+        let watermark = engine
+            .watermark()
+            .map_or_else(|| "none yet".to_owned(), |w| w.to_string());
         let mut notices = Vec::new();
-        for o in &report.out_of_range {
+        for o in report.out_of_range {
             metrics::counter!(names::VELOCITY_OUT_OF_RANGE, "side" => o.side.label()).increment(1);
-            let row = match o.row {
-                Some(i) => Some(rows[i].clone()),
-                None => held.remove(&o.tx_id),
-            };
-            let Some(row) = row else { continue };
-            let watermark = engine
-                .watermark()
-                .map_or_else(|| "none yet".to_owned(), |w| w.to_string());
-            tracing::warn!(tx_id = %o.tx_id, time = row.tx.time(), watermark, side = o.side.label(), "transaction time out of range: scored, counted in no entity");
+            let time = o.row.map(|i| txs[i].time());
+            tracing::warn!(tx_id = %o.tx_id, time, watermark, side = o.side.label(), "transaction time out of range: scored, counted in no entity");
             if self.out_of_range == super::config::OutOfRange::DeadLetter {
-                notices.push(Refused {
+                let side = match o.side {
+                    super::Side::Ahead => "ahead of",
+                    super::Side::Behind => "behind",
+                };
+                notices.push(Notice {
                     reason: format!(
-                        "Time {} is {} the event-time range (watermark {watermark}; velocity.max_future_skew, velocity.allowed_lateness): scored, counted in no entity",
-                        row.tx.time(),
-                        match o.side {
-                            super::Side::Ahead => "ahead of",
-                            super::Side::Behind => "behind",
-                        }
+                        "Time {} is {side} the event-time range (watermark {watermark}; velocity.max_future_skew, velocity.allowed_lateness): scored, counted in no entity",
+                        time.map_or_else(|| "(held earlier)".to_owned(), |t| t.to_string()),
                     ),
-                    code: "time_out_of_range",
-                    row,
+                    row: o.row,
+                    tx_id: o.tx_id,
                 });
             }
         }
-        notices
+        EventTimeReport {
+            held: report.held,
+            confirmed: report.confirmed,
+            notices,
+        }
     }
 
     /// Remember the verdicts served, to join labels with them (a label that came first

@@ -9,6 +9,7 @@
 //! Every sink passes the same conformance suite (`tests/alerts.rs`): what `send` accepted
 //! can be read back from where it went, once per alert, in order.
 
+pub mod config;
 pub mod kafka;
 pub mod local;
 pub mod recent;

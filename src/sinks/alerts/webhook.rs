@@ -9,8 +9,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
+use super::config::WebhookConfig;
 use super::{AlertError, AlertSink};
-use crate::config::WebhookConfig;
 use crate::model::Verdict;
 use crate::retry::{RetryPolicy, Retryable, retry};
 

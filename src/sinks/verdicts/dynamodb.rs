@@ -16,11 +16,11 @@ use serde::{Deserialize, Serialize};
 
 use super::{VerdictError, VerdictItem, VerdictStore, dedupe_last};
 use crate::aws::AwsConnection;
-use crate::config::{Invalid, UnknownKeys, Validate};
 use crate::metric_names as names;
 use crate::model::scoring::Contribution;
 use crate::retry::{RetryPolicy, retry};
 use crate::rng::Rng;
+use crate::validate::{Invalid, UnknownKeys, Validate};
 
 /// DynamoDB's limit on items per BatchWriteItem call.
 pub const BATCH_LIMIT: usize = 25;
@@ -68,7 +68,7 @@ impl Validate for DynamoSettings {
         if self.table.is_empty() {
             return Err(Invalid::new("table", "must not be empty"));
         }
-        crate::config::validate::in_range("concurrency", self.concurrency, 1..=64)
+        crate::validate::in_range("concurrency", self.concurrency, 1..=64)
     }
 }
 

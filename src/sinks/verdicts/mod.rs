@@ -5,6 +5,7 @@
 //! - [`local`]: an embedded SQLite file, queried by `fraudstream verdict get`.
 //! - [`dynamodb`]: DynamoDB (BatchWriteItem, 25 per call, unprocessed items retried).
 
+pub mod config;
 pub mod dynamodb;
 pub mod item;
 pub mod local;

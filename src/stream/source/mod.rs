@@ -5,10 +5,16 @@
 //!
 //! - [`file`]: a file (optionally followed as it grows) or stdin, CSV or JSON lines: the
 //!   embedded mode.
-//! - [`kafka`]: a consumer-group member, with its rebalance handler and acker.
+//! - [`kafka`]: a consumer-group member, with its rebalance handler and acker; and
+//!   [`kafka::rebuild`], the start-up count of the input's history into the in-memory
+//!   entity store.
+//! - [`labels`]: labels for the entity features, from a file or a topic.
+//! - [`config`]: the `[source]` section.
 
+pub mod config;
 pub mod file;
 pub mod kafka;
+pub mod labels;
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -16,6 +16,7 @@
 //! same verdicts.
 
 pub mod rebalance;
+pub mod rebuild;
 
 use std::collections::VecDeque;
 use std::sync::Arc;

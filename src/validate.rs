@@ -1,6 +1,7 @@
 //! Section validation: every configuration section checks its own values and names the
-//! key that is wrong, relative to the section; [`crate::config::Config`] prefixes the
-//! section's name.
+//! key that is wrong, relative to the section; the whole configuration prefixes the
+//! section's name. A leaf: it imports nothing from the crate, so every section type,
+//! wherever it lives, can use it without reaching up into `config`.
 
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 

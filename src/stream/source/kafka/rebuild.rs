@@ -21,11 +21,11 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
-use super::stage::Velocity;
+use super::default_id;
 use crate::kafka::KafkaSettings;
 use crate::schema::json::decode_transaction_limited;
 use crate::stream::source::Incoming;
-use crate::stream::source::kafka::default_id;
+use crate::velocity::stage::Velocity;
 
 /// Rows counted per call of the velocity stage.
 const CHUNK: usize = 4_096;
@@ -111,11 +111,16 @@ pub fn rebuild(
     let mut rows: Vec<Incoming> = Vec::with_capacity(CHUNK);
     let flush = |rows: &mut Vec<Incoming>, out: &mut Rebuilt| -> anyhow::Result<()> {
         out.counted += rows.len() as u64;
-        // Rows refused for a missing entity id went to the dead-letter topic already.
-        let _refused = velocity
-            .compute(rows)
+        // Rows refused for a missing entity id went to the dead-letter topic already,
+        // and counted in no entity.
+        let mut txs: Vec<crate::schema::Transaction> = rows
+            .drain(..)
+            .map(|r| r.tx)
+            .filter(|t| velocity.refusal(t).is_none())
+            .collect();
+        velocity
+            .compute(&mut txs)
             .map_err(|e| anyhow::anyhow!("velocity store: {}", e.0))?;
-        rows.clear();
         Ok(())
     };
     let mut idle = 0;

@@ -24,11 +24,11 @@ use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
-use super::LabelEvent;
-use super::stage::{Velocity, decode_label};
 use crate::kafka::KafkaSettings;
 use crate::metric_names as names;
 use crate::stream::dead_letter::{DeadLetter, DeadLetterSink, Origin, Reason, send_durably};
+use crate::velocity::LabelEvent;
+use crate::velocity::stage::{Velocity, decode_label};
 
 /// Most labels applied per store call.
 const CHUNK: usize = 4_096;

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::LabelEvent;
-use super::stage::{Velocity, decode_label};
 use crate::metric_names as names;
+use crate::velocity::LabelEvent;
+use crate::velocity::stage::{Velocity, decode_label};
 
 /// Labels applied per store call.
 const CHUNK: usize = 4_096;
