@@ -54,7 +54,7 @@ pub const MODEL_INFO: &str = "fraudstream_model_info";
 /// Counter: new model versions swapped in by the watcher.
 pub const MODEL_RELOADS: &str = "fraudstream_model_reloads_total";
 /// Counter: model versions the watcher refused, by `reason` (`signature`, `checksum`, `corrupt`,
-/// `features`, `smoke`, `unknown_version`).
+/// `features`, `smoke`, `canary`, `unknown_version`, `unreadable`).
 pub const MODEL_REJECTIONS: &str = "fraudstream_model_rejections_total";
 /// Counter: failed polls of the model store (unreachable).
 pub const MODEL_POLL_ERRORS: &str = "fraudstream_model_poll_errors_total";

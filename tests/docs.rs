@@ -205,25 +205,32 @@ fn cell(text: &str) -> String {
 }
 
 /// One section (and, after it, its subsections) of the configuration reference.
+/// What every section of the reference reads, and the keys found undocumented.
+struct Reference<'a> {
+    types: &'a (HashMap<String, Struct>, HashMap<String, Enum>),
+    defaults: &'a toml::Value,
+    missing: Vec<String>,
+}
+
 fn section(
     out: &mut String,
+    r: &mut Reference<'_>,
     path: &[String],
     about: &str,
     fields: &[&Field],
-    types: &(HashMap<String, Struct>, HashMap<String, Enum>),
-    defaults: &toml::Value,
-    missing: &mut Vec<String>,
     list: bool,
 ) {
+    let (types, defaults) = (r.types, r.defaults);
     let (structs, enums) = types;
     let name = path.join(".");
-    let _ = writeln!(
+    writeln!(
         out,
         "\n## `{}{name}{}`\n\n{about}\n",
         if list { "[[" } else { "[" },
         if list { "]]" } else { "]" }
-    );
-    let _ = writeln!(out, "| key | default | what |\n|---|---|---|");
+    )
+    .unwrap();
+    writeln!(out, "| key | default | what |\n|---|---|---|").unwrap();
     let mut nested = Vec::new();
     // Flattened structs put their fields in this table, where they stand.
     fn expand<'a>(fields: &[&'a Field], structs: &'a HashMap<String, Struct>) -> Vec<&'a Field> {
@@ -245,7 +252,7 @@ fn section(
         let (ty, is_list) = inner(&f.ty);
         let key = format!("{name}.{}", f.key);
         if f.doc.is_empty() {
-            missing.push(key.clone());
+            r.missing.push(key.clone());
         }
         if let Some(s) = structs.get(&ty) {
             assert!(
@@ -258,7 +265,7 @@ fn section(
         let mut what = f.doc.clone();
         if let Some(e) = enums.get(&ty) {
             let values: Vec<String> = e.values.iter().map(|v| format!("`{v}`")).collect();
-            let _ = write!(what, " One of {}.", values.join(", "));
+            write!(what, " One of {}.", values.join(", ")).unwrap();
         }
         let mut p = path.to_vec();
         p.push(f.key.clone());
@@ -270,20 +277,21 @@ fn section(
                 d => format!("`{}`", cell(&d)),
             }
         };
-        let _ = writeln!(out, "| `{}` | {default} | {} |", f.key, cell(what.trim()));
+        writeln!(out, "| `{}` | {default} | {} |", f.key, cell(what.trim())).unwrap();
     }
     if list {
-        let _ = writeln!(
+        writeln!(
             out,
             "\nThe default: `{}`.",
             cell(&default_at(defaults, path))
-        );
+        )
+        .unwrap();
     }
     for (f, s, is_list) in nested {
         let mut p = path.to_vec();
         p.push(f.key.clone());
         let fields: Vec<&Field> = s.fields.iter().collect();
-        section(out, &p, &f.doc, &fields, types, defaults, missing, is_list);
+        section(out, r, &p, &f.doc, &fields, is_list);
     }
 }
 
@@ -302,7 +310,11 @@ fn configuration() -> (String, Vec<String>) {
          `10s`, `7d`.\n",
     );
     let root = &types.0["Config"];
-    let mut missing = Vec::new();
+    let mut r = Reference {
+        types: &types,
+        defaults: &defaults,
+        missing: Vec::new(),
+    };
     for f in &root.fields {
         let (ty, _) = inner(&f.ty);
         let Some(s) = types.0.get(&ty) else {
@@ -311,16 +323,14 @@ fn configuration() -> (String, Vec<String>) {
         let fields: Vec<&Field> = s.fields.iter().collect();
         section(
             &mut out,
+            &mut r,
             std::slice::from_ref(&f.key),
             &f.doc,
             &fields,
-            &types,
-            &defaults,
-            &mut missing,
             false,
         );
     }
-    (out, missing)
+    (out, r.missing)
 }
 
 /// `docs/metrics.md`, and the metrics without a doc comment.
@@ -354,13 +364,14 @@ fn metrics() -> (String, Vec<String>) {
             .next()
             .map(|c| c.to_uppercase().chain(chars).collect())
             .unwrap_or_default();
-        let _ = writeln!(
+        writeln!(
             out,
             "| `{}` | {} | {} |",
             name.value(),
             kind.to_lowercase(),
             cell(&what)
-        );
+        )
+        .unwrap();
     }
     (out, missing)
 }

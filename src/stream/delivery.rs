@@ -312,8 +312,7 @@ impl LakeHealth {
         use std::sync::atomic::Ordering::Relaxed;
         let since = self.writing_since_ms.load(Relaxed);
         self.failing.load(Relaxed)
-            || (since > 0
-                && self.now_ms().saturating_sub(since) > LAKE_PATIENCE.as_millis() as u64)
+            || (since > 0 && self.now_ms().saturating_sub(since) > LAKE_PATIENCE.as_millis() as u64)
     }
 }
 
