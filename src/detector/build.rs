@@ -1,0 +1,313 @@
+//! Configuration into a ready detector: everything is opened and checked before a
+//! message is read.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use arc_swap::ArcSwap;
+use tokio_util::sync::CancellationToken;
+
+use super::{Detector, Handles, Source, bootstrap, velocity};
+use crate::config::{Config, SourceKind, VerdictBackend};
+use crate::model::Model;
+use crate::registry::ModelStore;
+use crate::registry::shadow::{ShadowSpec, ShadowWatcher};
+use crate::registry::watcher::Watcher;
+use crate::retry::Retryable;
+use crate::schema::Format;
+use crate::sinks::alerts::{AlertSink, KafkaAlerts, LocalAlerts, RecentAlerts, Webhook};
+use crate::sinks::lake::LakeWriter;
+use crate::sinks::verdicts::VerdictStore;
+use crate::sinks::verdicts::dynamodb::DynamoVerdictStore;
+use crate::sinks::verdicts::local::LocalVerdictStore;
+use crate::storage::BlobStore;
+use crate::stream::dead_letter::{DeadLetterFile, DeadLetterSink, DeadLetterTopic};
+use crate::stream::delivery::{Delivery, Durability};
+use crate::stream::pipeline::Stages;
+use crate::stream::scorer::Scorer;
+use crate::stream::source::file::{FileSource, Input};
+use crate::stream::source::kafka::{KafkaSource, KafkaSourceOptions};
+use crate::stream::stats::SharedStats;
+use crate::tasks::Tasks;
+
+impl Detector {
+    /// Build a detector from `cfg`: validate it, serve the API (not ready yet), load or
+    /// bootstrap the serving model, connect the verdict store (creating the DynamoDB
+    /// table when configured), check the lake's store and the Kafka topics, open the
+    /// lake, the alert sinks and the dead-letter sink. Any of these failing is an error
+    /// here, before a message is read.
+    pub async fn build(cfg: &Config) -> anyhow::Result<Self> {
+        Self::assemble(cfg, true).await
+    }
+
+    /// An API replica (`fraudstream serve`): the same model (hot-reloaded), verdict store
+    /// and alert sinks, and no stream source. `run` serves until the shutdown.
+    pub async fn build_serving(cfg: &Config) -> anyhow::Result<Self> {
+        Self::assemble(cfg, false).await
+    }
+
+    async fn assemble(cfg: &Config, stream: bool) -> anyhow::Result<Self> {
+        cfg.check()?;
+        // Metrics are recorded with or without the API (the run summary reads them).
+        crate::telemetry::recorder()?;
+        let background = CancellationToken::new();
+        let mut tasks = Tasks::new(background.clone());
+        let server = if cfg.api.enabled {
+            Some(
+                crate::api::start(
+                    &cfg.api,
+                    cfg.scoring.top_k,
+                    cfg.verdicts.ttl_seconds,
+                    &mut tasks,
+                )
+                .await?,
+            )
+        } else {
+            None
+        };
+        let models = ModelStore::open(&cfg.models, &cfg.s3)
+            .await?
+            .serving_velocity(cfg.velocity.enabled.then(|| cfg.velocity.features.clone()));
+        let (model, model_origin) = bootstrap::serving_model(cfg, &models).await?;
+        let model = Arc::new(ArcSwap::from_pointee(model));
+        let verdicts = verdict_store(cfg).await?;
+        let recent = Arc::new(RecentAlerts::default());
+        let kafka = cfg.source.kind == SourceKind::Kafka;
+        let stats = SharedStats::default();
+        let mut shadow = None;
+        let mut labels = None;
+        let mut labels_topic = None;
+        let mut velocity_stage = None;
+        // With static membership claimed, for the group consumers (source, labels).
+        let mut kafka_settings = cfg.kafka.clone();
+        let mut instance = None;
+        let (source, stages, alerts) = if stream {
+            let lake_store =
+                crate::storage::open(&cfg.lake.location, Some(&cfg.s3.settings("", ""))).await?;
+            check_store("lake.location", lake_store.as_ref()).await?;
+            if kafka {
+                cfg.kafka
+                    .check_topics()
+                    .await
+                    .map_err(|e| anyhow::anyhow!("invalid `kafka.{}`: {}", e.key, e.message))?;
+                let (settings, claim) = cfg
+                    .kafka
+                    .with_membership()
+                    .map_err(|e| anyhow::anyhow!("invalid `kafka.instance_id`: {e}"))?;
+                kafka_settings = settings;
+                instance = claim;
+            }
+            let lake = open_lake(cfg, lake_store).await;
+            let (source, dead_letters) = source(cfg, &kafka_settings)?;
+            let alerts = alert_sinks(cfg, kafka, &recent)?;
+            let delivery = Delivery {
+                verdicts: verdicts.clone(),
+                alerts: alerts.clone(),
+                lake: Some(lake),
+                durable: Durability::of(&cfg.delivery.durable),
+                ttl_seconds: cfg.verdicts.ttl_seconds,
+                abort: CancellationToken::new(),
+                dead_letters: dead_letters.clone(),
+                lake_task: None,
+            };
+            let v =
+                velocity::set_up(cfg, &kafka_settings, dead_letters.clone(), &background).await?;
+            velocity_stage.clone_from(&v.stage);
+            labels = v.labels_file;
+            labels_topic = v.labels_topic;
+            let velocity = v.stage;
+            let mut scorer =
+                Scorer::with_explain(model.clone(), cfg.scoring.top_k, cfg.scoring.explain)
+                    .with_velocity(velocity);
+            if let Some(spec) = &cfg.models.shadow {
+                let (w, slot) = shadow_watcher(&models, spec).await?;
+                scorer = scorer.with_shadow(slot);
+                shadow = Some((w, cfg.models.poll_interval));
+            }
+            let stages = Stages {
+                scorer,
+                delivery,
+                stats: stats.clone(),
+            };
+            (source, Some(stages), alerts)
+        } else {
+            (Source::None, None, alert_sinks(cfg, kafka, &recent)?)
+        };
+        let watcher = (!cfg.models.poll_interval.is_zero()).then(|| {
+            (
+                Watcher::new(models.clone(), model.clone(), cfg.models.features.clone()),
+                cfg.models.poll_interval,
+            )
+        });
+        let handles = Handles {
+            model,
+            verdicts,
+            stats,
+            alerts: recent,
+            models,
+            alert_sinks: Arc::new(alerts),
+            api_addr: server.as_ref().map(|s| s.addr),
+            velocity: velocity_stage.clone(),
+        };
+        let ready = server.map(|s| {
+            // Set once: a fresh cell per server.
+            let _set = s.handles.set(handles.clone());
+            s.ready
+        });
+        Ok(Self {
+            source,
+            stages,
+            handles,
+            in_flight_batches: cfg.delivery.in_flight_batches,
+            watcher,
+            shadow,
+            labels,
+            labels_topic,
+            velocity: velocity_stage,
+            ready,
+            model_origin,
+            _background: background.clone().drop_guard(),
+            background,
+            tasks,
+            _instance: instance,
+        })
+    }
+}
+
+/// The lake's writer on `store`, after deleting what interrupted writes of this writer
+/// left (its temporary files), with the entity-feature columns when they are computed.
+async fn open_lake(cfg: &Config, store: Arc<dyn BlobStore>) -> LakeWriter {
+    let mut lake = LakeWriter::new(store, cfg.lake.writer.clone());
+    match lake.clean_temporaries().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(
+            files = n,
+            "lake: temporary files of interrupted writes deleted"
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "lake: temporary files not cleaned (tried again at the next start)");
+        }
+    }
+    if cfg.velocity.enabled {
+        lake = lake.with_features(cfg.velocity.features.names());
+    }
+    lake
+}
+
+/// The shadow watcher of `models.shadow = spec`, after a first poll, and the slot it
+/// fills. Unreachable storage is retried by later polls; a fixed version that does not
+/// load is a configuration error.
+async fn shadow_watcher(
+    models: &ModelStore,
+    spec: &str,
+) -> anyhow::Result<(ShadowWatcher, Arc<arc_swap::ArcSwapOption<Model>>)> {
+    let slot = Arc::new(arc_swap::ArcSwapOption::empty());
+    let mut w = ShadowWatcher::new(models.clone(), ShadowSpec::parse(spec), slot.clone());
+    if let Err(e) = w.poll().await {
+        tracing::warn!(error = %e, shadow = %spec, "shadow model not loaded yet; retrying");
+    }
+    if let (ShadowSpec::Version(_), Some(why)) = (ShadowSpec::parse(spec), w.refusal()) {
+        anyhow::bail!("invalid `models.shadow`: {why}");
+    }
+    Ok((w, slot))
+}
+
+/// Refuse a store whose bucket or root is missing or whose credentials are refused; an
+/// unreachable one is waited out later, like any outage.
+async fn check_store(key: &str, store: &dyn BlobStore) -> anyhow::Result<()> {
+    match store.check().await {
+        Ok(()) => Ok(()),
+        Err(e) if e.is_retryable() => {
+            tracing::warn!(store = %store.describe(), error = %e, "{key} is not reachable at start; writes will be retried");
+            Ok(())
+        }
+        Err(e) => Err(anyhow::anyhow!("{key}: {e}")),
+    }
+}
+
+/// The configured verdict store, connected.
+async fn verdict_store(cfg: &Config) -> anyhow::Result<Arc<dyn VerdictStore>> {
+    Ok(match cfg.verdicts.backend {
+        VerdictBackend::Local => Arc::new(LocalVerdictStore::open(&cfg.verdicts.local_path)?),
+        VerdictBackend::Dynamodb => Arc::new(
+            DynamoVerdictStore::connect(
+                cfg.verdicts
+                    .dynamodb
+                    .as_ref()
+                    .context("verdicts.dynamodb is required")?,
+            )
+            .await?,
+        ),
+    })
+}
+
+/// The configured source and its dead-letter sink (which delivery uses too); a Kafka
+/// source consumes with `kafka` (the settings with this detector's membership).
+fn source(
+    cfg: &Config,
+    kafka: &crate::kafka::KafkaSettings,
+) -> anyhow::Result<(Source, Arc<dyn DeadLetterSink>)> {
+    let input = match cfg.source.kind {
+        SourceKind::Kafka => {
+            let dead_letters: Arc<dyn DeadLetterSink> = Arc::new(DeadLetterTopic::new(kafka)?);
+            let source = Source::Kafka(KafkaSource {
+                settings: kafka.clone(),
+                options: KafkaSourceOptions {
+                    batch_size: cfg.scoring.batch_size,
+                    batch_timeout: cfg.scoring.batch_timeout,
+                    in_flight_batches: cfg.delivery.in_flight_batches,
+                    revoke_timeout: cfg.delivery.revoke_timeout,
+                },
+                dead_letters: dead_letters.clone(),
+            });
+            return Ok((source, dead_letters));
+        }
+        SourceKind::Stdin => Input::Stdin(if cfg.source.stdin_format == "csv" {
+            Format::Csv
+        } else {
+            Format::JsonLines
+        }),
+        SourceKind::File => Input::File(PathBuf::from(&cfg.source.path)),
+    };
+    let dlq = PathBuf::from(&cfg.dlq.file);
+    let dead_letters: Arc<dyn DeadLetterSink> = Arc::new(
+        DeadLetterFile::open(&dlq).with_context(|| format!("dlq.file {}", dlq.display()))?,
+    );
+    let source = Source::File(FileSource {
+        input,
+        follow: false,
+        batch_size: cfg.scoring.batch_size,
+        batch_timeout: cfg.scoring.batch_timeout,
+        dead_letters: dead_letters.clone(),
+    });
+    Ok((source, dead_letters))
+}
+
+/// Alert sinks: the recent-alerts ring; on Kafka the alerts topic and stdout, otherwise
+/// the alerts file and stdout; and the webhook when configured.
+fn alert_sinks(
+    cfg: &Config,
+    kafka: bool,
+    recent: &Arc<RecentAlerts>,
+) -> anyhow::Result<Vec<Arc<dyn AlertSink>>> {
+    let mut sinks: Vec<Arc<dyn AlertSink>> = vec![recent.clone()];
+    let file = if kafka {
+        None
+    } else {
+        cfg.alerts.file.as_deref().map(std::path::Path::new)
+    };
+    if file.is_some() || cfg.alerts.stdout {
+        sinks.push(Arc::new(
+            LocalAlerts::open(file, cfg.alerts.stdout)
+                .with_context(|| format!("alerts.file {:?}", cfg.alerts.file))?,
+        ));
+    }
+    if kafka && let Some(topic) = &cfg.kafka.alerts_topic {
+        sinks.push(Arc::new(KafkaAlerts::new(&cfg.kafka, topic)?));
+    }
+    if let Some(w) = &cfg.alerts.webhook {
+        sinks.push(Arc::new(Webhook::new(w.clone())?));
+    }
+    Ok(sinks)
+}

@@ -1,0 +1,120 @@
+//! `[retrain]`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::eval::SplitKind;
+
+/// `[retrain]` settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetrainConfig {
+    /// Labelled history: files, or prefixes ending in `/` whose `.csv`, `.jsonl` and
+    /// `.parquet` objects are all read (local, `s3://` or `hdfs://`).
+    pub history: Vec<String>,
+    /// Local JSON-lines labels files (`id`, `Class`, as `velocity.labels_path`): a history
+    /// row without a `Class` (the lake's rows) takes its label from them by id; rows
+    /// still unlabelled are left out. With the lake as history, the candidate then learns
+    /// from the features exactly as they were served.
+    pub labels: Vec<String>,
+    /// A Kafka topic of labels (as `velocity.labels_topic`) on `kafka.brokers`, read to
+    /// its end each cycle, like the files of `labels`. Keyed by transaction id with
+    /// log compaction, it keeps one label per transaction for as long as needed.
+    pub labels_topic: Option<String>,
+    /// Most rows trained and evaluated on: above it, every fraud is kept and legitimate
+    /// rows are sampled uniformly. Bounds memory to about `max_rows` × 250 bytes plus one
+    /// history file.
+    pub max_rows: usize,
+    /// `time`: the most recent rows are the holdout; `stratified`: a random sample.
+    pub holdout: SplitKind,
+    /// Share of rows held out.
+    pub test_fraction: f64,
+    /// How much lower than the live model's AUPRC on the gate rows the candidate's may
+    /// be, at the lower bound of the bootstrap interval of the difference. Two equally
+    /// good models graded on about 100 frauds give an interval about ±0.012 wide, so a
+    /// tolerance much below that refuses most equal candidates.
+    pub tolerance: f64,
+    /// Fewest frauds among the gate rows for a decision; fewer: `insufficient_data`.
+    pub min_gate_frauds: usize,
+    /// Fewest gate rows for a decision.
+    pub min_gate_rows: usize,
+    /// Bootstrap resamples for the interval of the AUPRC difference.
+    pub resamples: usize,
+    /// Coverage of that interval.
+    pub confidence: f64,
+    /// The candidate's holdout AUPRC must be at least this.
+    pub min_auprc: f64,
+    /// The candidate's holdout recall at precision ≥ 0.90 must be at least this.
+    pub min_recall_at_precision_90: f64,
+    /// Move `LATEST` to a candidate that passes the gate. `false`: only store it and point
+    /// `models/CANDIDATE` at it (decision `approved`), to shadow-score it first and
+    /// promote it by hand (`fraudstream model promote`).
+    pub promote: bool,
+    /// Trees in the candidate.
+    pub trees: usize,
+    /// Seed for sampling and the forest.
+    pub seed: u64,
+}
+
+impl Default for RetrainConfig {
+    fn default() -> Self {
+        Self {
+            history: Vec::new(),
+            labels: Vec::new(),
+            labels_topic: None,
+            max_rows: 2_000_000,
+            holdout: SplitKind::Time,
+            test_fraction: 0.2,
+            tolerance: 0.02,
+            min_gate_frauds: 30,
+            min_gate_rows: 500,
+            resamples: 1000,
+            confidence: 0.95,
+            min_auprc: 0.5,
+            min_recall_at_precision_90: 0.0,
+            promote: true,
+            trees: 100,
+            seed: 42,
+        }
+    }
+}
+
+impl crate::validate::Validate for RetrainConfig {
+    fn validate(&self) -> Result<(), crate::validate::Invalid> {
+        use crate::validate::Invalid;
+        if !(self.test_fraction > 0.0 && self.test_fraction < 1.0) {
+            return Err(Invalid::new("test_fraction", "must be above 0 and below 1"));
+        }
+        if self.max_rows < 100 {
+            return Err(Invalid::new("max_rows", "must be at least 100"));
+        }
+        if self.trees == 0 {
+            return Err(Invalid::new("trees", "must be at least 1"));
+        }
+        if self.holdout == SplitKind::None {
+            return Err(Invalid::new(
+                "holdout",
+                "the gate needs held-out rows: use \"time\" or \"stratified\"",
+            ));
+        }
+        if self.min_gate_frauds == 0 {
+            return Err(Invalid::new("min_gate_frauds", "must be at least 1"));
+        }
+        if !(self.confidence > 0.0 && self.confidence < 1.0) {
+            return Err(Invalid::new("confidence", "must be above 0 and below 1"));
+        }
+        if self.resamples < 100 {
+            return Err(Invalid::new("resamples", "must be at least 100"));
+        }
+        if !(self.tolerance >= 0.0 && self.tolerance < 1.0) {
+            return Err(Invalid::new("tolerance", "must be at least 0 and below 1"));
+        }
+        if self
+            .labels_topic
+            .as_ref()
+            .is_some_and(|t| t.trim().is_empty())
+        {
+            return Err(Invalid::new("labels_topic", "must name a topic"));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,132 @@
+//! Reading labelled history into a dataset capped at `retrain.max_rows`: every fraud,
+//! and a uniform sample of the legitimate rows.
+
+use super::RetrainConfig;
+use crate::rng::Rng;
+use crate::schema::{Dataset, ReadOptions};
+use crate::storage::S3Settings;
+
+/// Every fraud, plus a uniform sample of at most `cap` legitimate rows (reservoir
+/// sampling), fed one file at a time.
+pub(super) struct Sampler {
+    pub(super) frauds: Dataset,
+    pub(super) legit: Dataset,
+    pub(super) seen_legit: u64,
+    pub(super) cap: usize,
+    pub(super) rng: Rng,
+    pub(super) read: usize,
+}
+
+impl Sampler {
+    pub(super) fn add(&mut self, d: &Dataset) {
+        self.read += d.len();
+        for i in 0..d.len() {
+            let tx = d.row(i);
+            match tx.label {
+                Some(1) => self.frauds.push(tx),
+                Some(_) => {
+                    self.seen_legit += 1;
+                    if self.legit.len() < self.cap {
+                        self.legit.push(tx);
+                    } else {
+                        let j = (self.rng.unit() * self.seen_legit as f64) as usize;
+                        if j < self.cap {
+                            let row = tx
+                                .values
+                                .iter()
+                                .copied()
+                                .chain(tx.derived.iter().map(|&v| f64::from(v)));
+                            for (c, v) in self.legit.columns.iter_mut().zip(row) {
+                                c[j] = v;
+                            }
+                            self.legit.ids[j] = tx.id;
+                        }
+                    }
+                }
+                None => {}
+            }
+        }
+    }
+
+    /// Frauds then legitimate rows, legitimate ones trimmed so the total fits `max_rows`.
+    pub(super) fn finish(mut self, max_rows: usize) -> Dataset {
+        let room = max_rows.saturating_sub(self.frauds.len());
+        if self.legit.len() > room {
+            let mut idx: Vec<usize> = (0..self.legit.len()).collect();
+            self.rng.shuffle(&mut idx);
+            idx.truncate(room);
+            idx.sort_unstable();
+            self.legit = self.legit.select(&idx);
+        }
+        for i in 0..self.legit.len() {
+            self.frauds.push(self.legit.row(i));
+        }
+        self.frauds
+    }
+}
+
+/// Longest read of `retrain.labels_topic` to its end.
+const LABELS_TOPIC_LIMIT: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Read every history entry into a capped dataset.
+pub(super) async fn read_history(
+    cfg: &RetrainConfig,
+    s3: &S3Settings,
+    kafka: &crate::kafka::KafkaSettings,
+    velocity: Option<&crate::velocity::VelocitySpec>,
+    on_file: &(dyn Fn(&str) + Sync),
+) -> anyhow::Result<(Dataset, usize)> {
+    anyhow::ensure!(!cfg.history.is_empty(), "retrain.history is empty");
+    let mut labels: std::collections::HashMap<String, u8> = std::collections::HashMap::new();
+    for path in &cfg.labels {
+        anyhow::ensure!(
+            std::path::Path::new(path).is_file(),
+            "retrain.labels: {path} is not a file"
+        );
+        let read = crate::stream::source::labels::file::LabelsFile::new(path).read_new()?;
+        labels.extend(read.into_iter().map(|l| (l.tx_id, l.label)));
+    }
+    if let Some(topic) = &cfg.labels_topic {
+        let read = crate::stream::source::labels::topic::read_all(kafka, topic, LABELS_TOPIC_LIMIT)
+            .await
+            .map_err(|e| anyhow::anyhow!("retrain.labels_topic: {e:#}"))?;
+        tracing::info!(topic, labels = read.len(), "labels read");
+        labels.extend(read.into_iter().map(|l| (l.tx_id, l.label)));
+    }
+    let names = velocity
+        .map(crate::velocity::VelocitySpec::names)
+        .unwrap_or_default();
+    let mut sampler = Sampler {
+        frauds: Dataset::with_derived(0, names.clone()),
+        legit: Dataset::with_derived(0, names),
+        seen_legit: 0,
+        cap: cfg.max_rows,
+        rng: Rng::new(cfg.seed),
+        read: 0,
+    };
+    for entry in &cfg.history {
+        on_file(entry);
+        crate::pipeline::remote::for_each_file(
+            entry,
+            s3,
+            ReadOptions { skip_invalid: true },
+            velocity,
+            &mut |name, mut d, report| {
+                if report.skipped > 0 {
+                    tracing::warn!(file = %name, skipped = report.skipped, "invalid history rows skipped");
+                }
+                if !labels.is_empty() {
+                    for (id, label) in d.ids.iter().zip(d.labels.iter_mut()) {
+                        if label.is_none() {
+                            *label = labels.get(id).copied();
+                        }
+                    }
+                }
+                sampler.add(&d);
+            },
+        )
+        .await?;
+    }
+    let read = sampler.read;
+    Ok((sampler.finish(cfg.max_rows), read))
+}

@@ -1,0 +1,297 @@
+//! Periodic retraining with a quality gate that compares fairly.
+//!
+//! One cycle: read labelled history (Kaggle-layout CSV, JSON lines, or Parquet such as the
+//! lake's files, from local paths, `s3://` or `hdfs://`), keep it within `max_rows` (every
+//! fraud is kept; legitimate rows are sampled uniformly), and choose the *gate rows*: rows
+//! the live model never trained on, i.e. outside its training window
+//! (`metadata.train_window`) or among the rows its manifest records as held out. At most
+//! `test_fraction` of the rows are gate rows (the most recent ones with `holdout = "time"`,
+//! a stratified sample otherwise). The candidate trains on every other row, so neither
+//! model has seen a gate row; both are scored on them.
+//!
+//! - Too few gate rows or frauds (`min_gate_rows`, `min_gate_frauds`): the decision is
+//!   `insufficient_data`, nothing is trained or published, and it says what it had and
+//!   needed.
+//! - Otherwise the candidate is published (a conditional move of `LATEST`) only if it
+//!   clears the absolute floors and the lower bound of a paired bootstrap interval of
+//!   AUPRC(candidate) − AUPRC(live) on the gate rows is at least −`tolerance`.
+//!
+//! A candidate that passes is stored with the rows it held out and `models/CANDIDATE`
+//! points at it (published, or only approved with `retrain.promote = false`), so
+//! detectors can shadow-score it before anyone promotes it. A refused candidate is not
+//! stored.
+//!
+//! - [`config`]: `[retrain]`. [`history`]: reading the history into a capped sample.
+//! - [`gate`]: the gate rows and the gate itself (pure).
+
+pub mod config;
+pub mod gate;
+pub mod history;
+
+use serde::Serialize;
+
+pub use config::RetrainConfig;
+pub use gate::gate;
+
+use crate::eval::{ApDifference, ap_difference, evaluate};
+use crate::metric_names as names;
+use crate::pipeline::{TrainOptions, train_split};
+use crate::registry::{HoldoutSet, ModelStore, RegistryError};
+use crate::storage::S3Settings;
+use crate::storage::StorageError;
+use gate::{Live, gate_split};
+use history::read_history;
+
+/// The outcome of a cycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The candidate is now `LATEST`.
+    Published,
+    /// The candidate passed the gate and is stored, but `retrain.promote` is off.
+    Approved,
+    /// The candidate was judged and refused; the live model keeps serving.
+    Rejected,
+    /// Too few rows that neither model trained on to judge: nothing was trained.
+    InsufficientData,
+}
+
+impl Outcome {
+    /// Metric label.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Published => "published",
+            Self::Approved => "approved",
+            Self::Rejected => "rejected",
+            Self::InsufficientData => "insufficient_data",
+        }
+    }
+}
+
+/// What a cycle decided.
+#[derive(Debug, Clone, Serialize)]
+pub struct Decision {
+    /// Published, rejected, or insufficient data.
+    pub decision: Outcome,
+    /// Rows read from history.
+    pub rows_read: usize,
+    /// Rows used (after the cap).
+    pub rows_used: usize,
+    /// Frauds among them.
+    pub frauds: usize,
+    /// Rows the live model never trained on (all rows without a live model).
+    pub unseen_rows: usize,
+    /// Gate rows: held out from the candidate, never seen by the live model.
+    pub holdout_rows: usize,
+    /// Frauds among the gate rows.
+    pub holdout_frauds: usize,
+    /// Gate rows needed for a decision.
+    pub needed_rows: usize,
+    /// Gate frauds needed for a decision.
+    pub needed_frauds: usize,
+    /// The candidate's version (none when nothing was trained).
+    pub candidate: Option<String>,
+    /// Its AUPRC on the gate rows.
+    pub candidate_auprc: Option<f64>,
+    /// Its recall at precision ≥ 0.90 on the gate rows.
+    pub candidate_recall_at_p90: Option<f64>,
+    /// The live version, if any.
+    pub live: Option<String>,
+    /// The live model's AUPRC on the same gate rows.
+    pub live_auprc: Option<f64>,
+    /// AUPRC(candidate) − AUPRC(live) on the gate rows, with its bootstrap interval.
+    pub difference: Option<ApDifference>,
+    /// Whether the candidate is now `LATEST`.
+    pub published: bool,
+    /// Why.
+    pub reason: String,
+    /// Seconds reading history, training and evaluating.
+    pub seconds: f64,
+}
+
+/// One retraining cycle against `store`.
+pub async fn retrain_once(
+    cfg: &RetrainConfig,
+    s3: &S3Settings,
+    kafka: &crate::kafka::KafkaSettings,
+    store: &ModelStore,
+    on_file: &(dyn Fn(&str) + Sync),
+) -> anyhow::Result<Decision> {
+    let started = std::time::Instant::now();
+    store
+        .check_publishable()
+        .map_err(|why| anyhow::anyhow!("retrain cannot publish: {why}"))?;
+    let live_pointer = store.latest().await?;
+    let live = match &live_pointer {
+        Some(l) => {
+            let (model, manifest) = store.get_checked(&l.version, None).await?;
+            let holdout = match store.holdout(&manifest).await {
+                Ok(h) => h,
+                // Missing or not matching its manifest: grade with the training window
+                // alone (fewer rows count as unseen, never more). Unreachable storage is
+                // an error, and the next cycle tries again.
+                Err(
+                    e @ (RegistryError::Corrupt { .. }
+                    | RegistryError::Storage(StorageError::NotFound { .. })),
+                ) => {
+                    tracing::warn!(version = %l.version, error = %e, "the live model's held-out rows cannot be read; only its training window tells unseen rows");
+                    None
+                }
+                Err(e) => return Err(e.into()),
+            };
+            if manifest.metadata.train_window.is_none() && holdout.is_none() {
+                tracing::warn!(version = %l.version, "the live model records neither its training window nor its held-out rows: no row is known to be unseen by it");
+            }
+            Some(Live {
+                model,
+                manifest,
+                holdout,
+            })
+        }
+        None => None,
+    };
+    // The candidate keeps the live model's features: with entity features, the history is
+    // read with them (stored in lake files, computed for other files).
+    let velocity = live.as_ref().and_then(|l| l.model.velocity().cloned());
+    let (data, rows_read) = read_history(cfg, s3, kafka, velocity.as_ref(), on_file).await?;
+    let labels = data.labels()?;
+    let frauds = labels.iter().filter(|&&l| l == 1).count();
+    anyhow::ensure!(
+        frauds > 0,
+        "the history has no frauds: nothing to learn from"
+    );
+    let (train_rows, gate_rows, unseen_rows) = gate_split(cfg, &data, &labels, live.as_ref());
+    let gate_frauds = gate_rows.iter().filter(|&&i| labels[i] == 1).count();
+    let mut decision = Decision {
+        decision: Outcome::InsufficientData,
+        rows_read,
+        rows_used: data.len(),
+        frauds,
+        unseen_rows,
+        holdout_rows: gate_rows.len(),
+        holdout_frauds: gate_frauds,
+        needed_rows: cfg.min_gate_rows,
+        needed_frauds: cfg.min_gate_frauds,
+        candidate: None,
+        candidate_auprc: None,
+        candidate_recall_at_p90: None,
+        live: live_pointer.as_ref().map(|l| l.version.clone()),
+        live_auprc: None,
+        difference: None,
+        published: false,
+        reason: String::new(),
+        seconds: 0.0,
+    };
+    if gate_frauds < cfg.min_gate_frauds || gate_rows.len() < cfg.min_gate_rows {
+        decision.reason = format!(
+            "insufficient data: {} rows with {gate_frauds} frauds that {} never trained on; a decision needs at least {} rows and {} frauds",
+            gate_rows.len(),
+            if live.is_some() {
+                "neither model has"
+            } else {
+                "the candidate has"
+            },
+            cfg.min_gate_rows,
+            cfg.min_gate_frauds
+        );
+        return Ok(finish(decision, started));
+    }
+
+    let mut opts = TrainOptions::default();
+    opts.params.n_trees = cfg.trees;
+    opts.params.seed = cfg.seed;
+    opts.split = cfg.holdout;
+    opts.test_fraction = cfg.test_fraction;
+    if let Some(l) = &live {
+        opts.features.clone_from(&l.model.meta().features);
+    }
+    opts.velocity = velocity;
+    let source = cfg.history.join(",");
+    let (resamples, confidence, seed) = (cfg.resamples, cfg.confidence, cfg.seed);
+    let live_model = live.as_ref().map(|l| l.model.clone());
+    let (candidate, holdout, live_metrics, difference) =
+        tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+            let holdout = HoldoutSet::of_split(&data, &gate_rows);
+            let gate = data.select(&gate_rows);
+            let outcome = train_split(&data, &source, &opts, train_rows, gate_rows, &|| {})?;
+            let (live_metrics, difference) = match live_model {
+                Some(m) => {
+                    let scores = m.score_dataset(&gate)?;
+                    let metrics = evaluate(&scores, &outcome.test_labels, m.meta().threshold);
+                    let diff = ap_difference(
+                        &outcome.test_scores,
+                        &scores,
+                        &outcome.test_labels,
+                        resamples,
+                        confidence,
+                        seed,
+                    );
+                    (Some(metrics), diff)
+                }
+                None => (None, None),
+            };
+            Ok((outcome.model, holdout, live_metrics, difference))
+        })
+        .await??;
+
+    let cm = candidate.meta().holdout_metrics.clone();
+    decision.candidate = Some(candidate.version().to_owned());
+    decision.candidate_auprc = cm.as_ref().and_then(|m| m.auprc);
+    decision.candidate_recall_at_p90 = cm.as_ref().and_then(|m| m.recall_at_precision_90);
+    decision.live_auprc = live_metrics.as_ref().and_then(|m| m.auprc);
+    decision.difference = difference;
+    let verdict = gate(
+        cfg,
+        decision.candidate_auprc,
+        decision.candidate_recall_at_p90,
+        live.is_some().then_some(decision.difference.as_ref()),
+    );
+    // A candidate that passes is stored (with the rows it held out) and named by
+    // `models/CANDIDATE`, so detectors can shadow-score it; a refused one is not stored,
+    // so an hourly retrain that keeps refusing does not grow the store.
+    if verdict.is_ok() {
+        store.put_with_holdout(&candidate, Some(&holdout)).await?;
+        store.set_candidate(candidate.version()).await?;
+    }
+    match verdict {
+        Ok(why) if !cfg.promote => {
+            decision.decision = Outcome::Approved;
+            decision.reason = format!("{why}; retrain.promote is off: LATEST not moved");
+        }
+        Ok(why) => {
+            store
+                .set_latest(candidate.version(), live_pointer.as_ref())
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!("LATEST moved during retraining; not published: {e}")
+                })?;
+            decision.decision = Outcome::Published;
+            decision.published = true;
+            decision.reason = why;
+        }
+        Err(why) => {
+            decision.decision = Outcome::Rejected;
+            decision.reason = why;
+        }
+    }
+    Ok(finish(decision, started))
+}
+
+/// Record the decision's metrics and log it.
+fn finish(mut decision: Decision, started: std::time::Instant) -> Decision {
+    decision.seconds = started.elapsed().as_secs_f64();
+    let outcome = decision.decision.as_str();
+    metrics::counter!(names::RETRAIN_DECISIONS, "outcome" => outcome).increment(1);
+    if let Some(a) = decision.candidate_auprc {
+        metrics::gauge!(names::RETRAIN_CANDIDATE_AUPRC).set(a);
+    }
+    if let Some(a) = decision.live_auprc {
+        metrics::gauge!(names::RETRAIN_LIVE_AUPRC).set(a);
+    }
+    tracing::info!(outcome, candidate = ?decision.candidate, candidate_auprc = ?decision.candidate_auprc, live = ?decision.live, live_auprc = ?decision.live_auprc, gate_rows = decision.holdout_rows, gate_frauds = decision.holdout_frauds, reason = %decision.reason, seconds = decision.seconds, "retraining decision");
+    decision
+}
+
+#[cfg(test)]
+mod tests;

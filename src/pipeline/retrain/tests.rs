@@ -1,0 +1,101 @@
+//! The gate's tests.
+
+use super::gate::*;
+use super::history::Sampler;
+use super::*;
+use crate::rng::Rng;
+use crate::schema::{Dataset, TIME};
+
+fn diff(a: f64, b: f64, low: f64, high: f64) -> ApDifference {
+    ApDifference {
+        a,
+        b,
+        difference: a - b,
+        low,
+        high,
+        confidence: 0.95,
+        resamples: 1000,
+    }
+}
+
+#[test]
+fn the_gate_compares_with_the_live_model_and_the_floors() {
+    let cfg = RetrainConfig {
+        tolerance: 0.01,
+        min_auprc: 0.5,
+        min_recall_at_precision_90: 0.3,
+        ..RetrainConfig::default()
+    };
+    let close = diff(0.80, 0.805, -0.008, 0.01);
+    assert!(
+        gate(&cfg, Some(0.80), Some(0.6), Some(Some(&close))).is_ok(),
+        "within tolerance at the interval's lower bound"
+    );
+    let unsure = diff(0.81, 0.80, -0.05, 0.07);
+    let e = gate(&cfg, Some(0.81), Some(0.6), Some(Some(&unsure))).unwrap_err();
+    assert!(
+        e.contains("worse"),
+        "a better point estimate is not enough: {e}"
+    );
+    let worse = diff(0.78, 0.80, -0.04, -0.01);
+    assert!(gate(&cfg, Some(0.78), Some(0.6), Some(Some(&worse))).is_err());
+    assert!(
+        gate(&cfg, Some(0.45), Some(0.6), None).is_err(),
+        "below the floor"
+    );
+    assert!(
+        gate(&cfg, Some(0.9), Some(0.1), None).is_err(),
+        "recall floor"
+    );
+    assert!(gate(&cfg, None, None, None).is_err(), "cannot judge");
+    assert!(
+        gate(&cfg, Some(0.9), Some(0.6), Some(None)).is_err(),
+        "cannot compare"
+    );
+    assert!(
+        gate(&cfg, Some(0.6), Some(0.4), None).is_ok(),
+        "first model"
+    );
+}
+
+#[test]
+fn the_sampler_keeps_every_fraud_and_caps_the_rest() {
+    let mut rng = Rng::new(3);
+    let mut d = Dataset::default();
+    for i in 0..5000 {
+        let mut values = [0.0; crate::schema::NUM_FIELDS];
+        values[0] = f64::from(i);
+        values[1] = rng.unit();
+        d.push(crate::schema::Transaction {
+            id: format!("r{i}"),
+            values,
+            label: Some(u8::from(i % 100 == 0)),
+            card_id: None,
+            event_time: None,
+            terminal_id: None,
+            derived: Vec::new(),
+        });
+    }
+    let mut s = Sampler {
+        frauds: Dataset::default(),
+        legit: Dataset::default(),
+        seen_legit: 0,
+        cap: 1000,
+        rng: Rng::new(1),
+        read: 0,
+    };
+    s.add(&d.select(&(0..2500).collect::<Vec<_>>()));
+    s.add(&d.select(&(2500..5000).collect::<Vec<_>>()));
+    assert_eq!(s.read, 5000);
+    let out = s.finish(1000);
+    let labels = out.labels().unwrap();
+    assert_eq!(out.len(), 1000);
+    assert_eq!(
+        labels.iter().filter(|&&l| l == 1).count(),
+        50,
+        "every fraud kept"
+    );
+    // The legitimate sample spans both files.
+    let times = &out.columns[TIME];
+    assert!(times.iter().any(|&t| t < 2500.0) && times.iter().any(|&t| t >= 2500.0));
+}
