@@ -3,10 +3,12 @@
 //! - [`params`]: hyper-parameters and their validation.
 //! - [`binning`]: quantile binning of features into at most 255 `u8` bins.
 //! - [`mod@train`]: per-node class histograms with the subtraction trick; rayon over trees.
-//! - [`tree`]: the serving representation (8-byte nodes) and the [`Forest`] scorer,
-//!   with batch and single-row paths, importances and decision-path contributions.
+//! - [`node`]: the serving representation (8-byte nodes in flat arrays) and its checks.
+//! - [`tree`]: the [`Forest`] scorer, with batch and single-row walks, importances and
+//!   decision-path contributions.
 
 pub mod binning;
+pub mod node;
 pub mod params;
 pub mod train;
 pub mod tree;

@@ -4,7 +4,8 @@
 //! - [`spec`]: the declaration (entities, windows, aggregates, label delay, time flags)
 //!   and the feature names it yields.
 //! - [`store`]: the [`StateStore`] trait (time-bucketed counters per entity, the features
-//!   served per transaction id, the labels applied) and the bounded [`MemoryStore`].
+//!   served per transaction id, the labels applied) and the bounded [`MemoryStore`];
+//!   [`ids`]: the bounded id memory both use.
 //! - [`clock`]: event time: the watermark and which transactions count.
 //! - [`engine`]: the [`Engine`] that computes and records features batch by batch, and
 //!   [`compute_offline`], the same computation over a historical file in time order.
@@ -13,6 +14,7 @@ pub mod clock;
 pub mod conformance;
 pub mod engine;
 pub mod hash;
+pub mod ids;
 pub mod spec;
 pub mod store;
 

@@ -4,8 +4,9 @@ use super::*;
 use crate::rng::Rng;
 use crate::schema::{AMOUNT, TIME};
 use crate::velocity::clock::Side;
+use crate::velocity::hash::FastMap;
 use crate::velocity::spec::Span;
-use crate::velocity::store::{MemoryLimits, MemoryStore};
+use crate::velocity::store::{Bucket, MemoryLimits, MemoryStore};
 
 pub(super) const DAY: f64 = 86_400.0;
 /// 2018-04-01T00:00:00Z, a Sunday.

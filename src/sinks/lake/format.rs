@@ -1,0 +1,244 @@
+//! The lake's files: their Arrow schema, records into record batches and Parquet, the
+//! verdict columns read back, and the hour partition of a time.
+
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayRef, BooleanArray, Float32Array, RecordBatch, StringArray, TimestampMillisecondArray,
+};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use bytes::Bytes;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+
+use super::{LakeCompression, ScoredRecord, ShadowRecord};
+use crate::schema::Transaction;
+use crate::schema::parquet::{transaction_columns, transaction_fields};
+
+/// The Arrow schema of lake files without entity features ([`lake_schema_with`]).
+#[must_use]
+pub fn lake_schema() -> SchemaRef {
+    lake_schema_with(&[])
+}
+
+/// The Arrow schema of lake files: the transaction columns, then the verdict, then the
+/// shadow model's score, verdict and version (null without a shadow), the entity ids
+/// and event time (null when the producer sent none), then one Float32 column per entity
+/// feature in `features`: the values the verdict was computed with.
+#[must_use]
+pub fn lake_schema_with(features: &[String]) -> SchemaRef {
+    let mut fields = transaction_fields();
+    fields.extend([
+        Field::new("score", DataType::Float32, false),
+        Field::new("fraud", DataType::Boolean, false),
+        Field::new("model_version", DataType::Utf8, false),
+        Field::new(
+            "scored_at",
+            DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+            false,
+        ),
+        Field::new("shadow_score", DataType::Float32, true),
+        Field::new("shadow_fraud", DataType::Boolean, true),
+        Field::new("shadow_version", DataType::Utf8, true),
+        Field::new("card_id", DataType::Utf8, true),
+        Field::new("terminal_id", DataType::Utf8, true),
+        Field::new("event_time", DataType::Utf8, true),
+    ]);
+    fields.extend(
+        features
+            .iter()
+            .map(|f| Field::new(f.as_str(), DataType::Float32, true)),
+    );
+    Arc::new(Schema::new(fields))
+}
+
+/// Records as one Arrow record batch with [`lake_schema`].
+pub fn record_batch(records: &[ScoredRecord]) -> Result<RecordBatch, arrow::error::ArrowError> {
+    record_batch_with(records, &[])
+}
+
+/// Records as one Arrow record batch with [`lake_schema_with`] `features` (a record
+/// without its entity features has nulls there).
+pub fn record_batch_with(
+    records: &[ScoredRecord],
+    features: &[String],
+) -> Result<RecordBatch, arrow::error::ArrowError> {
+    let mut cols: Vec<ArrayRef> = transaction_columns(records.iter().map(|r| &r.tx));
+    cols.push(Arc::new(Float32Array::from_iter_values(
+        records.iter().map(|r| r.score),
+    )));
+    cols.push(Arc::new(BooleanArray::from_iter(
+        records.iter().map(|r| Some(r.fraud)),
+    )));
+    cols.push(Arc::new(StringArray::from_iter_values(
+        records.iter().map(|r| &r.model_version),
+    )));
+    cols.push(Arc::new(
+        TimestampMillisecondArray::from_iter_values(records.iter().map(|r| r.scored_at_ms))
+            .with_timezone("UTC"),
+    ));
+    let shadows = || records.iter().map(|r| r.shadow.as_ref());
+    cols.push(Arc::new(Float32Array::from_iter(
+        shadows().map(|s| s.map(|s| s.score)),
+    )));
+    cols.push(Arc::new(BooleanArray::from_iter(
+        shadows().map(|s| s.map(|s| s.fraud)),
+    )));
+    cols.push(Arc::new(StringArray::from_iter(
+        shadows().map(|s| s.map(|s| &*s.version)),
+    )));
+    fn text(t: &Transaction, i: usize) -> Option<&str> {
+        [&t.card_id, &t.terminal_id, &t.event_time][i].as_deref()
+    }
+    for i in 0..3 {
+        cols.push(Arc::new(StringArray::from_iter(
+            records.iter().map(|r| text(&r.tx, i)),
+        )));
+    }
+    for j in 0..features.len() {
+        cols.push(Arc::new(Float32Array::from_iter(
+            records.iter().map(|r| r.tx.derived.get(j).copied()),
+        )));
+    }
+    RecordBatch::try_new(lake_schema_with(features), cols)
+}
+
+/// One lake row as `model compare --shadow` reads it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LakeScore {
+    /// The label, when the row has one.
+    pub label: Option<u8>,
+    /// The serving model's score.
+    pub score: f32,
+    /// Its verdict.
+    pub fraud: bool,
+    /// Its version.
+    pub model_version: String,
+    /// The shadow model's view, when one scored the row.
+    pub shadow: Option<ShadowRecord>,
+}
+
+/// The verdict and shadow columns of one lake file (files written before the shadow
+/// columns existed read with no shadow).
+pub fn read_scores(data: Bytes) -> Result<Vec<LakeScore>, String> {
+    use arrow::array::{Array, AsArray};
+    use arrow::compute::cast;
+    use arrow::datatypes::{Float32Type, Int64Type};
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(data)
+        .and_then(|b| b.build())
+        .map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    for batch in reader {
+        let batch = batch.map_err(|e| e.to_string())?;
+        let column = |name: &str, ty: &DataType| -> Result<Option<ArrayRef>, String> {
+            batch
+                .column_by_name(name)
+                .map(|c| cast(c, ty).map_err(|e| format!("column {name:?}: {e}")))
+                .transpose()
+        };
+        let need = |name: &str, ty: &DataType| {
+            column(name, ty)?.ok_or_else(|| format!("missing column {name:?}: not a lake file"))
+        };
+        let score = need("score", &DataType::Float32)?;
+        let fraud = need("fraud", &DataType::Boolean)?;
+        let version = need("model_version", &DataType::Utf8)?;
+        let label = column("Class", &DataType::Int64)?;
+        let shadow_score = column("shadow_score", &DataType::Float32)?;
+        let shadow_fraud = column("shadow_fraud", &DataType::Boolean)?;
+        let shadow_version = column("shadow_version", &DataType::Utf8)?;
+        let (score, fraud, version) = (
+            score.as_primitive::<Float32Type>(),
+            fraud.as_boolean(),
+            version.as_string::<i32>(),
+        );
+        for i in 0..batch.num_rows() {
+            let shadow = match (&shadow_score, &shadow_fraud, &shadow_version) {
+                (Some(s), Some(f), Some(v)) if s.is_valid(i) && f.is_valid(i) && v.is_valid(i) => {
+                    Some(ShadowRecord {
+                        score: s.as_primitive::<Float32Type>().value(i),
+                        fraud: f.as_boolean().value(i),
+                        version: v.as_string::<i32>().value(i).into(),
+                    })
+                }
+                _ => None,
+            };
+            out.push(LakeScore {
+                label: label
+                    .as_ref()
+                    .filter(|l| l.is_valid(i))
+                    .map(|l| u8::from(l.as_primitive::<Int64Type>().value(i) == 1)),
+                score: score.value(i),
+                fraud: fraud.value(i),
+                model_version: version.value(i).to_owned(),
+                shadow,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Encode records as one Parquet file.
+pub fn encode_parquet(
+    records: &[ScoredRecord],
+    compression: LakeCompression,
+) -> Result<Bytes, parquet::errors::ParquetError> {
+    encode_batches(&[record_batch(records)?], compression)
+}
+
+/// Encode record batches (with [`lake_schema`]) as one Parquet file.
+pub fn encode_batches(
+    batches: &[RecordBatch],
+    compression: LakeCompression,
+) -> Result<Bytes, parquet::errors::ParquetError> {
+    let codec = match compression {
+        LakeCompression::Zstd => Compression::ZSTD(ZstdLevel::default()),
+        LakeCompression::Snappy => Compression::SNAPPY,
+        LakeCompression::None => Compression::UNCOMPRESSED,
+    };
+    // Dictionaries pay off only for the few distinct model versions: amounts, features
+    // and ids are nearly all distinct, and building a dictionary for them costs more
+    // than it saves.
+    let props = WriterProperties::builder()
+        .set_compression(codec)
+        .set_dictionary_enabled(false)
+        .set_column_dictionary_enabled("model_version".into(), true)
+        .set_column_dictionary_enabled("shadow_version".into(), true)
+        .build();
+    let mut buf = Vec::new();
+    let schema = batches
+        .first()
+        .map_or_else(lake_schema, RecordBatch::schema);
+    let mut w = ArrowWriter::try_new(&mut buf, schema, Some(props))?;
+    for b in batches {
+        w.write(b)?;
+    }
+    w.close()?;
+    Ok(Bytes::from(buf))
+}
+
+/// `(year, month, day, hour)` in UTC of a Unix-milliseconds time (proleptic Gregorian;
+/// Howard Hinnant's days-to-civil algorithm).
+#[must_use]
+pub fn utc_hour(ms: i64) -> (i64, u32, u32, u32) {
+    let secs = ms.div_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let hour = (secs.rem_euclid(86_400) / 3600) as u32;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day, hour)
+}
+
+/// The partition directory of a time: `dt=YYYY-MM-DD/hour=HH`.
+#[must_use]
+pub fn partition(ms: i64) -> String {
+    let (y, m, d, h) = utc_hour(ms);
+    format!("dt={y:04}-{m:02}-{d:02}/hour={h:02}")
+}
