@@ -33,6 +33,8 @@
 //! - [`report`]: the evaluation report (SVG charts, HTML page).
 //! - [`cli`]: the command-line interface (argument parsing and printing).
 
+#![warn(missing_docs)]
+
 pub use fraudstream_core::{eval, forest, model, rng, schema};
 
 pub mod api;

@@ -22,6 +22,8 @@
 //! - [`rng`]: a seedable, platform-independent PRNG used wherever training draws.
 //! - [`error`]: [`PipelineError`], the batch steps' error.
 
+#![warn(missing_docs)]
+
 pub mod error;
 pub mod eval;
 pub mod forest;

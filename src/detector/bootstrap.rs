@@ -14,7 +14,7 @@ use crate::storage::StorageError;
 
 /// Where the serving model came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Origin {
+pub enum ModelOrigin {
     /// The version `LATEST` named.
     Latest,
     /// Trained from this history because the store was empty, and published.
@@ -25,7 +25,7 @@ pub enum Origin {
 }
 
 /// Load or bootstrap the serving model.
-pub async fn serving_model(cfg: &Config, store: &ModelStore) -> anyhow::Result<(Model, Origin)> {
+pub async fn serving_model(cfg: &Config, store: &ModelStore) -> anyhow::Result<(Model, ModelOrigin)> {
     let expected = cfg.models.features.as_deref();
     if let Some(latest) = store.latest().await? {
         let (model, _) = store
@@ -33,7 +33,7 @@ pub async fn serving_model(cfg: &Config, store: &ModelStore) -> anyhow::Result<(
             .await
             .with_context(|| format!("the serving version {} is refused", latest.version))?;
         tracing::info!(version = %latest.version, store = %store.describe(), "serving model loaded");
-        return Ok((model, Origin::Latest));
+        return Ok((model, ModelOrigin::Latest));
     }
     let history = cfg.bootstrap.history.as_deref().with_context(|| {
         format!(
@@ -62,7 +62,7 @@ pub async fn serving_model(cfg: &Config, store: &ModelStore) -> anyhow::Result<(
         Err(RegistryError::Storage(StorageError::PreconditionFailed { .. })) => {
             if let Some(l) = store.latest().await? {
                 let (model, _) = store.get_checked(&l.version, expected).await?;
-                return Ok((model, Origin::Latest));
+                return Ok((model, ModelOrigin::Latest));
             }
         }
         Err(e) => return Err(e.into()),
@@ -71,7 +71,7 @@ pub async fn serving_model(cfg: &Config, store: &ModelStore) -> anyhow::Result<(
     tracing::info!(version = %model.version(), holdout_auprc = ?m.flatten(), "trained and published a first model");
     Ok((
         model,
-        Origin::Trained {
+        ModelOrigin::Trained {
             history: history.to_owned(),
         },
     ))

@@ -28,7 +28,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::watch;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-pub use bootstrap::Origin as ModelOrigin;
+pub use bootstrap::ModelOrigin;
 
 use crate::eval::Metrics;
 use crate::model::Model;
@@ -37,7 +37,7 @@ use crate::registry::shadow::ShadowWatcher;
 use crate::registry::watcher::Watcher;
 use crate::sinks::alerts::{AlertSink, RecentAlerts};
 use crate::sinks::verdicts::VerdictStore;
-use crate::stream::pipeline::Stages;
+use crate::stream::stages::Stages;
 use crate::stream::source::file::{FileSource, Input};
 use crate::stream::source::kafka::KafkaSource;
 use crate::stream::source::labels::file::LabelsFile;

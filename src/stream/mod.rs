@@ -16,7 +16,7 @@
 //!   backoff and blocked-time metrics (the dead-letter path waits the same way).
 //! - [`acker`]: per-partition positions in flight, acknowledged when durable, committed
 //!   when contiguous ([`watermark`]).
-//! - [`pipeline`]: the scorer task that runs a batch through scorer, delivery, stats and
+//! - [`stages`]: the scorer task that runs a batch through scorer, delivery, stats and
 //!   acker.
 //! - [`stats`]: running totals in bounded memory.
 
@@ -25,7 +25,7 @@ pub mod batcher;
 pub mod config;
 pub mod dead_letter;
 pub mod delivery;
-pub mod pipeline;
+pub mod stages;
 pub mod scorer;
 pub mod source;
 pub mod stats;

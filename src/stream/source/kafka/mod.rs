@@ -37,7 +37,7 @@ use crate::stream::acker::{Acker, Commit, SharedPartitions, SourceOffset, lock};
 use crate::stream::batcher::Batcher;
 use crate::stream::dead_letter::{DeadLetter, DeadLetterSink, send_durably};
 use crate::stream::delivery::DeliveryError;
-use crate::stream::pipeline::{PipelineError, Stages};
+use crate::stream::stages::{StagesError, Stages};
 use crate::stream::stats;
 
 /// How long the source waits for room in the channel before it pauses its partitions.
@@ -73,7 +73,7 @@ pub enum KafkaSourceError {
     DeadLetters(#[from] DeliveryError),
     /// The scorer task failed.
     #[error(transparent)]
-    Pipeline(#[from] PipelineError),
+    Stages(#[from] StagesError),
 }
 
 /// Offsets go to the consumer group.

@@ -25,7 +25,7 @@ const IDLE_TICK: Duration = Duration::from_millis(250);
 
 /// Why the scorer task stopped early.
 #[derive(Debug, thiserror::Error)]
-pub enum PipelineError {
+pub enum StagesError {
     /// Scoring failed.
     #[error(transparent)]
     Score(#[from] ScoreError),
@@ -61,7 +61,7 @@ impl Stages {
         &mut self,
         mut batches: mpsc::Receiver<Batch>,
         acker: &dyn Acknowledge,
-    ) -> Result<(), PipelineError> {
+    ) -> Result<(), StagesError> {
         let Self {
             scorer,
             delivery,
@@ -80,7 +80,7 @@ impl Stages {
                     break; // delivery failed: its error is the one reported
                 }
             }
-            Ok::<(), PipelineError>(())
+            Ok::<(), StagesError>(())
         };
         let deliver = async {
             let mut held: Vec<SourceOffset> = Vec::new();
@@ -103,7 +103,7 @@ impl Stages {
             }
             delivery.finish().await?;
             acker.acknowledge(&mut held);
-            Ok::<(), PipelineError>(())
+            Ok::<(), StagesError>(())
         };
         let result = tokio::try_join!(score, deliver).map(|_| ());
         if let Err(e) = &result {
@@ -118,7 +118,7 @@ async fn deliver(
     delivery: &mut Delivery,
     stats: &SharedStats,
     mut scored: Scored,
-) -> Result<(), PipelineError> {
+) -> Result<(), StagesError> {
     let dead = delivery.write(&mut scored).await?;
     {
         let mut stats = stats::lock(stats);
