@@ -18,8 +18,6 @@ use fraudstream::schema::{ReadOptions, read_dataset};
 use fraudstream::shutdown::Shutdown;
 use fraudstream::sinks::verdicts::local::LocalVerdictStore;
 use fraudstream::storage::local::LocalStore;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -29,27 +27,6 @@ use common::detector::PARTITIONS;
 
 /// The tests here assert on the process-wide metrics recorder: one at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-async fn create_topics(brokers: &str, names: &[&str]) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .unwrap();
-    let topics: Vec<NewTopic> = names
-        .iter()
-        .map(|n| NewTopic::new(n, PARTITIONS, TopicReplication::Fixed(1)))
-        .collect();
-    for r in admin
-        .create_topics(
-            &topics,
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-        )
-        .await
-        .unwrap()
-    {
-        r.unwrap();
-    }
-}
 
 /// A model store in `dir` serving a forest of `trees` trees trained on the sample.
 async fn publish_model(dir: &Path, trees: usize) {
@@ -167,7 +144,7 @@ async fn kafka_end_to_end_exactly_one_verdict_each() {
     let input = common::unique("tx");
     let dlq = format!("{input}.dlq");
     let alerts_topic = format!("{input}.alerts");
-    create_topics(&brokers, &[&input, &dlq, &alerts_topic]).await;
+    common::create_topics(&brokers, &[&input, &dlq, &alerts_topic], PARTITIONS).await;
 
     // 1,500 real transactions and 15 malformed messages of several kinds.
     let (data, _) = read_dataset(SAMPLE, ReadOptions::default()).unwrap();
@@ -347,7 +324,7 @@ async fn a_rebalance_hands_partitions_over_without_loss() {
     // The detectors check at start-up that their topics exist (the alerts topic too: it
     // defaults to `fraud.alerts`, which a fresh broker does not have).
     let alerts_topic = format!("{input}.alerts");
-    create_topics(&brokers, &[&input, &dlq, &alerts_topic]).await;
+    common::create_topics(&brokers, &[&input, &dlq, &alerts_topic], PARTITIONS).await;
     let (data, _) = read_dataset(SAMPLE, ReadOptions::default()).unwrap();
     let n = 6000;
     let producer: FutureProducer = ClientConfig::new()

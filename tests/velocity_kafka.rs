@@ -264,24 +264,11 @@ async fn a_transactional_input_counts_committed_transactions_only() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transactional_labels_topic_is_read_to_its_end() {
     use rdkafka::ClientConfig;
-    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-    use rdkafka::client::DefaultClientContext;
     use rdkafka::consumer::{BaseConsumer, Consumer};
 
     let brokers = common::require("FRAUDSTREAM_TEST_KAFKA", "kafka");
     let topic = common::unique("txlabels");
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .create()
-        .unwrap();
-    let created = admin
-        .create_topics(
-            &[NewTopic::new(&topic, 2, TopicReplication::Fixed(1))],
-            &AdminOptions::new(),
-        )
-        .await
-        .unwrap();
-    assert!(created.iter().all(Result::is_ok), "{created:?}");
+    common::create_topics(&brokers, &[&topic], 2).await;
 
     let txs = simulate_transactions(&SimParams {
         customers: 20,

@@ -25,7 +25,10 @@ pub enum ModelOrigin {
 }
 
 /// Load or bootstrap the serving model.
-pub async fn serving_model(cfg: &Config, store: &ModelStore) -> anyhow::Result<(Model, ModelOrigin)> {
+pub async fn serving_model(
+    cfg: &Config,
+    store: &ModelStore,
+) -> anyhow::Result<(Model, ModelOrigin)> {
     let expected = cfg.models.features.as_deref();
     if let Some(latest) = store.latest().await? {
         let (model, _) = store

@@ -24,10 +24,10 @@ use crate::sinks::verdicts::local::LocalVerdictStore;
 use crate::storage::BlobStore;
 use crate::stream::dead_letter::{DeadLetterFile, DeadLetterSink, DeadLetterTopic};
 use crate::stream::delivery::{Delivery, Durability};
-use crate::stream::stages::Stages;
 use crate::stream::scorer::Scorer;
 use crate::stream::source::file::{FileSource, Input};
 use crate::stream::source::kafka::{KafkaSource, KafkaSourceOptions};
+use crate::stream::stages::Stages;
 use crate::stream::stats::SharedStats;
 use crate::tasks::Tasks;
 

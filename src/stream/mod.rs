@@ -25,9 +25,9 @@ pub mod batcher;
 pub mod config;
 pub mod dead_letter;
 pub mod delivery;
-pub mod stages;
 pub mod scorer;
 pub mod source;
+pub mod stages;
 pub mod stats;
 pub mod watermark;
 

@@ -14,8 +14,6 @@ use fraudstream::detector::{Detector as Built, Handles, Summary};
 use fraudstream::schema::json::encode_transaction;
 use fraudstream::schema::{Dataset, ReadOptions, Transaction, read_dataset};
 use fraudstream::shutdown::Shutdown;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -84,30 +82,14 @@ impl Deployment {
         let brokers = super::require("FRAUDSTREAM_TEST_KAFKA", "kafka");
         let dynamodb = super::require("FRAUDSTREAM_TEST_DYNAMODB", "dynamodb");
         let topic = super::unique(prefix);
-        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-            .set("bootstrap.servers", &brokers)
-            .create()
-            .unwrap();
         let names = [
             topic.clone(),
             format!("{topic}.dlq"),
             format!("{topic}.alerts"),
             format!("{topic}.labels"),
         ];
-        let topics: Vec<NewTopic> = names
-            .iter()
-            .map(|n| NewTopic::new(n, PARTITIONS, TopicReplication::Fixed(1)))
-            .collect();
-        for r in admin
-            .create_topics(
-                &topics,
-                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-            )
-            .await
-            .unwrap()
-        {
-            r.unwrap();
-        }
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        super::create_topics(&brokers, &refs, PARTITIONS).await;
         let (data, _) = read_dataset(SAMPLE, ReadOptions::default()).unwrap();
         Self {
             brokers,

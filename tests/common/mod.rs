@@ -38,6 +38,24 @@ pub fn unique(prefix: &str) -> String {
     )
 }
 
+/// Create `names`, each with `partitions` partitions, on the test brokers.
+pub async fn create_topics(brokers: &str, names: &[&str], partitions: i32) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    let topics: Vec<NewTopic> = names
+        .iter()
+        .map(|n| NewTopic::new(n, partitions, TopicReplication::Fixed(1)))
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(std::time::Duration::from_secs(10)));
+    for r in admin.create_topics(&topics, &options).await.unwrap() {
+        r.unwrap_or_else(|(topic, e)| panic!("creating topic {topic}: {e}"));
+    }
+}
+
 /// The connection to the test S3 server.
 pub fn s3_connection() -> AwsConnection {
     AwsConnection {

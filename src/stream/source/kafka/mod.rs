@@ -37,7 +37,7 @@ use crate::stream::acker::{Acker, Commit, SharedPartitions, SourceOffset, lock};
 use crate::stream::batcher::Batcher;
 use crate::stream::dead_letter::{DeadLetter, DeadLetterSink, send_durably};
 use crate::stream::delivery::DeliveryError;
-use crate::stream::stages::{StagesError, Stages};
+use crate::stream::stages::{Stages, StagesError};
 use crate::stream::stats;
 
 /// How long the source waits for room in the channel before it pauses its partitions.
