@@ -201,7 +201,9 @@ start_dynamodb() {
   require_free dynamodb "$DYNAMODB_PORT"
   local home
   home=$(dynamodb_home)
-  spawn dynamodb java -Xmx512m -Djava.library.path="$home/DynamoDBLocal_lib" \
+  # FRAUDSTREAM_DYNAMODB_HEAP: a long soak's table (half a million items and more) needs
+  # more than the default to be scanned.
+  spawn dynamodb java "-Xmx${FRAUDSTREAM_DYNAMODB_HEAP:-512m}" -Djava.library.path="$home/DynamoDBLocal_lib" \
     -cp "$CACHE/dynamodb/classes:$home/DynamoDBLocal.jar:$home/DynamoDBLocal_lib/*" \
     LoopbackDynamoDB -inMemory -port "$DYNAMODB_PORT" -disableTelemetry
   wait_for dynamodb 90 dynamodb_ready

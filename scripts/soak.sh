@@ -23,6 +23,8 @@ while [[ $# -gt 0 ]]; do
 done
 export FRAUDSTREAM_STATE=${FRAUDSTREAM_STATE:-$PWD/.services-soak}
 export FRAUDSTREAM_PORT_OFFSET=${FRAUDSTREAM_PORT_OFFSET:-2000}
+# The verifier scans every verdict: DynamoDB Local's default heap runs out past ~500k items.
+export FRAUDSTREAM_DYNAMODB_HEAP=${FRAUDSTREAM_DYNAMODB_HEAP:-3g}
 stop() {
   local rc=$?
   scripts/services.sh down || true

@@ -28,7 +28,8 @@ pub struct TaskFailed {
 
 /// Background tasks that must run until `stop` is cancelled.
 pub struct Tasks {
-    set: JoinSet<anyhow::Result<()>>,
+    /// Each task's outcome: `Err` holds its error's message.
+    set: JoinSet<Result<(), String>>,
     names: HashMap<Id, &'static str>,
     stop: CancellationToken,
 }
@@ -59,12 +60,18 @@ impl Tasks {
     }
 
     /// Run `task` until `stop`. Ending before it, whatever the cause, is a failure.
-    pub fn spawn(
+    pub fn spawn(&mut self, name: &'static str, task: impl Future<Output = ()> + Send + 'static) {
+        let handle = self.set.spawn(task.map(Ok));
+        self.names.insert(handle.id(), name);
+    }
+
+    /// [`Tasks::spawn`] for a task that can fail: its error is the failure's message.
+    pub fn spawn_fallible<E: std::fmt::Display>(
         &mut self,
         name: &'static str,
-        task: impl Future<Output = anyhow::Result<()>> + Send + 'static,
+        task: impl Future<Output = Result<(), E>> + Send + 'static,
     ) {
-        let handle = self.set.spawn(task);
+        let handle = self.set.spawn(task.map(|r| r.map_err(|e| e.to_string())));
         self.names.insert(handle.id(), name);
     }
 
@@ -78,7 +85,7 @@ impl Tasks {
             };
             let (id, message) = match joined {
                 Ok((id, Ok(()))) => (id, "it ended".to_owned()),
-                Ok((id, Err(e))) => (id, format!("{e:#}")),
+                Ok((id, Err(e))) => (id, e),
                 Err(e) => (
                     e.id(),
                     if e.is_panic() {
@@ -151,14 +158,11 @@ mod tests {
         ] {
             let mut tasks = Tasks::new(CancellationToken::new());
             let stop = tasks.stop_token();
-            tasks.spawn("steady", async move {
-                stop.cancelled().await;
-                Ok(())
-            });
-            tasks.spawn(name, async move {
+            tasks.spawn("steady", async move { stop.cancelled().await });
+            tasks.spawn_fallible(name, async move {
                 match name {
                     "panics" => panic!("boom"),
-                    "errs" => anyhow::bail!("no disk"),
+                    "errs" => Err(std::io::Error::other("no disk")),
                     _ => Ok(()),
                 }
             });
@@ -173,10 +177,7 @@ mod tests {
     async fn tasks_asked_to_end_are_not_failures() {
         let mut tasks = Tasks::new(CancellationToken::new());
         let stop = tasks.stop_token();
-        tasks.spawn("steady", async move {
-            stop.cancelled().await;
-            Ok(())
-        });
+        tasks.spawn("steady", async move { stop.cancelled().await });
         tasks.stop_token().cancel();
         let waited = tokio::time::timeout(Duration::from_secs(5), tasks.failed()).await;
         assert!(waited.is_err(), "an ended task asked to end is no failure");

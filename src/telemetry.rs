@@ -1,9 +1,14 @@
 //! The process's Prometheus recorder; the API server renders it at `/metrics`.
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{BuildError, PrometheusBuilder, PrometheusHandle};
+
+/// The Prometheus recorder could not be installed (another recorder holds the process).
+#[derive(Debug, thiserror::Error)]
+#[error("metrics recorder: {0}")]
+pub struct RecorderError(#[from] BuildError);
 
 /// Install the Prometheus recorder for this process (once; later calls reuse it).
-pub fn recorder() -> anyhow::Result<PrometheusHandle> {
+pub fn recorder() -> Result<PrometheusHandle, RecorderError> {
     static HANDLE: std::sync::OnceLock<PrometheusHandle> = std::sync::OnceLock::new();
     static INSTALLING: std::sync::Mutex<()> = std::sync::Mutex::new(());
     if let Some(h) = HANDLE.get() {

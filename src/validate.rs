@@ -34,6 +34,14 @@ impl Invalid {
     }
 }
 
+impl std::fmt::Display for Invalid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "invalid `{}`: {}", self.key, self.message)
+    }
+}
+
+impl std::error::Error for Invalid {}
+
 /// A configuration section that checks its own values.
 pub trait Validate {
     /// `Ok` when every value can work; otherwise the first problem, naming its key.

@@ -9,6 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::TestConfig;
 use common::http::Http;
 use fraudstream::config::Config;
 use fraudstream::detector::{Detector, Handles};
@@ -60,28 +61,21 @@ async fn fixture(seed: u64) -> Fixture {
     }
 }
 
-/// A running API replica over `dir`'s stores, with `api` settings appended.
+/// A running API replica over `dir`'s stores, with `api`, lines of its `[api]` section.
 async fn serve(dir: &Path, api: &str) -> (Http, Handles, Shutdown) {
-    let d = dir.display();
-    serve_with(
-        dir,
-        &format!("[verdicts]\nlocal_path = \"{d}/verdicts.db\"\n"),
-        api,
-    )
-    .await
+    serve_config(replica(dir, api)).await
 }
 
-/// [`serve`] with `verdicts`, a `[verdicts]` section, instead of the local store.
-async fn serve_with(dir: &Path, verdicts: &str, api: &str) -> (Http, Handles, Shutdown) {
-    let d = dir.display();
-    let text = format!(
-        "{verdicts}\
-         [models]\nlocation = \"{d}/registry\"\npoll_interval = \"0s\"\n\
-         [alerts]\nstdout = false\nfile = \"{d}/alerts.jsonl\"\n\
-         [scoring]\ntop_k = 3\n\
-         [api]\naddress = \"127.0.0.1:0\"\n{api}\n"
-    );
-    let cfg = Config::parse("api.toml", &text).unwrap();
+/// The configuration [`serve`] runs: every store local under `dir`.
+fn replica(dir: &Path, api: &str) -> TestConfig {
+    TestConfig::local(dir)
+        .set("scoring.top_k", 3)
+        .merge(&format!("[api]\n{api}"))
+}
+
+/// A running API replica configured by `config`.
+async fn serve_config(config: TestConfig) -> (Http, Handles, Shutdown) {
+    let cfg = config.parse();
     let detector = Detector::build_serving(&cfg).await.unwrap();
     let handles = detector.handles();
     let token = cfg.api.tokens.first().map(|t| t.expose().to_owned());
@@ -626,12 +620,16 @@ async fn a_token_with_reserved_characters_works_in_the_query() {
 
 /// `record=true` records each id once, in the store itself: 16 concurrent requests with
 /// one new id give exactly one `recorded: true` and one alert; the same id twice in one
-/// request is a 400 naming it. Against `verdicts` (a `[verdicts]` section).
-async fn record_once(verdicts: &str) {
+/// request is a 400 naming it. Against SQLite, or the DynamoDB table `dynamodb`.
+async fn record_once(dynamodb: Option<&str>) {
     let Fixture {
         data, dir, first, ..
     } = fixture(8).await;
-    let (http, handles, stop) = serve_with(dir.path(), verdicts, "concurrency = 64").await;
+    let mut config = replica(dir.path(), "concurrency = 64");
+    if let Some(table) = dynamodb {
+        config = config.with_test_dynamodb(table);
+    }
+    let (http, handles, stop) = serve_config(config).await;
     let fraud_row = (0..data.len())
         .max_by(|&a, &b| {
             first
@@ -690,24 +688,12 @@ async fn record_once(verdicts: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn record_is_idempotent_by_id_on_sqlite() {
-    let dir = tempfile::tempdir().unwrap();
-    record_once(&format!(
-        "[verdicts]\nlocal_path = \"{}/verdicts.db\"\n",
-        dir.path().display()
-    ))
-    .await;
+    record_once(None).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn record_is_idempotent_by_id_on_dynamodb() {
-    let endpoint = common::require("FRAUDSTREAM_TEST_DYNAMODB", "dynamodb");
-    record_once(&format!(
-        "[verdicts]\nbackend = \"dynamodb\"\n[verdicts.dynamodb]\ntable = \"{}\"\n\
-         region = \"us-east-1\"\nendpoint = \"{endpoint}\"\naccess_key_id = \"local\"\n\
-         secret_access_key = \"local-secret\"\ncreate_table = true\n",
-        common::unique("api-record")
-    ))
-    .await;
+    record_once(Some(&common::unique("api-record"))).await;
 }
 
 /// Every rejection is JSON `{error, code, field}`: a bad query, a bad path segment, a bad

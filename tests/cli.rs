@@ -1,15 +1,17 @@
 //! End-to-end tests of the `fraudstream` binary on the shipped sample: train, evaluate,
 //! score, inspect, and the error paths a user hits first.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use serde_json::Value;
 
 const SAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/creditcard-sample.csv");
 
 fn fraudstream(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_fraudstream"))
+    common::fraudstream()
         .args(args)
         .output()
         .expect("run fraudstream")

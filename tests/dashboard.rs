@@ -180,15 +180,14 @@ async fn the_dashboard_shows_the_stream_live() {
     let d = Deployment::new("dashboard").await;
     let det = d.start(&d.write_config(false)).await;
     let addr = det.handles.api_addr.unwrap();
-    let loadgen = Path::new(env!("CARGO_BIN_EXE_fraudstream")).with_file_name("loadgen");
     let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/data/creditcard-sample.csv");
-    let mut load = Command::new(&loadgen)
+    let mut load = common::loadgen()
         .args(["--input", sample, "--loop", "--rate", "400"])
         .args(["--brokers", &d.brokers, "--topic", &d.topic])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .unwrap_or_else(|e| panic!("{}: {e} (cargo build -p loadgen)", loadgen.display()));
+        .unwrap_or_else(|e| panic!("loadgen: {e} (cargo build -p loadgen)"));
 
     let browser = Browser::start().await;
     browser.open(&format!("http://{addr}/")).await;

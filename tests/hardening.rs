@@ -11,12 +11,11 @@
 mod common;
 
 use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use common::detector::{Deployment, read_topic};
 use common::webhook::Endpoint;
-use fraudstream::config::Config;
 use fraudstream::detector::Detector;
 use fraudstream::schema::json::encode_transaction;
 use rdkafka::config::ClientConfig;
@@ -138,13 +137,12 @@ async fn a_webhook_that_refuses_alerts_gets_them_dead_lettered() {
     let n = 1500;
     d.produce(0, n).await;
     let endpoint = Endpoint::start(vec![Some(400)]).await;
-    let config = d.write_config(false);
-    let mut text = std::fs::read_to_string(&config).unwrap();
-    text.push_str(&format!(
-        "\n[alerts.webhook]\nurl = \"{}\"\nattempts = 2\n",
-        endpoint.url
-    ));
-    std::fs::write(&config, text).unwrap();
+    let config = d.write(
+        &d.config(false)
+            .set("alerts.webhook.url", endpoint.url.as_str())
+            .set("alerts.webhook.attempts", 2),
+        "detector.toml",
+    );
 
     let det = d.start(&config).await;
     assert!(
@@ -188,33 +186,24 @@ async fn a_webhook_that_refuses_alerts_gets_them_dead_lettered() {
 async fn bad_configuration_is_refused_at_start() {
     let _serial = SERIAL.lock().await;
     let d = Deployment::new("fatal").await;
-    let base = std::fs::read_to_string(d.write_config(false)).unwrap();
-    let build = |text: String| async move {
-        let cfg = Config::parse("fatal.toml", &text).unwrap();
-        match Detector::build(&cfg).await {
+    let build = |config: common::TestConfig| async move {
+        match Detector::build(&config.parse()).await {
             Ok(_) => panic!("built with a bad configuration"),
             Err(e) => format!("{e:#}"),
         }
     };
 
-    let no_table = base.replace("create_table = true", "create_table = false");
-    let e = build(no_table).await;
+    let e = build(d.config(false).set("verdicts.dynamodb.create_table", false)).await;
     assert!(e.contains(&d.table) && e.contains("create_table"), "{e}");
 
     let bucket = common::unique("missing").to_lowercase();
-    let no_bucket = base.replace(
-        &format!("location = \"{}/lake\"", d.dir.path().display()),
-        &format!("location = \"s3://{bucket}/lake\""),
-    );
-    assert_ne!(no_bucket, base);
+    let no_bucket = d
+        .config(false)
+        .set("lake.location", format!("s3://{bucket}/lake"));
     let e = build(no_bucket).await;
     assert!(e.contains("lake.location") && e.contains(&bucket), "{e}");
 
-    let no_topic = base.replace(
-        &format!("dlq_topic = \"{}.dlq\"", d.topic),
-        "dlq_topic = \"no-such-topic-here\"",
-    );
-    let e = build(no_topic).await;
+    let e = build(d.config(false).set("kafka.dlq_topic", "no-such-topic-here")).await;
     assert!(
         e.contains("kafka.dlq_topic") && e.contains("no-such-topic-here"),
         "{e}"
@@ -226,24 +215,14 @@ async fn bad_configuration_is_refused_at_start() {
 #[test]
 fn a_line_with_no_end_costs_bounded_memory() {
     let dir = tempfile::tempdir().unwrap();
-    let d = dir.path().display();
     let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/data/creditcard-sample.csv");
-    let config = dir.path().join("c.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[source]\nkind = \"stdin\"\nstdin_format = \"jsonl\"\n\
-             [bootstrap]\nhistory = \"{sample}\"\n\
-             [alerts]\nstdout = false\nfile = \"{d}/alerts.jsonl\"\n\
-             [dlq]\nfile = \"{d}/dlq.jsonl\"\n\
-             [verdicts]\nlocal_path = \"{d}/verdicts.db\"\n\
-             [lake]\nlocation = \"{d}/lake\"\n\
-             [models]\nlocation = \"{d}/registry\"\npoll_interval = \"0s\"\n\
-             [api]\nenabled = false\n"
-        ),
-    )
-    .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fraudstream"))
+    let config = common::TestConfig::local(dir.path())
+        .set("source.kind", "stdin")
+        .set("source.stdin_format", "jsonl")
+        .set("bootstrap.history", sample)
+        .set("api.enabled", false)
+        .write(dir.path().join("c.toml"));
+    let mut child = common::fraudstream()
         .args(["run", "--config"])
         .arg(&config)
         .stdin(Stdio::piped())

@@ -99,7 +99,12 @@ async fn a_published_version_is_picked_up_under_load_and_a_bad_one_is_rejected()
     let v1 = model(1);
     publish(&store, &v1).await;
 
-    let config = d.write_config_with(false, Some(&format!("s3://{bucket}/{prefix}/")), "1s");
+    let config = d.write(
+        &d.config(false)
+            .set("models.location", format!("s3://{bucket}/{prefix}/"))
+            .set("models.poll_interval", "1s"),
+        "detector.toml",
+    );
     let det = d.start(&config).await;
 
     // A steady stream: 6,000 transactions at about 600/s.

@@ -57,54 +57,21 @@ fn write_config(
     batch_size: usize,
     top_k: usize,
 ) -> PathBuf {
-    let d = dir.display();
-    let Target {
-        brokers,
-        topic,
-        group,
-        alerts_topic,
-    } = t;
-    let text = format!(
-        r#"
-[source]
-kind = "kafka"
-
-[scoring]
-batch_size = {batch_size}
-batch_timeout = "5ms"
-top_k = {top_k}
-
-[alerts]
-stdout = false
-
-[kafka]
-brokers = "{brokers}"
-topics = ["{topic}"]
-group_id = "{group}"
-dlq_topic = "{topic}.dlq"
-alerts_topic = "{alerts_topic}"
-
-[verdicts]
-backend = "local"
-local_path = "{d}/verdicts.db"
-
-[lake]
-location = "{d}/lake-{name}"
-
-[lake.writer]
-writer_id = "{name}"
-
-[models]
-location = "{d}/registry"
-poll_interval = "0s"
-
-[api]
-address = "127.0.0.1:0"
-"#
-    );
-    let path = dir.join(format!("{name}.toml"));
-    std::fs::write(&path, text).unwrap();
-    path
+    common::TestConfig::local(dir)
+        .unset("alerts.file")
+        .unset("dlq.file")
+        .set("source.kind", "kafka")
+        .set("scoring.batch_size", batch_size as i64)
+        .set("scoring.batch_timeout", "5ms")
+        .set("scoring.top_k", top_k as i64)
+        .set("kafka.brokers", t.brokers)
+        .set("kafka.topics", vec![t.topic])
+        .set("kafka.group_id", t.group)
+        .set("kafka.dlq_topic", format!("{}.dlq", t.topic))
+        .set("kafka.alerts_topic", t.alerts_topic)
+        .set("lake.location", format!("{}/lake-{name}", dir.display()))
+        .set("lake.writer.writer_id", name)
+        .write(dir.join(format!("{name}.toml")))
 }
 
 async fn build(config: &Path) -> Detector {

@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -114,36 +113,26 @@ impl Setup {
 
     /// `fraudstream retrain` with extra `[retrain]` keys.
     fn retrain_with(&self, extra: &str) -> Value {
-        let s3 = common::s3_settings(&self.bucket);
-        let cfg = format!(
-            r#"
-[s3]
-endpoint = "{endpoint}"
-access_key_id = "{key}"
-secret_access_key = "{secret}"
-
-[models]
-location = "s3://{bucket}/{prefix}/registry/"
-
-[retrain]
-history = ["s3://{bucket}/{prefix}/history/"]
-holdout = "time"
-test_fraction = 0.25
-tolerance = 0.01
-min_auprc = 0.0
-trees = 30
-min_gate_rows = 300
-{extra}
-"#,
-            endpoint = s3.connection.endpoint.unwrap(),
-            key = s3.connection.access_key_id.unwrap(),
-            secret = s3.connection.secret_access_key.unwrap().expose(),
-            bucket = self.bucket,
-            prefix = self.prefix,
-        );
-        let path = self.dir.path().join("retrain.toml");
-        std::fs::write(&path, cfg).unwrap();
-        let out = Command::new(env!("CARGO_BIN_EXE_fraudstream"))
+        let (bucket, prefix) = (&self.bucket, &self.prefix);
+        let path = common::TestConfig::empty()
+            .with_test_s3()
+            .set(
+                "models.location",
+                format!("s3://{bucket}/{prefix}/registry/"),
+            )
+            .set(
+                "retrain.history",
+                vec![format!("s3://{bucket}/{prefix}/history/")],
+            )
+            .set("retrain.holdout", "time")
+            .set("retrain.test_fraction", 0.25)
+            .set("retrain.tolerance", 0.01)
+            .set("retrain.min_auprc", 0.0)
+            .set("retrain.trees", 30)
+            .set("retrain.min_gate_rows", 300)
+            .merge(&format!("[retrain]\n{extra}"))
+            .write(self.dir.path().join("retrain.toml"));
+        let out = common::fraudstream()
             .args(["retrain", "--json", "--config", path.to_str().unwrap()])
             .output()
             .unwrap();

@@ -2,10 +2,13 @@
 //! row gets exactly one verdict, invalid rows land in the dead-letter file with reasons,
 //! the lake holds every scored row, and a second run reuses the stored model.
 
+mod common;
+
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+use common::TestConfig;
 use fraudstream::schema::json::encode_transaction;
 use fraudstream::schema::{ReadOptions, read_dataset};
 use fraudstream::sinks::verdicts::VerdictStore;
@@ -14,46 +17,27 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 const SAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/creditcard-sample.csv");
 
+/// Every sink local under `dir`, reading `source` (stdin in JSON lines when `-`).
+fn settings(dir: &Path, source: &str) -> TestConfig {
+    TestConfig::local(dir)
+        .set("source.kind", "file")
+        .set("source.path", source)
+        .set("source.stdin_format", "jsonl")
+        .set("scoring.batch_size", 100)
+        .set("scoring.batch_timeout", "2ms")
+        .set("scoring.top_k", 2)
+        .set("bootstrap.history", SAMPLE)
+        .set("lake.writer.max_rows", 1000)
+        .set("lake.writer.writer_id", "t")
+        .unset("models.poll_interval")
+}
+
 fn config(dir: &Path, source: &str) -> std::path::PathBuf {
-    let d = dir.display();
-    let text = format!(
-        r#"
-[source]
-kind = "file"
-path = "{source}"
-stdin_format = "jsonl"
-[scoring]
-batch_size = 100
-batch_timeout = "2ms"
-top_k = 2
-[alerts]
-file = "{d}/alerts.jsonl"
-stdout = false
-[dlq]
-file = "{d}/dlq.jsonl"
-[bootstrap]
-history = "{SAMPLE}"
-[verdicts]
-backend = "local"
-local_path = "{d}/verdicts.db"
-[lake]
-location = "{d}/lake"
-[lake.writer]
-max_rows = 1000
-writer_id = "t"
-[models]
-location = "{d}/registry"
-[api]
-address = "127.0.0.1:0"
-"#
-    );
-    let p = dir.join("run.toml");
-    std::fs::write(&p, text).unwrap();
-    p
+    settings(dir, source).write(dir.join("run.toml"))
 }
 
 fn run(cfg: &Path, extra: &[&str], stdin: Option<&[u8]>) -> String {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fraudstream"));
+    let mut cmd = common::fraudstream();
     cmd.args(["run", "--config", cfg.to_str().unwrap()])
         .args(extra)
         .stdin(if stdin.is_some() {
@@ -181,12 +165,10 @@ fn stdin_json_lines_source() {
 #[test]
 fn an_empty_model_store_without_history_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path(), SAMPLE);
-    let text = std::fs::read_to_string(&cfg)
-        .unwrap()
-        .replace(&format!("history = \"{SAMPLE}\""), "");
-    std::fs::write(&cfg, text).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_fraudstream"))
+    let cfg = settings(dir.path(), SAMPLE)
+        .unset("bootstrap.history")
+        .write(dir.path().join("run.toml"));
+    let out = common::fraudstream()
         .args(["run", "--config", cfg.to_str().unwrap()])
         .output()
         .unwrap();
@@ -212,7 +194,7 @@ fn follow_tails_a_growing_file_until_sigterm() {
     };
     std::fs::write(&src, (0..100).map(line).collect::<String>()).unwrap();
     let cfg = config(dir.path(), src.to_str().unwrap());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fraudstream"))
+    let mut child = common::fraudstream()
         .args(["run", "--follow", "--config", cfg.to_str().unwrap()])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -285,11 +267,9 @@ async fn a_shadow_model_scores_into_the_lake_and_compare_reads_it_back() {
         LocalStore::new(dir.path().join("registry")).unwrap(),
     ));
     store.put(&shadow).await.unwrap();
-    let text = std::fs::read_to_string(&cfg).unwrap().replace(
-        "[models]\n",
-        &format!("[models]\nshadow = \"{}\"\n", shadow.version()),
-    );
-    std::fs::write(&cfg, text).unwrap();
+    settings(dir.path(), SAMPLE)
+        .set("models.shadow", shadow.version())
+        .write(&cfg);
     std::fs::remove_dir_all(dir.path().join("lake")).unwrap();
     std::fs::remove_file(dir.path().join("alerts.jsonl")).unwrap();
 
@@ -308,7 +288,7 @@ async fn a_shadow_model_scores_into_the_lake_and_compare_reads_it_back() {
         "alerts follow the serving model only"
     );
 
-    let compare = Command::new(env!("CARGO_BIN_EXE_fraudstream"))
+    let compare = common::fraudstream()
         .args(["model", "compare", "--shadow", "--json", "--lake"])
         .arg(format!("{}/lake/", dir.path().display()))
         .output()
@@ -346,11 +326,10 @@ async fn a_shadow_model_scores_into_the_lake_and_compare_reads_it_back() {
     assert!(agreement > 0.5 && agreement <= 1.0, "{p}");
 
     // A fixed shadow version that is not in the store is refused at start.
-    let text = std::fs::read_to_string(&cfg)
-        .unwrap()
-        .replace(shadow.version(), "no-such-version");
-    std::fs::write(&cfg, text).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_fraudstream"))
+    settings(dir.path(), SAMPLE)
+        .set("models.shadow", "no-such-version")
+        .write(&cfg);
+    let out = common::fraudstream()
         .args(["run", "--config", cfg.to_str().unwrap()])
         .output()
         .unwrap();

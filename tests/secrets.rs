@@ -3,7 +3,7 @@
 //! environment) and fails to start (its verdict store is unreachable); its logs at debug
 //! level, its error output and the configuration's `Debug` hold none of them.
 
-use std::process::Command;
+mod common;
 
 const SECRETS: [&str; 6] = [
     "S3SECRETaaa111",
@@ -14,66 +14,33 @@ const SECRETS: [&str; 6] = [
     "987654321012",
 ];
 
+/// Every secret in its place, every service at a dead port.
 fn config(dir: &std::path::Path) -> String {
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let d = dir.display();
+    let dead = common::dead_port();
+    let at = format!("http://127.0.0.1:{dead}");
     let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/data/creditcard-sample.csv");
-    format!(
-        r#"
-[source]
-kind = "kafka"
-
-[bootstrap]
-history = "{sample}"
-
-[alerts]
-stdout = false
-
-[alerts.webhook]
-url = "http://127.0.0.1:{dead}/hooks/{webhook}"
-headers = {{ Authorization = "Bearer {header}" }}
-
-[kafka]
-brokers = "127.0.0.1:{dead}"
-
-[kafka.properties]
-"sasl.password" = "{kafka}"
-"sasl.username" = "user"
-
-[s3]
-endpoint = "http://127.0.0.1:{dead}"
-access_key_id = "key-id"
-secret_access_key = "{s3}"
-
-[verdicts]
-backend = "dynamodb"
-
-[verdicts.dynamodb]
-table = "t"
-endpoint = "http://127.0.0.1:{dead}"
-access_key_id = "key-id"
-secret_access_key = "{dynamo}"
-
-[lake]
-location = "{d}/lake"
-
-[models]
-location = "{d}/registry"
-poll_interval = "0s"
-
-[api]
-address = "127.0.0.1:0"
-"#,
-        s3 = SECRETS[0],
-        dynamo = SECRETS[1],
-        webhook = SECRETS[2],
-        header = SECRETS[3],
-        kafka = SECRETS[4],
-    )
+    common::TestConfig::local(dir)
+        .unset("alerts.file")
+        .unset("dlq.file")
+        .set("source.kind", "kafka")
+        .set("bootstrap.history", sample)
+        .set("alerts.webhook.url", format!("{at}/hooks/{}", SECRETS[2]))
+        .set_path(
+            &["alerts", "webhook", "headers", "Authorization"],
+            format!("Bearer {}", SECRETS[3]),
+        )
+        .set("kafka.brokers", format!("127.0.0.1:{dead}"))
+        .kafka_property("sasl.password", SECRETS[4])
+        .kafka_property("sasl.username", "user")
+        .set("s3.endpoint", at.as_str())
+        .set("s3.access_key_id", "key-id")
+        .set("s3.secret_access_key", SECRETS[0])
+        .set("verdicts.backend", "dynamodb")
+        .set("verdicts.dynamodb.table", "t")
+        .set("verdicts.dynamodb.endpoint", at.as_str())
+        .set("verdicts.dynamodb.access_key_id", "key-id")
+        .set("verdicts.dynamodb.secret_access_key", SECRETS[1])
+        .text()
 }
 
 fn assert_clean(what: &str, text: &str) {
@@ -89,7 +56,7 @@ fn no_secret_in_logs_errors_or_debug_output() {
     let path = dir.path().join("secret.toml");
     std::fs::write(&path, &text).unwrap();
 
-    let out = Command::new(env!("CARGO_BIN_EXE_fraudstream"))
+    let out = common::fraudstream()
         .args(["--log", "debug", "run", "--config"])
         .arg(&path)
         .env("FRAUDSTREAM__S3__SECRET_ACCESS_KEY", SECRETS[5])

@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::process::Command;
-
 use bytes::Bytes;
 use fraudstream::storage::BlobStore;
 use fraudstream::storage::s3::S3Store;
@@ -14,10 +12,7 @@ use serde_json::Value;
 const SAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/creditcard-sample.csv");
 
 fn fraudstream(args: &[&str]) -> std::process::Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_fraudstream"))
-        .args(args)
-        .output()
-        .unwrap();
+    let out = common::fraudstream().args(args).output().unwrap();
     assert!(
         out.status.success(),
         "{args:?}: {}",
@@ -64,35 +59,11 @@ async fn preprocess_s3_to_hdfs_train_publish_score_into_dynamodb() {
 
     let dir = tempfile::tempdir().unwrap();
     let table = common::unique("seed-verdicts");
-    let cfg = dir.path().join("services.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            r#"
-[s3]
-endpoint = "{endpoint}"
-access_key_id = "{key}"
-secret_access_key = "{secret}"
-
-[models]
-location = "s3://{bucket}/{prefix}/models/"
-
-[verdicts]
-backend = "dynamodb"
-
-[verdicts.dynamodb]
-table = "{table}"
-endpoint = "{dynamodb}"
-access_key_id = "local"
-secret_access_key = "local-secret"
-create_table = true
-"#,
-            endpoint = s3.connection.endpoint.clone().unwrap(),
-            key = s3.connection.access_key_id.clone().unwrap(),
-            secret = s3.connection.secret_access_key.clone().unwrap().expose(),
-        ),
-    )
-    .unwrap();
+    let cfg = common::TestConfig::empty()
+        .with_test_s3()
+        .set("models.location", format!("s3://{bucket}/{prefix}/models/"))
+        .with_test_dynamodb(&table)
+        .write(dir.path().join("services.toml"));
     let cfg = cfg.to_str().unwrap();
     let raw_url = format!("s3://{bucket}/{prefix}/raw/creditcard.csv");
     let processed = format!("{hdfs}/{prefix}/processed/");
@@ -154,19 +125,7 @@ create_table = true
         "{s}"
     );
 
-    let conf = aws_sdk_dynamodb::config::Builder::new()
-        .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
-        .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
-            "local",
-            "local-secret",
-            None,
-            None,
-            "test",
-        ))
-        .endpoint_url(&dynamodb)
-        .build();
-    let client = aws_sdk_dynamodb::Client::from_conf(conf);
+    let client = common::dynamo_at(&dynamodb);
     let mut count = 0;
     let mut start = None;
     loop {

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::TestConfig;
 use common::http::Http;
 use fraudstream::config::Config;
 use fraudstream::detector::Detector;
@@ -45,15 +46,11 @@ fn poisoned_signature(key: &str) -> Bytes {
 }
 
 fn config(dir: &Path, public: &str) -> Config {
-    let d = dir.display();
-    let text = format!(
-        "[verdicts]\nlocal_path = \"{d}/verdicts.db\"\n\
-         [models]\nlocation = \"{d}/registry\"\npoll_interval = \"100ms\"\n\
-         trusted_keys = [\"{public}\"]\n\
-         [alerts]\nstdout = false\nfile = \"{d}/alerts.jsonl\"\n\
-         [api]\naddress = \"127.0.0.1:0\"\nadmin = true\n"
-    );
-    Config::parse("signatures.toml", &text).unwrap()
+    TestConfig::local(dir)
+        .set("models.poll_interval", "100ms")
+        .set("models.trusted_keys", vec![public])
+        .set("api.admin", true)
+        .parse()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -79,16 +76,11 @@ async fn a_malformed_signature_is_rejected_everywhere_without_a_panic() {
 
     // `model promote` refuses it with a message, not exit code 101.
     let store = dir.path().join("registry");
-    let cfg_path = dir.path().join("cli.toml");
-    std::fs::write(
-        &cfg_path,
-        format!(
-            "[models]\nlocation = \"{}\"\ntrusted_keys = [\"{public}\"]\n",
-            store.display()
-        ),
-    )
-    .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fraudstream"))
+    let cfg_path = TestConfig::empty()
+        .set("models.location", store.display().to_string())
+        .set("models.trusted_keys", vec![public.as_str()])
+        .write(dir.path().join("cli.toml"));
+    let out = common::fraudstream()
         .args(["model", "promote", bad.version(), "--config"])
         .arg(&cfg_path)
         .output()

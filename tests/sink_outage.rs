@@ -146,16 +146,12 @@ async fn frozen_datanode(durable_lake: bool) {
     let hdfs = common::require("FRAUDSTREAM_TEST_HDFS", "hdfs");
     let d = Deployment::new("outage-datanode").await;
     let root = format!("/{}", common::unique("lake"));
-    let config = d.write_config(durable_lake);
-    let text = std::fs::read_to_string(&config).unwrap();
-    let lake = format!("location = \"{hdfs}{root}\"");
-    let text = text.replacen(
-        &format!("location = \"{}/lake\"", d.dir.path().display()),
-        &lake,
-        1,
+    // The lake on HDFS.
+    let config = d.write(
+        &d.config(durable_lake)
+            .set("lake.location", format!("{hdfs}{root}")),
+        "detector.toml",
     );
-    assert!(text.contains(&root), "the lake is on HDFS");
-    std::fs::write(&config, text).unwrap();
     let first = 2_000;
     let n = 6_000;
     d.produce(0, first).await;

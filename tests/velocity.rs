@@ -16,8 +16,6 @@ use fraudstream::schema::{ReadOptions, read_dataset_with};
 use fraudstream::velocity::VelocitySpec;
 use loadgen::simulate::{SimParams, label_json, simulate_transactions};
 
-const EXE: &str = env!("CARGO_BIN_EXE_fraudstream");
-
 struct Sim {
     history: PathBuf,
     stream: PathBuf,
@@ -62,44 +60,24 @@ fn simulated(dir: &Path, strip_terminal: &[usize]) -> Sim {
     }
 }
 
+/// Every sink local under `dir`, reading the simulated stream, with `velocity` (TOML)
+/// merged over it.
 fn config(dir: &Path, sim: &Sim, velocity: &str) -> PathBuf {
-    let d = dir.display();
-    let text = format!(
-        r#"
-[source]
-kind = "file"
-path = "{stream}"
-[scoring]
-batch_size = 64
-batch_timeout = "2ms"
-[alerts]
-file = "{d}/alerts.jsonl"
-stdout = false
-[dlq]
-file = "{d}/dlq.jsonl"
-[verdicts]
-backend = "local"
-local_path = "{d}/verdicts.db"
-[lake]
-location = "{d}/lake"
-[lake.writer]
-max_rows = 5000
-writer_id = "t"
-[models]
-location = "{d}/registry"
-[api]
-enabled = false
-{velocity}
-"#,
-        stream = sim.stream.display(),
-    );
-    let p = dir.join("run.toml");
-    std::fs::write(&p, text).unwrap();
-    p
+    common::TestConfig::local(dir)
+        .set("source.kind", "file")
+        .set("source.path", sim.stream.display().to_string())
+        .set("scoring.batch_size", 64)
+        .set("scoring.batch_timeout", "2ms")
+        .set("lake.writer.max_rows", 5000)
+        .set("lake.writer.writer_id", "t")
+        .unset("models.poll_interval")
+        .set("api.enabled", false)
+        .merge(velocity)
+        .write(dir.join("run.toml"))
 }
 
 fn fraudstream(args: &[&str]) -> std::process::Output {
-    Command::new(EXE).args(args).output().unwrap()
+    common::fraudstream().args(args).output().unwrap()
 }
 
 fn ok(out: &std::process::Output) -> String {
@@ -331,12 +309,11 @@ fn online_precision_and_recall_reach_the_api() {
     let dir = tempfile::tempdir().unwrap();
     let (sim, cfg) = velocity_setup(dir.path(), "");
     // The API on a free port, the source followed so the detector stays up.
-    let text = std::fs::read_to_string(&cfg)
-        .unwrap()
-        .replace("[api]\nenabled = false", "[api]\naddress = \"127.0.0.1:0\"");
-    std::fs::write(&cfg, text).unwrap();
+    common::TestConfig::load(&cfg)
+        .unset("api.enabled")
+        .write(&cfg);
     let log = dir.path().join("log.txt");
-    let mut child = Command::new(EXE)
+    let mut child = common::fraudstream()
         .args(["run", "--follow", "--config", cfg.to_str().unwrap()])
         .stdout(std::fs::File::create(dir.path().join("out.txt")).unwrap())
         .stderr(std::fs::File::create(&log).unwrap())

@@ -45,18 +45,18 @@ async fn labels_from_a_topic_feed_the_features_and_bad_ones_are_dead_lettered() 
     let stream = common::unlabelled(&txs);
     d.produce_txs(&stream, |_| "all").await;
 
-    let base = std::fs::read_to_string(d.write_config(true)).unwrap();
-    let config = d.dir.path().join("labels-topic.toml");
-    std::fs::write(
-        &config,
-        base + &format!(
-            "\n[velocity]\nenabled = true\nlabels_topic = \"{labels_topic}\"\n\
-             [retrain]\nhistory = [\"{lake}/\"]\nlabels_topic = \"{labels_topic}\"\n\
-             min_gate_frauds = 5\nmin_gate_rows = 100\ntrees = 10\n",
-            lake = d.dir.path().join("lake").display()
-        ),
-    )
-    .unwrap();
+    let lake = d.dir.path().join("lake");
+    let config = d.write(
+        &d.config(true)
+            .set("velocity.enabled", true)
+            .set("velocity.labels_topic", labels_topic.as_str())
+            .set("retrain.history", vec![format!("{}/", lake.display())])
+            .set("retrain.labels_topic", labels_topic.as_str())
+            .set("retrain.min_gate_frauds", 5)
+            .set("retrain.min_gate_rows", 100)
+            .set("retrain.trees", 10),
+        "labels-topic.toml",
+    );
     let detector = d.start(&config).await;
     let velocity = detector.handles.velocity.clone().unwrap();
     assert!(
@@ -159,9 +159,10 @@ async fn velocity_deployment(
     let txs = simulate_transactions(&params);
     common::publish_velocity_model(d.dir.path(), &txs);
     let stream = common::unlabelled(&txs);
-    let base = std::fs::read_to_string(d.write_config(true)).unwrap();
-    let config = d.dir.path().join("velocity.toml");
-    std::fs::write(&config, base + "\n[velocity]\nenabled = true\n").unwrap();
+    let config = d.write(
+        &d.config(true).set("velocity.enabled", true),
+        "velocity.toml",
+    );
     (d, stream, config)
 }
 

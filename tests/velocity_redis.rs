@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::TestConfig;
 use common::detector::{Deployment, Detector, committed_offsets};
 use fraudstream::schema::Transaction;
 use fraudstream::velocity::config::{StoreKind, VelocityConfig};
@@ -342,12 +343,9 @@ async fn produce_labels(d: &Deployment, topic: &str, burst: &[Transaction]) {
 }
 
 /// Start detector `i` of the group (1 or 2) as a process; `n` numbers its log.
-fn start_detector(d: &Deployment, base: &str, i: usize, n: u32) -> Detector {
-    let text = base
-        .replace("\"detector-1\"", &format!("\"velkill-d{i}\""))
-        .replace("writer_id = \"detector\"", &format!("writer_id = \"d{i}\""));
-    let config = d.dir.path().join(format!("velkill-d{i}.toml"));
-    std::fs::write(&config, text).unwrap();
+fn start_detector(d: &Deployment, base: &TestConfig, i: usize, n: u32) -> Detector {
+    let name = format!("velkill-d{i}");
+    let config = d.write(&base.clone().member(&name), &format!("{name}.toml"));
     d.spawn(&config, n)
 }
 
@@ -374,20 +372,10 @@ async fn two_detectors_killed_mid_stream_count_every_update_once() {
     // transactions (chargebacks arrive later).
     let labels_topic = format!("{}.labels", d.topic);
     let prefix = common::unique("velkill");
-    let base = std::fs::read_to_string(d.write_config(true)).unwrap()
-        + &format!(
-            r#"
-[velocity]
-enabled = true
-store = "redis"
-labels_topic = "{labels}"
-
-[velocity.redis]
-url = "{url}"
-prefix = "{prefix}"
-"#,
-            labels = labels_topic
-        );
+    let base = d
+        .config(true)
+        .velocity_on_redis(&url, &prefix)
+        .set("velocity.labels_topic", labels_topic.as_str());
     let mut detectors = [
         Some(start_detector(&d, &base, 1, 1)),
         Some(start_detector(&d, &base, 2, 2)),

@@ -151,19 +151,7 @@ fn dynamo_settings(table: &str) -> DynamoSettings {
 }
 
 async fn scan_count(endpoint: &str, table: &str) -> u64 {
-    let conf = aws_sdk_dynamodb::config::Builder::new()
-        .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
-        .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
-            "local",
-            "local-secret",
-            None,
-            None,
-            "test",
-        ))
-        .endpoint_url(endpoint)
-        .build();
-    let client = aws_sdk_dynamodb::Client::from_conf(conf);
+    let client = common::dynamo_at(endpoint);
     let mut total = 0u64;
     let mut start = None;
     loop {

@@ -119,7 +119,7 @@ pub fn spawn_sampler(
         // Sample as soon as the detector is built, then every interval.
         while handles.get().is_none() {
             tokio::select! {
-                () = stop.cancelled() => return Ok(()),
+                () = stop.cancelled() => return,
                 () = tokio::time::sleep(std::time::Duration::from_millis(20)) => {}
             }
         }
@@ -130,9 +130,9 @@ pub fn spawn_sampler(
         loop {
             // Every interval, and at once when the detector starts or stops running.
             tokio::select! {
-                () = stop.cancelled() => return Ok(()),
+                () = stop.cancelled() => return,
                 _ = tick.tick() => {}
-                changed = ready.changed() => if changed.is_err() { return Ok(()) },
+                changed = ready.changed() => if changed.is_err() { return },
             }
             let Some(h) = handles.get() else { continue };
             let (read, scored, flagged, dead, lag, latency, overall) = {
@@ -210,7 +210,7 @@ pub fn spawn_sampler(
                 }),
             };
             if tx.send(Arc::new(snapshot)).is_err() {
-                return Ok(()); // the server is gone
+                return; // the server is gone
             }
         }
     });

@@ -364,6 +364,23 @@ pub struct Server {
     pub ready: watch::Sender<bool>,
 }
 
+/// Why the API server did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The metrics recorder could not be installed.
+    #[error(transparent)]
+    Metrics(#[from] crate::telemetry::RecorderError),
+    /// `api.address` cannot be bound.
+    #[error("api.address {address}: {source}")]
+    Bind {
+        /// The address configured.
+        address: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 /// Bind `config.address` and serve until `stop` is cancelled. The server answers at once
 /// (health, and 503 "not ready" elsewhere) and serves the detector once `handles` is set.
 pub async fn start(
@@ -371,13 +388,15 @@ pub async fn start(
     top_k: usize,
     ttl_seconds: Option<u64>,
     tasks: &mut crate::tasks::Tasks,
-) -> anyhow::Result<Server> {
+) -> Result<Server, StartError> {
     let stop = tasks.stop_token();
     let metrics = crate::telemetry::recorder()?;
-    let listener = TcpListener::bind(&config.address)
-        .await
-        .map_err(|e| anyhow::anyhow!("api.address {}: {e}", config.address))?;
-    let addr = listener.local_addr()?;
+    let bind = |e: std::io::Error| StartError::Bind {
+        address: config.address.clone(),
+        source: e,
+    };
+    let listener = TcpListener::bind(&config.address).await.map_err(bind)?;
+    let addr = listener.local_addr().map_err(bind)?;
     let (ready_tx, ready) = watch::channel(false);
     let handles = Arc::new(OnceLock::new());
     let live = events::spawn_sampler(handles.clone(), ready.clone(), tasks);
@@ -394,11 +413,11 @@ pub async fn start(
         started: Instant::now(),
     };
     let app = router(state);
-    tasks.spawn("api_server", async move {
+    tasks.spawn_fallible("api_server", async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(async move { stop.cancelled().await })
             .await
-            .map_err(|e| anyhow::anyhow!("the API server stopped: {e}"))
+            .map_err(|e| format!("the API server stopped: {e}"))
     });
     tracing::info!(%addr, "serving the API, the dashboard and /metrics");
     Ok(Server {

@@ -3,11 +3,10 @@
 //! several detectors start on an empty store together, the first publication wins and
 //! the others serve it).
 
-use anyhow::Context;
-
+use super::error::{DetectorError, Opening as _};
 use crate::config::Config;
 use crate::model::Model;
-use crate::pipeline::{TrainOptions, train_model};
+use crate::pipeline::{PipelineError, TrainOptions, train_model};
 use crate::registry::{HoldoutSet, ModelStore, RegistryError};
 use crate::schema::{ReadOptions, read_dataset};
 use crate::storage::StorageError;
@@ -28,35 +27,39 @@ pub enum ModelOrigin {
 pub async fn serving_model(
     cfg: &Config,
     store: &ModelStore,
-) -> anyhow::Result<(Model, ModelOrigin)> {
+) -> Result<(Model, ModelOrigin), DetectorError> {
     let expected = cfg.models.features.as_deref();
     if let Some(latest) = store.latest().await? {
         let (model, _) = store
             .get_checked(&latest.version, expected)
             .await
-            .with_context(|| format!("the serving version {} is refused", latest.version))?;
+            .opening(format!("the serving version {} is refused", latest.version))?;
         tracing::info!(version = %latest.version, store = %store.describe(), "serving model loaded");
         return Ok((model, ModelOrigin::Latest));
     }
-    let history = cfg.bootstrap.history.as_deref().with_context(|| {
-        format!(
+    let history = cfg.bootstrap.history.as_deref().ok_or_else(|| {
+        DetectorError::NoModel(format!(
             "the model store {} is empty and no bootstrap.history is configured",
             store.describe()
-        )
+        ))
     })?;
     store
         .check_publishable()
-        .map_err(|why| anyhow::anyhow!("cannot bootstrap a first model: {why}"))?;
+        .map_err(|why| DetectorError::NoModel(format!("cannot bootstrap a first model: {why}")))?;
     tracing::info!(history, store = %store.describe(), "model store is empty: training a first model");
     let history_owned = history.to_owned();
-    let (model, holdout) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+    let (model, holdout) = tokio::task::spawn_blocking(move || -> Result<_, PipelineError> {
         let (data, _) = read_dataset(&history_owned, ReadOptions::default())?;
         let outcome = train_model(&data, &history_owned, &TrainOptions::default(), &|| {})?;
         let holdout = HoldoutSet::of_split(&data, &outcome.test_rows);
         Ok((outcome.model, holdout))
     })
-    .await??;
-    model.check(expected, &[])?;
+    .await
+    .opening("bootstrap.history")?
+    .opening(format!("bootstrap.history {history}"))?;
+    model
+        .check(expected, &[])
+        .opening("the bootstrapped model")?;
     // With the held-out rows recorded, `retrain` can grade this model on rows it never saw.
     store.put_with_holdout(&model, Some(&holdout)).await?;
     match store.set_latest(model.version(), None).await {
@@ -64,7 +67,10 @@ pub async fn serving_model(
         // Another detector published first: serve what it published.
         Err(RegistryError::Storage(StorageError::PreconditionFailed { .. })) => {
             if let Some(l) = store.latest().await? {
-                let (model, _) = store.get_checked(&l.version, expected).await?;
+                let (model, _) = store
+                    .get_checked(&l.version, expected)
+                    .await
+                    .opening(format!("the serving version {} is refused", l.version))?;
                 return Ok((model, ModelOrigin::Latest));
             }
         }

@@ -4,10 +4,10 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::Context;
 use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 
+use super::error::{DetectorError, Opening as _};
 use super::{Detector, Handles, Source, bootstrap, velocity};
 use crate::config::{Config, SourceKind, VerdictBackend};
 use crate::model::Model;
@@ -30,6 +30,7 @@ use crate::stream::source::kafka::{KafkaSource, KafkaSourceOptions};
 use crate::stream::stages::Stages;
 use crate::stream::stats::SharedStats;
 use crate::tasks::Tasks;
+use crate::validate::Invalid;
 
 impl Detector {
     /// Build a detector from `cfg`: validate it, serve the API (not ready yet), load or
@@ -37,20 +38,20 @@ impl Detector {
     /// table when configured), check the lake's store and the Kafka topics, open the
     /// lake, the alert sinks and the dead-letter sink. Any of these failing is an error
     /// here, before a message is read.
-    pub async fn build(cfg: &Config) -> anyhow::Result<Self> {
+    pub async fn build(cfg: &Config) -> Result<Self, DetectorError> {
         Self::assemble(cfg, true).await
     }
 
     /// An API replica (`fraudstream serve`): the same model (hot-reloaded), verdict store
     /// and alert sinks, and no stream source. `run` serves until the shutdown.
-    pub async fn build_serving(cfg: &Config) -> anyhow::Result<Self> {
+    pub async fn build_serving(cfg: &Config) -> Result<Self, DetectorError> {
         Self::assemble(cfg, false).await
     }
 
-    async fn assemble(cfg: &Config, stream: bool) -> anyhow::Result<Self> {
+    async fn assemble(cfg: &Config, stream: bool) -> Result<Self, DetectorError> {
         cfg.check()?;
         // Metrics are recorded with or without the API (the run summary reads them).
-        crate::telemetry::recorder()?;
+        crate::telemetry::recorder().opening("metrics")?;
         let background = CancellationToken::new();
         let mut tasks = Tasks::new(background.clone());
         let server = if cfg.api.enabled {
@@ -61,13 +62,15 @@ impl Detector {
                     cfg.verdicts.ttl_seconds,
                     &mut tasks,
                 )
-                .await?,
+                .await
+                .opening("the API")?,
             )
         } else {
             None
         };
         let models = ModelStore::open(&cfg.models, &cfg.s3)
-            .await?
+            .await
+            .opening("models.location")?
             .serving_velocity(cfg.velocity.enabled.then(|| cfg.velocity.features.clone()));
         let (model, model_origin) = bootstrap::serving_model(cfg, &models).await?;
         let model = Arc::new(ArcSwap::from_pointee(model));
@@ -84,17 +87,19 @@ impl Detector {
         let mut instance = None;
         let (source, stages, alerts) = if stream {
             let lake_store =
-                crate::storage::open(&cfg.lake.location, Some(&cfg.s3.settings("", ""))).await?;
+                crate::storage::open(&cfg.lake.location, Some(&cfg.s3.settings("", "")))
+                    .await
+                    .opening("lake.location")?;
             check_store("lake.location", lake_store.as_ref()).await?;
             if kafka {
                 cfg.kafka
                     .check_topics()
                     .await
-                    .map_err(|e| anyhow::anyhow!("invalid `kafka.{}`: {}", e.key, e.message))?;
+                    .map_err(|e| e.within("kafka"))?;
                 let (settings, claim) = cfg
                     .kafka
                     .with_membership()
-                    .map_err(|e| anyhow::anyhow!("invalid `kafka.instance_id`: {e}"))?;
+                    .map_err(|e| Invalid::new("kafka.instance_id", e.to_string()))?;
                 kafka_settings = settings;
                 instance = claim;
             }
@@ -201,43 +206,47 @@ async fn open_lake(cfg: &Config, store: Arc<dyn BlobStore>) -> LakeWriter {
 async fn shadow_watcher(
     models: &ModelStore,
     spec: &str,
-) -> anyhow::Result<(ShadowWatcher, Arc<arc_swap::ArcSwapOption<Model>>)> {
+) -> Result<(ShadowWatcher, Arc<arc_swap::ArcSwapOption<Model>>), DetectorError> {
     let slot = Arc::new(arc_swap::ArcSwapOption::empty());
     let mut w = ShadowWatcher::new(models.clone(), ShadowSpec::parse(spec), slot.clone());
     if let Err(e) = w.poll().await {
         tracing::warn!(error = %e, shadow = %spec, "shadow model not loaded yet; retrying");
     }
     if let (ShadowSpec::Version(_), Some(why)) = (ShadowSpec::parse(spec), w.refusal()) {
-        anyhow::bail!("invalid `models.shadow`: {why}");
+        return Err(Invalid::new("models.shadow", why).into());
     }
     Ok((w, slot))
 }
 
 /// Refuse a store whose bucket or root is missing or whose credentials are refused; an
 /// unreachable one is waited out later, like any outage.
-async fn check_store(key: &str, store: &dyn BlobStore) -> anyhow::Result<()> {
+async fn check_store(key: &str, store: &dyn BlobStore) -> Result<(), DetectorError> {
     match store.check().await {
         Ok(()) => Ok(()),
         Err(e) if e.is_retryable() => {
             tracing::warn!(store = %store.describe(), error = %e, "{key} is not reachable at start; writes will be retried");
             Ok(())
         }
-        Err(e) => Err(anyhow::anyhow!("{key}: {e}")),
+        Err(e) => Err(e).opening(key),
     }
 }
 
 /// The configured verdict store, connected.
-async fn verdict_store(cfg: &Config) -> anyhow::Result<Arc<dyn VerdictStore>> {
+async fn verdict_store(cfg: &Config) -> Result<Arc<dyn VerdictStore>, DetectorError> {
     Ok(match cfg.verdicts.backend {
-        VerdictBackend::Local => Arc::new(LocalVerdictStore::open(&cfg.verdicts.local_path)?),
+        VerdictBackend::Local => Arc::new(
+            LocalVerdictStore::open(&cfg.verdicts.local_path)
+                .opening(format!("verdicts.local_path {}", cfg.verdicts.local_path))?,
+        ),
         VerdictBackend::Dynamodb => Arc::new(
-            DynamoVerdictStore::connect(
-                cfg.verdicts
-                    .dynamodb
-                    .as_ref()
-                    .context("verdicts.dynamodb is required")?,
-            )
-            .await?,
+            DynamoVerdictStore::connect(cfg.verdicts.dynamodb.as_ref().ok_or_else(|| {
+                Invalid::new(
+                    "verdicts.dynamodb",
+                    "is required with backend = \"dynamodb\"",
+                )
+            })?)
+            .await
+            .opening("verdicts.dynamodb")?,
         ),
     })
 }
@@ -247,10 +256,11 @@ async fn verdict_store(cfg: &Config) -> anyhow::Result<Arc<dyn VerdictStore>> {
 fn source(
     cfg: &Config,
     kafka: &crate::kafka::KafkaSettings,
-) -> anyhow::Result<(Source, Arc<dyn DeadLetterSink>)> {
+) -> Result<(Source, Arc<dyn DeadLetterSink>), DetectorError> {
     let input = match cfg.source.kind {
         SourceKind::Kafka => {
-            let dead_letters: Arc<dyn DeadLetterSink> = Arc::new(DeadLetterTopic::new(kafka)?);
+            let dead_letters: Arc<dyn DeadLetterSink> =
+                Arc::new(DeadLetterTopic::new(kafka).opening("kafka.dlq_topic")?);
             let source = Source::Kafka(KafkaSource {
                 settings: kafka.clone(),
                 options: KafkaSourceOptions {
@@ -271,9 +281,8 @@ fn source(
         SourceKind::File => Input::File(PathBuf::from(&cfg.source.path)),
     };
     let dlq = PathBuf::from(&cfg.dlq.file);
-    let dead_letters: Arc<dyn DeadLetterSink> = Arc::new(
-        DeadLetterFile::open(&dlq).with_context(|| format!("dlq.file {}", dlq.display()))?,
-    );
+    let dead_letters: Arc<dyn DeadLetterSink> =
+        Arc::new(DeadLetterFile::open(&dlq).opening(format!("dlq.file {}", dlq.display()))?);
     let source = Source::File(FileSource {
         input,
         follow: false,
@@ -290,7 +299,7 @@ fn alert_sinks(
     cfg: &Config,
     kafka: bool,
     recent: &Arc<RecentAlerts>,
-) -> anyhow::Result<Vec<Arc<dyn AlertSink>>> {
+) -> Result<Vec<Arc<dyn AlertSink>>, DetectorError> {
     let mut sinks: Vec<Arc<dyn AlertSink>> = vec![recent.clone()];
     let file = if kafka {
         None
@@ -300,14 +309,16 @@ fn alert_sinks(
     if file.is_some() || cfg.alerts.stdout {
         sinks.push(Arc::new(
             LocalAlerts::open(file, cfg.alerts.stdout)
-                .with_context(|| format!("alerts.file {:?}", cfg.alerts.file))?,
+                .opening(format!("alerts.file {:?}", cfg.alerts.file))?,
         ));
     }
     if kafka && let Some(topic) = &cfg.kafka.alerts_topic {
-        sinks.push(Arc::new(KafkaAlerts::new(&cfg.kafka, topic)?));
+        sinks.push(Arc::new(
+            KafkaAlerts::new(&cfg.kafka, topic).opening("kafka.alerts_topic")?,
+        ));
     }
     if let Some(w) = &cfg.alerts.webhook {
-        sinks.push(Arc::new(Webhook::new(w.clone())?));
+        sinks.push(Arc::new(Webhook::new(w.clone()).opening("alerts.webhook")?));
     }
     Ok(sinks)
 }

@@ -18,6 +18,7 @@
 
 pub mod bootstrap;
 mod build;
+pub mod error;
 mod run;
 mod velocity;
 
@@ -29,6 +30,7 @@ use tokio::sync::watch;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 pub use bootstrap::ModelOrigin;
+pub use error::DetectorError;
 
 use crate::eval::Metrics;
 use crate::model::Model;
@@ -141,13 +143,13 @@ pub struct Detector {
 
 impl Detector {
     /// Keep reading the source file as it grows (like `tail -f`) until stopped.
-    pub fn follow(mut self) -> anyhow::Result<Self> {
+    pub fn follow(mut self) -> Result<Self, DetectorError> {
         match &mut self.source {
             Source::File(f) if matches!(f.input, Input::File(_)) => {
                 f.follow = true;
                 Ok(self)
             }
-            _ => anyhow::bail!("--follow needs a file source"),
+            _ => Err(DetectorError::NotFollowable),
         }
     }
 

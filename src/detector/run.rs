@@ -3,9 +3,9 @@
 
 use std::time::Instant;
 
-use anyhow::Context;
 use tokio::sync::mpsc;
 
+use super::error::{DetectorError, Opening as _};
 use super::{Detector, LABELS_POLL, Source, Summary, TASKS_GRACE};
 use crate::shutdown::Shutdown;
 use crate::stream::stats;
@@ -14,7 +14,7 @@ impl Detector {
     /// Run until the input ends (files) or `shutdown` stops it, then drain, flush the
     /// lake and commit. An error means some input is not durable and was left
     /// uncommitted (it is read again on restart).
-    pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<Summary> {
+    pub async fn run(self, shutdown: Shutdown) -> Result<Summary, DetectorError> {
         let started = Instant::now();
         let Self {
             source,
@@ -32,7 +32,7 @@ impl Detector {
             ..
         } = self;
         if let Some((v, file)) = labels {
-            tasks.spawn(
+            tasks.spawn_fallible(
                 "labels_file",
                 crate::stream::source::labels::file::follow(
                     v,
@@ -43,22 +43,16 @@ impl Detector {
             );
         }
         if let Some((v, reader)) = labels_topic {
-            tasks.spawn("labels_topic", reader.follow(v, background.clone()));
+            tasks.spawn_fallible("labels_topic", reader.follow(v, background.clone()));
         }
         if let Some((w, interval)) = watcher {
             tracing::info!(interval = ?interval, store = %handles.models.describe(), "watching the model store for new versions");
             let stop = background.clone();
-            tasks.spawn("model_watcher", async move {
-                w.run(interval, stop).await;
-                Ok(())
-            });
+            tasks.spawn("model_watcher", async move { w.run(interval, stop).await });
         }
         if let Some((w, interval)) = shadow.filter(|(_, i)| !i.is_zero()) {
             let stop = background.clone();
-            tasks.spawn("shadow_watcher", async move {
-                w.run(interval, stop).await;
-                Ok(())
-            });
+            tasks.spawn("shadow_watcher", async move { w.run(interval, stop).await });
         }
         let set_ready = |value: bool| {
             if let Some(r) = &ready {
@@ -87,7 +81,7 @@ impl Detector {
                         format!("kafka topics {}", k.settings.topics.join(", ")),
                         true,
                         format!("kafka topic {}", k.settings.dlq_topic),
-                        result.map_err(anyhow::Error::from),
+                        result.map_err(DetectorError::from),
                     )
                 }
                 (Source::File(f), Some(mut stages)) => {
@@ -109,15 +103,15 @@ impl Detector {
                         )
                         .await;
                     drop(tx);
-                    let drained = match scorer.await.context("scorer task") {
-                        Ok((_stages, drained)) => drained.map_err(anyhow::Error::from),
+                    let drained = match scorer.await.opening("scorer task") {
+                        Ok((_stages, drained)) => drained.map_err(DetectorError::from),
                         Err(e) => Err(e),
                     };
                     (
                         f.input.describe(),
                         false,
                         f.dead_letters.describe(),
-                        read.map_err(anyhow::Error::from).and(drained),
+                        read.map_err(DetectorError::from).and(drained),
                     )
                 }
             }

@@ -4,9 +4,9 @@
 
 use std::sync::Arc;
 
-use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
+use super::error::{DetectorError, Opening as _};
 use crate::config::Config;
 use crate::kafka::KafkaSettings;
 use crate::stream::dead_letter::DeadLetterSink;
@@ -40,7 +40,7 @@ pub(super) async fn set_up(
     kafka: &KafkaSettings,
     dead_letters: Arc<dyn DeadLetterSink>,
     background: &CancellationToken,
-) -> anyhow::Result<VelocitySetUp> {
+) -> Result<VelocitySetUp, DetectorError> {
     let mut out = VelocitySetUp {
         stage: Velocity::from_config(&cfg.velocity)?.map(Arc::new),
         labels_file: None,
@@ -57,8 +57,9 @@ pub(super) async fn set_up(
             let n = catch_up(&v2, &mut file);
             (file, n)
         })
-        .await?;
-        let read = read.with_context(|| format!("reading velocity.labels_path {path}"))?;
+        .await
+        .opening("velocity.labels_path")?;
+        let read = read.opening(format!("reading velocity.labels_path {path}"))?;
         tracing::info!(path, labels = read, "labels applied; following the file");
         out.labels_file = Some((v.clone(), file));
     }
@@ -72,15 +73,18 @@ pub(super) async fn set_up(
                 &stop,
             );
         })
-        .await?;
+        .await
+        .opening("velocity.rebuild")?;
     }
     if let Some(topic) = &cfg.velocity.labels_topic {
         let grouped = cfg.velocity.store == StoreKind::Redis;
-        let mut reader = LabelsTopic::open(kafka, topic, grouped, Some(dead_letters)).await?;
+        let mut reader = LabelsTopic::open(kafka, topic, grouped, Some(dead_letters))
+            .await
+            .opening("velocity.labels_topic")?;
         let read = reader
             .catch_up(&v, LABELS_CATCH_UP, background)
             .await
-            .with_context(|| format!("reading velocity.labels_topic {topic}"))?;
+            .opening(format!("reading velocity.labels_topic {topic}"))?;
         tracing::info!(
             topic,
             labels = read,

@@ -5,9 +5,40 @@
 
 use std::io::Write;
 
-use crate::schema::{Dataset, Format, ReadOptions, ReadReport, read_dataset_continuing};
-use crate::storage::S3Settings;
+use crate::schema::{Dataset, Format, ReadError, ReadOptions, ReadReport, read_dataset_continuing};
+use crate::storage::{S3Settings, StorageError};
 use crate::velocity::{OfflineFeatures, VelocitySpec};
+
+/// An input that cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    /// The entity features asked for are not valid.
+    #[error("velocity.features.{key}: {message}")]
+    Features {
+        /// The key under `velocity.features`.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A file's rows could not be read.
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    /// The store holding the input failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// A downloaded object could not be staged on local disk.
+    #[error("staging a downloaded object: {0}")]
+    Stage(#[from] std::io::Error),
+    /// A prefix with nothing to read.
+    #[error("{0}: no .csv, .jsonl or .parquet files")]
+    Empty(String),
+    /// A location that names no file.
+    #[error("{0}: not a file location")]
+    NotAFile(String),
+    /// The reader on the blocking pool panicked.
+    #[error("reader task: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
 
 /// Whether `input` needs [`for_each_file`] rather than a plain path read.
 #[must_use]
@@ -25,18 +56,21 @@ pub async fn for_each_file(
     opts: ReadOptions,
     velocity: Option<&VelocitySpec>,
     each: &mut (dyn FnMut(&str, Dataset, ReadReport) + Send),
-) -> anyhow::Result<()> {
+) -> Result<(), RemoteError> {
     let mut features = velocity
         .map(|v| OfflineFeatures::new(v.clone()))
         .transpose()
-        .map_err(|e| anyhow::anyhow!("velocity.features.{}: {}", e.key, e.message))?;
+        .map_err(|e| RemoteError::Features {
+            key: e.key,
+            message: e.message,
+        })?;
     let read = move |path: String, mut features: Option<OfflineFeatures>| async move {
         let (result, features) = tokio::task::spawn_blocking(move || {
             let r = read_dataset_continuing(&path, opts, features.as_mut());
             (r, features)
         })
         .await?;
-        anyhow::Ok((result?, features))
+        Ok::<_, RemoteError>((result?, features))
     };
     if !is_remote(location) {
         let ((d, r), _) = read(location.to_owned(), features).await?;
@@ -44,10 +78,9 @@ pub async fn for_each_file(
         return Ok(());
     }
     let (root, keys) = objects(location, s3, |k| Format::from_path(k).is_some()).await?;
-    anyhow::ensure!(
-        !keys.is_empty(),
-        "{location}: no .csv, .jsonl or .parquet files"
-    );
+    if keys.is_empty() {
+        return Err(RemoteError::Empty(location.to_owned()));
+    }
     for key in keys {
         let blob = root.get(&key).await?;
         let ext = key.rsplit_once('.').map_or("csv", |(_, e)| e);
@@ -76,7 +109,7 @@ pub async fn objects(
     location: &str,
     s3: &S3Settings,
     wanted: impl Fn(&str) -> bool,
-) -> anyhow::Result<(std::sync::Arc<dyn crate::storage::BlobStore>, Vec<String>)> {
+) -> Result<(std::sync::Arc<dyn crate::storage::BlobStore>, Vec<String>), RemoteError> {
     if let Some(prefix) = location.strip_suffix('/') {
         let store = crate::storage::open(&format!("{prefix}/"), Some(s3)).await?;
         let keys: Vec<String> = store
@@ -90,7 +123,7 @@ pub async fn objects(
     } else {
         let (parent, name) = location
             .rsplit_once('/')
-            .ok_or_else(|| anyhow::anyhow!("{location}: not a file location"))?;
+            .ok_or_else(|| RemoteError::NotAFile(location.to_owned()))?;
         Ok((
             crate::storage::open(&format!("{parent}/"), Some(s3)).await?,
             vec![name.to_owned()],
@@ -104,7 +137,7 @@ pub async fn read_all(
     s3: &S3Settings,
     opts: ReadOptions,
     velocity: Option<&VelocitySpec>,
-) -> anyhow::Result<(Dataset, ReadReport)> {
+) -> Result<(Dataset, ReadReport), RemoteError> {
     let mut all = match velocity {
         Some(v) => Dataset::with_derived(0, v.names()),
         None => Dataset::default(),

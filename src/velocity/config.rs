@@ -198,7 +198,11 @@ impl Validate for VelocityConfig {
 
 /// The spec named on a command line: `handbook`, or a TOML file with a
 /// `[velocity.features]` table (a detector configuration file works).
-pub fn spec_from_arg(arg: &str) -> anyhow::Result<VelocitySpec> {
+pub fn spec_from_arg(arg: &str) -> Result<VelocitySpec, SpecFileError> {
+    let error = |message: String| SpecFileError {
+        arg: arg.to_owned(),
+        message,
+    };
     if arg == "handbook" {
         return Ok(VelocitySpec::handbook());
     }
@@ -207,22 +211,32 @@ pub fn spec_from_arg(arg: &str) -> anyhow::Result<VelocitySpec> {
         #[serde(default)]
         velocity: Option<toml::Table>,
     }
-    let text = std::fs::read_to_string(arg).map_err(|e| anyhow::anyhow!("{arg}: {e}"))?;
-    let file: File = toml::from_str(&text).map_err(|e| anyhow::anyhow!("{arg}: {e}"))?;
+    let text = std::fs::read_to_string(arg).map_err(|e| error(e.to_string()))?;
+    let file: File = toml::from_str(&text).map_err(|e| error(e.to_string()))?;
     let mut velocity = file
         .velocity
-        .ok_or_else(|| anyhow::anyhow!("{arg}: no [velocity] table"))?;
+        .ok_or_else(|| error("no [velocity] table".into()))?;
     // A `[velocity]` table without `features` computes the default set, as a detector
     // with that configuration does.
     let spec: VelocitySpec = match velocity.remove("features") {
         Some(features) => features
             .try_into()
-            .map_err(|e| anyhow::anyhow!("{arg}: velocity.features: {e}"))?,
+            .map_err(|e| error(format!("velocity.features: {e}")))?,
         None => VelocitySpec::handbook(),
     };
     spec.validate()
-        .map_err(|e| anyhow::anyhow!("{arg}: velocity.features.{}: {}", e.key, e.message))?;
+        .map_err(|e| error(format!("velocity.features.{}: {}", e.key, e.message)))?;
     Ok(spec)
+}
+
+/// A features file named on a command line that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("{arg}: {message}")]
+pub struct SpecFileError {
+    /// The file as named.
+    pub arg: String,
+    /// What is wrong with it.
+    pub message: String,
 }
 
 /// Whether a detector computing `computed` (none when `velocity.enabled = false`) can

@@ -13,6 +13,7 @@ use super::config::VelocityConfig;
 use super::{BatchReport, Engine, Entity, IdRing, LabelEvent, MemoryStore, StateStore, StoreError};
 use crate::metric_names as names;
 use crate::model::Verdict;
+use crate::validate::Invalid;
 
 /// Confusion counts of the served verdicts against the labels.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -159,7 +160,7 @@ pub fn decode_label(bytes: &[u8]) -> Result<LabelEvent, String> {
 
 impl Velocity {
     /// The stage `cfg` asks for (`None` when disabled).
-    pub fn from_config(cfg: &VelocityConfig) -> anyhow::Result<Option<Self>> {
+    pub fn from_config(cfg: &VelocityConfig) -> Result<Option<Self>, Invalid> {
         if !cfg.enabled {
             return Ok(None);
         }
@@ -177,7 +178,7 @@ impl Velocity {
                     cfg.features.horizon_buckets(),
                     cfg.features.bucket.secs(),
                 )
-                .map_err(|e| anyhow::anyhow!("invalid `velocity.redis.url`: {e}"))?;
+                .map_err(|e| Invalid::new("velocity.redis.url", e.to_string()))?;
                 // Unreachable now is an outage like any other: batches wait and retry.
                 if let Err(e) = store.ping() {
                     tracing::warn!(error = %e, prefix = %cfg.redis.prefix, "velocity: Redis not reachable yet; batches will wait for it");
@@ -189,9 +190,9 @@ impl Velocity {
     }
 
     /// The stage over `store`.
-    pub fn new(cfg: &VelocityConfig, store: Box<dyn StateStore>) -> anyhow::Result<Self> {
+    pub fn new(cfg: &VelocityConfig, store: Box<dyn StateStore>) -> Result<Self, Invalid> {
         let engine = Engine::with_policy(cfg.features.clone(), store, cfg.event_time())
-            .map_err(|e| anyhow::anyhow!("invalid `velocity.features.{}`: {}", e.key, e.message))?;
+            .map_err(|e| Invalid::new(format!("velocity.features.{}", e.key), e.message))?;
         Ok(Self {
             engine: Mutex::new(engine),
             joined: Mutex::new(Joined {

@@ -10,7 +10,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fraudstream::config::Config;
-use fraudstream::detector::{Detector as Built, Handles, Summary};
+
+use super::TestConfig;
+use fraudstream::detector::{Detector as Built, DetectorError, Handles, Summary};
 use fraudstream::schema::json::encode_transaction;
 use fraudstream::schema::{Dataset, ReadOptions, Transaction, read_dataset};
 use fraudstream::shutdown::Shutdown;
@@ -47,7 +49,7 @@ pub struct InProcess {
     pub handles: Handles,
     /// Stops it.
     pub shutdown: Shutdown,
-    task: tokio::task::JoinHandle<anyhow::Result<Summary>>,
+    task: tokio::task::JoinHandle<Result<Summary, DetectorError>>,
 }
 
 impl InProcess {
@@ -57,7 +59,7 @@ impl InProcess {
     }
 
     /// Stop it (drain, flush, commit) and return its summary.
-    pub async fn stop(self) -> anyhow::Result<Summary> {
+    pub async fn stop(self) -> Result<Summary, DetectorError> {
         self.shutdown.stop();
         self.task.await.unwrap()
     }
@@ -102,108 +104,55 @@ impl Deployment {
         }
     }
 
-    /// The configuration file: Kafka source, DynamoDB verdicts, a local lake (durable
-    /// when `lake_durable`), a local model store trained from the sample on first start.
-    pub fn write_config(&self, lake_durable: bool) -> PathBuf {
-        self.write_config_with(lake_durable, None, "10s")
+    /// The configuration: Kafka source, DynamoDB verdicts, a local lake (durable when
+    /// `lake_durable`), a local model store trained from the sample on first start, the
+    /// S3 test server as `[s3]`.
+    pub fn config(&self, lake_durable: bool) -> TestConfig {
+        let d = self.dir.path().display();
+        let durable = if lake_durable {
+            vec!["verdicts", "alerts", "lake"]
+        } else {
+            vec!["verdicts", "alerts"]
+        };
+        TestConfig::empty()
+            .set("source.kind", "kafka")
+            .set("scoring.batch_size", 200)
+            .set("scoring.batch_timeout", "5ms")
+            .set("alerts.stdout", false)
+            .set("delivery.durable", durable)
+            .set("delivery.shutdown_deadline", "30s")
+            .set("bootstrap.history", SAMPLE)
+            .set("kafka.brokers", self.brokers.as_str())
+            .set("kafka.topics", vec![self.topic.as_str()])
+            .set("kafka.group_id", self.group.as_str())
+            .set("kafka.dlq_topic", format!("{}.dlq", self.topic))
+            .set("kafka.alerts_topic", format!("{}.alerts", self.topic))
+            .kafka_property("session.timeout.ms", "6000")
+            // A killed member is dropped from a rebalance after this (the broker waits
+            // that long).
+            .kafka_property("max.poll.interval.ms", "10000")
+            // A restarted detector takes its own place in the group at once.
+            .kafka_property("group.instance.id", "detector-1")
+            .kafka_property("statistics.interval.ms", "1000")
+            .with_test_dynamodb(&self.table)
+            .set("lake.location", format!("{d}/lake"))
+            .set("lake.writer.max_rows", 1000)
+            .set("lake.writer.max_age", "1s")
+            .set("lake.writer.writer_id", "detector")
+            .set("models.location", format!("{d}/registry"))
+            .set("models.poll_interval", "10s")
+            .with_test_s3()
+            .set("api.address", "127.0.0.1:0")
     }
 
-    /// [`Deployment::write_config`] with the model store at `models` (an `s3://` location
-    /// on the test S3 server) and the watcher's poll interval.
-    pub fn write_config_with(
-        &self,
-        lake_durable: bool,
-        models: Option<&str>,
-        poll: &str,
-    ) -> PathBuf {
-        let d = self.dir.path().display();
-        let models = models.map_or_else(|| format!("{d}/registry"), str::to_owned);
-        let s3 = super::s3_connection();
-        let durable = if lake_durable {
-            r#"["verdicts", "alerts", "lake"]"#
-        } else {
-            r#"["verdicts", "alerts"]"#
-        };
-        let text = format!(
-            r#"
-[source]
-kind = "kafka"
+    /// [`Deployment::config`] written to `detector.toml` in the working directory.
+    pub fn write_config(&self, lake_durable: bool) -> PathBuf {
+        self.write(&self.config(lake_durable), "detector.toml")
+    }
 
-[scoring]
-batch_size = 200
-batch_timeout = "5ms"
-
-[alerts]
-stdout = false
-
-[delivery]
-durable = {durable}
-shutdown_deadline = "30s"
-
-[bootstrap]
-history = "{SAMPLE}"
-
-[kafka]
-brokers = "{brokers}"
-topics = ["{topic}"]
-group_id = "{group}"
-dlq_topic = "{topic}.dlq"
-alerts_topic = "{topic}.alerts"
-
-[kafka.properties]
-"session.timeout.ms" = "6000"
-# A killed member is dropped from a rebalance after this (the broker waits that long).
-"max.poll.interval.ms" = "10000"
-# A restarted detector takes its own place in the group at once (static membership).
-"group.instance.id" = "detector-1"
-"statistics.interval.ms" = "1000"
-
-[verdicts]
-backend = "dynamodb"
-
-[verdicts.dynamodb]
-table = "{table}"
-region = "us-east-1"
-endpoint = "{dynamodb}"
-access_key_id = "local"
-secret_access_key = "local-secret"
-create_table = true
-
-[lake]
-location = "{d}/lake"
-
-[lake.writer]
-max_rows = 1000
-max_age = "1s"
-writer_id = "detector"
-
-[models]
-location = "{models}"
-poll_interval = "{poll}"
-
-[s3]
-endpoint = "{s3_endpoint}"
-access_key_id = "{s3_key}"
-secret_access_key = "{s3_secret}"
-
-[api]
-address = "127.0.0.1:0"
-"#,
-            brokers = self.brokers,
-            topic = self.topic,
-            group = self.group,
-            table = self.table,
-            dynamodb = self.dynamodb,
-            s3_endpoint = s3.endpoint.unwrap_or_default(),
-            s3_key = s3.access_key_id.unwrap_or_default(),
-            s3_secret = s3
-                .secret_access_key
-                .map(|s| s.expose().to_owned())
-                .unwrap_or_default(),
-        );
-        let path = self.dir.path().join("detector.toml");
-        std::fs::write(&path, text).unwrap();
-        path
+    /// `config` written to `name` in the working directory.
+    pub fn write(&self, config: &TestConfig, name: &str) -> PathBuf {
+        config.write(self.dir.path().join(name))
     }
 
     /// Build the detector from `config` in this process and run it on a task.
@@ -227,7 +176,7 @@ address = "127.0.0.1:0"
     pub fn spawn_command(&self, command: &str, config: &Path, n: u32) -> Detector {
         let log = self.dir.path().join(format!("{command}-{n}.log"));
         let out = std::fs::File::create(&log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_fraudstream"))
+        let child = super::fraudstream()
             .args([command, "--config"])
             .arg(config)
             .current_dir(self.dir.path())
@@ -296,19 +245,7 @@ address = "127.0.0.1:0"
 
     /// A DynamoDB client for the test server.
     pub fn dynamo(&self) -> aws_sdk_dynamodb::Client {
-        let conf = aws_sdk_dynamodb::config::Builder::new()
-            .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
-            .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
-            .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
-                "local",
-                "local-secret",
-                None,
-                None,
-                "test",
-            ))
-            .endpoint_url(&self.dynamodb)
-            .build();
-        aws_sdk_dynamodb::Client::from_conf(conf)
+        super::dynamo_at(&self.dynamodb)
     }
 
     /// Verdict items in the table (0 before the detector has created it).

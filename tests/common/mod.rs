@@ -2,6 +2,7 @@
 //! (set by `scripts/services.sh up`), unique names, and S3 bucket set-up.
 #![allow(dead_code)]
 
+pub mod config;
 pub mod detector;
 pub mod http;
 pub mod webhook;
@@ -9,6 +10,8 @@ pub mod webhook;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+#[allow(unused_imports)] // Not every test binary writes a config.
+pub use config::TestConfig;
 use fraudstream::aws::AwsConnection;
 use fraudstream::secret::Secret;
 use fraudstream::storage::S3Settings;
@@ -22,6 +25,41 @@ pub fn require(var: &str, service: &str) -> String {
              which starts and stops every service)."
         )
     })
+}
+
+/// The `fraudstream` binary this test run built.
+pub fn fraudstream() -> std::process::Command {
+    std::process::Command::new(env!("CARGO_BIN_EXE_fraudstream"))
+}
+
+/// The `loadgen` binary, built beside `fraudstream` (`cargo test` builds the workspace).
+pub fn loadgen() -> std::process::Command {
+    std::process::Command::new(
+        Path::new(env!("CARGO_BIN_EXE_fraudstream")).with_file_name("loadgen"),
+    )
+}
+
+/// A client for the DynamoDB test server.
+pub fn dynamo() -> aws_sdk_dynamodb::Client {
+    dynamo_at(&require("FRAUDSTREAM_TEST_DYNAMODB", "dynamodb"))
+}
+
+/// A client for the DynamoDB server at `endpoint`, with the test credentials.
+pub fn dynamo_at(endpoint: &str) -> aws_sdk_dynamodb::Client {
+    use aws_sdk_dynamodb::config::{BehaviorVersion, Builder, Credentials, Region};
+    let conf = Builder::new()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new(
+            "local",
+            "local-secret",
+            None,
+            None,
+            "test",
+        ))
+        .endpoint_url(endpoint)
+        .build();
+    aws_sdk_dynamodb::Client::from_conf(conf)
 }
 
 /// A name unique to this process and call, for buckets, tables, topics and directories.
@@ -169,7 +207,7 @@ pub fn publish_velocity_model(dir: &Path, txs: &[fraudstream::schema::Transactio
         true,
     )
     .unwrap();
-    let mut train = std::process::Command::new(env!("CARGO_BIN_EXE_fraudstream"));
+    let mut train = fraudstream();
     train
         .args(["train", "-i"])
         .arg(&history)
@@ -199,7 +237,7 @@ pub fn unlabelled(
 /// Run `fraudstream retrain --json --config CONFIG` and return its decision (the JSON
 /// line with a `decision` field); fails the test when it fails or prints none.
 pub fn retrain_decision(config: &Path) -> serde_json::Value {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fraudstream"))
+    let out = fraudstream()
         .args(["retrain", "--json", "--config"])
         .arg(config)
         .output()

@@ -1,7 +1,7 @@
 //! Reading labelled history into a dataset capped at `retrain.max_rows`: every fraud,
 //! and a uniform sample of the legitimate rows.
 
-use super::RetrainConfig;
+use super::{RetrainConfig, RetrainError};
 use crate::rng::Rng;
 use crate::schema::{Dataset, ReadOptions};
 use crate::storage::S3Settings;
@@ -75,21 +75,24 @@ pub(super) async fn read_history(
     kafka: &crate::kafka::KafkaSettings,
     velocity: Option<&crate::velocity::VelocitySpec>,
     on_file: &(dyn Fn(&str) + Sync),
-) -> anyhow::Result<(Dataset, usize)> {
-    anyhow::ensure!(!cfg.history.is_empty(), "retrain.history is empty");
+) -> Result<(Dataset, usize), RetrainError> {
+    if cfg.history.is_empty() {
+        return Err(RetrainError::Config("retrain.history is empty".into()));
+    }
     let mut labels: std::collections::HashMap<String, u8> = std::collections::HashMap::new();
     for path in &cfg.labels {
-        anyhow::ensure!(
-            std::path::Path::new(path).is_file(),
-            "retrain.labels: {path} is not a file"
-        );
-        let read = crate::stream::source::labels::file::LabelsFile::new(path).read_new()?;
+        if !std::path::Path::new(path).is_file() {
+            return Err(RetrainError::LabelsFile(format!("{path} is not a file")));
+        }
+        let read = crate::stream::source::labels::file::LabelsFile::new(path)
+            .read_new()
+            .map_err(|e| RetrainError::LabelsFile(format!("{path}: {e}")))?;
         labels.extend(read.into_iter().map(|l| (l.tx_id, l.label)));
     }
     if let Some(topic) = &cfg.labels_topic {
         let read = crate::stream::source::labels::topic::read_all(kafka, topic, LABELS_TOPIC_LIMIT)
             .await
-            .map_err(|e| anyhow::anyhow!("retrain.labels_topic: {e:#}"))?;
+            .map_err(RetrainError::LabelsTopic)?;
         tracing::info!(topic, labels = read.len(), "labels read");
         labels.extend(read.into_iter().map(|l| (l.tx_id, l.label)));
     }

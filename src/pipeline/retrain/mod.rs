@@ -38,6 +38,45 @@ use crate::metric_names as names;
 use crate::pipeline::{TrainOptions, train_split};
 use crate::registry::{HoldoutSet, ModelStore, RegistryError};
 use crate::storage::S3Settings;
+use crate::stream::source::labels::LabelsError;
+
+/// Why a retraining cycle ended without a decision.
+#[derive(Debug, thiserror::Error)]
+pub enum RetrainError {
+    /// The model store refuses unsigned publications and this process cannot sign.
+    #[error("retrain cannot publish: {0}")]
+    CannotPublish(String),
+    /// The model store failed.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// The live version does not load or pass its checks.
+    #[error("the live version is refused: {0}")]
+    Live(#[from] crate::registry::Rejection),
+    /// Reading, training or scoring failed.
+    #[error(transparent)]
+    Pipeline(#[from] crate::pipeline::PipelineError),
+    /// The history could not be read.
+    #[error(transparent)]
+    History(#[from] crate::pipeline::remote::RemoteError),
+    /// A `retrain.labels` file is missing or unreadable.
+    #[error("retrain.labels: {0}")]
+    LabelsFile(String),
+    /// `retrain.labels_topic` could not be read to its end.
+    #[error("retrain.labels_topic: {0}")]
+    LabelsTopic(#[source] LabelsError),
+    /// A value of `[retrain]` that cannot work.
+    #[error("{0}")]
+    Config(String),
+    /// The history holds no fraud.
+    #[error("the history has no frauds: nothing to learn from")]
+    NoFrauds,
+    /// Someone else moved `LATEST` while the candidate trained.
+    #[error("LATEST moved during retraining; not published: {0}")]
+    Moved(#[source] RegistryError),
+    /// The training task panicked.
+    #[error("training task: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
 use crate::storage::StorageError;
 use gate::{Live, gate_split};
 use history::read_history;
@@ -117,11 +156,11 @@ pub async fn retrain_once(
     kafka: &crate::kafka::KafkaSettings,
     store: &ModelStore,
     on_file: &(dyn Fn(&str) + Sync),
-) -> anyhow::Result<Decision> {
+) -> Result<Decision, RetrainError> {
     let started = std::time::Instant::now();
     store
         .check_publishable()
-        .map_err(|why| anyhow::anyhow!("retrain cannot publish: {why}"))?;
+        .map_err(RetrainError::CannotPublish)?;
     let live_pointer = store.latest().await?;
     let live = match &live_pointer {
         Some(l) => {
@@ -155,12 +194,13 @@ pub async fn retrain_once(
     // read with them (stored in lake files, computed for other files).
     let velocity = live.as_ref().and_then(|l| l.model.velocity().cloned());
     let (data, rows_read) = read_history(cfg, s3, kafka, velocity.as_ref(), on_file).await?;
-    let labels = data.labels()?;
+    let labels = data
+        .labels()
+        .map_err(crate::pipeline::PipelineError::from)?;
     let frauds = labels.iter().filter(|&&l| l == 1).count();
-    anyhow::ensure!(
-        frauds > 0,
-        "the history has no frauds: nothing to learn from"
-    );
+    if frauds == 0 {
+        return Err(RetrainError::NoFrauds);
+    }
     let (train_rows, gate_rows, unseen_rows) = gate_split(cfg, &data, &labels, live.as_ref());
     let gate_frauds = gate_rows.iter().filter(|&&i| labels[i] == 1).count();
     let mut decision = Decision {
@@ -211,13 +251,15 @@ pub async fn retrain_once(
     let (resamples, confidence, seed) = (cfg.resamples, cfg.confidence, cfg.seed);
     let live_model = live.as_ref().map(|l| l.model.clone());
     let (candidate, holdout, live_metrics, difference) =
-        tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        tokio::task::spawn_blocking(move || -> Result<_, crate::pipeline::PipelineError> {
             let holdout = HoldoutSet::of_split(&data, &gate_rows);
             let gate = data.select(&gate_rows);
             let outcome = train_split(&data, &source, &opts, train_rows, gate_rows, &|| {})?;
             let (live_metrics, difference) = match live_model {
                 Some(m) => {
-                    let scores = m.score_dataset(&gate)?;
+                    let scores = m
+                        .score_dataset(&gate)
+                        .map_err(crate::pipeline::PipelineError::from)?;
                     let metrics = evaluate(&scores, &outcome.test_labels, m.meta().threshold);
                     let diff = ap_difference(
                         &outcome.test_scores,
@@ -263,9 +305,7 @@ pub async fn retrain_once(
             store
                 .set_latest(candidate.version(), live_pointer.as_ref())
                 .await
-                .map_err(|e| {
-                    anyhow::anyhow!("LATEST moved during retraining; not published: {e}")
-                })?;
+                .map_err(RetrainError::Moved)?;
             decision.decision = Outcome::Published;
             decision.published = true;
             decision.reason = why;

@@ -14,7 +14,6 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
@@ -25,6 +24,7 @@ use super::default_id;
 use crate::kafka::KafkaSettings;
 use crate::schema::json::decode_transaction_limited;
 use crate::stream::source::Incoming;
+use crate::stream::source::labels::{KafkaContext as _, LabelsError};
 use crate::velocity::stage::Velocity;
 
 /// Rows counted per call of the velocity stage.
@@ -57,7 +57,7 @@ pub fn rebuild(
     velocity: &Velocity,
     limit: Duration,
     stop: &CancellationToken,
-) -> anyhow::Result<Rebuilt> {
+) -> Result<Rebuilt, LabelsError> {
     let started = Instant::now();
     let mut config = kafka.consumer_config();
     // Reads the group's offsets; never joins it, so static membership is not used.
@@ -70,12 +70,12 @@ pub fn rebuild(
         .set("enable.partition.eof", "true");
     let consumer: BaseConsumer = config
         .create()
-        .context("invalid `kafka.properties` for the velocity rebuild")?;
+        .kafka(|| "invalid `kafka.properties` for the velocity rebuild".into())?;
     let mut wanted = TopicPartitionList::new();
     for topic in &kafka.topics {
         let md = consumer
             .fetch_metadata(Some(topic), TIMEOUT)
-            .with_context(|| format!("reading the partitions of {topic:?}"))?;
+            .kafka(|| format!("reading the partitions of {topic:?}"))?;
         for t in md.topics().iter().filter(|t| t.name() == topic) {
             for p in t.partitions() {
                 wanted.add_partition(topic, p.id());
@@ -84,7 +84,7 @@ pub fn rebuild(
     }
     let committed = consumer
         .committed_offsets(wanted, TIMEOUT)
-        .context("reading the group's committed offsets")?;
+        .kafka(|| "reading the group's committed offsets".into())?;
     // Read each partition from its first retained offset to its committed one.
     let mut ends: HashMap<(String, i32), i64> = HashMap::new();
     let mut assign = TopicPartitionList::new();
@@ -92,10 +92,14 @@ pub fn rebuild(
         let Offset::Offset(end) = e.offset() else {
             continue; // nothing committed: nothing counted yet
         };
-        let (low, _) = consumer.fetch_watermarks(e.topic(), e.partition(), TIMEOUT)?;
+        let (low, _) = consumer
+            .fetch_watermarks(e.topic(), e.partition(), TIMEOUT)
+            .kafka(|| format!("the offsets of {} partition {}", e.topic(), e.partition()))?;
         if end > low {
             ends.insert((e.topic().to_owned(), e.partition()), end);
-            assign.add_partition_offset(e.topic(), e.partition(), Offset::Offset(low))?;
+            assign
+                .add_partition_offset(e.topic(), e.partition(), Offset::Offset(low))
+                .kafka(|| format!("{} partition {}", e.topic(), e.partition()))?;
         }
     }
     let mut out = Rebuilt::default();
@@ -103,13 +107,15 @@ pub fn rebuild(
         out.complete = true;
         return Ok(out);
     }
-    consumer.assign(&assign)?;
+    consumer
+        .assign(&assign)
+        .kafka(|| "assigning the input's partitions for the rebuild".into())?;
     tracing::info!(
         partitions = ends.len(),
         "velocity: counting the input's history into the in-memory store"
     );
     let mut rows: Vec<Incoming> = Vec::with_capacity(CHUNK);
-    let flush = |rows: &mut Vec<Incoming>, out: &mut Rebuilt| -> anyhow::Result<()> {
+    let flush = |rows: &mut Vec<Incoming>, out: &mut Rebuilt| -> Result<(), LabelsError> {
         out.counted += rows.len() as u64;
         // Rows refused for a missing entity id went to the dead-letter topic already,
         // and counted in no entity.
@@ -120,7 +126,7 @@ pub fn rebuild(
             .collect();
         velocity
             .compute(&mut txs)
-            .map_err(|e| anyhow::anyhow!("velocity store: {}", e.0))?;
+            .map_err(|e| LabelsError::Store(e.0))?;
         Ok(())
     };
     let mut idle = 0;

@@ -100,7 +100,7 @@ pub async fn follow(
     mut file: LabelsFile,
     interval: Duration,
     stop: CancellationToken,
-) -> anyhow::Result<()> {
+) -> Result<(), super::LabelsError> {
     loop {
         tokio::select! {
             () = stop.cancelled() => return Ok(()),
@@ -118,7 +118,7 @@ pub async fn follow(
                 tracing::warn!(path = %f.path, error = %e, "labels file unreadable; retrying");
                 file = f;
             }
-            Err(e) => anyhow::bail!("labels file reader failed: {e}"),
+            Err(e) => return Err(super::LabelsError::File(e.to_string())),
         }
     }
 }

@@ -17,13 +17,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
+use super::{KafkaContext as _, LabelsError};
 use crate::kafka::KafkaSettings;
 use crate::metric_names as names;
 use crate::stream::dead_letter::{DeadLetter, DeadLetterSink, Origin, Reason, send_durably};
@@ -86,7 +86,7 @@ impl LabelsTopic {
         topic: &str,
         grouped: bool,
         dead_letters: Option<Arc<dyn DeadLetterSink>>,
-    ) -> anyhow::Result<Self> {
+    ) -> Result<Self, LabelsError> {
         let mut config = kafka.consumer_config();
         config
             .set("group.id", format!("{}.labels", kafka.group_id))
@@ -103,7 +103,7 @@ impl LabelsTopic {
         let consumer: Arc<StreamConsumer> = Arc::new(
             config
                 .create()
-                .context("invalid `kafka.properties` for the labels consumer")?,
+                .kafka(|| "invalid `kafka.properties` for the labels consumer".into())?,
         );
         let mut reader = Self {
             consumer,
@@ -115,10 +115,12 @@ impl LabelsTopic {
             dead_letters,
         };
         match partitions(&reader.consumer, topic).await? {
-            Partitions::Missing => anyhow::bail!(
-                "invalid `velocity.labels_topic`: topic {topic:?} does not exist at {}",
-                kafka.brokers
-            ),
+            Partitions::Missing => {
+                return Err(LabelsError::Topic(format!(
+                    "invalid `velocity.labels_topic`: topic {topic:?} does not exist at {}",
+                    kafka.brokers
+                )));
+            }
             Partitions::Unreachable(why) => {
                 tracing::warn!(topic, error = %why, "brokers not reachable at start; the labels reader waits for them");
             }
@@ -128,20 +130,21 @@ impl LabelsTopic {
     }
 
     /// Start reading: subscribe (grouped), or assign `partitions` from their beginning.
-    fn assign(&mut self, partitions: &[i32]) -> anyhow::Result<()> {
+    fn assign(&mut self, partitions: &[i32]) -> Result<(), LabelsError> {
         let topic = &*self.topic;
         if self.grouped {
             self.consumer
                 .subscribe(&[topic])
-                .with_context(|| format!("subscribing to velocity.labels_topic {topic:?}"))?;
+                .kafka(|| format!("subscribing to velocity.labels_topic {topic:?}"))?;
         } else {
             let mut tpl = TopicPartitionList::new();
             for &p in partitions {
-                tpl.add_partition_offset(topic, p, Offset::Beginning)?;
+                tpl.add_partition_offset(topic, p, Offset::Beginning)
+                    .kafka(|| format!("velocity.labels_topic {topic:?} partition {p}"))?;
             }
             self.consumer
                 .assign(&tpl)
-                .with_context(|| format!("assigning velocity.labels_topic {topic:?}"))?;
+                .kafka(|| format!("assigning velocity.labels_topic {topic:?}"))?;
         }
         self.assigned = true;
         Ok(())
@@ -150,13 +153,13 @@ impl LabelsTopic {
     /// A new consumer in place of one that failed fatally (fenced out of its group:
     /// static membership after a poll interval missed), reading on from the committed
     /// offsets (a label applied again counts once).
-    fn reopen(&mut self) -> anyhow::Result<()> {
+    fn reopen(&mut self) -> Result<(), LabelsError> {
         metrics::counter!(names::CONSUMER_RESTARTS).increment(1);
         tracing::warn!(topic = %self.topic, "labels consumer failed fatally; a new one reads on from the committed offsets");
         self.consumer = Arc::new(
             self.config
                 .create()
-                .context("invalid `kafka.properties` for the labels consumer")?,
+                .kafka(|| "invalid `kafka.properties` for the labels consumer".into())?,
         );
         self.assigned = false;
         self.carry = Chunk::default();
@@ -164,13 +167,13 @@ impl LabelsTopic {
     }
 
     /// Assign once the brokers answer (they did not at start-up), retrying until `stop`.
-    async fn wait_assigned(&mut self, stop: &CancellationToken) -> anyhow::Result<()> {
+    async fn wait_assigned(&mut self, stop: &CancellationToken) -> Result<(), LabelsError> {
         while !self.assigned {
             match partitions(&self.consumer, &self.topic).await? {
                 Partitions::Found(p) => self.assign(&p)?,
                 Partitions::Missing | Partitions::Unreachable(_) => {
                     tokio::select! {
-                        () = stop.cancelled() => anyhow::bail!("stopped"),
+                        () = stop.cancelled() => return Err(LabelsError::Stopped),
                         () = tokio::time::sleep(ERROR_PAUSE * 4) => {}
                     }
                 }
@@ -188,7 +191,7 @@ impl LabelsTopic {
         velocity: &Arc<Velocity>,
         limit: Duration,
         stop: &CancellationToken,
-    ) -> anyhow::Result<usize> {
+    ) -> Result<usize, LabelsError> {
         if self.grouped {
             return Ok(0);
         }
@@ -219,7 +222,7 @@ impl LabelsTopic {
         deadline: tokio::time::Instant,
         stop: &CancellationToken,
         target: &mut Target<'_>,
-    ) -> anyhow::Result<(usize, bool)> {
+    ) -> Result<(usize, bool), LabelsError> {
         // A partition starts at its first retained offset: one whose messages have all
         // aged out (first = end) has nothing to read.
         let mut at: HashMap<i32, i64> = ends.iter().map(|(&p, &(first, _))| (p, first)).collect();
@@ -265,7 +268,7 @@ impl LabelsTopic {
         mut self,
         velocity: Arc<Velocity>,
         stop: CancellationToken,
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), LabelsError> {
         if let Err(e) = self.wait_assigned(&stop).await {
             return if stop.is_cancelled() { Ok(()) } else { Err(e) };
         }
@@ -367,7 +370,7 @@ impl LabelsTopic {
         chunk: Chunk,
         target: &mut Target<'_>,
         stop: &CancellationToken,
-    ) -> anyhow::Result<usize> {
+    ) -> Result<usize, LabelsError> {
         let mut chunk = chunk;
         if let Some(sink) = self
             .dead_letters
@@ -393,13 +396,14 @@ impl LabelsTopic {
                 });
                 self.while_polling(work)
                     .await?
-                    .map_err(|e| anyhow::anyhow!("velocity store: {}", e.0))?;
+                    .map_err(|e| LabelsError::Store(e.0))?;
             }
         }
         if self.grouped && !stop.is_cancelled() && !chunk.next.is_empty() {
             let mut tpl = TopicPartitionList::new();
             for (&p, &o) in &chunk.next {
-                tpl.add_partition_offset(&self.topic, p, Offset::Offset(o))?;
+                tpl.add_partition_offset(&self.topic, p, Offset::Offset(o))
+                    .kafka(|| format!("committing velocity.labels_topic {:?}", self.topic))?;
             }
             // Asynchronous: a commit lost to a crash only means labels applied again,
             // once each.
@@ -417,7 +421,10 @@ impl LabelsTopic {
     /// member (a member that does not poll within `max.poll.interval.ms` leaves its
     /// group, and with static membership is then fenced). What still arrives is kept
     /// for the next chunk.
-    async fn while_polling<T>(&mut self, work: tokio::task::JoinHandle<T>) -> anyhow::Result<T> {
+    async fn while_polling<T>(
+        &mut self,
+        work: tokio::task::JoinHandle<T>,
+    ) -> Result<T, LabelsError> {
         let paused = self
             .grouped
             .then(|| self.consumer.assignment().ok())
@@ -471,13 +478,14 @@ pub async fn read_all(
     kafka: &KafkaSettings,
     topic: &str,
     limit: Duration,
-) -> anyhow::Result<Vec<LabelEvent>> {
+) -> Result<Vec<LabelEvent>, LabelsError> {
     let mut reader = LabelsTopic::open(kafka, topic, false, None).await?;
-    anyhow::ensure!(
-        reader.assigned,
-        "the labels topic {topic:?} cannot be read: brokers {} not reachable",
-        kafka.brokers
-    );
+    if !reader.assigned {
+        return Err(LabelsError::Topic(format!(
+            "the labels topic {topic:?} cannot be read: brokers {} not reachable",
+            kafka.brokers
+        )));
+    }
     let ends = end_offsets(&reader.consumer, topic).await?;
     let mut all = Vec::new();
     let deadline = tokio::time::Instant::now() + limit;
@@ -489,10 +497,11 @@ pub async fn read_all(
             &mut Target::Collect(&mut all),
         )
         .await?;
-    anyhow::ensure!(
-        complete,
-        "the labels topic {topic:?} was not read to its end within {limit:?}"
-    );
+    if !complete {
+        return Err(LabelsError::Topic(format!(
+            "the labels topic {topic:?} was not read to its end within {limit:?}"
+        )));
+    }
     Ok(all)
 }
 
@@ -504,7 +513,10 @@ enum Partitions {
 }
 
 /// The partitions of `topic`.
-async fn partitions(consumer: &Arc<StreamConsumer>, topic: &str) -> anyhow::Result<Partitions> {
+async fn partitions(
+    consumer: &Arc<StreamConsumer>,
+    topic: &str,
+) -> Result<Partitions, LabelsError> {
     let (c, t) = (consumer.clone(), topic.to_owned());
     let md = match tokio::task::spawn_blocking(move || c.fetch_metadata(Some(&t), METADATA_TIMEOUT))
         .await?
@@ -526,11 +538,17 @@ async fn partitions(consumer: &Arc<StreamConsumer>, topic: &str) -> anyhow::Resu
 async fn end_offsets(
     consumer: &Arc<StreamConsumer>,
     topic: &str,
-) -> anyhow::Result<HashMap<i32, (i64, i64)>> {
+) -> Result<HashMap<i32, (i64, i64)>, LabelsError> {
     let parts = match partitions(consumer, topic).await? {
         Partitions::Found(p) => p,
-        Partitions::Missing => anyhow::bail!("topic {topic:?} does not exist"),
-        Partitions::Unreachable(why) => anyhow::bail!("brokers not reachable: {why}"),
+        Partitions::Missing => {
+            return Err(LabelsError::Topic(format!(
+                "topic {topic:?} does not exist"
+            )));
+        }
+        Partitions::Unreachable(why) => {
+            return Err(LabelsError::Topic(format!("brokers not reachable: {why}")));
+        }
     };
     let (c, t) = (consumer.clone(), topic.to_owned());
     tokio::task::spawn_blocking(move || {
@@ -540,5 +558,5 @@ async fn end_offsets(
             .collect::<Result<HashMap<i32, (i64, i64)>, KafkaError>>()
     })
     .await?
-    .with_context(|| format!("offsets of velocity.labels_topic {topic:?}"))
+    .kafka(|| format!("offsets of velocity.labels_topic {topic:?}"))
 }
