@@ -187,10 +187,7 @@ async fn every_route_and_every_error() {
     let r = http
         .send("POST", "/v1/score", Some("application/json"), "{\"Time\": ")
         .await;
-    assert_eq!(
-        (r.status, r.json()["code"].clone()),
-        (400, json!("invalid_json"))
-    );
+    assert_eq!(r.code(), (400, "invalid_json".into()));
     let long = json!({"id": "x".repeat(2000)});
     let mut long_id = tx_json(&data, 1, None);
     long_id["id"] = long["id"].clone();
@@ -200,19 +197,13 @@ async fn every_route_and_every_error() {
     );
     let many = Value::Array((0..51).map(|i| tx_json(&data, i, None)).collect());
     let r = http.post_json("/v1/score", &many).await;
-    assert_eq!(
-        (r.status, r.json()["code"].clone()),
-        (400, json!("too_many"))
-    );
+    assert_eq!(r.code(), (400, "too_many".into()));
     // 413 and 415.
     let huge = "x".repeat(70_000);
     let r = http
         .send("POST", "/v1/score", Some("application/json"), huge)
         .await;
-    assert_eq!(
-        (r.status, r.json()["code"].clone()),
-        (413, json!("too_large"))
-    );
+    assert_eq!(r.code(), (413, "too_large".into()));
     let r = http
         .send(
             "POST",
@@ -221,10 +212,7 @@ async fn every_route_and_every_error() {
             tx_json(&data, 1, None).to_string(),
         )
         .await;
-    assert_eq!(
-        (r.status, r.json()["code"].clone()),
-        (415, json!("unsupported_media_type"))
-    );
+    assert_eq!(r.code(), (415, "unsupported_media_type".into()));
 
     // record=true: needs an id; writes once; a repeat returns the stored verdict.
     let r = http
@@ -378,10 +366,7 @@ async fn tokens_admin_limits_and_timeouts() {
     let token = "a-long-enough-token-0123";
     let (http, _, stop) = serve(dir.path(), &format!("tokens = [\"{token}\"]")).await;
     let r = http.get("/v1/stats").await;
-    assert_eq!(
-        (r.status, r.json()["code"].clone()),
-        (401, json!("unauthorized"))
-    );
+    assert_eq!(r.code(), (401, "unauthorized".into()));
     assert_eq!(
         http.with_token("wrong-token-0123456789")
             .get("/v1/stats")
@@ -403,24 +388,14 @@ async fn tokens_admin_limits_and_timeouts() {
         .with_token(token)
         .post_json("/v1/models/rollback", &json!({}))
         .await;
-    assert_eq!(
-        (r.status, r.json()["code"].clone()),
-        (403, json!("forbidden"))
-    );
+    assert_eq!(r.code(), (403, "forbidden".into()));
     stop.stop();
 
     // One request at a time: concurrent ones are answered 429 with Retry-After.
     let (http, _, stop) = serve(dir.path(), "concurrency = 1").await;
     let batch = Value::Array((0..1000).map(|i| tx_json(&data, i, None)).collect());
-    let sends: Vec<_> = (0..12)
-        .map(|_| {
-            let (http, batch) = (http.clone(), batch.clone());
-            tokio::spawn(async move { http.post_json("/v1/score", &batch).await })
-        })
-        .collect();
     let mut busy = 0;
-    for s in sends {
-        let r = s.await.unwrap();
+    for r in http.post_concurrently("/v1/score", &batch, 12).await {
         if r.status == 429 {
             busy += 1;
             assert_eq!(r.header("retry-after"), Some("1"));
@@ -435,10 +410,7 @@ async fn tokens_admin_limits_and_timeouts() {
     // A request that takes longer than the timeout is answered 503.
     let (http, _, stop) = serve(dir.path(), "request_timeout = \"1ms\"").await;
     let r = http.post_json("/v1/score", &batch).await;
-    assert_eq!(
-        (r.status, r.json()["code"].clone()),
-        (503, json!("timeout"))
-    );
+    assert_eq!(r.code(), (503, "timeout".into()));
     stop.stop();
 
     // Off loopback without tokens: refused at start.
@@ -531,10 +503,7 @@ async fn cross_site_requests_change_nothing() {
             "x",
         )
         .await;
-    assert_eq!(
-        (evil.status, evil.json()["code"].clone()),
-        (403, json!("cross_site"))
-    );
+    assert_eq!(evil.code(), (403, "cross_site".into()));
     let plain = http
         .send_with(
             "POST",
@@ -640,15 +609,11 @@ async fn record_once(dynamodb: Option<&str>) {
         .unwrap();
     let id = common::unique("rec");
     let body = tx_json(&data, fraud_row, Some(&id));
-    let sends: Vec<_> = (0..16)
-        .map(|_| {
-            let (http, body) = (http.clone(), body.clone());
-            tokio::spawn(async move { http.post_json("/v1/score?record=true", &body).await })
-        })
-        .collect();
     let mut recorded = 0;
-    for s in sends {
-        let r = s.await.unwrap();
+    for r in http
+        .post_concurrently("/v1/score?record=true", &body, 16)
+        .await
+    {
         assert_eq!(r.status, 200, "{}", r.text());
         assert_eq!(r.json()["fraud"], true);
         recorded += usize::from(r.json()["recorded"] == true);
@@ -765,10 +730,7 @@ async fn every_rejection_is_json() {
     let r = http
         .send("PUT", "/v1/score", Some("application/json"), "{}")
         .await;
-    assert_eq!(
-        (r.status, r.json()["code"].clone()),
-        (405, json!("method_not_allowed"))
-    );
+    assert_eq!(r.code(), (405, "method_not_allowed".into()));
     stop.stop();
 }
 
@@ -799,7 +761,7 @@ async fn event_streams_are_capped() {
     let (sb, b) = open("/v1/alerts/stream").await;
     assert_eq!((sa, sb), (200, 200));
     let r = http.get("/v1/alerts/stream").await;
-    assert_eq!((r.status, r.json()["code"].clone()), (503, json!("busy")));
+    assert_eq!(r.code(), (503, "busy".into()));
     assert!(r.header("retry-after").is_some());
     // A closed stream's place is freed once the server notices (at its next event).
     drop(a);

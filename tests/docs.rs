@@ -5,25 +5,15 @@
 //! metric has no doc comment; `make docs` (this test with `FRAUDSTREAM_WRITE_DOCS=1`)
 //! writes them.
 
+mod common;
+
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use quote::ToTokens;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
-
-/// Every `.rs` file under `dir`.
-fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            rust_files(&p, out);
-        } else if p.extension().is_some_and(|x| x == "rs") {
-            out.push(p);
-        }
-    }
-}
 
 /// The `///` lines of `attrs`, joined.
 fn doc(attrs: &[syn::Attribute]) -> String {
@@ -87,8 +77,8 @@ struct Enum {
 /// Every struct with named fields and every enum that derives `Deserialize`, by name.
 fn collect() -> (HashMap<String, Struct>, HashMap<String, Enum>) {
     let mut files = Vec::new();
-    rust_files(&Path::new(ROOT).join("src"), &mut files);
-    rust_files(&Path::new(ROOT).join("core/src"), &mut files);
+    common::rust_files(&Path::new(ROOT).join("src"), &mut files);
+    common::rust_files(&Path::new(ROOT).join("core/src"), &mut files);
     let (mut structs, mut enums) = (HashMap::new(), HashMap::new());
     let mut ambiguous = Vec::new();
     for f in files {

@@ -188,10 +188,7 @@ async fn a_published_version_is_picked_up_under_load_and_a_bad_one_is_rejected()
         d.wait_for_verdicts(n as u64, Duration::from_secs(120))
             .await
     );
-    let summary = tokio::time::timeout(Duration::from_secs(40), det.stop())
-        .await
-        .expect("stops")
-        .expect("a clean stop");
+    let summary = det.stop_within(Duration::from_secs(40)).await;
     assert_eq!(
         summary.stats.scored, n as u64,
         "no transaction scored twice"

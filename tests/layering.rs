@@ -6,18 +6,9 @@
 //! aside), or the velocity stage naming `crate::stream`, which calls it. Test modules are
 //! not checked.
 
-use std::path::{Path, PathBuf};
+mod common;
 
-fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            rust_files(&p, out);
-        } else if p.extension().is_some_and(|x| x == "rs") {
-            out.push(p);
-        }
-    }
-}
+use std::path::Path;
 
 /// The top-level module a file of `src/` belongs to.
 fn module(rel: &Path) -> String {
@@ -34,7 +25,7 @@ fn module(rel: &Path) -> String {
 fn no_module_imports_from_above_it() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut files = Vec::new();
-    rust_files(&src, &mut files);
+    common::rust_files(&src, &mut files);
     let mut climbs = Vec::new();
     for f in files {
         let rel = f.strip_prefix(&src).unwrap();

@@ -99,10 +99,7 @@ async fn freeze_mid_stream(service: &'static str) {
     while d.offsets().iter().any(|(at, high)| at != high) && std::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let summary = tokio::time::timeout(Duration::from_secs(40), det.stop())
-        .await
-        .expect("stops within its deadline")
-        .expect("a clean stop");
+    let summary = det.stop_within(Duration::from_secs(40)).await;
 
     let ids = d.verdict_ids().await;
     assert_eq!(ids.len(), n, "exactly one verdict item per transaction");
@@ -188,10 +185,7 @@ async fn frozen_datanode(durable_lake: bool) {
             .await,
         "did not resume"
     );
-    let summary = tokio::time::timeout(Duration::from_secs(60), det.stop())
-        .await
-        .expect("stops within its deadline")
-        .expect("a clean stop");
+    let summary = det.stop_within(Duration::from_secs(60)).await;
     assert_eq!(
         summary.stats.scored, n as u64,
         "each transaction scored once"

@@ -64,6 +64,14 @@ impl InProcess {
         self.task.await.unwrap()
     }
 
+    /// [`InProcess::stop`], which must end cleanly within `limit`.
+    pub async fn stop_within(self, limit: Duration) -> Summary {
+        tokio::time::timeout(limit, self.stop())
+            .await
+            .expect("stops within its deadline")
+            .expect("a clean stop")
+    }
+
     /// This process's `/metrics` text (one recorder per test binary).
     pub fn metrics(&self) -> String {
         fraudstream::telemetry::recorder().unwrap().render()

@@ -26,6 +26,12 @@ impl Answer {
             .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
     }
 
+    /// The status and the JSON error's `code`, for comparing with an expected pair.
+    pub fn code(&self) -> (u16, String) {
+        let code = self.json()["code"].as_str().unwrap_or_default().to_owned();
+        (self.status, code)
+    }
+
     /// The body as text.
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
@@ -129,6 +135,26 @@ impl Http {
     pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> Answer {
         self.send("POST", path, Some("application/json"), body.to_string())
             .await
+    }
+
+    /// POST `body` to `path` from `n` tasks at once; the answers in no particular order.
+    pub async fn post_concurrently(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+        n: usize,
+    ) -> Vec<Answer> {
+        let sends: Vec<_> = (0..n)
+            .map(|_| {
+                let (http, body, path) = (self.clone(), body.clone(), path.to_owned());
+                tokio::spawn(async move { http.post_json(&path, &body).await })
+            })
+            .collect();
+        let mut out = Vec::with_capacity(n);
+        for s in sends {
+            out.push(s.await.unwrap());
+        }
+        out
     }
 
     /// Open a server-sent event stream and return the first event named `event`, with

@@ -94,6 +94,18 @@ pub async fn create_topics(brokers: &str, names: &[&str], partitions: i32) {
     }
 }
 
+/// Every `.rs` file under `dir`, appended to `out`.
+pub fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            rust_files(&p, out);
+        } else if p.extension().is_some_and(|x| x == "rs") {
+            out.push(p);
+        }
+    }
+}
+
 /// The connection to the test S3 server.
 pub fn s3_connection() -> AwsConnection {
     AwsConnection {

@@ -21,6 +21,18 @@ pub struct LocalVerdictStore {
     last_purge: Arc<std::sync::atomic::AtomicI64>,
 }
 
+/// The statement that writes one verdict row, bound by `execute`: `$verb` says what
+/// happens to a row with the same id (`INSERT OR REPLACE`, `INSERT OR IGNORE`).
+macro_rules! insert_verdict {
+    ($verb:literal) => {
+        concat!(
+            $verb,
+            " INTO verdicts (tx_id, score, fraud, threshold, model_version, scored_at, \
+             top_features, ttl) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+        )
+    };
+}
+
 impl LocalVerdictStore {
     /// Open (creating when missing) the database at `path`.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, VerdictError> {
@@ -91,11 +103,7 @@ impl LocalVerdictStore {
         let mut refused = Vec::new();
         {
             let mut stmt = tx
-                .prepare_cached(
-                    "INSERT OR REPLACE INTO verdicts
-                     (tx_id, score, fraud, threshold, model_version, scored_at, top_features, ttl)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                )
+                .prepare_cached(insert_verdict!("INSERT OR REPLACE"))
                 .map_err(|e| self.error(&e))?;
             let mut top = Vec::with_capacity(256);
             for it in dedupe_last(items) {
@@ -181,11 +189,7 @@ impl LocalVerdictStore {
                 )
                 .map_err(|e| self.error(&e))?;
             let mut insert = tx
-                .prepare_cached(
-                    "INSERT OR IGNORE INTO verdicts
-                     (tx_id, score, fraud, threshold, model_version, scored_at, top_features, ttl)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                )
+                .prepare_cached(insert_verdict!("INSERT OR IGNORE"))
                 .map_err(|e| self.error(&e))?;
             let now = crate::clock::now_secs();
             let mut top = Vec::with_capacity(256);

@@ -166,6 +166,17 @@ impl LabelsTopic {
         Ok(())
     }
 
+    /// After a fatal consumer error: a new consumer, assigned again (until `stop`).
+    async fn recover(
+        &mut self,
+        fatal: &KafkaError,
+        stop: &CancellationToken,
+    ) -> Result<(), LabelsError> {
+        tracing::warn!(topic = %self.topic, error = %fatal, "labels consumer failed");
+        self.reopen()?;
+        self.wait_assigned(stop).await
+    }
+
     /// Assign once the brokers answer (they did not at start-up), retrying until `stop`.
     async fn wait_assigned(&mut self, stop: &CancellationToken) -> Result<(), LabelsError> {
         while !self.assigned {
@@ -240,9 +251,7 @@ impl LabelsTopic {
             let chunk = match chunk {
                 Ok(c) => c,
                 Err(fatal) => {
-                    tracing::warn!(topic = %self.topic, error = %fatal, "labels consumer failed");
-                    self.reopen()?;
-                    self.wait_assigned(stop).await?;
+                    self.recover(&fatal, stop).await?;
                     // A reader without a group starts again from the beginning.
                     at = ends.iter().map(|(&p, &(first, _))| (p, first)).collect();
                     continue;
@@ -280,9 +289,7 @@ impl LabelsTopic {
             let chunk = match chunk {
                 Ok(c) => c,
                 Err(fatal) => {
-                    tracing::warn!(topic = %self.topic, error = %fatal, "labels consumer failed");
-                    self.reopen()?;
-                    if let Err(e) = self.wait_assigned(&stop).await {
+                    if let Err(e) = self.recover(&fatal, &stop).await {
                         return if stop.is_cancelled() { Ok(()) } else { Err(e) };
                     }
                     continue;
