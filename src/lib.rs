@@ -35,7 +35,7 @@
 
 #![warn(missing_docs)]
 
-pub use fraudstream_core::{eval, forest, model, rng, schema};
+pub use fraudstream_core::{eval, forest, model, rng, rules, schema, signing};
 
 pub mod api;
 pub mod aws;

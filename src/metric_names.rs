@@ -56,6 +56,15 @@ pub const MODEL_RELOADS: &str = "fraudstream_model_reloads_total";
 /// Counter: model versions the watcher refused, by `reason` (`signature`, `checksum`, `corrupt`,
 /// `features`, `smoke`, `canary`, `unknown_version`, `unreadable`).
 pub const MODEL_REJECTIONS: &str = "fraudstream_model_rejections_total";
+/// Counter: decisions, by `outcome` (`approve`, `review`, `block`).
+pub const DECISIONS: &str = "fraudstream_decisions_total";
+/// Counter: verdicts each rule matched, by `rule` (its name) and `rule_set` (version).
+pub const RULE_MATCHES: &str = "fraudstream_rule_matches_total";
+/// Counter: rule sets or list changes swapped in by the decisions watcher.
+pub const RULES_RELOADS: &str = "fraudstream_rules_reloads_total";
+/// Counter: active rule sets the decisions watcher refused (they do not load or do not
+/// compile against the lists and features); the serving rules stay.
+pub const RULES_REJECTIONS: &str = "fraudstream_rules_rejections_total";
 /// Counter: failed polls of the model store (unreachable).
 pub const MODEL_POLL_ERRORS: &str = "fraudstream_model_poll_errors_total";
 /// Counter: background tasks that stopped before the detector asked them to (by

@@ -16,6 +16,7 @@ use fraudstream::kafka::KafkaSettings;
 use fraudstream::model::Verdict;
 use fraudstream::model::scoring::Contribution;
 use fraudstream::retry::Retryable;
+use fraudstream::rules::Outcome;
 use fraudstream::secret::Secret;
 use fraudstream::sinks::alerts::{
     AlertError, AlertSink, KafkaAlerts, LocalAlerts, RecentAlerts, Webhook,
@@ -25,17 +26,22 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 
 fn alert(id: &str) -> Verdict {
-    Verdict {
-        tx_id: id.into(),
-        score: 0.93,
-        fraud: true,
-        threshold: 0.5,
-        model_version: "v-test".into(),
-        top_features: vec![Contribution {
+    let mut v = Verdict::by_model(
+        id,
+        0.93,
+        0.5,
+        "v-test",
+        vec![Contribution {
             feature: "V14".into(),
             contribution: 0.31,
         }],
-    }
+    );
+    // A rule decided it: the alert carries its outcome, the rule and the rule set.
+    v.outcome = Outcome::Review;
+    v.decided_by = "big_amount".into();
+    v.rules = vec!["big_amount".into(), "night".into()];
+    v.rule_set = Some("r-1".into());
+    v
 }
 
 /// Send two batches through `sink`, then check that `read_back` finds each alert once, in

@@ -8,9 +8,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use fraudstream::retry::RetryPolicy;
+use fraudstream::rules::Outcome;
 use fraudstream::schema::{NUM_FIELDS, Transaction};
 use fraudstream::sinks::lake::{
-    LakeCompression, LakeSettings, LakeWriter, ScoredRecord, ShadowRecord, lake_schema,
+    DecisionRecord, LakeCompression, LakeSettings, LakeWriter, ScoredRecord, ShadowRecord,
+    lake_schema,
 };
 use fraudstream::storage::hdfs::HdfsStore;
 use fraudstream::storage::local::LocalStore;
@@ -47,6 +49,26 @@ fn record(i: usize) -> ScoredRecord {
             fraud: i % 10 >= 5,
             version: "v-shadow".into(),
         }),
+        // Every fifth record decided by a rule (nullable `rules` and `rule_set`).
+        decision: if i.is_multiple_of(5) {
+            DecisionRecord {
+                outcome: Outcome::Review,
+                decided_by: "big_amount".into(),
+                rules: vec!["big_amount".into(), "night".into()],
+                rule_set: Some("r-1".into()),
+            }
+        } else {
+            DecisionRecord {
+                outcome: if i % 100 >= 50 {
+                    Outcome::Block
+                } else {
+                    Outcome::Approve
+                },
+                decided_by: "model".into(),
+                rules: Vec::new(),
+                rule_set: None,
+            }
+        },
     }
 }
 

@@ -12,8 +12,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use fraudstream::retry::{RetryPolicy, Retryable};
+use fraudstream::rules::Outcome;
 use fraudstream::schema::{NUM_FIELDS, Transaction};
-use fraudstream::sinks::lake::{LakeCompression, LakeSettings, LakeWriter, ScoredRecord};
+use fraudstream::sinks::lake::{
+    DecisionRecord, LakeCompression, LakeSettings, LakeWriter, ScoredRecord,
+};
 use fraudstream::storage::BlobStore;
 use fraudstream::storage::s3::S3Store;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -142,6 +145,12 @@ fn record(i: usize) -> ScoredRecord {
         model_version: "v".into(),
         scored_at_ms: 1_795_688_100_000,
         shadow: None,
+        decision: DecisionRecord {
+            outcome: Outcome::Approve,
+            decided_by: "model_only".into(),
+            rules: Vec::new(),
+            rule_set: None,
+        },
     }
 }
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 use fraudstream::aws::AwsConnection;
 use fraudstream::model::scoring::Contribution;
 use fraudstream::retry::RetryPolicy;
+use fraudstream::rules::Outcome;
 use fraudstream::secret::Secret;
 use fraudstream::sinks::verdicts::dynamodb::{DynamoSettings, DynamoVerdictStore};
 use fraudstream::sinks::verdicts::local::LocalVerdictStore;
@@ -31,6 +32,25 @@ fn item(id: usize, score: f32, version: &str) -> VerdictItem {
             },
         ],
         ttl: id.is_multiple_of(2).then_some(1_900_000_000 + id as i64),
+        // Every third decided by rules: the outcome, the rules and the version round-trip.
+        outcome: if id.is_multiple_of(3) {
+            Outcome::Review
+        } else if score >= 0.5 {
+            Outcome::Block
+        } else {
+            Outcome::Approve
+        },
+        decided_by: if id.is_multiple_of(3) {
+            "velocity_burst".into()
+        } else {
+            "model".into()
+        },
+        rules: if id.is_multiple_of(3) {
+            vec!["velocity_burst".into(), "big_amount".into()]
+        } else {
+            Vec::new()
+        },
+        rule_set: id.is_multiple_of(3).then(|| "r-20261207".into()),
     }
 }
 

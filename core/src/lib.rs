@@ -18,6 +18,9 @@
 //! - [`train`]: dataset → split → forest → threshold → metrics → model.
 //! - [`velocity`]: entity (per-card, per-terminal) features over time windows, their
 //!   state store and the engine that computes them online and offline.
+//! - [`rules`]: the rule language (`rule NAME: block if …`), its compiler with
+//!   line-and-column errors, named value lists and the allocation-free evaluator that
+//!   turns a score and a transaction into approve, review or block.
 //! - [`signing`]: ed25519 manifest signatures and public keys, parsed as bytes.
 //! - [`rng`]: a seedable, platform-independent PRNG used wherever training draws.
 //! - [`error`]: [`PipelineError`], the batch steps' error.
@@ -29,6 +32,7 @@ pub mod eval;
 pub mod forest;
 pub mod model;
 pub mod rng;
+pub mod rules;
 pub mod schema;
 pub mod signing;
 pub mod train;

@@ -19,6 +19,7 @@ use utoipa::ToSchema;
 use super::AppState;
 use super::error::{ApiError, ErrorBody};
 use crate::detector::Handles;
+use crate::registry::decisions::CountsSnapshot;
 use crate::stream::stats::{self, LatencyHistogram};
 
 /// Seconds of history kept for the charts.
@@ -76,6 +77,85 @@ pub struct OnlineLabels {
     pub recall: Option<f64>,
 }
 
+/// One rule's figures over the last five minutes.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, ToSchema)]
+pub struct RuleRate {
+    /// The rule.
+    pub name: String,
+    /// `allow`, `review` or `block`.
+    pub action: String,
+    /// Its source text.
+    pub text: String,
+    /// Verdicts it matched in the window.
+    pub matches: u64,
+    /// Of the verdicts decided in the window, the share it matched.
+    pub match_rate: f64,
+}
+
+/// The decisions over the last five minutes (or since start, when shorter).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, ToSchema)]
+pub struct DecisionView {
+    /// The active rule set (none: the model's rule alone).
+    pub rule_set: Option<String>,
+    /// Its mode.
+    pub mode: Option<String>,
+    /// Seconds the window covers.
+    pub window_seconds: f64,
+    /// Outcomes in the window: approve.
+    pub approve: u64,
+    /// Review.
+    pub review: u64,
+    /// Block.
+    pub block: u64,
+    /// Each active rule, in file order.
+    pub rules: Vec<RuleRate>,
+}
+
+/// Seconds of decision counts kept for the rates.
+const DECISION_WINDOW: std::time::Duration = std::time::Duration::from_secs(300);
+
+fn decision_view(
+    h: &Handles,
+    counts: &VecDeque<(Instant, CountsSnapshot)>,
+    now: &CountsSnapshot,
+) -> DecisionView {
+    let decider = h.decisions.decider.load();
+    let (at, first) = counts
+        .front()
+        .map_or((Instant::now(), now), |(t, c)| (*t, c));
+    let outcomes: [u64; 3] = [0, 1, 2].map(|i| now.outcomes[i] - first.outcomes[i]);
+    let decided: u64 = outcomes.iter().sum();
+    let rules = decider.rules.as_ref().map_or_else(Vec::new, |r| {
+        (0..r.set.len())
+            .map(|i| {
+                let name = r.set.name(i);
+                let matches = now.rules.get(name).copied().unwrap_or(0)
+                    - first.rules.get(name).copied().unwrap_or(0);
+                RuleRate {
+                    name: name.to_string(),
+                    action: r.set.action(i).to_string(),
+                    text: r.set.text(i).to_owned(),
+                    matches,
+                    match_rate: if decided == 0 {
+                        0.0
+                    } else {
+                        matches as f64 / decided as f64
+                    },
+                }
+            })
+            .collect()
+    });
+    DecisionView {
+        rule_set: decider.version().map(ToString::to_string),
+        mode: decider.rules.as_ref().map(|r| r.set.mode().to_string()),
+        window_seconds: at.elapsed().as_secs_f64(),
+        approve: outcomes[0],
+        review: outcomes[1],
+        block: outcomes[2],
+        rules,
+    }
+}
+
 /// The figures now and the last few minutes of them.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, ToSchema)]
 pub struct Snapshot {
@@ -103,6 +183,8 @@ pub struct Snapshot {
     pub history: Vec<Point>,
     /// Online precision and recall, when labels arrive (`velocity.labels_path`).
     pub labels: Option<OnlineLabels>,
+    /// Outcomes and rule matches over the last five minutes.
+    pub decisions: DecisionView,
 }
 
 /// Sample the detector every interval into a watch channel, until `stop`.
@@ -126,6 +208,7 @@ pub fn spawn_sampler(
         let mut tick = tokio::time::interval(super::STATS_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut history: VecDeque<Point> = VecDeque::with_capacity(HISTORY);
+        let mut counts: VecDeque<(Instant, CountsSnapshot)> = VecDeque::new();
         let mut last: Option<(Instant, u64, u64, LatencyHistogram)> = None;
         loop {
             // Every interval, and at once when the detector starts or stops running.
@@ -172,6 +255,15 @@ pub fn spawn_sampler(
                 history.pop_front();
             }
             history.push_back(point.clone());
+            let decided = h.decisions.counts.snapshot();
+            while counts
+                .front()
+                .is_some_and(|(t, _)| t.elapsed() > DECISION_WINDOW)
+            {
+                counts.pop_front();
+            }
+            let decisions = decision_view(h, &counts, &decided);
+            counts.push_back((Instant::now(), decided));
             let m = h.model.load();
             let meta = m.meta();
             let age = humantime::parse_rfc3339(&meta.created_at)
@@ -208,6 +300,7 @@ pub fn spawn_sampler(
                         recall: c.recall(),
                     }
                 }),
+                decisions,
             };
             if tx.send(Arc::new(snapshot)).is_err() {
                 return; // the server is gone

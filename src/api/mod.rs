@@ -7,6 +7,8 @@
 //! | `GET /v1/verdicts/{tx_id}` | a verdict from the verdict store |
 //! | `GET /v1/models`, `GET /v1/models/{version}` | the model store |
 //! | `POST /v1/models/{version}/promote`, `POST /v1/models/rollback` | with `api.admin` |
+//! | `GET /v1/rules`, `POST /v1/rules/{v}/activate`, `POST /v1/rules/{v}/backtest` | [`rules`]: rule sets (changes with `api.admin`) |
+//! | `GET /v1/lists`, `GET /v1/lists/{name}`, `PUT`/`DELETE /v1/lists/{name}/{value}` | value lists (changes with `api.admin`) |
 //! | `GET /v1/alerts`, `GET /v1/alerts/stream` | recent alerts; live, as server-sent events |
 //! | `GET /v1/stats`, `GET /v1/events` | live figures; with alerts, as server-sent events |
 //! | `GET /metrics`, `/healthz`, `/readyz` | Prometheus, liveness, readiness |
@@ -34,6 +36,7 @@ pub mod events;
 pub mod extract;
 pub mod openapi;
 pub mod routes;
+pub mod rules;
 pub mod score;
 
 use std::net::SocketAddr;
@@ -46,7 +49,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post, put};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
@@ -129,6 +132,13 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/models/rollback", post(routes::rollback))
         .route("/v1/models/{version}", get(routes::model))
         .route("/v1/models/{version}/promote", post(routes::promote))
+        .route("/v1/rules", get(rules::rules))
+        .route("/v1/rules/{version}/activate", post(rules::activate))
+        .route("/v1/rules/{version}/backtest", post(rules::backtest))
+        .route("/v1/lists", get(rules::lists))
+        .route("/v1/lists/{name}", get(rules::list))
+        .route("/v1/lists/{name}/{value}", put(rules::add))
+        .route("/v1/lists/{name}/{value}", delete(rules::remove))
         .route("/v1/alerts", get(routes::alerts))
         .route("/v1/alerts/stream", get(events::alert_stream))
         .route("/v1/stats", get(events::stats))
@@ -174,8 +184,10 @@ async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Respo
             .field("Authorization"),
         );
     }
-    if req.method() == axum::http::Method::POST
-        && let Err(e) = same_origin_json(&req)
+    if !matches!(
+        *req.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD
+    ) && let Err(e) = same_origin_json(&req)
     {
         return axum::response::IntoResponse::into_response(e);
     }
@@ -215,7 +227,8 @@ async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Respo
 }
 
 /// Every state-changing request (the POST routes: scoring with `record=true`, promote,
-/// rollback) must be `application/json` and same-origin, so a web page the operator has
+/// rollback, rules; and the lists' PUT and DELETE) must be same-origin, and a POST
+/// `application/json`, so a web page the operator has
 /// open cannot make the browser send one (issue 22: a `text/plain` POST from another
 /// origin moved `LATEST`). A browser sends JSON to another origin only after a CORS
 /// preflight, which this server never grants; and it names the page's origin in
@@ -254,7 +267,9 @@ fn same_origin_json(req: &Request) -> Result<(), ApiError> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
-    if !json {
+    // A PUT or DELETE (the lists) carries no body, and a browser never sends either to
+    // another origin without a preflight: only the origin is checked for them.
+    if !json && req.method() == axum::http::Method::POST {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",

@@ -2,14 +2,14 @@
 
 use utoipa::OpenApi;
 
-use super::{dashboard, error, events, routes, score};
+use super::{dashboard, error, events, routes, rules, score};
 
 /// The API's OpenAPI description.
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "fraudstream",
-        description = "Fraud verdicts over REST: synchronous scoring, stored verdicts, models, alerts and live figures."
+        description = "Fraud verdicts over REST: synchronous scoring, stored verdicts, models, rules and lists, alerts and live figures."
     ),
     paths(
         score::score,
@@ -18,6 +18,13 @@ use super::{dashboard, error, events, routes, score};
         routes::model,
         routes::promote,
         routes::rollback,
+        rules::rules,
+        rules::activate,
+        rules::backtest,
+        rules::lists,
+        rules::list,
+        rules::add,
+        rules::remove,
         routes::alerts,
         events::alert_stream,
         events::stats,
@@ -37,10 +44,23 @@ use super::{dashboard, error, events, routes, score};
         routes::ModelList,
         routes::ModelSummary,
         crate::registry::Moved,
+        rules::RulesView,
+        rules::BacktestRequest,
+        rules::ListView,
+        crate::registry::rules::RuleManifest,
+        crate::registry::rules::RuleSummary,
+        crate::registry::rules::Activated,
+        crate::registry::rules::ListVersion,
+        crate::pipeline::rules_backtest::Report,
+        crate::pipeline::rules_backtest::SetFigures,
+        crate::pipeline::rules_backtest::RuleFigures,
+        crate::pipeline::rules_backtest::Change,
         events::Snapshot,
         events::Point,
         events::ServingModel,
         events::OnlineLabels,
+        events::DecisionView,
+        events::RuleRate,
     )),
     modifiers(&BearerAuth),
     security(("bearer" = []))

@@ -45,6 +45,14 @@ pub struct VerdictOut {
     pub top_features: Vec<StoredContribution>,
     /// Expiry, Unix seconds.
     pub ttl: Option<i64>,
+    /// `approve`, `review` or `block`.
+    pub outcome: String,
+    /// What decided: a rule's name, `model` or `model_only`.
+    pub decided_by: String,
+    /// The rules that matched.
+    pub rules: Vec<String>,
+    /// The rule set that decided, when one was active.
+    pub rule_set: Option<String>,
 }
 
 /// A verdict by transaction id.
@@ -83,6 +91,10 @@ pub async fn verdict(
                 })
                 .collect(),
             ttl: v.ttl,
+            outcome: v.outcome.to_string(),
+            decided_by: v.decided_by.to_string(),
+            rules: v.rules.iter().map(ToString::to_string).collect(),
+            rule_set: v.rule_set.as_deref().map(str::to_owned),
         })),
         Ok(None) => Err(ApiError::not_found(format!("no verdict for {tx_id:?}")).field("tx_id")),
         Err(e) if e.is_retryable() => Err(ApiError::unavailable(format!("verdict store: {e}"))),
@@ -280,7 +292,7 @@ fn move_result(r: Result<Moved, MoveError>) -> Result<axum::Json<Moved>, ApiErro
 }
 
 /// The body of a request that takes no arguments: empty, or a JSON object (`{}`).
-async fn no_arguments(state: &AppState, body: axum::body::Body) -> Result<(), ApiError> {
+pub(super) async fn no_arguments(state: &AppState, body: axum::body::Body) -> Result<(), ApiError> {
     let bytes = super::read_body(body, state.config.max_body_bytes).await?;
     if bytes.trim_ascii().is_empty() {
         return Ok(());
@@ -300,14 +312,14 @@ async fn no_arguments(state: &AppState, body: axum::body::Body) -> Result<(), Ap
     }
 }
 
-fn require_admin(state: &AppState) -> Result<(), ApiError> {
+pub(super) fn require_admin(state: &AppState) -> Result<(), ApiError> {
     if state.config.admin {
         Ok(())
     } else {
         Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden",
-            "moving models is off here (api.admin = false)",
+            "changing models, rules and lists is off here (api.admin = false)",
         ))
     }
 }

@@ -19,6 +19,7 @@ use super::error::{ApiError, ErrorBody};
 use super::extract::ApiQuery;
 use super::read_body;
 use crate::model::{Model, Verdict};
+use crate::registry::decisions::Decider;
 use crate::retry::Retryable;
 use crate::schema::json::decode_transaction_limited;
 use crate::schema::{Transaction, field_index};
@@ -54,6 +55,16 @@ pub struct ScoreResult {
     pub model_version: String,
     /// The largest contributions, largest magnitude first.
     pub contributions: Vec<Contribution>,
+    /// `approve`, `review` or `block`.
+    pub outcome: String,
+    /// What decided: a rule's name, `model` (no rule matched, at or over the threshold)
+    /// or `model_only` (no rule matched, under it).
+    pub decided_by: String,
+    /// The rules that matched, by name.
+    pub rules: Vec<String>,
+    /// The active rule set's version, when one decided.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule_set: Option<String>,
     /// With `record=true`: whether this call recorded it (false: it was already).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recorded: Option<bool>,
@@ -83,6 +94,10 @@ fn result(v: &Verdict, tx: &Transaction, recorded: Option<bool>) -> ScoreResult 
                 contribution: c.contribution,
             })
             .collect(),
+        outcome: v.outcome.to_string(),
+        decided_by: v.decided_by.to_string(),
+        rules: v.rules.iter().map(ToString::to_string).collect(),
+        rule_set: v.rule_set.as_deref().map(str::to_owned),
         recorded,
     }
 }
@@ -95,6 +110,10 @@ fn stored_result(item: &VerdictItem, tx: &Transaction) -> ScoreResult {
         threshold: item.threshold,
         model_version: item.model_version.clone(),
         top_features: item.top_features.clone(),
+        outcome: item.outcome,
+        decided_by: item.decided_by.clone(),
+        rules: item.rules.clone(),
+        rule_set: item.rule_set.clone(),
     };
     result(&v, tx, Some(false))
 }
@@ -145,11 +164,12 @@ pub async fn score(
         ));
     }
     let top_k = state.top_k;
+    let decider = handles.decisions.decider.load_full();
     let verdicts = if txs.len() <= INLINE_ROWS {
-        score_rows(&model, &txs, top_k)
+        score_rows(&model, &decider, &txs, top_k)
     } else {
         let rows = txs.clone();
-        tokio::task::spawn_blocking(move || score_rows(&model, &rows, top_k))
+        tokio::task::spawn_blocking(move || score_rows(&model, &decider, &rows, top_k))
             .await
             .map_err(|e| ApiError::internal(format!("scoring task: {e}")))?
     };
@@ -169,13 +189,18 @@ pub async fn score(
     })
 }
 
-fn score_rows(model: &Model, txs: &[Transaction], top_k: usize) -> Vec<Verdict> {
+/// Score and decide `txs` (with the rules and lists the stream decides with).
+fn score_rows(model: &Model, decider: &Decider, txs: &[Transaction], top_k: usize) -> Vec<Verdict> {
     let mut x = Vec::with_capacity(txs.len() * model.forest().n_features());
     for tx in txs {
         model.features_into(tx, &mut x);
     }
     let ids: Vec<&str> = txs.iter().map(|t| t.id.as_str()).collect();
-    model.verdicts(&ids, &x, top_k)
+    let mut verdicts = model.verdicts(&ids, &x, top_k);
+    for (tx, v) in txs.iter().zip(verdicts.iter_mut()) {
+        decider.apply(tx, v);
+    }
+    verdicts
 }
 
 /// Decode a body: one object, or an array of at most `max` objects. Each goes through the
@@ -280,7 +305,7 @@ async fn record(
     let frauds: Vec<Verdict> = verdicts
         .iter()
         .zip(&written)
-        .filter(|(v, w)| **w && v.fraud)
+        .filter(|(v, w)| **w && v.alerts())
         .map(|(v, _)| v.clone())
         .collect();
     if !frauds.is_empty() {
@@ -299,7 +324,14 @@ async fn record(
             }
         }
     }
-    let recorded = written.iter().filter(|w| **w).count();
+    let recorded: Vec<Verdict> = verdicts
+        .iter()
+        .zip(&written)
+        .filter(|(_, w)| **w)
+        .map(|(v, _)| v.clone())
+        .collect();
+    handles.decisions.counts.count(&recorded);
+    let recorded = recorded.len();
     metrics::counter!(crate::metric_names::API_RECORDED).increment(recorded as u64);
     let mut out = Vec::with_capacity(txs.len());
     for ((tx, v), w) in txs.iter().zip(verdicts).zip(&written) {

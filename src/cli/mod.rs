@@ -8,6 +8,7 @@ mod preprocess;
 mod print;
 mod registry;
 mod retrain;
+mod rules;
 mod run;
 mod score;
 mod signal;
@@ -76,6 +77,12 @@ pub enum Command {
     /// Read verdicts back from the verdict store.
     #[command(subcommand)]
     Verdict(VerdictCommand),
+    /// Rule sets: check, publish, activate, backtest (decisions: approve, review, block).
+    #[command(subcommand)]
+    Rules(rules::RulesCommand),
+    /// Value lists the rules look values up in (`card_id in @blocked_cards`).
+    #[command(subcommand)]
+    List(rules::ListCommand),
 }
 
 /// `verdict` subcommands.
@@ -200,6 +207,21 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Model(ModelCommand::Rollback(a)) => registry::rollback(&a),
         Command::Model(ModelCommand::Compare(a)) => compare::run(&a),
         Command::Verdict(VerdictCommand::Get(a)) => verdict::run(&a),
+        Command::Rules(c) => match c {
+            rules::RulesCommand::Check(a) => rules::check(&a),
+            rules::RulesCommand::Publish(a) => rules::publish(&a),
+            rules::RulesCommand::Activate(a) => rules::activate(&a),
+            rules::RulesCommand::List(a) => rules::list(&a),
+            rules::RulesCommand::Show(a) => rules::show(&a),
+            rules::RulesCommand::Backtest(a) => rules::backtest(&a),
+        },
+        Command::List(c) => match c {
+            rules::ListCommand::Add(a) => rules::list_add(&a),
+            rules::ListCommand::Remove(a) => rules::list_remove(&a),
+            rules::ListCommand::Import(a) => rules::list_import(&a),
+            rules::ListCommand::Show(a) => rules::list_show(&a),
+            rules::ListCommand::Ls(a) => rules::list_ls(&a),
+        },
     }
 }
 

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 pub use crate::validate::{Invalid, UnknownKeys, Validate};
 
 pub use crate::registry::config::{BootstrapConfig, ModelsConfig};
+pub use crate::registry::decisions::DecisionsConfig;
 pub use crate::sinks::alerts::config::{AlertsConfig, WebhookConfig};
 pub use crate::sinks::lake::LakeConfig;
 pub use crate::sinks::verdicts::config::{VerdictBackend, VerdictsConfig};
@@ -65,6 +66,9 @@ pub struct Config {
     /// Entity (per-card, per-terminal) features.
     #[serde(default)]
     pub velocity: crate::velocity::config::VelocityConfig,
+    /// Outcomes: how a verdict becomes approve, review or block.
+    #[serde(default)]
+    pub decisions: DecisionsConfig,
 }
 
 /// The observability endpoint.
@@ -241,7 +245,7 @@ impl Config {
 
     /// Validate every section; the error names the key in full.
     fn validate(&self, path: &str) -> Result<(), ConfigError> {
-        let sections: [(&str, &dyn Validate); 15] = [
+        let sections: [(&str, &dyn Validate); 16] = [
             ("source", &self.source),
             ("scoring", &self.scoring),
             ("alerts", &self.alerts),
@@ -257,6 +261,7 @@ impl Config {
             ("models", &self.models),
             ("retrain", &self.retrain),
             ("velocity", &self.velocity),
+            ("decisions", &self.decisions),
         ];
         for (name, section) in sections {
             section.validate().map_err(|e| {

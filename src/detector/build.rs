@@ -12,6 +12,9 @@ use super::{Detector, Handles, Source, bootstrap, velocity};
 use crate::config::{Config, SourceKind, VerdictBackend};
 use crate::model::Model;
 use crate::registry::ModelStore;
+use crate::registry::decisions::{
+    Decider, DecisionWatcher, Decisions, Loaded, load as load_decider,
+};
 use crate::registry::shadow::{ShadowSpec, ShadowWatcher};
 use crate::registry::watcher::Watcher;
 use crate::retry::Retryable;
@@ -74,6 +77,7 @@ impl Detector {
             .serving_velocity(cfg.velocity.enabled.then(|| cfg.velocity.features.clone()));
         let (model, model_origin) = bootstrap::serving_model(cfg, &models).await?;
         let model = Arc::new(ArcSwap::from_pointee(model));
+        let decisions = decisions(cfg, &models).await?;
         let verdicts = verdict_store(cfg).await?;
         let recent = Arc::new(RecentAlerts::default());
         let kafka = cfg.source.kind == SourceKind::Kafka;
@@ -124,7 +128,8 @@ impl Detector {
             let velocity = v.stage;
             let mut scorer =
                 Scorer::with_explain(model.clone(), cfg.scoring.top_k, cfg.scoring.explain)
-                    .with_velocity(velocity);
+                    .with_velocity(velocity)
+                    .with_decider(decisions.decider.clone(), decisions.counts.clone());
             if let Some(spec) = &cfg.models.shadow {
                 let (w, slot) = shadow_watcher(&models, spec).await?;
                 scorer = scorer.with_shadow(slot);
@@ -145,6 +150,16 @@ impl Detector {
                 cfg.models.poll_interval,
             )
         });
+        let decision_watcher = (!cfg.models.poll_interval.is_zero()).then(|| {
+            (
+                DecisionWatcher::new(
+                    decisions.store.clone(),
+                    decisions.decider.clone(),
+                    decisions.derived.clone(),
+                ),
+                cfg.models.poll_interval,
+            )
+        });
         let handles = Handles {
             model,
             verdicts,
@@ -154,6 +169,7 @@ impl Detector {
             alert_sinks: Arc::new(alerts),
             api_addr: server.as_ref().map(|s| s.addr),
             velocity: velocity_stage.clone(),
+            decisions,
         };
         let ready = server.map(|s| {
             // Set once: a fresh cell per server.
@@ -166,6 +182,7 @@ impl Detector {
             handles,
             in_flight_batches: cfg.delivery.in_flight_batches,
             watcher,
+            decision_watcher,
             shadow,
             labels,
             labels_topic,
@@ -178,6 +195,42 @@ impl Detector {
             _instance: instance,
         })
     }
+}
+
+/// The decisions: the rule sets and lists in the model store, loaded and compiled against
+/// the entity features this detector computes. An active rule set that does not compile
+/// is refused (logged and counted): the model's rule decides until a good one is active.
+async fn decisions(cfg: &Config, models: &ModelStore) -> Result<Decisions, DetectorError> {
+    let store = models.rules();
+    let derived = if cfg.velocity.enabled {
+        cfg.velocity.features.names()
+    } else {
+        Vec::new()
+    };
+    let decider = match load_decider(&store, &derived, cfg.decisions.model_outcome)
+        .await
+        .opening("the rule sets and lists in models.location")?
+    {
+        Loaded::Ready(d) => {
+            if let Some(v) = d.version() {
+                tracing::info!(version = %v, rules = d.rules.as_ref().map_or(0, |r| r.set.len()), lists = d.list_versions.len(), "rule set active");
+            }
+            d
+        }
+        Loaded::Refused { version, reason } => {
+            metrics::counter!(crate::metric_names::RULES_REJECTIONS).increment(1);
+            tracing::error!(version, reason = %reason, "the active rule set is refused; the model's rule decides until a good one is active");
+            Decider::model_only(cfg.decisions.model_outcome)
+        }
+    };
+    Ok(Decisions {
+        store,
+        decider: Arc::new(ArcSwap::from_pointee(decider)),
+        counts: Arc::default(),
+        derived,
+        lake: cfg.lake.location.clone(),
+        s3: cfg.s3.settings("", ""),
+    })
 }
 
 /// The lake's writer on `store`, after deleting what interrupted writes of this writer

@@ -35,6 +35,7 @@ pub use error::DetectorError;
 use crate::eval::Metrics;
 use crate::model::Model;
 use crate::registry::ModelStore;
+use crate::registry::decisions::DecisionWatcher;
 use crate::registry::shadow::ShadowWatcher;
 use crate::registry::watcher::Watcher;
 use crate::sinks::alerts::{AlertSink, RecentAlerts};
@@ -69,6 +70,8 @@ pub struct Handles {
     /// The entity-feature stage, when enabled (its verdict/label join feeds the
     /// dashboard's online precision and recall).
     pub velocity: Option<Arc<Velocity>>,
+    /// The rule sets and lists, and the decider they make.
+    pub decisions: crate::registry::decisions::Decisions,
 }
 
 /// What a run did.
@@ -125,6 +128,7 @@ pub struct Detector {
     handles: Handles,
     in_flight_batches: usize,
     watcher: Option<(Watcher, std::time::Duration)>,
+    decision_watcher: Option<(DecisionWatcher, std::time::Duration)>,
     shadow: Option<(ShadowWatcher, std::time::Duration)>,
     labels: Option<(Arc<Velocity>, LabelsFile)>,
     labels_topic: Option<(Arc<Velocity>, LabelsTopic)>,

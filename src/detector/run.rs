@@ -22,6 +22,7 @@ impl Detector {
             handles,
             in_flight_batches,
             watcher,
+            decision_watcher,
             shadow,
             labels,
             labels_topic,
@@ -49,6 +50,13 @@ impl Detector {
             tracing::info!(interval = ?interval, store = %handles.models.describe(), "watching the model store for new versions");
             let stop = background.clone();
             tasks.spawn("model_watcher", async move { w.run(interval, stop).await });
+        }
+        if let Some((w, interval)) = decision_watcher {
+            let stop = background.clone();
+            tasks.spawn(
+                "decisions_watcher",
+                async move { w.run(interval, stop).await },
+            );
         }
         if let Some((w, interval)) = shadow.filter(|(_, i)| !i.is_zero()) {
             let stop = background.clone();

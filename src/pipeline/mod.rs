@@ -3,10 +3,12 @@
 //! - [`mod@train`]: dataset → split → forest → threshold → metrics → [`crate::model::Model`].
 //! - [`retrain`]: periodic retraining with a quality gate.
 //! - [`output`]: writing verdicts as CSV, JSON lines or Parquet.
+//! - [`rules_backtest`]: a draft rule set replayed on the lake beside the active one.
 
 pub mod output;
 pub mod remote;
 pub mod retrain;
+pub mod rules_backtest;
 
 pub use fraudstream_core::PipelineError;
 pub use fraudstream_core::train;

@@ -10,10 +10,14 @@
 //! models/LATEST                    the serving version, moved by conditional writes
 //! models/CANDIDATE                 the newest candidate retrain passed (for shadow scoring)
 //! ```
+//! Rule sets and value lists live beside them ([`rules`]); [`decisions`] keeps a
+//! detector's decider current with them.
 //! A version exists once its manifest does: every other object is written first.
 
 pub mod config;
+pub mod decisions;
 pub mod holdout;
+pub mod rules;
 pub mod shadow;
 pub mod signing;
 pub mod watcher;
@@ -31,8 +35,10 @@ pub use holdout::HoldoutSet;
 
 /// A watcher of the model store ([`watcher::Watcher`], [`shadow::ShadowWatcher`]).
 pub(crate) trait Polling {
+    /// Why a poll failed.
+    type Error: std::fmt::Display;
     /// Check the store once, swapping in what changed.
-    async fn poll_once(&mut self) -> Result<(), RegistryError>;
+    async fn poll_once(&mut self) -> Result<(), Self::Error>;
     /// What is watched, for the log.
     fn watching(&self) -> String;
 }

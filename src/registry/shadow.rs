@@ -134,6 +134,8 @@ impl ShadowWatcher {
 }
 
 impl super::Polling for ShadowWatcher {
+    type Error = RegistryError;
+
     async fn poll_once(&mut self) -> Result<(), RegistryError> {
         self.poll().await.map(drop)
     }

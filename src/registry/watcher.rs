@@ -118,6 +118,8 @@ impl Watcher {
 }
 
 impl super::Polling for Watcher {
+    type Error = RegistryError;
+
     async fn poll_once(&mut self) -> Result<(), RegistryError> {
         self.poll().await.map(drop)
     }

@@ -15,6 +15,7 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use super::source::Incoming;
 use crate::metric_names as names;
 use crate::model::{Explain, Model, Verdict};
+use crate::registry::decisions::{Decider, DecisionCounts};
 use crate::velocity::IdRing;
 use crate::velocity::stage::Velocity;
 
@@ -203,6 +204,8 @@ pub struct Scorer {
     velocity: Option<Arc<Velocity>>,
     /// Rows the velocity stage holds (by transaction id), for their dead letter.
     held: Arc<std::sync::Mutex<IdRing<Incoming>>>,
+    /// What turns verdicts into outcomes (none: the model's rule, as scored).
+    decider: Option<(Arc<ArcSwap<Decider>>, Arc<DecisionCounts>)>,
 }
 
 impl Scorer {
@@ -225,7 +228,20 @@ impl Scorer {
             shadow_version: String::new(),
             velocity: None,
             held: Arc::default(),
+            decider: None,
         }
+    }
+
+    /// Decide every verdict with the decider in `slot` (rules, lists, the model's rule),
+    /// counting the outcomes and the rules' matches in `counts`.
+    #[must_use]
+    pub fn with_decider(
+        mut self,
+        slot: Arc<ArcSwap<Decider>>,
+        counts: Arc<DecisionCounts>,
+    ) -> Self {
+        self.decider = Some((slot, counts));
+        self
     }
 
     /// Also score every batch with the model in `slot`, when there is one.
@@ -255,6 +271,10 @@ impl Scorer {
         let (top_k, explain) = (self.top_k, self.explain);
         let velocity = self.velocity.clone();
         let held = self.held.clone();
+        let decider = self
+            .decider
+            .as_ref()
+            .map(|(slot, counts)| (slot.load_full(), counts.clone()));
         let started = Instant::now();
         let scored = tokio::task::spawn_blocking(move || {
             let mut rows = rows;
@@ -272,8 +292,14 @@ impl Scorer {
                 model.features_into(&r.tx, &mut x);
             }
             let ids: Vec<&str> = rows.iter().map(|r| r.tx.id.as_str()).collect();
-            let verdicts = model.verdicts_with(&ids, &x, top_k, explain);
+            let mut verdicts = model.verdicts_with(&ids, &x, top_k, explain);
             drop(ids);
+            if let Some((decider, counts)) = &decider {
+                for (r, v) in rows.iter().zip(verdicts.iter_mut()) {
+                    decider.apply(&r.tx, v);
+                }
+                counts.count(&verdicts);
+            }
             let shadow = shadow.map(|m| shadow_scores(&m, &model, &x, &rows, &verdicts));
             if let Some(v) = &velocity {
                 v.record_verdicts(&verdicts);

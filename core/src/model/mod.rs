@@ -16,4 +16,4 @@ pub use check::{Canary, CheckError};
 pub use format::{FORMAT_VERSION, MAGIC, ModelError};
 pub use manifest::{HoldoutRecord, Manifest};
 pub use meta::{ModelMeta, TimeWindow};
-pub use scoring::{Explain, Model, Verdict};
+pub use scoring::{BY_MODEL, BY_MODEL_ONLY, Explain, Model, Verdict};

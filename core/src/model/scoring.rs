@@ -10,6 +10,7 @@ use super::format::{ModelError, decode, encode, sha256_hex};
 use super::meta::ModelMeta;
 use crate::forest::Forest;
 use crate::forest::tree::top_k_into;
+use crate::rules::Outcome;
 use crate::schema::{Dataset, FIELD_NAMES, NUM_FIELDS, Transaction, field_index};
 
 /// Rows per parallel task in [`Model::verdicts`]: one scoring block (a 512-row batch
@@ -70,6 +71,92 @@ pub struct Verdict {
     pub model_version: Arc<str>,
     /// The largest contributions, largest magnitude first.
     pub top_features: Vec<Contribution>,
+    /// `approve`, `review` or `block`: the active rules' decision, or the model's own
+    /// rule (`block` at or over the threshold, else `approve`) until rules decide.
+    #[serde(default = "approve")]
+    pub outcome: Outcome,
+    /// What decided: a rule's name, [`BY_MODEL`] (no rule matched, the score is at or
+    /// over the threshold) or [`BY_MODEL_ONLY`] (no rule matched, under the threshold).
+    #[serde(default = "model_only")]
+    pub decided_by: Arc<str>,
+    /// The rules that matched, by name (under the rule set's mode).
+    #[serde(default)]
+    pub rules: Vec<Arc<str>>,
+    /// The rule set that decided, when one is active.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule_set: Option<Arc<str>>,
+}
+
+/// `decided_by` when no rule matched and the score is at or over the threshold.
+pub const BY_MODEL: &str = "model";
+/// `decided_by` when no rule matched and the score is under the threshold.
+pub const BY_MODEL_ONLY: &str = "model_only";
+
+fn approve() -> Outcome {
+    Outcome::Approve
+}
+
+/// The shared `decided_by` of the model's rule: cloned, never allocated per verdict.
+fn shared(by: &'static str) -> Arc<str> {
+    static MODEL: std::sync::LazyLock<Arc<str>> = std::sync::LazyLock::new(|| Arc::from(BY_MODEL));
+    static MODEL_ONLY: std::sync::LazyLock<Arc<str>> =
+        std::sync::LazyLock::new(|| Arc::from(BY_MODEL_ONLY));
+    if by == BY_MODEL {
+        MODEL.clone()
+    } else {
+        MODEL_ONLY.clone()
+    }
+}
+
+fn model_only() -> Arc<str> {
+    shared(BY_MODEL_ONLY)
+}
+
+impl Verdict {
+    /// A verdict decided by the model's rule alone (`block` at or over `threshold`).
+    #[must_use]
+    pub fn by_model(
+        tx_id: &str,
+        score: f32,
+        threshold: f64,
+        model_version: &str,
+        top_features: Vec<Contribution>,
+    ) -> Self {
+        let fraud = score >= threshold as f32;
+        let mut v = Self {
+            tx_id: tx_id.to_owned(),
+            score,
+            fraud,
+            threshold,
+            model_version: Arc::from(model_version),
+            top_features,
+            outcome: Outcome::Approve,
+            decided_by: model_only(),
+            rules: Vec::new(),
+            rule_set: None,
+        };
+        v.decide_by_model(Outcome::Block);
+        v
+    }
+
+    /// Whether it raises an alert: its outcome is `review` or `block`.
+    #[must_use]
+    pub fn alerts(&self) -> bool {
+        self.outcome != Outcome::Approve
+    }
+
+    /// Decide by the model's own rule: `outcome` at or over the threshold, else approve.
+    pub fn decide_by_model(&mut self, outcome: Outcome) {
+        let (outcome, by) = if self.fraud {
+            (outcome, BY_MODEL)
+        } else {
+            (Outcome::Approve, BY_MODEL_ONLY)
+        };
+        self.outcome = outcome;
+        self.decided_by = shared(by);
+        self.rules.clear();
+        self.rule_set = None;
+    }
 }
 
 impl Model {
@@ -275,10 +362,11 @@ impl Model {
     }
 
     fn verdict_with(&self, tx_id: &str, score: f32, top: &[(usize, f32)]) -> Verdict {
+        let fraud = score >= self.meta.threshold as f32;
         Verdict {
             tx_id: tx_id.to_owned(),
             score,
-            fraud: score >= self.meta.threshold as f32,
+            fraud,
             threshold: self.meta.threshold,
             model_version: self.version.clone(),
             top_features: top
@@ -288,6 +376,10 @@ impl Model {
                     contribution: c,
                 })
                 .collect(),
+            outcome: if fraud { Outcome::Block } else { Outcome::Approve },
+            decided_by: shared(if fraud { BY_MODEL } else { BY_MODEL_ONLY }),
+            rules: Vec::new(),
+            rule_set: None,
         }
     }
 

@@ -137,14 +137,7 @@ mod tests {
     use super::*;
 
     fn v(id: &str) -> Verdict {
-        Verdict {
-            tx_id: id.into(),
-            score: 0.9,
-            fraud: true,
-            threshold: 0.5,
-            model_version: "m".into(),
-            top_features: vec![],
-        }
+        Verdict::by_model(id, 0.9, 0.5, "m", vec![])
     }
 
     #[test]

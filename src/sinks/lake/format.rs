@@ -23,7 +23,8 @@ pub fn lake_schema() -> SchemaRef {
 }
 
 /// The Arrow schema of lake files: the transaction columns, then the verdict, then the
-/// shadow model's score, verdict and version (null without a shadow), the entity ids
+/// shadow model's score, verdict and version (null without a shadow), the decision
+/// (`outcome`, `decided_by`, `rules` joined by commas, `rule_set`), the entity ids
 /// and event time (null when the producer sent none), then one Float32 column per entity
 /// feature in `features`: the values the verdict was computed with.
 #[must_use]
@@ -41,6 +42,10 @@ pub fn lake_schema_with(features: &[String]) -> SchemaRef {
         Field::new("shadow_score", DataType::Float32, true),
         Field::new("shadow_fraud", DataType::Boolean, true),
         Field::new("shadow_version", DataType::Utf8, true),
+        Field::new("outcome", DataType::Utf8, false),
+        Field::new("decided_by", DataType::Utf8, false),
+        Field::new("rules", DataType::Utf8, true),
+        Field::new("rule_set", DataType::Utf8, true),
         Field::new("card_id", DataType::Utf8, true),
         Field::new("terminal_id", DataType::Utf8, true),
         Field::new("event_time", DataType::Utf8, true),
@@ -87,6 +92,26 @@ pub fn record_batch_with(
     )));
     cols.push(Arc::new(StringArray::from_iter(
         shadows().map(|s| s.map(|s| &*s.version)),
+    )));
+    let decisions = || records.iter().map(|r| &r.decision);
+    cols.push(Arc::new(StringArray::from_iter_values(
+        decisions().map(|d| d.outcome.as_str()),
+    )));
+    cols.push(Arc::new(StringArray::from_iter_values(
+        decisions().map(|d| &*d.decided_by),
+    )));
+    // Rule names are identifiers: joined by commas, null when none matched.
+    cols.push(Arc::new(StringArray::from_iter(decisions().map(|d| {
+        (!d.rules.is_empty()).then(|| {
+            d.rules
+                .iter()
+                .map(|r| &**r)
+                .collect::<Vec<&str>>()
+                .join(",")
+        })
+    }))));
+    cols.push(Arc::new(StringArray::from_iter(
+        decisions().map(|d| d.rule_set.as_deref()),
     )));
     fn text(t: &Transaction, i: usize) -> Option<&str> {
         [&t.card_id, &t.terminal_id, &t.event_time][i].as_deref()

@@ -49,6 +49,34 @@ pub struct ScoredRecord {
     pub scored_at_ms: i64,
     /// The shadow model's score, verdict and version, when one scored it too.
     pub shadow: Option<ShadowRecord>,
+    /// The decision: outcome, what decided, the rules that matched, the rule set.
+    pub decision: DecisionRecord,
+}
+
+/// The decision on one record, as the lake keeps it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecisionRecord {
+    /// `approve`, `review` or `block`.
+    pub outcome: crate::rules::Outcome,
+    /// A rule's name, `model` or `model_only`.
+    pub decided_by: Arc<str>,
+    /// The rules that matched.
+    pub rules: Vec<Arc<str>>,
+    /// The rule set's version, when one was active.
+    pub rule_set: Option<Arc<str>>,
+}
+
+impl DecisionRecord {
+    /// The decision a verdict carries.
+    #[must_use]
+    pub fn of(v: &crate::model::Verdict) -> Self {
+        Self {
+            outcome: v.outcome,
+            decided_by: v.decided_by.clone(),
+            rules: v.rules.clone(),
+            rule_set: v.rule_set.clone(),
+        }
+    }
 }
 
 /// A shadow model's view of one record.

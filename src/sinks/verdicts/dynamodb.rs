@@ -1,6 +1,7 @@
 //! DynamoDB as the verdict store.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -307,7 +308,27 @@ impl DynamoVerdictStore {
                 AttributeValue::S(it.scored_at.to_string()),
             ),
             ("top_features".to_owned(), AttributeValue::L(top)),
+            (
+                "outcome".to_owned(),
+                AttributeValue::S(it.outcome.as_str().to_owned()),
+            ),
+            (
+                "decided_by".to_owned(),
+                AttributeValue::S(it.decided_by.to_string()),
+            ),
+            (
+                "rules".to_owned(),
+                AttributeValue::L(
+                    it.rules
+                        .iter()
+                        .map(|r| AttributeValue::S(r.to_string()))
+                        .collect(),
+                ),
+            ),
         ]);
+        if let Some(v) = &it.rule_set {
+            m.insert("rule_set".to_owned(), AttributeValue::S(v.to_string()));
+        }
         if let Some(t) = it.ttl {
             m.insert(self.ttl_attribute.clone(), AttributeValue::N(t.to_string()));
         }
@@ -353,19 +374,45 @@ impl DynamoVerdictStore {
                 .collect::<Result<_, VerdictError>>()?,
             _ => Vec::new(),
         };
+        let fraud = m
+            .get("fraud")
+            .and_then(|v| v.as_bool().ok())
+            .copied()
+            .ok_or_else(|| bad("fraud"))?;
+        // Items written before decisions: the outcome the model's rule implies.
+        let (implied, implied_by) = VerdictItem::implied_outcome(fraud);
+        let outcome = match m.get("outcome") {
+            Some(v) => v
+                .as_s()
+                .ok()
+                .and_then(|o| o.parse().ok())
+                .ok_or_else(|| bad("outcome"))?,
+            None => implied,
+        };
+        let rules = match m.get("rules") {
+            Some(AttributeValue::L(l)) => l
+                .iter()
+                .map(|r| {
+                    r.as_s()
+                        .map(|s| Arc::from(s.as_str()))
+                        .map_err(|_| bad("rules"))
+                })
+                .collect::<Result<_, VerdictError>>()?,
+            _ => Vec::new(),
+        };
         Ok(VerdictItem {
             tx_id: s("tx_id")?,
             score: n("score")? as f32,
-            fraud: m
-                .get("fraud")
-                .and_then(|v| v.as_bool().ok())
-                .copied()
-                .ok_or_else(|| bad("fraud"))?,
+            fraud,
             threshold: n("threshold")?,
             model_version: s("model_version")?.into(),
             scored_at: s("scored_at")?.into(),
             top_features: top,
             ttl: n(&self.ttl_attribute).ok().map(|t| t as i64),
+            outcome,
+            decided_by: s("decided_by").map_or(implied_by, Arc::from),
+            rules,
+            rule_set: s("rule_set").ok().map(Arc::from),
         })
     }
 

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::model::Verdict;
 use crate::model::scoring::Contribution;
 use crate::retry::Retryable;
+use crate::rules::Outcome;
 
 /// One stored verdict.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -27,6 +28,26 @@ pub struct VerdictItem {
     pub top_features: Vec<Contribution>,
     /// Expiry as Unix seconds, for stores with TTL.
     pub ttl: Option<i64>,
+    /// `approve`, `review` or `block`.
+    pub outcome: Outcome,
+    /// What decided: a rule's name, `model` or `model_only`.
+    pub decided_by: Arc<str>,
+    /// The rules that matched.
+    pub rules: Vec<Arc<str>>,
+    /// The rule set that decided, when one was active.
+    pub rule_set: Option<Arc<str>>,
+}
+
+impl VerdictItem {
+    /// The outcome a store that predates decisions implies: the model's rule.
+    #[must_use]
+    pub fn implied_outcome(fraud: bool) -> (Outcome, Arc<str>) {
+        if fraud {
+            (Outcome::Block, Arc::from(crate::model::BY_MODEL))
+        } else {
+            (Outcome::Approve, Arc::from(crate::model::BY_MODEL_ONLY))
+        }
+    }
 }
 
 impl VerdictItem {
@@ -70,6 +91,10 @@ impl Stamp {
             scored_at: self.scored_at.clone(),
             top_features: v.top_features,
             ttl: self.expires,
+            outcome: v.outcome,
+            decided_by: v.decided_by,
+            rules: v.rules,
+            rule_set: v.rule_set,
         }
     }
 }
@@ -189,6 +214,10 @@ mod tests {
             scored_at: "t".into(),
             top_features: vec![],
             ttl: None,
+            outcome: Outcome::Approve,
+            decided_by: "model_only".into(),
+            rules: vec![],
+            rule_set: None,
         }
     }
 

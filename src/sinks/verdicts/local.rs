@@ -21,6 +21,9 @@ pub struct LocalVerdictStore {
     last_purge: Arc<std::sync::atomic::AtomicI64>,
 }
 
+/// Columns added with decisions (nullable: older rows have none).
+const DECISION_COLUMNS: [&str; 4] = ["outcome", "decided_by", "rules", "rule_set"];
+
 /// The statement that writes one verdict row, bound by `execute`: `$verb` says what
 /// happens to a row with the same id (`INSERT OR REPLACE`, `INSERT OR IGNORE`).
 macro_rules! insert_verdict {
@@ -28,7 +31,8 @@ macro_rules! insert_verdict {
         concat!(
             $verb,
             " INTO verdicts (tx_id, score, fraud, threshold, model_version, scored_at, \
-             top_features, ttl) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+             top_features, ttl, outcome, decided_by, rules, rule_set) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
         )
     };
 }
@@ -58,11 +62,33 @@ impl LocalVerdictStore {
                  model_version TEXT NOT NULL,
                  scored_at TEXT NOT NULL,
                  top_features TEXT NOT NULL,
-                 ttl INTEGER
+                 ttl INTEGER,
+                 outcome TEXT,
+                 decided_by TEXT,
+                 rules TEXT,
+                 rule_set TEXT
              ) WITHOUT ROWID;
              CREATE INDEX IF NOT EXISTS verdicts_ttl ON verdicts (ttl) WHERE ttl IS NOT NULL;",
         )
         .map_err(|e| fail(&e))?;
+        // A database written before decisions lacks their columns: add them (its rows
+        // read back with the outcome the model's rule implies).
+        let columns: Vec<String> = conn
+            .prepare("SELECT name FROM pragma_table_info('verdicts')")
+            .and_then(|mut s| {
+                s.query_map([], |r| r.get::<_, String>(0))?
+                    .collect::<Result<_, _>>()
+            })
+            .map_err(|e| fail(&e))?;
+        for column in DECISION_COLUMNS {
+            if !columns.iter().any(|c| c == column) {
+                conn.execute(
+                    &format!("ALTER TABLE verdicts ADD COLUMN {column} TEXT"),
+                    [],
+                )
+                .map_err(|e| fail(&e))?;
+            }
+        }
         Ok(Self {
             path,
             conn: Arc::new(Mutex::new(conn)),
@@ -152,7 +178,7 @@ impl LocalVerdictStore {
         Ok(())
     }
 
-    /// Run an insert `stmt` (`?1..?8`: the columns in table order) for `it`; `top` is a
+    /// Run an insert `stmt` (`?1..?12`: the columns in table order) for `it`; `top` is a
     /// buffer for the contributions' JSON. The outer error is this store's (encoding);
     /// the inner one SQLite's, for the caller to classify.
     fn execute(
@@ -164,6 +190,7 @@ impl LocalVerdictStore {
         top.clear();
         serde_json::to_writer(&mut *top, &it.top_features).map_err(|e| self.fail(&e))?;
         let top = std::str::from_utf8(top).map_err(|e| self.fail(&e))?;
+        let rules = serde_json::to_string(&it.rules).map_err(|e| self.fail(&e))?;
         Ok(stmt.execute(params![
             it.tx_id,
             f64::from(it.score),
@@ -172,7 +199,11 @@ impl LocalVerdictStore {
             it.model_version,
             it.scored_at,
             top,
-            it.ttl
+            it.ttl,
+            it.outcome.as_str(),
+            &*it.decided_by,
+            rules,
+            it.rule_set.as_deref()
         ]))
     }
 
@@ -218,39 +249,61 @@ impl LocalVerdictStore {
         let conn = self.conn.lock().map_err(|e| self.fail(&e))?;
         let row = conn
             .query_row(
-                "SELECT tx_id, score, fraud, threshold, model_version, scored_at, top_features, ttl
+                "SELECT tx_id, score, fraud, threshold, model_version, scored_at, top_features, ttl,
+                        outcome, decided_by, rules, rule_set
                  FROM verdicts WHERE tx_id = ?1 AND (ttl IS NULL OR ttl >= ?2)",
                 params![tx_id, crate::clock::now_secs()],
                 |r| {
                     Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, f64>(1)?,
-                        r.get::<_, bool>(2)?,
-                        r.get::<_, f64>(3)?,
-                        r.get::<_, String>(4)?,
-                        r.get::<_, String>(5)?,
-                        r.get::<_, String>(6)?,
-                        r.get::<_, Option<i64>>(7)?,
+                        (
+                            r.get::<_, String>(0)?,
+                            r.get::<_, f64>(1)?,
+                            r.get::<_, bool>(2)?,
+                            r.get::<_, f64>(3)?,
+                            r.get::<_, String>(4)?,
+                            r.get::<_, String>(5)?,
+                            r.get::<_, String>(6)?,
+                            r.get::<_, Option<i64>>(7)?,
+                        ),
+                        (
+                            r.get::<_, Option<String>>(8)?,
+                            r.get::<_, Option<String>>(9)?,
+                            r.get::<_, Option<String>>(10)?,
+                            r.get::<_, Option<String>>(11)?,
+                        ),
                     ))
                 },
             )
             .optional()
             .map_err(|e| self.fail(&e))?;
-        row.map(
-            |(tx_id, score, fraud, threshold, model_version, scored_at, top, ttl)| {
-                Ok(VerdictItem {
-                    tx_id,
-                    score: score as f32,
-                    fraud,
-                    threshold,
-                    model_version: model_version.into(),
-                    scored_at: scored_at.into(),
-                    top_features: serde_json::from_str(&top).map_err(|e| self.fail(&e))?,
-                    ttl,
-                })
+        let Some((
+            (tx_id, score, fraud, threshold, model_version, scored_at, top, ttl),
+            (outcome, decided_by, rules, rule_set),
+        )) = row
+        else {
+            return Ok(None);
+        };
+        let (implied, implied_by) = VerdictItem::implied_outcome(fraud);
+        Ok(Some(VerdictItem {
+            tx_id,
+            score: score as f32,
+            fraud,
+            threshold,
+            model_version: model_version.into(),
+            scored_at: scored_at.into(),
+            top_features: serde_json::from_str(&top).map_err(|e| self.fail(&e))?,
+            ttl,
+            outcome: match outcome {
+                Some(o) => o.parse().map_err(|e: String| self.fail(&e))?,
+                None => implied,
             },
-        )
-        .transpose()
+            decided_by: decided_by.map_or(implied_by, Arc::from),
+            rules: match rules {
+                Some(r) => serde_json::from_str(&r).map_err(|e| self.fail(&e))?,
+                None => Vec::new(),
+            },
+            rule_set: rule_set.map(Arc::from),
+        }))
     }
 
     /// Number of stored verdicts.

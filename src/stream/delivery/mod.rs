@@ -31,7 +31,7 @@ use crate::metric_names as names;
 use crate::model::Verdict;
 use crate::retry::Retryable;
 use crate::sinks::alerts::{AlertError, AlertSink};
-use crate::sinks::lake::{LakeWriter, ScoredRecord, ShadowRecord};
+use crate::sinks::lake::{DecisionRecord, LakeWriter, ScoredRecord, ShadowRecord};
 use crate::sinks::verdicts::{Stamp, VerdictError, VerdictItem, VerdictStore};
 use outage::best_effort_failed;
 
@@ -125,9 +125,9 @@ impl Delivery {
             .iter()
             .map(|v| stamp.item(v.clone()))
             .collect();
-        let frauds: Vec<&Verdict> = scored.verdicts.iter().filter(|v| v.fraud).collect();
+        let frauds: Vec<&Verdict> = scored.verdicts.iter().filter(|v| v.alerts()).collect();
         for v in &frauds {
-            tracing::warn!(tx_id = %v.tx_id, score = v.score, model_version = %v.model_version, "fraud alert");
+            tracing::warn!(tx_id = %v.tx_id, score = v.score, outcome = %v.outcome, decided_by = %v.decided_by, model_version = %v.model_version, "fraud alert");
         }
         let frauds: Vec<Verdict> = frauds.into_iter().cloned().collect();
         let this = &*self;
@@ -240,6 +240,12 @@ impl Delivery {
             .zip(scored.verdicts)
             .enumerate()
             .map(|(i, (r, v))| ScoredRecord {
+                decision: DecisionRecord {
+                    outcome: v.outcome,
+                    decided_by: v.decided_by,
+                    rules: v.rules,
+                    rule_set: v.rule_set,
+                },
                 score: v.score,
                 fraud: v.fraud,
                 model_version: v.model_version,

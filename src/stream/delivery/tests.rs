@@ -227,6 +227,7 @@ async fn a_refused_alert_is_isolated_and_dead_lettered() {
     let mut batch = scored(400).await;
     for v in &mut batch.verdicts {
         v.fraud = true; // every row alerts
+        v.decide_by_model(crate::rules::Outcome::Block);
     }
     let bad = batch.verdicts[123].tx_id.clone();
     let sink = Arc::new(Picky {

@@ -1,0 +1,22 @@
+//! Every rule on its own, whatever the mode: what a backtest counts per rule.
+
+use super::compile::RuleSet;
+use super::facts::Facts;
+use super::lists::Lists;
+use super::program::ListView;
+
+impl RuleSet {
+    /// Whether each rule matches `facts`, whatever the set's mode (a backtest counts
+    /// every rule's matches, not only the deciding one's): `out[i]` for rule `i`.
+    /// `lists` as for [`RuleSet::evaluate`]. Allocates nothing once `out` has capacity
+    /// [`RuleSet::len`].
+    pub fn each_match(&self, facts: &Facts<'_>, lists: &Lists, out: &mut Vec<bool>) {
+        out.clear();
+        let view = ListView::new(lists, &self.lists, self.list_fingerprint);
+        out.extend(
+            self.rules
+                .iter()
+                .map(|r| self.prog.truth(r.root, facts, &view)),
+        );
+    }
+}
