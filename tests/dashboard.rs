@@ -178,7 +178,27 @@ fn count(text: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_shows_the_stream_live() {
     let d = Deployment::new("dashboard").await;
-    let det = d.start(&d.write_config(false)).await;
+    let config = d.write_config(false);
+    // An active rule set: the decisions panel shows its rules' match rates.
+    let rules = d.dir.path().join("rules.txt");
+    std::fs::write(
+        &rules,
+        "rule big_amount: review if Amount > 150 and not fraud\n\
+         rule model_fraud: block if fraud\n",
+    )
+    .unwrap();
+    let published = common::fraudstream()
+        .args(["rules", "publish", "--activate", "--config"])
+        .arg(&config)
+        .arg(&rules)
+        .output()
+        .unwrap();
+    assert!(
+        published.status.success(),
+        "{}",
+        String::from_utf8_lossy(&published.stderr)
+    );
+    let det = d.start(&config).await;
     let addr = det.handles.api_addr.unwrap();
     let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/data/creditcard-sample.csv");
     let mut load = common::loadgen()
@@ -257,7 +277,42 @@ async fn the_dashboard_shows_the_stream_live() {
         )
         .await;
     let answer = browser.text("#lookup-result").await;
-    assert!(answer.starts_with("FRAUD"), "{answer}");
+    assert!(
+        answer.starts_with("BLOCK") || answer.starts_with("REVIEW"),
+        "an alert's verdict is a review or a block: {answer}"
+    );
+
+    // The decisions panel: the active rule set, each rule's matches, the outcome mix.
+    browser
+        .wait_for(
+            "return [...document.querySelectorAll('#rule-rates tr')].some((r) => Number(r.children[2].textContent.replace(/\\D/g, '')) > 0)",
+            Duration::from_secs(30),
+            "a rule with matches in the decisions panel",
+        )
+        .await;
+    let rules_shown = browser
+        .eval("return [...document.querySelectorAll('#rule-rates tr')].map((r) => r.dataset.rule)")
+        .await;
+    assert_eq!(rules_shown, json!(["big_amount", "model_fraud"]));
+    assert!(
+        // (The heading is shown upper case.)
+        browser
+            .text("#rule-set")
+            .await
+            .to_lowercase()
+            .starts_with("rule set "),
+        "the active version is named"
+    );
+    let reviews = count(&browser.text("[data-outcome=review]").await);
+    assert!(reviews > 0, "the outcome mix counts reviews");
+    let sets = browser
+        .eval("return document.querySelectorAll('#rule-sets tr').length")
+        .await;
+    assert_eq!(
+        sets.as_u64(),
+        Some(1),
+        "one stored rule set, the active one"
+    );
 
     // Let the charts fill a little, then keep a screenshot.
     tokio::time::sleep(Duration::from_secs(4)).await;

@@ -208,6 +208,48 @@ pub fn lake_features(
     out
 }
 
+/// Every lake row under `dir` as transaction id → (outcome, decided_by, rules joined by
+/// commas, `""` for none).
+pub fn lake_decisions(dir: &Path) -> std::collections::HashMap<String, (String, String, String)> {
+    use arrow::array::{Array, AsArray};
+    let mut out = std::collections::HashMap::new();
+    for p in parquet_files(dir) {
+        let file = std::fs::File::open(&p).unwrap();
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+            .unwrap()
+            .build()
+            .unwrap();
+        for batch in reader {
+            let batch = batch.unwrap();
+            let col = |name: &str| {
+                batch
+                    .column_by_name(name)
+                    .unwrap_or_else(|| panic!("{}: no column {name}", p.display()))
+                    .as_string::<i32>()
+                    .clone()
+            };
+            let (id, outcome, by, rules) =
+                (col("id"), col("outcome"), col("decided_by"), col("rules"));
+            for i in 0..batch.num_rows() {
+                let rules = if rules.is_valid(i) {
+                    rules.value(i)
+                } else {
+                    ""
+                };
+                out.insert(
+                    id.value(i).to_owned(),
+                    (
+                        outcome.value(i).to_owned(),
+                        by.value(i).to_owned(),
+                        rules.to_owned(),
+                    ),
+                );
+            }
+        }
+    }
+    out
+}
+
 /// Train a 10-tree model with the handbook's entity features on `txs` (written to
 /// `dir/history.csv`) and publish it to the model store `dir/registry`.
 pub fn publish_velocity_model(dir: &Path, txs: &[fraudstream::schema::Transaction]) {
