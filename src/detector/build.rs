@@ -215,7 +215,7 @@ async fn decisions(cfg: &Config, models: &ModelStore) -> Result<Decisions, Detec
             if let Some(v) = d.version() {
                 tracing::info!(version = %v, rules = d.rules.as_ref().map_or(0, |r| r.set.len()), lists = d.list_versions.len(), "rule set active");
             }
-            d
+            *d
         }
         Loaded::Refused { version, reason } => {
             metrics::counter!(crate::metric_names::RULES_REJECTIONS).increment(1);

@@ -270,7 +270,7 @@ impl std::fmt::Debug for DecisionWatcher {
 #[derive(Debug)]
 pub enum Loaded {
     /// A decider to serve.
-    Ready(Decider),
+    Ready(Box<Decider>),
     /// The active rule set does not compile or load; what serves keeps serving.
     Refused {
         /// The version.
@@ -312,7 +312,7 @@ pub async fn load(
             }
         }
     }
-    Ok(Loaded::Ready(decider))
+    Ok(Loaded::Ready(Box::new(decider)))
 }
 
 impl DecisionWatcher {
@@ -369,7 +369,7 @@ impl DecisionWatcher {
                 tracing::info!(from = ?from, to = ?to, lists = d.list_versions.len(), "decisions reloaded");
                 metrics::counter!(names::RULES_RELOADS).increment(1);
                 self.refused = None;
-                self.slot.store(Arc::new(d));
+                self.slot.store(Arc::from(d));
                 Ok(())
             }
             Ok(Loaded::Refused { version, reason }) => {
