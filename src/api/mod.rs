@@ -21,7 +21,8 @@
 //! sent, this server's own: 415 or 403 `cross_site`), the concurrency limit
 //! (`api.concurrency`; beyond it 429 with `Retry-After`) and the request timeout
 //! (`api.request_timeout`; event streams are exempt from both, and capped by
-//! `api.max_event_streams` instead). Errors are JSON ([`error::ErrorBody`]), axum's
+//! `api.max_event_streams` instead; a backtest, which reads the whole lake, from the
+//! timeout). Errors are JSON ([`error::ErrorBody`]), axum's
 //! extractor rejections and wrong methods included ([`extract`]).
 //!
 //! - [`config`]: `[api]`. [`error`]: error answers. [`extract`]: query and path
@@ -171,6 +172,12 @@ fn is_stream(path: &str) -> bool {
     matches!(path, "/v1/events" | "/v1/alerts/stream")
 }
 
+/// A backtest reads the whole lake: it holds a permit, and `api.request_timeout` does
+/// not cut it short.
+fn is_long(path: &str) -> bool {
+    path.starts_with("/v1/rules/") && path.ends_with("/backtest")
+}
+
 /// Authentication, cross-site refusal, the concurrency limit and the timeout.
 async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let path = req.uri().path().to_owned();
@@ -210,6 +217,9 @@ async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Respo
             .retry_after(1),
         );
     };
+    if is_long(&path) {
+        return next.run(req).await;
+    }
     match tokio::time::timeout(state.config.request_timeout, next.run(req)).await {
         Ok(r) => r,
         Err(_) => axum::response::IntoResponse::into_response(

@@ -343,8 +343,10 @@ impl DecisionWatcher {
             self.active_etag = Some(active.etag);
         }
         let names = self.store.list_names().await?;
-        if names.len() != self.list_etags.len() {
-            changed = true;
+        let known = self.list_etags.len();
+        self.list_etags.retain(|name, _| names.contains(name));
+        if self.list_etags.len() != known {
+            changed = true; // a list is gone
         }
         for name in names {
             let known = self.list_etags.get(&name).cloned();
