@@ -1,7 +1,7 @@
 # fraudstream developer targets. `make test` is the test command CI runs.
 CARGO ?= cargo
 
-.PHONY: docs compose-check test test-offline services-up services-down check fmt lint bench bench-forest bench-embedded fuzz soak quickstart sample clean
+.PHONY: docs compose-check test test-offline services-up services-down check fmt lint bench bench-forest bench-embedded bench-kafka bench-api fuzz soak quickstart sample clean
 
 ## Start the real services, run every test (unit, integration against the services, CLI,
 ## property), stop the services. See scripts/test.sh.
@@ -45,17 +45,29 @@ fmt:
 lint:
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
-## Criterion benches (generated data) and the full-data comparison.
+## Criterion benches of training and scoring, on generated data (benches/forest.rs).
 bench:
 	$(CARGO) bench --bench forest
 
+## The benchmarks on the full Kaggle file (the shipped sample without ../shared), in
+## scripts/bench/; each script's first lines say what it measures and prints.
+## The forest engine against the `randomforest` crate (scripts/bench/forest.sh).
 bench-forest:
-	scripts/bench-forest.sh
+	scripts/bench/forest.sh
 
-## The embedded detector on the full file: throughput, CPU per transaction, peak RSS.
+## The embedded detector: throughput, CPU per transaction, peak RSS (scripts/bench/embedded.sh;
+## its --shadow and --velocity measure shadow scoring and entity features).
 bench-embedded:
-	cargo build --release --locked -p fraudstream
-	scripts/bench-embedded.sh
+	scripts/bench/embedded.sh
+
+## The detector on Kafka: the hot path against the Python consumer, then end to end
+## (scripts/bench/kafka.sh; starts its own broker and DynamoDB Local).
+bench-kafka:
+	scripts/bench/kafka.sh
+
+## The HTTP API against the Python peer, measured with oha (scripts/bench/api.sh).
+bench-api:
+	scripts/bench/api.sh
 
 ## The README quickstart: train on the shipped sample, then score it.
 quickstart:

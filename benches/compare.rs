@@ -1,7 +1,7 @@
 //! The forest benchmark protocol, on the full Kaggle data, with the `randomforest` crate
 //! as a baseline. Prints numbers; asserts nothing about time.
 //!
-//! Run with `scripts/bench-forest.sh` (which decompresses the data), or
+//! Run with `scripts/bench/forest.sh` (which decompresses the data), or
 //! `cargo bench --bench compare -- PATH/creditcard.csv`.
 //!
 //! Protocol: features V1..V28 and Amount; stratified 80/20 split, seed 42; 100 trees.

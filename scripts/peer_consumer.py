@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The Python peer of scripts/bench-hotpath.sh: the detector's job on Kafka as a
+"""The Python peer of scripts/bench/kafka.sh --hotpath: the detector's job on Kafka as a
 competent Python team would write it, and what they would be proud of.
 
 - `train DATA.csv OUT.joblib`: scikit-learn RandomForestClassifier(100 trees,

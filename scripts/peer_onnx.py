@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The Python peer of scripts/bench-api.sh: what a performance-minded Python team would
+"""The Python peer of scripts/bench/api.sh: what a performance-minded Python team would
 deploy to score one transaction per request.
 
 - `train DATA.csv OUT.onnx`: scikit-learn RandomForestClassifier(100 trees, n_jobs=-1,

@@ -365,7 +365,7 @@ fn alert_sinks(
                 .opening(format!("alerts.file {:?}", cfg.alerts.file))?,
         ));
     }
-    if kafka && let Some(topic) = &cfg.kafka.alerts_topic {
+    if kafka && let Some(topic) = cfg.kafka.alerts_topic() {
         sinks.push(Arc::new(
             KafkaAlerts::new(&cfg.kafka, topic).opening("kafka.alerts_topic")?,
         ));

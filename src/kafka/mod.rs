@@ -32,7 +32,7 @@ pub struct KafkaSettings {
     pub group_id: String,
     /// Dead-letter topic for undecodable or invalid messages.
     pub dlq_topic: String,
-    /// Topic for fraud alerts (JSON); unset disables it.
+    /// Topic for alerts (JSON, on `review` and `block`); `""` turns it off.
     pub alerts_topic: Option<String>,
     /// Messages larger than this go to the dead-letter topic unparsed.
     pub max_message_bytes: usize,
@@ -191,6 +191,12 @@ impl KafkaSettings {
         c.create()
     }
 
+    /// The alerts topic, unless turned off (`alerts_topic = ""`).
+    #[must_use]
+    pub fn alerts_topic(&self) -> Option<&str> {
+        self.alerts_topic.as_deref().filter(|t| !t.trim().is_empty())
+    }
+
     /// The producers' `message.timeout.ms`: the configured one, or the default.
     #[must_use]
     pub fn message_timeout(&self) -> Duration {
@@ -234,7 +240,7 @@ impl KafkaSettings {
         let mut wanted: Vec<(&str, &str)> =
             self.topics.iter().map(|t| ("topics", t.as_str())).collect();
         wanted.push(("dlq_topic", &self.dlq_topic));
-        if let Some(t) = &self.alerts_topic {
+        if let Some(t) = self.alerts_topic() {
             wanted.push(("alerts_topic", t));
         }
         for (key, topic) in wanted {
@@ -266,9 +272,6 @@ impl Validate for KafkaSettings {
                 "topics",
                 "name at least one topic, none empty",
             ));
-        }
-        if let Some(t) = &self.alerts_topic {
-            non_empty("alerts_topic", t)?;
         }
         if self.max_message_bytes == 0 {
             return Err(Invalid::new("max_message_bytes", "must be at least 1"));
@@ -306,5 +309,21 @@ impl KafkaSettings {
             .properties
             .insert("group.instance.id".into(), claim.id.clone());
         Ok((settings, Some(claim)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_alerts_topic_turns_the_topic_off() {
+        let mut k = KafkaSettings::default();
+        assert_eq!(k.alerts_topic(), Some("fraud.alerts"));
+        k.alerts_topic = Some(String::new());
+        assert_eq!(k.alerts_topic(), None);
+        assert!(k.validate().is_ok(), "\"\" is valid: off");
+        k.alerts_topic = None;
+        assert_eq!(k.alerts_topic(), None);
     }
 }
