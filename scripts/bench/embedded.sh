@@ -27,6 +27,15 @@
 #     and µs per transaction (it runs inside the scoring stage), and the online precision
 #     and recall.
 #
+#   scripts/bench/embedded.sh --rules [--rounds N] [BINARY ...]
+#     What rules cost: the full Kaggle file (without ../shared: the shipped sample) as JSON
+#     lines with card and terminal ids (made once into .cache/bench-rules/), alternately
+#     with no rule set, with 10 rules and with 100 rules active (all_matched, so every rule
+#     is evaluated on every transaction: comparisons, arithmetic, string equality, lookups
+#     in a 1,000,000-card list and a 50-terminal list), N rounds of each (default 5).
+#     Prints CPU µs per transaction for every run, the medians, the ratio of 10 rules to
+#     none and the µs per transaction 100 rules add.
+#
 # --runs and --rounds are the same option. BINARY: the fraudstream binaries to compare, in
 # turn (default target/release/fraudstream, built first; the ones given are not built).
 # An A/B against main:
@@ -38,14 +47,14 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
 # Each subject is a mode: its option sets `mode` below, a function of that name measures
-# it, and the dispatch at the end calls it. A new subject (the rules' cost, with the rules
-# feature) adds the three and a usage paragraph above.
+# it, and the dispatch at the end calls it. A new subject adds the three and a usage
+# paragraph above.
 mode=throughput runs='' days=''
 bins=() labels=()
 while [[ $# -gt 0 ]]; do
   case $1 in
-    --shadow | --velocity)
-      [[ $mode == throughput ]] || bench_usage "--shadow and --velocity do not combine"
+    --shadow | --velocity | --rules)
+      [[ $mode == throughput ]] || bench_usage "--shadow, --velocity and --rules do not combine"
       mode=${1#--}
       shift
       ;;
@@ -157,8 +166,90 @@ velocity() {
   done
 }
 
+# rule_set N: N rules (all_matched), a mix of comparisons, arithmetic, string equality and
+# list lookups, on stdout.
+rule_set() {
+  awk -v n="$1" 'BEGIN {
+    print "mode all_matched"
+    for (k = 0; k < n; k++) {
+      v = 1 + k % 28
+      a = k % 3 == 0 ? "block" : (k % 3 == 1 ? "review" : "allow")
+      if (k % 10 == 3)
+        printf "rule r%d: %s if card_id in @blocked_cards and Amount > %d\n", k, a, 10 + k
+      else if (k % 10 == 7)
+        printf "rule r%d: %s if terminal_id in @hot_terminals and score > %.2f\n", k, a, (k % 50) / 100
+      else if (k % 10 == 9)
+        printf "rule r%d: %s if terminal_id == \"term-%d\" and V%d < %.1f\n", k, a, k % 300, v, -(k % 7)
+      else
+        printf "rule r%d: %s if Amount > %d and V%d * 2 + V%d < %.1f and risk_score > %d\n", \
+          k, a, 20 + 15 * k, v, 1 + (k + 5) % 28, -1 - (k % 9) * 0.5, k % 60
+    }
+  }'
+}
+
+# Rules: alternately no rule set, 10 rules and 100 rules, N rounds, medians and costs.
+rules() {
+  local work=.cache/bench-rules b key input rows set base reg cpu none ten hundred
+  bench_data
+  mkdir -p "$work"
+  key=$(bench_data_key)
+  input=$work/input-$key.jsonl
+  if [[ ! -s $input ]]; then
+    echo "writing $input (card and terminal ids added)..." >&2
+    python3 - "$data" "$input.tmp" <<'PY'
+import csv, json, sys
+with open(sys.argv[1]) as f, open(sys.argv[2], "w") as out:
+    for i, row in enumerate(csv.DictReader(f)):
+        tx = {k: float(v) for k, v in row.items() if k != "Class"}
+        tx.update(id=f"tx-{i}", card_id=f"card-{i % 200000}", terminal_id=f"term-{i % 300}")
+        out.write(json.dumps(tx) + "\n")
+PY
+    mv -f "$input.tmp" "$input"
+  fi
+  rows=$(wc -l < "$input")
+  rule_set 10 > "$work/rules-10.txt"
+  rule_set 100 > "$work/rules-100.txt"
+  [[ -s $work/cards.txt ]] || awk 'BEGIN { for (i = 0; i < 1000000; i++) printf "card-%d\n", 2 * i + 1 }' > "$work/cards.txt"
+  echo "input: $input ($rows transactions); rounds per binary: ${runs:=5}"
+  for b in "${!bins[@]}"; do
+    # One store per rule set, the same model in each: trained once, copied.
+    base=$work/registry-$(bench_bin_key "${bins[b]}")
+    for set in none 10 100; do
+      reg=$base-$set
+      [[ -d $reg ]] && continue
+      if [[ ! -d $base-none ]]; then
+        "${bins[b]}" train --input "$data" --split none --out "$work/model.fsm" \
+          --publish "$base-none" > /dev/null || { rm -rf "$base-none"; exit 1; }
+      fi
+      [[ $set == none ]] && continue
+      cp -r "$base-none" "$reg"
+      "${bins[b]}" list import blocked_cards "$work/cards.txt" --store "$reg" > /dev/null
+      seq 0 49 | sed 's/^/term-/' > "$work/terminals.txt"
+      "${bins[b]}" list import hot_terminals "$work/terminals.txt" --store "$reg" > /dev/null
+      "${bins[b]}" rules publish --activate "$work/rules-$set.txt" --store "$reg" > /dev/null
+    done
+    : > "$work/results"
+    for _ in $(seq "$runs"); do
+      for set in none 10 100; do
+        bench_embedded "${bins[b]}" "$base-$set" "$input" "$work/run" \
+          FRAUDSTREAM__MODELS__POLL_INTERVAL=0s
+        cpu=$(bench_cpu_per_tx "$rows" 2)
+        echo "$set $cpu" >> "$work/results"
+        echo "${labels[b]}: rules $set: $(bench_run_figures "$rows")"
+      done
+    done
+    none=$(grep '^none ' "$work/results" | cut -d' ' -f2 | bench_median)
+    ten=$(grep '^10 ' "$work/results" | cut -d' ' -f2 | bench_median)
+    hundred=$(grep '^100 ' "$work/results" | cut -d' ' -f2 | bench_median)
+    awk -v l="${labels[b]}" -v a="$none" -v t="$ten" -v h="$hundred" 'BEGIN {
+      printf "%s: median CPU us per tx: no rules %.2f, 10 rules %.2f (%.3fx), 100 rules %.2f (+%.2f us/tx)\n",
+        l, a, t, t / a, h, h - a }'
+  done
+}
+
 case $mode in
   throughput) throughput ;;
   shadow) shadow ;;
   velocity) velocity ;;
+  rules) rules ;;
 esac
