@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Coverage-guided fuzzing (cargo fuzz, libFuzzer) of the core's JSON decoder, CSV decoder,
-# model-file parser and manifest/signature parser: core/fuzz/fuzz_targets/. Starts from the checked-in corpus
+# model-file parser, manifest/signature parser and rule compiler: core/fuzz/fuzz_targets/. Starts from the checked-in corpus
 # (core/fuzz/corpus/<target>/; model_parse starts from a 3-tree model trained on the
 # sample, named without .fsm, which git ignores); new inputs go to a temporary directory
 # unless --keep.
@@ -23,7 +23,7 @@ while [[ $# -gt 0 ]]; do
     *) targets+=("$1"); shift ;;
   esac
 done
-[[ ${#targets[@]} -gt 0 ]] || targets=(json_decode csv_decode model_parse manifest_parse)
+[[ ${#targets[@]} -gt 0 ]] || targets=(json_decode csv_decode model_parse manifest_parse rules_parse)
 if ! command -v cargo-fuzz >/dev/null; then
   echo "fuzz: installing cargo-fuzz" >&2
   cargo install cargo-fuzz --locked --version 0.13.2 >&2

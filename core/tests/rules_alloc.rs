@@ -19,7 +19,10 @@ const DERIVED: [&str; 4] = [
 fn lists() -> Lists {
     let mut l = Lists::new();
     l.insert("blocked_cards", (0..10_000).map(|i| format!("card-{i:06}")));
-    l.insert("trusted_terminals", (0..100).map(|i| format!("term-{i:03}")));
+    l.insert(
+        "trusted_terminals",
+        (0..100).map(|i| format!("term-{i:03}")),
+    );
     l.insert("round_amounts", ["10", "50", "100", "500", "1000"]);
     l
 }
@@ -30,16 +33,46 @@ fn hundred_rules(mode: Mode) -> String {
     for i in 0..10 {
         let k = f64::from(i);
         let rules = [
-            format!("block if card_id in @blocked_cards and Amount > {}", 100.0 * k),
-            format!("review if risk_score > {} and Amount > {}", 50.0 + k, 500.0 + 10.0 * k),
-            format!("allow if terminal_id in @trusted_terminals and score < 0.{}", 9 - i % 9),
-            format!("block if card_id_count_1d >= {}\n  and card_id_mean_amount_1d > {} * Amount", 5 + i, 1.0 + k / 10.0),
-            format!("review if (Amount - card_id_mean_amount_1d) / (card_id_count_1d + 1) > {}", 20.0 * k),
+            format!(
+                "block if card_id in @blocked_cards and Amount > {}",
+                100.0 * k
+            ),
+            format!(
+                "review if risk_score > {} and Amount > {}",
+                50.0 + k,
+                500.0 + 10.0 * k
+            ),
+            format!(
+                "allow if terminal_id in @trusted_terminals and score < 0.{}",
+                9 - i % 9
+            ),
+            format!(
+                "block if card_id_count_1d >= {}\n  and card_id_mean_amount_1d > {} * Amount",
+                5 + i,
+                1.0 + k / 10.0
+            ),
+            format!(
+                "review if (Amount - card_id_mean_amount_1d) / (card_id_count_1d + 1) > {}",
+                20.0 * k
+            ),
             format!("block if card_id == \"card-{i:06}\" or terminal_id == \"term-{i:03}\""),
-            format!("review if Amount in @round_amounts and V1 < -{} and not fraud", k / 2.0),
-            format!("allow if terminal_id_risk_7d < 0.0{} and terminal_id_delayed_count_7d > {}", i + 1, 10 * i),
-            format!("review if card_id not in @blocked_cards and -V2 * 3 + V3 > {}", k),
-            format!("block if fraud and (terminal_id_risk_7d > 0.{} or id == \"tx-{i}\")", 5 + i % 5),
+            format!(
+                "review if Amount in @round_amounts and V1 < -{} and not fraud",
+                k / 2.0
+            ),
+            format!(
+                "allow if terminal_id_risk_7d < 0.0{} and terminal_id_delayed_count_7d > {}",
+                i + 1,
+                10 * i
+            ),
+            format!(
+                "review if card_id not in @blocked_cards and -V2 * 3 + V3 > {}",
+                k
+            ),
+            format!(
+                "block if fraud and (terminal_id_risk_7d > 0.{} or id == \"tx-{i}\")",
+                5 + i % 5
+            ),
         ];
         for (j, r) in rules.iter().enumerate() {
             s.push_str(&format!("rule r{i}_{j}: {r}\n"));
@@ -62,7 +95,12 @@ fn transactions() -> Vec<(Transaction, f32, bool)> {
                 values,
                 card_id: (i % 5 != 0).then(|| format!("card-{:06}", u32::from(i) * 997)),
                 terminal_id: (i % 3 != 0).then(|| format!("term-{:03}", i * 7)),
-                derived: vec![f32::from(i), 40.0 + f32::from(i), f32::from(i) / 20.0, f32::from(i * 5)],
+                derived: vec![
+                    f32::from(i),
+                    40.0 + f32::from(i),
+                    f32::from(i) / 20.0,
+                    f32::from(i * 5),
+                ],
                 ..Transaction::default()
             };
             (tx, f32::from(i) / 16.0, i % 2 == 0)
@@ -70,7 +108,13 @@ fn transactions() -> Vec<(Transaction, f32, bool)> {
         .collect()
 }
 
-fn run(rules: &RuleSet, lists: &Lists, txs: &[(Transaction, f32, bool)], matched: &mut Vec<u16>, n: usize) -> usize {
+fn run(
+    rules: &RuleSet,
+    lists: &Lists,
+    txs: &[(Transaction, f32, bool)],
+    matched: &mut Vec<u16>,
+    n: usize,
+) -> usize {
     let mut by_rules = 0;
     for k in 0..n {
         let (tx, score, fraud) = &txs[k % txs.len()];
@@ -115,5 +159,8 @@ fn a_catalog_is_plain_data() {
     // The catalog of a `Lists` is what the rules were compiled against.
     let l = lists();
     let c: Catalog = l.catalog(Vec::new());
-    assert_eq!(c.lists, ["blocked_cards", "round_amounts", "trusted_terminals"]);
+    assert_eq!(
+        c.lists,
+        ["blocked_cards", "round_amounts", "trusted_terminals"]
+    );
 }

@@ -71,6 +71,54 @@ pub struct Config {
     pub decisions: DecisionsConfig,
 }
 
+/// The alerts topic when a Kafka source names none and no other alert sink is set.
+pub const DEFAULT_ALERTS_TOPIC: &str = "fraud.alerts";
+
+/// Where alerts go, as the configuration resolves it for its source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertOutputs {
+    /// The alerts file, if any.
+    pub file: Option<String>,
+    /// The Kafka alerts topic, if any.
+    pub topic: Option<String>,
+}
+
+impl Config {
+    /// Where alerts go: `alerts.file` whatever the source (unset: `out/alerts.jsonl` with a
+    /// file or stdin source); with a Kafka source, `kafka.alerts_topic` (unset:
+    /// [`DEFAULT_ALERTS_TOPIC`] when neither a file nor a webhook is set; `""`: none). A
+    /// topic named with a file or stdin source is refused: nothing would produce to it.
+    pub fn alert_outputs(&self) -> Result<AlertOutputs, Invalid> {
+        let kafka = self.source.kind == SourceKind::Kafka;
+        let named = self.kafka.alerts_topic.as_deref().map(str::trim);
+        if !kafka && named.is_some_and(|t| !t.is_empty()) {
+            return Err(Invalid::new(
+                "kafka.alerts_topic",
+                format!(
+                    "is set but source.kind is {:?}: only a Kafka detector produces to an \
+                     alerts topic (use alerts.file or alerts.webhook, or unset it)",
+                    self.source.kind
+                ),
+            ));
+        }
+        let file = match (&self.alerts.file, kafka) {
+            (Some(f), _) => Some(f.clone()),
+            (None, false) => Some("out/alerts.jsonl".to_owned()),
+            (None, true) => None,
+        };
+        let topic = match named {
+            _ if !kafka => None,
+            Some("") => None,
+            Some(t) => Some(t.to_owned()),
+            None if file.is_none() && self.alerts.webhook.is_none() => {
+                Some(DEFAULT_ALERTS_TOPIC.to_owned())
+            }
+            None => None,
+        };
+        Ok(AlertOutputs { file, topic })
+    }
+}
+
 /// The observability endpoint.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -273,6 +321,11 @@ impl Config {
                 }
             })?;
         }
+        self.alert_outputs().map_err(|e| ConfigError::Invalid {
+            path: path.into(),
+            key: e.key,
+            message: e.message,
+        })?;
         Ok(())
     }
 }
@@ -293,6 +346,44 @@ mod tests {
             let path = format!("{}/{f}", env!("CARGO_MANIFEST_DIR"));
             Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
         }
+    }
+
+    #[test]
+    fn every_configured_alert_sink_is_used_whatever_the_source() {
+        let outputs = |toml: &str| Config::parse("c.toml", toml).map(|c| c.alert_outputs());
+        let kafka = "[source]\nkind = \"kafka\"\n";
+        let of = |file: Option<&str>, topic: Option<&str>| AlertOutputs {
+            file: file.map(str::to_owned),
+            topic: topic.map(str::to_owned),
+        };
+        // A file source: the file (default or named), never a topic.
+        assert_eq!(
+            outputs("").unwrap().unwrap(),
+            of(Some("out/alerts.jsonl"), None)
+        );
+        // Kafka alone: the default topic; with a file or a webhook, only what is named.
+        assert_eq!(
+            outputs(kafka).unwrap().unwrap(),
+            of(None, Some(DEFAULT_ALERTS_TOPIC))
+        );
+        let with_file = format!("{kafka}[alerts]\nfile = \"a.jsonl\"\n");
+        assert_eq!(
+            outputs(&with_file).unwrap().unwrap(),
+            of(Some("a.jsonl"), None),
+            "a named file is used, and no topic is required"
+        );
+        let webhook = format!("{kafka}[alerts.webhook]\nurl = \"http://127.0.0.1:1/\"\n");
+        assert_eq!(outputs(&webhook).unwrap().unwrap(), of(None, None));
+        let both = format!("{with_file}[kafka]\nalerts_topic = \"al\"\n");
+        assert_eq!(
+            outputs(&both).unwrap().unwrap(),
+            of(Some("a.jsonl"), Some("al"))
+        );
+        let off = format!("{kafka}[kafka]\nalerts_topic = \"\"\n");
+        assert_eq!(outputs(&off).unwrap().unwrap(), of(None, None));
+        // A topic with a file source would be silently unused: refused, naming the key.
+        let e = outputs("[kafka]\nalerts_topic = \"al\"\n").unwrap_err();
+        assert!(e.to_string().contains("`kafka.alerts_topic`"), "{e}");
     }
 
     #[test]

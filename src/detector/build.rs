@@ -97,7 +97,7 @@ impl Detector {
             check_store("lake.location", lake_store.as_ref()).await?;
             if kafka {
                 cfg.kafka
-                    .check_topics()
+                    .check_topics(cfg.alert_outputs()?.topic.as_deref())
                     .await
                     .map_err(|e| e.within("kafka"))?;
                 let (settings, claim) = cfg
@@ -109,7 +109,7 @@ impl Detector {
             }
             let lake = open_lake(cfg, lake_store).await;
             let (source, dead_letters) = source(cfg, &kafka_settings)?;
-            let alerts = alert_sinks(cfg, kafka, &recent)?;
+            let alerts = alert_sinks(cfg, &recent)?;
             let delivery = Delivery {
                 verdicts: verdicts.clone(),
                 alerts: alerts.clone(),
@@ -142,7 +142,7 @@ impl Detector {
             };
             (source, Some(stages), alerts)
         } else {
-            (Source::None, None, alert_sinks(cfg, kafka, &recent)?)
+            (Source::None, None, alert_sinks(cfg, &recent)?)
         };
         let watcher = (!cfg.models.poll_interval.is_zero()).then(|| {
             (
@@ -346,26 +346,22 @@ fn source(
     Ok((source, dead_letters))
 }
 
-/// Alert sinks: the recent-alerts ring; on Kafka the alerts topic and stdout, otherwise
-/// the alerts file and stdout; and the webhook when configured.
+/// Alert sinks: the recent-alerts ring, and every configured one ([`Config::alert_outputs`]):
+/// the alerts file and stdout, the alerts topic, the webhook.
 fn alert_sinks(
     cfg: &Config,
-    kafka: bool,
     recent: &Arc<RecentAlerts>,
 ) -> Result<Vec<Arc<dyn AlertSink>>, DetectorError> {
+    let outputs = cfg.alert_outputs()?;
     let mut sinks: Vec<Arc<dyn AlertSink>> = vec![recent.clone()];
-    let file = if kafka {
-        None
-    } else {
-        cfg.alerts.file.as_deref().map(std::path::Path::new)
-    };
+    let file = outputs.file.as_deref().map(std::path::Path::new);
     if file.is_some() || cfg.alerts.stdout {
         sinks.push(Arc::new(
             LocalAlerts::open(file, cfg.alerts.stdout)
-                .opening(format!("alerts.file {:?}", cfg.alerts.file))?,
+                .opening(format!("alerts.file {:?}", outputs.file))?,
         ));
     }
-    if kafka && let Some(topic) = cfg.kafka.alerts_topic() {
+    if let Some(topic) = &outputs.topic {
         sinks.push(Arc::new(
             KafkaAlerts::new(&cfg.kafka, topic).opening("kafka.alerts_topic")?,
         ));

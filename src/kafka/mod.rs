@@ -32,7 +32,9 @@ pub struct KafkaSettings {
     pub group_id: String,
     /// Dead-letter topic for undecodable or invalid messages.
     pub dlq_topic: String,
-    /// Topic for alerts (JSON, on `review` and `block`); `""` turns it off.
+    /// Topic for alerts (JSON, on `review` and `block`), for a Kafka source. Unset:
+    /// `fraud.alerts` unless `alerts.file` or `alerts.webhook` is set (then no topic);
+    /// `""`: none. Set with a file or stdin source, it is refused.
     pub alerts_topic: Option<String>,
     /// Messages larger than this go to the dead-letter topic unparsed.
     pub max_message_bytes: usize,
@@ -57,7 +59,7 @@ impl Default for KafkaSettings {
             topics: vec!["transactions".into()],
             group_id: "fraudstream".into(),
             dlq_topic: "transactions.dlq".into(),
-            alerts_topic: Some("fraud.alerts".into()),
+            alerts_topic: None,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             properties: KafkaProperties::default(),
             instance_id: None,
@@ -191,12 +193,6 @@ impl KafkaSettings {
         c.create()
     }
 
-    /// The alerts topic, unless turned off (`alerts_topic = ""`).
-    #[must_use]
-    pub fn alerts_topic(&self) -> Option<&str> {
-        self.alerts_topic.as_deref().filter(|t| !t.trim().is_empty())
-    }
-
     /// The producers' `message.timeout.ms`: the configured one, or the default.
     #[must_use]
     pub fn message_timeout(&self) -> Duration {
@@ -212,8 +208,9 @@ impl KafkaSettings {
 impl KafkaSettings {
     /// The start-up check: ask the brokers for their topics and refuse to start when one
     /// this detector reads or writes does not exist (naming its key). When the brokers
-    /// cannot be reached, say so and go on: the consumer waits for them.
-    pub async fn check_topics(&self) -> Result<(), Invalid> {
+    /// cannot be reached, say so and go on: the consumer waits for them. `alerts_topic`:
+    /// the alerts topic in use, if any.
+    pub async fn check_topics(&self, alerts_topic: Option<&str>) -> Result<(), Invalid> {
         use rdkafka::consumer::Consumer as _;
         let client: rdkafka::consumer::BaseConsumer = match self.client(false).create() {
             Ok(c) => c,
@@ -240,7 +237,7 @@ impl KafkaSettings {
         let mut wanted: Vec<(&str, &str)> =
             self.topics.iter().map(|t| ("topics", t.as_str())).collect();
         wanted.push(("dlq_topic", &self.dlq_topic));
-        if let Some(t) = self.alerts_topic() {
+        if let Some(t) = alerts_topic {
             wanted.push(("alerts_topic", t));
         }
         for (key, topic) in wanted {
@@ -309,21 +306,5 @@ impl KafkaSettings {
             .properties
             .insert("group.instance.id".into(), claim.id.clone());
         Ok((settings, Some(claim)))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_empty_alerts_topic_turns_the_topic_off() {
-        let mut k = KafkaSettings::default();
-        assert_eq!(k.alerts_topic(), Some("fraud.alerts"));
-        k.alerts_topic = Some(String::new());
-        assert_eq!(k.alerts_topic(), None);
-        assert!(k.validate().is_ok(), "\"\" is valid: off");
-        k.alerts_topic = None;
-        assert_eq!(k.alerts_topic(), None);
     }
 }

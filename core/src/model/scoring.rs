@@ -376,7 +376,11 @@ impl Model {
                     contribution: c,
                 })
                 .collect(),
-            outcome: if fraud { Outcome::Block } else { Outcome::Approve },
+            outcome: if fraud {
+                Outcome::Block
+            } else {
+                Outcome::Approve
+            },
             decided_by: shared(if fraud { BY_MODEL } else { BY_MODEL_ONLY }),
             rules: Vec::new(),
             rule_set: None,

@@ -1,6 +1,7 @@
 //! Directives to a [`RuleSet`]: the `mode` line, each rule's header, the checks that
 //! span rules (unique names, the rule limit), and the resolution of lists.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -112,7 +113,9 @@ impl<'s> Compiler<'s, '_> {
         let Some(word) = self.word(1) else {
             return Err(self.unexpected("a mode (priority, first_matched or all_matched)"));
         };
-        let mode = word.parse::<Mode>().map_err(|e| self.fail(self.here(), e))?;
+        let mode = word
+            .parse::<Mode>()
+            .map_err(|e| self.fail(self.here(), e))?;
         self.i = 2;
         if self.i < self.toks.len() {
             return Err(self.unexpected("the end of the `mode` line"));
@@ -137,7 +140,9 @@ impl<'s> Compiler<'s, '_> {
         let Some(word) = self.word(3) else {
             return Err(self.unexpected("an action (allow, review or block)"));
         };
-        let action = word.parse::<Action>().map_err(|e| self.fail(self.here(), e))?;
+        let action = word
+            .parse::<Action>()
+            .map_err(|e| self.fail(self.here(), e))?;
         self.i = 4;
         if self.word(4) != Some("if") {
             return Err(self.unexpected("`if` after the action"));
@@ -169,6 +174,8 @@ pub fn compile(source: &str, catalog: &Catalog) -> Result<RuleSet, RuleError> {
     };
     let mut mode: Option<(Mode, usize)> = None;
     let mut rules: Vec<Rule> = Vec::new();
+    // Rule name → its line.
+    let mut lines: HashMap<&str, usize> = HashMap::new();
     for d in directives(source)? {
         let Some(first) = d.tokens.first() else {
             continue;
@@ -194,13 +201,16 @@ pub fn compile(source: &str, catalog: &Catalog) -> Result<RuleSet, RuleError> {
             }
             Tok::Ident("rule") => {
                 if rules.len() >= MAX_RULES {
-                    return Err(c.fail(start, format!("a rules file holds at most {MAX_RULES} rules")));
+                    return Err(c.fail(
+                        start,
+                        format!("a rules file holds at most {MAX_RULES} rules"),
+                    ));
                 }
                 let (name, name_pos, action) = c.rule_header()?;
-                if let Some(r) = rules.iter().find(|r| &*r.name == name) {
+                if let Some(line) = lines.insert(name, start.line) {
                     return Err(c.fail(
                         name_pos,
-                        format!("rule `{name}` is already defined on line {}", r.line),
+                        format!("rule `{name}` is already defined on line {line}"),
                     ));
                 }
                 let cond = c.expr()?;
@@ -210,7 +220,10 @@ pub fn compile(source: &str, catalog: &Catalog) -> Result<RuleSet, RuleError> {
                 if cond.ty != Ty::Bool {
                     return Err(c.fail(
                         cond.pos,
-                        format!("{}; a rule's condition must be a bool (true or false)", cond.is()),
+                        format!(
+                            "{}; a rule's condition must be a bool (true or false)",
+                            cond.is()
+                        ),
                     ));
                 }
                 rules.push(Rule {

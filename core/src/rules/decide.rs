@@ -59,15 +59,15 @@ impl FromStr for Action {
             "allow" => Ok(Self::Allow),
             "review" => Ok(Self::Review),
             "block" => Ok(Self::Block),
-            _ => Err(format!("unknown action `{s}`: expected allow, review or block")),
+            _ => Err(format!(
+                "unknown action `{s}`: expected allow, review or block"
+            )),
         }
     }
 }
 
 /// The decision on a transaction, ordered by severity: `Approve < Review < Block`.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Outcome {
     /// Let it through.
@@ -104,7 +104,9 @@ impl FromStr for Outcome {
             "approve" => Ok(Self::Approve),
             "review" => Ok(Self::Review),
             "block" => Ok(Self::Block),
-            _ => Err(format!("unknown outcome `{s}`: expected approve, review or block")),
+            _ => Err(format!(
+                "unknown outcome `{s}`: expected approve, review or block"
+            )),
         }
     }
 }

@@ -185,7 +185,10 @@ fn lex_line<'s>(line: &'s str, number: usize, out: &mut Vec<Token<'s>>) -> usize
                     cur.eat_while(is_list_char);
                     Tok::List(cur.since(start + 1))
                 } else {
-                    Tok::Error(pos, "`@` must be followed by a list name, like `@blocked_cards`".into())
+                    Tok::Error(
+                        pos,
+                        "`@` must be followed by a list name, like `@blocked_cards`".into(),
+                    )
                 }
             }
             '"' => string_token(&mut cur, pos),
@@ -203,7 +206,10 @@ fn lex_line<'s>(line: &'s str, number: usize, out: &mut Vec<Token<'s>>) -> usize
             '=' if cur.eat('=') => Tok::Eq,
             '=' => Tok::Error(pos, "`=` is not an operator: compare with `==`".into()),
             '!' if cur.eat('=') => Tok::Ne,
-            '!' => Tok::Error(pos, "`!` is not an operator: use `not`, or `!=` to compare".into()),
+            '!' => Tok::Error(
+                pos,
+                "`!` is not an operator: use `not`, or `!=` to compare".into(),
+            ),
             '&' => Tok::Error(pos, "`&` is not an operator: use `and`".into()),
             '|' => Tok::Error(pos, "`|` is not an operator: use `or`".into()),
             c => Tok::Error(pos, format!("unexpected character `{}`", c.escape_debug())),
@@ -238,7 +244,10 @@ fn number_token<'s>(cur: &mut Cursor<'s>, start: usize, pos: Pos) -> Tok<'s> {
         if !cur.peek().is_some_and(|c| c.is_ascii_digit()) {
             cur.eat_while(is_ident_char);
             let text = cur.since(start);
-            return Tok::Error(pos, format!("malformed number `{text}`: the exponent needs digits"));
+            return Tok::Error(
+                pos,
+                format!("malformed number `{text}`: the exponent needs digits"),
+            );
         }
         cur.eat_while(|c| c.is_ascii_digit());
     }

@@ -12,8 +12,11 @@ use super::table::{NumSet, StrSet};
 /// number (Rust's `f64` syntax: `100`, `99.5`, `1e3`) is also matched by numbers, so
 /// `Amount in @round_amounts` works; numbers compare exactly as `f64`, with `-0 == 0`.
 ///
-/// Each distinct value is kept once, in insertion order. Memory is about the text plus
-/// 17 to 32 bytes a value (measured by `benches/rules.rs` for a million card ids).
+/// Each distinct value is kept once, in insertion order, in one byte arena. Memory is
+/// the text plus a length byte and 16 to 32 bytes of hash table per value (the table
+/// is kept between a quarter and half full), and as much again for each value that is
+/// a number: a million 13-character card ids take 31 MB (`benches/rules.rs`). A list
+/// holds at most 1 TiB of text; values past that are dropped.
 #[derive(Clone, Default)]
 pub struct ValueList {
     hasher: RandomState,
@@ -181,10 +184,7 @@ impl Lists {
     /// The list `name`.
     #[must_use]
     pub fn get(&self, name: &str) -> Option<&ValueList> {
-        let i = self
-            .names
-            .binary_search_by(|n| n.as_str().cmp(name))
-            .ok()?;
+        let i = self.names.binary_search_by(|n| n.as_str().cmp(name)).ok()?;
         self.lists.get(i)
     }
 

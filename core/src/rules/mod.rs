@@ -57,11 +57,12 @@
 //!
 //! # Why not a crate
 //!
-//! - `cel` (0.15, MIT), the Common Expression Language: a program is compiled in
-//!   milliseconds rather than microseconds, its variables live in a `Context` of owned
-//!   `Value`s (strings and lists behind `Arc`) that each transaction would have to
-//!   rebuild, so every evaluation allocates; it has no `@list` membership over a
-//!   prebuilt hash set, and its parse errors locate problems coarsely.
+//! - `cel` (0.15, MIT), the Common Expression Language: its parser is ANTLR-generated
+//!   (`antlr4rust`), far heavier per rule than a hand-written one; its variables live
+//!   in a `Context` of owned `Value`s (strings and lists behind `Arc`) that each
+//!   transaction would have to rebuild, so every evaluation allocates; it has no
+//!   `@list` membership over a prebuilt hash set, and its parse errors locate a
+//!   problem only coarsely.
 //! - `rhai`: a general scripting language (statements, loops, closures) whose
 //!   `Dynamic` values and scope allocate per run and whose evaluation is far slower
 //!   per expression than a typed arena walk; more power than a rule needs, and more to

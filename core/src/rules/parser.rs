@@ -24,7 +24,14 @@ use crate::schema::FIELD_NAMES;
 pub const MAX_DEPTH: usize = 64;
 
 /// The names every rule may use besides the schema's fields and the entity features.
-pub(crate) const BUILTINS: [&str; 6] = ["score", "risk_score", "fraud", "id", "card_id", "terminal_id"];
+pub(crate) const BUILTINS: [&str; 6] = [
+    "score",
+    "risk_score",
+    "fraud",
+    "id",
+    "card_id",
+    "terminal_id",
+];
 
 const KEYWORDS: [&str; 6] = ["and", "or", "not", "in", "true", "false"];
 
@@ -90,7 +97,10 @@ fn distance(a: &str, b: &str, limit: usize) -> Option<usize> {
 }
 
 /// The candidate nearest to `name` within edit distance 2.
-pub(crate) fn closest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub(crate) fn closest<'a>(
+    name: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     candidates
         .into_iter()
         .filter_map(|c| distance(name, c, 2).map(|d| (d, c)))
@@ -109,7 +119,10 @@ impl<'s> Compiler<'s, '_> {
 
     fn at_not_in(&self) -> bool {
         self.at_word("not")
-            && matches!(self.toks.get(self.i + 1).map(|t| &t.tok), Some(Tok::Ident("in")))
+            && matches!(
+                self.toks.get(self.i + 1).map(|t| &t.tok),
+                Some(Tok::Ident("in"))
+            )
     }
 
     /// Where the next token is, or the end of the directive.
@@ -127,9 +140,20 @@ impl<'s> Compiler<'s, '_> {
         match self.toks.get(self.i) {
             Some(t) => match &t.tok {
                 Tok::Error(pos, message) => self.fail(*pos, message.clone()),
-                _ => self.fail(t.pos, format!("expected {wanted}, found `{}`", t.text)),
+                _ => {
+                    let shown: String = t.text.chars().take(40).collect();
+                    let more = if shown.len() < t.text.len() {
+                        "…"
+                    } else {
+                        ""
+                    };
+                    self.fail(t.pos, format!("expected {wanted}, found `{shown}{more}`"))
+                }
             },
-            None => self.fail(self.end, format!("expected {wanted}, found the end of the rule")),
+            None => self.fail(
+                self.end,
+                format!("expected {wanted}, found the end of the rule"),
+            ),
         }
     }
 
@@ -142,7 +166,10 @@ impl<'s> Compiler<'s, '_> {
     /// Refuse a tree taller than [`MAX_DEPTH`], at the operator that makes it so.
     fn check_depth(&self, depth: usize, at: Pos) -> Result<(), RuleError> {
         if depth > MAX_DEPTH {
-            return Err(self.fail(at, format!("the expression nests deeper than {MAX_DEPTH} levels")));
+            return Err(self.fail(
+                at,
+                format!("the expression nests deeper than {MAX_DEPTH} levels"),
+            ));
         }
         Ok(())
     }
@@ -154,7 +181,13 @@ impl<'s> Compiler<'s, '_> {
         Ok(i)
     }
 
-    fn operand(&mut self, node: Node, ty: Ty, pos: Pos, depth: usize) -> Result<Operand<'s>, RuleError> {
+    fn operand(
+        &mut self,
+        node: Node,
+        ty: Ty,
+        pos: Pos,
+        depth: usize,
+    ) -> Result<Operand<'s>, RuleError> {
         Ok(Operand {
             node: self.push(node, pos)?,
             ty,
@@ -183,7 +216,11 @@ impl<'s> Compiler<'s, '_> {
 
     /// `a or b or …` / `a and b and …`, as one n-ary node.
     fn chain(&mut self, word: &'static str) -> Result<Operand<'s>, RuleError> {
-        let first = if word == "or" { self.chain("and")? } else { self.not()? };
+        let first = if word == "or" {
+            self.chain("and")?
+        } else {
+            self.not()?
+        };
         if !self.at_word(word) {
             return Ok(first);
         }
@@ -192,15 +229,25 @@ impl<'s> Compiler<'s, '_> {
         let mut kids = vec![first.node];
         while self.at_word(word) {
             self.i += 1;
-            let next = if word == "or" { self.chain("and")? } else { self.not()? };
+            let next = if word == "or" {
+                self.chain("and")?
+            } else {
+                self.not()?
+            };
             self.need(&next, Ty::Bool, word)?;
             depth = depth.max(next.depth);
             kids.push(next.node);
         }
-        let start = u32::try_from(self.prog.kids.len()).map_err(|_| self.fail(pos, "the rule set is too large"))?;
-        let len = u32::try_from(kids.len()).map_err(|_| self.fail(pos, "the rule set is too large"))?;
+        let start = u32::try_from(self.prog.kids.len())
+            .map_err(|_| self.fail(pos, "the rule set is too large"))?;
+        let len =
+            u32::try_from(kids.len()).map_err(|_| self.fail(pos, "the rule set is too large"))?;
         self.prog.kids.extend(kids);
-        let node = if word == "or" { Node::Or { start, len } } else { Node::And { start, len } };
+        let node = if word == "or" {
+            Node::Or { start, len }
+        } else {
+            Node::And { start, len }
+        };
         self.check_depth(depth + 1, word_pos)?;
         self.operand(node, Ty::Bool, pos, depth + 1)
     }
@@ -256,7 +303,13 @@ impl<'s> Compiler<'s, '_> {
         Ok(result)
     }
 
-    fn compare(&mut self, op: Cmp, op_pos: Pos, left: Operand<'s>, right: Operand<'s>) -> Result<Operand<'s>, RuleError> {
+    fn compare(
+        &mut self,
+        op: Cmp,
+        op_pos: Pos,
+        left: Operand<'s>,
+        right: Operand<'s>,
+    ) -> Result<Operand<'s>, RuleError> {
         let (a, b) = (left.node, right.node);
         let depth = left.depth.max(right.depth) + 1;
         self.check_depth(depth, op_pos)?;
@@ -265,7 +318,12 @@ impl<'s> Compiler<'s, '_> {
                 if left.ty != right.ty {
                     return Err(self.fail(
                         op_pos,
-                        format!("`{}` needs two values of the same type: {}, {}", op.symbol(), left.is(), right.is()),
+                        format!(
+                            "`{}` needs two values of the same type: {}, {}",
+                            op.symbol(),
+                            left.is(),
+                            right.is()
+                        ),
                     ));
                 }
                 let negated = op == Cmp::Ne;
@@ -284,9 +342,17 @@ impl<'s> Compiler<'s, '_> {
         self.operand(node, Ty::Bool, left.pos, depth)
     }
 
-    fn membership(&mut self, word: &str, negated: bool, value: Operand<'s>) -> Result<Operand<'s>, RuleError> {
+    fn membership(
+        &mut self,
+        word: &str,
+        negated: bool,
+        value: Operand<'s>,
+    ) -> Result<Operand<'s>, RuleError> {
         if value.ty == Ty::Bool {
-            return Err(self.fail(value.pos, format!("{}; `{word}` needs a number or a string", value.is())));
+            return Err(self.fail(
+                value.pos,
+                format!("{}; `{word}` needs a number or a string", value.is()),
+            ));
         }
         let Some(Tok::List(name)) = self.peek() else {
             return Err(self.unexpected(&format!("a list like `@blocked_cards` after `{word}`")));
@@ -295,9 +361,17 @@ impl<'s> Compiler<'s, '_> {
         let list = self.list_slot(name, pos)?;
         self.i += 1;
         let node = if value.ty == Ty::Num {
-            Node::InNum { value: value.node, list, negated }
+            Node::InNum {
+                value: value.node,
+                list,
+                negated,
+            }
         } else {
-            Node::InStr { value: value.node, list, negated }
+            Node::InStr {
+                value: value.node,
+                list,
+                negated,
+            }
         };
         self.operand(node, Ty::Bool, value.pos, value.depth + 1)
     }
@@ -340,7 +414,12 @@ impl<'s> Compiler<'s, '_> {
         self.need(&right, Ty::Num, op.symbol())?;
         let depth = left.depth.max(right.depth) + 1;
         self.check_depth(depth, op_pos)?;
-        self.operand(Node::Arith(op, left.node, right.node), Ty::Num, left.pos, depth)
+        self.operand(
+            Node::Arith(op, left.node, right.node),
+            Ty::Num,
+            left.pos,
+            depth,
+        )
     }
 
     fn unary(&mut self) -> Result<Operand<'s>, RuleError> {
@@ -357,7 +436,11 @@ impl<'s> Compiler<'s, '_> {
         // Fold a negative literal: the node just emitted is the literal's.
         if let Some(Node::Num(v)) = self.prog.nodes.get_mut(inner.node as usize) {
             *v = -*v;
-            return Ok(Operand { pos, what: None, ..inner });
+            return Ok(Operand {
+                pos,
+                what: None,
+                ..inner
+            });
         }
         self.operand(Node::Neg(inner.node), Ty::Num, pos, inner.depth + 1)
     }
@@ -370,7 +453,8 @@ impl<'s> Compiler<'s, '_> {
         let (node, ty) = match &token.tok {
             Tok::Number(v) => (Node::Num(*v), Ty::Num),
             Tok::Str(s) => {
-                let i = u32::try_from(self.prog.strings.len()).map_err(|_| self.fail(pos, "the rule set is too large"))?;
+                let i = u32::try_from(self.prog.strings.len())
+                    .map_err(|_| self.fail(pos, "the rule set is too large"))?;
                 self.prog.strings.push(s.as_str().into());
                 (Node::Str(i), Ty::Str)
             }
@@ -390,7 +474,11 @@ impl<'s> Compiler<'s, '_> {
                     )));
                 }
                 self.i += 1;
-                return Ok(Operand { pos, what: None, ..inner });
+                return Ok(Operand {
+                    pos,
+                    what: None,
+                    ..inner
+                });
             }
             Tok::List(_) => {
                 return Err(self.fail(pos, "a list can only follow `in` or `not in`"));

@@ -91,14 +91,36 @@ pub(crate) enum Node {
     Bool(bool),
     Fraud,
     Not(u32),
-    And { start: u32, len: u32 },
-    Or { start: u32, len: u32 },
+    And {
+        start: u32,
+        len: u32,
+    },
+    Or {
+        start: u32,
+        len: u32,
+    },
     NumCmp(Cmp, u32, u32),
-    StrEq { a: u32, b: u32, negated: bool },
-    BoolEq { a: u32, b: u32, negated: bool },
+    StrEq {
+        a: u32,
+        b: u32,
+        negated: bool,
+    },
+    BoolEq {
+        a: u32,
+        b: u32,
+        negated: bool,
+    },
     /// `value in @list` (or `not in`); `list` indexes the rule set's list slots.
-    InNum { value: u32, list: u32, negated: bool },
-    InStr { value: u32, list: u32, negated: bool },
+    InNum {
+        value: u32,
+        list: u32,
+        negated: bool,
+    },
+    InStr {
+        value: u32,
+        list: u32,
+        negated: bool,
+    },
 }
 
 /// The arena.
@@ -148,7 +170,9 @@ impl<'a> ListView<'a> {
 impl Program {
     fn kids(&self, start: u32, len: u32) -> &[u32] {
         let start = start as usize;
-        self.kids.get(start..start + len as usize).unwrap_or_default()
+        self.kids
+            .get(start..start + len as usize)
+            .unwrap_or_default()
     }
 
     /// A bool node's value.
@@ -180,7 +204,11 @@ impl Program {
                 value,
                 list,
                 negated,
-            } => l.get(list).is_some_and(|x| x.contains_str(self.text(value, f))) != negated,
+            } => {
+                l.get(list)
+                    .is_some_and(|x| x.contains_str(self.text(value, f)))
+                    != negated
+            }
             _ => false,
         }
     }

@@ -6,11 +6,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::validate::{Invalid, Validate};
 
-/// Fraud alerts (always also logged).
+/// Alerts, on `review` and `block` outcomes (always also logged). Every sink configured
+/// here is used, whatever the source; one that cannot be is refused at start.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AlertsConfig {
-    /// Append each alert as a JSON line to this file.
+    /// Append each alert as a JSON line to this file. Unset: `out/alerts.jsonl` with a
+    /// file or stdin source, none with a Kafka source (whose alerts go to
+    /// `kafka.alerts_topic`).
     pub file: Option<String>,
     /// Print each alert on stdout.
     pub stdout: bool,
@@ -21,7 +24,7 @@ pub struct AlertsConfig {
 impl Default for AlertsConfig {
     fn default() -> Self {
         Self {
-            file: Some("out/alerts.jsonl".into()),
+            file: None,
             stdout: true,
             webhook: None,
         }

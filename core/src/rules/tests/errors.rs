@@ -1,6 +1,7 @@
 use super::*;
 
 /// (source, line, column, rule, a piece of the message)
+#[rustfmt::skip]
 const CASES: &[(&str, usize, usize, Option<&str>, &str)] = &[
     // Syntax.
     ("rule a: block if Amount >", 1, 26, Some("a"), "expected a value, found the end of the rule"),
@@ -81,9 +82,15 @@ fn every_compile_error_names_line_column_and_rule() {
 #[test]
 fn the_error_prints_line_column_and_rule() {
     let e = compile("rule a: block if true\n  and bogus", &catalog()).unwrap_err();
-    assert_eq!(e.to_string(), "line 2, column 7 (rule a): unknown name `bogus`");
+    assert_eq!(
+        e.to_string(),
+        "line 2, column 7 (rule a): unknown name `bogus`"
+    );
     let e = compile("mode sometimes", &catalog()).unwrap_err();
-    assert!(e.to_string().starts_with("line 1, column 6: unknown mode"), "{e}");
+    assert!(
+        e.to_string().starts_with("line 1, column 6: unknown mode"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -98,20 +105,41 @@ fn nesting_and_rule_count_are_bounded() {
     assert!(e.message.contains("nests deeper"), "{e}");
 
     let nots = format!("rule a: block if {}true", "not ".repeat(100_000));
-    assert!(compile(&nots, &catalog).unwrap_err().message.contains("nests deeper"));
+    assert!(
+        compile(&nots, &catalog)
+            .unwrap_err()
+            .message
+            .contains("nests deeper")
+    );
     let minus = format!("rule a: block if {}1 > 0", "-".repeat(100_000));
-    assert!(compile(&minus, &catalog).unwrap_err().message.contains("nests deeper"));
+    assert!(
+        compile(&minus, &catalog)
+            .unwrap_err()
+            .message
+            .contains("nests deeper")
+    );
     // A left-deep chain of operators is as tall as it is long.
     let sum = format!("rule a: block if {}1 > 0", "1 + ".repeat(100_000));
     let e = compile(&sum, &catalog).unwrap_err();
     assert!(e.message.contains("nests deeper"), "{e}");
-    assert_eq!(e.column, 18 + 4 * MAX_DEPTH - 2, "at the operator that is one too many");
+    assert_eq!(
+        e.column,
+        18 + 4 * MAX_DEPTH - 2,
+        "at the operator that is one too many"
+    );
     // `and` and `or` chains are flat: any length is fine.
     let ors = format!("rule a: block if {}false", "false or ".repeat(100_000));
     compile(&ors, &catalog).unwrap();
 
-    let many = |n: usize| (0..n).map(|i| format!("rule r{i}: block if Amount > {i}\n")).collect::<String>();
-    assert_eq!(compile(&many(MAX_RULES), &catalog).unwrap().len(), MAX_RULES);
+    let many = |n: usize| {
+        (0..n)
+            .map(|i| format!("rule r{i}: block if Amount > {i}\n"))
+            .collect::<String>()
+    };
+    assert_eq!(
+        compile(&many(MAX_RULES), &catalog).unwrap().len(),
+        MAX_RULES
+    );
     let e = compile(&many(MAX_RULES + 1), &catalog).unwrap_err();
     assert_eq!((e.line, e.column), (MAX_RULES + 1, 1));
     assert!(e.message.contains("at most 10000 rules"), "{e}");

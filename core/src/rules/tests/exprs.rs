@@ -50,7 +50,10 @@ fn entity_features_and_the_models_verdict() {
     check(
         &[
             ("card_id_count_1d >= 10", true),
-            ("card_id_count_1d >= 10 and card_id_mean_amount_1d > 3 * Amount", false),
+            (
+                "card_id_count_1d >= 10 and card_id_mean_amount_1d > 3 * Amount",
+                false,
+            ),
             ("card_id_mean_amount_1d * 10 > Amount", true),
             ("terminal_id_risk_7d == 0.25", true),
             ("fraud", true),
@@ -170,16 +173,25 @@ fn lists_match_strings_and_numbers() {
         &f,
     );
     t.card_id = Some("card-8".into());
-    assert!(!holds("card_id in @blocked_cards", &Facts::new(&t, 0.5, false)));
+    assert!(!holds(
+        "card_id in @blocked_cards",
+        &Facts::new(&t, 0.5, false)
+    ));
 }
 
 #[test]
 fn and_or_short_circuit_is_invisible_but_chains_flatten() {
     let t = tx();
     let f = Facts::new(&t, 0.5, false);
-    let long_or = (0..200).map(|i| format!("Amount == {i}")).collect::<Vec<_>>().join(" or ");
+    let long_or = (0..200)
+        .map(|i| format!("Amount == {i}"))
+        .collect::<Vec<_>>()
+        .join(" or ");
     assert!(!holds(&long_or, &f));
     assert!(holds(&format!("{long_or} or Amount == 250"), &f));
-    let long_and = (0..200).map(|i| format!("Amount > {i}")).collect::<Vec<_>>().join(" and ");
+    let long_and = (0..200)
+        .map(|i| format!("Amount > {i}"))
+        .collect::<Vec<_>>()
+        .join(" and ");
     assert!(holds(&long_and, &f));
 }

@@ -4,7 +4,9 @@ use super::*;
 
 #[test]
 fn values_match_as_strings_and_finite_numbers() {
-    let l = ValueList::new(["100", "99.50", "abc", "-0", "1e3", "NaN", "inf", "abc", " 7"]);
+    let l = ValueList::new([
+        "100", "99.50", "abc", "-0", "1e3", "NaN", "inf", "abc", " 7",
+    ]);
     assert_eq!(l.len(), 8, "duplicates are kept once");
     assert!(l.contains_str("99.50") && !l.contains_str("99.5"));
     assert!(l.contains_str("abc") && !l.contains_str("ABC") && !l.contains_str(""));
@@ -13,8 +15,14 @@ fn values_match_as_strings_and_finite_numbers() {
     assert!(!l.contains_num(f64::NAN) && !l.contains_num(f64::INFINITY));
     assert!(!l.contains_num(7.0), "\" 7\" is not a number");
     assert!(!l.contains_num(1.0));
-    assert_eq!(l.iter().collect::<Vec<_>>(), ["100", "99.50", "abc", "-0", "1e3", "NaN", "inf", " 7"]);
-    assert_eq!(l.sorted(), [" 7", "-0", "100", "1e3", "99.50", "NaN", "abc", "inf"]);
+    assert_eq!(
+        l.iter().collect::<Vec<_>>(),
+        ["100", "99.50", "abc", "-0", "1e3", "NaN", "inf", " 7"]
+    );
+    assert_eq!(
+        l.sorted(),
+        [" 7", "-0", "100", "1e3", "99.50", "NaN", "abc", "inf"]
+    );
     let empty = ValueList::new(Vec::<String>::new());
     assert!(empty.is_empty() && !empty.contains_str("") && !empty.contains_num(0.0));
 }
@@ -22,13 +30,20 @@ fn values_match_as_strings_and_finite_numbers() {
 #[test]
 fn inserting_a_list_again_replaces_it_and_rules_see_the_new_values() {
     let mut l = lists();
-    let rules = compile("rule a: block if card_id in @blocked_cards", &l.catalog(Vec::new())).unwrap();
+    let rules = compile(
+        "rule a: block if card_id in @blocked_cards",
+        &l.catalog(Vec::new()),
+    )
+    .unwrap();
     let t = tx();
     let f = Facts::new(&t, 0.5, false);
     let mut m = Vec::new();
     assert_eq!(rules.evaluate(&f, &l, &mut m), Some(0));
     l.insert("blocked_cards", ["card-1"]);
-    assert_eq!(l.names(), ["blocked_cards", "round_amounts", "trusted_terminals"]);
+    assert_eq!(
+        l.names(),
+        ["blocked_cards", "round_amounts", "trusted_terminals"]
+    );
     assert!(!l.get("blocked_cards").unwrap().contains_str("card-7"));
     assert_eq!(rules.evaluate(&f, &l, &mut m), None);
 }
@@ -36,7 +51,11 @@ fn inserting_a_list_again_replaces_it_and_rules_see_the_new_values() {
 #[test]
 fn rules_still_find_their_lists_by_name_when_the_names_change() {
     let mut l = lists();
-    let rules = compile("rule a: block if card_id in @trusted_terminals or card_id in @blocked_cards", &l.catalog(Vec::new())).unwrap();
+    let rules = compile(
+        "rule a: block if card_id in @trusted_terminals or card_id in @blocked_cards",
+        &l.catalog(Vec::new()),
+    )
+    .unwrap();
     // A new list sorts first and shifts every position.
     l.insert("aaa", ["x"]);
     let t = tx();
@@ -44,8 +63,15 @@ fn rules_still_find_their_lists_by_name_when_the_names_change() {
     assert_eq!(rules.evaluate(&f, &l, &mut Vec::new()), Some(0));
     // A set without the list reads it as empty.
     assert_eq!(rules.evaluate(&f, &Lists::new(), &mut Vec::new()), None);
-    let negated = compile("rule a: block if card_id not in @blocked_cards", &lists().catalog(Vec::new())).unwrap();
-    assert_eq!(negated.evaluate(&f, &Lists::new(), &mut Vec::new()), Some(0));
+    let negated = compile(
+        "rule a: block if card_id not in @blocked_cards",
+        &lists().catalog(Vec::new()),
+    )
+    .unwrap();
+    assert_eq!(
+        negated.evaluate(&f, &Lists::new(), &mut Vec::new()),
+        Some(0)
+    );
 }
 
 #[test]
@@ -57,7 +83,10 @@ fn list_names() {
         assert!(!is_list_name(bad), "{bad}");
     }
     let l = lists();
-    assert_eq!(l.names(), ["blocked_cards", "round_amounts", "trusted_terminals"]);
+    assert_eq!(
+        l.names(),
+        ["blocked_cards", "round_amounts", "trusted_terminals"]
+    );
     assert!(l.get("nope").is_none());
     assert_eq!(
         l.catalog(vec!["f".into()]),
@@ -79,7 +108,11 @@ fn check_membership(list: &ValueList, n: usize) {
     let step = (n / 1000).max(1);
     for i in (0..n).step_by(step) {
         assert!(list.contains_str(&format!("card-{i:08}")), "{i}");
-        assert!(!list.contains_str(&format!("card-{:08}", n + i)), "{}", n + i);
+        assert!(
+            !list.contains_str(&format!("card-{:08}", n + i)),
+            "{}",
+            n + i
+        );
         assert!(!list.contains_str(&format!("card-{i:07}")));
         assert!(!list.contains_num(i as f64));
     }
@@ -99,5 +132,8 @@ fn a_list_of_100_000_card_ids() {
 fn a_list_of_1_000_000_card_ids() {
     let (list, secs) = million_card_ids(1_000_000);
     check_membership(&list, 1_000_000);
-    eprintln!("1,000,000 card ids: built in {secs:.2} s, {} MiB", list.heap_bytes() >> 20);
+    eprintln!(
+        "1,000,000 card ids: built in {secs:.2} s, {} MiB",
+        list.heap_bytes() >> 20
+    );
 }

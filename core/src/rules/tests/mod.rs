@@ -11,7 +11,11 @@ use super::*;
 use crate::schema::{AMOUNT, NUM_FIELDS, TIME, Transaction, field_index};
 
 /// The entity features the tests' catalog offers, in transaction order.
-pub(super) const DERIVED: [&str; 3] = ["card_id_count_1d", "card_id_mean_amount_1d", "terminal_id_risk_7d"];
+pub(super) const DERIVED: [&str; 3] = [
+    "card_id_count_1d",
+    "card_id_mean_amount_1d",
+    "terminal_id_risk_7d",
+];
 
 /// The tests' lists.
 pub(super) const LIST_DATA: [(&str, &[&str]); 3] = [

@@ -21,7 +21,12 @@ fn amount(a: f64, card: Option<&str>) -> Transaction {
 
 fn run(rules: &RuleSet, t: &Transaction, fraud: bool) -> (Decided, Vec<u16>) {
     let mut matched = Vec::with_capacity(rules.len());
-    let d = rules.decide(&Facts::new(t, 0.5, fraud), &lists(), Outcome::Block, &mut matched);
+    let d = rules.decide(
+        &Facts::new(t, 0.5, fraud),
+        &lists(),
+        Outcome::Block,
+        &mut matched,
+    );
     (d, matched)
 }
 
@@ -31,7 +36,13 @@ fn priority_tries_block_then_review_then_allow_in_file_order_within_each() {
     assert_eq!(rules.mode(), Mode::Priority);
     // Every rule but small_review matches: the first block rule in file order decides.
     let (d, m) = run(&rules, &amount(300.0, Some("card-7")), false);
-    assert_eq!(d, Decided { outcome: Outcome::Block, by: DecidedBy::Rule(2) });
+    assert_eq!(
+        d,
+        Decided {
+            outcome: Outcome::Block,
+            by: DecidedBy::Rule(2)
+        }
+    );
     assert_eq!(m, [2]);
     // Only the card rule blocks.
     let (d, m) = run(&rules, &amount(150.0, Some("card-7")), false);
@@ -39,7 +50,13 @@ fn priority_tries_block_then_review_then_allow_in_file_order_within_each() {
     assert_eq!(m, [3]);
     // No block rule: review beats allow although allow comes first in the file.
     let (d, m) = run(&rules, &amount(150.0, None), false);
-    assert_eq!(d, Decided { outcome: Outcome::Review, by: DecidedBy::Rule(1) });
+    assert_eq!(
+        d,
+        Decided {
+            outcome: Outcome::Review,
+            by: DecidedBy::Rule(1)
+        }
+    );
     assert_eq!(m, [1]);
 }
 
@@ -47,10 +64,22 @@ fn priority_tries_block_then_review_then_allow_in_file_order_within_each() {
 fn first_matched_takes_file_order() {
     let rules = with_mode("first_matched");
     let (d, m) = run(&rules, &amount(300.0, Some("card-7")), true);
-    assert_eq!(d, Decided { outcome: Outcome::Approve, by: DecidedBy::Rule(0) });
+    assert_eq!(
+        d,
+        Decided {
+            outcome: Outcome::Approve,
+            by: DecidedBy::Rule(0)
+        }
+    );
     assert_eq!(m, [0]);
     let (d, m) = run(&rules, &amount(5.0, Some("card-7")), false);
-    assert_eq!(d, Decided { outcome: Outcome::Block, by: DecidedBy::Rule(3) });
+    assert_eq!(
+        d,
+        Decided {
+            outcome: Outcome::Block,
+            by: DecidedBy::Rule(3)
+        }
+    );
     assert_eq!(m, [3]);
 }
 
@@ -59,10 +88,22 @@ fn all_matched_reports_every_match_and_the_most_severe_decides() {
     let rules = with_mode("all_matched");
     let (d, m) = run(&rules, &amount(300.0, Some("card-7")), false);
     assert_eq!(m, [0, 1, 2, 3]);
-    assert_eq!(d, Decided { outcome: Outcome::Block, by: DecidedBy::Rule(2) });
+    assert_eq!(
+        d,
+        Decided {
+            outcome: Outcome::Block,
+            by: DecidedBy::Rule(2)
+        }
+    );
     let (d, m) = run(&rules, &amount(150.0, None), false);
     assert_eq!(m, [0, 1]);
-    assert_eq!(d, Decided { outcome: Outcome::Review, by: DecidedBy::Rule(1) });
+    assert_eq!(
+        d,
+        Decided {
+            outcome: Outcome::Review,
+            by: DecidedBy::Rule(1)
+        }
+    );
     let (d, m) = run(&rules, &amount(75.0, None), false);
     assert_eq!(m, [1]);
     assert_eq!(d.by, DecidedBy::Rule(1));
@@ -74,7 +115,13 @@ fn an_allow_rule_overrides_the_models_fraud_verdict() {
     let mut t = tx();
     t.terminal_id = Some("term-1".into());
     let (d, _) = run(&rules, &t, true);
-    assert_eq!(d, Decided { outcome: Outcome::Approve, by: DecidedBy::Rule(0) });
+    assert_eq!(
+        d,
+        Decided {
+            outcome: Outcome::Approve,
+            by: DecidedBy::Rule(0)
+        }
+    );
 }
 
 #[test]
@@ -83,20 +130,47 @@ fn without_a_match_the_model_decides() {
         let rules = with_mode(mode);
         let quiet = amount(20.0, None);
         let (d, m) = run(&rules, &quiet, true);
-        assert_eq!(d, Decided { outcome: Outcome::Block, by: DecidedBy::Model }, "{mode}");
+        assert_eq!(
+            d,
+            Decided {
+                outcome: Outcome::Block,
+                by: DecidedBy::Model
+            },
+            "{mode}"
+        );
         assert!(m.is_empty());
         let (d, _) = run(&rules, &quiet, false);
-        assert_eq!(d, Decided { outcome: Outcome::Approve, by: DecidedBy::ModelOnly });
+        assert_eq!(
+            d,
+            Decided {
+                outcome: Outcome::Approve,
+                by: DecidedBy::ModelOnly
+            }
+        );
         let mut matched = vec![7];
-        let d = rules.decide(&Facts::new(&quiet, 0.9, true), &lists(), Outcome::Review, &mut matched);
-        assert_eq!(d.outcome, Outcome::Review, "the model's outcome is passed through");
+        let d = rules.decide(
+            &Facts::new(&quiet, 0.9, true),
+            &lists(),
+            Outcome::Review,
+            &mut matched,
+        );
+        assert_eq!(
+            d.outcome,
+            Outcome::Review,
+            "the model's outcome is passed through"
+        );
         assert!(matched.is_empty(), "matched is cleared");
     }
 }
 
 #[test]
 fn an_empty_file_is_a_rule_set_without_rules() {
-    for source in ["", "\n\n", "# nothing yet\n   \n\t# still nothing\n", "mode all_matched\n"] {
+    for source in [
+        "",
+        "\n\n",
+        "# nothing yet\n   \n\t# still nothing\n",
+        "mode all_matched\n",
+    ] {
         let rules = compile_ok(source);
         assert!(rules.is_empty());
         assert_eq!(rules.len(), 0);
@@ -127,7 +201,10 @@ fn accessors_report_names_actions_text_and_what_is_used() {
     assert_eq!(rules.action(1), Action::Review);
     assert_eq!(rules.line(1), 6);
     assert_eq!(rules.lists_used(), ["blocked_cards", "round_amounts"]);
-    assert_eq!(rules.derived_used(), ["card_id_count_1d", "card_id_mean_amount_1d"]);
+    assert_eq!(
+        rules.derived_used(),
+        ["card_id_count_1d", "card_id_mean_amount_1d"]
+    );
 }
 
 #[test]
@@ -141,7 +218,10 @@ fn enums_print_parse_and_serialise() {
         assert_eq!(m.to_string().parse::<Mode>().unwrap(), m);
         assert_eq!(serde_json::to_string(&m).unwrap(), format!("\"{m}\""));
     }
-    assert_eq!(serde_json::to_string(&Mode::FirstMatched).unwrap(), "\"first_matched\"");
+    assert_eq!(
+        serde_json::to_string(&Mode::FirstMatched).unwrap(),
+        "\"first_matched\""
+    );
     for a in [Action::Allow, Action::Review, Action::Block] {
         assert_eq!(a.to_string().parse::<Action>().unwrap(), a);
         assert_eq!(serde_json::to_string(&a).unwrap(), format!("\"{a}\""));

@@ -43,7 +43,15 @@ enum T {
 
 const NUMS: [f64; 10] = [0.0, -0.0, 1.0, 2.5, 250.0, 1e3, 1e-3, 7.0, 100.0, -3.0];
 const FIELDS: [&str; 4] = ["Amount", "V1", "Time", "V2"];
-const STRS: [&str; 7] = ["", "card-7", "card-9", "a\"b", "x\\y", "term-1", "q\"uo\\te"];
+const STRS: [&str; 7] = [
+    "",
+    "card-7",
+    "card-9",
+    "a\"b",
+    "x\\y",
+    "term-1",
+    "q\"uo\\te",
+];
 
 fn pick<T: Copy>(rng: &mut Rng, items: &[T]) -> T {
     items[rng.below(items.len())]
@@ -57,7 +65,13 @@ fn random_expr(rng: &mut Rng, ty: T, depth: usize) -> E {
             0 | 1 => E::Num(pick(rng, &NUMS)),
             2 => E::Field(pick(rng, &FIELDS)),
             3 => E::Derived(rng.below(DERIVED.len())),
-            _ => if rng.below(2) == 0 { E::Score } else { E::RiskScore },
+            _ => {
+                if rng.below(2) == 0 {
+                    E::Score
+                } else {
+                    E::RiskScore
+                }
+            }
         },
         T::Num => match rng.below(5) {
             0 => E::Neg(b(rng, T::Num)),
@@ -113,9 +127,15 @@ fn print(e: &E) -> (String, u8) {
         }
         E::Arith(op, a, b) => {
             let level = if matches!(op, '+' | '-') { 5 } else { 6 };
-            (format!("{} {op} {}", wrap(a, level), wrap(b, level + 1)), level)
+            (
+                format!("{} {op} {}", wrap(a, level), wrap(b, level + 1)),
+                level,
+            )
         }
-        E::Str(s) => (format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\"")), 8),
+        E::Str(s) => (
+            format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\"")),
+            8,
+        ),
         E::Id => ("id".into(), 8),
         E::Card => ("card_id".into(), 8),
         E::Terminal => ("terminal_id".into(), 8),
@@ -189,7 +209,16 @@ fn truth(e: &E, f: &Facts<'_>) -> bool {
         E::BoolEq(ne, a, b) => (truth(a, f) == truth(b, f)) != *ne,
         E::In(neg, a, list) => {
             let values = LIST_DATA.iter().find(|(n, _)| n == list).unwrap().1;
-            let numeric = matches!(**a, E::Num(_) | E::Field(_) | E::Derived(_) | E::Score | E::RiskScore | E::Neg(_) | E::Arith(..));
+            let numeric = matches!(
+                **a,
+                E::Num(_)
+                    | E::Field(_)
+                    | E::Derived(_)
+                    | E::Score
+                    | E::RiskScore
+                    | E::Neg(_)
+                    | E::Arith(..)
+            );
             if numeric {
                 let x = num(a, f);
                 if x.is_nan() {
@@ -215,7 +244,9 @@ fn random_tx(rng: &mut Rng) -> (Transaction, f32, bool) {
     t.card_id = pick(rng, &[None, Some("card-7"), Some("card-8"), Some("")]).map(str::to_owned);
     t.terminal_id = pick(rng, &[None, Some("term-1"), Some("x\\y")]).map(str::to_owned);
     t.id = pick(rng, &["tx-1", "q\"uo\\te", "a\"b"]).to_owned();
-    t.derived = (0..DERIVED.len()).map(|_| pick(rng, &[0.0, 12.0, 40.0, 0.25, 3.0])).collect();
+    t.derived = (0..DERIVED.len())
+        .map(|_| pick(rng, &[0.0, 12.0, 40.0, 0.25, 3.0]))
+        .collect();
     let score = pick(rng, &[0.0, 0.25, 0.6, 0.75, 1.0]);
     (t, score, rng.below(2) == 0)
 }
