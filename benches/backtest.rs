@@ -85,6 +85,7 @@ fn lake(rows: usize) -> PathBuf {
                     model_version: Arc::from("bench-model"),
                     scored_at_ms: 1_796_637_600_000 + i as i64,
                     shadow: None,
+                    position: None,
                     decision: DecisionRecord {
                         outcome: if score >= 0.5 {
                             Outcome::Block

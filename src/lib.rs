@@ -25,6 +25,7 @@
 //! - [`validate`]: the checking types every section uses (a leaf).
 //! - [`aws`]: the one AWS connection type; [`secret`]: the one secret type.
 //! - [`tasks`]: supervised background tasks (none dies silently).
+//! - [`failpoint`]: crash points for the crash tests.
 //! - [`shutdown`]: stop, deadline and abort; [`retry`]: bounded backoff; [`clock`]:
 //!   wall-clock helpers.
 //! - [`api`]: the HTTP API and the dashboard (axum), with `/metrics`, `/healthz`,
@@ -43,6 +44,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod detector;
+pub mod failpoint;
 pub mod kafka;
 pub mod metric_names;
 pub mod pipeline;

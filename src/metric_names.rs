@@ -9,6 +9,10 @@ pub const LAKE_ROWS_WRITTEN: &str = "fraudstream_lake_rows_written_total";
 /// Counter: rows a lake outside `delivery.durable` dropped instead of holding up
 /// scoring (its store slow or down with its queue or buffer full).
 pub const LAKE_DROPPED_ROWS: &str = "fraudstream_lake_dropped_rows_total";
+/// Counter: rows the lake did not write because it holds them already: redeliveries
+/// at or below a stream's written offset, and rows of a revoked partition left to its
+/// new owner.
+pub const LAKE_SKIPPED_ROWS: &str = "fraudstream_lake_skipped_rows_total";
 /// Counter: messages or rows read from the source.
 pub const CONSUMED: &str = "fraudstream_consumed_total";
 /// Counter: transactions scored.

@@ -11,8 +11,8 @@ use fraudstream::retry::RetryPolicy;
 use fraudstream::rules::Outcome;
 use fraudstream::schema::{NUM_FIELDS, Transaction};
 use fraudstream::sinks::lake::{
-    DecisionRecord, LakeCompression, LakeSettings, LakeWriter, ScoredRecord, ShadowRecord,
-    lake_schema,
+    DecisionRecord, LakeCompression, LakePosition, LakeSettings, LakeWriter, Ownership,
+    ScoredRecord, ShadowRecord, lake_schema, parse_stream_file,
 };
 use fraudstream::storage::hdfs::HdfsStore;
 use fraudstream::storage::local::LocalStore;
@@ -69,6 +69,7 @@ fn record(i: usize) -> ScoredRecord {
                 rule_set: None,
             }
         },
+        position: None,
     }
 }
 
@@ -123,7 +124,120 @@ async fn conformance(store: Arc<dyn BlobStore>, compression: LakeCompression) ->
         total += rows_in(&store.get(k).await.unwrap().data);
     }
     assert_eq!(total, n, "{what}: every record written exactly once");
+    exactly_once(&store, compression).await;
     keys
+}
+
+/// `record(i)` at offset `i` of stream `stream`.
+fn at(stream: &str, i: usize) -> ScoredRecord {
+    ScoredRecord {
+        position: Some(LakePosition {
+            stream: stream.into(),
+            offset: i as i64,
+        }),
+        ..record(i)
+    }
+}
+
+/// Push `records` as delivery does (recover, then buffer) and flush.
+async fn deliver(w: &mut LakeWriter, records: Vec<ScoredRecord>) {
+    w.recover(&records).await.unwrap();
+    w.push_all(records);
+    w.flush().await.unwrap();
+}
+
+/// The files of `stream` (under `dt=`): their ranges, in key order, and the ids of their rows.
+async fn stream_files(store: &Arc<dyn BlobStore>, stream: &str) -> (Vec<(i64, i64)>, Vec<String>) {
+    let mut ranges = Vec::new();
+    let mut ids = Vec::new();
+    for f in store.list("dt=").await.unwrap() {
+        let Some((s, first, last)) = parse_stream_file(&f.key) else {
+            continue;
+        };
+        if s != stream {
+            continue;
+        }
+        ranges.push((first, last));
+        let data = store.get(&f.key).await.unwrap().data;
+        let reader = ParquetRecordBatchReaderBuilder::try_new(data)
+            .unwrap()
+            .build()
+            .unwrap();
+        for b in reader {
+            let b = b.unwrap();
+            let col = b.column_by_name("id").unwrap();
+            let col = col
+                .as_any()
+                .downcast_ref::<arrow::array::StringArray>()
+                .unwrap();
+            ids.extend(col.iter().map(|v| v.unwrap().to_owned()));
+        }
+    }
+    (ranges, ids)
+}
+
+/// Rows with positions are written once however often they are delivered: a restarted
+/// writer (a crash after the file, before the offsets were committed) recovers the
+/// stream's written offset from the lake and skips what it redelivers; a redelivery
+/// within one writer is skipped too; a rerun of everything adds nothing.
+async fn exactly_once(store: &Arc<dyn BlobStore>, compression: LakeCompression) {
+    let what = store.describe();
+    let stream = "tx.in+3";
+    let mut first = LakeWriter::new(store.clone(), settings(compression));
+    deliver(&mut first, (0..1500).map(|i| at(stream, i)).collect()).await;
+    // The same writer is handed 1400..1600 again (a redelivery): only 1500.. are new.
+    deliver(&mut first, (1400..1600).map(|i| at(stream, i)).collect()).await;
+    drop(first); // dies before committing: everything from 1000 is redelivered
+    let mut second = LakeWriter::new(store.clone(), settings(compression));
+    deliver(&mut second, (1000..2500).map(|i| at(stream, i)).collect()).await;
+    let mut third = LakeWriter::new(store.clone(), settings(compression));
+    deliver(&mut third, (0..2500).map(|i| at(stream, i)).collect()).await;
+
+    let (ranges, ids) = stream_files(store, stream).await;
+    assert_eq!(ids.len(), 2500, "{what}: one row per offset: {ranges:?}");
+    let distinct: std::collections::HashSet<&String> = ids.iter().collect();
+    assert_eq!(distinct.len(), 2500, "{what}");
+    let mut sorted = ranges.clone();
+    sorted.sort_unstable();
+    assert!(
+        sorted.windows(2).all(|w| w[0].1 < w[1].0),
+        "{what}: ranges do not overlap: {sorted:?}"
+    );
+    assert_eq!((sorted[0].0, sorted[sorted.len() - 1].1), (0, 2499));
+}
+
+/// An ownership that holds nothing (every partition revoked).
+struct Revoked;
+
+impl Ownership for Revoked {
+    fn holds(&self, _: &str) -> Option<u64> {
+        None
+    }
+    fn begin_write(&self, _: &str) -> bool {
+        false
+    }
+    fn end_write(&self, _: &str) {}
+    fn flush_requests(&self) -> u64 {
+        0
+    }
+}
+
+#[tokio::test]
+async fn rows_of_a_revoked_partition_are_left_to_its_new_owner() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn BlobStore> = Arc::new(LocalStore::new(dir.path()).unwrap());
+    for drop_revoked in [true, false] {
+        let stream = if drop_revoked { "a+0" } else { "b+0" };
+        let mut w = LakeWriter::new(store.clone(), settings(LakeCompression::Zstd))
+            .dropping_revoked(drop_revoked);
+        w.ownership().set(Some(Arc::new(Revoked)));
+        deliver(&mut w, (0..100).map(|i| at(stream, i)).collect()).await;
+        assert_eq!(w.buffered(), 0);
+        let (_, ids) = stream_files(&store, stream).await;
+        // A durable lake drops them (their offsets were not committed); a best-effort one
+        // writes them (theirs may have been).
+        assert_eq!(ids.len(), if drop_revoked { 0 } else { 100 });
+    }
 }
 
 #[tokio::test]

@@ -145,6 +145,7 @@ fn record(i: usize) -> ScoredRecord {
         model_version: "v".into(),
         scored_at_ms: 1_795_688_100_000,
         shadow: None,
+        position: None,
         decision: DecisionRecord {
             outcome: Outcome::Approve,
             decided_by: "model_only".into(),

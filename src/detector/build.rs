@@ -119,6 +119,7 @@ impl Detector {
                 abort: CancellationToken::new(),
                 dead_letters: dead_letters.clone(),
                 lake_task: None,
+                streams: Default::default(),
             };
             let v =
                 velocity::set_up(cfg, &kafka_settings, dead_letters.clone(), &background).await?;
@@ -250,7 +251,13 @@ async fn open_lake(cfg: &Config, store: Arc<dyn BlobStore>) -> LakeWriter {
     if cfg.velocity.enabled {
         lake = lake.with_features(cfg.velocity.features.names());
     }
-    lake
+    // Offsets wait for a durable lake, so a revoked partition's unwritten rows are read
+    // again by its new owner: this member drops them.
+    lake.dropping_revoked(
+        cfg.delivery
+            .durable
+            .contains(&crate::stream::delivery::Sink::Lake),
+    )
 }
 
 /// The shadow watcher of `models.shadow = spec`, after a first poll, and the slot it

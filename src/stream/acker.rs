@@ -28,6 +28,8 @@ pub struct Partitions {
     pub revoked: u64,
     /// Whether the source has paused its partitions (the scorer is behind).
     pub paused: bool,
+    /// Partitions whose lake file is being written (a revoke waits for them).
+    pub lake_writing: std::collections::HashSet<PartitionKey>,
 }
 
 impl Partitions {
@@ -81,10 +83,17 @@ impl Partitions {
 #[derive(Debug, Default)]
 pub struct PartitionState {
     inner: Mutex<Partitions>,
-    /// Counts assignments; read without the lock by the source for every message, so
-    /// that messages read before a re-assignment of their partition can be told apart.
+    /// The latest assignment's generation; read without the lock by the source for
+    /// every message, so that messages read before a re-assignment of their partition can
+    /// be told apart. Generations are unique within the process ([`GENERATIONS`]).
     generation: AtomicU64,
+    /// Moves when a revoke waits for the lake (which then flushes at once).
+    lake_flushes: AtomicU64,
 }
+
+/// Assignment generations, process-wide: a consumer that replaces another starts above
+/// the old one's, so the lake tells their assignments apart.
+static GENERATIONS: AtomicU64 = AtomicU64::new(0);
 
 impl PartitionState {
     /// The current assignment generation.
@@ -96,8 +105,49 @@ impl PartitionState {
     /// Partitions were assigned: they join in a new generation.
     pub fn assign(&self, keys: Vec<PartitionKey>) {
         let mut s = lock_state(self);
-        let g = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        let g = GENERATIONS.fetch_add(1, Ordering::AcqRel) + 1;
+        self.generation.store(g, Ordering::Release);
         s.assigned.extend(keys.into_iter().map(|k| (k, g)));
+    }
+
+    /// Ask the lake to write what it holds now (a revoke waits for it).
+    pub fn request_lake_flush(&self) {
+        self.lake_flushes.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+/// The partition of a lake stream `<topic>+<partition>`.
+fn partition_of(stream: &str) -> Option<PartitionKey> {
+    let (topic, partition) = stream.rsplit_once('+')?;
+    Some((topic.to_owned(), partition.parse().ok()?))
+}
+
+impl crate::sinks::lake::Ownership for PartitionState {
+    fn holds(&self, stream: &str) -> Option<u64> {
+        let key = partition_of(stream)?;
+        lock_state(self).assigned.get(&key).copied()
+    }
+
+    fn begin_write(&self, stream: &str) -> bool {
+        let Some(key) = partition_of(stream) else {
+            return false;
+        };
+        let mut s = lock_state(self);
+        if !s.assigned.contains_key(&key) {
+            return false;
+        }
+        s.lake_writing.insert(key);
+        true
+    }
+
+    fn end_write(&self, stream: &str) {
+        if let Some(key) = partition_of(stream) {
+            lock_state(self).lake_writing.remove(&key);
+        }
+    }
+
+    fn flush_requests(&self) -> u64 {
+        self.lake_flushes.load(Ordering::Acquire)
     }
 }
 

@@ -182,11 +182,23 @@ impl Deployment {
 
     /// Start `fraudstream COMMAND --config CONFIG` (`run`, `serve`); `n` numbers its log.
     pub fn spawn_command(&self, command: &str, config: &Path, n: u32) -> Detector {
+        self.spawn_with_env(command, config, n, &[])
+    }
+
+    /// [`Deployment::spawn_command`] with environment variables (`FRAUDSTREAM_FAILPOINT`).
+    pub fn spawn_with_env(
+        &self,
+        command: &str,
+        config: &Path,
+        n: u32,
+        env: &[(&str, &str)],
+    ) -> Detector {
         let log = self.dir.path().join(format!("{command}-{n}.log"));
         let out = std::fs::File::create(&log).unwrap();
         let child = super::fraudstream()
             .args([command, "--config"])
             .arg(config)
+            .envs(env.iter().copied())
             .current_dir(self.dir.path())
             .env(
                 "RUST_LOG",

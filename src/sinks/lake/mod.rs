@@ -1,8 +1,11 @@
 //! The lake: scored records buffered into Arrow record batches and written as Parquet
 //! micro-batches to any [`BlobStore`] (local directory, S3, HDFS).
 //!
-//! Files are laid out as `dt=YYYY-MM-DD/hour=HH/part-<writer>-<seq>.parquet` by the hour
-//! each record was scored in (UTC). A buffer is flushed when it reaches a row count, an
+//! Files are laid out by the hour each record was scored in (UTC), as
+//! `dt=YYYY-MM-DD/hour=HH/<stream>+<first>+<last>.parquet`: one input stream (a Kafka
+//! partition, a file) per file, named by the first and last offset it holds, so a row is
+//! written once however often it is delivered ([`positions`]). Rows without a position
+//! (stdin) go to `part-<writer>-<seq>.parquet`. A buffer is flushed when it reaches a row count, an
 //! estimated byte size or an age, and on shutdown. Every file is committed atomically
 //! (temporary name and rename on local disk and HDFS, one PUT or multipart upload on S3),
 //! so readers never see half a file. A failed flush keeps the buffer: nothing is lost, and
@@ -12,11 +15,13 @@
 //! - [`config`]: `[lake]` and `[lake.writer]`.
 //! - [`format`]: the files' Arrow schema, encoding and reading back, and the partition
 //!   of a time.
+//! - [`positions`]: each stream's highest written offset, recovered from the files.
 
 pub mod config;
 pub mod format;
+pub mod positions;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,6 +32,11 @@ pub use config::{LakeCompression, LakeConfig, LakeSettings};
 pub use format::{
     LakeScore, encode_batches, encode_parquet, lake_schema, lake_schema_with, partition,
     read_scores, record_batch, record_batch_with, utc_hour,
+};
+use positions::StreamState;
+pub use positions::{
+    LakePosition, Ownership, OwnershipSlot, file_stream, kafka_stream, parse_stream_file,
+    stream_file_key,
 };
 
 use crate::metric_names as names;
@@ -51,6 +61,9 @@ pub struct ScoredRecord {
     pub shadow: Option<ShadowRecord>,
     /// The decision: outcome, what decided, the rules that matched, the rule set.
     pub decision: DecisionRecord,
+    /// Where it came from (its stream and offset), when the source can say: a row
+    /// with one is written once however often it is delivered.
+    pub position: Option<LakePosition>,
 }
 
 /// The decision on one record, as the lake keeps it.
@@ -106,8 +119,17 @@ pub struct LakeWriter {
     settings: LakeSettings,
     /// Records not yet turned into a record batch.
     pending: Vec<ScoredRecord>,
-    /// Record batches by partition (`dt=…/hour=…`), oldest first.
-    batches: BTreeMap<String, Vec<RecordBatch>>,
+    /// Record batches by hour partition (`dt=…/hour=…`) and stream, oldest first.
+    batches: BTreeMap<BufferKey, Buffer>,
+    /// Where each stream stands: rows at or below its `high` are redeliveries.
+    streams: HashMap<Arc<str>, StreamState>,
+    /// Which streams this member holds (a partitioned source installs it).
+    ownership: OwnershipSlot,
+    /// Drop the rows of streams no longer held instead of writing them (a durable lake:
+    /// their offsets were not committed, so their new owner reads them again).
+    drop_revoked: bool,
+    /// The ownership's flush requests already answered.
+    flushes_answered: u64,
     rows: usize,
     bytes: usize,
     oldest: Option<Instant>,
@@ -131,6 +153,10 @@ impl LakeWriter {
             settings,
             pending: Vec::new(),
             batches: BTreeMap::new(),
+            streams: HashMap::new(),
+            ownership: OwnershipSlot::default(),
+            drop_revoked: false,
+            flushes_answered: 0,
             rows: 0,
             bytes: 0,
             oldest: None,
@@ -146,6 +172,21 @@ impl LakeWriter {
     pub fn with_features(mut self, names: Vec<String>) -> Self {
         self.features = names;
         self
+    }
+
+    /// Drop the buffered rows of a stream this member no longer holds instead of writing
+    /// them: right when offsets wait for the lake (a durable lake), since the stream's
+    /// new owner then reads those rows again.
+    #[must_use]
+    pub fn dropping_revoked(mut self, drop: bool) -> Self {
+        self.drop_revoked = drop;
+        self
+    }
+
+    /// The slot through which a partitioned source says which streams this member holds.
+    #[must_use]
+    pub fn ownership(&self) -> OwnershipSlot {
+        self.ownership.clone()
     }
 
     /// Use a different retry policy for writes.
@@ -174,6 +215,18 @@ impl LakeWriter {
     }
 
     fn add(&mut self, r: ScoredRecord) {
+        if let Some(p) = &r.position {
+            let state = self.streams.entry(p.stream.clone()).or_insert(StreamState {
+                high: i64::MIN,
+                written: -1,
+                recovered: None,
+            });
+            if p.offset <= state.high {
+                metrics::counter!(names::LAKE_SKIPPED_ROWS).increment(1);
+                return;
+            }
+            state.high = p.offset;
+        }
         self.oldest.get_or_insert_with(Instant::now);
         self.bytes +=
             NUM_FIELDS * 8 + 32 + r.tx.id.len() + r.model_version.len() + r.tx.derived.len() * 4;
@@ -188,23 +241,34 @@ impl LakeWriter {
         if self.pending.is_empty() {
             return;
         }
-        let first = partition(self.pending[0].scored_at_ms);
-        let one_partition = self
-            .pending
-            .iter()
-            .all(|r| partition(r.scored_at_ms) == first);
-        let groups: Vec<(String, Vec<ScoredRecord>)> = if one_partition {
+        let key_of = |r: &ScoredRecord| {
+            (
+                partition(r.scored_at_ms),
+                r.position.as_ref().map(|p| p.stream.clone()),
+            )
+        };
+        let first = key_of(&self.pending[0]);
+        let one_key = self.pending.iter().all(|r| key_of(r) == first);
+        let groups: Vec<(BufferKey, Vec<ScoredRecord>)> = if one_key {
             vec![(first, std::mem::take(&mut self.pending))]
         } else {
-            let mut groups: BTreeMap<String, Vec<ScoredRecord>> = BTreeMap::new();
+            let mut groups: BTreeMap<BufferKey, Vec<ScoredRecord>> = BTreeMap::new();
             for r in self.pending.drain(..) {
-                groups.entry(partition(r.scored_at_ms)).or_default().push(r);
+                groups.entry(key_of(&r)).or_default().push(r);
             }
             groups.into_iter().collect()
         };
-        for (part, records) in groups {
+        for (key, records) in groups {
             match record_batch_with(&records, &self.features) {
-                Ok(b) => self.batches.entry(part).or_default().push(b),
+                Ok(b) => {
+                    let buffer = self.batches.entry(key).or_default();
+                    buffer.offsets.extend(
+                        records
+                            .iter()
+                            .filter_map(|r| r.position.as_ref().map(|p| p.offset)),
+                    );
+                    buffer.batches.push(b);
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "lake: records could not become a record batch; kept as records");
                     self.pending.extend(records);
@@ -233,6 +297,8 @@ impl LakeWriter {
         let rows = self.rows;
         self.pending.clear();
         self.batches.clear();
+        // What was buffered is gone: the next rows of a stream start from what is written.
+        self.streams.clear();
         self.rows = 0;
         self.bytes = 0;
         self.oldest = None;
@@ -242,10 +308,14 @@ impl LakeWriter {
     /// Delete temporary files that interrupted writes left in the lake's recent
     /// partitions (the last two days: where a writer was writing when it died; local disk
     /// and HDFS write a temporary file, then rename it): this writer's own (their names
-    /// carry its `writer_id`: a previous run of it was killed mid-write), and anyone's
-    /// older than a day. Returns how many were deleted.
+    /// carry its `writer_id`: a previous run of it was killed mid-write), a stream's
+    /// file untouched for 15 minutes, and anyone's older than a day. Returns how many were deleted.
     pub async fn clean_temporaries(&self) -> Result<usize, StorageError> {
         const ABANDONED: Duration = Duration::from_secs(86_400);
+        // A stream's file is written by whichever member holds the stream, so its
+        // temporary carries no writer id: one untouched this long is abandoned (a write
+        // takes seconds).
+        const STREAM_ABANDONED: Duration = Duration::from_secs(900);
         const RECENT_HOURS: i64 = 48;
         let own = format!("part-{}-", self.settings.writer_id);
         let now_ms = crate::clock::now_ms();
@@ -256,7 +326,11 @@ impl LakeWriter {
         }
         let mut deleted = 0;
         for t in found {
-            if t.object.starts_with(&own) || t.age >= ABANDONED {
+            let stream_file = parse_stream_file(&t.object).is_some();
+            if t.object.starts_with(&own)
+                || (stream_file && t.age >= STREAM_ABANDONED)
+                || t.age >= ABANDONED
+            {
                 self.store.delete_temporary(&t).await?;
                 tracing::info!(path = %t.path, object = %t.object, "lake: temporary file of an interrupted write deleted");
                 deleted += 1;
@@ -274,7 +348,13 @@ impl LakeWriter {
     /// Whether a limit (rows, bytes, or age) has been reached.
     #[must_use]
     pub fn is_due(&self) -> bool {
-        if self.is_full() {
+        if self.is_full()
+            || (self.rows > 0
+                && self
+                    .ownership
+                    .get()
+                    .is_some_and(|o| o.flush_requests() != self.flushes_answered))
+        {
             return true;
         }
         if self.retry_after.is_some_and(|t| Instant::now() < t) {
@@ -287,46 +367,50 @@ impl LakeWriter {
                 .is_some_and(|t| t.elapsed() >= self.settings.max_age)
     }
 
-    /// Write everything buffered, one file per hour partition, and return the keys
-    /// written. On error the unwritten partitions stay buffered.
+    /// Write everything buffered: one file per hour partition and stream, a stream's
+    /// files in offset order. Returns the keys written. On error the unwritten files stay
+    /// buffered. A stream this member no longer holds is dropped instead, when
+    /// [`LakeWriter::dropping_revoked`].
     pub async fn flush(&mut self) -> Result<Vec<String>, StorageError> {
         self.seal();
+        let ownership = self.ownership.get();
+        if let Some(o) = &ownership {
+            self.flushes_answered = o.flush_requests();
+        }
         let mut written = Vec::new();
         let mut failed: Option<StorageError> = None;
-        let parts: Vec<String> = self.batches.keys().cloned().collect();
-        for part in parts {
-            let Some(batches) = self.batches.get(&part) else {
+        let keys: Vec<BufferKey> = self.batches.keys().cloned().collect();
+        for key in keys {
+            let Some(buffer) = self.batches.get(&key) else {
                 continue;
             };
-            let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
-            let key = format!(
-                "{part}/part-{}-{:020}.parquet",
-                self.settings.writer_id, self.seq
-            );
-            let data = match encode_batches(batches, self.settings.compression) {
-                Ok(d) => d,
-                Err(e) => {
-                    failed = Some(StorageError::Other {
-                        store: self.store.describe(),
-                        message: format!("encoding {key}: {e}"),
-                        retryable: false,
-                    });
-                    break;
-                }
+            let rows = buffer.rows();
+            let (part, stream) = &key;
+            let held = match (stream, &ownership) {
+                (Some(stream), Some(o)) => Some((stream.clone(), o.clone())),
+                _ => None,
             };
-            let result = retry(self.policy, "lake write", || {
-                self.store.put(&key, data.clone())
-            })
-            .await;
+            if let Some((stream, o)) = &held
+                && !o.begin_write(stream)
+            {
+                if self.drop_revoked {
+                    self.drop_buffer(
+                        &key,
+                        "its partition was revoked: the new owner reads it again",
+                    );
+                    continue;
+                }
+                // A best-effort lake keeps them: their offsets may be committed already.
+            }
+            let result = self.write_buffer(part, stream.as_deref(), rows).await;
+            if let Some((stream, o)) = &held {
+                o.end_write(stream);
+            }
             match result {
-                Ok(()) => {
-                    self.seq += 1;
-                    self.batches.remove(&part);
+                Ok(name) => {
+                    self.batches.remove(&key);
                     self.rows -= rows;
-                    metrics::counter!(names::LAKE_FILES_WRITTEN).increment(1);
-                    metrics::counter!(names::LAKE_ROWS_WRITTEN).increment(rows as u64);
-                    tracing::info!(key = %key, rows, "lake file written");
-                    written.push(key);
+                    written.push(name);
                 }
                 Err(e) => {
                     failed = Some(e);
@@ -334,17 +418,7 @@ impl LakeWriter {
                 }
             }
         }
-        self.bytes = self
-            .batches
-            .values()
-            .flatten()
-            .map(RecordBatch::get_array_memory_size)
-            .sum::<usize>()
-            + self
-                .pending
-                .iter()
-                .map(|r| NUM_FIELDS * 8 + 32 + r.tx.id.len() + r.model_version.len())
-                .sum::<usize>();
+        self.recount_bytes();
         if self.rows == 0 {
             self.oldest = None;
         }
@@ -355,6 +429,195 @@ impl LakeWriter {
             Some(e) => Err(e),
             None => Ok(written),
         }
+    }
+
+    /// Encode and write one buffer (hour partition `part`, `stream`), and for a stream,
+    /// its marker; returns the key written.
+    async fn write_buffer(
+        &mut self,
+        part: &str,
+        stream: Option<&str>,
+        rows: usize,
+    ) -> Result<String, StorageError> {
+        let buffer = &self.batches[&(part.to_owned(), stream.map(Arc::from))];
+        let range = match (stream, buffer.offsets.first(), buffer.offsets.last()) {
+            (Some(s), Some(&first), Some(&last)) => Some((s, first, last)),
+            _ => None,
+        };
+        let key = match range {
+            Some((s, first, last)) => stream_file_key(part, s, first, last),
+            None => format!(
+                "{part}/part-{}-{:020}.parquet",
+                self.settings.writer_id, self.seq
+            ),
+        };
+        let data = encode_batches(&buffer.batches, self.settings.compression).map_err(|e| {
+            StorageError::Other {
+                store: self.store.describe(),
+                message: format!("encoding {key}: {e}"),
+                retryable: false,
+            }
+        })?;
+        if let Some((s, _, last)) = range {
+            let written = match self.streams.get(s) {
+                Some(st) if st.recovered.is_some() => st.written,
+                _ => positions::recover_high(self.store.as_ref(), s).await?,
+            };
+            retry(self.policy, "lake offset marker", || {
+                positions::mark_writing(self.store.as_ref(), s, written, &key, last)
+            })
+            .await?;
+        }
+        retry(self.policy, "lake write", || {
+            self.store.put(&key, data.clone())
+        })
+        .await?;
+        crate::failpoint::hit("lake_file_written");
+        match range {
+            Some((s, _, last)) => {
+                if let Some(st) = self.streams.get_mut(s) {
+                    st.written = last;
+                }
+            }
+            None => self.seq += 1,
+        }
+        metrics::counter!(names::LAKE_FILES_WRITTEN).increment(1);
+        metrics::counter!(names::LAKE_ROWS_WRITTEN).increment(rows as u64);
+        tracing::info!(key = %key, rows, "lake file written");
+        Ok(key)
+    }
+
+    /// Drop one buffer (counted, logged).
+    fn drop_buffer(&mut self, key: &BufferKey, why: &str) {
+        if let Some(b) = self.batches.remove(key) {
+            let rows = b.rows();
+            self.rows -= rows;
+            metrics::counter!(names::LAKE_SKIPPED_ROWS).increment(rows as u64);
+            tracing::info!(stream = ?key.1, rows, why, "lake: buffered rows dropped");
+        }
+    }
+
+    /// Recompute the buffer's estimated size.
+    fn recount_bytes(&mut self) {
+        self.bytes = self
+            .batches
+            .values()
+            .flat_map(|b| &b.batches)
+            .map(RecordBatch::get_array_memory_size)
+            .sum::<usize>()
+            + self
+                .pending
+                .iter()
+                .map(|r| NUM_FIELDS * 8 + 32 + r.tx.id.len() + r.model_version.len())
+                .sum::<usize>();
+    }
+
+    /// Before `records` are buffered: recover the highest written offset of each stream
+    /// among them that this writer has not recovered in its current assignment (every
+    /// stream once without an ownership), so redelivered rows are skipped. Buffered rows
+    /// at or below what the lake already holds (another member wrote them meanwhile) are
+    /// dropped.
+    pub async fn recover(&mut self, records: &[ScoredRecord]) -> Result<(), StorageError> {
+        let ownership = self.ownership.get();
+        let mut seen: Vec<&Arc<str>> = Vec::new();
+        for r in records {
+            let Some(p) = &r.position else { continue };
+            if seen.contains(&&p.stream) {
+                continue;
+            }
+            seen.push(&p.stream);
+            let generation = match &ownership {
+                Some(o) => match o.holds(&p.stream) {
+                    Some(g) => g,
+                    None => continue, // revoked on its way here: dropped at the flush
+                },
+                None => 0,
+            };
+            let state = self.streams.get(&p.stream).copied();
+            if state.is_some_and(|s| s.recovered == Some(generation)) {
+                continue;
+            }
+            let written = positions::recover_high(self.store.as_ref(), &p.stream).await?;
+            self.trim_stream(&p.stream, written);
+            let buffered = self.buffered_high(&p.stream);
+            tracing::debug!(stream = %p.stream, written, "lake: stream position recovered");
+            self.streams.insert(
+                p.stream.clone(),
+                StreamState {
+                    high: written.max(buffered),
+                    written,
+                    recovered: Some(generation),
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Drop `stream`'s buffered rows at or below `written` (a stream's buffers hold
+    /// rising offsets, so they are a prefix of each).
+    fn trim_stream(&mut self, stream: &Arc<str>, written: i64) {
+        self.seal();
+        let keys: Vec<BufferKey> = self
+            .batches
+            .keys()
+            .filter(|(_, s)| s.as_ref() == Some(stream))
+            .cloned()
+            .collect();
+        for key in keys {
+            let Some(buffer) = self.batches.get_mut(&key) else {
+                continue;
+            };
+            let stale = buffer.offsets.partition_point(|&o| o <= written);
+            if stale == buffer.offsets.len() {
+                self.drop_buffer(&key, "another member wrote them meanwhile");
+            } else if stale > 0 {
+                buffer.skip(stale);
+                self.rows -= stale;
+                metrics::counter!(names::LAKE_SKIPPED_ROWS).increment(stale as u64);
+            }
+        }
+    }
+
+    /// The highest offset of `stream` buffered, or `i64::MIN`.
+    fn buffered_high(&self, stream: &Arc<str>) -> i64 {
+        self.batches
+            .iter()
+            .filter(|((_, s), _)| s.as_ref() == Some(stream))
+            .filter_map(|(_, b)| b.offsets.last().copied())
+            .max()
+            .unwrap_or(i64::MIN)
+    }
+}
+
+/// A buffer's key: the hour partition and the stream (none for rows without a position).
+type BufferKey = (String, Option<Arc<str>>);
+
+/// The record batches of one file to be, with their rows' offsets (rising).
+#[derive(Debug, Default)]
+struct Buffer {
+    batches: Vec<RecordBatch>,
+    /// The offsets of its rows, when they have positions.
+    offsets: Vec<i64>,
+}
+
+impl Buffer {
+    fn rows(&self) -> usize {
+        self.batches.iter().map(RecordBatch::num_rows).sum()
+    }
+
+    /// Drop the first `n` rows.
+    fn skip(&mut self, mut n: usize) {
+        self.offsets.drain(..n.min(self.offsets.len()));
+        let mut kept = Vec::with_capacity(self.batches.len());
+        for b in self.batches.drain(..) {
+            if n >= b.num_rows() {
+                n -= b.num_rows();
+            } else {
+                kept.push(b.slice(n, b.num_rows() - n));
+                n = 0;
+            }
+        }
+        self.batches = kept;
     }
 }
 

@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 use super::outage::{Outage, best_effort_failed};
 use super::{Sink, stage_time};
 use crate::metric_names as names;
-use crate::sinks::lake::{LakeWriter, ScoredRecord};
+use crate::sinks::lake::{LakeWriter, OwnershipSlot, ScoredRecord};
 
 /// Batches queued for a lake outside the durable set: a few, so that the queue absorbs
 /// bursts while a file is written, and a lake that hangs (a frozen DataNode) costs only
@@ -28,6 +28,8 @@ const LAKE_PATIENCE: Duration = Duration::from_secs(2);
 /// holds, retrying until the abort.
 pub struct LakeTask {
     tx: tokio::sync::mpsc::Sender<Vec<ScoredRecord>>,
+    /// The writer's ownership slot.
+    pub(super) ownership: OwnershipSlot,
     task: tokio::task::JoinHandle<()>,
     health: Arc<LakeHealth>,
     last_warned: Option<Instant>,
@@ -61,6 +63,7 @@ impl LakeTask {
         let (tx, rx) = tokio::sync::mpsc::channel(LAKE_QUEUE);
         let health = Arc::new(LakeHealth::default());
         Self {
+            ownership: lake.ownership(),
             tx,
             task: tokio::spawn(run_detached_lake(lake, rx, abort, health.clone())),
             health,
@@ -128,7 +131,23 @@ async fn run_detached_lake(
     loop {
         tokio::select! {
             batch = rx.recv() => match batch {
-                Some(records) => lake.push_all(records),
+                Some(records) => {
+                    // Where each stream stands, before its rows are buffered; the queue
+                    // backs up (and batches are dropped) while the store is down.
+                    let mut outage = Outage::new(Sink::Lake.label());
+                    let mut recovered = lake.recover(&records).await;
+                    while let Err(e) = &recovered {
+                        if outage.wait(&abort, e).await.is_err() {
+                            break;
+                        }
+                        recovered = lake.recover(&records).await;
+                    }
+                    if recovered.is_ok() {
+                        lake.push_all(records);
+                    } else {
+                        lake_dropped(records.len(), "stopped while the lake store was down");
+                    }
+                }
                 None => break,
             },
             _ = tick.tick() => {}

@@ -31,8 +31,12 @@ use crate::metric_names as names;
 use crate::model::Verdict;
 use crate::retry::Retryable;
 use crate::sinks::alerts::{AlertError, AlertSink};
-use crate::sinks::lake::{DecisionRecord, LakeWriter, ScoredRecord, ShadowRecord};
+use crate::sinks::lake::{
+    DecisionRecord, LakePosition, LakeWriter, Ownership, ScoredRecord, ShadowRecord, file_stream,
+    kafka_stream,
+};
 use crate::sinks::verdicts::{Stamp, VerdictError, VerdictItem, VerdictStore};
+use crate::stream::source::Origin;
 use outage::best_effort_failed;
 
 /// Send `alerts` to a durable sink: waited out while it is unavailable; when it refuses a
@@ -92,6 +96,50 @@ pub struct Delivery {
     /// A lake outside the durable set, once [`Delivery::buffer`] has handed it to a task
     /// of its own (`None` before).
     pub lake_task: Option<LakeTask>,
+    /// The lake stream of each input (a file's, from its content; Kafka partitions name
+    /// their own), so a redelivered row is written once.
+    pub streams: LakeStreams,
+}
+
+/// The lake stream names of inputs, worked out once each.
+#[derive(Debug, Default)]
+pub struct LakeStreams {
+    files: std::collections::HashMap<Arc<str>, Option<Arc<str>>>,
+    topics: std::collections::HashMap<(Arc<str>, i32), Arc<str>>,
+}
+
+impl LakeStreams {
+    /// Where a row from `origin` stands in the lake (none for stdin).
+    pub fn position(&mut self, origin: &Origin) -> Option<LakePosition> {
+        match origin {
+            Origin::Kafka {
+                topic,
+                partition,
+                offset,
+            } => {
+                let stream = self
+                    .topics
+                    .entry((topic.clone(), *partition))
+                    .or_insert_with(|| Arc::from(kafka_stream(topic, *partition)))
+                    .clone();
+                Some(LakePosition {
+                    stream,
+                    offset: *offset,
+                })
+            }
+            Origin::File { path, line } => {
+                let stream = self
+                    .files
+                    .entry(path.clone())
+                    .or_insert_with(|| file_stream(path).map(Arc::from))
+                    .clone()?;
+                Some(LakePosition {
+                    stream,
+                    offset: i64::try_from(*line).unwrap_or(i64::MAX),
+                })
+            }
+        }
+    }
 }
 
 impl Delivery {
@@ -107,7 +155,18 @@ impl Delivery {
             ttl_seconds: None,
             abort: CancellationToken::new(),
             lake_task: None,
+            streams: LakeStreams::default(),
         }
+    }
+
+    /// Say which lake streams this member holds (a Kafka session's assignment), or none.
+    pub fn set_lake_ownership(&self, ownership: Option<Arc<dyn Ownership>>) {
+        let slot = match (&self.lake, &self.lake_task) {
+            (Some(lake), _) => lake.ownership(),
+            (None, Some(task)) => task.ownership.clone(),
+            (None, None) => return,
+        };
+        slot.set(ownership);
     }
 
     /// Make a scored batch's verdicts and alerts durable (as the policy asks). The
@@ -234,7 +293,8 @@ impl Delivery {
         }
         let now_ms = crate::clock::now_ms();
         let shadow = scored.shadow;
-        let records = scored
+        let streams = &mut self.streams;
+        let records: Vec<ScoredRecord> = scored
             .rows
             .into_iter()
             .zip(scored.verdicts)
@@ -250,21 +310,30 @@ impl Delivery {
                 fraud: v.fraud,
                 model_version: v.model_version,
                 scored_at_ms: now_ms,
+                position: streams.position(&r.origin),
                 tx: r.tx,
                 shadow: shadow.as_ref().map(|s| ShadowRecord {
                     score: s.scores[i],
                     fraud: s.fraud[i],
                     version: s.version.clone(),
                 }),
-            });
+            })
+            .collect();
         if !self.durable.lake
             && let Some(lake) = self.lake.take()
         {
             self.lake_task = Some(LakeTask::start(lake, self.abort.clone()));
         }
         match (&mut self.lake_task, &mut self.lake) {
-            (Some(task), _) => task.send(records.collect()).await,
-            (None, Some(lake)) => lake.push_all(records),
+            (Some(task), _) => task.send(records).await,
+            (None, Some(lake)) => {
+                // Where each stream stands in the lake, before its rows are buffered.
+                let mut outage = Outage::new(Sink::Lake.label());
+                while let Err(e) = lake.recover(&records).await {
+                    outage.wait(&self.abort, &e).await?;
+                }
+                lake.push_all(records);
+            }
             (None, None) => {}
         }
         self.maintain().await

@@ -210,7 +210,7 @@ async fn a_refused_verdict_is_dead_lettered_and_the_rest_written() {
     assert_eq!(letters[0].key.as_deref(), Some(&b"t7"[..]));
     assert_eq!(
         letters[0].origin,
-        crate::stream::source::Origin::File {
+        Origin::File {
             path: Arc::from("-"),
             line: 8
         }

@@ -152,6 +152,9 @@ impl KafkaSource {
                 Ok(c) => Arc::new(c),
                 Err(e) => return (Err(e.into()), stages),
             };
+        stages.delivery.set_lake_ownership(Some(
+            shared.clone() as Arc<dyn crate::sinks::lake::Ownership>
+        ));
         let (batch_tx, batch_rx) = mpsc::channel::<Batch>(self.options.in_flight_batches.max(1));
         let acker = Acker::new(shared.clone(), consumer.clone());
         let stats = stages.stats.clone();

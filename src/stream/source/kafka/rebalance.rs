@@ -94,12 +94,29 @@ impl DetectorContext {
     /// scorer task goes on.
     fn revoke(&self, consumer: &BaseConsumer<Self>, keys: &[PartitionKey]) {
         let deadline = Instant::now() + self.revoke_timeout;
-        let wait = || loop {
-            let pending = lock(&self.shared).marks.in_flight_in(keys);
-            if pending == 0 || Instant::now() >= deadline {
-                break pending;
+        // A durable lake holds offsets until its rows are in a file: have it write now.
+        self.shared.request_lake_flush();
+        let wait = || {
+            let pending = loop {
+                let pending = lock(&self.shared).marks.in_flight_in(keys);
+                if pending == 0 || Instant::now() >= deadline {
+                    break pending;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            };
+            // A lake file of these partitions being written is waited for (its write is
+            // bounded by the lake's retries), so it is in the lake before the new owner
+            // looks: once revoked, none is started.
+            let writing_deadline =
+                Instant::now() + self.revoke_timeout.max(Duration::from_secs(30));
+            while keys
+                .iter()
+                .any(|k| lock(&self.shared).lake_writing.contains(k))
+                && Instant::now() < writing_deadline
+            {
+                std::thread::sleep(Duration::from_millis(5));
             }
-            std::thread::sleep(Duration::from_millis(5));
+            pending
         };
         // The callback runs inside a poll on a runtime worker: hand that worker's other
         // tasks (the scorer among them, perhaps) to another thread while this one waits.
@@ -116,7 +133,15 @@ impl DetectorContext {
                 "revoked partitions still have batches in flight; their new owner will re-read them"
             );
         }
-        let last = lock(&self.shared).revoke(keys);
+        let last = {
+            let mut s = lock(&self.shared);
+            if keys.iter().any(|k| s.lake_writing.contains(k)) {
+                tracing::warn!(
+                    "a lake file of a revoked partition is still being written; its new owner may write some of its rows again"
+                );
+            }
+            s.revoke(keys)
+        };
         metrics::counter!(names::PARTITIONS_REVOKED).increment(keys.len() as u64);
         if last.is_empty() {
             tracing::info!(partitions = ?keys, "partitions revoked");
