@@ -140,6 +140,18 @@ async fn file_source_end_to_end_with_dead_letters() {
     assert!(!out2.contains("trained a first model"), "{out2}");
     assert_eq!(line_field(&out2, "model version"), version);
     assert_eq!(store.count().unwrap(), 3444);
+    assert_eq!(
+        lake_rows(&dir.path().join("lake")),
+        3444,
+        "a rerun of the same file adds no lake row"
+    );
+
+    // The file grows by ten rows: a third run adds exactly those to the lake.
+    let grown = lines.join("\n") + "\n" + &lines[1..=10].join("\n") + "\n";
+    std::fs::write(&input, grown).unwrap();
+    let out3 = run(&cfg, &[], None);
+    assert_eq!(line_field(&out3, "scored"), "3453", "{out3}");
+    assert_eq!(lake_rows(&dir.path().join("lake")), 3453);
 }
 
 #[test]
