@@ -171,9 +171,13 @@ async fn webhook_sink() {
     assert!(head.contains("user-agent: fraudstream/"), "{head}");
     assert_eq!(
         endpoint.requests().len(),
-        2,
-        "no request for an empty batch"
+        3,
+        "one request per alert, none for an empty batch"
     );
+    for (r, id) in endpoint.requests().iter().zip(["a-1", "a-2", "a-3"]) {
+        let head = r.head.to_ascii_lowercase();
+        assert!(head.contains(&format!("idempotency-key: {id}\r\n")), "{head}");
+    }
 }
 
 #[tokio::test]
@@ -182,6 +186,13 @@ async fn webhook_retries_server_errors_and_throttling() {
     let sink = webhook(&endpoint.url, 4, Duration::from_secs(5));
     sink.send(&[alert("r-1")]).await.unwrap();
     assert_eq!(endpoint.requests().len(), 4);
+    assert!(
+        endpoint
+            .requests()
+            .iter()
+            .all(|r| r.head.to_ascii_lowercase().contains("idempotency-key: r-1\r\n")),
+        "every attempt carries the same key"
+    );
 
     let endpoint = Endpoint::start(vec![Some(502)]).await;
     let sink = webhook(&endpoint.url, 3, Duration::from_secs(5));

@@ -1,5 +1,9 @@
-//! Fraud alerts POSTed to an HTTP(S) endpoint: one JSON array of verdicts per batch, with
-//! retries and backoff on connection errors, timeouts, 429 and 5xx.
+//! Alerts POSTed to an HTTP(S) endpoint: one request per alert (a JSON array holding
+//! it), in order, each with `Idempotency-Key: <transaction id>` on every attempt (the
+//! Stripe convention), with retries and backoff on connection errors, timeouts, 429 and
+//! 5xx. A webhook cannot be exactly once without the receiver: an alert delivered again
+//! (a retry whose answer was lost, a batch redelivered after a crash) carries the same
+//! key, so a receiver that remembers keys sees it once.
 
 use std::time::Duration;
 
@@ -96,7 +100,7 @@ impl Webhook {
         })
     }
 
-    async fn post(&self, body: Bytes) -> Result<(), WebhookError> {
+    async fn post(&self, idempotency_key: &str, body: Bytes) -> Result<(), WebhookError> {
         let url = self.name.clone();
         let unreachable = |message: String| WebhookError::Unreachable {
             url: url.clone(),
@@ -107,7 +111,8 @@ impl Webhook {
             .header(
                 hyper::header::USER_AGENT,
                 concat!("fraudstream/", env!("CARGO_PKG_VERSION")),
-            );
+            )
+            .header("Idempotency-Key", idempotency_key);
         for (k, v) in &self.config.headers {
             req = req.header(k.as_str(), v.expose());
         }
@@ -149,28 +154,33 @@ impl AlertSink for Webhook {
         format!("webhook {}", self.name)
     }
 
+    /// One request per alert, in order; the first failure ends the batch (delivery
+    /// sends it again, or halves it to find a refused alert: the receiver sees the alerts
+    /// already accepted again, under their keys).
     async fn send(&self, alerts: &[Verdict]) -> Result<(), AlertError> {
-        if alerts.is_empty() {
-            return Ok(());
-        }
-        let body = Bytes::from(serde_json::to_vec(alerts).map_err(|e| AlertError::Refused {
-            sink: self.describe(),
-            message: e.to_string(),
-        })?);
         let policy = RetryPolicy {
             max_attempts: self.config.attempts,
             base_delay: Duration::from_millis(200),
             max_delay: Duration::from_secs(2),
         };
-        retry(policy, "webhook", || self.post(body.clone()))
-            .await
-            .map_err(|e| {
-                let (sink, message) = (self.describe(), e.to_string());
-                if e.is_retryable() {
-                    AlertError::Unavailable { sink, message }
-                } else {
-                    AlertError::Refused { sink, message }
-                }
-            })
+        for alert in alerts {
+            let body = Bytes::from(serde_json::to_vec(std::slice::from_ref(alert)).map_err(
+                |e| AlertError::Refused {
+                    sink: self.describe(),
+                    message: e.to_string(),
+                },
+            )?);
+            retry(policy, "webhook", || self.post(&alert.tx_id, body.clone()))
+                .await
+                .map_err(|e| {
+                    let (sink, message) = (self.describe(), e.to_string());
+                    if e.is_retryable() {
+                        AlertError::Unavailable { sink, message }
+                    } else {
+                        AlertError::Refused { sink, message }
+                    }
+                })?;
+        }
+        Ok(())
     }
 }
