@@ -176,7 +176,10 @@ async fn webhook_sink() {
     );
     for (r, id) in endpoint.requests().iter().zip(["a-1", "a-2", "a-3"]) {
         let head = r.head.to_ascii_lowercase();
-        assert!(head.contains(&format!("idempotency-key: {id}\r\n")), "{head}");
+        assert!(
+            head.contains(&format!("idempotency-key: {id}\r\n")),
+            "{head}"
+        );
     }
 }
 
@@ -187,10 +190,10 @@ async fn webhook_retries_server_errors_and_throttling() {
     sink.send(&[alert("r-1")]).await.unwrap();
     assert_eq!(endpoint.requests().len(), 4);
     assert!(
-        endpoint
-            .requests()
-            .iter()
-            .all(|r| r.head.to_ascii_lowercase().contains("idempotency-key: r-1\r\n")),
+        endpoint.requests().iter().all(|r| r
+            .head
+            .to_ascii_lowercase()
+            .contains("idempotency-key: r-1\r\n")),
         "every attempt carries the same key"
     );
 

@@ -929,6 +929,7 @@ async fn verify(d: &Deployment, hdfs: &str, lake_dir: &str, api: &ApiLoad) -> Re
         && missing_dead == 0
         && wrong_reason == 0
         && missing_lake == 0
+        && dup_lake == 0
         && missing_alerts == 0
         && api_missing == 0
         && api_extra == 0

@@ -490,6 +490,8 @@ pub fn read_topic(
         // As the detector sets it: some brokers (noida-db) answer one fetch with the whole
         // backlog, past librdkafka's default limit of 100 MB (then `BadMessage`).
         .set("receive.message.max.bytes", "1000000000")
+        // Transactional outputs: only what was committed, once.
+        .set("isolation.level", "read_committed")
         .create()
         .unwrap();
     c.subscribe(&[topic]).unwrap();
