@@ -13,6 +13,12 @@ pub const LAKE_DROPPED_ROWS: &str = "fraudstream_lake_dropped_rows_total";
 /// at or below a stream's written offset, and rows of a revoked partition left to its
 /// new owner.
 pub const LAKE_SKIPPED_ROWS: &str = "fraudstream_lake_skipped_rows_total";
+/// Gauge: alerts and dead letters staged for the next Kafka transaction
+/// (`delivery.kafka_outputs = "exactly_once"`).
+pub const OUTBOX_STAGED: &str = "fraudstream_outbox_staged";
+/// Counter: Kafka transactions of the outputs and offsets, by `result` (`committed`,
+/// `aborted`).
+pub const KAFKA_TRANSACTIONS: &str = "fraudstream_kafka_transactions_total";
 /// Counter: messages or rows read from the source.
 pub const CONSUMED: &str = "fraudstream_consumed_total";
 /// Counter: transactions scored.

@@ -8,7 +8,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::detector::{Deployment, covers};
+use common::detector::{Deployment, covers, read_topic};
+use rdkafka::message::Message as _;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_stream_then_restart_gives_exactly_one_verdict_each() {
@@ -181,4 +182,68 @@ async fn with_the_default_config_a_killed_detector_rejoins_at_once() {
     let ids = d.verdict_ids().await;
     assert_eq!(ids.len(), n, "exactly one verdict item per transaction");
     assert_eq!(covers(&ids, n), (n, true));
+}
+
+/// The worst moment for the Kafka outputs: the process dies after its transaction has
+/// produced alerts and dead letters and sent its offsets, before the commit (a crash point
+/// aborts it there). The restarted detector fences the old producer, whose transaction
+/// is aborted; readers with `read_committed` see every alert and every dead letter once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_before_the_transaction_commits_repeats_no_alert_or_dead_letter() {
+    let d = Deployment::new("crash-txn").await;
+    let n = 6_000;
+    d.produce(0, n).await;
+    let bad: Vec<String> = (0..20)
+        .map(|i| format!("{{\"id\": \"bad-{i}\", \"Time\": \"x\"}}"))
+        .collect();
+    let keys: Vec<String> = (0..20).map(|i| format!("bad-{i}")).collect();
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    d.produce_to(&d.topic, &keys, &bad).await;
+    d.produce(n, 2 * n).await;
+    let config = d.write_config(true);
+    let mut first = d.spawn_with_env(
+        "run",
+        &config,
+        1,
+        &[("FRAUDSTREAM_FAILPOINT", "kafka_transaction_produced@4")],
+    );
+    let status = first
+        .wait(Duration::from_secs(180))
+        .expect("the crash point ends it");
+    assert!(!status.success(), "it aborted:\n{}", first.log_text());
+    assert!(
+        first
+            .log_text()
+            .contains("failpoint kafka_transaction_produced"),
+        "{}",
+        first.log_text()
+    );
+
+    let mut second = d.spawn(&config, 2);
+    assert!(
+        d.wait_for_verdicts(2 * n as u64, Duration::from_secs(180))
+            .await,
+        "restarted detector did not finish:\n{}",
+        second.log_text()
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while d.offsets().iter().any(|(at, high)| at != high) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    second.signal("TERM");
+    let status = second.wait(Duration::from_secs(40)).expect("stops");
+    assert!(status.success(), "exit {status}:\n{}", second.log_text());
+
+    let dead = read_topic(&d.brokers, &format!("{}.dlq", d.topic), 20);
+    assert_eq!(dead.len(), 20, "each dead letter once");
+    let frauds = d.lake_frauds();
+    assert!(!frauds.is_empty());
+    let alerts = read_topic(&d.brokers, &format!("{}.alerts", d.topic), frauds.len());
+    let keys: Vec<String> = alerts
+        .iter()
+        .map(|m| String::from_utf8_lossy(m.key().unwrap()).into_owned())
+        .collect();
+    let distinct: std::collections::HashSet<&String> = keys.iter().collect();
+    assert_eq!(distinct.len(), keys.len(), "no alert twice");
+    assert_eq!(keys.len(), frauds.len(), "one alert per fraud verdict");
 }

@@ -306,13 +306,18 @@ async fn a_rebalance_hands_partitions_over_without_loss() {
             (tx.id.clone(), encode_transaction(&tx))
         })
         .collect();
-    let sends = payloads.iter().map(|(k, p)| {
-        producer.send(
-            FutureRecord::to(&input).key(k).payload(p),
-            Duration::from_secs(10),
-        )
-    });
-    for s in futures_util::future::join_all(sends).await {
+    // Half now; the other half once both detectors are in the group, so that the
+    // second has work whatever the first's speed.
+    let produce = |part: std::ops::Range<usize>| {
+        let sends = payloads[part].iter().map(|(k, p)| {
+            producer.send(
+                FutureRecord::to(&input).key(k).payload(p),
+                Duration::from_secs(10),
+            )
+        });
+        futures_util::future::join_all(sends)
+    };
+    for s in produce(0..n / 2).await {
         s.map_err(|(e, _)| e).unwrap();
     }
 
@@ -336,12 +341,15 @@ async fn a_rebalance_hands_partitions_over_without_loss() {
     while verdicts(dir.path()) < 500 && std::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(
-        verdicts(dir.path()) < n as u64,
-        "joined too late to rebalance anything"
-    );
     let second = build(&second_config).await;
     let second = tokio::spawn(second.run(shutdown.clone()));
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while group_members(&brokers, &group) < 2 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for s in produce(n / 2..n).await {
+        s.map_err(|(e, _)| e).unwrap();
+    }
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     while verdicts(dir.path()) < n as u64 && std::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -375,4 +383,23 @@ async fn a_rebalance_hands_partitions_over_without_loss() {
     for (committed, high) in common::detector::committed_offsets(&brokers, &input, &group) {
         assert_eq!(committed, high);
     }
+}
+
+/// How many members `group` has now, once its rebalance has settled (0 before).
+fn group_members(brokers: &str, group: &str) -> usize {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    // Members of a group settled after its rebalance (partitions assigned).
+    c.fetch_group_list(Some(group), Duration::from_secs(5))
+        .ok()
+        .and_then(|l| {
+            l.groups()
+                .first()
+                .filter(|g| g.state() == "Stable")
+                .map(|g| g.members().len())
+        })
+        .unwrap_or(0)
 }

@@ -25,10 +25,13 @@ use crate::sinks::verdicts::VerdictStore;
 use crate::sinks::verdicts::dynamodb::DynamoVerdictStore;
 use crate::sinks::verdicts::local::LocalVerdictStore;
 use crate::storage::BlobStore;
+use crate::stream::dead_letter::kafka::OutboxDeadLetters;
 use crate::stream::dead_letter::{DeadLetterFile, DeadLetterSink, DeadLetterTopic};
-use crate::stream::delivery::{Delivery, Durability};
+use crate::stream::delivery::config::KafkaOutputs;
+use crate::stream::delivery::{Delivery, Durability, OutboxAlerts};
 use crate::stream::scorer::Scorer;
 use crate::stream::source::file::{FileSource, Input};
+use crate::stream::source::kafka::outbox::Outbox;
 use crate::stream::source::kafka::{KafkaSource, KafkaSourceOptions};
 use crate::stream::stages::Stages;
 use crate::stream::stats::SharedStats;
@@ -108,11 +111,32 @@ impl Detector {
                 instance = claim;
             }
             let lake = open_lake(cfg, lake_store).await;
-            let (source, dead_letters) = source(cfg, &kafka_settings)?;
-            let alerts = alert_sinks(cfg, &recent)?;
+            let SourceParts {
+                source,
+                dead_letters,
+                plain_dead_letters,
+                outbox,
+            } = source(cfg, &kafka_settings)?;
+            let (mut alerts, topic) = alert_sinks(cfg, &recent)?;
+            // Exactly once, the alerts topic is written through the outbox; the API's
+            // recorded alerts (no input offset) still go to it directly.
+            let mut delivery_alerts = alerts.clone();
+            let mut outbox_alerts = None;
+            if let Some((name, sink)) = topic {
+                alerts.push(sink.clone());
+                match &outbox {
+                    Some(o) => {
+                        outbox_alerts = Some(OutboxAlerts {
+                            outbox: o.clone(),
+                            topic: Arc::from(name.as_str()),
+                        });
+                    }
+                    None => delivery_alerts.push(sink),
+                }
+            }
             let delivery = Delivery {
                 verdicts: verdicts.clone(),
-                alerts: alerts.clone(),
+                alerts: delivery_alerts,
                 lake: Some(lake),
                 durable: Durability::of(&cfg.delivery.durable),
                 ttl_seconds: cfg.verdicts.ttl_seconds,
@@ -120,9 +144,10 @@ impl Detector {
                 dead_letters: dead_letters.clone(),
                 lake_task: None,
                 streams: Default::default(),
+                outbox_alerts,
             };
-            let v =
-                velocity::set_up(cfg, &kafka_settings, dead_letters.clone(), &background).await?;
+            // The labels' dead letters come from another topic: never transactional.
+            let v = velocity::set_up(cfg, &kafka_settings, plain_dead_letters, &background).await?;
             velocity_stage.clone_from(&v.stage);
             labels = v.labels_file;
             labels_topic = v.labels_topic;
@@ -143,7 +168,9 @@ impl Detector {
             };
             (source, Some(stages), alerts)
         } else {
-            (Source::None, None, alert_sinks(cfg, &recent)?)
+            let (mut alerts, topic) = alert_sinks(cfg, &recent)?;
+            alerts.extend(topic.map(|(_, sink)| sink));
+            (Source::None, None, alerts)
         };
         let watcher = (!cfg.models.poll_interval.is_zero()).then(|| {
             (
@@ -311,17 +338,57 @@ async fn verdict_store(cfg: &Config) -> Result<Arc<dyn VerdictStore>, DetectorEr
     })
 }
 
-/// The configured source and its dead-letter sink (which delivery uses too); a Kafka
+/// The configured source and its sinks for dead letters.
+struct SourceParts {
+    source: Source,
+    /// For the source and delivery (through the outbox when exactly once).
+    dead_letters: Arc<dyn DeadLetterSink>,
+    /// For other inputs (the labels topic): the same sink, never transactional.
+    plain_dead_letters: Arc<dyn DeadLetterSink>,
+    /// The transactional outbox, when Kafka outputs are exactly once.
+    outbox: Option<Arc<Outbox>>,
+}
+
+/// The transactional id of this detector: its group's and its static member's, so a
+/// restart fences the previous incarnation. Without static membership there is nothing
+/// stable to fence with: the host and process make it unique.
+fn transactional_id(kafka: &crate::kafka::KafkaSettings) -> String {
+    match kafka.properties.get("group.instance.id") {
+        Some(id) => format!("fraudstream-{}-{id}", kafka.group_id),
+        None => {
+            let host = crate::kafka::instance::hostname();
+            tracing::warn!(
+                "exactly-once Kafka outputs without static membership: a restarted detector cannot fence its previous incarnation's producer"
+            );
+            format!(
+                "fraudstream-{}-{host}-{}",
+                kafka.group_id,
+                std::process::id()
+            )
+        }
+    }
+}
+
+/// The configured source and its dead-letter sinks (which delivery uses too); a Kafka
 /// source consumes with `kafka` (the settings with this detector's membership).
-fn source(
-    cfg: &Config,
-    kafka: &crate::kafka::KafkaSettings,
-) -> Result<(Source, Arc<dyn DeadLetterSink>), DetectorError> {
+fn source(cfg: &Config, kafka: &crate::kafka::KafkaSettings) -> Result<SourceParts, DetectorError> {
     let input = match cfg.source.kind {
         SourceKind::Kafka => {
-            let dead_letters: Arc<dyn DeadLetterSink> =
-                Arc::new(DeadLetterTopic::new(kafka).opening("kafka.dlq_topic")?);
+            let topic = Arc::new(DeadLetterTopic::new(kafka).opening("kafka.dlq_topic")?);
+            let plain_dead_letters: Arc<dyn DeadLetterSink> = topic.clone();
+            let outbox = match cfg.delivery.kafka_outputs {
+                KafkaOutputs::ExactlyOnce => Some(
+                    Outbox::start(kafka, &transactional_id(kafka))
+                        .opening("delivery.kafka_outputs")?,
+                ),
+                KafkaOutputs::AtLeastOnce => None,
+            };
+            let dead_letters: Arc<dyn DeadLetterSink> = match &outbox {
+                Some(o) => Arc::new(OutboxDeadLetters::new(topic, o.clone())),
+                None => plain_dead_letters.clone(),
+            };
             let source = Source::Kafka(KafkaSource {
+                outbox: outbox.clone(),
                 settings: kafka.clone(),
                 options: KafkaSourceOptions {
                     batch_size: cfg.scoring.batch_size,
@@ -331,7 +398,12 @@ fn source(
                 },
                 dead_letters: dead_letters.clone(),
             });
-            return Ok((source, dead_letters));
+            return Ok(SourceParts {
+                source,
+                dead_letters,
+                plain_dead_letters,
+                outbox,
+            });
         }
         SourceKind::Stdin => Input::Stdin(if cfg.source.stdin_format == "csv" {
             Format::Csv
@@ -350,15 +422,28 @@ fn source(
         batch_timeout: cfg.scoring.batch_timeout,
         dead_letters: dead_letters.clone(),
     });
-    Ok((source, dead_letters))
+    Ok(SourceParts {
+        source,
+        plain_dead_letters: dead_letters.clone(),
+        dead_letters,
+        outbox: None,
+    })
 }
 
 /// Alert sinks: the recent-alerts ring, and every configured one ([`Config::alert_outputs`]):
 /// the alerts file and stdout, the alerts topic, the webhook.
+/// The alerts topic's sink comes apart, with the topic's name.
+#[allow(clippy::type_complexity)]
 fn alert_sinks(
     cfg: &Config,
     recent: &Arc<RecentAlerts>,
-) -> Result<Vec<Arc<dyn AlertSink>>, DetectorError> {
+) -> Result<
+    (
+        Vec<Arc<dyn AlertSink>>,
+        Option<(String, Arc<dyn AlertSink>)>,
+    ),
+    DetectorError,
+> {
     let outputs = cfg.alert_outputs()?;
     let mut sinks: Vec<Arc<dyn AlertSink>> = vec![recent.clone()];
     let file = outputs.file.as_deref().map(std::path::Path::new);
@@ -368,13 +453,16 @@ fn alert_sinks(
                 .opening(format!("alerts.file {:?}", outputs.file))?,
         ));
     }
-    if let Some(topic) = &outputs.topic {
-        sinks.push(Arc::new(
-            KafkaAlerts::new(&cfg.kafka, topic).opening("kafka.alerts_topic")?,
-        ));
-    }
+    let topic = match outputs.topic {
+        Some(name) => {
+            let sink: Arc<dyn AlertSink> =
+                Arc::new(KafkaAlerts::new(&cfg.kafka, &name).opening("kafka.alerts_topic")?);
+            Some((name, sink))
+        }
+        None => None,
+    };
     if let Some(w) = &cfg.alerts.webhook {
         sinks.push(Arc::new(Webhook::new(w.clone()).opening("alerts.webhook")?));
     }
-    Ok(sinks)
+    Ok((sinks, topic))
 }

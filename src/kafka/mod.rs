@@ -183,6 +183,12 @@ impl KafkaSettings {
     /// An idempotent producer that waits for every in-sync replica (again applied after the
     /// user's properties).
     pub fn producer(&self) -> Result<FutureProducer, KafkaError> {
+        self.producer_config().create()
+    }
+
+    /// The configuration of [`KafkaSettings::producer`].
+    #[must_use]
+    pub fn producer_config(&self) -> ClientConfig {
         let mut c = self.client(true);
         if !self.properties.contains_key("message.timeout.ms") {
             c.set("message.timeout.ms", DEFAULT_MESSAGE_TIMEOUT_MS.to_string());
@@ -190,7 +196,7 @@ impl KafkaSettings {
         c.set("enable.idempotence", "true").set("acks", "all");
         // Statistics feed the consumer-lag gauge; producers have no use for them.
         c.set("statistics.interval.ms", "0");
-        c.create()
+        c
     }
 
     /// The producers' `message.timeout.ms`: the configured one, or the default.

@@ -363,6 +363,38 @@ impl Deployment {
         committed_offsets(&self.brokers, &self.topic, &self.group)
     }
 
+    /// The ids of the lake's rows whose verdict alerts (review or block).
+    pub fn lake_frauds(&self) -> Vec<String> {
+        let mut ids = Vec::new();
+        for p in super::parquet_files(&self.dir.path().join("lake")) {
+            let file = std::fs::File::open(&p).unwrap();
+            let reader =
+                parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+                    .unwrap()
+                    .build()
+                    .unwrap();
+            for b in reader {
+                let b = b.unwrap();
+                let id = b.column_by_name("id").unwrap();
+                let id = id
+                    .as_any()
+                    .downcast_ref::<arrow::array::StringArray>()
+                    .unwrap();
+                let outcome = b.column_by_name("outcome").unwrap();
+                let outcome = outcome
+                    .as_any()
+                    .downcast_ref::<arrow::array::StringArray>()
+                    .unwrap();
+                for i in 0..b.num_rows() {
+                    if outcome.value(i) != "approve" {
+                        ids.push(id.value(i).to_owned());
+                    }
+                }
+            }
+        }
+        ids
+    }
+
     /// Transaction ids in the lake's Parquet files, with duplicates.
     pub fn lake_ids(&self) -> Vec<String> {
         let mut ids = Vec::new();

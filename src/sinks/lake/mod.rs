@@ -390,17 +390,17 @@ impl LakeWriter {
                 (Some(stream), Some(o)) => Some((stream.clone(), o.clone())),
                 _ => None,
             };
+            // A best-effort lake writes a revoked stream's rows all the same: their
+            // offsets may be committed already.
             if let Some((stream, o)) = &held
                 && !o.begin_write(stream)
+                && self.drop_revoked
             {
-                if self.drop_revoked {
-                    self.drop_buffer(
-                        &key,
-                        "its partition was revoked: the new owner reads it again",
-                    );
-                    continue;
-                }
-                // A best-effort lake keeps them: their offsets may be committed already.
+                self.drop_buffer(
+                    &key,
+                    "its partition was revoked: the new owner reads it again",
+                );
+                continue;
             }
             let result = self.write_buffer(part, stream.as_deref(), rows).await;
             if let Some((stream, o)) = &held {

@@ -13,8 +13,11 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
 use sha2::{Digest, Sha256};
 
+use std::sync::Arc;
+
 use super::{DeadLetter, DeadLetterError, DeadLetterSink, Origin};
 use crate::kafka::{KafkaSettings, Publisher};
+use crate::stream::source::kafka::outbox::{Outbox, OutboxMessage};
 
 /// How much of an oversized payload (or key) a bounded dead letter keeps.
 pub const BOUNDED_BYTES: usize = 1024;
@@ -155,6 +158,73 @@ impl DeadLetterSink for DeadLetterTopic {
         } else {
             Err(DeadLetterError { failed, message })
         }
+    }
+}
+
+impl DeadLetterTopic {
+    /// `l` as an outbox message (with its bounded payload and headers), if it comes from
+    /// a Kafka message.
+    fn staged(&self, l: &DeadLetter) -> Option<OutboxMessage> {
+        let Origin::Kafka {
+            topic,
+            partition,
+            offset,
+        } = &l.origin
+        else {
+            return None;
+        };
+        let p = prepare(l, self.max_bytes);
+        Some(OutboxMessage {
+            origin: ((topic.to_string(), *partition), *offset),
+            topic: Arc::from(self.topic.as_str()),
+            key: p.key.map(<[u8]>::to_vec),
+            payload: p.payload.to_vec(),
+            headers: Some(p.headers),
+        })
+    }
+}
+
+/// Dead letters exactly once: staged in the outbox and written in the transaction that
+/// commits their offsets (`delivery.kafka_outputs = "exactly_once"`). Letters not from a
+/// Kafka message go to the topic directly.
+pub struct OutboxDeadLetters {
+    topic: Arc<DeadLetterTopic>,
+    outbox: Arc<Outbox>,
+}
+
+impl OutboxDeadLetters {
+    /// Letters for `topic`, through `outbox`.
+    #[must_use]
+    pub fn new(topic: Arc<DeadLetterTopic>, outbox: Arc<Outbox>) -> Self {
+        Self { topic, outbox }
+    }
+}
+
+#[async_trait]
+impl DeadLetterSink for OutboxDeadLetters {
+    fn describe(&self) -> String {
+        format!("{} (transactional)", self.topic.describe())
+    }
+
+    async fn send(&self, letters: &[DeadLetter]) -> Result<(), DeadLetterError> {
+        let mut staged = Vec::with_capacity(letters.len());
+        let mut direct = Vec::new();
+        for l in letters {
+            match self.topic.staged(l) {
+                Some(m) => staged.push(m),
+                None => direct.push(l.clone()),
+            }
+        }
+        if !direct.is_empty() {
+            self.topic.send(&direct).await?;
+        }
+        self.outbox
+            .stage(staged)
+            .await
+            .map_err(|e| DeadLetterError {
+                failed: (0..letters.len()).collect(),
+                message: e.to_string(),
+            })
     }
 }
 

@@ -46,6 +46,22 @@ pub struct DeliveryConfig {
     /// How long a rebalance waits for revoked partitions' batches to become durable.
     #[serde(with = "humantime_serde")]
     pub revoke_timeout: Duration,
+    /// How a Kafka source's alerts topic and dead-letter topic are written:
+    /// `exactly_once` (one Kafka transaction with the consumed offsets: `read_committed`
+    /// readers see each message once; needs brokers with transactions) or
+    /// `at_least_once` (acknowledged sends; a crash can repeat some).
+    pub kafka_outputs: KafkaOutputs,
+}
+
+/// The guarantee of a Kafka source's output topics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KafkaOutputs {
+    /// Transactional, with the offsets.
+    #[default]
+    ExactlyOnce,
+    /// Acknowledged sends.
+    AtLeastOnce,
 }
 
 impl Default for DeliveryConfig {
@@ -55,6 +71,7 @@ impl Default for DeliveryConfig {
             in_flight_batches: 4,
             shutdown_deadline: Duration::from_secs(30),
             revoke_timeout: Duration::from_secs(10),
+            kafka_outputs: KafkaOutputs::default(),
         }
     }
 }

@@ -37,6 +37,7 @@ use crate::sinks::lake::{
 };
 use crate::sinks::verdicts::{Stamp, VerdictError, VerdictItem, VerdictStore};
 use crate::stream::source::Origin;
+use crate::stream::source::kafka::outbox::{Outbox, OutboxMessage};
 use outage::best_effort_failed;
 
 /// Send `alerts` to a durable sink: waited out while it is unavailable; when it refuses a
@@ -99,6 +100,57 @@ pub struct Delivery {
     /// The lake stream of each input (a file's, from its content; Kafka partitions name
     /// their own), so a redelivered row is written once.
     pub streams: LakeStreams,
+    /// The alerts topic, exactly once: alerts staged with their input offsets and written
+    /// in the transaction that commits them (`delivery.kafka_outputs`).
+    pub outbox_alerts: Option<OutboxAlerts>,
+}
+
+/// An alerts topic written through the outbox.
+pub struct OutboxAlerts {
+    /// The outbox.
+    pub outbox: Arc<Outbox>,
+    /// The alerts topic.
+    pub topic: Arc<str>,
+}
+
+impl OutboxAlerts {
+    /// Stage the alerts of `scored`'s rows (each keyed by transaction id, as JSON) with
+    /// their input offsets.
+    async fn stage(&self, scored: &Scored) -> Result<(), DeliveryError> {
+        let messages: Vec<OutboxMessage> = scored
+            .rows
+            .iter()
+            .zip(&scored.verdicts)
+            .filter(|(_, v)| v.alerts())
+            .filter_map(|(r, v)| {
+                let Origin::Kafka {
+                    topic,
+                    partition,
+                    offset,
+                } = &r.origin
+                else {
+                    return None;
+                };
+                Some(OutboxMessage {
+                    origin: ((topic.to_string(), *partition), *offset),
+                    topic: self.topic.clone(),
+                    key: Some(v.tx_id.clone().into_bytes()),
+                    payload: serde_json::to_vec(v).ok()?,
+                    headers: None,
+                })
+            })
+            .collect();
+        if messages.is_empty() {
+            return Ok(());
+        }
+        self.outbox
+            .stage(messages)
+            .await
+            .map_err(|e| DeliveryError::Failed {
+                sink: Sink::Alerts.label(),
+                message: e.to_string(),
+            })
+    }
 }
 
 /// The lake stream names of inputs, worked out once each.
@@ -156,6 +208,7 @@ impl Delivery {
             abort: CancellationToken::new(),
             lake_task: None,
             streams: LakeStreams::default(),
+            outbox_alerts: None,
         }
     }
 
@@ -205,7 +258,13 @@ impl Delivery {
             stage_time("alerts", started);
             refused
         };
-        let (verdicts_refused, alerts_refused) = tokio::try_join!(verdicts, alerts)?;
+        let staged = async {
+            match &this.outbox_alerts {
+                Some(o) => o.stage(scored).await,
+                None => Ok(()),
+            }
+        };
+        let (verdicts_refused, alerts_refused, ()) = tokio::try_join!(verdicts, alerts, staged)?;
         let mut dead = self
             .dead_letter(scored, "verdict_refused", &verdicts_refused, true)
             .await?;

@@ -15,6 +15,7 @@
 //! drained what the old one read; its uncommitted offsets are read again and rewrite the
 //! same verdicts.
 
+pub mod outbox;
 pub mod rebalance;
 pub mod rebuild;
 
@@ -27,6 +28,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use tokio::sync::mpsc;
 
+use self::outbox::Outbox;
 use self::rebalance::{DetectorContext, partition_list};
 use super::{Batch, Incoming, Origin};
 use crate::kafka::KafkaSettings;
@@ -39,6 +41,9 @@ use crate::stream::dead_letter::{DeadLetter, DeadLetterSink, send_durably};
 use crate::stream::delivery::DeliveryError;
 use crate::stream::stages::{Stages, StagesError};
 use crate::stream::stats;
+
+/// How long the final commit of a stopping consumer may take.
+const FINAL_COMMIT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long the source waits for room in the channel before it pauses its partitions.
 /// librdkafka drops its prefetched messages on pause and fetches them again on resume, so
@@ -76,11 +81,43 @@ pub enum KafkaSourceError {
     Stages(#[from] StagesError),
 }
 
-/// Offsets go to the consumer group.
-impl Commit for Arc<StreamConsumer<DetectorContext>> {
+/// Where offsets are committed: to the group by the consumer, or in the outbox's
+/// transactions (exactly-once outputs).
+#[derive(Clone)]
+pub enum Committer {
+    /// The consumer commits.
+    Consumer(Arc<StreamConsumer<DetectorContext>>),
+    /// The outbox's transactions commit, with the outputs.
+    Outbox(Arc<Outbox>),
+}
+
+impl Commit for Committer {
     fn commit_async(&self, offsets: &[SourceOffset]) {
-        if let Err(e) = self.commit(&partition_list(offsets), CommitMode::Async) {
-            tracing::warn!(error = %e, "offset commit failed");
+        match self {
+            Self::Consumer(c) => {
+                if let Err(e) = c.commit(&partition_list(offsets), CommitMode::Async) {
+                    tracing::warn!(error = %e, "offset commit failed");
+                }
+            }
+            Self::Outbox(o) => o.commit_async(offsets),
+        }
+    }
+}
+
+impl Committer {
+    /// Commit `offsets` now (a revoke, the final commit), waiting up to `timeout`.
+    pub fn commit_sync(&self, offsets: &[SourceOffset], timeout: Duration) -> Result<(), String> {
+        match self {
+            Self::Consumer(c) => c
+                .commit(&partition_list(offsets), CommitMode::Sync)
+                .map_err(|e| e.to_string()),
+            Self::Outbox(o) => {
+                if o.commit_now(offsets, timeout) {
+                    Ok(())
+                } else {
+                    Err(format!("the transaction did not commit within {timeout:?}"))
+                }
+            }
         }
     }
 }
@@ -104,6 +141,8 @@ pub struct KafkaSource {
     pub options: KafkaSourceOptions,
     /// Where invalid messages go (the dead-letter topic).
     pub dead_letters: Arc<dyn DeadLetterSink>,
+    /// The transactional outbox, when outputs are exactly once: offsets commit through it.
+    pub outbox: Option<Arc<Outbox>>,
 }
 
 impl KafkaSource {
@@ -146,17 +185,25 @@ impl KafkaSource {
             shared: shared.clone(),
             revoke_timeout: self.options.revoke_timeout,
             stats: stages.stats.clone(),
+            outbox: self.outbox.clone(),
         };
         let consumer: Arc<StreamConsumer<DetectorContext>> =
             match self.settings.consumer_config().create_with_context(context) {
                 Ok(c) => Arc::new(c),
                 Err(e) => return (Err(e.into()), stages),
             };
+        let committer = match &self.outbox {
+            Some(o) => {
+                o.set_member(Some(consumer.clone() as Arc<dyn outbox::GroupMember>));
+                Committer::Outbox(o.clone())
+            }
+            None => Committer::Consumer(consumer.clone()),
+        };
         stages.delivery.set_lake_ownership(Some(
             shared.clone() as Arc<dyn crate::sinks::lake::Ownership>
         ));
         let (batch_tx, batch_rx) = mpsc::channel::<Batch>(self.options.in_flight_batches.max(1));
-        let acker = Acker::new(shared.clone(), consumer.clone());
+        let acker = Acker::new(shared.clone(), committer.clone());
         let stats = stages.stats.clone();
         let scorer = tokio::spawn(async move {
             let r = stages.run(batch_rx, &acker).await;
@@ -177,7 +224,7 @@ impl KafkaSource {
             // A failure here (a rebalance started by another member leaving at the same
             // time) only means the partitions' next owner re-reads from the last commit.
             if !last.is_empty()
-                && let Err(e) = consumer.commit(&partition_list(&last), CommitMode::Sync)
+                && let Err(e) = committer.commit_sync(&last, FINAL_COMMIT_TIMEOUT)
             {
                 tracing::warn!(error = %e, "final offset commit failed; the last batches will be read again");
             }

@@ -22,6 +22,9 @@ pub struct DetectorContext {
     pub revoke_timeout: Duration,
     /// Where the summed lag goes, for the API.
     pub stats: crate::stream::stats::SharedStats,
+    /// The transactional outbox, when outputs are exactly once: a revoke commits
+    /// through it, then forgets the partitions' staged messages.
+    pub outbox: Option<std::sync::Arc<super::outbox::Outbox>>,
 }
 
 impl ClientContext for DetectorContext {
@@ -143,6 +146,17 @@ impl DetectorContext {
             s.revoke(keys)
         };
         metrics::counter!(names::PARTITIONS_REVOKED).increment(keys.len() as u64);
+        if let Some(outbox) = &self.outbox {
+            let committed = last.is_empty()
+                || outbox.commit_now(&last, self.revoke_timeout.max(Duration::from_secs(10)));
+            outbox.forget(keys);
+            if committed {
+                tracing::info!(partitions = ?keys, "partitions revoked; durable offsets committed with their outputs");
+            } else {
+                tracing::warn!(partitions = ?keys, "partitions revoked; their last transaction did not commit in time (the new owner re-reads from the previous commit)");
+            }
+            return;
+        }
         if last.is_empty() {
             tracing::info!(partitions = ?keys, "partitions revoked");
             return;
