@@ -9,10 +9,10 @@
 //! faults stop, the detectors catch up and are stopped with SIGTERM, and a verifier reads
 //! everything back and prints one line:
 //! - every valid transaction has exactly one verdict item (none missing, none extra);
-//! - every invalid message is in the dead-letter topic with its reason (duplicates
-//!   counted);
-//! - every valid transaction is in the lake (duplicates counted);
-//! - every fraud verdict has an alert (duplicates counted);
+//! - every invalid message is in the dead-letter topic with its reason, once (read
+//!   `read_committed`: the outputs are transactional);
+//! - every valid transaction is in the lake, once;
+//! - every fraud verdict has an alert, once;
 //! - the entity state in Redis equals what a replay of the card stream counts (every
 //!   card's and terminal's transactions, amounts and frauds, once each; the millisecond
 //!   ones in none, and dead-lettered);
@@ -930,7 +930,9 @@ async fn verify(d: &Deployment, hdfs: &str, lake_dir: &str, api: &ApiLoad) -> Re
         && wrong_reason == 0
         && missing_lake == 0
         && dup_lake == 0
+        && dup_dead == 0
         && missing_alerts == 0
+        && dup_alerts == 0
         && api_missing == 0
         && api_extra == 0
         && api_alert_missing == 0
