@@ -60,11 +60,21 @@ pub struct OutboxMessage {
 pub trait GroupMember: Send + Sync {
     /// Its group metadata now (generation and member id change with rebalances).
     fn group_metadata(&self) -> Option<ConsumerGroupMetadata>;
+    /// Offsets a transaction committed: the consumer keeps them as its stored offsets,
+    /// so its statistics report the lag behind them.
+    fn committed(&self, offsets: &[SourceOffset]);
 }
 
 impl GroupMember for rdkafka::consumer::StreamConsumer<super::rebalance::DetectorContext> {
     fn group_metadata(&self) -> Option<ConsumerGroupMetadata> {
         rdkafka::consumer::Consumer::group_metadata(self)
+    }
+
+    fn committed(&self, offsets: &[SourceOffset]) {
+        // Partitions revoked since are refused; their lag is not ours to report.
+        if let Err(e) = rdkafka::consumer::Consumer::store_offsets(self, &partition_list(offsets)) {
+            tracing::debug!(error = %e, "committed offsets not stored for the lag");
+        }
     }
 }
 
@@ -274,6 +284,11 @@ impl Outbox {
             last = Instant::now();
             match self.transaction(producer, &offsets, &messages, member.as_deref()) {
                 Ok(()) => {
+                    if let Some(m) = &member {
+                        let list: Vec<SourceOffset> =
+                            offsets.iter().map(|(k, o)| (k.clone(), *o)).collect();
+                        m.committed(&list);
+                    }
                     let mut s = self.lock();
                     s.pending.retain(|k, o| offsets.get(k) != Some(o));
                     s.done = s.done.max(ticket);

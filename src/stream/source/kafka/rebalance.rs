@@ -32,10 +32,19 @@ impl ClientContext for DetectorContext {
         let mut total = 0i64;
         for (topic, t) in &statistics.topics {
             for (partition, p) in &t.partitions {
-                if *partition >= 0 && p.consumer_lag >= 0 {
-                    total += p.consumer_lag;
+                // Behind the committed offset; with transactional outputs the consumer
+                // commits nothing itself, and the stored offsets are the committed ones.
+                let lag = if p.consumer_lag >= 0 {
+                    p.consumer_lag
+                } else if p.stored_offset >= 0 {
+                    p.consumer_lag_stored
+                } else {
+                    continue;
+                };
+                if *partition >= 0 && lag >= 0 {
+                    total += lag;
                     metrics::gauge!(names::CONSUMER_LAG, "topic" => topic.clone(), "partition" => partition.to_string())
-                        .set(p.consumer_lag as f64);
+                        .set(lag as f64);
                 }
             }
         }
