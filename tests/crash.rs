@@ -247,3 +247,69 @@ async fn a_crash_before_the_transaction_commits_repeats_no_alert_or_dead_letter(
     assert_eq!(distinct.len(), keys.len(), "no alert twice");
     assert_eq!(keys.len(), frauds.len(), "one alert per fraud verdict");
 }
+
+/// A zombie: the detector is frozen (SIGSTOP) mid-stream and a replacement with the same
+/// identity (static member and `transactional.id`; another host, here another lock
+/// directory) takes its place. When the old process wakes up its producer is fenced: it
+/// exits with status 75 without writing, and the replacement's outputs are exactly once:
+/// one verdict item, one lake row and one alert per transaction or fraud.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zombie_that_wakes_up_after_its_replacement_writes_nothing() {
+    let d = Deployment::new("zombie").await;
+    let n = 16_000;
+    d.produce(0, n).await;
+    let config = d.write_config(true);
+    let mut old = d.spawn(&config, 1);
+    assert!(
+        d.wait_for_verdicts(2_000, Duration::from_secs(120)).await,
+        "no progress:\n{}",
+        old.log_text()
+    );
+    old.signal("STOP");
+    let before = d.verdict_count().await;
+    assert!(before < n as u64, "froze after the end");
+
+    let elsewhere = d.dir.path().join("other-host");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let elsewhere = elsewhere.to_str().unwrap().to_owned();
+    let mut new = d.spawn_with_env("run", &config, 2, &[("TMPDIR", elsewhere.as_str())]);
+    assert!(
+        d.wait_for_verdicts(before + 2_000, Duration::from_secs(120))
+            .await,
+        "the replacement made no progress:\n{}",
+        new.log_text()
+    );
+    old.signal("CONT");
+    let status = old.wait(Duration::from_secs(90));
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(75),
+        "the zombie stops, fenced:\n{}",
+        old.log_text()
+    );
+
+    assert!(
+        d.wait_for_verdicts(n as u64, Duration::from_secs(240))
+            .await,
+        "the replacement did not finish:\n{}",
+        new.log_text()
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while d.offsets().iter().any(|(at, high)| at != high) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    new.signal("TERM");
+    let status = new.wait(Duration::from_secs(40)).expect("stops");
+    assert!(status.success(), "exit {status}:\n{}", new.log_text());
+
+    assert_eq!(d.verdict_ids().await.len(), n, "one verdict item each");
+    let lake = d.lake_ids();
+    assert_eq!(covers(&lake, n), (n, true), "lake: every transaction");
+    assert_eq!(lake.len(), n, "lake: none twice");
+    let frauds = d.lake_frauds();
+    let alerts = read_topic(&d.brokers, &format!("{}.alerts", d.topic), frauds.len());
+    let keys: std::collections::HashSet<Vec<u8>> =
+        alerts.iter().map(|m| m.key().unwrap().to_vec()).collect();
+    assert_eq!(keys.len(), alerts.len(), "no alert twice");
+    assert_eq!(alerts.len(), frauds.len(), "one alert per fraud verdict");
+}

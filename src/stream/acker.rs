@@ -80,7 +80,7 @@ impl Partitions {
 }
 
 /// What the source, the scorer task and the rebalance handler share.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct PartitionState {
     inner: Mutex<Partitions>,
     /// The latest assignment's generation; read without the lock by the source for
@@ -89,6 +89,17 @@ pub struct PartitionState {
     generation: AtomicU64,
     /// Moves when a revoke waits for the lake (which then flushes at once).
     lake_flushes: AtomicU64,
+    /// Whether the group took the assignment away without a revoke (the consumer's
+    /// `assignment_lost`): nothing more may be written for it.
+    lost: std::sync::OnceLock<Box<dyn Fn() -> bool + Send + Sync>>,
+}
+
+impl std::fmt::Debug for PartitionState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PartitionState")
+            .field("generation", &self.generation)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Assignment generations, process-wide: a consumer that replaces another starts above
@@ -108,6 +119,17 @@ impl PartitionState {
         let g = GENERATIONS.fetch_add(1, Ordering::AcqRel) + 1;
         self.generation.store(g, Ordering::Release);
         s.assigned.extend(keys.into_iter().map(|k| (k, g)));
+    }
+
+    /// How to tell that the group took the assignment away (set once per consumer).
+    pub fn set_lost_check(&self, lost: impl Fn() -> bool + Send + Sync + 'static) {
+        if self.lost.set(Box::new(lost)).is_err() {
+            tracing::debug!("assignment-lost check already set");
+        }
+    }
+
+    fn assignment_lost(&self) -> bool {
+        self.lost.get().is_some_and(|f| f())
     }
 
     /// Ask the lake to write what it holds now (a revoke waits for it).
@@ -132,6 +154,9 @@ impl crate::sinks::lake::Ownership for PartitionState {
         let Some(key) = partition_of(stream) else {
             return false;
         };
+        if self.assignment_lost() {
+            return false;
+        }
         let mut s = lock_state(self);
         if !s.assigned.contains_key(&key) {
             return false;

@@ -219,6 +219,7 @@ impl LakeWriter {
             let state = self.streams.entry(p.stream.clone()).or_insert(StreamState {
                 high: i64::MIN,
                 written: -1,
+                epoch: 0,
                 recovered: None,
             });
             if p.offset <= state.high {
@@ -407,10 +408,20 @@ impl LakeWriter {
                 o.end_write(stream);
             }
             match result {
-                Ok(name) => {
+                Ok(Some(name)) => {
                     self.batches.remove(&key);
                     self.rows -= rows;
                     written.push(name);
+                }
+                Ok(None) => {
+                    // Another writer took the stream over while this one was away (a
+                    // zombie): it has these rows; this one writes nothing more of it.
+                    self.drop_buffer(&key, "another writer has taken the stream over");
+                    // Fenced until the stream is recovered again (a new assignment).
+                    if let Some(st) = stream.as_ref().and_then(|s| self.streams.get_mut(s)) {
+                        st.epoch = 0;
+                    }
+                    tracing::warn!(stream = ?stream, "lake: stream taken over by another writer; its buffered rows are left to it");
                 }
                 Err(e) => {
                     failed = Some(e);
@@ -438,7 +449,7 @@ impl LakeWriter {
         part: &str,
         stream: Option<&str>,
         rows: usize,
-    ) -> Result<String, StorageError> {
+    ) -> Result<Option<String>, StorageError> {
         let buffer = &self.batches[&(part.to_owned(), stream.map(Arc::from))];
         let range = match (stream, buffer.offsets.first(), buffer.offsets.last()) {
             (Some(s), Some(&first), Some(&last)) => Some((s, first, last)),
@@ -459,14 +470,17 @@ impl LakeWriter {
             }
         })?;
         if let Some((s, _, last)) = range {
-            let written = match self.streams.get(s) {
-                Some(st) if st.recovered.is_some() => st.written,
-                _ => positions::recover_high(self.store.as_ref(), s).await?,
+            let (written, epoch) = match self.streams.get(s) {
+                Some(st) if st.recovered.is_some() => (st.written, st.epoch),
+                _ => positions::claim(self.store.as_ref(), s, false).await?,
             };
-            retry(self.policy, "lake offset marker", || {
-                positions::mark_writing(self.store.as_ref(), s, written, &key, last)
+            let ours = retry(self.policy, "lake offset marker", || {
+                positions::mark_writing(self.store.as_ref(), s, epoch, written, &key, last)
             })
             .await?;
+            if !ours {
+                return Ok(None);
+            }
         }
         retry(self.policy, "lake write", || {
             self.store.put(&key, data.clone())
@@ -484,7 +498,7 @@ impl LakeWriter {
         metrics::counter!(names::LAKE_FILES_WRITTEN).increment(1);
         metrics::counter!(names::LAKE_ROWS_WRITTEN).increment(rows as u64);
         tracing::info!(key = %key, rows, "lake file written");
-        Ok(key)
+        Ok(Some(key))
     }
 
     /// Drop one buffer (counted, logged).
@@ -537,7 +551,7 @@ impl LakeWriter {
             if state.is_some_and(|s| s.recovered == Some(generation)) {
                 continue;
             }
-            let written = positions::recover_high(self.store.as_ref(), &p.stream).await?;
+            let (written, epoch) = positions::claim(self.store.as_ref(), &p.stream, true).await?;
             self.trim_stream(&p.stream, written);
             let buffered = self.buffered_high(&p.stream);
             tracing::debug!(stream = %p.stream, written, "lake: stream position recovered");
@@ -546,6 +560,7 @@ impl LakeWriter {
                 StreamState {
                     high: written.max(buffered),
                     written,
+                    epoch,
                     recovered: Some(generation),
                 },
             );

@@ -131,17 +131,24 @@ pub(super) struct StreamState {
     pub high: i64,
     /// The highest offset in its files (`-1`: none), as the marker records it.
     pub written: i64,
+    /// This writer's epoch for the stream ([`claim`]).
+    pub epoch: u64,
     /// The assignment generation it was recovered in (0 without an ownership).
     pub recovered: Option<u64>,
 }
 
-/// A stream's marker: the highest offset in its files, and the file being written.
-#[derive(Debug, Serialize, Deserialize)]
+/// A stream's marker: the highest offset in its files, the file being written, and the
+/// epoch of the writer that holds the stream.
+#[derive(Debug, Default, Serialize, Deserialize)]
 struct Marker {
     /// The highest offset written before `writing`.
     last: i64,
     /// The key of the file whose write started last, and its last offset.
     writing: Option<(String, i64)>,
+    /// Raised by every writer that takes the stream over ([`claim`]): a writer whose
+    /// epoch is lower has lost it (a zombie) and writes nothing more.
+    #[serde(default)]
+    epoch: u64,
 }
 
 /// The marker's key.
@@ -149,59 +156,99 @@ fn marker_key(stream: &str) -> String {
     format!("_offsets/{stream}.json")
 }
 
-/// Before a stream's file `key` (ending at `last`) is written: record the intent, on top
-/// of `written`, the highest offset already in files. Recovery then needs one read and
-/// one listing whatever the lake's age.
-pub(super) async fn mark_writing(
-    store: &dyn BlobStore,
-    stream: &str,
-    written: i64,
-    key: &str,
-    last: i64,
-) -> Result<(), StorageError> {
-    let marker = Marker {
-        last: written,
-        writing: Some((key.to_owned(), last)),
-    };
-    let body = serde_json::to_vec(&marker).unwrap_or_default();
+async fn read_marker(store: &dyn BlobStore, stream: &str) -> Result<Option<Marker>, StorageError> {
+    match store.get(&marker_key(stream)).await {
+        Ok(blob) => serde_json::from_slice(&blob.data)
+            .map(Some)
+            .map_err(|e| StorageError::Other {
+                store: store.describe(),
+                message: format!("{}: not a lake offset marker: {e}", marker_key(stream)),
+                retryable: false,
+            }),
+        Err(StorageError::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+async fn write_marker(store: &dyn BlobStore, stream: &str, m: &Marker) -> Result<(), StorageError> {
+    let body = serde_json::to_vec(m).unwrap_or_default();
     store.put(&marker_key(stream), body.into()).await
 }
 
-/// The highest offset of `stream` in the lake's files (`-1` when none): the marker's,
-/// or the last offset of the file it says was being written, if that file exists (the
-/// write finished; the process may have died before committing). If it does not, the
-/// write's temporary file, if any, is deleted.
-pub(super) async fn recover_high(store: &dyn BlobStore, stream: &str) -> Result<i64, StorageError> {
-    let marker: Marker = match store.get(&marker_key(stream)).await {
-        Ok(blob) => match serde_json::from_slice(&blob.data) {
-            Ok(m) => m,
-            Err(e) => {
-                return Err(StorageError::Other {
-                    store: store.describe(),
-                    message: format!("{}: not a lake offset marker: {e}", marker_key(stream)),
-                    retryable: false,
-                });
-            }
-        },
-        Err(StorageError::NotFound { .. }) => return Ok(-1),
-        Err(e) => return Err(e),
-    };
-    let Some((key, last)) = marker.writing else {
-        return Ok(marker.last);
-    };
-    if store.list(&key).await?.iter().any(|o| o.key == key) {
-        return Ok(last.max(marker.last));
+/// Before a stream's file `key` (ending at `last`) is written: check that this writer
+/// (at `epoch`) still holds the stream, and record the intent on top of `written`, the
+/// highest offset already in files. `false`: another writer has taken the stream over
+/// (this one is a zombie) and nothing was recorded.
+pub(super) async fn mark_writing(
+    store: &dyn BlobStore,
+    stream: &str,
+    epoch: u64,
+    written: i64,
+    key: &str,
+    last: i64,
+) -> Result<bool, StorageError> {
+    if read_marker(store, stream)
+        .await?
+        .is_some_and(|m| m.epoch > epoch)
+    {
+        return Ok(false);
     }
-    // The write was interrupted: its temporary file (local disk, HDFS) is deleted. The
-    // caller holds the stream, so no one else is writing it.
-    let (dir, name) = key.rsplit_once('/').unwrap_or(("", key.as_str()));
-    for t in store.temporaries(&format!("{dir}/")).await? {
-        if t.object == name {
-            store.delete_temporary(&t).await?;
-            tracing::info!(path = %t.path, "lake: temporary file of an interrupted write deleted");
+    let marker = Marker {
+        last: written,
+        writing: Some((key.to_owned(), last)),
+        epoch,
+    };
+    write_marker(store, stream, &marker).await?;
+    Ok(true)
+}
+
+/// Take `stream` over: the highest offset in its files (`-1` when none), and this
+/// writer's epoch, one above the marker's (recorded, so an earlier holder that wakes up
+/// writes nothing more). The highest offset is the marker's, or the last offset of the
+/// file it says was being written, if that file exists (the write finished; the process
+/// may have died before committing). If it does not, the write's temporary file, if any,
+/// is deleted. Without `take_over` (a writer that does not hold the stream: a
+/// best-effort lake's revoked rows), the epoch is the marker's and nothing is recorded.
+pub(super) async fn claim(
+    store: &dyn BlobStore,
+    stream: &str,
+    take_over: bool,
+) -> Result<(i64, u64), StorageError> {
+    let marker = read_marker(store, stream).await?.unwrap_or(Marker {
+        last: -1,
+        ..Marker::default()
+    });
+    let mut high = marker.last;
+    if let Some((key, last)) = &marker.writing {
+        if store.list(key).await?.iter().any(|o| &o.key == key) {
+            high = high.max(*last);
+        } else {
+            // The write was interrupted: its temporary file (local disk, HDFS) is
+            // deleted. The caller holds the stream, so no one else is writing it.
+            let (dir, name) = key.rsplit_once('/').unwrap_or(("", key.as_str()));
+            for t in store.temporaries(&format!("{dir}/")).await? {
+                if t.object == name {
+                    store.delete_temporary(&t).await?;
+                    tracing::info!(path = %t.path, "lake: temporary file of an interrupted write deleted");
+                }
+            }
         }
     }
-    Ok(marker.last)
+    if !take_over {
+        return Ok((high, marker.epoch));
+    }
+    let epoch = marker.epoch + 1;
+    write_marker(
+        store,
+        stream,
+        &Marker {
+            last: high,
+            writing: None,
+            epoch,
+        },
+    )
+    .await?;
+    Ok((high, epoch))
 }
 
 #[cfg(test)]

@@ -192,6 +192,8 @@ impl KafkaSource {
                 Ok(c) => Arc::new(c),
                 Err(e) => return (Err(e.into()), stages),
             };
+        let weak = Arc::downgrade(&consumer);
+        shared.set_lost_check(move || weak.upgrade().is_some_and(|c| c.assignment_lost()));
         let committer = match &self.outbox {
             Some(o) => {
                 o.set_member(Some(consumer.clone() as Arc<dyn outbox::GroupMember>));

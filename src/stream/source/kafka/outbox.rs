@@ -41,6 +41,9 @@ const COMMIT_INTERVAL: Duration = Duration::from_millis(100);
 /// Bound on each transactional call.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// `transaction.timeout.ms`: the coordinator aborts a transaction older than this.
+const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// One output message and the input offset it comes from.
 #[derive(Debug)]
 pub struct OutboxMessage {
@@ -63,11 +66,19 @@ pub trait GroupMember: Send + Sync {
     /// Offsets a transaction committed: the consumer keeps them as its stored offsets,
     /// so its statistics report the lag behind them.
     fn committed(&self, offsets: &[SourceOffset]);
+    /// Whether the group took this member's assignment away without a revoke (its
+    /// session timed out, or it did not poll in time): its offsets and outputs now belong
+    /// to another member, so it must commit nothing.
+    fn lost(&self) -> bool;
 }
 
 impl GroupMember for rdkafka::consumer::StreamConsumer<super::rebalance::DetectorContext> {
     fn group_metadata(&self) -> Option<ConsumerGroupMetadata> {
         rdkafka::consumer::Consumer::group_metadata(self)
+    }
+
+    fn lost(&self) -> bool {
+        rdkafka::consumer::Consumer::assignment_lost(self)
     }
 
     fn committed(&self, offsets: &[SourceOffset]) {
@@ -95,6 +106,14 @@ struct State {
     member: Option<Arc<dyn GroupMember>>,
     fatal: Option<String>,
     stop: bool,
+    /// A transaction is under way (its messages are out of `staged`).
+    in_txn: bool,
+    /// Partitions were revoked while it was under way: it must abort instead of
+    /// committing (their new owner reads from the last commit), and its messages are
+    /// dropped rather than staged again.
+    doomed: bool,
+    /// The partitions forgotten while it was under way.
+    forgotten: Vec<PartitionKey>,
 }
 
 /// The outbox and its transactional producer's thread.
@@ -125,7 +144,10 @@ impl Outbox {
         let producer: ThreadedProducer<DefaultProducerContext> = settings
             .producer_config()
             .set("transactional.id", transactional_id)
-            .set("transaction.timeout.ms", "60000")
+            .set(
+                "transaction.timeout.ms",
+                TRANSACTION_TIMEOUT.as_millis().to_string(),
+            )
             .create()?;
         let outbox = Arc::new(Self {
             state: Mutex::new(State::default()),
@@ -211,9 +233,15 @@ impl Outbox {
     }
 
     /// Forget revoked partitions: their staged messages (their new owner reads their
-    /// inputs again) and offsets not committed.
+    /// inputs again) and offsets not committed. A transaction under way is doomed: it
+    /// aborts instead of committing (it must not commit after the new owner has read the
+    /// committed offsets), and its messages are not staged again.
     pub fn forget(&self, keys: &[PartitionKey]) {
         let mut s = self.lock();
+        if s.in_txn {
+            s.doomed = true;
+            s.forgotten.extend_from_slice(keys);
+        }
         s.staged.retain(|m| !keys.contains(&m.origin.0));
         s.pending.retain(|k, _| !keys.contains(k));
         drop(s);
@@ -279,6 +307,8 @@ impl Outbox {
                 let (messages, kept): (Vec<OutboxMessage>, Vec<OutboxMessage>) =
                     std::mem::take(&mut s.staged).into_iter().partition(covered);
                 s.staged = kept;
+                s.in_txn = true;
+                s.doomed = false;
                 (offsets, messages, s.asked, s.member.clone())
             };
             last = Instant::now();
@@ -292,6 +322,8 @@ impl Outbox {
                     let mut s = self.lock();
                     s.pending.retain(|k, o| offsets.get(k) != Some(o));
                     s.done = s.done.max(ticket);
+                    s.in_txn = false;
+                    s.forgotten.clear();
                     metrics::gauge!(names::OUTBOX_STAGED).set(s.staged.len() as f64);
                     drop(s);
                     metrics::counter!(names::KAFKA_TRANSACTIONS, "result" => "committed")
@@ -303,12 +335,6 @@ impl Outbox {
                 Err(e) => {
                     metrics::counter!(names::KAFKA_TRANSACTIONS, "result" => "aborted")
                         .increment(1);
-                    // Put the messages back, ahead of what was staged since.
-                    {
-                        let mut s = self.lock();
-                        let newer = std::mem::replace(&mut s.staged, messages);
-                        s.staged.extend(newer);
-                    }
                     if self.give_up_if_fatal(&e) {
                         return;
                     }
@@ -317,6 +343,27 @@ impl Outbox {
                     {
                         return;
                     }
+                    // Put the messages back, ahead of what was staged since; when the
+                    // assignment was lost, its offsets and messages are another member's.
+                    {
+                        let mut s = self.lock();
+                        if member.as_ref().is_some_and(|m| m.lost()) {
+                            // Every partition is another member's now.
+                            s.pending.clear();
+                            s.staged.clear();
+                        } else {
+                            let forgotten = std::mem::take(&mut s.forgotten);
+                            let mut kept: Vec<OutboxMessage> = messages
+                                .into_iter()
+                                .filter(|m| !forgotten.contains(&m.origin.0))
+                                .collect();
+                            kept.append(&mut s.staged);
+                            s.staged = kept;
+                        }
+                        s.in_txn = false;
+                        s.forgotten.clear();
+                    }
+                    self.changed.notify_all();
                     tracing::warn!(error = %e, retry_in = ?backoff, "kafka transaction aborted; retrying");
                     std::thread::sleep(backoff);
                     backoff = (backoff * 2).min(Duration::from_secs(10));
@@ -365,6 +412,13 @@ impl Outbox {
         let list: Vec<SourceOffset> = offsets.iter().map(|(k, o)| (k.clone(), *o)).collect();
         producer.send_offsets_to_transaction(&partition_list(&list), &metadata, CALL_TIMEOUT)?;
         crate::failpoint::hit("kafka_transaction_produced");
+        // The group may have taken the partitions away meanwhile (a poll came too late, a
+        // session timed out) without this member hearing of it yet: commit nothing then.
+        if member.is_some_and(GroupMember::lost) || self.lock().doomed {
+            return Err(KafkaError::ClientCreation(
+                "the group took partitions of this transaction away; it is aborted".into(),
+            ));
+        }
         producer.commit_transaction(CALL_TIMEOUT)
     }
 

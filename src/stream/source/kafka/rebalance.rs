@@ -14,6 +14,11 @@ use rdkafka::{Offset, TopicPartitionList};
 use crate::metric_names as names;
 use crate::stream::acker::{PartitionKey, SharedPartitions, SourceOffset, lock};
 
+/// How long a revoke waits for the transaction that commits its partitions' offsets: the
+/// callback holds up the consumer's polls, and a consumer that does not poll within
+/// `max.poll.interval.ms` is put out of the group.
+const REVOKE_COMMIT_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// The consumer's context.
 pub struct DetectorContext {
     /// State shared with the source and the acker.
@@ -156,8 +161,10 @@ impl DetectorContext {
         };
         metrics::counter!(names::PARTITIONS_REVOKED).increment(keys.len() as u64);
         if let Some(outbox) = &self.outbox {
-            let committed = last.is_empty()
-                || outbox.commit_now(&last, self.revoke_timeout.max(Duration::from_secs(10)));
+            // An assignment the group took away is another member's to commit.
+            let lost = consumer.assignment_lost();
+            let committed =
+                last.is_empty() || (!lost && outbox.commit_now(&last, REVOKE_COMMIT_TIMEOUT));
             outbox.forget(keys);
             if committed {
                 tracing::info!(partitions = ?keys, "partitions revoked; durable offsets committed with their outputs");
