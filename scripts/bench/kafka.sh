@@ -9,7 +9,9 @@
 #     1. embedded: `fraudstream run` over the full Kaggle file (SQLite verdicts, the
 #        Parquet lake, the alerts file);
 #     2. Kafka: N messages preloaded on one partition of noida-db, consumed by
-#        `fraudstream run` (SQLite verdicts, the lake, an alerts topic), and, on the same
+#        `fraudstream run` (SQLite verdicts, the lake, an alerts topic) with exactly-once
+#        outputs (the default) and again with delivery.kafka_outputs = "at_least_once"
+#        (the ratio of their CPU per transaction is printed), and, on the same
 #        topic in the same run, by the Python consumer of scripts/peer_consumer.py
 #        (confluent-kafka, batches of 512, scikit-learn predict_proba, SQLite, pyarrow,
 #        alerts topic, synchronous commits).
@@ -28,8 +30,7 @@
 # --e2e: end to end, loadgen → Kafka (noida-db) → `fraudstream run` → sinks. Prints:
 #     1. sustained throughput with loadgen producing flat out, with the sinks enabled in
 #        turn (local verdict store and alerts topic; + Parquet lake), and the detector's
-#        peak RSS and CPU (the alerts topic is always on: a detector on Kafka cannot turn
-#        kafka.alerts_topic off);
+#        peak RSS and CPU (the alerts topic stays on);
 #     2. produce-to-durable latency p50 / p99 / p999 at a fixed offered rate, the mean
 #        time per batch in each stage, and the CPU the idle detector and broker use
 #        afterwards;
@@ -121,8 +122,8 @@ detector_config() {
   local topic=$2 verdicts=$3 lake=$4
   {
     printf '[source]\nkind = "kafka"\n\n[alerts]\nstdout = false\n\n'
-    printf '[kafka]\nbrokers = "%s"\ntopics = ["%s"]\ngroup_id = "fraudstream-%s"\n' \
-      "$brokers" "$topic" "$topic"
+    printf '[kafka]\nbrokers = "%s"\ntopics = ["%s"]\ngroup_id = "%s"\n' \
+      "$brokers" "$topic" "${group_id:-fraudstream-$topic}"
     printf 'dlq_topic = "%s.dlq"\nalerts_topic = "%s.alerts"\n' "$topic" "$topic"
     printf '\n[verdicts]\nbackend = "%s"\nlocal_path = "%s/%s.db"\n' "$verdicts" "$run" "$topic"
     if [[ $verdicts == dynamodb ]]; then
@@ -200,6 +201,33 @@ n = r["messages"]
 print("%.0f %.1f %.1f" % (n / r["seconds"], r["cpu_seconds"] * 1e6 / n, r["watched_cpu_seconds"] * 1e6 / n))'
 }
 
+# hotpath_detector NAME OUTPUTS: `fraudstream run` over the preloaded $topic in a group of
+# its own with delivery.kafka_outputs = OUTPUTS; prints its figures and writes
+# "RATE CPU_US" to $run/NAME.figures. CPU from readiness (the model loaded; the consumer
+# about to fetch, so librdkafka's prefetch is counted); throughput from the first verdict
+# to the last. The broker runs on the same cores: its CPU per message served is printed
+# beside each consumer's, since it bounds how fast any consumer can read here.
+hotpath_detector() {
+  local name=$1 c0 c1 b0 b1 t0 t1 rate cpu
+  group_id=$name-$topic detector_config "$run/$name.toml" "$topic" local 1 \
+    "$(printf '\n[delivery]\nkafka_outputs = "%s"\n' "$2")"
+  start_detector "$run/$name.toml" "$name"
+  c0=$(bench_cpu_ticks "$detector_pid")
+  bench_threads "$detector_pid" > "$run/threads0"
+  wait_scored 1 "$name" 0.01
+  t0=$(date +%s.%N) b0=$(bench_cpu_ticks "$broker_pid")
+  wait_scored "$messages" "$name"
+  t1=$(date +%s.%N) c1=$(bench_cpu_ticks "$detector_pid") b1=$(bench_cpu_ticks "$broker_pid")
+  bench_threads "$detector_pid" > "$run/threads1"
+  stop_detector
+  rate=$(awk -v a="$t0" -v b="$t1" -v n="$messages" 'BEGIN { printf "%.0f", n / (b - a) }')
+  cpu=$(bench_ticks_per_tx $((c1 - c0)) "$messages")
+  echo "fraudstream kafka ($2): $rate tx/s, $cpu us CPU/tx (the broker meanwhile: $(bench_ticks_per_tx $((b1 - b0)) "$messages") us CPU/tx)"
+  bench_thread_groups "$run/threads0" "$run/threads1" "$messages"
+  bench_stages "$run/$name.summary" "$messages"
+  echo "$rate $cpu" > "$run/$name.figures"
+}
+
 hotpath() {
   local key c0 c1 b0 b1 t0 t1 fs_rate fs_cpu py_rate py_cpu py_broker dr_rate dr_cpu dr_broker
   key=$(bench_data_key)
@@ -228,25 +256,14 @@ hotpath() {
     cat "$run/loadgen.err" >&2
     exit 1
   }
-  detector_config "$run/hotpath.toml" "$topic" local 1
-  start_detector "$run/hotpath.toml" hotpath
-  # CPU from readiness (the model loaded; the consumer about to fetch, so librdkafka's
-  # prefetch is counted); throughput from the first verdict to the last. The broker runs
-  # on the same cores: its CPU per message served is printed beside each consumer's,
-  # since it bounds how fast any consumer can read here.
-  c0=$(bench_cpu_ticks "$detector_pid")
-  bench_threads "$detector_pid" > "$run/threads0"
-  wait_scored 1 hotpath 0.01
-  t0=$(date +%s.%N) b0=$(bench_cpu_ticks "$broker_pid")
-  wait_scored "$messages" hotpath
-  t1=$(date +%s.%N) c1=$(bench_cpu_ticks "$detector_pid") b1=$(bench_cpu_ticks "$broker_pid")
-  bench_threads "$detector_pid" > "$run/threads1"
-  stop_detector
-  fs_rate=$(awk -v a="$t0" -v b="$t1" -v n="$messages" 'BEGIN { printf "%.0f", n / (b - a) }')
-  fs_cpu=$(bench_ticks_per_tx $((c1 - c0)) "$messages")
-  echo "fraudstream kafka: $fs_rate tx/s, $fs_cpu us CPU/tx (the broker meanwhile: $(bench_ticks_per_tx $((b1 - b0)) "$messages") us CPU/tx)"
-  bench_thread_groups "$run/threads0" "$run/threads1" "$messages"
-  bench_stages "$run/hotpath.summary" "$messages"
+  # Exactly-once outputs (the default), then at-least-once, each in a group of its own.
+  local alo_rate alo_cpu
+  hotpath_detector hotpath exactly_once
+  read -r fs_rate fs_cpu < "$run/hotpath.figures"
+  hotpath_detector hotpath-alo at_least_once
+  read -r alo_rate alo_cpu < "$run/hotpath-alo.figures"
+  awk -v a="$fs_cpu" -v b="$alo_cpu" -v c="$fs_rate" -v d="$alo_rate" \
+    'BEGIN { printf "exactly once / at least once: %.2fx the CPU per transaction, %.2fx the throughput\n", a / b, c / d }'
 
   read -r py_rate py_cpu py_broker < <(peer run --group "python-$topic" \
     --alerts-topic "$topic.alerts" --model "$work/peer-$key.joblib" --out "$run/python")
