@@ -414,3 +414,83 @@ async fn hdfs_temporaries_are_cleaned() {
     )
     .await;
 }
+
+/// `lake compact` on a lake with every row written twice (an old writer's redeliveries,
+/// scored again later, some in the next hour): a dry run reports the duplicates and
+/// changes nothing; the compaction leaves one row per id, the newest, and a rerun finds
+/// nothing to do.
+#[tokio::test]
+async fn compact_leaves_one_row_per_transaction_the_newest() {
+    use fraudstream::pipeline::lake_compact::compact;
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn BlobStore> = Arc::new(LocalStore::new(dir.path()).unwrap());
+    let n = 1200;
+    let mut w = LakeWriter::new(store.clone(), settings(LakeCompression::Zstd));
+    for i in 0..n {
+        w.push(record(i));
+    }
+    w.flush().await.unwrap();
+    // The same transactions again, scored 40 minutes later, with another score.
+    for i in 0..n {
+        let mut r = record(i);
+        r.scored_at_ms += 2_400_000;
+        r.score = 0.123;
+        w.push(r);
+    }
+    w.flush().await.unwrap();
+    let keys = || async {
+        let keys: Vec<String> = store
+            .list("")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|o| o.key)
+            .filter(|k| k.ends_with(".parquet"))
+            .collect();
+        keys
+    };
+    let before = keys().await;
+    let dry = compact(&store, &before, LakeCompression::Zstd, true)
+        .await
+        .unwrap();
+    assert_eq!((dry.rows_in, dry.rows_out, dry.distinct_ids), (2 * n, n, n));
+    assert!(!dry.rewritten.is_empty());
+    assert_eq!(keys().await, before, "a dry run writes nothing");
+
+    let done = compact(&store, &before, LakeCompression::Zstd, false)
+        .await
+        .unwrap();
+    assert_eq!(done.rows_out, n);
+    let after = keys().await;
+    let mut ids = Vec::new();
+    for k in &after {
+        let data = store.get(k).await.unwrap().data;
+        for b in ParquetRecordBatchReaderBuilder::try_new(data)
+            .unwrap()
+            .build()
+            .unwrap()
+        {
+            let b = b.unwrap();
+            let id = b.column_by_name("id").unwrap();
+            let id = id
+                .as_any()
+                .downcast_ref::<arrow::array::StringArray>()
+                .unwrap();
+            let score = b.column_by_name("score").unwrap();
+            let score = score
+                .as_any()
+                .downcast_ref::<arrow::array::Float32Array>()
+                .unwrap();
+            for i in 0..b.num_rows() {
+                assert_eq!(score.value(i), 0.123, "the newest copy is kept");
+                ids.push(id.value(i).to_owned());
+            }
+        }
+    }
+    let distinct: std::collections::HashSet<&String> = ids.iter().collect();
+    assert_eq!((ids.len(), distinct.len()), (n, n));
+    let again = compact(&store, &after, LakeCompression::Zstd, false)
+        .await
+        .unwrap();
+    assert!(again.rewritten.is_empty(), "nothing left to do");
+}

@@ -4,6 +4,7 @@ mod backtest;
 mod compare;
 mod evaluate;
 mod inspect;
+mod lake;
 mod preprocess;
 mod print;
 mod registry;
@@ -83,6 +84,9 @@ pub enum Command {
     /// Value lists the rules look values up in (`card_id in @blocked_cards`).
     #[command(subcommand)]
     List(rules::ListCommand),
+    /// The lake: compact it to one row per transaction id.
+    #[command(subcommand)]
+    Lake(lake::LakeCommand),
 }
 
 /// `verdict` subcommands.
@@ -215,6 +219,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             rules::RulesCommand::Show(a) => rules::show(&a),
             rules::RulesCommand::Backtest(a) => rules::backtest(&a),
         },
+        Command::Lake(lake::LakeCommand::Compact(a)) => lake::compact_lake(&a),
         Command::List(c) => match c {
             rules::ListCommand::Add(a) => rules::list_add(&a),
             rules::ListCommand::Remove(a) => rules::list_remove(&a),

@@ -4,7 +4,9 @@
 //! - [`retrain`]: periodic retraining with a quality gate.
 //! - [`output`]: writing verdicts as CSV, JSON lines or Parquet.
 //! - [`rules_backtest`]: a draft rule set replayed on the lake beside the active one.
+//! - [`lake_compact`]: one row per transaction id in a lake written twice.
 
+pub mod lake_compact;
 pub mod output;
 pub mod remote;
 pub mod retrain;

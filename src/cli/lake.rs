@@ -1,0 +1,85 @@
+//! `fraudstream lake compact`: one row per transaction id in a lake written before it was
+//! exactly once ([`crate::pipeline::lake_compact`]).
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+
+use crate::config::Config;
+use crate::pipeline::lake_compact::compact;
+
+/// `lake` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum LakeCommand {
+    /// Rewrite the lake with one row per transaction id (the newest), directory by
+    /// directory; `--dry-run` prints what it would drop. Run it while no detector writes
+    /// the lake.
+    Compact(CompactArgs),
+}
+
+/// `lake compact` arguments.
+#[derive(Debug, Args)]
+pub struct CompactArgs {
+    /// The lake: a directory or prefix (local, `s3://`, `hdfs://`). Default:
+    /// `lake.location` of `--config`.
+    #[arg(long)]
+    history: Option<String>,
+    /// Configuration file (`lake.location`, `lake.writer.compression`, S3 access).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Print what would be dropped; write nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `lake compact`.
+pub fn compact_lake(args: &CompactArgs) -> anyhow::Result<()> {
+    let cfg = match &args.config {
+        Some(p) => Config::load(p)?,
+        None => Config::default(),
+    };
+    let mut location = args
+        .history
+        .clone()
+        .unwrap_or_else(|| cfg.lake.location.clone());
+    if !location.ends_with('/') {
+        location.push('/');
+    }
+    let s3 = cfg.s3.settings("", "");
+    let report = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(async {
+            let (store, keys) =
+                crate::pipeline::remote::objects(&location, &s3, |k| k.ends_with(".parquet"))
+                    .await?;
+            anyhow::Ok(compact(&store, &keys, cfg.lake.writer.compression, args.dry_run).await?)
+        })?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+        return Ok(());
+    }
+    for d in &report.rewritten {
+        println!(
+            "{}: {} files, {} rows, {} to drop",
+            d.directory, d.files, d.rows, d.dropped
+        );
+    }
+    let verb = if report.dry_run { "would keep" } else { "kept" };
+    println!(
+        "{location}: {} rows in, {verb} {} (one per transaction id: {} distinct); {} directories {}",
+        report.rows_in,
+        report.rows_out,
+        report.distinct_ids,
+        report.rewritten.len(),
+        if report.dry_run {
+            "to rewrite (dry run: nothing written)"
+        } else {
+            "rewritten"
+        },
+    );
+    Ok(())
+}
