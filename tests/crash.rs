@@ -41,15 +41,7 @@ async fn kill_9_mid_stream_then_restart_gives_exactly_one_verdict_each() {
         first.log_text()
     );
     // Let the last commits land, then stop it the normal way.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while d.offsets().iter().any(|(at, high)| at != high) && std::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    second.signal("TERM");
-    let status = second
-        .wait(Duration::from_secs(40))
-        .expect("stops within its deadline");
-    assert!(status.success(), "exit {status}:\n{}", second.log_text());
+    stop_when_committed(&d, &mut second).await;
 
     let ids = d.verdict_ids().await;
     assert_eq!(ids.len(), n, "exactly one verdict item per transaction");
@@ -108,13 +100,7 @@ async fn a_crash_between_the_lake_file_and_the_commit_writes_no_row_twice() {
         "restarted detector did not finish:\n{}",
         second.log_text()
     );
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while d.offsets().iter().any(|(at, high)| at != high) && std::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    second.signal("TERM");
-    let status = second.wait(Duration::from_secs(40)).expect("stops");
-    assert!(status.success(), "exit {status}:\n{}", second.log_text());
+    stop_when_committed(&d, &mut second).await;
     assert_eq!(d.verdict_ids().await.len(), n, "one verdict item each");
     let lake = d.lake_ids();
     let (distinct, all) = covers(&lake, n);
@@ -226,13 +212,7 @@ async fn a_crash_before_the_transaction_commits_repeats_no_alert_or_dead_letter(
         "restarted detector did not finish:\n{}",
         second.log_text()
     );
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while d.offsets().iter().any(|(at, high)| at != high) && std::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    second.signal("TERM");
-    let status = second.wait(Duration::from_secs(40)).expect("stops");
-    assert!(status.success(), "exit {status}:\n{}", second.log_text());
+    stop_when_committed(&d, &mut second).await;
 
     let dead = read_topic(&d.brokers, &format!("{}.dlq", d.topic), 20);
     assert_eq!(dead.len(), 20, "each dead letter once");
@@ -294,13 +274,7 @@ async fn a_zombie_that_wakes_up_after_its_replacement_writes_nothing() {
         "the replacement did not finish:\n{}",
         new.log_text()
     );
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while d.offsets().iter().any(|(at, high)| at != high) && std::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    new.signal("TERM");
-    let status = new.wait(Duration::from_secs(40)).expect("stops");
-    assert!(status.success(), "exit {status}:\n{}", new.log_text());
+    stop_when_committed(&d, &mut new).await;
 
     assert_eq!(d.verdict_ids().await.len(), n, "one verdict item each");
     let lake = d.lake_ids();
@@ -312,4 +286,18 @@ async fn a_zombie_that_wakes_up_after_its_replacement_writes_nothing() {
         alerts.iter().map(|m| m.key().unwrap().to_vec()).collect();
     assert_eq!(keys.len(), alerts.len(), "no alert twice");
     assert_eq!(alerts.len(), frauds.len(), "one alert per fraud verdict");
+}
+
+/// Once every committed offset reaches its partition's end (or after 30 s), stop `det`
+/// with SIGTERM; it must exit with status 0.
+async fn stop_when_committed(d: &Deployment, det: &mut common::detector::Detector) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while d.offsets().iter().any(|(at, high)| at != high) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    det.signal("TERM");
+    let status = det
+        .wait(Duration::from_secs(40))
+        .expect("stops within its deadline");
+    assert!(status.success(), "exit {status}:\n{}", det.log_text());
 }

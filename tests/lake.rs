@@ -159,19 +159,11 @@ async fn stream_files(store: &Arc<dyn BlobStore>, stream: &str) -> (Vec<(i64, i6
         }
         ranges.push((first, last));
         let data = store.get(&f.key).await.unwrap().data;
-        let reader = ParquetRecordBatchReaderBuilder::try_new(data)
-            .unwrap()
-            .build()
-            .unwrap();
-        for b in reader {
-            let b = b.unwrap();
-            let col = b.column_by_name("id").unwrap();
-            let col = col
-                .as_any()
-                .downcast_ref::<arrow::array::StringArray>()
-                .unwrap();
-            ids.extend(col.iter().map(|v| v.unwrap().to_owned()));
-        }
+        ids.extend(
+            common::parquet_columns(data, &["id"])
+                .into_iter()
+                .map(|mut r| r.remove(0)),
+        );
     }
     (ranges, ids)
 }
@@ -465,26 +457,9 @@ async fn compact_leaves_one_row_per_transaction_the_newest() {
     let mut ids = Vec::new();
     for k in &after {
         let data = store.get(k).await.unwrap().data;
-        for b in ParquetRecordBatchReaderBuilder::try_new(data)
-            .unwrap()
-            .build()
-            .unwrap()
-        {
-            let b = b.unwrap();
-            let id = b.column_by_name("id").unwrap();
-            let id = id
-                .as_any()
-                .downcast_ref::<arrow::array::StringArray>()
-                .unwrap();
-            let score = b.column_by_name("score").unwrap();
-            let score = score
-                .as_any()
-                .downcast_ref::<arrow::array::Float32Array>()
-                .unwrap();
-            for i in 0..b.num_rows() {
-                assert_eq!(score.value(i), 0.123, "the newest copy is kept");
-                ids.push(id.value(i).to_owned());
-            }
+        for row in common::parquet_columns(data, &["id", "score"]) {
+            assert_eq!(row[1], "0.123", "the newest copy is kept");
+            ids.push(row[0].clone());
         }
     }
     let distinct: std::collections::HashSet<&String> = ids.iter().collect();

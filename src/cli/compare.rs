@@ -10,7 +10,6 @@ use clap::Args;
 use serde::Serialize;
 
 use super::print::table;
-use crate::config::Config;
 use crate::eval::{ApDifference, Metrics, ap_difference, evaluate};
 use crate::sinks::lake::{LakeScore, read_scores};
 
@@ -98,15 +97,7 @@ fn pair(serving: String, shadow: String, rows: &[LakeScore], resamples: usize) -
 /// Run `model compare`.
 pub fn run(args: &CompareArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.shadow, "say what to compare: --shadow");
-    let cfg = match &args.config {
-        Some(p) => Config::load(p)?,
-        None => Config::default(),
-    };
-    let mut location = args.lake.clone().unwrap_or(cfg.lake.location.clone());
-    if !location.ends_with('/') {
-        location.push('/');
-    }
-    let s3 = cfg.s3.settings("", "");
+    let (_, location, s3) = super::lake_location(args.config.as_deref(), args.lake.as_deref())?;
     let rows = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?

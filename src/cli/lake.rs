@@ -5,7 +5,6 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 
-use crate::config::Config;
 use crate::pipeline::lake_compact::compact;
 
 /// `lake` subcommands.
@@ -37,18 +36,8 @@ pub struct CompactArgs {
 
 /// `lake compact`.
 pub fn compact_lake(args: &CompactArgs) -> anyhow::Result<()> {
-    let cfg = match &args.config {
-        Some(p) => Config::load(p)?,
-        None => Config::default(),
-    };
-    let mut location = args
-        .history
-        .clone()
-        .unwrap_or_else(|| cfg.lake.location.clone());
-    if !location.ends_with('/') {
-        location.push('/');
-    }
-    let s3 = cfg.s3.settings("", "");
+    let (cfg, location, s3) =
+        super::lake_location(args.config.as_deref(), args.history.as_deref())?;
     let report = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?

@@ -230,6 +230,28 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// The configuration (`--config`, or the defaults), the lake's location (`location`, or
+/// `lake.location`; ending in `/`) and its S3 access.
+fn lake_location(
+    config: Option<&std::path::Path>,
+    location: Option<&str>,
+) -> anyhow::Result<(
+    crate::config::Config,
+    String,
+    crate::storage::url::S3Settings,
+)> {
+    let cfg = match config {
+        Some(p) => crate::config::Config::load(p)?,
+        None => crate::config::Config::default(),
+    };
+    let mut location = location.map_or_else(|| cfg.lake.location.clone(), str::to_owned);
+    if !location.ends_with('/') {
+        location.push('/');
+    }
+    let s3 = cfg.s3.settings("", "");
+    Ok((cfg, location, s3))
+}
+
 /// Read an input with a spinner, and report what was skipped. Returns the rows and the
 /// number of invalid rows skipped.
 fn read_input(args: &InputArgs) -> anyhow::Result<(crate::schema::Dataset, usize)> {

@@ -503,24 +503,10 @@ impl ModelStore {
         key: &str,
         etag: Option<&str>,
     ) -> Result<Option<Latest>, RegistryError> {
-        match self.blobs.get_if_changed(key, etag).await {
-            Ok(Some(blob)) => {
-                let version = std::str::from_utf8(&blob.data)
-                    .map(str::trim)
-                    .ok()
-                    .filter(|v| !v.is_empty() && !v.contains('/'))
-                    .ok_or_else(|| RegistryError::Corrupt {
-                        key: key.into(),
-                        message: "not a version name".into(),
-                    })?;
-                Ok(Some(Latest {
-                    version: version.to_owned(),
-                    etag: blob.etag,
-                }))
-            }
-            Ok(None) | Err(StorageError::NotFound { .. }) => Ok(None),
-            Err(e) => Err(e.into()),
-        }
+        read_pointer(self.blobs.as_ref(), key, etag, |key, message| {
+            RegistryError::Corrupt { key, message }
+        })
+        .await
     }
 
     /// Serve `version`: check that it loads and passes the model checks, then move
@@ -588,5 +574,30 @@ impl ModelStore {
             version: version.into(),
             etag,
         })
+    }
+}
+/// A pointer object (`LATEST`, `rules/ACTIVE`): the version it names and its entity tag;
+/// `None` when it is absent or its tag is still `etag`. One that holds no version name is
+/// `corrupt(key, message)`.
+pub(crate) async fn read_pointer<E: From<StorageError>>(
+    blobs: &dyn BlobStore,
+    key: &str,
+    etag: Option<&str>,
+    corrupt: impl FnOnce(String, String) -> E,
+) -> Result<Option<Latest>, E> {
+    match blobs.get_if_changed(key, etag).await {
+        Ok(Some(blob)) => {
+            let version = std::str::from_utf8(&blob.data)
+                .map(str::trim)
+                .ok()
+                .filter(|v| !v.is_empty() && !v.contains('/'))
+                .ok_or_else(|| corrupt(key.into(), "not a version name".into()))?;
+            Ok(Some(Latest {
+                version: version.to_owned(),
+                etag: blob.etag,
+            }))
+        }
+        Ok(None) | Err(StorageError::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e.into()),
     }
 }

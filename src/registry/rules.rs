@@ -411,24 +411,10 @@ impl RuleStore {
         &self,
         etag: Option<&str>,
     ) -> Result<Option<Latest>, RulesError> {
-        match self.blobs.get_if_changed(ACTIVE_KEY, etag).await {
-            Ok(Some(blob)) => {
-                let version = std::str::from_utf8(&blob.data)
-                    .map(str::trim)
-                    .ok()
-                    .filter(|v| !v.is_empty() && !v.contains('/'))
-                    .ok_or_else(|| RulesError::Corrupt {
-                        key: ACTIVE_KEY.into(),
-                        message: "not a version name".into(),
-                    })?;
-                Ok(Some(Latest {
-                    version: version.to_owned(),
-                    etag: blob.etag,
-                }))
-            }
-            Ok(None) | Err(StorageError::NotFound { .. }) => Ok(None),
-            Err(e) => Err(e.into()),
-        }
+        super::read_pointer(self.blobs.as_ref(), ACTIVE_KEY, etag, |key, message| {
+            RulesError::Corrupt { key, message }
+        })
+        .await
     }
 
     /// The active version, if any.

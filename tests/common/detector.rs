@@ -367,28 +367,10 @@ impl Deployment {
     pub fn lake_frauds(&self) -> Vec<String> {
         let mut ids = Vec::new();
         for p in super::parquet_files(&self.dir.path().join("lake")) {
-            let file = std::fs::File::open(&p).unwrap();
-            let reader =
-                parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-                    .unwrap()
-                    .build()
-                    .unwrap();
-            for b in reader {
-                let b = b.unwrap();
-                let id = b.column_by_name("id").unwrap();
-                let id = id
-                    .as_any()
-                    .downcast_ref::<arrow::array::StringArray>()
-                    .unwrap();
-                let outcome = b.column_by_name("outcome").unwrap();
-                let outcome = outcome
-                    .as_any()
-                    .downcast_ref::<arrow::array::StringArray>()
-                    .unwrap();
-                for i in 0..b.num_rows() {
-                    if outcome.value(i) != "approve" {
-                        ids.push(id.value(i).to_owned());
-                    }
+            let data = bytes::Bytes::from(std::fs::read(&p).unwrap());
+            for row in super::parquet_columns(data, &["id", "outcome"]) {
+                if row[1] != "approve" {
+                    ids.push(row[0].clone());
                 }
             }
         }

@@ -311,3 +311,42 @@ pub fn retrain_decision(config: &Path) -> serde_json::Value {
         })
         .unwrap_or_else(|| panic!("no decision in:\n{text}"))
 }
+
+/// The values of columns `names` in a lake (Parquet) file's bytes, row by row, each as
+/// text (strings as they are, numbers printed).
+#[allow(dead_code)]
+pub fn parquet_columns(data: bytes::Bytes, names: &[&str]) -> Vec<Vec<String>> {
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(data)
+        .unwrap()
+        .build()
+        .unwrap();
+    let mut rows = Vec::new();
+    for b in reader {
+        let b = b.unwrap();
+        let columns: Vec<_> = names
+            .iter()
+            .map(|n| {
+                arrow::compute::cast(
+                    b.column_by_name(n).unwrap(),
+                    &arrow::datatypes::DataType::Utf8,
+                )
+                .unwrap()
+            })
+            .collect();
+        for i in 0..b.num_rows() {
+            rows.push(
+                columns
+                    .iter()
+                    .map(|c| {
+                        c.as_any()
+                            .downcast_ref::<arrow::array::StringArray>()
+                            .unwrap()
+                            .value(i)
+                            .to_owned()
+                    })
+                    .collect(),
+            );
+        }
+    }
+    rows
+}
