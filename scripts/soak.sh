@@ -5,9 +5,10 @@
 # verdicts, dead letters, lake and alerts checked against what loadgen produced, the
 # detectors' unexpected exits and their peak RSS.
 #
-#   scripts/soak.sh [--minutes N] [--seed S] [--rate MSGS_PER_S]     (default 30 min, 300/s:
-#   the faults freeze a service for most of the run, and a 1,000/s load outgrew what the
-#   detectors could drain through DynamoDB Local on 2 cores)
+#   scripts/soak.sh [--minutes N] [--seed S] [--rate MSGS_PER_S] [--strict]
+#   (default 30 min, 300/s: the faults freeze a service for most of the run, and a
+#   1,000/s load outgrew what the detectors could drain through DynamoDB Local on 2
+#   cores). --strict: a duplicate lake row, alert or dead letter fails the run too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 minutes=30
@@ -18,7 +19,8 @@ while [[ $# -gt 0 ]]; do
     --minutes) minutes=$2; shift 2 ;;
     --seed) seed=$2; shift 2 ;;
     --rate) rate=$2; shift 2 ;;
-    *) echo "usage: $0 [--minutes N] [--seed S] [--rate R]" >&2; exit 2 ;;
+    --strict) export FRAUDSTREAM_SOAK_STRICT=1; shift ;;
+    *) echo "usage: $0 [--minutes N] [--seed S] [--rate R] [--strict]" >&2; exit 2 ;;
   esac
 done
 export FRAUDSTREAM_STATE=${FRAUDSTREAM_STATE:-$PWD/.services-soak}
