@@ -259,6 +259,13 @@ impl Outbox {
     fn run(&self, producer: &ThreadedProducer<DefaultProducerContext>) {
         let mut backoff = Duration::from_millis(100);
         while let Err(e) = producer.init_transactions(CALL_TIMEOUT) {
+            if e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::UnsupportedFeature)
+            {
+                // A broker without transactions: a configuration error, never a silent
+                // stall of the commits (exit code 78: configuration).
+                tracing::error!(error = %e, "the brokers do not support transactions: set delivery.kafka_outputs = \"at_least_once\"");
+                std::process::exit(78);
+            }
             if self.give_up_if_fatal(&e) || self.lock().stop {
                 return;
             }
