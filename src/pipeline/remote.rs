@@ -117,7 +117,14 @@ pub async fn objects(
             .await?
             .into_iter()
             .map(|o| o.key)
-            .filter(|k| wanted(k) && !k.rsplit('/').next().unwrap_or_default().starts_with('.'))
+            // Hidden names (`.…`, `_…`: temporary files, the lake's offset markers, Spark's
+            // `_SUCCESS`) are not data, as Hadoop and Spark readers agree.
+            .filter(|k| {
+                wanted(k)
+                    && !k
+                        .split('/')
+                        .any(|c| c.starts_with('.') || c.starts_with('_'))
+            })
             .collect();
         Ok((store, keys))
     } else {
