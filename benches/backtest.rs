@@ -7,6 +7,8 @@
 //! prints rows per second and the draft's figures.
 //!
 //!     cargo bench --bench backtest                 (BENCH_ROWS=1000000 for a quick run)
+//!
+//! Under `cargo test` (no `--bench`) it runs on 20,000 rows, as a check that it works.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -113,10 +115,14 @@ fn lake(rows: usize) -> PathBuf {
 }
 
 fn main() {
+    // `cargo test` runs this binary too (without `--bench`): a small lake then, to check
+    // that the bench works without spending minutes on it.
+    let benchmarking = std::env::args().any(|a| a == "--bench");
     let rows: usize = std::env::var("BENCH_ROWS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(10_000_000);
+        .filter(|_| benchmarking)
+        .unwrap_or(if benchmarking { 10_000_000 } else { 20_000 });
     let dir = lake(rows);
     let mut lists = Lists::new();
     lists.insert(
