@@ -112,7 +112,7 @@ impl Webhook {
                 hyper::header::USER_AGENT,
                 concat!("fraudstream/", env!("CARGO_PKG_VERSION")),
             )
-            .header("Idempotency-Key", idempotency_key);
+            .header("Idempotency-Key", header_safe(idempotency_key));
         for (k, v) in &self.config.headers {
             req = req.header(k.as_str(), v.expose());
         }
@@ -146,6 +146,21 @@ impl Webhook {
             .await
             .map_err(|_| unreachable(format!("no answer within {:?}", self.config.timeout)))?
     }
+}
+
+/// A transaction id as a header value: visible ASCII as it is, every other byte
+/// percent-encoded (`%` too), so that any id makes a valid, unique header instead of a
+/// request that can never be built.
+fn header_safe(id: &str) -> String {
+    let mut out = String::with_capacity(id.len());
+    for b in id.bytes() {
+        if b.is_ascii_graphic() && b != b'%' {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 #[async_trait::async_trait]
@@ -182,5 +197,28 @@ impl AlertSink for Webhook {
                 })?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::header_safe;
+
+    #[test]
+    fn any_transaction_id_makes_a_valid_idempotency_key() {
+        for id in ["tx-1", "a b", "é\r\nX-Evil: 1", "50%", "\u{0}"] {
+            let key = header_safe(id);
+            assert!(
+                hyper::header::HeaderValue::from_str(&key).is_ok(),
+                "{id:?} -> {key}"
+            );
+        }
+        assert_eq!(header_safe("tx-1"), "tx-1");
+        assert_eq!(header_safe("a b%"), "a%20b%25");
+        assert_ne!(
+            header_safe("a b"),
+            header_safe("a%20b"),
+            "distinct ids, distinct keys"
+        );
     }
 }
