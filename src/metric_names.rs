@@ -13,6 +13,8 @@ pub const LAKE_DROPPED_ROWS: &str = "fraudstream_lake_dropped_rows_total";
 /// at or below a stream's written offset, and rows of a revoked partition left to its
 /// new owner.
 pub const LAKE_SKIPPED_ROWS: &str = "fraudstream_lake_skipped_rows_total";
+/// Counter: lake offset markers that were not markers (damaged), taken as absent.
+pub const LAKE_BAD_MARKERS: &str = "fraudstream_lake_bad_markers_total";
 /// Gauge: alerts and dead letters staged for the next Kafka transaction
 /// (`delivery.kafka_outputs = "exactly_once"`).
 pub const OUTBOX_STAGED: &str = "fraudstream_outbox_staged";

@@ -156,15 +156,19 @@ fn marker_key(stream: &str) -> String {
     format!("_offsets/{stream}.json")
 }
 
+/// The stream's marker. One that is not a marker (damaged, or written by something else)
+/// counts as absent, with a warning: the stream's next file replaces it, and at worst rows
+/// already in files are written again. Refusing it would hold the lake up for ever.
 async fn read_marker(store: &dyn BlobStore, stream: &str) -> Result<Option<Marker>, StorageError> {
     match store.get(&marker_key(stream)).await {
-        Ok(blob) => serde_json::from_slice(&blob.data)
-            .map(Some)
-            .map_err(|e| StorageError::Other {
-                store: store.describe(),
-                message: format!("{}: not a lake offset marker: {e}", marker_key(stream)),
-                retryable: false,
-            }),
+        Ok(blob) => match serde_json::from_slice(&blob.data) {
+            Ok(m) => Ok(Some(m)),
+            Err(e) => {
+                metrics::counter!(crate::metric_names::LAKE_BAD_MARKERS).increment(1);
+                tracing::warn!(key = %marker_key(stream), error = %e, "lake: not an offset marker; the stream starts from what is buffered (redelivered rows may be written again)");
+                Ok(None)
+            }
+        },
         Err(StorageError::NotFound { .. }) => Ok(None),
         Err(e) => Err(e),
     }
@@ -265,6 +269,31 @@ mod tests {
         assert_eq!(parse_stream_file(&key), Some(("tx.in+3", 7, 1200)));
         assert_eq!(parse_stream_file("dt=x/hour=1/part-d1-0001.parquet"), None);
         assert_eq!(parse_stream_file("a+1+9+2.parquet"), None, "first > last");
+    }
+
+    #[tokio::test]
+    async fn a_damaged_marker_counts_as_absent_and_is_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::storage::local::LocalStore::new(dir.path()).unwrap();
+        store
+            .put(
+                &marker_key("t+0"),
+                bytes::Bytes::from_static(b"\xff not json"),
+            )
+            .await
+            .unwrap();
+        let (high, epoch) = claim(&store, "t+0", true).await.unwrap();
+        assert_eq!((high, epoch), (-1, 1));
+        assert!(
+            mark_writing(&store, "t+0", epoch, high, "k.parquet", 9)
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            claim(&store, "t+0", true).await.unwrap(),
+            (-1, 2),
+            "k.parquet never came"
+        );
     }
 
     #[test]
