@@ -97,14 +97,10 @@ fn pair(serving: String, shadow: String, rows: &[LakeScore], resamples: usize) -
 /// Run `model compare`.
 pub fn run(args: &CompareArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.shadow, "say what to compare: --shadow");
-    let (_, location, s3) = super::lake_location(args.config.as_deref(), args.lake.as_deref())?;
-    let rows = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?
-        .block_on(async {
-            let (store, keys) =
-                crate::pipeline::remote::objects(&location, &s3, |k| k.ends_with(".parquet"))
-                    .await?;
+    let (location, rows) = super::with_lake_files(
+        args.config.as_deref(),
+        args.lake.as_deref(),
+        |_, location, store, keys| async move {
             let mut rows = Vec::new();
             for key in keys {
                 let blob = store.get(&key).await?;
@@ -112,8 +108,9 @@ pub fn run(args: &CompareArgs) -> anyhow::Result<()> {
                     read_scores(blob.data).map_err(|e| anyhow::anyhow!("{location}{key}: {e}"))?,
                 );
             }
-            anyhow::Ok(rows)
-        })?;
+            anyhow::Ok((location, rows))
+        },
+    )?;
     let mut by_pair: BTreeMap<(String, String), Vec<LakeScore>> = BTreeMap::new();
     let total = rows.len();
     for r in rows {

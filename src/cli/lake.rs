@@ -36,17 +36,14 @@ pub struct CompactArgs {
 
 /// `lake compact`.
 pub fn compact_lake(args: &CompactArgs) -> anyhow::Result<()> {
-    let (cfg, location, s3) =
-        super::lake_location(args.config.as_deref(), args.history.as_deref())?;
-    let report = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?
-        .block_on(async {
-            let (store, keys) =
-                crate::pipeline::remote::objects(&location, &s3, |k| k.ends_with(".parquet"))
-                    .await?;
-            anyhow::Ok(compact(&store, &keys, cfg.lake.writer.compression, args.dry_run).await?)
-        })?;
+    let (location, report) = super::with_lake_files(
+        args.config.as_deref(),
+        args.history.as_deref(),
+        |cfg, location, store, keys| async move {
+            let report = compact(&store, &keys, cfg.lake.writer.compression, args.dry_run).await?;
+            anyhow::Ok((location, report))
+        },
+    )?;
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
         return Ok(());

@@ -230,16 +230,23 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// The configuration (`--config`, or the defaults), the lake's location (`location`, or
-/// `lake.location`; ending in `/`) and its S3 access.
-fn lake_location(
+/// Run `work` on the lake's Parquet files: the configuration (`--config`, or the
+/// defaults), the lake's location (`location`, or `lake.location`; ending in `/`), its
+/// store and the keys of its `.parquet` files (hidden names skipped).
+fn with_lake_files<T, F, Fut>(
     config: Option<&std::path::Path>,
     location: Option<&str>,
-) -> anyhow::Result<(
-    crate::config::Config,
-    String,
-    crate::storage::url::S3Settings,
-)> {
+    work: F,
+) -> anyhow::Result<T>
+where
+    F: FnOnce(
+        crate::config::Config,
+        String,
+        std::sync::Arc<dyn crate::storage::BlobStore>,
+        Vec<String>,
+    ) -> Fut,
+    Fut: Future<Output = anyhow::Result<T>>,
+{
     let cfg = match config {
         Some(p) => crate::config::Config::load(p)?,
         None => crate::config::Config::default(),
@@ -249,7 +256,15 @@ fn lake_location(
         location.push('/');
     }
     let s3 = cfg.s3.settings("", "");
-    Ok((cfg, location, s3))
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(async {
+            let (store, keys) =
+                crate::pipeline::remote::objects(&location, &s3, |k| k.ends_with(".parquet"))
+                    .await?;
+            work(cfg, location, store, keys).await
+        })
 }
 
 /// Read an input with a spinner, and report what was skipped. Returns the rows and the
