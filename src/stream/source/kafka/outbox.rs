@@ -105,7 +105,6 @@ struct State {
     done: u64,
     member: Option<Arc<dyn GroupMember>>,
     fatal: Option<String>,
-    stop: bool,
     /// A transaction is under way (its messages are out of `staged`).
     in_txn: bool,
     /// Partitions were revoked while it was under way: it must abort instead of
@@ -119,7 +118,7 @@ struct State {
 /// The outbox and its transactional producer's thread.
 pub struct Outbox {
     state: Mutex<State>,
-    /// Wakes the committer (offsets, stop) and waiters (done, room).
+    /// Wakes the committer (offsets) and waiters (done, room).
     changed: Condvar,
     room: tokio::sync::Notify,
     transactional_id: String,
@@ -248,12 +247,6 @@ impl Outbox {
         self.room.notify_waiters();
     }
 
-    /// Stop the committer thread (after a last commit of what is pending).
-    pub fn stop(&self) {
-        self.lock().stop = true;
-        self.changed.notify_all();
-    }
-
     /// The committer: initialise, then commit pending offsets with their messages, at
     /// most every [`COMMIT_INTERVAL`] (at once when a synchronous commit waits).
     fn run(&self, producer: &ThreadedProducer<DefaultProducerContext>) {
@@ -266,7 +259,7 @@ impl Outbox {
                 tracing::error!(error = %e, "the brokers do not support transactions: set delivery.kafka_outputs = \"at_least_once\"");
                 std::process::exit(78);
             }
-            if self.give_up_if_fatal(&e) || self.lock().stop {
+            if self.give_up_if_fatal(&e) {
                 return;
             }
             tracing::warn!(error = %e, transactional_id = %self.transactional_id, "kafka transactions not initialised yet; retrying (set delivery.kafka_outputs = \"at_least_once\" for brokers without transactions)");
@@ -280,10 +273,7 @@ impl Outbox {
                 let mut s = self.lock();
                 loop {
                     let urgent = s.asked > s.done;
-                    if (!s.pending.is_empty() && (urgent || last.elapsed() >= COMMIT_INTERVAL))
-                        || (s.stop && s.pending.is_empty())
-                        || (urgent && s.pending.is_empty())
-                    {
+                    if urgent || (!s.pending.is_empty() && last.elapsed() >= COMMIT_INTERVAL) {
                         break;
                     }
                     let wait = if s.pending.is_empty() {
@@ -300,9 +290,6 @@ impl Outbox {
                 if s.pending.is_empty() {
                     s.done = s.asked;
                     self.changed.notify_all();
-                    if s.stop {
-                        return;
-                    }
                     continue;
                 }
                 let offsets = s.pending.clone();
