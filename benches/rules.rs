@@ -223,7 +223,7 @@ fn report() {
         for mode in MODES {
             let rules = compiled(&s.lists, n, mode);
             per_tx(&s, &rules, 1);
-            let (ns, rate) = per_tx(&s, &rules, 20);
+            let (ns, rate) = per_tx(&s, &rules, 200);
             println!(
                 "rules: {n:>3} rules, {:<13} {ns:>7.0} ns/transaction (decided by a rule: {:.0}%)",
                 mode.to_string(),

@@ -11,7 +11,7 @@ use super::error::{Pos, RuleError};
 use super::lexer::{Tok, Token, directives};
 use super::lists::names_fingerprint;
 use super::parser::{Ty, closest};
-use super::program::{ListRef, Program};
+use super::program::{ListRef, MEMO_SLOTS, NO_MEMO, Program, memo_key};
 
 /// How many rules a file may hold.
 pub const MAX_RULES: usize = 10_000;
@@ -73,6 +73,8 @@ pub(crate) struct Compiler<'s, 'c> {
     /// The catalog's list names, sorted and deduplicated.
     catalog_lists: Vec<&'c str>,
     list_refs: Vec<ListRef>,
+    /// The lookups that have a [`super::program::Memo`] slot, by slot.
+    memo_keys: Vec<(u64, u32)>,
 }
 
 impl<'s> Compiler<'s, '_> {
@@ -98,6 +100,28 @@ impl<'s> Compiler<'s, '_> {
             }
         };
         u32::try_from(slot).map_err(|_| self.fail(pos, "too many lists"))
+    }
+
+    /// The [`super::program::Memo`] slot of a lookup of node `value` in list slot `list`:
+    /// shared by every lookup of the same field in the same list, [`NO_MEMO`] when the
+    /// value is computed or the slots are taken.
+    pub(crate) fn memo_slot(&mut self, value: u32, list: u32) -> u8 {
+        let Some(key) = self
+            .prog
+            .nodes
+            .get(value as usize)
+            .and_then(|&n| memo_key(n, list))
+        else {
+            return NO_MEMO;
+        };
+        if let Some(slot) = self.memo_keys.iter().position(|&k| k == key) {
+            return slot as u8;
+        }
+        if self.memo_keys.len() >= MEMO_SLOTS {
+            return NO_MEMO;
+        }
+        self.memo_keys.push(key);
+        (self.memo_keys.len() - 1) as u8
     }
 
     fn word(&self, at: usize) -> Option<&'s str> {
@@ -171,6 +195,7 @@ pub fn compile(source: &str, catalog: &Catalog) -> Result<RuleSet, RuleError> {
         derived_used: vec![false; catalog.derived.len()],
         catalog_lists,
         list_refs: Vec::new(),
+        memo_keys: Vec::new(),
     };
     let mut mode: Option<(Mode, usize)> = None;
     let mut rules: Vec<Rule> = Vec::new();

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::compile::RuleSet;
 use super::facts::Facts;
 use super::lists::Lists;
-use super::program::ListView;
+use super::program::{ListView, Memo};
 
 /// What a rule does when it matches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -181,10 +181,10 @@ pub struct Decided {
 }
 
 impl RuleSet {
-    fn matches(&self, i: usize, facts: &Facts<'_>, lists: &ListView<'_>) -> bool {
+    fn matches(&self, i: usize, facts: &Facts<'_>, lists: &ListView<'_>, m: &mut Memo) -> bool {
         self.rules
             .get(i)
-            .is_some_and(|r| self.prog.truth(r.root, facts, lists))
+            .is_some_and(|r| self.prog.truth(r.root, facts, lists, m))
     }
 
     /// Evaluate the rules against `facts`, finding lists in `lists` — the same
@@ -208,18 +208,20 @@ impl RuleSet {
     ) -> Option<usize> {
         matched.clear();
         let view = ListView::new(lists, &self.lists, self.list_fingerprint);
+        let mut memo = Memo::default();
+        let m = &mut memo;
         // At most MAX_RULES (10,000) rules, so every index fits a u16.
         let hit = match self.mode {
             Mode::Priority => self
                 .by_severity
                 .iter()
                 .map(|&i| usize::from(i))
-                .find(|&i| self.matches(i, facts, &view)),
-            Mode::FirstMatched => (0..self.rules.len()).find(|&i| self.matches(i, facts, &view)),
+                .find(|&i| self.matches(i, facts, &view, m)),
+            Mode::FirstMatched => (0..self.rules.len()).find(|&i| self.matches(i, facts, &view, m)),
             Mode::AllMatched => {
                 let mut best: Option<(usize, Outcome)> = None;
                 for (i, r) in self.rules.iter().enumerate() {
-                    if self.prog.truth(r.root, facts, &view) {
+                    if self.prog.truth(r.root, facts, &view, m) {
                         matched.push(i as u16);
                         let outcome = r.action.outcome();
                         if best.is_none_or(|(_, o)| outcome > o) {

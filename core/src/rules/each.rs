@@ -3,7 +3,7 @@
 use super::compile::RuleSet;
 use super::facts::Facts;
 use super::lists::Lists;
-use super::program::ListView;
+use super::program::{ListView, Memo};
 
 impl RuleSet {
     /// Whether each rule matches `facts`, whatever the set's mode (a backtest counts
@@ -13,10 +13,11 @@ impl RuleSet {
     pub fn each_match(&self, facts: &Facts<'_>, lists: &Lists, out: &mut Vec<bool>) {
         out.clear();
         let view = ListView::new(lists, &self.lists, self.list_fingerprint);
+        let mut memo = Memo::default();
         out.extend(
             self.rules
                 .iter()
-                .map(|r| self.prog.truth(r.root, facts, &view)),
+                .map(|r| self.prog.truth(r.root, facts, &view, &mut memo)),
         );
     }
 }

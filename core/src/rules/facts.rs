@@ -38,4 +38,25 @@ impl<'a> Facts<'a> {
             terminal_id: tx.terminal_id.as_deref(),
         }
     }
+
+    /// Field `k` ([`crate::schema::FIELD_NAMES`] order); NaN past the end.
+    #[inline]
+    pub(crate) fn field(&self, k: u8) -> f64 {
+        self.values.get(usize::from(k)).copied().unwrap_or(f64::NAN)
+    }
+
+    /// Entity feature `j`; NaN past the end.
+    #[inline]
+    pub(crate) fn derived(&self, j: u32) -> f64 {
+        self.derived
+            .get(j as usize)
+            .map_or(f64::NAN, |&v| f64::from(v))
+    }
+
+    /// `score`, or `risk_score` (× 100) when `risk`.
+    #[inline]
+    pub(crate) fn score(&self, risk: bool) -> f64 {
+        let s = f64::from(self.score);
+        if risk { s * 100.0 } else { s }
+    }
 }

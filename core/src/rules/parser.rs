@@ -238,6 +238,9 @@ impl<'s> Compiler<'s, '_> {
             depth = depth.max(next.depth);
             kids.push(next.node);
         }
+        // Cheapest first (stable, so equal costs keep their order): terms have no side
+        // effects, so the order changes the cost and never the result.
+        kids.sort_by_cached_key(|&k| self.prog.cost(k));
         let start = u32::try_from(self.prog.kids.len())
             .map_err(|_| self.fail(pos, "the rule set is too large"))?;
         let len =
@@ -328,7 +331,7 @@ impl<'s> Compiler<'s, '_> {
                 }
                 let negated = op == Cmp::Ne;
                 match left.ty {
-                    Ty::Num => Node::NumCmp(op, a, b),
+                    Ty::Num => self.prog.num_cmp(op, a, b),
                     Ty::Str => Node::StrEq { a, b, negated },
                     Ty::Bool => Node::BoolEq { a, b, negated },
                 }
@@ -336,7 +339,7 @@ impl<'s> Compiler<'s, '_> {
             _ => {
                 self.need(&left, Ty::Num, op.symbol())?;
                 self.need(&right, Ty::Num, op.symbol())?;
-                Node::NumCmp(op, a, b)
+                self.prog.num_cmp(op, a, b)
             }
         };
         self.operand(node, Ty::Bool, left.pos, depth)
@@ -360,17 +363,20 @@ impl<'s> Compiler<'s, '_> {
         let (name, pos) = (*name, self.here());
         let list = self.list_slot(name, pos)?;
         self.i += 1;
+        let memo = self.memo_slot(value.node, list);
         let node = if value.ty == Ty::Num {
             Node::InNum {
                 value: value.node,
                 list,
                 negated,
+                memo,
             }
         } else {
             Node::InStr {
                 value: value.node,
                 list,
                 negated,
+                memo,
             }
         };
         self.operand(node, Ty::Bool, value.pos, value.depth + 1)
