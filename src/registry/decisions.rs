@@ -350,7 +350,11 @@ impl DecisionWatcher {
         }
         for name in names {
             let known = self.list_etags.get(&name).cloned();
-            if let Some((v, _)) = self.store.list_if_changed(&name, known.as_deref()).await? {
+            if let Some((v, _)) = self
+                .store
+                .list_text_if_changed(&name, known.as_deref())
+                .await?
+            {
                 changed = true;
                 self.list_etags.insert(name, v.etag);
             }

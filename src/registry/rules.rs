@@ -187,6 +187,11 @@ fn list_pointer(name: &str) -> String {
     format!("lists/{name}/LATEST")
 }
 
+/// The values of a list's stored text: one a line, blank lines ignored.
+pub fn list_lines(text: &str) -> impl Iterator<Item = &str> {
+    text.lines().filter(|l| !l.is_empty())
+}
+
 fn list_key(name: &str, version: &str) -> String {
     format!("lists/{name}/{version}.txt")
 }
@@ -496,7 +501,8 @@ impl RuleStore {
     }
 
     /// The values of one list version (signature checked when trusted keys are set).
-    async fn list_values(&self, name: &str, version: &str) -> Result<Vec<String>, RulesError> {
+    /// A list version's stored text (one value a line), verified.
+    async fn list_text(&self, name: &str, version: &str) -> Result<String, RulesError> {
         let key = list_key(name, version);
         let blob = self.blobs.get(&key).await?;
         self.verify(
@@ -505,45 +511,43 @@ impl RuleStore {
             &blob.data,
         )
         .await?;
-        let text = std::str::from_utf8(&blob.data).map_err(|_| RulesError::Corrupt {
+        String::from_utf8(blob.data.to_vec()).map_err(|_| RulesError::Corrupt {
             key: key.clone(),
             message: "not UTF-8".into(),
-        })?;
-        Ok(text
-            .lines()
-            .filter(|l| !l.is_empty())
-            .map(str::to_owned)
-            .collect())
+        })
     }
 
-    /// A list's current version and values, unless its pointer still has entity tag
-    /// `etag` (`Ok(None)`: unchanged, or no such list).
-    pub async fn list_if_changed(
+    /// A list's current version and stored text, unless its pointer still has entity
+    /// tag `etag` (`Ok(None)`: unchanged, or no such list). [`list_lines`] reads the
+    /// values: no string per value is allocated, which matters for a million card ids.
+    pub async fn list_text_if_changed(
         &self,
         name: &str,
         etag: Option<&str>,
-    ) -> Result<Option<(ListVersion, Vec<String>)>, RulesError> {
+    ) -> Result<Option<(ListVersion, String)>, RulesError> {
         let Some(pointer) = self.list_pointer(name, etag).await? else {
             return Ok(None);
         };
-        let values = self.list_values(name, &pointer.version).await?;
+        let text = self.list_text(name, &pointer.version).await?;
         Ok(Some((
             ListVersion {
                 name: name.into(),
                 version: pointer.version,
-                size: values.len(),
+                size: list_lines(&text).count(),
                 etag: pointer.etag,
             },
-            values,
+            text,
         )))
     }
 
     /// A list's current version and values.
     pub async fn list(&self, name: &str) -> Result<(ListVersion, Vec<String>), RulesError> {
         check_list_name(name)?;
-        self.list_if_changed(name, None)
+        let (version, text) = self
+            .list_text_if_changed(name, None)
             .await?
-            .ok_or_else(|| RulesError::UnknownList(name.into()))
+            .ok_or_else(|| RulesError::UnknownList(name.into()))?;
+        Ok((version, list_lines(&text).map(str::to_owned).collect()))
     }
 
     /// Every list, loaded: the lists a rule set evaluates against, and each pointer's
@@ -552,8 +556,8 @@ impl RuleStore {
         let mut lists = Lists::new();
         let mut versions = Vec::new();
         for name in self.list_names().await? {
-            if let Some((v, values)) = self.list_if_changed(&name, None).await? {
-                lists.insert(&name, &values);
+            if let Some((v, text)) = self.list_text_if_changed(&name, None).await? {
+                lists.insert(&name, list_lines(&text));
                 versions.push(v);
             }
         }
@@ -613,10 +617,8 @@ impl RuleStore {
         for _ in 0..LIST_ATTEMPTS {
             let current = self.list_pointer(name, None).await?;
             let mut values: BTreeSet<String> = match &current {
-                Some(p) => self
-                    .list_values(name, &p.version)
-                    .await?
-                    .into_iter()
+                Some(p) => list_lines(&self.list_text(name, &p.version).await?)
+                    .map(str::to_owned)
                     .collect(),
                 None => BTreeSet::new(),
             };

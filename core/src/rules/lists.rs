@@ -8,6 +8,9 @@ use super::compile::Catalog;
 use super::lexer::is_list_char;
 use super::table::{NumSet, StrSet};
 
+/// Values hashed ahead of their insertion when a list is built.
+const BATCH: usize = 16;
+
 /// One list. Membership of a string is one hash lookup. A value that parses as a finite
 /// number (Rust's `f64` syntax: `100`, `99.5`, `1e3`) is also matched by numbers, so
 /// `Amount in @round_amounts` works; numbers compare exactly as `f64`, with `-0 == 0`.
@@ -36,16 +39,30 @@ impl fmt::Debug for ValueList {
 impl ValueList {
     /// A list of `values` (duplicates kept once).
     pub fn new(values: impl IntoIterator<Item = impl AsRef<str>>) -> Self {
-        let values = values.into_iter();
+        let mut values = values.into_iter();
         let hasher = RandomState::new();
         let mut strings = StrSet::with_capacity(values.size_hint().0, 0);
         let mut numbers = NumSet::default();
-        for v in values {
-            let v = v.as_ref();
-            if strings.insert(&hasher, v)
-                && let Ok(n) = v.parse::<f64>()
-            {
-                numbers.insert(&hasher, n);
+        // Hash a batch, then insert it: the batch's table slots are fetched from memory
+        // together rather than one cache miss at a time.
+        let mut batch = Vec::with_capacity(BATCH);
+        let mut hashes = [0u64; BATCH];
+        loop {
+            batch.clear();
+            batch.extend(values.by_ref().take(BATCH));
+            if batch.is_empty() {
+                break;
+            }
+            for (h, v) in hashes.iter_mut().zip(&batch) {
+                *h = strings.hash_and_touch(&hasher, v.as_ref());
+            }
+            for (&h, v) in hashes.iter().zip(&batch) {
+                let v = v.as_ref();
+                if strings.insert_hashed(&hasher, h, v)
+                    && let Ok(n) = v.parse::<f64>()
+                {
+                    numbers.insert(&hasher, n);
+                }
             }
         }
         strings.shrink_to_fit();

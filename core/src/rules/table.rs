@@ -86,15 +86,25 @@ impl StrSet {
         self.len
     }
 
-    /// Add `s`; false when it was already there (or the arena is full).
-    pub(crate) fn insert(&mut self, hasher: &impl BuildHasher, s: &str) -> bool {
+    /// `s`'s hash, having read the table slot it starts probing at, so that a batch of
+    /// these brings its slots into the cache together before [`StrSet::insert_hashed`].
+    pub(crate) fn hash_and_touch(&self, hasher: &impl BuildHasher, s: &str) -> u64 {
+        let h = hasher.hash_one(s.as_bytes());
+        if let Some(mask) = self.slots.len().checked_sub(1) {
+            std::hint::black_box(self.slots[(h as usize) & mask]);
+        }
+        h
+    }
+
+    /// Add `s`, whose hash by `hasher` is `h`; false when it was already there (or the
+    /// arena is full). The table grows past half full.
+    pub(crate) fn insert_hashed(&mut self, hasher: &impl BuildHasher, h: u64, s: &str) -> bool {
         if (self.bytes.len() + s.len() + 10) as u64 > OFFSET_MASK {
             return false;
         }
         if (self.len + 1) * 2 > self.slots.len() {
             self.grow(hasher);
         }
-        let h = hasher.hash_one(s.as_bytes());
         let mask = self.slots.len() - 1;
         let mut i = (h as usize) & mask;
         loop {
