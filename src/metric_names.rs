@@ -21,6 +21,9 @@ pub const OUTBOX_STAGED: &str = "fraudstream_outbox_staged";
 /// Counter: Kafka transactions of the outputs and offsets, by `result` (`committed`,
 /// `aborted`).
 pub const KAFKA_TRANSACTIONS: &str = "fraudstream_kafka_transactions_total";
+/// Counter: partition lanes (transactional producers) fenced by another member that took
+/// their partition over before this one heard of it.
+pub const KAFKA_LANES_FENCED: &str = "fraudstream_kafka_lanes_fenced_total";
 /// Counter: messages or rows read from the source.
 pub const CONSUMED: &str = "fraudstream_consumed_total";
 /// Counter: transactions scored.

@@ -349,26 +349,6 @@ struct SourceParts {
     outbox: Option<Arc<Outbox>>,
 }
 
-/// The transactional id of this detector: its group's and its static member's, so a
-/// restart fences the previous incarnation. Without static membership there is nothing
-/// stable to fence with: the host and process make it unique.
-fn transactional_id(kafka: &crate::kafka::KafkaSettings) -> String {
-    match kafka.properties.get("group.instance.id") {
-        Some(id) => format!("fraudstream-{}-{id}", kafka.group_id),
-        None => {
-            let host = crate::kafka::instance::hostname();
-            tracing::warn!(
-                "exactly-once Kafka outputs without static membership: a restarted detector cannot fence its previous incarnation's producer"
-            );
-            format!(
-                "fraudstream-{}-{host}-{}",
-                kafka.group_id,
-                std::process::id()
-            )
-        }
-    }
-}
-
 /// The configured source and its dead-letter sinks (which delivery uses too); a Kafka
 /// source consumes with `kafka` (the settings with this detector's membership).
 fn source(cfg: &Config, kafka: &crate::kafka::KafkaSettings) -> Result<SourceParts, DetectorError> {
@@ -377,10 +357,9 @@ fn source(cfg: &Config, kafka: &crate::kafka::KafkaSettings) -> Result<SourcePar
             let topic = Arc::new(DeadLetterTopic::new(kafka).opening("kafka.dlq_topic")?);
             let plain_dead_letters: Arc<dyn DeadLetterSink> = topic.clone();
             let outbox = match cfg.delivery.kafka_outputs {
-                KafkaOutputs::ExactlyOnce => Some(
-                    Outbox::start(kafka, &transactional_id(kafka))
-                        .opening("delivery.kafka_outputs")?,
-                ),
+                KafkaOutputs::ExactlyOnce => {
+                    Some(Outbox::start(kafka).opening("delivery.kafka_outputs")?)
+                }
                 KafkaOutputs::AtLeastOnce => None,
             };
             let dead_letters: Arc<dyn DeadLetterSink> = match &outbox {

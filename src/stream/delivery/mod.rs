@@ -116,7 +116,7 @@ pub struct OutboxAlerts {
 impl OutboxAlerts {
     /// Stage the alerts of `scored`'s rows (each keyed by transaction id, as JSON) with
     /// their input offsets.
-    async fn stage(&self, scored: &Scored) -> Result<(), DeliveryError> {
+    async fn stage(&self, scored: &Scored) {
         let messages: Vec<OutboxMessage> = scored
             .rows
             .iter()
@@ -140,16 +140,9 @@ impl OutboxAlerts {
                 })
             })
             .collect();
-        if messages.is_empty() {
-            return Ok(());
+        if !messages.is_empty() {
+            self.outbox.stage(messages).await;
         }
-        self.outbox
-            .stage(messages)
-            .await
-            .map_err(|e| DeliveryError::Failed {
-                sink: Sink::Alerts.label(),
-                message: e.to_string(),
-            })
     }
 }
 
@@ -260,7 +253,10 @@ impl Delivery {
         };
         let staged = async {
             match &this.outbox_alerts {
-                Some(o) => o.stage(scored).await,
+                Some(o) => {
+                    o.stage(scored).await;
+                    Ok(())
+                }
                 None => Ok(()),
             }
         };

@@ -160,6 +160,18 @@ impl KafkaSource {
             let (result, s) = self.session(stages, shutdown).await;
             stages = s;
             match result {
+                Err(KafkaSourceError::FatalConsumer(e))
+                    if e.rdkafka_error_code()
+                        == Some(rdkafka::types::RDKafkaErrorCode::FencedInstanceId) =>
+                {
+                    // Another consumer took this one's static identity (a replacement
+                    // started while this process was paused): this process is a zombie.
+                    // A new consumer would take the place back and fight its replacement
+                    // for the partitions, so it stops at once without writing (exit code
+                    // 75: temporary failure).
+                    tracing::error!(error = %e, "this detector's static group identity was taken by another consumer (its replacement): stopping without writing");
+                    std::process::exit(75);
+                }
                 Err(KafkaSourceError::FatalConsumer(e)) if !shutdown.is_stopping() => {
                     metrics::counter!(names::CONSUMER_RESTARTS).increment(1);
                     tracing::error!(error = %e, retry_in = ?backoff, "the consumer failed for good; starting a new one");

@@ -1,24 +1,38 @@
-//! Kafka outputs exactly once (`delivery.kafka_outputs = "exactly_once"`, the scheme of
-//! Kafka Streams' EOS v2): alerts and dead letters are staged here with the input offset
-//! they come from, and go out in one Kafka transaction together with the consumed offsets
-//! that cover them, committed when those offsets are durable everywhere else (the verdict
-//! store, a durable lake). A crash before the commit aborts the transaction: readers with
-//! `isolation.level = read_committed` never see its messages, and the offsets, not
-//! committed, bring the same inputs back, whose outputs are staged again. So each alert
-//! and each dead letter is read once.
+//! Kafka outputs exactly once (`delivery.kafka_outputs = "exactly_once"`): alerts and
+//! dead letters are staged here with the input offset they come from, and go out in a
+//! Kafka transaction together with the consumed offsets that cover them, committed when
+//! those offsets are durable everywhere else (the verdict store, a durable lake). A crash
+//! before the commit aborts the transaction: readers with `isolation.level =
+//! read_committed` never see its messages, and the offsets, not committed, bring the same
+//! inputs back, whose outputs are staged again. So each alert and each dead letter is read
+//! once.
 //!
-//! One transactional producer per detector, on a thread of its own; its
-//! `transactional.id` is the group's and the static member's (`<group>-<instance>`), so a
-//! restarted detector fences its previous incarnation: a paused old process that wakes up
-//! after its replacement took over finds its producer fenced and exits without writing.
+//! One transactional producer per input partition (a *lane*), with `transactional.id =
+//! fraudstream-<group>-<topic>-<partition>`: the scheme of Kafka Streams' first
+//! exactly-once mode, which needs nothing from the brokers but transactions. When a
+//! partition is assigned, its lane is initialised before the consumer reads the
+//! partition's committed offsets. Initialising fences the partition's previous owner: its
+//! transaction under way is aborted (or finished) by the coordinator first, so the offsets
+//! read are final, and anything it tries to commit afterwards is refused. Kafka Streams'
+//! second mode (one producer per process, KIP-447) leans instead on the brokers to hold a
+//! new owner's offset fetch until pending transactions end and to refuse a stale
+//! generation's offsets; a broker that does neither (noida-db, tested) lets an old
+//! owner's late commit duplicate what the new owner re-reads.
+//!
+//! A lane that finds itself fenced while this member still holds its partition (the group
+//! moved it during a freeze, and this member has not heard yet) stops writing it; if the
+//! partition is still not revoked [`ZOMBIE_GRACE`] later, this process is a zombie (a
+//! replacement took its static identity) and exits with status 75.
 //!
 //! ```text
-//! stage(message, origin) ─► staged ──(acker: offsets durable)──► begin
+//! assign ─► lane per partition: init_transactions (fences the previous owner)
+//! stage(message, origin) ─► staged ──(acker: offsets durable)──► per lane: begin
 //!                                       produce the staged messages the offsets cover
 //!                                       send_offsets_to_transaction, commit
+//! revoke ─► commit now (bounded), forget the partitions and drop their lanes
 //! ```
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -43,6 +57,14 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// `transaction.timeout.ms`: the coordinator aborts a transaction older than this.
 const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long an assignment waits for its lanes to initialise (the brokers away) before the
+/// process gives up (exit 75) rather than read offsets a previous owner may still change.
+const INIT_DEADLINE: Duration = Duration::from_secs(300);
+
+/// How long a partition whose lane was fenced may stay assigned to this member before it
+/// counts as a zombie.
+pub const ZOMBIE_GRACE: Duration = Duration::from_secs(30);
 
 /// One output message and the input offset it comes from.
 #[derive(Debug)]
@@ -89,10 +111,11 @@ impl GroupMember for rdkafka::consumer::StreamConsumer<super::rebalance::Detecto
     }
 }
 
-/// Why the outbox can take nothing more.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("exactly-once Kafka outputs (delivery.kafka_outputs): {0}")]
-pub struct OutboxError(pub String);
+/// A partition's transactional producer.
+struct Lane {
+    producer: ThreadedProducer<DefaultProducerContext>,
+    transactional_id: String,
+}
 
 #[derive(Default)]
 struct State {
@@ -104,60 +127,67 @@ struct State {
     asked: u64,
     done: u64,
     member: Option<Arc<dyn GroupMember>>,
-    fatal: Option<String>,
-    /// A transaction is under way (its messages are out of `staged`).
-    in_txn: bool,
-    /// Partitions were revoked while it was under way: it must abort instead of
-    /// committing (their new owner reads from the last commit), and its messages are
+    /// The lanes of the partitions this member holds.
+    lanes: HashMap<PartitionKey, Arc<Lane>>,
+    /// Partitions whose lane was fenced while still assigned here, and since when.
+    fenced: HashMap<PartitionKey, Instant>,
+    /// The partition whose transaction is under way (its messages are out of `staged`).
+    in_txn: Option<PartitionKey>,
+    /// That partition was revoked meanwhile: its transaction must abort instead of
+    /// committing (the new owner reads from the last commit), and its messages are
     /// dropped rather than staged again.
     doomed: bool,
-    /// The partitions forgotten while it was under way.
-    forgotten: Vec<PartitionKey>,
 }
 
-/// The outbox and its transactional producer's thread.
+impl State {
+    /// Drop what belongs to `keys`: staged messages and offsets not committed.
+    fn drop_partitions(&mut self, keys: &[PartitionKey]) {
+        self.staged.retain(|m| !keys.contains(&m.origin.0));
+        self.pending.retain(|k, _| !keys.contains(k));
+        if self.in_txn.as_ref().is_some_and(|k| keys.contains(k)) {
+            self.doomed = true;
+        }
+    }
+}
+
+/// The outbox and its committer thread.
 pub struct Outbox {
     state: Mutex<State>,
     /// Wakes the committer (offsets) and waiters (done, room).
     changed: Condvar,
     room: tokio::sync::Notify,
-    transactional_id: String,
+    settings: KafkaSettings,
 }
 
 impl std::fmt::Debug for Outbox {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Outbox")
-            .field("transactional_id", &self.transactional_id)
+            .field("group", &self.settings.group_id)
             .finish_non_exhaustive()
     }
 }
 
+/// The `transactional.id` of a partition's lane: the same for whichever member holds it,
+/// so that taking the partition over fences its previous holder.
+#[must_use]
+pub fn transactional_id(group: &str, (topic, partition): &PartitionKey) -> String {
+    format!("fraudstream-{group}-{topic}-{partition}")
+}
+
 impl Outbox {
-    /// An outbox whose producer has `transactional.id = transactional_id`, with its
-    /// committer thread started (it initialises transactions, retrying while the brokers
-    /// are away; that fences any earlier producer with the same id).
-    pub fn start(
-        settings: &KafkaSettings,
-        transactional_id: &str,
-    ) -> Result<Arc<Self>, KafkaError> {
-        let producer: ThreadedProducer<DefaultProducerContext> = settings
-            .producer_config()
-            .set("transactional.id", transactional_id)
-            .set(
-                "transaction.timeout.ms",
-                TRANSACTION_TIMEOUT.as_millis().to_string(),
-            )
-            .create()?;
+    /// An outbox for `settings`' group, with its committer thread started. Lanes open
+    /// with the assignment ([`Outbox::open`]).
+    pub fn start(settings: &KafkaSettings) -> Result<Arc<Self>, KafkaError> {
         let outbox = Arc::new(Self {
             state: Mutex::new(State::default()),
             changed: Condvar::new(),
             room: tokio::sync::Notify::new(),
-            transactional_id: transactional_id.to_owned(),
+            settings: settings.clone(),
         });
         let committer = outbox.clone();
         std::thread::Builder::new()
             .name("kafka-outbox".into())
-            .spawn(move || committer.run(&producer))
+            .spawn(move || committer.run())
             .map_err(|e| KafkaError::ClientCreation(format!("outbox thread: {e}")))?;
         Ok(outbox)
     }
@@ -173,35 +203,102 @@ impl Outbox {
         self.lock().member = member;
     }
 
-    /// Stage messages: they go out with the commit of their origin offsets. Waits while
-    /// too many are staged (the commits are behind: the brokers are away).
-    pub async fn stage(&self, messages: Vec<OutboxMessage>) -> Result<(), OutboxError> {
+    /// Partitions assigned: open each one's lane, initialising its transactions (which
+    /// fences the partition's previous holder and ends its transaction under way). Blocks
+    /// until every lane is ready, retrying while the brokers are away: the caller must
+    /// let the consumer read the partitions' committed offsets only afterwards.
+    pub fn open(&self, keys: &[PartitionKey]) {
+        for key in keys {
+            if self.lock().lanes.contains_key(key) {
+                continue;
+            }
+            let lane = self.init_lane(key);
+            let mut s = self.lock();
+            s.fenced.remove(key);
+            s.lanes.insert(key.clone(), Arc::new(lane));
+        }
+    }
+
+    fn init_lane(&self, key: &PartitionKey) -> Lane {
+        let id = transactional_id(&self.settings.group_id, key);
+        let deadline = Instant::now() + INIT_DEADLINE;
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let attempt = self
+                .settings
+                .producer_config()
+                .set("transactional.id", &id)
+                .set(
+                    "transaction.timeout.ms",
+                    TRANSACTION_TIMEOUT.as_millis().to_string(),
+                )
+                .create::<ThreadedProducer<DefaultProducerContext>>()
+                .and_then(|p| p.init_transactions(CALL_TIMEOUT).map(|()| p));
+            match attempt {
+                Ok(producer) => {
+                    tracing::debug!(transactional_id = %id, "lane ready: the partition's previous holder is fenced");
+                    return Lane {
+                        producer,
+                        transactional_id: id,
+                    };
+                }
+                Err(e) => {
+                    if e.rdkafka_error_code()
+                        == Some(rdkafka::types::RDKafkaErrorCode::UnsupportedFeature)
+                    {
+                        // A broker without transactions: a configuration error, never a
+                        // silent stall of the commits (exit code 78: configuration).
+                        tracing::error!(error = %e, "the brokers do not support transactions: set delivery.kafka_outputs = \"at_least_once\"");
+                        std::process::exit(78);
+                    }
+                    if Instant::now() >= deadline {
+                        tracing::error!(error = %e, transactional_id = %id, "kafka transactions could not be initialised for an assigned partition; stopping rather than read offsets its previous holder may still change");
+                        std::process::exit(75);
+                    }
+                    tracing::warn!(error = %e, transactional_id = %id, retry_in = ?backoff, "kafka transactions not initialised yet; retrying (set delivery.kafka_outputs = \"at_least_once\" for brokers without transactions)");
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+    }
+
+    /// Stage messages: they go out with the commit of their origin offsets. Messages of
+    /// a partition without a lane (revoked, or fenced) are another member's to write, and
+    /// are dropped. Waits while too many are staged (the commits are behind: the brokers
+    /// are away).
+    pub async fn stage(&self, messages: Vec<OutboxMessage>) {
         let mut messages = Some(messages);
         loop {
             let notified = self.room.notified();
             {
                 let mut s = self.lock();
-                if let Some(e) = &s.fatal {
-                    return Err(OutboxError(e.clone()));
-                }
                 if s.staged.len() < MAX_STAGED {
-                    s.staged.extend(messages.take().unwrap_or_default());
+                    let mut m = messages.take().unwrap_or_default();
+                    m.retain(|m| s.lanes.contains_key(&m.origin.0));
+                    s.staged.extend(m);
                     metrics::gauge!(names::OUTBOX_STAGED).set(s.staged.len() as f64);
-                    return Ok(());
+                    return;
                 }
             }
             notified.await;
         }
     }
 
-    /// Commit `offsets` (with the messages they cover) soon, without waiting.
-    pub fn commit_soon(&self, offsets: &[SourceOffset]) {
-        let mut s = self.lock();
+    /// Add `offsets` of partitions with a lane to the pending ones.
+    fn add_pending(s: &mut State, offsets: &[SourceOffset]) {
         for (k, o) in offsets {
+            if !s.lanes.contains_key(k) {
+                continue;
+            }
             let e = s.pending.entry(k.clone()).or_insert(*o);
             *e = (*e).max(*o);
         }
-        drop(s);
+    }
+
+    /// Commit `offsets` (with the messages they cover) soon, without waiting.
+    pub fn commit_soon(&self, offsets: &[SourceOffset]) {
+        Self::add_pending(&mut self.lock(), offsets);
         self.changed.notify_all();
     }
 
@@ -210,14 +307,11 @@ impl Outbox {
     pub fn commit_now(&self, offsets: &[SourceOffset], timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         let mut s = self.lock();
-        for (k, o) in offsets {
-            let e = s.pending.entry(k.clone()).or_insert(*o);
-            *e = (*e).max(*o);
-        }
+        Self::add_pending(&mut s, offsets);
         s.asked += 1;
         let ticket = s.asked;
         self.changed.notify_all();
-        while s.done < ticket && s.fatal.is_none() {
+        while s.done < ticket {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return false;
@@ -232,46 +326,33 @@ impl Outbox {
     }
 
     /// Forget revoked partitions: their staged messages (their new owner reads their
-    /// inputs again) and offsets not committed. A transaction under way is doomed: it
-    /// aborts instead of committing (it must not commit after the new owner has read the
-    /// committed offsets), and its messages are not staged again.
+    /// inputs again), offsets not committed, and their lanes. A transaction of theirs
+    /// under way is doomed: it aborts instead of committing (it must not commit after the
+    /// new owner has read the committed offsets), and its messages are not staged again.
     pub fn forget(&self, keys: &[PartitionKey]) {
-        let mut s = self.lock();
-        if s.in_txn {
-            s.doomed = true;
-            s.forgotten.extend_from_slice(keys);
-        }
-        s.staged.retain(|m| !keys.contains(&m.origin.0));
-        s.pending.retain(|k, _| !keys.contains(k));
-        drop(s);
+        let closed: Vec<Arc<Lane>> = {
+            let mut s = self.lock();
+            s.drop_partitions(keys);
+            for k in keys {
+                s.fenced.remove(k);
+            }
+            keys.iter().filter_map(|k| s.lanes.remove(k)).collect()
+        };
+        close_later(closed);
         self.room.notify_waiters();
     }
 
-    /// The committer: initialise, then commit pending offsets with their messages, at
-    /// most every [`COMMIT_INTERVAL`] (at once when a synchronous commit waits).
-    fn run(&self, producer: &ThreadedProducer<DefaultProducerContext>) {
+    /// The committer: commit pending offsets with their messages, one transaction per
+    /// lane, at most every [`COMMIT_INTERVAL`] (at once when a synchronous commit
+    /// waits).
+    fn run(&self) {
         let mut backoff = Duration::from_millis(100);
-        while let Err(e) = producer.init_transactions(CALL_TIMEOUT) {
-            if e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::UnsupportedFeature)
-            {
-                // A broker without transactions: a configuration error, never a silent
-                // stall of the commits (exit code 78: configuration).
-                tracing::error!(error = %e, "the brokers do not support transactions: set delivery.kafka_outputs = \"at_least_once\"");
-                std::process::exit(78);
-            }
-            if self.give_up_if_fatal(&e) {
-                return;
-            }
-            tracing::warn!(error = %e, transactional_id = %self.transactional_id, "kafka transactions not initialised yet; retrying (set delivery.kafka_outputs = \"at_least_once\" for brokers without transactions)");
-            std::thread::sleep(backoff);
-            backoff = (backoff * 2).min(Duration::from_secs(10));
-        }
-        tracing::info!(transactional_id = %self.transactional_id, "kafka outputs are transactional (exactly once)");
         let mut last = Instant::now();
         loop {
-            let (offsets, messages, ticket, member) = {
+            let (offsets, ticket) = {
                 let mut s = self.lock();
                 loop {
+                    self.check_zombie(&s);
                     let urgent = s.asked > s.done;
                     if urgent || (!s.pending.is_empty() && last.elapsed() >= COMMIT_INTERVAL) {
                         break;
@@ -287,76 +368,24 @@ impl Outbox {
                         .unwrap_or_else(std::sync::PoisonError::into_inner)
                         .0;
                 }
-                if s.pending.is_empty() {
-                    s.done = s.asked;
-                    self.changed.notify_all();
-                    continue;
-                }
-                let offsets = s.pending.clone();
-                let covered = |m: &OutboxMessage| {
-                    offsets
-                        .get(&m.origin.0)
-                        .is_some_and(|&next| m.origin.1 < next)
-                };
-                let (messages, kept): (Vec<OutboxMessage>, Vec<OutboxMessage>) =
-                    std::mem::take(&mut s.staged).into_iter().partition(covered);
-                s.staged = kept;
-                s.in_txn = true;
-                s.doomed = false;
-                (offsets, messages, s.asked, s.member.clone())
+                (s.pending.clone(), s.asked)
             };
             last = Instant::now();
-            match self.transaction(producer, &offsets, &messages, member.as_deref()) {
-                Ok(()) => {
-                    if let Some(m) = &member {
-                        let list: Vec<SourceOffset> =
-                            offsets.iter().map(|(k, o)| (k.clone(), *o)).collect();
-                        m.committed(&list);
-                    }
+            let mut failed = None;
+            for (key, next) in offsets {
+                if let Err(e) = self.commit_lane(&key, next) {
+                    failed = Some(e);
+                }
+            }
+            match failed {
+                None => {
                     let mut s = self.lock();
-                    s.pending.retain(|k, o| offsets.get(k) != Some(o));
                     s.done = s.done.max(ticket);
-                    s.in_txn = false;
-                    s.forgotten.clear();
-                    metrics::gauge!(names::OUTBOX_STAGED).set(s.staged.len() as f64);
                     drop(s);
-                    metrics::counter!(names::KAFKA_TRANSACTIONS, "result" => "committed")
-                        .increment(1);
                     self.changed.notify_all();
-                    self.room.notify_waiters();
                     backoff = Duration::from_millis(100);
                 }
-                Err(e) => {
-                    metrics::counter!(names::KAFKA_TRANSACTIONS, "result" => "aborted")
-                        .increment(1);
-                    if self.give_up_if_fatal(&e) {
-                        return;
-                    }
-                    if let Err(abort) = producer.abort_transaction(CALL_TIMEOUT)
-                        && self.give_up_if_fatal(&abort)
-                    {
-                        return;
-                    }
-                    // Put the messages back, ahead of what was staged since; when the
-                    // assignment was lost, its offsets and messages are another member's.
-                    {
-                        let mut s = self.lock();
-                        if member.as_ref().is_some_and(|m| m.lost()) {
-                            // Every partition is another member's now.
-                            s.pending.clear();
-                            s.staged.clear();
-                        } else {
-                            let forgotten = std::mem::take(&mut s.forgotten);
-                            let mut kept: Vec<OutboxMessage> = messages
-                                .into_iter()
-                                .filter(|m| !forgotten.contains(&m.origin.0))
-                                .collect();
-                            kept.append(&mut s.staged);
-                            s.staged = kept;
-                        }
-                        s.in_txn = false;
-                        s.forgotten.clear();
-                    }
+                Some(e) => {
                     self.changed.notify_all();
                     tracing::warn!(error = %e, retry_in = ?backoff, "kafka transaction aborted; retrying");
                     std::thread::sleep(backoff);
@@ -366,11 +395,95 @@ impl Outbox {
         }
     }
 
-    /// One transaction: the messages, the offsets, the commit.
+    /// One lane's transaction: the staged messages of `key` below `next`, and `next` as
+    /// the partition's offset. On failure the messages are staged again (unless the
+    /// partition was revoked meanwhile or its lane fenced).
+    fn commit_lane(&self, key: &PartitionKey, next: i64) -> Result<(), KafkaError> {
+        let (lane, messages, member) = {
+            let mut s = self.lock();
+            let Some(lane) = s.lanes.get(key).cloned() else {
+                s.pending.remove(key);
+                return Ok(());
+            };
+            let covered = |m: &OutboxMessage| &m.origin.0 == key && m.origin.1 < next;
+            let (messages, kept): (Vec<OutboxMessage>, Vec<OutboxMessage>) =
+                std::mem::take(&mut s.staged).into_iter().partition(covered);
+            s.staged = kept;
+            s.in_txn = Some(key.clone());
+            s.doomed = false;
+            (lane, messages, s.member.clone())
+        };
+        let result = self.transaction(&lane, key, next, &messages, member.as_deref());
+        let mut s = self.lock();
+        s.in_txn = None;
+        match result {
+            Ok(()) => {
+                if s.pending.get(key) == Some(&next) {
+                    s.pending.remove(key);
+                }
+                metrics::gauge!(names::OUTBOX_STAGED).set(s.staged.len() as f64);
+                drop(s);
+                if let Some(m) = &member {
+                    m.committed(&[(key.clone(), next)]);
+                }
+                metrics::counter!(names::KAFKA_TRANSACTIONS, "result" => "committed").increment(1);
+                self.room.notify_waiters();
+                Ok(())
+            }
+            Err(e) => {
+                metrics::counter!(names::KAFKA_TRANSACTIONS, "result" => "aborted").increment(1);
+                if is_fenced(&e) {
+                    // Another member initialised this partition's lane: the group gave it
+                    // away, and this member has not heard yet. Its offsets and outputs
+                    // are the new holder's; drop them and the lane.
+                    tracing::warn!(error = %e, transactional_id = %lane.transactional_id, "lane fenced: another member holds the partition now; its outputs here are dropped");
+                    metrics::counter!(names::KAFKA_LANES_FENCED).increment(1);
+                    let keys = [key.clone()];
+                    s.drop_partitions(&keys);
+                    let closed: Vec<Arc<Lane>> = s.lanes.remove(key).into_iter().collect();
+                    s.fenced.entry(key.clone()).or_insert_with(Instant::now);
+                    drop(s);
+                    close_later(closed);
+                    self.room.notify_waiters();
+                    return Err(e);
+                }
+                if let Err(abort) = lane.producer.abort_transaction(CALL_TIMEOUT) {
+                    tracing::debug!(error = %abort, "abort after a failed transaction");
+                }
+                // Put the messages back, ahead of what was staged since; when the
+                // assignment was lost or the partition revoked, they are another
+                // member's.
+                let lost = member.as_ref().is_some_and(|m| m.lost());
+                if lost {
+                    s.pending.clear();
+                    s.staged.clear();
+                } else if !s.doomed && s.lanes.contains_key(key) {
+                    let mut kept = messages;
+                    kept.append(&mut s.staged);
+                    s.staged = kept;
+                }
+                s.doomed = false;
+                Err(e)
+            }
+        }
+    }
+
+    /// A partition whose lane was fenced [`ZOMBIE_GRACE`] ago and is still not revoked:
+    /// this process's place in the group was taken (a replacement with its static
+    /// identity), so it stops at once, as a zombie must (exit code 75: temporary failure).
+    fn check_zombie(&self, s: &State) {
+        if let Some((key, since)) = s.fenced.iter().find(|(_, t)| t.elapsed() >= ZOMBIE_GRACE) {
+            tracing::error!(partition = ?key, fenced_for = ?since.elapsed(), "a partition's lane was fenced by another member and the group never revoked it here: this detector has been replaced; it stops without writing");
+            std::process::exit(75);
+        }
+    }
+
+    /// The transaction proper: the messages, the offset, the commit.
     fn transaction(
         &self,
-        producer: &ThreadedProducer<DefaultProducerContext>,
-        offsets: &BTreeMap<PartitionKey, i64>,
+        lane: &Lane,
+        key: &PartitionKey,
+        next: i64,
         messages: &[OutboxMessage],
         member: Option<&dyn GroupMember>,
     ) -> Result<(), KafkaError> {
@@ -379,6 +492,7 @@ impl Outbox {
             .ok_or_else(|| {
                 KafkaError::ClientCreation("no consumer group member to commit for".into())
             })?;
+        let producer = &lane.producer;
         producer.begin_transaction()?;
         for m in messages {
             let mut record = BaseRecord::<[u8], [u8]>::to(&m.topic).payload(&m.payload);
@@ -403,48 +517,49 @@ impl Outbox {
                 }
             }
         }
-        let list: Vec<SourceOffset> = offsets.iter().map(|(k, o)| (k.clone(), *o)).collect();
-        producer.send_offsets_to_transaction(&partition_list(&list), &metadata, CALL_TIMEOUT)?;
+        producer.send_offsets_to_transaction(
+            &partition_list(&[(key.clone(), next)]),
+            &metadata,
+            CALL_TIMEOUT,
+        )?;
         crate::failpoint::hit("kafka_transaction_produced");
-        // The group may have taken the partitions away meanwhile (a poll came too late, a
+        // The group may have taken the partition away meanwhile (a poll came too late, a
         // session timed out) without this member hearing of it yet: commit nothing then.
         if member.is_some_and(GroupMember::lost) || self.lock().doomed {
             return Err(KafkaError::ClientCreation(
-                "the group took partitions of this transaction away; it is aborted".into(),
+                "the group took the partition of this transaction away; it is aborted".into(),
             ));
         }
         producer.commit_transaction(CALL_TIMEOUT)
     }
+}
 
-    /// A fatal error (fenced by a newer producer with the same `transactional.id`: this
-    /// process is a zombie whose place another detector has taken): nothing more may be
-    /// written, so the process exits. Returns false for other errors.
-    fn give_up_if_fatal(&self, e: &KafkaError) -> bool {
-        let fatal = match e {
-            KafkaError::Transaction(t) => t.is_fatal(),
-            other => matches!(
-                other.rdkafka_error_code(),
-                Some(
-                    rdkafka::types::RDKafkaErrorCode::ProducerFenced
-                        | rdkafka::types::RDKafkaErrorCode::InvalidProducerEpoch
-                        | rdkafka::types::RDKafkaErrorCode::Fatal
-                )
-            ),
-        };
-        if !fatal {
-            return false;
-        }
-        let message = format!("{e}");
-        tracing::error!(error = %message, transactional_id = %self.transactional_id, "the transactional producer was fenced: another detector with this identity has taken over; this one stops without writing");
-        {
-            let mut s = self.lock();
-            s.fatal = Some(message);
-        }
-        self.changed.notify_all();
-        self.room.notify_waiters();
-        // The offsets and messages of this process belong to its successor now: stop at
-        // once, as a zombie must (exit code 75: temporary failure).
-        std::process::exit(75);
+/// Whether `e` says the producer was fenced by a newer one with its `transactional.id`.
+fn is_fenced(e: &KafkaError) -> bool {
+    match e {
+        KafkaError::Transaction(t) => t.is_fatal(),
+        other => matches!(
+            other.rdkafka_error_code(),
+            Some(
+                rdkafka::types::RDKafkaErrorCode::ProducerFenced
+                    | rdkafka::types::RDKafkaErrorCode::InvalidProducerEpoch
+                    | rdkafka::types::RDKafkaErrorCode::Fatal
+            )
+        ),
+    }
+}
+
+/// Close lanes off the caller's thread (a rebalance callback, the committer): closing a
+/// producer waits for its threads, and for the brokers when they are away.
+fn close_later(lanes: Vec<Arc<Lane>>) {
+    if lanes.is_empty() {
+        return;
+    }
+    if let Err(e) = std::thread::Builder::new()
+        .name("kafka-lane-close".into())
+        .spawn(move || drop(lanes))
+    {
+        tracing::debug!(error = %e, "lanes closed in place");
     }
 }
 

@@ -63,6 +63,12 @@ impl ConsumerContext for DetectorContext {
             Rebalance::Assign(tpl) => {
                 let keys = keys_of(tpl);
                 tracing::info!(partitions = ?keys, "partitions assigned");
+                if let Some(outbox) = &self.outbox {
+                    // Before the consumer reads the committed offsets (after this
+                    // callback): fence each partition's previous holder, so that no
+                    // transaction of theirs can still change them.
+                    blocking(|| outbox.open(&keys));
+                }
                 self.shared.assign(keys);
             }
             Rebalance::Revoke(tpl) => self.revoke(consumer, &keys_of(tpl)),
@@ -84,6 +90,18 @@ impl ConsumerContext for DetectorContext {
                 tracing::debug!(error = %e, "pause state of assigned partitions");
             }
         }
+    }
+}
+
+/// Run `f`, which waits. The callbacks run inside a poll on a runtime worker: that
+/// worker's other tasks (the scorer among them, perhaps) go to another thread meanwhile.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    let multi_thread = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if multi_thread {
+        tokio::task::block_in_place(f)
+    } else {
+        f()
     }
 }
 
@@ -135,15 +153,7 @@ impl DetectorContext {
             }
             pending
         };
-        // The callback runs inside a poll on a runtime worker: hand that worker's other
-        // tasks (the scorer among them, perhaps) to another thread while this one waits.
-        let multi_thread = tokio::runtime::Handle::try_current()
-            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-        let pending = if multi_thread {
-            tokio::task::block_in_place(wait)
-        } else {
-            wait()
-        };
+        let pending = blocking(wait);
         if pending > 0 {
             tracing::warn!(
                 pending,
