@@ -99,6 +99,30 @@ impl LocalStore {
             .map_err(|e| self.io(key, &e))
     }
 
+    /// Create `path` only if nothing is there: the data goes to a temporary file, which
+    /// is hard-linked to `path` (atomic, and refused when `path` exists). No lock file, so
+    /// a lake's files need none beside them.
+    fn put_if_absent(&self, key: &str, path: &Path, data: &[u8]) -> Result<String, StorageError> {
+        let tmp = self.write_tmp(path, data).map_err(|e| self.io(key, &e))?;
+        let linked = std::fs::hard_link(&tmp, path);
+        let _removed = std::fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(StorageError::PreconditionFailed {
+                    store: self.describe(),
+                    key: key.into(),
+                });
+            }
+            Err(e) => return Err(self.io(key, &e)),
+        }
+        let dir = path.parent().unwrap_or(&self.root);
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| self.io(key, &e))?;
+        Ok(Self::etag(data))
+    }
+
     fn put_if_sync(
         &self,
         key: &str,
@@ -108,6 +132,9 @@ impl LocalStore {
         let path = self.path(key)?;
         let dir = path.parent().unwrap_or(&self.root).to_path_buf();
         std::fs::create_dir_all(&dir).map_err(|e| self.io(key, &e))?;
+        if let Condition::IfAbsent = condition {
+            return self.put_if_absent(key, &path, data);
+        }
         let mut lock_name = path.file_name().unwrap_or_default().to_os_string();
         lock_name.push(".lock");
         let lock = std::fs::OpenOptions::new()

@@ -28,6 +28,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arrow::array::RecordBatch;
+use bytes::Bytes;
 use tokio::time::Instant;
 
 pub use config::{LakeCompression, LakeConfig, LakeSettings};
@@ -45,7 +46,7 @@ use streams::{Buffer, BufferKey};
 use crate::metric_names as names;
 use crate::retry::{RetryPolicy, retry};
 use crate::schema::{NUM_FIELDS, Transaction};
-use crate::storage::{BlobStore, StorageError};
+use crate::storage::{BlobStore, Condition, StorageError};
 
 /// A transaction with its verdict, as stored in the lake.
 #[derive(Debug, Clone, PartialEq)]
@@ -475,7 +476,10 @@ impl LakeWriter {
         if let Some((s, _, last)) = range {
             let (written, epoch) = match self.streams.get(s) {
                 Some(st) if st.recovered.is_some() => (st.written, st.epoch),
-                _ => positions::claim(self.store.as_ref(), s, false).await?,
+                _ => {
+                    let c = positions::claim(self.store.as_ref(), s, false, Bytes::new).await?;
+                    (c.high, c.epoch)
+                }
             };
             let ours = retry(self.policy, "lake offset marker", || {
                 positions::mark_writing(self.store.as_ref(), s, epoch, written, &key, last)
@@ -484,11 +488,19 @@ impl LakeWriter {
             if !ours {
                 return Ok(None);
             }
+            let landed = retry(self.policy, "lake write", || {
+                self.put_stream_file(s, epoch, &key, data.clone())
+            })
+            .await?;
+            if !landed {
+                return Ok(None);
+            }
+        } else {
+            retry(self.policy, "lake write", || {
+                self.store.put(&key, data.clone())
+            })
+            .await?;
         }
-        retry(self.policy, "lake write", || {
-            self.store.put(&key, data.clone())
-        })
-        .await?;
         crate::failpoint::hit("lake_file_written");
         match range {
             Some((s, _, last)) => {
@@ -502,6 +514,47 @@ impl LakeWriter {
         metrics::counter!(names::LAKE_ROWS_WRITTEN).increment(rows as u64);
         tracing::info!(key = %key, rows, "lake file written");
         Ok(Some(key))
+    }
+
+    /// Create a stream's file, only if absent (a takeover puts an empty file in place of
+    /// a write it fences). `false`: the file is such an empty one and this writer, at
+    /// `epoch`, no longer holds the stream. A file already there with rows is this very
+    /// write, landed by an attempt that seemed to fail (or the same rows by another
+    /// writer): written.
+    async fn put_stream_file(
+        &self,
+        stream: &str,
+        epoch: u64,
+        key: &str,
+        data: Bytes,
+    ) -> Result<bool, StorageError> {
+        let store = self.store.as_ref();
+        match store.put_if(key, data.clone(), Condition::IfAbsent).await {
+            Ok(_) => Ok(true),
+            Err(StorageError::PreconditionFailed { .. }) => {
+                if positions::file_rows(store, key)
+                    .await?
+                    .is_some_and(|n| n > 0)
+                {
+                    return Ok(true);
+                }
+                // An empty file: a takeover fenced an earlier write under this name. The
+                // stream's holder replaces it (its own rows have the same offsets).
+                if !positions::holds(store, stream, epoch).await? {
+                    return Ok(false);
+                }
+                store.put(key, data).await?;
+                Ok(true)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// An empty lake file (the schema, no rows): what a takeover puts in place of an
+    /// unfinished write.
+    fn empty_file(&self) -> Bytes {
+        let empty = RecordBatch::new_empty(lake_schema_with(&self.features));
+        encode_batches(&[empty], self.settings.compression).unwrap_or_default()
     }
 
     /// Drop one buffer (counted, logged).

@@ -36,7 +36,11 @@ impl LakeWriter {
             if state.is_some_and(|s| s.recovered == Some(generation)) {
                 continue;
             }
-            let (written, epoch) = positions::claim(self.store.as_ref(), &p.stream, true).await?;
+            let empty = self.empty_file();
+            let positions::Claimed {
+                high: written,
+                epoch,
+            } = positions::claim(self.store.as_ref(), &p.stream, true, || empty.clone()).await?;
             self.trim_stream(&p.stream, written);
             let buffered = self.buffered_high(&p.stream);
             tracing::debug!(stream = %p.stream, written, "lake: stream position recovered");
