@@ -228,24 +228,58 @@ async fn a_crash_before_the_transaction_commits_repeats_no_alert_or_dead_letter(
     assert_eq!(keys.len(), frauds.len(), "one alert per fraud verdict");
 }
 
+/// How the first detector of a zombie run is frozen.
+enum Freeze {
+    /// SIGSTOP from the test, once it has made progress.
+    Signal,
+    /// SIGSTOP by itself at a failpoint (`FRAUDSTREAM_FAILPOINT=<point>:stop`).
+    AtPoint(&'static str),
+}
+
 /// A zombie: the detector is frozen (SIGSTOP) mid-stream and a replacement with the same
-/// identity (static member and `transactional.id`; another host, here another lock
-/// directory) takes its place. When the old process wakes up its producer is fenced: it
-/// exits with status 75 without writing, and the replacement's outputs are exactly once:
-/// one verdict item, one lake row and one alert per transaction or fraud.
+/// identity (static member; another host, here another lock directory) takes its place.
+/// When the old process wakes up its consumer and producers are fenced: it exits with
+/// status 75 without writing, and the replacement's outputs are exactly once: one verdict
+/// item, one lake row and one alert per transaction or fraud.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_zombie_that_wakes_up_after_its_replacement_writes_nothing() {
-    let d = Deployment::new("zombie").await;
+    zombie_run("zombie", Freeze::Signal).await;
+}
+
+/// The lake's share of a zombie: the detector stops after recording a lake file's intent
+/// and before writing it; its replacement takes the stream over (an empty file in place of
+/// the unfinished one), and the old write, resumed, lands nowhere: no row twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lake_write_resumed_after_a_takeover_lands_nowhere() {
+    zombie_run("lakezombie", Freeze::AtPoint("lake_file_put@3:stop")).await;
+}
+
+async fn zombie_run(name: &str, freeze: Freeze) {
+    let d = Deployment::new(name).await;
     let n = 16_000;
     d.produce(0, n).await;
     let config = d.write_config(true);
-    let mut old = d.spawn(&config, 1);
-    assert!(
-        d.wait_for_verdicts(2_000, Duration::from_secs(120)).await,
-        "no progress:\n{}",
-        old.log_text()
-    );
-    old.signal("STOP");
+    let mut old = match freeze {
+        Freeze::Signal => {
+            let old = d.spawn(&config, 1);
+            assert!(
+                d.wait_for_verdicts(2_000, Duration::from_secs(120)).await,
+                "no progress:\n{}",
+                old.log_text()
+            );
+            old.signal("STOP");
+            old
+        }
+        Freeze::AtPoint(point) => {
+            let old = d.spawn_with_env("run", &config, 1, &[("FRAUDSTREAM_FAILPOINT", point)]);
+            let deadline = std::time::Instant::now() + Duration::from_secs(120);
+            while !old.stopped() && std::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            assert!(old.stopped(), "never reached {point}:\n{}", old.log_text());
+            old
+        }
+    };
     let before = d.verdict_count().await;
     assert!(before < n as u64, "froze after the end");
 
@@ -259,6 +293,15 @@ async fn a_zombie_that_wakes_up_after_its_replacement_writes_nothing() {
         "the replacement made no progress:\n{}",
         new.log_text()
     );
+    if let Freeze::AtPoint(_) = freeze {
+        // The old process stopped between recording the file and writing it: taking the
+        // stream over finds that write unfinished and fences it.
+        assert!(
+            new.log_text().contains("fenced by an empty file"),
+            "the replacement did not fence the unfinished write:\n{}",
+            new.log_text()
+        );
+    }
     old.signal("CONT");
     let status = old.wait(Duration::from_secs(90));
     assert_eq!(

@@ -70,10 +70,10 @@ pub async fn for_each_file(
             (r, features)
         })
         .await?;
-        Ok::<_, RemoteError>((result?, features))
+        Ok::<_, RemoteError>((result, features))
     };
     if !is_remote(location) {
-        let ((d, r), _) = read(location.to_owned(), features).await?;
+        let (d, r) = read(location.to_owned(), features).await?.0?;
         each(location, d, r);
         return Ok(());
     }
@@ -81,6 +81,7 @@ pub async fn for_each_file(
     if keys.is_empty() {
         return Err(RemoteError::Empty(location.to_owned()));
     }
+    let mut read_any = false;
     for key in keys {
         let blob = root.get(&key).await?;
         let ext = key.rsplit_once('.').map_or("csv", |(_, e)| e);
@@ -91,14 +92,24 @@ pub async fn for_each_file(
         tmp.flush()?;
         drop(blob);
         let path = tmp.path().to_str().unwrap_or_default().to_owned();
-        let ((d, r), f) = read(path, features.take()).await?;
+        let (result, f) = read(path, features.take()).await?;
         features = f;
+        let (d, r) = match result {
+            // A file without rows adds nothing (the lake's empty files: what a takeover
+            // puts in place of an unfinished write).
+            Err(ReadError::Empty { .. }) => continue,
+            other => other?,
+        };
+        read_any = true;
         let name = if location.ends_with('/') {
             format!("{location}{key}")
         } else {
             location.to_owned()
         };
         each(&name, d, r);
+    }
+    if !read_any {
+        return Err(RemoteError::Empty(location.to_owned()));
     }
     Ok(())
 }

@@ -381,7 +381,11 @@ impl Deployment {
     pub fn lake_ids(&self) -> Vec<String> {
         let mut ids = Vec::new();
         for p in super::parquet_files(&self.dir.path().join("lake")) {
-            let (data, _) = read_dataset(p.to_str().unwrap(), ReadOptions::default()).unwrap();
+            let (data, _) = match read_dataset(p.to_str().unwrap(), ReadOptions::default()) {
+                // An empty file: a takeover fenced an unfinished write with it.
+                Err(fraudstream::schema::ReadError::Empty { .. }) => continue,
+                other => other.unwrap(),
+            };
             ids.extend((0..data.len()).map(|i| data.row(i).id));
         }
         ids
@@ -410,6 +414,17 @@ impl Detector {
             std::thread::sleep(Duration::from_millis(100));
         }
         None
+    }
+
+    /// Stopped by a signal (state `T` in `/proc/<pid>/stat`)?
+    pub fn stopped(&self) -> bool {
+        std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
+            .ok()
+            .and_then(|s| {
+                let (_, rest) = s.rsplit_once(')')?;
+                rest.split_whitespace().next().map(|state| state == "T")
+            })
+            .unwrap_or(false)
     }
 
     /// Still running?

@@ -488,6 +488,7 @@ impl LakeWriter {
             if !ours {
                 return Ok(None);
             }
+            crate::failpoint::hit("lake_file_put");
             let landed = retry(self.policy, "lake write", || {
                 self.put_stream_file(s, epoch, &key, data.clone())
             })
