@@ -771,6 +771,33 @@ struct Report {
 }
 
 /// Read everything back and compare with what was produced.
+/// What the lake lacks and repeats, for the log: missing rows as runs of offsets per
+/// partition, and some repeated ids with the files that hold them.
+fn lake_report(
+    missing: &[&String],
+    files: &HashMap<String, Vec<String>>,
+    origin: &HashMap<String, (i32, i64)>,
+) {
+    let mut at: Vec<(i32, i64)> = missing
+        .iter()
+        .filter_map(|id| origin.get(*id).copied())
+        .collect();
+    at.sort_unstable();
+    let mut runs: Vec<(i32, i64, i64)> = Vec::new();
+    for (p, o) in at {
+        match runs.last_mut() {
+            Some((rp, _, last)) if *rp == p && o <= *last + 50 => *last = o,
+            _ => runs.push((p, o, o)),
+        }
+    }
+    eprintln!("soak: lake missing, as partition:first..last runs: {runs:?}");
+    let repeated: Vec<(&String, &Vec<String>)> =
+        files.iter().filter(|(_, f)| f.len() > 1).take(10).collect();
+    for (id, f) in repeated {
+        eprintln!("soak: lake repeats {id} {:?} in {f:?}", origin.get(id));
+    }
+}
+
 async fn verify(d: &Deployment, hdfs: &str, lake_dir: &str, api: &ApiLoad) -> Report {
     // What was produced, classified by the detector's own rules.
     let produced: u64 = d.offsets().iter().map(|(_, high)| *high as u64).sum();
@@ -781,6 +808,8 @@ async fn verify(d: &Deployment, hdfs: &str, lake_dir: &str, api: &ApiLoad) -> Re
         "could not read the input back"
     );
     let mut valid: HashSet<String> = HashSet::new();
+    // Where each valid transaction came from, to show what the lake lacks or repeats.
+    let mut origin: HashMap<String, (i32, i64)> = HashMap::new();
     let mut invalid: HashMap<(i32, i64), &'static str> = HashMap::new();
     for m in &messages {
         let key = m.key();
@@ -794,6 +823,7 @@ async fn verify(d: &Deployment, hdfs: &str, lake_dir: &str, api: &ApiLoad) -> Re
             default_id,
         ) {
             Ok(tx) => {
+                origin.insert(tx.id.clone(), (m.partition(), m.offset()));
                 valid.insert(tx.id);
             }
             Err(kind) => {
@@ -844,7 +874,7 @@ async fn verify(d: &Deployment, hdfs: &str, lake_dir: &str, api: &ApiLoad) -> Re
     // The lake: every valid transaction.
     let lake = HdfsStore::new(hdfs, lake_dir, None).unwrap();
     let mut lake_rows = 0usize;
-    let mut lake_ids: HashSet<String> = HashSet::new();
+    let mut lake_files: HashMap<String, Vec<String>> = HashMap::new();
     for o in lake.list("").await.unwrap() {
         if !o.key.ends_with(".parquet") {
             continue;
@@ -852,11 +882,18 @@ async fn verify(d: &Deployment, hdfs: &str, lake_dir: &str, api: &ApiLoad) -> Re
         let blob = lake.get(&o.key).await.unwrap();
         for id in parquet_ids(blob.data) {
             lake_rows += 1;
-            lake_ids.insert(id);
+            lake_files.entry(id).or_default().push(o.key.clone());
         }
     }
-    let missing_lake = valid.iter().filter(|id| !lake_ids.contains(*id)).count();
-    let dup_lake = lake_rows - lake_ids.len();
+    let missing: Vec<&String> = valid
+        .iter()
+        .filter(|id| !lake_files.contains_key(*id))
+        .collect();
+    let missing_lake = missing.len();
+    let dup_lake = lake_rows - lake_files.len();
+    if missing_lake > 0 || dup_lake > 0 {
+        lake_report(&missing, &lake_files, &origin);
+    }
 
     // Alerts: one for every fraud verdict.
     let frauds: HashSet<&str> = items

@@ -16,6 +16,7 @@
 //! same verdicts.
 
 pub mod outbox;
+mod pause;
 pub mod rebalance;
 pub mod rebuild;
 
@@ -156,19 +157,22 @@ impl KafkaSource {
     ) -> (Result<(), KafkaSourceError>, Stages) {
         let mut stages = stages;
         let mut backoff = Duration::from_millis(500);
+        let mut fenced = pause::Fenced::default();
+        pause::start();
         loop {
             let (result, s) = self.session(stages, shutdown).await;
             stages = s;
             match result {
                 Err(KafkaSourceError::FatalConsumer(e))
                     if e.rdkafka_error_code()
-                        == Some(rdkafka::types::RDKafkaErrorCode::FencedInstanceId) =>
+                        == Some(rdkafka::types::RDKafkaErrorCode::FencedInstanceId)
+                        && fenced.is_zombie() =>
                 {
-                    // Another consumer took this one's static identity (a replacement
-                    // started while this process was paused): this process is a zombie.
-                    // A new consumer would take the place back and fight its replacement
-                    // for the partitions, so it stops at once without writing (exit code
-                    // 75: temporary failure).
+                    // Another consumer took this one's static identity while this process
+                    // was paused (or again and again): it is a zombie, and its
+                    // replacement holds the partitions. A new consumer would take the
+                    // place back and fight it, so it stops at once without writing (exit
+                    // code 75: temporary failure).
                     tracing::error!(error = %e, "this detector's static group identity was taken by another consumer (its replacement): stopping without writing");
                     std::process::exit(75);
                 }
