@@ -16,6 +16,20 @@ pub type PartitionKey = (String, i32);
 /// A position in a source: a partition and an offset.
 pub type SourceOffset = (PartitionKey, i64);
 
+/// Positions tracked together (one batch), with the assignment generation current when
+/// they were tracked ([`PartitionState::generation`]; 0 for sources without
+/// assignments). Acknowledging them counts only for partitions not assigned anew since:
+/// after a revoke and a re-assignment the consumer reads the same offsets again, and a
+/// late acknowledgement of the old copies must not pass for the new ones (their rows
+/// are not durable yet).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Tracked {
+    /// The generation when they were tracked.
+    pub generation: u64,
+    /// The positions.
+    pub offsets: Vec<SourceOffset>,
+}
+
 /// What the source, the scorer task and the rebalance handler share.
 #[derive(Debug, Default)]
 pub struct Partitions {
@@ -34,12 +48,19 @@ pub struct Partitions {
 
 impl Partitions {
     /// Acknowledge durable positions; returns each partition whose committable offset
-    /// advanced, with its new offset.
-    pub fn acknowledge(&mut self, durable: &mut Vec<SourceOffset>) -> Vec<SourceOffset> {
+    /// advanced, with its new offset. Positions of a partition assigned anew since they
+    /// were tracked are ignored.
+    pub fn acknowledge(&mut self, durable: &mut Vec<Tracked>) -> Vec<SourceOffset> {
         let mut advanced: BTreeMap<PartitionKey, i64> = BTreeMap::new();
-        for (key, offset) in durable.drain(..) {
-            if let Some(next) = self.marks.ack(&key, offset) {
-                advanced.insert(key, next);
+        for batch in durable.drain(..) {
+            for (key, offset) in batch.offsets {
+                let current = self
+                    .assigned
+                    .get(&key)
+                    .is_none_or(|&assigned| assigned <= batch.generation);
+                if current && let Some(next) = self.marks.ack(&key, offset) {
+                    advanced.insert(key, next);
+                }
             }
         }
         advanced.into_iter().collect()
@@ -202,12 +223,12 @@ pub trait Commit: Send + Sync {
 /// Acknowledges durable positions and commits what advanced.
 pub trait Acknowledge: Send + Sync {
     /// Every position in `durable` is now in every durable sink.
-    fn acknowledge(&self, durable: &mut Vec<SourceOffset>);
+    fn acknowledge(&self, durable: &mut Vec<Tracked>);
 }
 
 /// Files have no positions to commit: a restarted embedded run reads its input again.
 impl Acknowledge for () {
-    fn acknowledge(&self, durable: &mut Vec<SourceOffset>) {
+    fn acknowledge(&self, durable: &mut Vec<Tracked>) {
         durable.clear();
     }
 }
@@ -226,7 +247,7 @@ impl<C: Commit> Acker<C> {
 }
 
 impl<C: Commit> Acknowledge for Acker<C> {
-    fn acknowledge(&self, durable: &mut Vec<SourceOffset>) {
+    fn acknowledge(&self, durable: &mut Vec<Tracked>) {
         if durable.is_empty() {
             return;
         }
@@ -270,17 +291,57 @@ mod tests {
                 s.marks.track(key(1), 10 + o);
             }
         }
-        acker.acknowledge(&mut vec![(key(0), 1), (key(1), 10)]);
+        let g = shared.generation();
+        let tracked = |offsets: Vec<SourceOffset>| {
+            vec![Tracked {
+                generation: g,
+                offsets,
+            }]
+        };
+        acker.acknowledge(&mut tracked(vec![(key(0), 1), (key(1), 10)]));
         assert_eq!(
             *recorded.0.lock().unwrap(),
             vec![(key(1), 11)],
             "0 is pending on p0"
         );
         assert_eq!(lock(&shared).revoke(&[key(1)]), vec![(key(1), 11)]);
-        acker.acknowledge(&mut vec![(key(1), 11), (key(0), 0)]);
+        acker.acknowledge(&mut tracked(vec![(key(1), 11), (key(0), 0)]));
         assert_eq!(recorded.0.lock().unwrap().last(), Some(&(key(0), 2)));
         assert_eq!(lock(&shared).committable_assigned(), vec![(key(0), 2)]);
         assert_eq!(lock(&shared).revoked, 1);
+    }
+
+    /// A batch read before a revoke is acknowledged after the partition came back and
+    /// its offsets were read again: the new copies stay pending, nothing is committed.
+    #[test]
+    fn a_late_acknowledgement_from_before_a_reassignment_commits_nothing() {
+        let shared = SharedPartitions::default();
+        let recorded = Arc::new(Recorded::default());
+        let acker = Acker::new(shared.clone(), recorded.clone());
+        shared.assign(vec![key(0)]);
+        let before = shared.generation();
+        for o in 0..3 {
+            lock(&shared).marks.track(key(0), o);
+        }
+        lock(&shared).revoke(&[key(0)]);
+        shared.assign(vec![key(0)]);
+        let after = shared.generation();
+        for o in 0..3 {
+            lock(&shared).marks.track(key(0), o);
+        }
+        acker.acknowledge(&mut vec![Tracked {
+            generation: before,
+            offsets: (0..3).map(|o| (key(0), o)).collect(),
+        }]);
+        assert!(
+            recorded.0.lock().unwrap().is_empty(),
+            "the old copies count for nothing"
+        );
+        acker.acknowledge(&mut vec![Tracked {
+            generation: after,
+            offsets: (0..3).map(|o| (key(0), o)).collect(),
+        }]);
+        assert_eq!(*recorded.0.lock().unwrap(), vec![(key(0), 3)]);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use super::acker::{Acknowledge, SourceOffset};
+use super::acker::{Acknowledge, Tracked};
 use super::delivery::{Delivery, DeliveryError};
 use super::scorer::{ScoreError, Scored, Scorer};
 use super::source::Batch;
@@ -50,7 +50,7 @@ pub struct Stages {
 const SCORED_AHEAD: usize = 1;
 
 /// A scored batch (none when every row was dead-lettered) and its source positions.
-type ScoredBatch = (Option<Scored>, Vec<SourceOffset>);
+type ScoredBatch = (Option<Scored>, Tracked);
 
 impl Stages {
     /// Process batches until the source closes the channel, then flush the lake and
@@ -83,7 +83,7 @@ impl Stages {
             Ok::<(), StagesError>(())
         };
         let deliver = async {
-            let mut held: Vec<SourceOffset> = Vec::new();
+            let mut held: Vec<Tracked> = Vec::new();
             let mut tick = tokio::time::interval(IDLE_TICK);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
@@ -93,7 +93,7 @@ impl Stages {
                         if let Some(scored) = scored {
                             deliver(delivery, stats, scored).await?;
                         }
-                        held.extend(offsets);
+                        held.push(offsets);
                     }
                     _ = tick.tick() => delivery.maintain().await?,
                 }

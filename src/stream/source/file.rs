@@ -172,7 +172,7 @@ impl FileSource {
         }
         let batch = Batch {
             rows: valid,
-            offsets: Vec::new(),
+            offsets: crate::stream::acker::Tracked::default(),
         };
         if batches.send(batch).await.is_err() {
             return Ok(false);

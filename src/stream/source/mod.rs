@@ -20,7 +20,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::schema::Transaction;
-use crate::stream::acker::SourceOffset;
 
 /// Where a record came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,8 +79,9 @@ impl Incoming {
 pub struct Batch {
     /// Valid transactions, in source order.
     pub rows: Vec<Incoming>,
-    /// Positions to acknowledge when the batch is durable.
-    pub offsets: Vec<SourceOffset>,
+    /// Positions to acknowledge when the batch is durable, and the assignment generation
+    /// they were tracked in.
+    pub offsets: crate::stream::acker::Tracked,
 }
 
 /// Batches between a source and the scorer task: a few, so the source reads ahead while

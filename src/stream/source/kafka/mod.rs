@@ -290,7 +290,7 @@ impl KafkaSource {
             let batch = self
                 .prepare(shared, self.dead_letters.as_ref(), reads, stats, &abort)
                 .await?;
-            if batch.rows.is_empty() && batch.offsets.is_empty() {
+            if batch.rows.is_empty() && batch.offsets.offsets.is_empty() {
                 continue;
             }
             let permit = match batch_tx.try_reserve() {
@@ -399,13 +399,21 @@ impl KafkaSource {
             s.read += offsets.len() as u64;
             s.dead_letters += dead.len() as u64;
         }
-        {
+        let generation = {
             let mut s = lock(shared);
             for (key, offset) in &offsets {
                 s.marks.track(key.clone(), *offset);
             }
-        }
-        Ok(Batch { rows, offsets })
+            // Under the lock, as assignments change it.
+            shared.generation()
+        };
+        Ok(Batch {
+            rows,
+            offsets: crate::stream::acker::Tracked {
+                generation,
+                offsets,
+            },
+        })
     }
 }
 
