@@ -497,17 +497,28 @@ mod tests {
         assert_eq!((c.high, c.epoch), (41, 4));
     }
 
-    /// The race a freeze brings: a holder starts a file, the stream is taken over, then
-    /// the old holder's write (a retry, or a write slowed down) tries to land.
-    #[tokio::test]
-    async fn a_takeover_fences_the_previous_holders_unfinished_file() {
-        let (_dir, store) = store();
+    /// A store whose stream `t+0` has a holder that has recorded writing `f.parquet`
+    /// (offsets to 99), and that holder's claim.
+    async fn holder_writing_f() -> (
+        tempfile::TempDir,
+        crate::storage::local::LocalStore,
+        Claimed,
+    ) {
+        let (dir, store) = store();
         let a = claim(&store, "t+0", true, || parquet(0)).await.unwrap();
         assert!(
             mark_writing(&store, "t+0", a.epoch, -1, "f.parquet", 99)
                 .await
                 .unwrap()
         );
+        (dir, store, a)
+    }
+
+    /// The race a freeze brings: a holder starts a file, the stream is taken over, then
+    /// the old holder's write (a retry, or a write slowed down) tries to land.
+    #[tokio::test]
+    async fn a_takeover_fences_the_previous_holders_unfinished_file() {
+        let (_dir, store, a) = holder_writing_f().await;
         let b = claim(&store, "t+0", true, || parquet(0)).await.unwrap();
         assert_eq!(
             (b.high, b.epoch),
@@ -538,13 +549,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_takeover_counts_a_file_that_landed() {
-        let (_dir, store) = store();
-        let a = claim(&store, "t+0", true, || parquet(0)).await.unwrap();
-        assert!(
-            mark_writing(&store, "t+0", a.epoch, -1, "f.parquet", 99)
-                .await
-                .unwrap()
-        );
+        let (_dir, store, _a) = holder_writing_f().await;
         store
             .put_if("f.parquet", parquet(100), Condition::IfAbsent)
             .await
