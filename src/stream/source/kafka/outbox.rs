@@ -414,6 +414,27 @@ impl Outbox {
             (lane, messages, s.member.clone())
         };
         let result = self.transaction(&lane, key, next, &messages, member.as_deref());
+        let result = self.settle(&lane, key, next, messages, member, result);
+        // A lane revoked or fenced meanwhile is closed off this thread, which other
+        // partitions' commits are waiting for.
+        if !self.lock().lanes.contains_key(key) {
+            close_later(vec![lane]);
+        }
+        result
+    }
+
+    /// After a lane's transaction: on success forget the committed offset; on failure
+    /// abort, and stage the messages again (unless the partition was revoked meanwhile
+    /// or its lane fenced).
+    fn settle(
+        &self,
+        lane: &Lane,
+        key: &PartitionKey,
+        next: i64,
+        messages: Vec<OutboxMessage>,
+        member: Option<Arc<dyn GroupMember>>,
+        result: Result<(), KafkaError>,
+    ) -> Result<(), KafkaError> {
         let mut s = self.lock();
         s.in_txn = None;
         match result {
