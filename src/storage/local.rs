@@ -101,26 +101,40 @@ impl LocalStore {
 
     /// Create `path` only if nothing is there: the data goes to a temporary file, which
     /// is hard-linked to `path` (atomic, and refused when `path` exists). No lock file, so
-    /// a lake's files need none beside them.
-    fn put_if_absent(&self, key: &str, path: &Path, data: &[u8]) -> Result<String, StorageError> {
-        let tmp = self.write_tmp(path, data).map_err(|e| self.io(key, &e))?;
+    /// a lake's files need none beside them. `None` when the file system cannot link:
+    /// the caller falls back to a lock file.
+    fn put_if_absent(
+        &self,
+        key: &str,
+        path: &Path,
+        data: &[u8],
+    ) -> Option<Result<String, StorageError>> {
+        let tmp = match self.write_tmp(path, data) {
+            Ok(t) => t,
+            Err(e) => return Some(Err(self.io(key, &e))),
+        };
         let linked = std::fs::hard_link(&tmp, path);
         let _removed = std::fs::remove_file(&tmp);
         match linked {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                return Err(StorageError::PreconditionFailed {
+                return Some(Err(StorageError::PreconditionFailed {
                     store: self.describe(),
                     key: key.into(),
-                });
+                }));
             }
-            Err(e) => return Err(self.io(key, &e)),
+            Err(e) => {
+                tracing::debug!(key, error = %e, "no hard links here: a lock file guards the write");
+                return None;
+            }
         }
         let dir = path.parent().unwrap_or(&self.root);
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| self.io(key, &e))?;
-        Ok(Self::etag(data))
+        Some(
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map(|()| Self::etag(data))
+                .map_err(|e| self.io(key, &e)),
+        )
     }
 
     fn put_if_sync(
@@ -132,8 +146,10 @@ impl LocalStore {
         let path = self.path(key)?;
         let dir = path.parent().unwrap_or(&self.root).to_path_buf();
         std::fs::create_dir_all(&dir).map_err(|e| self.io(key, &e))?;
-        if let Condition::IfAbsent = condition {
-            return self.put_if_absent(key, &path, data);
+        if let Condition::IfAbsent = condition
+            && let Some(done) = self.put_if_absent(key, &path, data)
+        {
+            return done;
         }
         let mut lock_name = path.file_name().unwrap_or_default().to_os_string();
         lock_name.push(".lock");
