@@ -20,9 +20,9 @@
 //! owner's late commit duplicate what the new owner re-reads.
 //!
 //! A lane that finds itself fenced while this member still holds its partition (the group
-//! moved it during a freeze, and this member has not heard yet) stops writing it; if the
-//! partition is still not revoked [`ZOMBIE_GRACE`] later, this process is a zombie (a
-//! replacement took its static identity) and exits with status 75.
+//! moved it during a freeze, and this member has not heard yet) stops writing it: the
+//! partition's outputs are dropped and its offsets left uncommitted, for the member that
+//! fenced it, until a rebalance revokes or re-assigns it here.
 //!
 //! ```text
 //! assign ─► lane per partition: init_transactions (fences the previous owner)
@@ -62,9 +62,9 @@ const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
 /// process gives up (exit 75) rather than read offsets a previous owner may still change.
 const INIT_DEADLINE: Duration = Duration::from_secs(300);
 
-/// How long a partition whose lane was fenced may stay assigned to this member before it
-/// counts as a zombie.
-pub const ZOMBIE_GRACE: Duration = Duration::from_secs(30);
+/// How long a partition whose lane was fenced may stay assigned to this member before
+/// that is reported.
+const FENCED_GRACE: Duration = Duration::from_secs(30);
 
 /// One output message and the input offset it comes from.
 #[derive(Debug)]
@@ -352,7 +352,7 @@ impl Outbox {
             let (offsets, ticket) = {
                 let mut s = self.lock();
                 loop {
-                    self.check_zombie(&s);
+                    self.warn_if_stuck(&mut s);
                     let urgent = s.asked > s.done;
                     if urgent || (!s.pending.is_empty() && last.elapsed() >= COMMIT_INTERVAL) {
                         break;
@@ -489,13 +489,22 @@ impl Outbox {
         }
     }
 
-    /// A partition whose lane was fenced [`ZOMBIE_GRACE`] ago and is still not revoked:
-    /// this process's place in the group was taken (a replacement with its static
-    /// identity), so it stops at once, as a zombie must (exit code 75: temporary failure).
-    fn check_zombie(&self, s: &State) {
-        if let Some((key, since)) = s.fenced.iter().find(|(_, t)| t.elapsed() >= ZOMBIE_GRACE) {
-            tracing::error!(partition = ?key, fenced_for = ?since.elapsed(), "a partition's lane was fenced by another member and the group never revoked it here: this detector has been replaced; it stops without writing");
-            std::process::exit(75);
+    /// A partition whose lane was fenced [`FENCED_GRACE`] ago and is still not revoked
+    /// here: the group's view and this member's disagree (a broker that assigned the
+    /// partition twice, or a rebalance this member has not heard of). Said once, loudly;
+    /// its outputs stay dropped and its offsets uncommitted, which is safe, until a
+    /// rebalance sorts it out. (A zombie whose static identity was taken is stopped by its
+    /// consumer's `FencedInstanceId`.)
+    fn warn_if_stuck(&self, s: &mut State) {
+        let stuck: Vec<PartitionKey> = s
+            .fenced
+            .iter()
+            .filter(|(_, t)| t.elapsed() >= FENCED_GRACE)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in stuck {
+            s.fenced.remove(&key);
+            tracing::error!(partition = ?key, grace = ?FENCED_GRACE, "another member has held this partition's lane for a while, yet the group has not revoked the partition here: its outputs are left to that member until a rebalance");
         }
     }
 
