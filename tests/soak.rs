@@ -1032,16 +1032,8 @@ async fn scan_verdicts(d: &Deployment) -> Vec<(String, bool)> {
 
 /// The `id` column of a Parquet file.
 fn parquet_ids(data: bytes::Bytes) -> Vec<String> {
-    use arrow::array::AsArray;
-    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(data)
-        .unwrap()
-        .build()
-        .unwrap();
-    let mut ids = Vec::new();
-    for batch in reader {
-        let batch = batch.unwrap();
-        let col = batch.column_by_name("id").unwrap().as_string::<i32>();
-        ids.extend(col.iter().map(|v| v.unwrap_or_default().to_owned()));
-    }
-    ids
+    common::parquet_columns(data, &["id"])
+        .into_iter()
+        .filter_map(|row| row.into_iter().next())
+        .collect()
 }
