@@ -13,6 +13,9 @@ pub const LAKE_DROPPED_ROWS: &str = "fraudstream_lake_dropped_rows_total";
 /// at or below a stream's written offset, and rows of a revoked partition left to its
 /// new owner.
 pub const LAKE_SKIPPED_ROWS: &str = "fraudstream_lake_skipped_rows_total";
+/// Counter: lake streams claimed back from another writer that claimed them while this
+/// member still held their partition (a zombie, or a partition assigned twice).
+pub const LAKE_CLAIMED_BACK: &str = "fraudstream_lake_claimed_back_total";
 /// Counter: lake offset markers that were not markers (damaged), taken as absent.
 pub const LAKE_BAD_MARKERS: &str = "fraudstream_lake_bad_markers_total";
 /// Gauge: alerts and dead letters staged for the next Kafka transaction

@@ -321,8 +321,14 @@ async fn zombie_run(name: &str, freeze: Freeze) {
 
     assert_eq!(d.verdict_ids().await.len(), n, "one verdict item each");
     let lake = d.lake_ids();
-    assert_eq!(covers(&lake, n), (n, true), "lake: every transaction");
-    assert_eq!(lake.len(), n, "lake: none twice");
+    let logs = || format!("old:\n{}\nnew:\n{}", old.log_text(), new.log_text());
+    assert_eq!(
+        covers(&lake, n),
+        (n, true),
+        "lake: every transaction\n{}",
+        logs()
+    );
+    assert_eq!(lake.len(), n, "lake: none twice\n{}", logs());
     let frauds = d.lake_frauds();
     let alerts = read_topic(&d.brokers, &format!("{}.alerts", d.topic), frauds.len());
     let keys: std::collections::HashSet<Vec<u8>> =

@@ -198,6 +198,36 @@ async fn exactly_once(store: &Arc<dyn BlobStore>, compression: LakeCompression) 
     assert_eq!((sorted[0].0, sorted[sorted.len() - 1].1), (0, 2499));
 }
 
+/// Two writers that both hold a stream (a zombie that woke up, or a partition a broker
+/// assigned twice) take it from each other in turn. Neither may drop rows it holds
+/// (its offsets could be committed after): the one that finds the stream taken claims it
+/// back, skips what the other wrote meanwhile and writes the rest. Every offset lands
+/// once.
+#[tokio::test]
+async fn writers_that_take_a_stream_from_each_other_drop_no_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn BlobStore> = Arc::new(LocalStore::new(dir.path()).unwrap());
+    let stream = "tx.in+0";
+    let mut a = LakeWriter::new(store.clone(), settings(LakeCompression::Zstd));
+    let mut b = LakeWriter::new(store.clone(), settings(LakeCompression::Zstd));
+    deliver(&mut a, (0..100).map(|i| at(stream, i)).collect()).await;
+    deliver(&mut b, (50..200).map(|i| at(stream, i)).collect()).await;
+    // a, unaware, goes on from where it was: its write is refused, it claims the
+    // stream back and keeps 200..300 for its next flush.
+    deliver(&mut a, (100..300).map(|i| at(stream, i)).collect()).await;
+    assert_eq!(a.buffered(), 100, "rows b did not write are kept");
+    a.flush().await.unwrap();
+    assert_eq!(a.buffered(), 0);
+    // And b, in turn.
+    deliver(&mut b, (200..400).map(|i| at(stream, i)).collect()).await;
+    b.flush().await.unwrap();
+    assert_eq!(b.buffered(), 0);
+
+    let (ranges, ids) = stream_files(&store, stream).await;
+    let distinct: std::collections::HashSet<&String> = ids.iter().collect();
+    assert_eq!((ids.len(), distinct.len()), (400, 400), "{ranges:?}");
+}
+
 /// An ownership that holds nothing (every partition revoked).
 struct Revoked;
 

@@ -384,6 +384,9 @@ impl LakeWriter {
         }
         let mut written = Vec::new();
         let mut failed: Option<StorageError> = None;
+        // Streams claimed back in this flush: their later files wait for the next one, so
+        // that a stream's files still land in offset order.
+        let mut claimed_back: Vec<Arc<str>> = Vec::new();
         let keys: Vec<BufferKey> = self.batches.keys().cloned().collect();
         for key in keys {
             let Some(buffer) = self.batches.get(&key) else {
@@ -391,6 +394,9 @@ impl LakeWriter {
             };
             let rows = buffer.rows();
             let (part, stream) = &key;
+            if stream.as_ref().is_some_and(|s| claimed_back.contains(s)) {
+                continue;
+            }
             let held = match (stream, &ownership) {
                 (Some(stream), Some(o)) => Some((stream.clone(), o.clone())),
                 _ => None,
@@ -418,14 +424,29 @@ impl LakeWriter {
                     written.push(name);
                 }
                 Ok(None) => {
-                    // Another writer took the stream over while this one was away (a
-                    // zombie): it has these rows; this one writes nothing more of it.
-                    self.drop_buffer(&key, "another writer has taken the stream over");
-                    // Fenced until the stream is recovered again (a new assignment).
-                    if let Some(st) = stream.as_ref().and_then(|s| self.streams.get_mut(s)) {
-                        st.epoch = 0;
+                    // Another writer claimed the stream since this one did.
+                    let Some(stream) = stream else { continue };
+                    let still_held = ownership.as_ref().is_none_or(|o| o.holds(stream).is_some());
+                    if still_held {
+                        // This member still holds the partition, so its offsets may be
+                        // committed once the lake has these rows: dropping them could
+                        // lose them for good (the other writer may be a zombie, or hold
+                        // the partition by a broker's mistake, and never write them).
+                        // Claim the stream back; rows the other wrote meanwhile are
+                        // skipped, the rest wait for the next flush.
+                        if let Err(e) = self.claim_back(stream).await {
+                            failed = Some(e);
+                            break;
+                        }
+                        claimed_back.push(stream.clone());
+                    } else {
+                        // Revoked: its new owner reads these rows again.
+                        self.drop_buffer(&key, "another writer has taken the stream over");
+                        if let Some(st) = self.streams.get_mut(stream) {
+                            st.epoch = 0;
+                        }
+                        tracing::warn!(%stream, "lake: stream taken over by another writer; its buffered rows are left to it");
                     }
-                    tracing::warn!(stream = ?stream, "lake: stream taken over by another writer; its buffered rows are left to it");
                 }
                 Err(e) => {
                     failed = Some(e);

@@ -36,24 +36,45 @@ impl LakeWriter {
             if state.is_some_and(|s| s.recovered == Some(generation)) {
                 continue;
             }
-            let empty = self.empty_file();
-            let positions::Claimed {
-                high: written,
-                epoch,
-            } = positions::claim(self.store.as_ref(), &p.stream, true, || empty.clone()).await?;
-            self.trim_stream(&p.stream, written);
-            let buffered = self.buffered_high(&p.stream);
-            tracing::debug!(stream = %p.stream, written, "lake: stream position recovered");
-            self.streams.insert(
-                p.stream.clone(),
-                StreamState {
-                    high: written.max(buffered),
-                    written,
-                    epoch,
-                    recovered: Some(generation),
-                },
-            );
+            self.take_over(&p.stream, generation).await?;
         }
+        Ok(())
+    }
+
+    /// Take `stream` over ([`positions::claim`]) in assignment `generation`: drop the
+    /// buffered rows the lake already holds, and write on from its highest offset.
+    async fn take_over(&mut self, stream: &Arc<str>, generation: u64) -> Result<(), StorageError> {
+        let empty = self.empty_file();
+        let positions::Claimed {
+            high: written,
+            epoch,
+        } = positions::claim(self.store.as_ref(), stream, true, || empty.clone()).await?;
+        self.trim_stream(stream, written);
+        let buffered = self.buffered_high(stream);
+        tracing::debug!(%stream, written, epoch, "lake: stream position recovered");
+        self.streams.insert(
+            stream.clone(),
+            StreamState {
+                high: written.max(buffered),
+                written,
+                epoch,
+                recovered: Some(generation),
+            },
+        );
+        Ok(())
+    }
+
+    /// Another writer claimed `stream` while this one still holds it: take it back, in
+    /// the same assignment.
+    pub(super) async fn claim_back(&mut self, stream: &Arc<str>) -> Result<(), StorageError> {
+        let generation = self
+            .streams
+            .get(stream)
+            .and_then(|s| s.recovered)
+            .unwrap_or(0);
+        self.take_over(stream, generation).await?;
+        metrics::counter!(names::LAKE_CLAIMED_BACK).increment(1);
+        tracing::warn!(%stream, "lake: another writer claimed a stream this member still holds (a zombie, or a partition assigned twice): claimed back; what it wrote meanwhile is not written again");
         Ok(())
     }
 
