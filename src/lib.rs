@@ -36,7 +36,7 @@
 
 #![warn(missing_docs)]
 
-pub use fraudstream_core::{eval, forest, model, rng, rules, schema, signing};
+pub use fraudstream_core::{eval, forest, model, monitor, rng, rules, schema, signing};
 
 pub mod api;
 pub mod aws;
@@ -47,6 +47,7 @@ pub mod detector;
 pub mod failpoint;
 pub mod kafka;
 pub mod metric_names;
+pub mod monitoring;
 pub mod pipeline;
 pub mod registry;
 pub mod report;

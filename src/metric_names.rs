@@ -149,3 +149,15 @@ pub const ONLINE_PRECISION: &str = "fraudstream_online_precision";
 pub const ONLINE_RECALL: &str = "fraudstream_online_recall";
 /// Counter: label lines or messages that could not be read, by `reason`.
 pub const LABELS_INVALID: &str = "fraudstream_labels_invalid_total";
+/// Gauge: a feature's population stability index over the monitoring window, against
+/// the serving model's training data, by `feature`.
+pub const FEATURE_PSI: &str = "fraudstream_feature_psi";
+/// Gauge: the score's population stability index over the monitoring window, against
+/// its distribution on rows the serving model did not train on.
+pub const SCORE_PSI: &str = "fraudstream_score_psi";
+/// Gauge: a feature's (or, with `feature="score"`, the score's) drift band: 0 stable,
+/// 1 moderate, 2 significant; unset while the window holds fewer than
+/// `monitoring.min_rows` transactions.
+pub const DRIFT_STATE: &str = "fraudstream_drift_state";
+/// Counter: monitoring alerts raised, by `kind` (`drift`).
+pub const MONITORING_ALERTS: &str = "fraudstream_monitoring_alerts_total";

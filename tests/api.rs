@@ -291,6 +291,12 @@ async fn every_route_and_every_error() {
         "through the configured alert sinks too"
     );
 
+    // Monitoring: nothing streamed through this replica, so nothing counted yet.
+    let m = http.get("/v1/monitoring").await;
+    assert_eq!(m.status, 200);
+    assert_eq!(m.json()["status"], "no_model_yet");
+    assert_eq!(m.json()["bands"]["significant"], 0.25);
+
     // Stats and the event stream.
     let s = http.get("/v1/stats").await;
     assert_eq!(s.status, 200);

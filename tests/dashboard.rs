@@ -314,6 +314,24 @@ async fn the_dashboard_shows_the_stream_live() {
         "one stored rule set, the active one"
     );
 
+    // The drift panel: the serving model's reference is counted against (its features
+    // ranked by PSI, each with its band).
+    browser
+        .wait_for(
+            "return document.querySelectorAll('#drift-top tr').length",
+            Duration::from_secs(30),
+            "variables in the drift panel",
+        )
+        .await;
+    assert!(
+        browser
+            .text("#drift-status")
+            .await
+            .to_lowercase()
+            .starts_with("model "),
+        "the drift panel names the model counted"
+    );
+
     // Let the charts fill a little, then keep a screenshot.
     tokio::time::sleep(Duration::from_secs(4)).await;
     let shot = PathBuf::from(concat!(

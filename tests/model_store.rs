@@ -38,6 +38,15 @@ async fn conformance(blobs: Arc<dyn BlobStore>) {
     assert_eq!(back.forest(), m1.forest());
     assert_eq!(manifest.sha256, man1.sha256);
     assert_eq!(manifest.features.len(), 29);
+    // The training reference (for drift monitoring) is kept in the manifest and comes
+    // back with the model, on the path start-up and hot reload take.
+    assert!(m1.reference().is_some());
+    assert_eq!(
+        manifest.reference.as_ref(),
+        m1.reference().map(|r| r.as_ref())
+    );
+    let (checked, _) = store.get_checked(&v1, None).await.unwrap();
+    assert_eq!(checked.reference(), m1.reference());
 
     let l1 = store.set_latest(&v1, None).await.unwrap();
     assert_eq!(store.latest().await.unwrap().unwrap().version, v1);
@@ -91,6 +100,27 @@ async fn conformance(blobs: Arc<dyn BlobStore>) {
         store.set_latest("nope", Some(&l2)).await,
         Err(RegistryError::UnknownVersion(_))
     ));
+
+    // A reference that does not fit the model's features is refused with the version.
+    let manifest_key = format!("models/{v2}/manifest.json");
+    let mut doc: serde_json::Value =
+        serde_json::from_slice(&blobs.get(&manifest_key).await.unwrap().data).unwrap();
+    doc["reference"]["features"][0]["name"] = "not_a_feature".into();
+    let original = blobs.get(&manifest_key).await.unwrap().data;
+    blobs
+        .put(
+            &manifest_key,
+            Bytes::from(serde_json::to_vec(&doc).unwrap()),
+        )
+        .await
+        .unwrap();
+    match store.get(&v2).await {
+        Err(RegistryError::Model { source, .. }) => {
+            assert!(source.to_string().contains("not_a_feature"), "{source}");
+        }
+        other => panic!("expected the reference refused, got {other:?}"),
+    }
+    blobs.put(&manifest_key, original).await.unwrap();
 
     // A model file altered after publishing fails its checksum.
     let key = format!("models/{v1}/model.fsm");

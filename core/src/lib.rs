@@ -18,6 +18,9 @@
 //! - [`train`]: dataset → split → forest → threshold → metrics → model.
 //! - [`velocity`]: entity (per-card, per-terminal) features over time windows, their
 //!   state store and the engine that computes them online and offline.
+//! - [`monitor`]: drift (each feature's and the score's reference distribution from
+//!   training, live counts in its bins, PSI and Jensen-Shannon distance) and the
+//!   Page-Hinkley test for a rising error rate.
 //! - [`rules`]: the rule language (`rule NAME: block if …`), its compiler with
 //!   line-and-column errors, named value lists and the allocation-free evaluator that
 //!   turns a score and a transaction into approve, review or block.
@@ -31,6 +34,7 @@ pub mod error;
 pub mod eval;
 pub mod forest;
 pub mod model;
+pub mod monitor;
 pub mod rng;
 pub mod rules;
 pub mod schema;

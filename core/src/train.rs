@@ -171,6 +171,11 @@ pub fn train_split(
     let holdout_metrics =
         (!test_labels.is_empty()).then(|| evaluate(&test_scores, &test_labels, threshold));
 
+    let reference = if test_scores.is_empty() {
+        crate::monitor::Reference::fit(&opts.features, &x, &oob_scores, "oob")
+    } else {
+        crate::monitor::Reference::fit(&opts.features, &x, &test_scores, "holdout")
+    };
     let fingerprint = fingerprint(&x, &train_labels);
     let created = SystemTime::now();
     let created_at = humantime::format_rfc3339_seconds(created).to_string();
@@ -210,7 +215,7 @@ pub fn train_split(
         train_seconds,
     };
     Ok(TrainOutcome {
-        model: Model::new(meta, trained.forest)?,
+        model: Model::new(meta, trained.forest)?.with_reference(reference)?,
         test_scores,
         test_labels,
         test_rows: test_idx,

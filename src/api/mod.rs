@@ -143,6 +143,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/alerts", get(routes::alerts))
         .route("/v1/alerts/stream", get(events::alert_stream))
         .route("/v1/stats", get(events::stats))
+        .route("/v1/monitoring", get(routes::monitoring))
         .route("/v1/events", get(events::events))
         .route("/v1/openapi.json", get(openapi::document))
         .route("/metrics", get(routes::metrics))

@@ -26,6 +26,7 @@ use super::{dashboard, error, events, routes, rules, score};
         rules::add,
         rules::remove,
         routes::alerts,
+        routes::monitoring,
         events::alert_stream,
         events::stats,
         events::events,

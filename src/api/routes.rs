@@ -417,6 +417,26 @@ pub async fn alerts(
     ))
 }
 
+/// Drift of the live data from the serving model's training data: per feature and for
+/// the score, PSI and Jensen-Shannon distance over the window and since the model went
+/// live, the share of missing and out-of-range values, the band, a short PSI history,
+/// and the latest drift alerts.
+#[utoipa::path(
+    get,
+    path = "/v1/monitoring",
+    tag = "operations",
+    responses(
+        (status = 200, description = "The drift state (`status`: ok, disabled, no_model_yet, no_reference)", body = serde_json::Value),
+        (status = 503, description = "Starting", body = ErrorBody)
+    )
+)]
+pub async fn monitoring(
+    State(state): State<AppState>,
+) -> Result<axum::Json<crate::monitoring::MonitoringDocument>, ApiError> {
+    let handles = state.built()?;
+    Ok(axum::Json(handles.monitor.document()))
+}
+
 /// Prometheus metrics.
 #[utoipa::path(
     get,

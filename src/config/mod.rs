@@ -69,6 +69,9 @@ pub struct Config {
     /// Outcomes: how a verdict becomes approve, review or block.
     #[serde(default)]
     pub decisions: DecisionsConfig,
+    /// Drift of the live data from the serving model's training data.
+    #[serde(default)]
+    pub monitoring: crate::monitoring::MonitoringConfig,
 }
 
 /// The alerts topic when a Kafka source names none and no other alert sink is set.
@@ -293,7 +296,7 @@ impl Config {
 
     /// Validate every section; the error names the key in full.
     fn validate(&self, path: &str) -> Result<(), ConfigError> {
-        let sections: [(&str, &dyn Validate); 16] = [
+        let sections: [(&str, &dyn Validate); 17] = [
             ("source", &self.source),
             ("scoring", &self.scoring),
             ("alerts", &self.alerts),
@@ -310,6 +313,7 @@ impl Config {
             ("retrain", &self.retrain),
             ("velocity", &self.velocity),
             ("decisions", &self.decisions),
+            ("monitoring", &self.monitoring),
         ];
         for (name, section) in sections {
             section.validate().map_err(|e| {

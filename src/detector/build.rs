@@ -83,6 +83,7 @@ impl Detector {
         let decisions = decisions(cfg, &models).await?;
         let verdicts = verdict_store(cfg).await?;
         let recent = Arc::new(RecentAlerts::default());
+        let monitor = Arc::new(crate::monitoring::Monitor::new(cfg.monitoring.clone()));
         let kafka = cfg.source.kind == SourceKind::Kafka;
         let stats = SharedStats::default();
         let mut shadow = None;
@@ -155,7 +156,8 @@ impl Detector {
             let mut scorer =
                 Scorer::with_explain(model.clone(), cfg.scoring.top_k, cfg.scoring.explain)
                     .with_velocity(velocity)
-                    .with_decider(decisions.decider.clone(), decisions.counts.clone());
+                    .with_decider(decisions.decider.clone(), decisions.counts.clone())
+                    .with_monitor(monitor.clone());
             if let Some(spec) = &cfg.models.shadow {
                 let (w, slot) = shadow_watcher(&models, spec).await?;
                 scorer = scorer.with_shadow(slot);
@@ -198,6 +200,7 @@ impl Detector {
             api_addr: server.as_ref().map(|s| s.addr),
             velocity: velocity_stage.clone(),
             decisions,
+            monitor,
         };
         let ready = server.map(|s| {
             // Set once: a fresh cell per server.

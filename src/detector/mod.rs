@@ -72,6 +72,8 @@ pub struct Handles {
     pub velocity: Option<Arc<Velocity>>,
     /// The rule sets and lists, and the decider they make.
     pub decisions: crate::registry::decisions::Decisions,
+    /// Drift of the live data from the serving model's training data.
+    pub monitor: Arc<crate::monitoring::Monitor>,
 }
 
 /// What a run did.

@@ -58,6 +58,14 @@ impl Detector {
                 async move { w.run(interval, stop).await },
             );
         }
+        if stages.is_some() {
+            let (m, sinks, stop) = (
+                handles.monitor.clone(),
+                handles.alert_sinks.clone(),
+                background.clone(),
+            );
+            tasks.spawn("monitoring", m.run(sinks, stop));
+        }
         if let Some((w, interval)) = shadow.filter(|(_, i)| !i.is_zero()) {
             let stop = background.clone();
             tasks.spawn("shadow_watcher", async move { w.run(interval, stop).await });

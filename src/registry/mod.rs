@@ -307,6 +307,7 @@ impl ModelStore {
             metadata: meta.clone(),
             canaries: model.canaries(),
             holdout: None,
+            reference: model.reference().map(|r| r.as_ref().clone()),
         };
         match self
             .blobs
@@ -428,10 +429,18 @@ impl ModelStore {
                 actual,
             });
         }
-        let model = Model::from_bytes(&blob.data).map_err(|source| RegistryError::Model {
+        let mut model = Model::from_bytes(&blob.data).map_err(|source| RegistryError::Model {
             version: version.into(),
             source,
         })?;
+        if let Some(reference) = manifest.reference.clone() {
+            model = model
+                .with_reference(reference)
+                .map_err(|source| RegistryError::Model {
+                    version: version.into(),
+                    source,
+                })?;
+        }
         Ok((model, manifest))
     }
 

@@ -206,6 +206,8 @@ pub struct Scorer {
     held: Arc<std::sync::Mutex<IdRing<Incoming>>>,
     /// What turns verdicts into outcomes (none: the model's rule, as scored).
     decider: Option<(Arc<ArcSwap<Decider>>, Arc<DecisionCounts>)>,
+    /// Where each batch's features and scores are counted for drift.
+    monitor: Option<Arc<crate::monitoring::Monitor>>,
 }
 
 impl Scorer {
@@ -229,7 +231,15 @@ impl Scorer {
             velocity: None,
             held: Arc::default(),
             decider: None,
+            monitor: None,
         }
+    }
+
+    /// Count every batch's features and scores in `monitor`.
+    #[must_use]
+    pub fn with_monitor(mut self, monitor: Arc<crate::monitoring::Monitor>) -> Self {
+        self.monitor = Some(monitor);
+        self
     }
 
     /// Decide every verdict with the decider in `slot` (rules, lists, the model's rule),
@@ -275,6 +285,7 @@ impl Scorer {
             .decider
             .as_ref()
             .map(|(slot, counts)| (slot.load_full(), counts.clone()));
+        let monitor = self.monitor.clone();
         let started = Instant::now();
         let scored = tokio::task::spawn_blocking(move || {
             let mut rows = rows;
@@ -294,6 +305,10 @@ impl Scorer {
             let ids: Vec<&str> = rows.iter().map(|r| r.tx.id.as_str()).collect();
             let mut verdicts = model.verdicts_with(&ids, &x, top_k, explain);
             drop(ids);
+            if let Some(m) = &monitor {
+                let scores: Vec<f32> = verdicts.iter().map(|v| v.score).collect();
+                m.observe(&model, &x, &scores);
+            }
             if let Some((decider, counts)) = &decider {
                 for (r, v) in rows.iter().zip(verdicts.iter_mut()) {
                     decider.apply(&r.tx, v);

@@ -43,6 +43,11 @@ pub struct Manifest {
     /// saw.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub holdout: Option<HoldoutRecord>,
+    /// The distributions the model was trained on (each feature's training deciles, the
+    /// score's on rows it did not train on), for drift monitoring. Absent in manifests
+    /// written before it was recorded: monitoring then says "no reference".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<crate::monitor::Reference>,
 }
 
 impl Manifest {

@@ -45,6 +45,9 @@ pub struct Model {
     /// Feature names and version, shared by every verdict instead of copied into each.
     names: Vec<Arc<str>>,
     version: Arc<str>,
+    /// The distributions it was trained on, for drift monitoring (kept in the manifest,
+    /// not in the model file).
+    reference: Option<Arc<crate::monitor::Reference>>,
 }
 
 /// One feature's contribution to a score.
@@ -201,7 +204,27 @@ impl Model {
             fields,
             names,
             version,
+            reference: None,
         })
+    }
+
+    /// The same model with its training reference ([`crate::monitor::Reference`]),
+    /// checked against its features.
+    pub fn with_reference(
+        mut self,
+        reference: crate::monitor::Reference,
+    ) -> Result<Self, ModelError> {
+        reference
+            .check(&self.meta.features)
+            .map_err(ModelError::FeatureMismatch)?;
+        self.reference = Some(Arc::new(reference));
+        Ok(self)
+    }
+
+    /// The distributions it was trained on, when recorded.
+    #[must_use]
+    pub fn reference(&self) -> Option<&Arc<crate::monitor::Reference>> {
+        self.reference.as_ref()
     }
 
     /// Serialise to the model file format.

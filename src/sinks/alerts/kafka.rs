@@ -7,7 +7,7 @@ use futures_util::future::join_all;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::FutureRecord;
 
-use super::{AlertError, AlertSink};
+use super::{AlertError, AlertSink, MonitoringAlert};
 use crate::kafka::{KafkaSettings, Publisher};
 use crate::model::Verdict;
 
@@ -50,22 +50,25 @@ impl AlertSink for KafkaAlerts {
     }
 
     async fn send(&self, alerts: &[Verdict]) -> Result<(), AlertError> {
+        self.produce(&super::encode_verdicts(self, alerts)?).await
+    }
+
+    async fn send_monitoring(&self, alert: &MonitoringAlert) -> Result<(), AlertError> {
+        self.produce(&super::encode_monitoring(self, alert)?).await
+    }
+}
+
+impl KafkaAlerts {
+    /// Produce (key, JSON) pairs and wait for the broker's acknowledgements.
+    async fn produce(&self, items: &[(String, String)]) -> Result<(), AlertError> {
         let unavailable = |message: String| AlertError::Unavailable {
             sink: self.describe(),
             message,
         };
-        let payloads: Vec<String> = alerts
-            .iter()
-            .map(serde_json::to_string)
-            .collect::<Result<_, _>>()
-            .map_err(|e| AlertError::Refused {
-                sink: self.describe(),
-                message: e.to_string(),
-            })?;
         let producer = self.publisher.producer();
-        let sends = alerts.iter().zip(&payloads).map(|(v, p)| {
+        let sends = items.iter().map(|(k, p)| {
             producer.send(
-                FutureRecord::to(&self.topic).key(&v.tx_id).payload(p),
+                FutureRecord::to(&self.topic).key(k).payload(p),
                 Duration::from_secs(30),
             )
         });

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
-use super::{AlertError, AlertSink};
+use super::{AlertError, AlertSink, MonitoringAlert};
 use crate::model::Verdict;
 
 /// Alerts appended to a file (one JSON object per line) and/or printed as
@@ -49,13 +49,24 @@ impl AlertSink for LocalAlerts {
     }
 
     async fn send(&self, alerts: &[Verdict]) -> Result<(), AlertError> {
+        self.write(&super::encode_verdicts(self, alerts)?)
+    }
+
+    async fn send_monitoring(&self, alert: &MonitoringAlert) -> Result<(), AlertError> {
+        self.write(&super::encode_monitoring(self, alert)?)
+    }
+}
+
+impl LocalAlerts {
+    /// Append the JSON of (key, JSON) pairs as lines.
+    fn write(&self, items: &[(String, String)]) -> Result<(), AlertError> {
         let refused = |message: String| AlertError::Refused {
             sink: self.describe(),
             message,
         };
         let mut text = String::new();
-        for v in alerts {
-            text.push_str(&serde_json::to_string(v).map_err(|e| refused(e.to_string()))?);
+        for (_, json) in items {
+            text.push_str(json);
             text.push('\n');
         }
         if let Some((_, f)) = &self.file {

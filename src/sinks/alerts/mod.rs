@@ -62,4 +62,65 @@ pub trait AlertSink: Send + Sync {
     /// that can say so: the broker acknowledged, the endpoint answered 2xx, the file was
     /// written).
     async fn send(&self, alerts: &[Verdict]) -> Result<(), AlertError>;
+    /// Deliver an alert about the model rather than a transaction (drift, a quality
+    /// drop), the same way.
+    async fn send_monitoring(&self, alert: &MonitoringAlert) -> Result<(), AlertError>;
+}
+
+/// An alert about the model rather than one transaction. Its JSON carries `kind`, which
+/// fraud alerts (verdicts) do not have.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct MonitoringAlert {
+    /// `drift` (a feature's or the score's distribution moved) or `quality_drop` (the
+    /// error rate on labelled verdicts rose).
+    pub kind: String,
+    /// Unique to this alert, and the same on every attempt: the Kafka key and the
+    /// webhook's `Idempotency-Key`.
+    pub key: String,
+    /// The serving model version.
+    pub model_version: String,
+    /// The feature, or `score`, when the alert is about one variable.
+    pub variable: Option<String>,
+    /// The measure that crossed its band: a PSI, or an error rate.
+    pub value: f64,
+    /// The band it is in (`significant`, …).
+    pub state: String,
+    /// When (ms since the epoch) it crossed the band.
+    pub since_ms: u64,
+    /// When the alert was raised.
+    pub at_ms: u64,
+    /// What happened, in words.
+    pub message: String,
+}
+
+/// Each alert's key and JSON.
+fn encode<T: serde::Serialize>(
+    sink: &dyn AlertSink,
+    alerts: &[T],
+    key: impl Fn(&T) -> &str,
+) -> Result<Vec<(String, String)>, AlertError> {
+    alerts
+        .iter()
+        .map(|a| Ok((key(a).to_owned(), serde_json::to_string(a)?)))
+        .collect::<Result<_, serde_json::Error>>()
+        .map_err(|e| AlertError::Refused {
+            sink: sink.describe(),
+            message: e.to_string(),
+        })
+}
+
+/// [`encode`] for fraud alerts.
+fn encode_verdicts(
+    sink: &dyn AlertSink,
+    alerts: &[Verdict],
+) -> Result<Vec<(String, String)>, AlertError> {
+    encode(sink, alerts, |v| v.tx_id.as_str())
+}
+
+/// [`encode`] for one monitoring alert.
+fn encode_monitoring(
+    sink: &dyn AlertSink,
+    alert: &MonitoringAlert,
+) -> Result<Vec<(String, String)>, AlertError> {
+    encode(sink, std::slice::from_ref(alert), |a| a.key.as_str())
 }

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use serde::Serialize;
 use tokio::sync::broadcast;
 
-use super::{AlertError, AlertSink};
+use super::{AlertError, AlertSink, MonitoringAlert};
 use crate::model::Verdict;
 
 /// Alerts kept by default: a few hours of a busy detector's alerts in a few MB.
@@ -128,6 +128,11 @@ impl AlertSink for RecentAlerts {
 
     async fn send(&self, alerts: &[Verdict]) -> Result<(), AlertError> {
         self.push(alerts);
+        Ok(())
+    }
+
+    /// Not kept here: `GET /v1/monitoring` lists the monitoring alerts.
+    async fn send_monitoring(&self, _: &MonitoringAlert) -> Result<(), AlertError> {
         Ok(())
     }
 }

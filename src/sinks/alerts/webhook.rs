@@ -14,7 +14,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 use super::config::WebhookConfig;
-use super::{AlertError, AlertSink};
+use super::{AlertError, AlertSink, MonitoringAlert};
 use crate::model::Verdict;
 use crate::retry::{RetryPolicy, Retryable, retry};
 
@@ -173,19 +173,26 @@ impl AlertSink for Webhook {
     /// sends it again, or halves it to find a refused alert: the receiver sees the alerts
     /// already accepted again, under their keys).
     async fn send(&self, alerts: &[Verdict]) -> Result<(), AlertError> {
+        self.post_each(&super::encode_verdicts(self, alerts)?).await
+    }
+
+    async fn send_monitoring(&self, alert: &MonitoringAlert) -> Result<(), AlertError> {
+        self.post_each(&super::encode_monitoring(self, alert)?)
+            .await
+    }
+}
+
+impl Webhook {
+    /// POST each (key, JSON) pair as a one-element JSON array, keyed by `Idempotency-Key`.
+    async fn post_each(&self, items: &[(String, String)]) -> Result<(), AlertError> {
         let policy = RetryPolicy {
             max_attempts: self.config.attempts,
             base_delay: Duration::from_millis(200),
             max_delay: Duration::from_secs(2),
         };
-        for alert in alerts {
-            let body = Bytes::from(serde_json::to_vec(std::slice::from_ref(alert)).map_err(
-                |e| AlertError::Refused {
-                    sink: self.describe(),
-                    message: e.to_string(),
-                },
-            )?);
-            retry(policy, "webhook", || self.post(&alert.tx_id, body.clone()))
+        for (key, json) in items {
+            let body = Bytes::from(format!("[{json}]"));
+            retry(policy, "webhook", || self.post(key, body.clone()))
                 .await
                 .map_err(|e| {
                     let (sink, message) = (self.describe(), e.to_string());

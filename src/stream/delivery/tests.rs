@@ -123,6 +123,12 @@ impl AlertSink for Picky {
             .extend(alerts.iter().map(|a| a.tx_id.clone()));
         Ok(())
     }
+    async fn send_monitoring(
+        &self,
+        _: &crate::sinks::alerts::MonitoringAlert,
+    ) -> Result<(), AlertError> {
+        Ok(())
+    }
 }
 
 async fn scored(n: usize) -> Scored {
