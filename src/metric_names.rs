@@ -161,3 +161,9 @@ pub const SCORE_PSI: &str = "fraudstream_score_psi";
 pub const DRIFT_STATE: &str = "fraudstream_drift_state";
 /// Counter: monitoring alerts raised, by `kind` (`drift`).
 pub const MONITORING_ALERTS: &str = "fraudstream_monitoring_alerts_total";
+/// Gauge: partitions of the input topics the broker assigns to no member of the group
+/// (checked every 20 s by each consumer).
+pub const KAFKA_ORPHANED_PARTITIONS: &str = "fraudstream_kafka_orphaned_partitions";
+/// Counter: times a consumer made the group rebalance because partitions stayed
+/// assigned to no member.
+pub const KAFKA_GROUP_KICKS: &str = "fraudstream_kafka_group_kicks_total";

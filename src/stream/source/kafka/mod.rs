@@ -15,6 +15,7 @@
 //! drained what the old one read; its uncommitted offsets are read again and rewrite the
 //! same verdicts.
 
+mod orphans;
 pub mod outbox;
 mod pause;
 pub mod rebalance;
@@ -210,6 +211,13 @@ impl KafkaSource {
             };
         let weak = Arc::downgrade(&consumer);
         shared.set_lost_check(move || weak.upgrade().is_some_and(|c| c.assignment_lost()));
+        let watchdog = tokio_util::sync::CancellationToken::new();
+        let _stop_watchdog = watchdog.clone().drop_guard();
+        tokio::spawn(orphans::watch(
+            Arc::downgrade(&consumer),
+            self.settings.clone(),
+            watchdog,
+        ));
         let committer = match &self.outbox {
             Some(o) => {
                 o.set_member(Some(consumer.clone() as Arc<dyn outbox::GroupMember>));
