@@ -403,3 +403,97 @@ fn group_members(brokers: &str, group: &str) -> usize {
         })
         .unwrap_or(0)
 }
+
+/// Counts a consumer's rebalances.
+#[derive(Default, Clone)]
+struct Rebalances(std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+impl rdkafka::ClientContext for Rebalances {}
+impl rdkafka::consumer::ConsumerContext for Rebalances {
+    fn post_rebalance(
+        &self,
+        _: &rdkafka::consumer::BaseConsumer<Self>,
+        _: &rdkafka::consumer::Rebalance<'_>,
+    ) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// The orphaned-partition watchdog's two halves on the broker. Partitions in no member's
+/// assignment are found from the group's description (here the partitions of a topic no
+/// member subscribes to, which is how a stale assignment looks from outside), and the
+/// kick (a member without a static identity that joins and leaves) makes the group
+/// rebalance, after which the static member holds its partitions again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_in_no_assignment_are_found_and_a_kick_rebalances_the_group() {
+    use fraudstream::kafka::KafkaSettings;
+    use fraudstream::stream::source::kafka::orphans::{kick, orphaned};
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use std::sync::atomic::Ordering;
+
+    let brokers = common::require("FRAUDSTREAM_TEST_KAFKA", "kafka");
+    let (x, y) = (common::unique("orphans-x"), common::unique("orphans-y"));
+    common::create_topics(&brokers, &[&x, &y], 3).await;
+    let group = common::unique("orphans");
+    let rebalances = Rebalances::default();
+    let member: std::sync::Arc<BaseConsumer<Rebalances>> = std::sync::Arc::new(
+        ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .set("group.id", &group)
+            .set("group.instance.id", "static-1")
+            .set("session.timeout.ms", "10000")
+            .set("enable.auto.commit", "false")
+            .create_with_context(rebalances.clone())
+            .unwrap(),
+    );
+    member.subscribe(&[&x]).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let polling = {
+        let (member, stop) = (member.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                let _ = member.poll(Duration::from_millis(100));
+            }
+        })
+    };
+    let holds_all = || member.assignment().is_ok_and(|a| a.count() == 3);
+    let wait = |what: &str, ok: &dyn Fn() -> bool| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while !ok() {
+            assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    wait("the member is assigned", &holds_all);
+
+    let probe: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .unwrap();
+    let settings = KafkaSettings {
+        brokers: brokers.clone(),
+        group_id: group.clone(),
+        topics: vec![x.clone(), y.clone()],
+        ..KafkaSettings::default()
+    };
+    let found = std::cell::RefCell::new(Vec::new());
+    wait("the orphans are found", &|| {
+        *found.borrow_mut() = orphaned(&probe, &settings).unwrap();
+        !found.borrow().is_empty()
+    });
+    let want: Vec<(String, i32)> = (0..3).map(|p| (y.clone(), p)).collect();
+    assert_eq!(found.into_inner(), want, "y's partitions, and none of x's");
+
+    let before = rebalances.0.load(Ordering::SeqCst);
+    let only_x = KafkaSettings {
+        topics: vec![x.clone()],
+        ..settings
+    };
+    kick(&only_x).unwrap();
+    wait("the kick rebalances the group", &|| {
+        rebalances.0.load(Ordering::SeqCst) > before && holds_all()
+    });
+    assert!(orphaned(&probe, &only_x).unwrap().is_empty());
+    stop.store(true, Ordering::SeqCst);
+    polling.join().unwrap();
+}

@@ -39,6 +39,12 @@
 #     then the medians with start-up and without it, the ratio of 10 rules to none and the
 #     µs per transaction 100 rules add.
 #
+#   scripts/bench/embedded.sh --monitoring [--rounds N] [BINARY ...]
+#     What drift monitoring costs: the full Kaggle file (without ../shared: the shipped
+#     sample), a model published from it (with its reference), alternately with
+#     `monitoring.enabled = false` and `true`, N rounds of each (default 5). Prints CPU µs
+#     per transaction for every run, the medians, and their ratio.
+#
 # --runs and --rounds are the same option. BINARY: the fraudstream binaries to compare, in
 # turn (default target/release/fraudstream, built first; the ones given are not built).
 # An A/B against main:
@@ -56,8 +62,8 @@ mode=throughput runs='' days=''
 bins=() labels=()
 while [[ $# -gt 0 ]]; do
   case $1 in
-    --shadow | --velocity | --rules)
-      [[ $mode == throughput ]] || bench_usage "--shadow, --velocity and --rules do not combine"
+    --shadow | --velocity | --rules | --monitoring)
+      [[ $mode == throughput ]] || bench_usage "--shadow, --velocity, --rules and --monitoring do not combine"
       mode=${1#--}
       shift
       ;;
@@ -273,7 +279,35 @@ PY
   done
 }
 
+# Monitoring: alternately off and on, N rounds, medians and their ratio.
+monitoring() {
+  local work=.cache/bench-monitoring b on cpu off with
+  bench_data
+  echo "input: $data ($data_rows rows); rounds per binary: ${runs:=5}"
+  for b in "${!bins[@]}"; do
+    rm -rf "$work"
+    mkdir -p "$work"
+    "${bins[b]}" train --input "$data" --out "$work/a.fsm" --seed 1 --publish "$work/registry" \
+      > /dev/null 2>&1
+    : > "$work/results"
+    for _ in $(seq "$runs"); do
+      for on in false true; do
+        bench_embedded "${bins[b]}" "$work/registry" "$data" "$work/run" \
+          FRAUDSTREAM__MODELS__POLL_INTERVAL=0s FRAUDSTREAM__MONITORING__ENABLED=$on
+        cpu=$(bench_cpu_per_tx "$data_rows" 2)
+        echo "$on $cpu" >> "$work/results"
+        echo "${labels[b]}: monitoring $on $cpu us CPU/tx"
+      done
+    done
+    off=$(grep '^false ' "$work/results" | cut -d' ' -f2 | bench_median)
+    with=$(grep '^true ' "$work/results" | cut -d' ' -f2 | bench_median)
+    awk -v l="${labels[b]}" -v a="$off" -v s="$with" 'BEGIN {
+      printf "%s: median CPU us per tx: monitoring off %.2f, on %.2f; ratio %.3fx\n", l, a, s, s / a }'
+  done
+}
+
 case $mode in
+  monitoring) monitoring ;;
   throughput) throughput ;;
   shadow) shadow ;;
   velocity) velocity ;;

@@ -15,7 +15,7 @@
 //! drained what the old one read; its uncommitted offsets are read again and rewrite the
 //! same verdicts.
 
-mod orphans;
+pub mod orphans;
 pub mod outbox;
 mod pause;
 pub mod rebalance;

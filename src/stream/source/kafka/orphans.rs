@@ -33,7 +33,7 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 const KICK_WAIT: Duration = Duration::from_secs(30);
 
 /// A partition: topic and number.
-type Partition = (String, i32);
+pub type Partition = (String, i32);
 
 /// Check the group every [`CHECK_EVERY`] until `stop`; kick it when the same partitions
 /// are orphaned on two checks in a row.
@@ -79,7 +79,7 @@ pub(super) async fn watch(
 
 /// The partitions of `settings.topics` in no member's assignment, or none while the
 /// group is not stable (a rebalance under way settles it).
-pub(super) fn orphaned<X, C>(consumer: &C, settings: &KafkaSettings) -> KafkaResult<Vec<Partition>>
+pub fn orphaned<X, C>(consumer: &C, settings: &KafkaSettings) -> KafkaResult<Vec<Partition>>
 where
     X: rdkafka::consumer::ConsumerContext,
     C: Consumer<X>,
@@ -113,7 +113,7 @@ where
 /// A member's assignment as the consumer protocol encodes it: version (i16), then per
 /// topic its name (i16 length, bytes) and partitions (i32 count, i32 each), then user
 /// data. What cannot be read is taken as no assignment.
-pub(super) fn parse_assignment(bytes: &[u8]) -> Vec<Partition> {
+pub fn parse_assignment(bytes: &[u8]) -> Vec<Partition> {
     fn take<'a>(b: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
         if b.len() < n {
             return None;
@@ -148,7 +148,7 @@ pub(super) fn parse_assignment(bytes: &[u8]) -> Vec<Partition> {
 
 /// Make the broker rebalance the group: a consumer without a static identity joins and
 /// leaves. It reads nothing (it is closed once assigned) and commits nothing.
-pub(super) fn kick(settings: &KafkaSettings) -> KafkaResult<()> {
+pub fn kick(settings: &KafkaSettings) -> KafkaResult<()> {
     let mut config = settings.consumer_config();
     config
         .remove("group.instance.id")
