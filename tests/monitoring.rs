@@ -33,7 +33,14 @@ fn config(dir: &Path, source: &Path) -> fraudstream::config::Config {
 
 /// Run a detector over `source` to its end; the monitoring document (read over HTTP
 /// while it runs, then from the handles) and the drift alerts in the alerts file.
-async fn run(dir: &Path, source: &Path) -> (serde_json::Value, Vec<serde_json::Value>) {
+async fn run(
+    dir: &Path,
+    source: &Path,
+) -> (
+    serde_json::Value,
+    Vec<serde_json::Value>,
+    std::sync::Arc<fraudstream::model::Model>,
+) {
     let cfg = config(dir, source);
     let detector = Detector::build(&cfg).await.unwrap();
     let handles = detector.handles();
@@ -43,13 +50,41 @@ async fn run(dir: &Path, source: &Path) -> (serde_json::Value, Vec<serde_json::V
         .unwrap();
     assert!(summary.stats.scored > 3_000);
     let doc = serde_json::to_value(handles.monitor.document()).unwrap();
+    let model = handles.model.load_full();
     let alerts = std::fs::read_to_string(dir.join("alerts.jsonl"))
         .unwrap_or_default()
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
         .filter(|a| a["kind"] == "drift")
         .collect();
-    (doc, alerts)
+    (doc, alerts, model)
+}
+
+/// The drift of every row in the lake under `dir`, as `fraudstream monitor` computes it
+/// (its `all` line).
+fn lake_drift(dir: &Path, model: &fraudstream::model::Model) -> serde_json::Value {
+    use fraudstream::monitoring::batch::DriftByDay;
+    let mut counts = DriftByDay::new(model, &[]).unwrap();
+    let mut stack = vec![dir.join("lake")];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            if p.is_dir() && !name.starts_with('_') {
+                stack.push(p);
+            } else if name.ends_with(".parquet") && !name.starts_with('.') {
+                let data = bytes::Bytes::from(std::fs::read(&p).unwrap());
+                if !data.is_empty() {
+                    let rows =
+                        fraudstream::sinks::lake::read_features(data, &model.meta().features)
+                            .unwrap();
+                    counts.add(&rows, None, None);
+                }
+            }
+        }
+    }
+    let days = counts.finish(&fraudstream::monitor::Bands::default());
+    serde_json::to_value(days.last().unwrap()).unwrap()
 }
 
 /// Feature `name` in a monitoring document.
@@ -65,8 +100,36 @@ fn feature<'a>(doc: &'a serde_json::Value, name: &str) -> &'a serde_json::Value 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_training_data_is_stable_and_a_moved_amount_raises_a_drift_alert() {
     let dir = tempfile::tempdir().unwrap();
-    let (doc, alerts) = run(dir.path(), Path::new(SAMPLE)).await;
+    let (doc, alerts, model) = run(dir.path(), Path::new(SAMPLE)).await;
     assert_eq!(doc["status"], "ok", "{doc}");
+    // `fraudstream monitor` over the lake counts the same rows the same way: the same PSI.
+    let batch = lake_drift(dir.path(), &model);
+    assert_eq!(batch["day"], "all");
+    assert_eq!(batch["window_rows"], doc["window_rows"]);
+    for (stream, lake) in doc["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain([&doc["score"]])
+        .zip(
+            batch["features"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .chain([&batch["score"]]),
+        )
+    {
+        assert_eq!(stream["name"], lake["name"]);
+        let (a, b) = (
+            stream["psi"].as_f64().unwrap(),
+            lake["psi"].as_f64().unwrap(),
+        );
+        assert!(
+            (a - b).abs() < 1e-9,
+            "{}: stream {a}, lake {b}",
+            stream["name"]
+        );
+    }
     assert_eq!(doc["window_rows"], doc["rows_since_live"]);
     let amount = feature(&doc, "Amount");
     assert!(amount["psi"].as_f64().unwrap() < 0.1, "{amount}");
@@ -95,7 +158,7 @@ async fn the_training_data_is_stable_and_a_moved_amount_raises_a_drift_alert() {
     }
     let source = dir.path().join("moved.csv");
     std::fs::write(&source, moved).unwrap();
-    let (doc, alerts) = run(dir.path(), &source).await;
+    let (doc, alerts, _) = run(dir.path(), &source).await;
     assert_eq!(doc["top"][0], "Amount", "{doc}");
     let amount = feature(&doc, "Amount");
     assert_eq!(amount["state"], "significant", "{amount}");

@@ -5,6 +5,7 @@ mod compare;
 mod evaluate;
 mod inspect;
 mod lake;
+mod monitor;
 mod preprocess;
 mod print;
 mod registry;
@@ -87,6 +88,8 @@ pub enum Command {
     /// The lake: compact it to one row per transaction id.
     #[command(subcommand)]
     Lake(lake::LakeCommand),
+    /// Drift of the rows in the lake, day by day, against a model's training reference.
+    Monitor(monitor::MonitorArgs),
 }
 
 /// `verdict` subcommands.
@@ -220,6 +223,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             rules::RulesCommand::Backtest(a) => rules::backtest(&a),
         },
         Command::Lake(lake::LakeCommand::Compact(a)) => lake::compact_lake(&a),
+        Command::Monitor(a) => monitor::run(&a),
         Command::List(c) => match c {
             rules::ListCommand::Add(a) => rules::list_add(&a),
             rules::ListCommand::Remove(a) => rules::list_remove(&a),

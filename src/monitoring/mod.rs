@@ -5,6 +5,7 @@
 //! alert on the alert sinks when a variable stays at or above `monitoring.alert_band` for
 //! `monitoring.alert_after`. `GET /v1/monitoring` serves [`Monitor::document`].
 
+pub mod batch;
 pub mod config;
 
 use std::collections::{HashMap, VecDeque};

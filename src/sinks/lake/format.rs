@@ -267,3 +267,60 @@ pub fn partition(ms: i64) -> String {
     let (y, m, d, h) = utc_hour(ms);
     format!("dt={y:04}-{m:02}-{d:02}/hour={h:02}")
 }
+
+/// What drift monitoring reads from a lake file: each row's values of `features` (as the
+/// scorer saw them: 32-bit floats, a null as missing), its score, and the day it was
+/// scored (`YYYY-MM-DD`, UTC).
+#[derive(Debug, Default)]
+pub struct LakeFeatures {
+    /// Row-major, one column per feature.
+    pub x: Vec<f32>,
+    /// One score per row.
+    pub scores: Vec<f32>,
+    /// One day per row.
+    pub days: Vec<String>,
+}
+
+/// [`LakeFeatures`] of one lake file; a feature the file lacks is an error that names it.
+pub fn read_features(data: Bytes, features: &[String]) -> Result<LakeFeatures, String> {
+    use arrow::array::{Array, AsArray};
+    use arrow::compute::cast;
+    use arrow::datatypes::{Float32Type, TimestampMillisecondType};
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(data)
+        .and_then(|b| b.build())
+        .map_err(|e| e.to_string())?;
+    let mut out = LakeFeatures::default();
+    for batch in reader {
+        let batch = batch.map_err(|e| e.to_string())?;
+        let column = |name: &str, ty: &DataType| -> Result<ArrayRef, String> {
+            let c = batch
+                .column_by_name(name)
+                .ok_or_else(|| format!("missing column {name:?}"))?;
+            cast(c, ty).map_err(|e| format!("column {name:?}: {e}"))
+        };
+        let columns = features
+            .iter()
+            .map(|f| column(f, &DataType::Float32))
+            .collect::<Result<Vec<_>, _>>()?;
+        let score = column("score", &DataType::Float32)?;
+        let scored_at = column(
+            "scored_at",
+            &DataType::Timestamp(TimeUnit::Millisecond, None),
+        )?;
+        let scored_at = scored_at.as_primitive::<TimestampMillisecondType>();
+        for i in 0..batch.num_rows() {
+            for c in &columns {
+                out.x.push(if c.is_valid(i) {
+                    c.as_primitive::<Float32Type>().value(i)
+                } else {
+                    f32::NAN
+                });
+            }
+            out.scores
+                .push(score.as_primitive::<Float32Type>().value(i));
+            let (y, m, d, _) = utc_hour(scored_at.value(i));
+            out.days.push(format!("{y:04}-{m:02}-{d:02}"));
+        }
+    }
+    Ok(out)
+}

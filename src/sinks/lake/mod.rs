@@ -33,8 +33,8 @@ use tokio::time::Instant;
 
 pub use config::{LakeCompression, LakeConfig, LakeSettings};
 pub use format::{
-    LakeScore, encode_batches, encode_parquet, lake_schema, lake_schema_with, partition,
-    read_scores, record_batch, record_batch_with, utc_hour,
+    LakeFeatures, LakeScore, encode_batches, encode_parquet, lake_schema, lake_schema_with,
+    partition, read_features, read_scores, record_batch, record_batch_with, utc_hour,
 };
 use positions::StreamState;
 pub use positions::{

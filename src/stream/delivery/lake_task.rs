@@ -133,8 +133,12 @@ async fn run_detached_lake(
             batch = rx.recv() => match batch {
                 Some(records) => {
                     // Where each stream stands, before its rows are buffered; the queue
-                    // backs up (and batches are dropped) while the store is down.
+                    // backs up (and batches are dropped) while the store is down. Reading
+                    // the markers is a store call like a write: one that hangs (a frozen
+                    // DataNode) makes the lake stuck, so batches are dropped at once
+                    // instead of each waiting its patience out.
                     let mut outage = Outage::new(Sink::Lake.label());
+                    health.writing_since_ms.store(health.now_ms(), Relaxed);
                     let mut recovered = lake.recover(&records).await;
                     while let Err(e) = &recovered {
                         if outage.wait(&abort, e).await.is_err() {
@@ -142,6 +146,7 @@ async fn run_detached_lake(
                         }
                         recovered = lake.recover(&records).await;
                     }
+                    health.writing_since_ms.store(0, Relaxed);
                     if recovered.is_ok() {
                         lake.push_all(records);
                     } else {
