@@ -110,36 +110,50 @@ throughput() {
 
 # Shadow: alternately without and with a shadow model, N rounds, medians and their ratio.
 shadow() {
-  local work=.cache/bench-shadow b version with label cpu alone shadowed
+  local work=.cache/bench-shadow b version
   bench_data
   echo "input: $data ($data_rows rows); rounds per binary: ${runs:=5}"
   for b in "${!bins[@]}"; do
-    rm -rf "$work"
-    mkdir -p "$work"
-    # Two versions in one store: the serving one, and a second trained with another seed.
-    "${bins[b]}" train --input "$data" --out "$work/a.fsm" --seed 1 --publish "$work/registry" \
-      > /dev/null 2>&1
+    ab_store "${bins[b]}" "$work"
+    # A second version, trained with another seed, beside the serving one.
     "${bins[b]}" train --input "$data" --out "$work/b.fsm" --seed 2 --publish "$work/shadow-store" \
       > /dev/null 2>&1
     version=$(cat "$work/shadow-store/models/LATEST")
     cp -r "$work/shadow-store/models/$version" "$work/registry/models/"
-    : > "$work/results"
     for _ in $(seq "$runs"); do
-      for with in "" "$version"; do
-        bench_embedded "${bins[b]}" "$work/registry" "$data" "$work/run" \
-          FRAUDSTREAM__MODELS__POLL_INTERVAL=0s ${with:+"FRAUDSTREAM__MODELS__SHADOW=$with"}
-        label=alone
-        [[ -z $with ]] || label=shadow
-        cpu=$(bench_cpu_per_tx "$data_rows" 2)
-        echo "$label $cpu" >> "$work/results"
-        echo "${labels[b]}: $label $cpu us CPU/tx"
-      done
+      ab_run alone "${bins[b]}" "$work"
+      ab_run shadow "${bins[b]}" "$work" "FRAUDSTREAM__MODELS__SHADOW=$version"
     done
-    alone=$(grep '^alone ' "$work/results" | cut -d' ' -f2 | bench_median)
-    shadowed=$(grep '^shadow ' "$work/results" | cut -d' ' -f2 | bench_median)
-    awk -v l="${labels[b]}" -v a="$alone" -v s="$shadowed" 'BEGIN {
-      printf "%s: median CPU us per tx: alone %.2f, with a shadow %.2f; ratio %.2fx\n", l, a, s, s / a }'
+    ab_medians "${labels[b]}" "$work" alone shadow "alone %.2f, with a shadow %.2f; ratio %.2fx"
   done
+}
+
+# A fresh WORK with a store holding a model BINARY trained on $data (seed 1).
+ab_store() {
+  rm -rf "$2"
+  mkdir -p "$2"
+  "$1" train --input "$data" --out "$2/a.fsm" --seed 1 --publish "$2/registry" > /dev/null 2>&1
+  : > "$2/results"
+}
+
+# One run of an A/B: `bench_embedded` of BINARY over $data with the store in WORK, ENV
+# added; its CPU per transaction appended to WORK/results under LABEL, and printed.
+ab_run() {
+  local label=$1 bin=$2 work=$3 cpu
+  shift 3
+  bench_embedded "$bin" "$work/registry" "$data" "$work/run" FRAUDSTREAM__MODELS__POLL_INTERVAL=0s "$@"
+  cpu=$(bench_cpu_per_tx "$data_rows" 2)
+  echo "$label $cpu" >> "$work/results"
+  echo "$bin: $label $cpu us CPU/tx"
+}
+
+# The medians of labels A and B in WORK/results, printed with FORMAT (A, B, B/A).
+ab_medians() {
+  local label=$1 work=$2 a b
+  a=$(grep "^$3 " "$work/results" | cut -d' ' -f2 | bench_median)
+  b=$(grep "^$4 " "$work/results" | cut -d' ' -f2 | bench_median)
+  awk -v l="$label" -v a="$a" -v b="$b" -v f="$5" 'BEGIN {
+    printf "%s: median CPU us per tx: " f "\n", l, a, b, b / a }'
 }
 
 # Velocity: the simulated stream with entity features, N runs per binary.
@@ -281,28 +295,16 @@ PY
 
 # Monitoring: alternately off and on, N rounds, medians and their ratio.
 monitoring() {
-  local work=.cache/bench-monitoring b on cpu off with
+  local work=.cache/bench-monitoring b
   bench_data
   echo "input: $data ($data_rows rows); rounds per binary: ${runs:=5}"
   for b in "${!bins[@]}"; do
-    rm -rf "$work"
-    mkdir -p "$work"
-    "${bins[b]}" train --input "$data" --out "$work/a.fsm" --seed 1 --publish "$work/registry" \
-      > /dev/null 2>&1
-    : > "$work/results"
+    ab_store "${bins[b]}" "$work"
     for _ in $(seq "$runs"); do
-      for on in false true; do
-        bench_embedded "${bins[b]}" "$work/registry" "$data" "$work/run" \
-          FRAUDSTREAM__MODELS__POLL_INTERVAL=0s FRAUDSTREAM__MONITORING__ENABLED=$on
-        cpu=$(bench_cpu_per_tx "$data_rows" 2)
-        echo "$on $cpu" >> "$work/results"
-        echo "${labels[b]}: monitoring $on $cpu us CPU/tx"
-      done
+      ab_run off "${bins[b]}" "$work" FRAUDSTREAM__MONITORING__ENABLED=false
+      ab_run on "${bins[b]}" "$work" FRAUDSTREAM__MONITORING__ENABLED=true
     done
-    off=$(grep '^false ' "$work/results" | cut -d' ' -f2 | bench_median)
-    with=$(grep '^true ' "$work/results" | cut -d' ' -f2 | bench_median)
-    awk -v l="${labels[b]}" -v a="$off" -v s="$with" 'BEGIN {
-      printf "%s: median CPU us per tx: monitoring off %.2f, on %.2f; ratio %.3fx\n", l, a, s, s / a }'
+    ab_medians "${labels[b]}" "$work" off on "monitoring off %.2f, on %.2f; ratio %.3fx"
   done
 }
 
