@@ -159,7 +159,7 @@ pub const SCORE_PSI: &str = "fraudstream_score_psi";
 /// 1 moderate, 2 significant; unset while the window holds fewer than
 /// `monitoring.min_rows` transactions.
 pub const DRIFT_STATE: &str = "fraudstream_drift_state";
-/// Counter: monitoring alerts raised, by `kind` (`drift`).
+/// Counter: monitoring alerts raised, by `kind` (`drift`, `quality_drop`).
 pub const MONITORING_ALERTS: &str = "fraudstream_monitoring_alerts_total";
 /// Gauge: partitions of the input topics the broker assigns to no member of the group
 /// (checked every 20 s by each consumer).
@@ -167,3 +167,14 @@ pub const KAFKA_ORPHANED_PARTITIONS: &str = "fraudstream_kafka_orphaned_partitio
 /// Counter: times a consumer made the group rebalance because partitions stayed
 /// assigned to no member.
 pub const KAFKA_GROUP_KICKS: &str = "fraudstream_kafka_group_kicks_total";
+/// Gauge: precision of the newest model version's verdicts among those whose label has
+/// arrived, by `version`.
+pub const QUALITY_PRECISION: &str = "fraudstream_quality_precision";
+/// Gauge: recall of those verdicts, by `version`.
+pub const QUALITY_RECALL: &str = "fraudstream_quality_recall";
+/// Gauge: AUPRC of its last 20,000 labelled verdicts, by `version`.
+pub const QUALITY_AUPRC: &str = "fraudstream_quality_auprc";
+/// Gauge: the share of its verdicts still without a label, by `version`.
+pub const QUALITY_UNLABELLED: &str = "fraudstream_quality_unlabelled_share";
+/// Gauge: seconds since the newest label of its verdicts arrived, by `version`.
+pub const QUALITY_LABEL_AGE: &str = "fraudstream_quality_label_age_seconds";

@@ -153,6 +153,9 @@ impl Detector {
             labels = v.labels_file;
             labels_topic = v.labels_topic;
             let velocity = v.stage;
+            if let Some(v) = &velocity {
+                v.set_monitor(monitor.clone());
+            }
             let mut scorer =
                 Scorer::with_explain(model.clone(), cfg.scoring.top_k, cfg.scoring.explain)
                     .with_velocity(velocity)

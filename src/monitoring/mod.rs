@@ -7,6 +7,7 @@
 
 pub mod batch;
 pub mod config;
+pub mod quality;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -58,6 +59,7 @@ pub struct Monitor {
     config: MonitoringConfig,
     counting: Mutex<Counting>,
     state: Mutex<State>,
+    quality: Mutex<quality::Quality>,
 }
 
 /// One variable in the document: its drift and its recent PSI.
@@ -94,8 +96,11 @@ pub struct MonitoringDocument {
     pub score: Option<VariableReport>,
     /// The features and the score by window PSI, worst first (names).
     pub top: Vec<String>,
-    /// The latest drift alerts, newest last.
+    /// The latest monitoring alerts (drift, quality drops), newest last.
     pub alerts: Vec<MonitoringAlert>,
+    /// Quality as the labels arrive, per model version (newest first); empty without
+    /// labels (`velocity.labels_path` or `velocity.labels_topic`).
+    pub quality: Vec<quality::VersionQuality>,
 }
 
 /// The bands, as the document shows them.
@@ -123,16 +128,25 @@ impl Monitor {
             config,
             counting: Mutex::new(Counting::Nothing),
             state: Mutex::new(State::default()),
+            quality: Mutex::new(quality::Quality::default()),
+        }
+    }
+
+    /// A verdict of `version` (its score, whether it was flagged) joined with its label.
+    pub fn labelled(&self, version: &str, score: f32, flagged: bool, fraud: bool) {
+        if self.config.enabled {
+            lock(&self.quality).labelled(version, score, flagged, fraud, now_ms());
         }
     }
 
     /// Count a scored batch: `x` is its feature matrix in `model`'s order, `scores` its
     /// scores. A new serving version starts the counts over, against its own reference.
-    pub fn observe(&self, model: &Model, x: &[f32], scores: &[f32]) {
+    pub fn observe(&self, model: &Model, x: &[f32], scores: &[f32], flagged: u64) {
         if !self.config.enabled {
             return;
         }
         let now = now_ms();
+        lock(&self.quality).served(model.version(), scores.len() as u64, flagged, now);
         let mut counting = lock(&self.counting);
         let current = match &*counting {
             Counting::Nothing => None,
@@ -172,11 +186,13 @@ impl Monitor {
             }
             _ => None,
         };
+        let mut due: Vec<MonitoringAlert> = self.quality_alerts(now);
         let mut state = lock(&self.state);
         state.ticks += 1;
         let Some(snapshot) = snapshot else {
             state.last = None;
-            return Vec::new();
+            keep(&mut state.alerts, &due);
+            return due;
         };
         if state
             .last
@@ -189,7 +205,6 @@ impl Monitor {
         let sample = state.ticks % HISTORY_EVERY == 1;
         let alert_at = self.config.alert_state();
         let after = self.config.alert_after.as_millis() as u64;
-        let mut due = Vec::new();
         for v in snapshot.features.iter().chain(&snapshot.score) {
             export(v);
             if sample {
@@ -209,14 +224,49 @@ impl Monitor {
                 state.above.remove(&v.name);
             }
         }
-        for a in &due {
-            if state.alerts.len() == ALERTS_KEPT {
-                state.alerts.pop_front();
-            }
-            state.alerts.push_back(a.clone());
-        }
+        keep(&mut state.alerts, &due);
         state.last = Some(snapshot);
         due
+    }
+
+    /// Export the quality of the newest version, and turn the error-rate alarms into
+    /// `quality_drop` alerts.
+    fn quality_alerts(&self, now: u64) -> Vec<MonitoringAlert> {
+        let mut q = lock(&self.quality);
+        if let Some(v) = q.report().first() {
+            let version = v.version.clone();
+            let set = |name: &'static str, x: Option<f64>| {
+                if let Some(x) = x {
+                    metrics::gauge!(name, "version" => version.clone()).set(x);
+                }
+            };
+            set(names::QUALITY_PRECISION, v.precision);
+            set(names::QUALITY_RECALL, v.recall);
+            set(names::QUALITY_AUPRC, v.auprc);
+            set(names::QUALITY_UNLABELLED, v.unlabelled);
+            set(
+                names::QUALITY_LABEL_AGE,
+                v.newest_label_ms
+                    .map(|t| now.saturating_sub(t) as f64 / 1000.0),
+            );
+        }
+        std::mem::take(&mut q.alarms)
+            .into_iter()
+            .map(|(version, rate)| MonitoringAlert {
+                kind: "quality_drop".into(),
+                key: format!("quality_drop:{version}:{now}"),
+                model_version: version.clone(),
+                variable: None,
+                value: rate,
+                state: "significant".into(),
+                since_ms: now,
+                at_ms: now,
+                message: format!(
+                    "the error rate of model {version} on labelled verdicts has risen (Page-Hinkley test; {:.2}% errors overall)",
+                    rate * 100.0
+                ),
+            })
+            .collect()
     }
 
     fn alert(&self, version: &str, v: &VariableDrift, since: u64, now: u64) -> MonitoringAlert {
@@ -288,6 +338,7 @@ impl Monitor {
                 l.ranked().iter().map(|v| v.name.clone()).collect()
             }),
             alerts: state.alerts.iter().cloned().collect(),
+            quality: lock(&self.quality).report(),
         }
     }
 
@@ -308,7 +359,7 @@ impl Monitor {
                 _ = tick.tick() => false,
             };
             for alert in self.tick() {
-                tracing::warn!(key = %alert.key, "{}", alert.message);
+                tracing::warn!(key = %alert.key, kind = %alert.kind, "{}", alert.message);
                 metrics::counter!(names::MONITORING_ALERTS, "kind" => alert.kind.clone())
                     .increment(1);
                 for sink in sinks.iter() {
@@ -329,6 +380,16 @@ impl Monitor {
                 return;
             }
         }
+    }
+}
+
+/// Add `due` to the kept alerts.
+fn keep(kept: &mut VecDeque<MonitoringAlert>, due: &[MonitoringAlert]) {
+    for a in due {
+        if kept.len() == ALERTS_KEPT {
+            kept.pop_front();
+        }
+        kept.push_back(a.clone());
     }
 }
 

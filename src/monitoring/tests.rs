@@ -1,3 +1,4 @@
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
@@ -45,7 +46,7 @@ fn a_trained_model_carries_its_reference_and_live_data_like_it_is_stable() {
     assert_eq!(reference.score_source.as_deref(), Some("holdout"));
     let m = Monitor::new(config());
     assert_eq!(m.document().status, "no_model_yet");
-    m.observe(&model, &x, &scores);
+    m.observe(&model, &x, &scores, 0);
     assert!(
         m.tick().is_empty(),
         "no alert on data like the training data"
@@ -69,7 +70,7 @@ fn a_trained_model_carries_its_reference_and_live_data_like_it_is_stable() {
 fn a_shifted_feature_raises_one_drift_alert_until_it_comes_back() {
     let (model, x, scores) = model_and_rows(2_000, 3.0);
     let m = Monitor::new(config());
-    m.observe(&model, &x, &scores);
+    m.observe(&model, &x, &scores, 0);
     let alerts = m.tick();
     let v4: Vec<&MonitoringAlert> = alerts
         .iter()
@@ -90,12 +91,12 @@ fn a_shifted_feature_raises_one_drift_alert_until_it_comes_back() {
     // Back to normal (the window fills with unshifted rows), then shifted again: a new
     // alert with a new key.
     let (_, normal, normal_scores) = model_and_rows(2_000, 0.0);
-    m.observe(&model, &normal, &normal_scores);
-    m.observe(&model, &normal, &normal_scores);
+    m.observe(&model, &normal, &normal_scores, 0);
+    m.observe(&model, &normal, &normal_scores, 0);
     assert!(m.tick().iter().all(|a| a.variable.as_deref() != Some("V4")));
     std::thread::sleep(Duration::from_millis(5));
-    m.observe(&model, &x, &scores);
-    m.observe(&model, &x, &scores);
+    m.observe(&model, &x, &scores, 0);
+    m.observe(&model, &x, &scores, 0);
     let again = m.tick();
     let key = again
         .iter()
@@ -111,7 +112,7 @@ fn alert_after_holds_the_alert_and_a_model_without_reference_is_reported() {
         alert_after: Duration::from_secs(3600),
         ..config()
     });
-    m.observe(&model, &x, &scores);
+    m.observe(&model, &x, &scores, 0);
     assert!(m.tick().is_empty(), "not for an hour");
     assert!(
         m.document()
@@ -126,8 +127,51 @@ fn alert_after_holds_the_alert_and_a_model_without_reference_is_reported() {
         "the model file does not carry it"
     );
     let m = Monitor::new(config());
-    m.observe(&bare, &x, &scores);
+    m.observe(&bare, &x, &scores, 0);
     let doc = m.document();
     assert_eq!(doc.status, "no_reference");
     assert!(doc.features.is_empty());
+}
+
+/// Labels joined with their verdicts by the velocity stage reach the quality figures of
+/// the version that served them, whichever came first.
+#[test]
+fn labels_joined_with_verdicts_give_quality_per_version() {
+    use crate::model::Verdict;
+    use crate::velocity::LabelEvent;
+    use crate::velocity::config::VelocityConfig;
+    use crate::velocity::stage::Velocity;
+
+    let m = Arc::new(Monitor::new(config()));
+    let velocity = Velocity::from_config(&VelocityConfig {
+        enabled: true,
+        ..VelocityConfig::default()
+    })
+    .unwrap()
+    .unwrap();
+    velocity.set_monitor(m.clone());
+    let label = |i: usize, fraud: bool| LabelEvent {
+        tx_id: format!("t{i}"),
+        time: 0.0,
+        label: u8::from(fraud),
+        card_id: Some("c".into()),
+        terminal_id: None,
+    };
+    // One label comes before its verdict.
+    velocity.apply_labels(&[label(0, true)]).unwrap();
+    let verdicts: Vec<Verdict> = (0..4)
+        .map(|i| Verdict::by_model(&format!("t{i}"), [0.9, 0.8, 0.2, 0.1][i], 0.5, "v7", vec![]))
+        .collect();
+    velocity.record_verdicts(&verdicts);
+    // t1 flagged but legitimate, t2 passed but fraud; t3 stays unlabelled.
+    velocity
+        .apply_labels(&[label(1, false), label(2, true)])
+        .unwrap();
+    let doc = m.document();
+    let q = &doc.quality[0];
+    assert_eq!(q.version, "v7");
+    assert_eq!(q.labelled, 3);
+    assert_eq!(q.precision, Some(0.5));
+    assert_eq!(q.recall, Some(0.5));
+    assert!(q.newest_label_ms.is_some());
 }

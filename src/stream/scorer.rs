@@ -307,7 +307,8 @@ impl Scorer {
             drop(ids);
             if let Some(m) = &monitor {
                 let scores: Vec<f32> = verdicts.iter().map(|v| v.score).collect();
-                m.observe(&model, &x, &scores);
+                let flagged = verdicts.iter().filter(|v| v.fraud).count() as u64;
+                m.observe(&model, &x, &scores, flagged);
             }
             if let Some((decider, counts)) = &decider {
                 for (r, v) in rows.iter().zip(verdicts.iter_mut()) {

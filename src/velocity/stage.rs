@@ -4,7 +4,7 @@
 //! go to [`Velocity::apply_labels`]: they feed the fraud counters and are joined with
 //! the verdicts served to export online precision and recall.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -13,6 +13,7 @@ use super::config::VelocityConfig;
 use super::{BatchReport, Engine, Entity, IdRing, LabelEvent, MemoryStore, StateStore, StoreError};
 use crate::metric_names as names;
 use crate::model::Verdict;
+use crate::monitoring::Monitor;
 use crate::validate::Invalid;
 
 /// Confusion counts of the served verdicts against the labels.
@@ -71,8 +72,16 @@ pub struct Notice {
     pub reason: String,
 }
 
+/// What a verdict served is remembered by, for its label.
+#[derive(Debug, Clone)]
+struct Served {
+    fraud: bool,
+    score: f32,
+    version: Arc<str>,
+}
+
 struct Joined {
-    verdicts: IdRing<bool>,
+    verdicts: IdRing<Served>,
     /// Labels that arrived before their verdict (a replay, or a fast chargeback feed).
     early: IdRing<u8>,
     /// Ids whose label was counted (a repeated label is not counted again).
@@ -81,9 +90,12 @@ struct Joined {
 }
 
 impl Joined {
-    /// Count one labelled verdict.
-    fn count(&mut self, fraud_verdict: Option<bool>, fraud: bool) {
-        let (slot, outcome) = match (fraud_verdict, fraud) {
+    /// Count one labelled verdict (and give it to the quality monitor).
+    fn count(&mut self, served: Option<&Served>, fraud: bool, monitor: Option<&Monitor>) {
+        if let (Some(v), Some(m)) = (served, monitor) {
+            m.labelled(&v.version, v.score, v.fraud, fraud);
+        }
+        let (slot, outcome) = match (served.map(|v| v.fraud), fraud) {
             (None, _) => (&mut self.confusion.unmatched, "unmatched"),
             (Some(true), true) => (&mut self.confusion.tp, "tp"),
             (Some(true), false) => (&mut self.confusion.fp, "fp"),
@@ -110,6 +122,8 @@ pub struct Velocity {
     retry: Duration,
     /// Ends the retries of a failing store (the shutdown deadline).
     abort: std::sync::OnceLock<tokio_util::sync::CancellationToken>,
+    /// Where labelled verdicts go for quality monitoring.
+    monitor: std::sync::OnceLock<Arc<Monitor>>,
 }
 
 impl std::fmt::Debug for Velocity {
@@ -205,6 +219,7 @@ impl Velocity {
             max_served: cfg.max_served,
             retry: Duration::from_millis(200),
             abort: std::sync::OnceLock::new(),
+            monitor: std::sync::OnceLock::new(),
         })
     }
 
@@ -213,6 +228,11 @@ impl Velocity {
     pub fn abort_on(&self, token: tokio_util::sync::CancellationToken) {
         // Set once per detector run; a second run keeps the first token.
         let _first = self.abort.set(token);
+    }
+
+    /// Give every labelled verdict to `monitor` (its quality per version; set once).
+    pub fn set_monitor(&self, monitor: Arc<Monitor>) {
+        let _first = self.monitor.set(monitor);
     }
 
     fn aborted(&self) -> bool {
@@ -361,13 +381,22 @@ impl Velocity {
     /// is joined now).
     pub fn record_verdicts(&self, verdicts: &[Verdict]) {
         let mut j = self.lock_joined();
+        let monitor = self.monitor.get().map(Arc::as_ref);
         for v in verdicts {
-            if !j.verdicts.insert(&v.tx_id, v.fraud, 0, self.max_served) {
+            let served = Served {
+                fraud: v.fraud,
+                score: v.score,
+                version: v.model_version.clone(),
+            };
+            if !j
+                .verdicts
+                .insert(&v.tx_id, served.clone(), 0, self.max_served)
+            {
                 continue; // a redelivery: its label was joined with the first verdict
             }
             if let Some(label) = j.early.remove(&v.tx_id) {
                 j.confusion.unmatched = j.confusion.unmatched.saturating_sub(1);
-                j.count(Some(v.fraud), label == 1);
+                j.count(Some(&served), label == 1, monitor);
             }
         }
     }
@@ -400,15 +429,16 @@ impl Velocity {
             }
         }
         let mut j = self.lock_joined();
+        let monitor = self.monitor.get().map(Arc::as_ref);
         for l in labels {
             if !j.labelled.insert(&l.tx_id, (), 0, self.max_served) {
                 continue; // counted already
             }
-            let verdict = j.verdicts.get(&l.tx_id).copied();
+            let verdict = j.verdicts.get(&l.tx_id).cloned();
             if verdict.is_none() {
                 j.early.insert(&l.tx_id, l.label, 0, self.max_served);
             }
-            j.count(verdict, l.label == 1);
+            j.count(verdict.as_ref(), l.label == 1, monitor);
         }
         Ok(j.confusion)
     }
