@@ -233,7 +233,10 @@ impl Monitor {
     /// `quality_drop` alerts.
     fn quality_alerts(&self, now: u64) -> Vec<MonitoringAlert> {
         let mut q = lock(&self.quality);
-        if let Some(v) = q.report().first() {
+        // (The AUPRC sorts up to 20,000 pairs: only when a label came.)
+        if std::mem::take(&mut q.changed)
+            && let Some(v) = q.report().first()
+        {
             let version = v.version.clone();
             let set = |name: &'static str, x: Option<f64>| {
                 if let Some(x) = x {
@@ -244,11 +247,10 @@ impl Monitor {
             set(names::QUALITY_RECALL, v.recall);
             set(names::QUALITY_AUPRC, v.auprc);
             set(names::QUALITY_UNLABELLED, v.unlabelled);
-            set(
-                names::QUALITY_LABEL_AGE,
-                v.newest_label_ms
-                    .map(|t| now.saturating_sub(t) as f64 / 1000.0),
-            );
+        }
+        if let Some((version, Some(at))) = q.newest_label() {
+            metrics::gauge!(names::QUALITY_LABEL_AGE, "version" => version.to_owned())
+                .set(now.saturating_sub(at) as f64 / 1000.0);
         }
         std::mem::take(&mut q.alarms)
             .into_iter()

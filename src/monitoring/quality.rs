@@ -91,6 +91,8 @@ pub struct Quality {
     versions: BTreeMap<String, Version>,
     /// Alarms not yet raised as alerts: version, error rate.
     pub(super) alarms: Vec<(String, f64)>,
+    /// Whether a label arrived since the figures were last exported.
+    pub(super) changed: bool,
 }
 
 impl Quality {
@@ -121,6 +123,7 @@ impl Quality {
 
     /// A verdict of `version` (score, flagged) joined with its label.
     pub fn labelled(&mut self, version: &str, score: f32, flagged: bool, fraud: bool, now: u64) {
+        self.changed = true;
         let v = self.version(version, now);
         v.labelled += 1;
         match (flagged, fraud) {
@@ -138,6 +141,15 @@ impl Quality {
             let rate = (v.fp + v.fn_) as f64 / v.labelled as f64;
             self.alarms.push((version.to_owned(), rate));
         }
+    }
+
+    /// The newest version and when its newest label arrived (cheap: no AUPRC).
+    #[must_use]
+    pub fn newest_label(&self) -> Option<(&str, Option<u64>)> {
+        self.versions
+            .iter()
+            .max_by_key(|(_, v)| v.seen_at)
+            .map(|(k, v)| (k.as_str(), v.newest_label_ms))
     }
 
     /// Every tracked version's quality, newest first.
