@@ -154,6 +154,16 @@ impl Monitor {
             Counting::Live(l) => Some(l.version()),
         };
         if current != Some(model.version()) {
+            let features = &model.meta().features;
+            let unknown: Vec<&String> = self
+                .config
+                .skip
+                .iter()
+                .filter(|f| !features.contains(f))
+                .collect();
+            if !unknown.is_empty() {
+                tracing::warn!(version = model.version(), skip = ?unknown, "monitoring.skip names features the serving model does not use: ignored");
+            }
             *counting = match model.reference() {
                 Some(r) => Counting::Live(Box::new(LiveDrift::new(
                     model.version_arc(),

@@ -9,6 +9,9 @@ use serde::{Deserialize, Serialize};
 pub const FEATURE_BINS: usize = 10;
 /// Bins for the score: twentieths (most scores sit near 0, so the tail needs more).
 pub const SCORE_BINS: usize = 20;
+/// A stored reference with more edges than this per variable is refused: counting costs
+/// a binary search over them for every transaction.
+const MAX_EDGES: usize = 255;
 /// At most this many values are sorted to place the edges (evenly spaced rows).
 const SAMPLE: usize = 200_000;
 
@@ -124,6 +127,13 @@ impl Distribution {
 
     /// Why this distribution cannot be used, if it cannot.
     fn problem(&self) -> Option<String> {
+        if self.edges.len() > MAX_EDGES {
+            return Some(format!(
+                "{}: {} bin edges (at most {MAX_EDGES})",
+                self.name,
+                self.edges.len()
+            ));
+        }
         if self.shares.len() != self.edges.len() + 1 {
             return Some(format!(
                 "{}: {} edges need {} shares, not {}",
@@ -252,6 +262,10 @@ mod tests {
         let mut bad = r.clone();
         bad.features[1].shares[0] += 0.5;
         assert!(bad.check(&names).unwrap_err().contains("sum to 1"));
+        let mut wide = r.clone();
+        wide.features[0].edges = (0..1000).map(f64::from).collect();
+        wide.features[0].shares = vec![1.0 / 1001.0; 1001];
+        assert!(wide.check(&names).unwrap_err().contains("at most 255"));
         let json = serde_json::to_string(&r).unwrap();
         assert_eq!(serde_json::from_str::<Reference>(&json).unwrap(), r);
     }
