@@ -92,12 +92,15 @@ pub const TASK_FAILURES: &str = "fraudstream_task_failures_total";
 /// were skipped, by `task`; the task goes on with the next step.
 pub const TASK_RESTARTS: &str = "fraudstream_task_restarts_total";
 /// Counter: retraining decisions, by `outcome` (`published`, `approved`, `rejected`,
-/// `insufficient_data`).
+/// `insufficient_data`, `not_triggered`).
 pub const RETRAIN_DECISIONS: &str = "fraudstream_retrain_decisions_total";
 /// Gauge: the last candidate's holdout AUPRC.
 pub const RETRAIN_CANDIDATE_AUPRC: &str = "fraudstream_retrain_candidate_auprc";
 /// Gauge: the live model's AUPRC on the last candidate's holdout.
 pub const RETRAIN_LIVE_AUPRC: &str = "fraudstream_retrain_live_auprc";
+/// Gauge: the worst PSI of the recent history against the live model's reference, at the
+/// last retraining cycle (the drift evidence of `retrain.trigger`).
+pub const RETRAIN_EVIDENCE_MAX_PSI: &str = "fraudstream_retrain_evidence_max_psi";
 /// Counter: verdicts recorded through `POST /v1/score?record=true`.
 pub const API_RECORDED: &str = "fraudstream_api_recorded_total";
 /// Counter: HTTP API requests, by `route` and `status`.

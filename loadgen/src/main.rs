@@ -19,7 +19,7 @@ use fraudstream_core::schema::Transaction;
 use fraudstream_core::schema::csv::CsvReader;
 use fraudstream_core::schema::json::encode_transaction;
 use loadgen::malformed::{ALL, Damage, damage_message};
-use loadgen::simulate::{SimParams, SimTx, label_json, simulate};
+use loadgen::simulate::{AmountDrift, SimParams, SimTx, label_json, simulate};
 use loadgen::synthetic::Synthetic;
 use rdkafka::ClientContext;
 use rdkafka::config::ClientConfig;
@@ -49,6 +49,13 @@ struct Args {
     /// Simulated days (from 2018-04-01).
     #[arg(long, default_value_t = 183, requires = "simulate")]
     days: u32,
+    /// Drift scenario: from this day (0-based) on, every amount is --drift-factor times
+    /// as large, and the amount scenario's line (220) moves with it.
+    #[arg(long, requires = "simulate")]
+    drift_day: Option<u32>,
+    /// Multiplier of every amount from --drift-day on.
+    #[arg(long, default_value_t = 2.0, requires = "drift_day")]
+    drift_factor: f64,
     /// How long after a transaction its label (a chargeback) is sent, in event time.
     #[arg(long, default_value = "7d", value_parser = parse_span, requires = "simulate")]
     label_delay: u64,
@@ -222,6 +229,10 @@ fn main() -> anyhow::Result<()> {
         (0.0..=1.0).contains(&args.malformed_ratio),
         "--malformed-ratio must be in [0, 1]"
     );
+    anyhow::ensure!(
+        args.drift_factor.is_finite() && args.drift_factor > 0.0,
+        "--drift-factor must be a positive number"
+    );
     let mut rows = match (&args.input, args.synthetic) {
         _ if args.simulate => {
             let params = SimParams {
@@ -229,6 +240,10 @@ fn main() -> anyhow::Result<()> {
                 terminals: args.terminals,
                 days: args.days,
                 seed: args.seed,
+                drift: args.drift_day.map(|day| AmountDrift {
+                    day,
+                    factor: args.drift_factor,
+                }),
                 ..SimParams::default()
             };
             let txs = simulate(&params);

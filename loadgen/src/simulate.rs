@@ -14,6 +14,11 @@
 //!   are compromised and a third of their transactions in the next 14 days are frauds
 //!   with five times the amount.
 //!
+//! A drift scenario ([`AmountDrift`]) moves the amounts from a given day on: every
+//! customer spends `factor` times as much (a price rise, or a new market in another
+//! currency), and the amount scenario's line moves with it (`220 × factor`). A model
+//! trained before that day sees shifted `Amount` values and flags ordinary purchases.
+//!
 //! The handbook draws with NumPy; this draws with our seeded generator, so the data is
 //! statistically alike, not identical. Same seed, same data, on every platform.
 
@@ -38,6 +43,27 @@ pub struct SimParams {
     pub radius: f64,
     /// Seed.
     pub seed: u64,
+    /// Amounts that move from a day on (none: the handbook's stationary stream).
+    pub drift: Option<AmountDrift>,
+}
+
+/// From `day` on, every amount is `factor` times what it would have been, and the
+/// amount scenario's line is `220 × factor`. Every other draw is the same as without
+/// the drift, so the rows before `day` are identical to the stationary simulation's.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AmountDrift {
+    /// First day (0-based) with moved amounts.
+    pub day: u32,
+    /// Multiplier of every amount from that day on.
+    pub factor: f64,
+}
+
+impl AmountDrift {
+    /// The factor on `day`.
+    #[must_use]
+    pub fn factor_on(drift: Option<Self>, day: u32) -> f64 {
+        drift.filter(|d| day >= d.day).map_or(1.0, |d| d.factor)
+    }
 }
 
 impl Default for SimParams {
@@ -49,6 +75,7 @@ impl Default for SimParams {
             start: HANDBOOK_START,
             radius: 5.0,
             seed: 0,
+            drift: None,
         }
     }
 }
@@ -193,7 +220,8 @@ pub fn simulate(p: &SimParams) -> Vec<SimTx> {
                 if amount < 0.0 {
                     amount = rng.unit() * profile.mean_amount * 2.0;
                 }
-                let amount = (amount * 100.0).round() / 100.0;
+                let amount =
+                    (amount * AmountDrift::factor_on(p.drift, day) * 100.0).round() / 100.0;
                 if profile.terminals.is_empty() {
                     continue;
                 }
@@ -225,7 +253,7 @@ pub fn simulate_transactions(p: &SimParams) -> Vec<Transaction> {
 
 fn add_frauds(txs: &mut [SimTx], p: &SimParams) {
     for t in txs.iter_mut() {
-        if t.amount > 220.0 {
+        if t.amount > 220.0 * AmountDrift::factor_on(p.drift, t.day()) {
             t.scenario = Scenario::Amount;
         }
     }
@@ -350,6 +378,52 @@ mod tests {
         let mean = per_customer.values().map(|s| s.len()).sum::<usize>() as f64
             / per_customer.len() as f64;
         assert!(mean < 60.0, "{mean} terminals per customer");
+    }
+
+    #[test]
+    fn amount_drift_moves_amounts_from_its_day_only() {
+        let day = 30;
+        let drift = AmountDrift { day, factor: 2.0 };
+        let (plain, moved) = (
+            simulate(&small()),
+            simulate(&SimParams {
+                drift: Some(drift),
+                ..small()
+            }),
+        );
+        assert_eq!(plain.len(), moved.len());
+        let before = |txs: &[SimTx]| -> Vec<SimTx> {
+            txs.iter().filter(|t| t.day() < day).copied().collect()
+        };
+        assert_eq!(before(&plain), before(&moved), "rows before the drift differ");
+        let mean = |txs: &[SimTx]| {
+            let after: Vec<f64> = txs
+                .iter()
+                .filter(|t| t.day() >= day && t.scenario == Scenario::None)
+                .map(|t| t.amount)
+                .collect();
+            after.iter().sum::<f64>() / after.len() as f64
+        };
+        let ratio = mean(&moved) / mean(&plain);
+        assert!((1.8..2.2).contains(&ratio), "legitimate amounts moved {ratio}x");
+        // The amount scenario's line moved with the amounts: a comparable fraud rate.
+        let rate = |txs: &[SimTx]| {
+            let after: Vec<&SimTx> = txs.iter().filter(|t| t.day() >= day).collect();
+            after.iter().filter(|t| t.scenario == Scenario::Amount).count() as f64
+                / after.len() as f64
+        };
+        assert!(
+            rate(&moved) < 2.0 * rate(&plain) + 1e-3,
+            "{} vs {}",
+            rate(&moved),
+            rate(&plain)
+        );
+        assert!(
+            moved
+                .iter()
+                .filter(|t| t.scenario == Scenario::None)
+                .all(|t| t.amount <= 220.0 * AmountDrift::factor_on(Some(drift), t.day()))
+        );
     }
 
     #[test]

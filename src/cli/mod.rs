@@ -136,6 +136,12 @@ pub struct InputArgs {
     /// entity features brings its own spec to `evaluate` and `score`.
     #[arg(long)]
     pub velocity: Option<String>,
+    /// Drop the rows of the input's first SPAN (`30d`; `auto`: the entity features'
+    /// longest reach, window plus label delay) after they built up the entity state:
+    /// their counts cover less than a full window, and a model trained on them sees
+    /// every later row as drift.
+    #[arg(long, value_name = "SPAN")]
+    pub warm_up: Option<String>,
 }
 
 impl InputArgs {
@@ -326,6 +332,23 @@ fn read_input_with(
         crate::schema::read_dataset_with(&args.input, opts, velocity)?
     };
     spinner.finish_and_clear();
+    let data = match &args.warm_up {
+        None => data,
+        Some(w) => {
+            let secs = match (w.as_str(), velocity) {
+                ("auto", Some(v)) => v.reach_secs(),
+                ("auto", None) => anyhow::bail!(
+                    "--warm-up auto: the entity features' reach needs entity features (--velocity, or a model that uses them)"
+                ),
+                (span, _) => humantime::parse_duration(span)
+                    .map_err(|e| anyhow::anyhow!("--warm-up {span:?}: {e}"))?
+                    .as_secs(),
+            };
+            let kept = data.after_warm_up(secs as f64);
+            tracing::info!(dropped = data.len() - kept.len(), warm_up_secs = secs, "warm-up rows dropped");
+            kept
+        }
+    };
     log_skipped(&args.input, &report);
     tracing::info!(input = %args.input, rows = data.len(), "read input");
     Ok((data, report.skipped))

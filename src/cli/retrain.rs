@@ -63,6 +63,9 @@ fn report(d: &Decision, json: bool) -> anyhow::Result<()> {
             Outcome::InsufficientData => {
                 "retrain: insufficient data, nothing trained (the live model keeps serving)"
             }
+            Outcome::NotTriggered => {
+                "retrain: not triggered, nothing trained (the live model keeps serving)"
+            }
         },
         &[
             (
@@ -89,6 +92,36 @@ fn report(d: &Decision, json: bool) -> anyhow::Result<()> {
             ("live", d.live.clone().unwrap_or_else(|| "-".into())),
             ("live AUPRC on the same rows", opt(d.live_auprc)),
             ("AUPRC difference", interval),
+            (
+                "trigger",
+                d.trigger
+                    .as_ref()
+                    .map_or_else(|| "-".into(), |t| format!("{}: {}", t.trigger, t.reason)),
+            ),
+            (
+                "evidence: recent rows / frauds",
+                d.trigger
+                    .as_ref()
+                    .and_then(|t| t.evidence.as_ref())
+                    .map_or_else(|| "-".into(), |e| format!("{} / {}", e.rows, e.frauds)),
+            ),
+            (
+                "evidence: worst PSI, live AUPRC now / when trained",
+                d.trigger
+                    .as_ref()
+                    .and_then(|t| t.evidence.as_ref())
+                    .map_or_else(
+                        || "-".into(),
+                        |e| {
+                            format!(
+                                "{}, {} / {}",
+                                opt(e.max_psi),
+                                opt(e.live_auprc),
+                                opt(e.trained_auprc)
+                            )
+                        },
+                    ),
+            ),
             ("reason", d.reason.clone()),
             ("seconds", format!("{:.1}", d.seconds)),
         ],
@@ -106,10 +139,23 @@ pub fn run(args: &RetrainArgs) -> anyhow::Result<()> {
         let store = crate::registry::ModelStore::open(&cfg.models, &cfg.s3).await?;
         let s3 = cfg.s3.settings("", "");
         let on_file = |f: &str| tracing::info!(file = %f, "reading history");
-        let Some(every) = args.every else {
-            let d = retrain_once(&cfg.retrain, &s3, &cfg.kafka, &store, &on_file).await?;
-            return report(&d, args.json);
+        let once = |last_trained| {
+            retrain_once(
+                &cfg.retrain,
+                &cfg.monitoring,
+                &s3,
+                &cfg.kafka,
+                &store,
+                &on_file,
+                last_trained,
+            )
         };
+        let Some(every) = args.every else {
+            return report(&once(None).await?, args.json);
+        };
+        // When this process last ran a cycle that trained: an evidence trigger's
+        // cool-down counts from it (and from the live version's training).
+        let mut last_trained = None;
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let stop = super::signal::stop_requested();
@@ -123,11 +169,16 @@ pub fn run(args: &RetrainArgs) -> anyhow::Result<()> {
             // again. A stop request ends a cycle in progress: a version stored without
             // `LATEST` moving to it is harmless.
             let cycle = tokio::select! {
-                r = retrain_once(&cfg.retrain, &s3, &cfg.kafka, &store, &on_file) => r,
+                r = once(last_trained) => r,
                 () = &mut stop => return Ok(()),
             };
             match cycle {
-                Ok(d) => report(&d, args.json)?,
+                Ok(d) => {
+                    if d.candidate.is_some() {
+                        last_trained = Some(std::time::SystemTime::now());
+                    }
+                    report(&d, args.json)?;
+                }
                 Err(e) => tracing::error!(error = %format!("{e:#}"), "retraining cycle failed"),
             }
         }

@@ -294,6 +294,16 @@ impl ModelStore {
         model: &Model,
         holdout: Option<&HoldoutSet>,
     ) -> Result<Manifest, RegistryError> {
+        self.put_retrained(model, holdout, None).await
+    }
+
+    /// [`ModelStore::put_with_holdout`], recording why `retrain` trained the model.
+    pub async fn put_retrained(
+        &self,
+        model: &Model,
+        holdout: Option<&HoldoutSet>,
+        trigger: Option<&crate::model::RetrainTrigger>,
+    ) -> Result<Manifest, RegistryError> {
         let bytes = Bytes::from(model.to_bytes());
         let meta = model.meta();
         let version = meta.version.clone();
@@ -308,6 +318,7 @@ impl ModelStore {
             canaries: model.canaries(),
             holdout: None,
             reference: model.reference().map(|r| r.as_ref().clone()),
+            retrain: trigger.cloned(),
         };
         match self
             .blobs

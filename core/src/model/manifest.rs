@@ -48,6 +48,61 @@ pub struct Manifest {
     /// written before it was recorded: monitoring then says "no reference".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reference: Option<crate::monitor::Reference>,
+    /// Why `retrain` trained this version, and what it saw of the live model then.
+    /// Absent for versions trained by hand, and in manifests written before it was
+    /// recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retrain: Option<RetrainTrigger>,
+}
+
+/// What started a retraining cycle, and the evidence it had.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RetrainTrigger {
+    /// `schedule`, `drift`, `quality`, `drift+quality` or `age`; `none` when the cycle
+    /// found no reason to train.
+    pub trigger: String,
+    /// In words.
+    pub reason: String,
+    /// The evidence, when the live model was judged on recent rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<Evidence>,
+}
+
+/// The live model judged on the most recent rows it never trained on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Evidence {
+    /// The live version judged.
+    pub live: String,
+    /// Rows judged (the most recent after the live model's training window).
+    pub rows: usize,
+    /// Frauds among them.
+    pub frauds: usize,
+    /// `Time` of the first and last row judged.
+    pub first_time: f64,
+    /// See `first_time`.
+    pub last_time: f64,
+    /// Variables (features, or `score`) whose PSI against the live model's reference is
+    /// at or above the configured band, worst first.
+    pub drifted: Vec<DriftedVariable>,
+    /// The worst variable's PSI, drifted or not.
+    pub max_psi: Option<f64>,
+    /// The live model's AUPRC on the rows judged (none without frauds among them).
+    pub live_auprc: Option<f64>,
+    /// Its AUPRC when it was trained (held-out, else out-of-bag).
+    pub trained_auprc: Option<f64>,
+    /// Whether the drift counts as a reason to retrain.
+    pub drift: bool,
+    /// Whether the fall in quality counts as a reason to retrain.
+    pub quality: bool,
+}
+
+/// One drifted variable.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DriftedVariable {
+    /// Feature name, or `score`.
+    pub name: String,
+    /// Its PSI over the rows judged.
+    pub psi: f64,
 }
 
 impl Manifest {

@@ -14,6 +14,6 @@ pub mod scoring;
 
 pub use check::{Canary, CheckError};
 pub use format::{FORMAT_VERSION, MAGIC, ModelError};
-pub use manifest::{HoldoutRecord, Manifest};
+pub use manifest::{DriftedVariable, Evidence, HoldoutRecord, Manifest, RetrainTrigger};
 pub use meta::{ModelMeta, TimeWindow};
 pub use scoring::{BY_MODEL, BY_MODEL_ONLY, Explain, Model, Verdict};

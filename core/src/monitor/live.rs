@@ -101,7 +101,9 @@ impl DriftSnapshot {
 
 impl LiveDrift {
     /// Counts for model `version` against `reference`, over `window`, not counting the
-    /// features named in `skip`.
+    /// features named in `skip`, nor the calendar flags
+    /// ([`crate::velocity::CALENDAR_FEATURES`]): a window shorter than a week holds the
+    /// share of weekend and night hours it spans, not the data's.
     #[must_use]
     pub fn new(
         version: Arc<str>,
@@ -120,7 +122,10 @@ impl LiveDrift {
         let skip = reference
             .features
             .iter()
-            .map(|d| skip.contains(&d.name))
+            .map(|d| {
+                skip.contains(&d.name)
+                    || crate::velocity::CALENDAR_FEATURES.contains(&d.name.as_str())
+            })
             .collect();
         Self {
             reference,

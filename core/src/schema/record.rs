@@ -452,6 +452,18 @@ impl Dataset {
         }
     }
 
+    /// The rows whose `Time` is at least `secs` after the earliest row's: what is left
+    /// of a history once its warm-up is dropped (its rows only built entity state up).
+    #[must_use]
+    pub fn after_warm_up(&self, secs: f64) -> Self {
+        let times = &self.columns[TIME];
+        let first = times.iter().copied().fold(f64::INFINITY, f64::min);
+        let keep: Vec<usize> = (0..self.len())
+            .filter(|&i| times[i] >= first + secs)
+            .collect();
+        self.select(&keep)
+    }
+
     /// Row-major `f32` matrix of the given columns (indices into `columns`, as
     /// [`Dataset::column_index`] gives): the layout the forest scores.
     #[must_use]

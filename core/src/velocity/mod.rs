@@ -23,5 +23,7 @@ pub use engine::{
     BatchReport, Engine, LabelEvent, OfflineFeatures, OutOfRange, compute_offline, offline_engine,
     time_flags,
 };
-pub use spec::{Aggregate, Entity, EntitySpec, MissingEntity, Span, SpecError, VelocitySpec};
+pub use spec::{
+    Aggregate, CALENDAR_FEATURES, Entity, EntitySpec, MissingEntity, Span, SpecError, VelocitySpec,
+};
 pub use store::{Bucket, IdRing, MemoryLimits, MemoryStore, StateStore, StoreError, StoreStats};

@@ -201,6 +201,11 @@ pub struct SpecError {
     pub message: String,
 }
 
+/// The time flags (`time_flags`), functions of the calendar alone: what share of a
+/// window falls on a weekend or at night depends on which hours the window spans, not on
+/// the data, so drift monitoring does not count them.
+pub const CALENDAR_FEATURES: [&str; 2] = ["weekend", "night"];
+
 impl VelocitySpec {
     /// The handbook's features (Le Borgne et al., chapter 3.3): per card, count and mean
     /// amount over 1, 7 and 30 days, the transaction included; per terminal, the count
@@ -319,16 +324,16 @@ impl VelocitySpec {
             }
         }
         if self.time_flags {
-            out.push("weekend".into());
-            out.push("night".into());
+            out.extend(CALENDAR_FEATURES.iter().map(|&n| n.to_owned()));
         }
         out
     }
 
-    /// How far back any feature reads, in buckets (counters older than this are dropped).
+    /// How far back any feature reads, in seconds: the longest window, plus the label
+    /// delay for delayed aggregates. A history's first `reach_secs` are its warm-up: the
+    /// entity features of its rows count less than a full window.
     #[must_use]
-    pub fn horizon_buckets(&self) -> i64 {
-        let b = self.bucket.secs();
+    pub fn reach_secs(&self) -> u64 {
         self.entities
             .iter()
             .flat_map(|e| {
@@ -338,7 +343,16 @@ impl VelocitySpec {
                     .map(move |w| w.secs() + if delayed { self.label_delay.secs() } else { 0 })
             })
             .max()
-            .map_or(0, |s| (s / b) as i64 + 1)
+            .unwrap_or(0)
+    }
+
+    /// How far back any feature reads, in buckets (counters older than this are dropped).
+    #[must_use]
+    pub fn horizon_buckets(&self) -> i64 {
+        if self.entities.is_empty() {
+            return 0;
+        }
+        (self.reach_secs() / self.bucket.secs()) as i64 + 1
     }
 }
 

@@ -1,8 +1,37 @@
 //! `[retrain]`.
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 
 use crate::eval::SplitKind;
+
+/// What makes a retraining cycle train.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    /// Every cycle trains (every `--every`).
+    Schedule,
+    /// A cycle trains when the recent rows have drifted from the live model's reference.
+    Drift,
+    /// A cycle trains when the live model's AUPRC on the recent rows has fallen.
+    Quality,
+    /// Drift or a fall in quality.
+    Any,
+}
+
+impl Trigger {
+    /// As configured.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Schedule => "schedule",
+            Self::Drift => "drift",
+            Self::Quality => "quality",
+            Self::Any => "any",
+        }
+    }
+}
 
 /// `[retrain]` settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -20,6 +49,14 @@ pub struct RetrainConfig {
     /// its end each cycle, like the files of `labels`. Keyed by transaction id with
     /// log compaction, it keeps one label per transaction for as long as needed.
     pub labels_topic: Option<String>,
+    /// Rows of the history's first span (from the first row read; files in time order)
+    /// only build the entity state up and are left out: with entity features computed
+    /// from history files, their counts cover less than a full window. Set it to the
+    /// features' reach (the longest window plus the label delay; `37d` for the
+    /// handbook's). Unset: every row is kept (right for the lake, whose rows carry the
+    /// features as served).
+    #[serde(default, with = "humantime_serde::option")]
+    pub warm_up: Option<Duration>,
     /// Most rows trained and evaluated on: above it, every fraud is kept and legitimate
     /// rows are sampled uniformly. Bounds memory to about `max_rows` × 250 bytes plus one
     /// history file.
@@ -53,6 +90,27 @@ pub struct RetrainConfig {
     pub trees: usize,
     /// Seed for sampling and the forest.
     pub seed: u64,
+    /// What makes a cycle train: `schedule` (every cycle), `drift` (the recent rows
+    /// drifted from the live model's reference to `monitoring.alert_band`, in
+    /// `monitoring`'s bands), `quality` (the live model's AUPRC on the recent rows fell
+    /// `quality_drop` below its AUPRC at training), or `any` (drift or quality). With an
+    /// evidence trigger, `--every` is how often the evidence is checked.
+    pub trigger: Trigger,
+    /// With an evidence trigger: after a cycle that trained, or after the live version
+    /// was trained, no cycle trains for this long, so a stream that keeps drifting does
+    /// not retrain in a loop.
+    #[serde(with = "humantime_serde")]
+    pub cooldown: Duration,
+    /// With an evidence trigger: a cycle also trains when the live version is older than
+    /// this, evidence or not (unset: never on age alone).
+    #[serde(default, with = "humantime_serde::option")]
+    pub max_age: Option<Duration>,
+    /// The evidence: at most this many of the most recent rows after the live model's
+    /// training window (the rows it never saw, when it records no window).
+    pub evidence_rows: usize,
+    /// The fall in AUPRC (absolute: 0.1 is 0.85 to 0.75) that counts as a fall in
+    /// quality. Judged only when the recent rows hold `min_gate_frauds` frauds.
+    pub quality_drop: f64,
 }
 
 impl Default for RetrainConfig {
@@ -61,6 +119,7 @@ impl Default for RetrainConfig {
             history: Vec::new(),
             labels: Vec::new(),
             labels_topic: None,
+            warm_up: None,
             max_rows: 2_000_000,
             holdout: SplitKind::Time,
             test_fraction: 0.2,
@@ -74,6 +133,11 @@ impl Default for RetrainConfig {
             promote: true,
             trees: 100,
             seed: 42,
+            trigger: Trigger::Schedule,
+            cooldown: Duration::from_secs(6 * 3600),
+            max_age: None,
+            evidence_rows: 20_000,
+            quality_drop: 0.1,
         }
     }
 }
@@ -107,6 +171,18 @@ impl crate::validate::Validate for RetrainConfig {
         }
         if !(self.tolerance >= 0.0 && self.tolerance < 1.0) {
             return Err(Invalid::new("tolerance", "must be at least 0 and below 1"));
+        }
+        if self.evidence_rows < 100 {
+            return Err(Invalid::new("evidence_rows", "must be at least 100"));
+        }
+        if !(self.quality_drop > 0.0 && self.quality_drop < 1.0) {
+            return Err(Invalid::new("quality_drop", "must be above 0 and below 1"));
+        }
+        if self.max_age.is_some() && self.trigger == Trigger::Schedule {
+            return Err(Invalid::new(
+                "max_age",
+                "only applies with an evidence trigger (trigger = \"drift\", \"quality\" or \"any\"); with \"schedule\" every cycle trains",
+            ));
         }
         if self
             .labels_topic

@@ -18,7 +18,7 @@ impl Live {
     /// Whether the model never trained on this row: outside its training window, or one
     /// of the rows it held out. A model that records neither saw, as far as anyone can
     /// tell, every row.
-    fn unseen(&self, data: &Dataset, i: usize) -> bool {
+    pub(super) fn unseen(&self, data: &Dataset, i: usize) -> bool {
         self.manifest
             .metadata
             .train_window

@@ -107,6 +107,9 @@ pub(super) async fn read_history(
         rng: Rng::new(cfg.seed),
         read: 0,
     };
+    // The warm-up ends this long after the first row read.
+    let warm_up = cfg.warm_up.map(|w| w.as_secs_f64());
+    let mut warm_up_ends: Option<f64> = None;
     for entry in &cfg.history {
         on_file(entry);
         crate::pipeline::remote::for_each_file(
@@ -125,7 +128,18 @@ pub(super) async fn read_history(
                         }
                     }
                 }
-                sampler.add(&d);
+                match warm_up {
+                    Some(w) if !d.is_empty() => {
+                        let first = d.columns[crate::schema::TIME].iter().copied().fold(f64::INFINITY, f64::min);
+                        let ends = *warm_up_ends.get_or_insert(first + w);
+                        let keep: Vec<usize> = (0..d.len())
+                            .filter(|&i| d.columns[crate::schema::TIME][i] >= ends)
+                            .collect();
+                        sampler.read += d.len() - keep.len();
+                        sampler.add(&d.select(&keep));
+                    }
+                    _ => sampler.add(&d),
+                }
             },
         )
         .await?;

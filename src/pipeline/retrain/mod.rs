@@ -25,16 +25,21 @@
 //! - [`gate`]: the gate rows and the gate itself (pure).
 
 pub mod config;
+mod evidence;
 pub mod gate;
 pub mod history;
 
+use std::time::Duration;
+
 use serde::Serialize;
 
-pub use config::RetrainConfig;
+pub use config::{RetrainConfig, Trigger};
 pub use gate::gate;
 
 use crate::eval::{ApDifference, ap_difference, evaluate};
 use crate::metric_names as names;
+use crate::model::RetrainTrigger;
+use crate::monitoring::MonitoringConfig;
 use crate::pipeline::{TrainOptions, train_split};
 use crate::registry::{HoldoutSet, ModelStore, RegistryError};
 use crate::storage::S3Settings;
@@ -93,6 +98,8 @@ pub enum Outcome {
     Rejected,
     /// Too few rows that neither model trained on to judge: nothing was trained.
     InsufficientData,
+    /// The evidence trigger found no reason to train (or is cooling down).
+    NotTriggered,
 }
 
 impl Outcome {
@@ -104,6 +111,7 @@ impl Outcome {
             Self::Approved => "approved",
             Self::Rejected => "rejected",
             Self::InsufficientData => "insufficient_data",
+            Self::NotTriggered => "not_triggered",
         }
     }
 }
@@ -145,17 +153,49 @@ pub struct Decision {
     pub published: bool,
     /// Why.
     pub reason: String,
+    /// What started the cycle (or did not), with the evidence on the live model.
+    pub trigger: Option<RetrainTrigger>,
     /// Seconds reading history, training and evaluating.
     pub seconds: f64,
 }
 
-/// One retraining cycle against `store`.
+impl Decision {
+    fn new(cfg: &RetrainConfig, live: Option<String>) -> Self {
+        Self {
+            decision: Outcome::InsufficientData,
+            rows_read: 0,
+            rows_used: 0,
+            frauds: 0,
+            unseen_rows: 0,
+            holdout_rows: 0,
+            holdout_frauds: 0,
+            needed_rows: cfg.min_gate_rows,
+            needed_frauds: cfg.min_gate_frauds,
+            candidate: None,
+            candidate_auprc: None,
+            candidate_recall_at_p90: None,
+            live,
+            live_auprc: None,
+            difference: None,
+            published: false,
+            reason: String::new(),
+            trigger: None,
+            seconds: 0.0,
+        }
+    }
+}
+
+/// One retraining cycle against `store`. `monitoring` gives the drift bands of an
+/// evidence trigger; `last_trained` is when this process last ran a cycle that trained
+/// (for the cool-down).
 pub async fn retrain_once(
     cfg: &RetrainConfig,
+    monitoring: &MonitoringConfig,
     s3: &S3Settings,
     kafka: &crate::kafka::KafkaSettings,
     store: &ModelStore,
     on_file: &(dyn Fn(&str) + Sync),
+    last_trained: Option<std::time::SystemTime>,
 ) -> Result<Decision, RetrainError> {
     let started = std::time::Instant::now();
     store
@@ -190,6 +230,20 @@ pub async fn retrain_once(
         }
         None => None,
     };
+    let live_created = live.as_ref().map(|l| l.manifest.created_at.clone());
+    let now = std::time::SystemTime::now();
+    if cfg.trigger != Trigger::Schedule
+        && let Some(left) =
+            evidence::cooling_down(cfg, live_created.as_deref(), last_trained, now)
+    {
+        let mut decision = Decision::new(cfg, live_pointer.map(|l| l.version));
+        decision.decision = Outcome::NotTriggered;
+        decision.reason = format!(
+            "retrain.cooldown: no evidence-triggered training for another {}",
+            humantime::format_duration(Duration::from_secs(left.as_secs()))
+        );
+        return Ok(finish(decision, started));
+    }
     // The candidate keeps the live model's features: with entity features, the history is
     // read with them (stored in lake files, computed for other files).
     let velocity = live.as_ref().and_then(|l| l.model.velocity().cloned());
@@ -204,25 +258,39 @@ pub async fn retrain_once(
     let (train_rows, gate_rows, unseen_rows) = gate_split(cfg, &data, &labels, live.as_ref());
     let gate_frauds = gate_rows.iter().filter(|&&i| labels[i] == 1).count();
     let mut decision = Decision {
-        decision: Outcome::InsufficientData,
         rows_read,
         rows_used: data.len(),
         frauds,
         unseen_rows,
         holdout_rows: gate_rows.len(),
         holdout_frauds: gate_frauds,
-        needed_rows: cfg.min_gate_rows,
-        needed_frauds: cfg.min_gate_frauds,
-        candidate: None,
-        candidate_auprc: None,
-        candidate_recall_at_p90: None,
-        live: live_pointer.as_ref().map(|l| l.version.clone()),
-        live_auprc: None,
-        difference: None,
-        published: false,
-        reason: String::new(),
-        seconds: 0.0,
+        ..Decision::new(cfg, live_pointer.as_ref().map(|l| l.version.clone()))
     };
+    let trigger = match &live {
+        Some(l) => {
+            let e = evidence::judge(cfg, monitoring, &data, &labels, l)?;
+            match cfg.trigger {
+                Trigger::Schedule => RetrainTrigger {
+                    trigger: "schedule".into(),
+                    reason: "retrain.trigger is \"schedule\": every cycle trains".into(),
+                    evidence: Some(e),
+                },
+                _ => evidence::decide(cfg, &e, live_created.as_deref(), now),
+            }
+        }
+        None => RetrainTrigger {
+            trigger: cfg.trigger.as_str().into(),
+            reason: "no live model: the first one is trained".into(),
+            evidence: None,
+        },
+    };
+    let fired = trigger.trigger != "none";
+    decision.trigger = Some(trigger.clone());
+    if !fired {
+        decision.decision = Outcome::NotTriggered;
+        decision.reason = trigger.reason;
+        return Ok(finish(decision, started));
+    }
     if gate_frauds < cfg.min_gate_frauds || gate_rows.len() < cfg.min_gate_rows {
         decision.reason = format!(
             "insufficient data: {} rows with {gate_frauds} frauds that {} never trained on; a decision needs at least {} rows and {} frauds",
@@ -293,7 +361,9 @@ pub async fn retrain_once(
     // `models/CANDIDATE`, so detectors can shadow-score it; a refused one is not stored,
     // so an hourly retrain that keeps refusing does not grow the store.
     if verdict.is_ok() {
-        store.put_with_holdout(&candidate, Some(&holdout)).await?;
+        store
+            .put_retrained(&candidate, Some(&holdout), Some(&trigger))
+            .await?;
         store.set_candidate(candidate.version()).await?;
     }
     match verdict {
@@ -323,13 +393,22 @@ fn finish(mut decision: Decision, started: std::time::Instant) -> Decision {
     decision.seconds = started.elapsed().as_secs_f64();
     let outcome = decision.decision.as_str();
     metrics::counter!(names::RETRAIN_DECISIONS, "outcome" => outcome).increment(1);
+    let trigger = decision.trigger.as_ref().map_or("none", |t| t.trigger.as_str());
+    if let Some(psi) = decision
+        .trigger
+        .as_ref()
+        .and_then(|t| t.evidence.as_ref())
+        .and_then(|e| e.max_psi)
+    {
+        metrics::gauge!(names::RETRAIN_EVIDENCE_MAX_PSI).set(psi);
+    }
     if let Some(a) = decision.candidate_auprc {
         metrics::gauge!(names::RETRAIN_CANDIDATE_AUPRC).set(a);
     }
     if let Some(a) = decision.live_auprc {
         metrics::gauge!(names::RETRAIN_LIVE_AUPRC).set(a);
     }
-    tracing::info!(outcome, candidate = ?decision.candidate, candidate_auprc = ?decision.candidate_auprc, live = ?decision.live, live_auprc = ?decision.live_auprc, gate_rows = decision.holdout_rows, gate_frauds = decision.holdout_frauds, reason = %decision.reason, seconds = decision.seconds, "retraining decision");
+    tracing::info!(outcome, trigger, candidate = ?decision.candidate, candidate_auprc = ?decision.candidate_auprc, live = ?decision.live, live_auprc = ?decision.live_auprc, gate_rows = decision.holdout_rows, gate_frauds = decision.holdout_frauds, reason = %decision.reason, seconds = decision.seconds, "retraining decision");
     decision
 }
 
