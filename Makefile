@@ -23,7 +23,7 @@ docs:
 
 ## Only the tests that need no service.
 test-offline:
-	$(CARGO) test --workspace --locked --lib --bins --test cli --test accuracy --test decoders --test run_embedded --test monitoring --test docs
+	$(CARGO) test --workspace --locked --lib --bins --test cli --test accuracy --test decoders --test run_embedded --test monitoring --test drift_simulation --test docs
 
 ## Start or stop the services for development (eval "$$(scripts/services.sh up)").
 services-up:

@@ -70,7 +70,7 @@ pub fn write_report(dir: &Path, input: &ReportInput<'_>) -> Result<PathBuf, Repo
     Ok(p)
 }
 
-type DrawResult = Result<(), Box<dyn std::error::Error>>;
+pub(crate) type DrawResult = Result<(), Box<dyn std::error::Error>>;
 
 fn curve_chart(
     path: &Path,
@@ -190,7 +190,7 @@ fn fmt_opt(v: Option<f64>) -> String {
     v.map_or_else(|| "n/a".into(), |x| format!("{x:.4}"))
 }
 
-fn escape(s: &str) -> String {
+pub(crate) fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")

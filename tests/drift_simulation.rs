@@ -201,6 +201,8 @@ fn retrain_config(dir: &Path, name: &str, history: &Path, trees: usize) -> std::
         .set("retrain.trigger", "drift")
         .set("retrain.cooldown", "0s")
         .set("retrain.warm_up", "37d")
+        // Three weeks: a week before the shift and two after it.
+        .set("retrain.window", "21d")
         .set("retrain.trees", trees as i64)
         .set("retrain.resamples", 200)
         .write(dir.join(name))
@@ -263,6 +265,19 @@ fn drift_is_found_within_bounds_and_a_retrain_it_triggers_beats_the_stale_model(
 
     let history = dir.join("history.csv");
     write_csv(&history, &before(&shifted, s.retrain_day));
+    // The live version was trained a moment ago: the default cool-down (6 h) holds an
+    // evidence trigger back, before any history is read.
+    let cooling = common::TestConfig::local(dir)
+        .set("retrain.history", vec![history.display().to_string()])
+        .set("retrain.trigger", "drift")
+        .write(dir.join("cooling.toml"));
+    let d = common::retrain_decision(&cooling);
+    assert_eq!(d["decision"], "not_triggered", "{d:#}");
+    assert_eq!(d["rows_read"], 0, "{d:#}");
+    assert!(
+        d["reason"].as_str().unwrap().contains("retrain.cooldown"),
+        "{d:#}"
+    );
     let cfg = retrain_config(dir, "shifted.toml", &history, s.trees);
     let d = common::retrain_decision(&cfg);
     assert_eq!(d["decision"], "published", "{d:#}");

@@ -15,6 +15,10 @@ use fraudstream::shutdown::Shutdown;
 const SAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/creditcard-sample.csv");
 
 fn config(dir: &Path, source: &Path) -> fraudstream::config::Config {
+    test_config(dir, source).parse()
+}
+
+fn test_config(dir: &Path, source: &Path) -> TestConfig {
     TestConfig::local(dir)
         .set("source.kind", "file")
         .set("source.path", source.to_str().unwrap())
@@ -28,7 +32,6 @@ fn config(dir: &Path, source: &Path) -> fraudstream::config::Config {
         .set("monitoring.min_rows", 3_400)
         .set("monitoring.alert_after", "0s")
         .set("monitoring.interval", "100ms")
-        .parse()
 }
 
 /// Run a detector over `source` to its end; the monitoring document (read over HTTP
@@ -174,4 +177,74 @@ async fn the_training_data_is_stable_and_a_moved_amount_raises_a_drift_alert() {
         !alerts.iter().any(|a| a["variable"] == "V1"),
         "V1 did not move: {alerts:?}"
     );
+}
+
+/// `fraudstream monitor` with labels: quality by week from the lake's rows (their
+/// `Class`) and a labels file (which wins), as JSON, and the HTML report's charts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn monitor_reports_quality_by_week_from_the_lake_and_labels_with_charts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (doc, _, _) = run(dir.path(), Path::new(SAMPLE)).await;
+    let cfg = test_config(dir.path(), Path::new(SAMPLE)).write(dir.path().join("run.toml"));
+    // Ten legitimate rows relabelled as frauds (a chargeback the stream did not carry).
+    let mut relabel = Vec::new();
+    for f in common::parquet_files(&dir.path().join("lake")) {
+        let data = bytes::Bytes::from(std::fs::read(&f).unwrap());
+        if data.is_empty() {
+            continue;
+        }
+        for row in common::parquet_columns(data, &["id", "Class"]) {
+            if row[1] == "0" && relabel.len() < 10 {
+                relabel.push(row[0].clone());
+            }
+        }
+    }
+    assert_eq!(relabel.len(), 10);
+    let labels = dir.path().join("labels.jsonl");
+    let lines: Vec<String> = relabel
+        .iter()
+        .map(|id| serde_json::json!({"id": id, "Class": 1, "Time": 0}).to_string())
+        .collect();
+    std::fs::write(&labels, lines.join("\n") + "\n").unwrap();
+    let monitor = |extra: &[&str]| -> Vec<serde_json::Value> {
+        let out = common::fraudstream()
+            .args(["monitor", "--json", "--config"])
+            .arg(&cfg)
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .filter(|v: &serde_json::Value| v.get("week").is_some())
+            .collect()
+    };
+    let report = dir.path().join("report");
+    let plain = monitor(&["--report", report.to_str().unwrap()]);
+    let all = plain.last().unwrap();
+    assert_eq!(all["week"], "all");
+    assert_eq!(all["verdicts"], doc["rows_since_live"], "{all}");
+    // The sample carries its labels: every verdict is labelled.
+    assert_eq!(all["labelled"], all["verdicts"], "{all}");
+    assert_eq!(all["unlabelled"], 0.0);
+    assert!(all["auprc"].as_f64().unwrap() > 0.5, "{all}");
+    let with = monitor(&["--labels", labels.to_str().unwrap()]);
+    let all_with = with.last().unwrap();
+    assert_eq!(
+        all_with["frauds"].as_u64().unwrap(),
+        all["frauds"].as_u64().unwrap() + 10,
+        "{all_with}"
+    );
+    let html = std::fs::read_to_string(report.join("index.html")).unwrap();
+    for chart in ["psi.svg", "scores.svg", "quality.svg"] {
+        let svg = std::fs::read_to_string(report.join(chart)).unwrap();
+        assert!(svg.starts_with("<svg") && svg.contains("</svg>"), "{chart}");
+        assert!(html.contains(chart), "{chart} linked");
+    }
+    assert!(html.contains("Quality by week"));
 }

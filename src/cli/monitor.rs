@@ -1,12 +1,14 @@
 //! `fraudstream monitor`: the drift of the rows in the lake, day by day, against the
-//! serving model's reference (or another version's), as a table or JSON. A day's figures
-//! are the detector's for the same rows: the same bins, the same values.
+//! serving model's reference (or another version's), and with labels the verdicts'
+//! quality week by week, as tables, JSON, or an HTML report with charts. A day's drift
+//! is the detector's for the same rows: the same bins, the same values. The lake holds
+//! every detector's rows and the labels are read whole, so the quality is the fleet's.
 
 use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::monitoring::batch::{DayDrift, DriftByDay};
+use crate::monitoring::batch::{DayDrift, DriftByDay, QualityByWeek, WeekQuality};
 use crate::sinks::lake::read_features;
 
 /// `monitor` arguments.
@@ -32,7 +34,19 @@ pub struct MonitorArgs {
     /// Variables shown per day, worst first.
     #[arg(long, default_value_t = 5)]
     top: usize,
-    /// Print JSON: one object per day (every variable), then `all`.
+    /// Labels: JSON-lines files of `id` and `Class` (as `velocity.labels_path`); with
+    /// labels (or a `Class` in the rows), the quality of the verdicts by week.
+    #[arg(long)]
+    labels: Vec<String>,
+    /// Labels from this Kafka topic (on `kafka.brokers` of --config), read to its end.
+    #[arg(long)]
+    labels_topic: Option<String>,
+    /// Write an HTML report with charts (PSI by day, the score against its reference,
+    /// quality by week) into this directory.
+    #[arg(long, value_name = "DIR")]
+    report: Option<PathBuf>,
+    /// Print JSON: one object per day (every variable), then `all`; with labels, one
+    /// object per week (`week`), then `all`.
     #[arg(long)]
     json: bool,
 }
@@ -47,7 +61,7 @@ pub fn run(args: &MonitorArgs) -> anyhow::Result<()> {
             );
         }
     }
-    let (days, version, cfg) = super::with_lake_files(
+    let (days, weeks, version, cfg) = super::with_lake_files(
         args.config.as_deref(),
         args.lake.as_deref(),
         |cfg, location, store, keys| async move {
@@ -67,6 +81,15 @@ pub fn run(args: &MonitorArgs) -> anyhow::Result<()> {
                 }
             };
             let (model, _) = models.get_checked(&version, None).await?;
+            let labels = crate::pipeline::retrain::history::read_labels(
+                &args.labels,
+                args.labels_topic.as_deref(),
+                &cfg.kafka,
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("labels: {e}"))?;
+            let with_labels = !args.labels.is_empty() || args.labels_topic.is_some();
+            let mut quality = QualityByWeek::default();
             let mut counts = DriftByDay::new(&model, &cfg.monitoring.skip).ok_or_else(|| {
                 anyhow::anyhow!("model {version} records no reference (trained before references were recorded): retrain it to monitor against it")
             })?;
@@ -78,15 +101,37 @@ pub fn run(args: &MonitorArgs) -> anyhow::Result<()> {
                 let rows = read_features(blob.data, &model.meta().features)
                     .map_err(|e| anyhow::anyhow!("{location}{key}: {e}"))?;
                 counts.add(&rows, args.since.as_deref(), args.until.as_deref());
+                quality.add(&rows, &labels, args.since.as_deref(), args.until.as_deref());
             }
-            anyhow::Ok((counts.finish(&cfg.monitoring.bands()), version, cfg))
+            let weeks = quality.finish();
+            // Without labels, quality is shown only when the rows carried them.
+            let weeks = if with_labels || weeks.last().is_some_and(|w| w.labelled > 0) {
+                weeks
+            } else {
+                Vec::new()
+            };
+            anyhow::Ok((counts.finish(&cfg.monitoring.bands()), weeks, version, cfg))
         },
     )?;
+    if let Some(dir) = &args.report {
+        let page = crate::monitoring::report::write_monitor_report(
+            dir,
+            &version,
+            &days,
+            &weeks,
+            &cfg.monitoring.bands(),
+        )?;
+        eprintln!("report: {}", page.display());
+    }
     if args.json {
         use std::io::Write as _;
         let mut out = std::io::stdout().lock();
-        for d in &days {
-            match writeln!(out, "{}", serde_json::to_string(d)?) {
+        let lines = days
+            .iter()
+            .map(serde_json::to_string)
+            .chain(weeks.iter().map(serde_json::to_string));
+        for line in lines {
+            match writeln!(out, "{}", line?) {
                 // The reader has gone (`| head`): what it wanted, it has.
                 Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
                 r => r?,
@@ -101,7 +146,32 @@ pub fn run(args: &MonitorArgs) -> anyhow::Result<()> {
     for d in &days {
         print_day(d, args.top);
     }
+    if !weeks.is_empty() {
+        println!("quality by week (verdicts scored that week, labels known now)");
+        println!(
+            "  {:<10}  {:>9}  {:>10}  {:>10}  {:>7}  {:>9}  {:>7}  {:>7}",
+            "week", "verdicts", "alert rate", "unlabelled", "frauds", "precision", "recall", "AUPRC"
+        );
+        for w in &weeks {
+            print_week(w);
+        }
+    }
     Ok(())
+}
+
+fn print_week(w: &WeekQuality) {
+    let opt = |v: Option<f64>| v.map_or_else(|| "–".into(), |x| format!("{x:.4}"));
+    println!(
+        "  {:<10}  {:>9}  {:>10.4}  {:>9.1}%  {:>7}  {:>9}  {:>7}  {:>7}",
+        w.week,
+        w.verdicts,
+        w.alert_rate,
+        100.0 * w.unlabelled,
+        w.frauds,
+        opt(w.precision),
+        opt(w.recall),
+        opt(w.auprc)
+    );
 }
 
 /// Whether `d` looks like `YYYY-MM-DD`.

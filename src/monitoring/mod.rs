@@ -8,6 +8,7 @@
 pub mod batch;
 pub mod config;
 pub mod quality;
+pub mod report;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};

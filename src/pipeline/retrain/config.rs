@@ -57,6 +57,12 @@ pub struct RetrainConfig {
     /// features as served).
     #[serde(default, with = "humantime_serde::option")]
     pub warm_up: Option<Duration>,
+    /// Train and judge only on the rows of this span before the newest row read (the
+    /// rows before it still build entity state up): after a drift, a short window
+    /// lets the candidate learn the new pattern instead of the old one it outweighs.
+    /// `max_rows` samples the whole history first. Unset: every row.
+    #[serde(default, with = "humantime_serde::option")]
+    pub window: Option<Duration>,
     /// Most rows trained and evaluated on: above it, every fraud is kept and legitimate
     /// rows are sampled uniformly. Bounds memory to about `max_rows` × 250 bytes plus one
     /// history file.
@@ -120,6 +126,7 @@ impl Default for RetrainConfig {
             labels: Vec::new(),
             labels_topic: None,
             warm_up: None,
+            window: None,
             max_rows: 2_000_000,
             holdout: SplitKind::Time,
             test_fraction: 0.2,

@@ -69,6 +69,33 @@ impl Sampler {
 const LABELS_TOPIC_LIMIT: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// Read every history entry into a capped dataset.
+/// Labels by transaction id from JSON-lines files (`id`, `Class`) and a labels topic
+/// read to its end; a later label of the same transaction wins.
+pub async fn read_labels(
+    files: &[String],
+    topic: Option<&str>,
+    kafka: &crate::kafka::KafkaSettings,
+) -> Result<std::collections::HashMap<String, u8>, RetrainError> {
+    let mut labels: std::collections::HashMap<String, u8> = std::collections::HashMap::new();
+    for path in files {
+        if !std::path::Path::new(path).is_file() {
+            return Err(RetrainError::LabelsFile(format!("{path} is not a file")));
+        }
+        let read = crate::stream::source::labels::file::LabelsFile::new(path)
+            .read_new()
+            .map_err(|e| RetrainError::LabelsFile(format!("{path}: {e}")))?;
+        labels.extend(read.into_iter().map(|l| (l.tx_id, l.label)));
+    }
+    if let Some(topic) = topic {
+        let read = crate::stream::source::labels::topic::read_all(kafka, topic, LABELS_TOPIC_LIMIT)
+            .await
+            .map_err(RetrainError::LabelsTopic)?;
+        tracing::info!(topic, labels = read.len(), "labels read");
+        labels.extend(read.into_iter().map(|l| (l.tx_id, l.label)));
+    }
+    Ok(labels)
+}
+
 pub(super) async fn read_history(
     cfg: &RetrainConfig,
     s3: &S3Settings,
@@ -79,23 +106,7 @@ pub(super) async fn read_history(
     if cfg.history.is_empty() {
         return Err(RetrainError::Config("retrain.history is empty".into()));
     }
-    let mut labels: std::collections::HashMap<String, u8> = std::collections::HashMap::new();
-    for path in &cfg.labels {
-        if !std::path::Path::new(path).is_file() {
-            return Err(RetrainError::LabelsFile(format!("{path} is not a file")));
-        }
-        let read = crate::stream::source::labels::file::LabelsFile::new(path)
-            .read_new()
-            .map_err(|e| RetrainError::LabelsFile(format!("{path}: {e}")))?;
-        labels.extend(read.into_iter().map(|l| (l.tx_id, l.label)));
-    }
-    if let Some(topic) = &cfg.labels_topic {
-        let read = crate::stream::source::labels::topic::read_all(kafka, topic, LABELS_TOPIC_LIMIT)
-            .await
-            .map_err(RetrainError::LabelsTopic)?;
-        tracing::info!(topic, labels = read.len(), "labels read");
-        labels.extend(read.into_iter().map(|l| (l.tx_id, l.label)));
-    }
+    let labels = read_labels(&cfg.labels, cfg.labels_topic.as_deref(), kafka).await?;
     let names = velocity
         .map(crate::velocity::VelocitySpec::names)
         .unwrap_or_default();
@@ -145,5 +156,17 @@ pub(super) async fn read_history(
         .await?;
     }
     let read = sampler.read;
-    Ok((sampler.finish(cfg.max_rows), read))
+    let data = sampler.finish(cfg.max_rows);
+    let data = match cfg.window {
+        Some(w) if !data.is_empty() => {
+            let times = &data.columns[crate::schema::TIME];
+            let newest = times.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let keep: Vec<usize> = (0..data.len())
+                .filter(|&i| times[i] >= newest - w.as_secs_f64())
+                .collect();
+            data.select(&keep)
+        }
+        _ => data,
+    };
+    Ok((data, read))
 }

@@ -277,8 +277,16 @@ pub struct LakeFeatures {
     pub x: Vec<f32>,
     /// One score per row.
     pub scores: Vec<f32>,
-    /// One day per row.
+    /// One day per row (`YYYY-MM-DD`, UTC, by when it was scored).
     pub days: Vec<String>,
+    /// The Monday of the row's week (`YYYY-MM-DD`), by when it was scored.
+    pub weeks: Vec<String>,
+    /// Transaction ids.
+    pub ids: Vec<String>,
+    /// The model's verdict (`fraud`).
+    pub fraud: Vec<bool>,
+    /// The label the transaction carried (`Class`), if any.
+    pub class: Vec<Option<u8>>,
 }
 
 /// [`LakeFeatures`] of one lake file; a feature the file lacks is an error that names it.
@@ -303,6 +311,9 @@ pub fn read_features(data: Bytes, features: &[String]) -> Result<LakeFeatures, S
             .map(|f| column(f, &DataType::Float32))
             .collect::<Result<Vec<_>, _>>()?;
         let score = column("score", &DataType::Float32)?;
+        let ids = column("id", &DataType::Utf8)?;
+        let fraud = column("fraud", &DataType::Boolean)?;
+        let class = column("Class", &DataType::Int32)?;
         let scored_at = column(
             "scored_at",
             &DataType::Timestamp(TimeUnit::Millisecond, None),
@@ -318,8 +329,18 @@ pub fn read_features(data: Bytes, features: &[String]) -> Result<LakeFeatures, S
             }
             out.scores
                 .push(score.as_primitive::<Float32Type>().value(i));
-            let (y, m, d, _) = utc_hour(scored_at.value(i));
+            let ms = scored_at.value(i);
+            let (y, m, d, _) = utc_hour(ms);
             out.days.push(format!("{y:04}-{m:02}-{d:02}"));
+            // 1970-01-01 was a Thursday: Monday is 3 days before.
+            let day = ms.div_euclid(86_400_000);
+            let (y, m, d, _) = utc_hour((day - (day + 3).rem_euclid(7)) * 86_400_000);
+            out.weeks.push(format!("{y:04}-{m:02}-{d:02}"));
+            out.ids.push(ids.as_string::<i32>().value(i).to_owned());
+            out.fraud.push(fraud.as_boolean().value(i));
+            let c = class.as_primitive::<arrow::datatypes::Int32Type>();
+            out.class
+                .push(c.is_valid(i).then(|| u8::from(c.value(i) == 1)));
         }
     }
     Ok(out)
