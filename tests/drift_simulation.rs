@@ -126,7 +126,10 @@ fn train_live(dir: &Path, s: &Scale, txs: &[Transaction]) -> Model {
         "train: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let version = Model::load(dir.join("live.fsm")).unwrap().version().to_owned();
+    let version = Model::load(dir.join("live.fsm"))
+        .unwrap()
+        .version()
+        .to_owned();
     stored(dir, &version)
 }
 
@@ -184,10 +187,11 @@ fn monitor(model: &Model, data: &Dataset, from_day: u32) -> (usize, Vec<(usize, 
         drift.observe(&x[fed * k..end * k], &scores[fed..end], 0);
         fed = end;
         let snap = drift.snapshot(&cfg.bands(), cfg.min_rows, 0);
-        if let Some(worst) = snap.ranked().into_iter().find(|v| {
-            v.state
-                .is_some_and(|s| s >= cfg.alert_state())
-        }) {
+        if let Some(worst) = snap
+            .ranked()
+            .into_iter()
+            .find(|v| v.state.is_some_and(|s| s >= cfg.alert_state()))
+        {
             found.push((fed, worst.name.clone(), worst.psi));
         }
     }
@@ -299,7 +303,10 @@ fn drift_is_found_within_bounds_and_a_retrain_it_triggers_beats_the_stale_model(
     let later: Vec<usize> = (0..data.len())
         .filter(|&i| times[i] >= day_start(s.retrain_day))
         .collect();
-    let (stale_ap, new_ap) = (auprc(&live, &data, &later), auprc(&retrained, &data, &later));
+    let (stale_ap, new_ap) = (
+        auprc(&live, &data, &later),
+        auprc(&retrained, &data, &later),
+    );
     println!(
         "AUPRC on the {} rows after the retrain: stale model {stale_ap:.4}, retrained {new_ap:.4}",
         later.len()

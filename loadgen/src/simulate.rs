@@ -395,7 +395,11 @@ mod tests {
         let before = |txs: &[SimTx]| -> Vec<SimTx> {
             txs.iter().filter(|t| t.day() < day).copied().collect()
         };
-        assert_eq!(before(&plain), before(&moved), "rows before the drift differ");
+        assert_eq!(
+            before(&plain),
+            before(&moved),
+            "rows before the drift differ"
+        );
         let mean = |txs: &[SimTx]| {
             let after: Vec<f64> = txs
                 .iter()
@@ -405,11 +409,17 @@ mod tests {
             after.iter().sum::<f64>() / after.len() as f64
         };
         let ratio = mean(&moved) / mean(&plain);
-        assert!((1.8..2.2).contains(&ratio), "legitimate amounts moved {ratio}x");
+        assert!(
+            (1.8..2.2).contains(&ratio),
+            "legitimate amounts moved {ratio}x"
+        );
         // The amount scenario's line moved with the amounts: a comparable fraud rate.
         let rate = |txs: &[SimTx]| {
             let after: Vec<&SimTx> = txs.iter().filter(|t| t.day() >= day).collect();
-            after.iter().filter(|t| t.scenario == Scenario::Amount).count() as f64
+            after
+                .iter()
+                .filter(|t| t.scenario == Scenario::Amount)
+                .count() as f64
                 / after.len() as f64
         };
         assert!(

@@ -345,7 +345,11 @@ fn read_input_with(
                     .as_secs(),
             };
             let kept = data.after_warm_up(secs as f64);
-            tracing::info!(dropped = data.len() - kept.len(), warm_up_secs = secs, "warm-up rows dropped");
+            tracing::info!(
+                dropped = data.len() - kept.len(),
+                warm_up_secs = secs,
+                "warm-up rows dropped"
+            );
             kept
         }
     };

@@ -150,7 +150,14 @@ pub fn run(args: &MonitorArgs) -> anyhow::Result<()> {
         println!("quality by week (verdicts scored that week, labels known now)");
         println!(
             "  {:<10}  {:>9}  {:>10}  {:>10}  {:>7}  {:>9}  {:>7}  {:>7}",
-            "week", "verdicts", "alert rate", "unlabelled", "frauds", "precision", "recall", "AUPRC"
+            "week",
+            "verdicts",
+            "alert rate",
+            "unlabelled",
+            "frauds",
+            "precision",
+            "recall",
+            "AUPRC"
         );
         for w in &weeks {
             print_week(w);

@@ -219,26 +219,45 @@ mod tests {
     fn quality_per_week_counts_labels_from_the_map_then_the_rows() {
         let rows = LakeFeatures {
             scores: vec![0.9, 0.8, 0.1, 0.2, 0.95],
-            days: ["2026-11-30", "2026-11-30", "2026-12-01", "2026-12-07", "2026-12-07"]
-                .map(String::from)
-                .to_vec(),
-            weeks: ["2026-11-30", "2026-11-30", "2026-11-30", "2026-12-07", "2026-12-07"]
-                .map(String::from)
-                .to_vec(),
+            days: [
+                "2026-11-30",
+                "2026-11-30",
+                "2026-12-01",
+                "2026-12-07",
+                "2026-12-07",
+            ]
+            .map(String::from)
+            .to_vec(),
+            weeks: [
+                "2026-11-30",
+                "2026-11-30",
+                "2026-11-30",
+                "2026-12-07",
+                "2026-12-07",
+            ]
+            .map(String::from)
+            .to_vec(),
             ids: ["a", "b", "c", "d", "e"].map(String::from).to_vec(),
             fraud: vec![true, true, false, false, true],
             class: vec![None, None, None, Some(0), None],
             x: Vec::new(),
         };
-        let labels = [("a".to_owned(), 1), ("b".to_owned(), 0), ("c".to_owned(), 1)]
-            .into_iter()
-            .collect();
+        let labels = [
+            ("a".to_owned(), 1),
+            ("b".to_owned(), 0),
+            ("c".to_owned(), 1),
+        ]
+        .into_iter()
+        .collect();
         let mut q = QualityByWeek::default();
         q.add(&rows, &labels, None, None);
         let out = q.finish();
         assert_eq!(out.len(), 3);
         let first = &out[0];
-        assert_eq!((first.week.as_str(), first.verdicts, first.labelled), ("2026-11-30", 3, 3));
+        assert_eq!(
+            (first.week.as_str(), first.verdicts, first.labelled),
+            ("2026-11-30", 3, 3)
+        );
         assert_eq!(first.precision, Some(0.5)); // a flagged fraud, b flagged legitimate
         assert_eq!(first.recall, Some(0.5)); // a found, c missed
         let second = &out[1];

@@ -104,14 +104,12 @@ fn psi_chart(path: &Path, days: &[DayDrift], all: Option<&DayDrift>, bands: &Ban
         .configure_mesh()
         .x_desc("day")
         .y_desc("PSI")
-        .x_label_formatter(&|x| {
-            labels
-                .get(x.round() as usize)
-                .cloned()
-                .unwrap_or_default()
-        })
+        .x_label_formatter(&|x| labels.get(x.round() as usize).cloned().unwrap_or_default())
         .draw()?;
-    for (band, name) in [(bands.moderate, "moderate"), (bands.significant, "significant")] {
+    for (band, name) in [
+        (bands.moderate, "moderate"),
+        (bands.significant, "significant"),
+    ] {
         chart
             .draw_series(LineSeries::new(
                 [(0.0, band), ((n - 1) as f64, band)],
@@ -129,7 +127,10 @@ fn psi_chart(path: &Path, days: &[DayDrift], all: Option<&DayDrift>, bands: &Ban
             .filter(|p| p.1.is_finite())
             .collect();
         chart
-            .draw_series(LineSeries::new(points.iter().copied(), color.stroke_width(2)))?
+            .draw_series(LineSeries::new(
+                points.iter().copied(),
+                color.stroke_width(2),
+            ))?
             .label(name.clone())
             .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], color.stroke_width(2)));
         chart.draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled())))?;
@@ -190,12 +191,18 @@ fn score_chart(path: &Path, all: Option<&DayDrift>) -> DrawResult {
     Ok(())
 }
 
+/// One figure of a week.
+type WeekFigure = fn(&WeekQuality) -> Option<f64>;
+
 fn quality_chart(path: &Path, weeks: &[WeekQuality]) -> DrawResult {
     let n = weeks.len().max(2);
     let root = SVGBackend::new(path, (800, 480)).into_drawing_area();
     root.fill(&WHITE)?;
     let mut chart = ChartBuilder::on(&root)
-        .caption("Quality by week, from the labels known now", ("sans-serif", 24))
+        .caption(
+            "Quality by week, from the labels known now",
+            ("sans-serif", 24),
+        )
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(50)
@@ -204,14 +211,9 @@ fn quality_chart(path: &Path, weeks: &[WeekQuality]) -> DrawResult {
     chart
         .configure_mesh()
         .x_desc("week (Monday)")
-        .x_label_formatter(&|x| {
-            labels
-                .get(x.round() as usize)
-                .cloned()
-                .unwrap_or_default()
-        })
+        .x_label_formatter(&|x| labels.get(x.round() as usize).cloned().unwrap_or_default())
         .draw()?;
-    let series: [(&str, RGBColor, fn(&WeekQuality) -> Option<f64>); 3] = [
+    let series: [(&str, RGBColor, WeekFigure); 3] = [
         ("precision", COLORS[0], |w| w.precision),
         ("recall", COLORS[1], |w| w.recall),
         ("AUPRC", COLORS[2], |w| w.auprc),
@@ -223,7 +225,10 @@ fn quality_chart(path: &Path, weeks: &[WeekQuality]) -> DrawResult {
             .filter_map(|(i, w)| value(w).map(|v| (i as f64, v)))
             .collect();
         chart
-            .draw_series(LineSeries::new(points.iter().copied(), color.stroke_width(2)))?
+            .draw_series(LineSeries::new(
+                points.iter().copied(),
+                color.stroke_width(2),
+            ))?
             .label(name)
             .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], color.stroke_width(2)));
         chart.draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled())))?;

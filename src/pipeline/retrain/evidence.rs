@@ -52,7 +52,8 @@ pub(super) fn judge(
         last_time: rows.last().map_or(0.0, |&i| data.columns[TIME][i]),
         drifted: Vec::new(),
         max_psi: None,
-        live_auprc: (frauds > 0).then(|| average_precision(&scores, &recent_labels))
+        live_auprc: (frauds > 0)
+            .then(|| average_precision(&scores, &recent_labels))
             .flatten(),
         trained_auprc: live
             .manifest
@@ -148,7 +149,11 @@ pub(super) fn decide(
     let (trigger, reason) = match (drift, quality) {
         (true, true) => (
             "drift+quality",
-            format!("drift (PSI {}) and a fall in quality ({})", drifted(), fall()),
+            format!(
+                "drift (PSI {}) and a fall in quality ({})",
+                drifted(),
+                fall()
+            ),
         ),
         (true, false) => (
             "drift",
@@ -242,7 +247,8 @@ mod tests {
             max_age: Some(Duration::from_secs(3600)),
             ..with(Trigger::Drift)
         };
-        let stamp = |ago: u64| humantime::format_rfc3339(now - Duration::from_secs(ago)).to_string();
+        let stamp =
+            |ago: u64| humantime::format_rfc3339(now - Duration::from_secs(ago)).to_string();
         let quiet = evidence(false, false);
         assert_eq!(decide(&cfg, &quiet, Some(&stamp(7200)), now).trigger, "age");
         assert_eq!(decide(&cfg, &quiet, Some(&stamp(60)), now).trigger, "none");
@@ -255,7 +261,8 @@ mod tests {
             cooldown: Duration::from_secs(3600),
             ..with(Trigger::Drift)
         };
-        let stamp = |ago: u64| humantime::format_rfc3339(now - Duration::from_secs(ago)).to_string();
+        let stamp =
+            |ago: u64| humantime::format_rfc3339(now - Duration::from_secs(ago)).to_string();
         assert!(cooling_down(&cfg, None, None, now).is_none());
         assert!(cooling_down(&cfg, Some(&stamp(7200)), None, now).is_none());
         let left = cooling_down(&cfg, Some(&stamp(600)), None, now).unwrap();

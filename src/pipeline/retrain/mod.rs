@@ -233,8 +233,7 @@ pub async fn retrain_once(
     let live_created = live.as_ref().map(|l| l.manifest.created_at.clone());
     let now = std::time::SystemTime::now();
     if cfg.trigger != Trigger::Schedule
-        && let Some(left) =
-            evidence::cooling_down(cfg, live_created.as_deref(), last_trained, now)
+        && let Some(left) = evidence::cooling_down(cfg, live_created.as_deref(), last_trained, now)
     {
         let mut decision = Decision::new(cfg, live_pointer.map(|l| l.version));
         decision.decision = Outcome::NotTriggered;
@@ -393,7 +392,10 @@ fn finish(mut decision: Decision, started: std::time::Instant) -> Decision {
     decision.seconds = started.elapsed().as_secs_f64();
     let outcome = decision.decision.as_str();
     metrics::counter!(names::RETRAIN_DECISIONS, "outcome" => outcome).increment(1);
-    let trigger = decision.trigger.as_ref().map_or("none", |t| t.trigger.as_str());
+    let trigger = decision
+        .trigger
+        .as_ref()
+        .map_or("none", |t| t.trigger.as_str());
     if let Some(psi) = decision
         .trigger
         .as_ref()
