@@ -291,6 +291,10 @@ fn drift_is_found_within_bounds_and_a_retrain_it_triggers_beats_the_stale_model(
         drifted.iter().any(|v| v["name"] == "Amount"),
         "Amount drifted: {d:#}"
     );
+    // The shift also cost the live model quality: `trigger = "quality"` would have
+    // trained too.
+    let evidence = &d["trigger"]["evidence"];
+    assert_eq!(evidence["quality"], true, "{d:#}");
     let version = d["candidate"].as_str().unwrap();
     let manifest: serde_json::Value = serde_json::from_slice(
         &std::fs::read(dir.join(format!("registry/models/{version}/manifest.json"))).unwrap(),
