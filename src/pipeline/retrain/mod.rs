@@ -266,16 +266,17 @@ pub async fn retrain_once(
         ..Decision::new(cfg, live_pointer.as_ref().map(|l| l.version.clone()))
     };
     let trigger = match &live {
+        // On a schedule the evidence is only recorded: a cycle does not fail for it.
+        Some(l) if cfg.trigger == Trigger::Schedule => RetrainTrigger {
+            trigger: "schedule".into(),
+            reason: "retrain.trigger is \"schedule\": every cycle trains".into(),
+            evidence: evidence::judge(cfg, monitoring, &data, &labels, l)
+                .inspect_err(|e| tracing::warn!(error = %e, "the live model could not be judged on the recent rows"))
+                .ok(),
+        },
         Some(l) => {
             let e = evidence::judge(cfg, monitoring, &data, &labels, l)?;
-            match cfg.trigger {
-                Trigger::Schedule => RetrainTrigger {
-                    trigger: "schedule".into(),
-                    reason: "retrain.trigger is \"schedule\": every cycle trains".into(),
-                    evidence: Some(e),
-                },
-                _ => evidence::decide(cfg, &e, live_created.as_deref(), now),
-            }
+            evidence::decide(cfg, &e, live_created.as_deref(), now)
         }
         None => RetrainTrigger {
             trigger: cfg.trigger.as_str().into(),
