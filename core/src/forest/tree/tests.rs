@@ -135,3 +135,49 @@ fn validation_rejects_bad_structure() {
     let stump = Tree::new(vec![Node::leaf(0.2)], vec![0.2]);
     assert_eq!(Forest::new(0, vec![stump]), Err(TreeError::NoFeatures));
 }
+
+#[test]
+fn explaining_the_rows_above_a_threshold_gives_their_fused_explanations() {
+    let mut rng = crate::rng::Rng::new(9);
+    let (rows, nf) = (2_000, 10);
+    let x: Vec<f32> = (0..rows * nf)
+        .map(|_| (rng.unit() * 2.0 - 1.0) as f32)
+        .collect();
+    let y: Vec<u8> = (0..rows)
+        .map(|r| u8::from(x[r * nf] + x[r * nf + 1] > 1.0))
+        .collect();
+    let f = crate::forest::train(
+        &x,
+        &y,
+        nf,
+        &crate::forest::TrainParams {
+            n_trees: 20,
+            ..crate::forest::TrainParams::default()
+        },
+        &|| {},
+    )
+    .unwrap()
+    .forest;
+    let mut all = vec![0f32; rows];
+    let mut all_contrib = vec![0f32; x.len()];
+    f.predict_explain_into(&x, &mut all, &mut all_contrib);
+    let (mut scores, mut explained, mut contrib) = (vec![0f32; rows], Vec::new(), Vec::new());
+    f.predict_explain_above(&x, &mut scores, 0.5, &mut explained, &mut contrib);
+    let above: Vec<usize> = (0..rows).filter(|&r| all[r] >= 0.5).collect();
+    assert!(!above.is_empty() && above.len() < rows / 2);
+    assert_eq!(explained, above);
+    assert_eq!(contrib.len(), above.len() * nf);
+    for (k, &r) in above.iter().enumerate() {
+        assert_eq!(
+            &contrib[k * nf..(k + 1) * nf],
+            &all_contrib[r * nf..(r + 1) * nf],
+            "row {r}"
+        );
+    }
+    for (a, b) in all.iter().zip(&scores) {
+        assert_eq!(a.to_bits(), b.to_bits());
+    }
+    // Nothing above: nothing explained.
+    f.predict_explain_above(&x, &mut scores, 2.0, &mut explained, &mut contrib);
+    assert!(explained.is_empty() && contrib.is_empty());
+}

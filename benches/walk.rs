@@ -1,0 +1,140 @@
+//! The forest walks side by side on a real model: the float walk (scores alone, scores
+//! with every row's explanations, and scores with the alerting rows' explanations in a
+//! second fused pass, `scoring.explain = "alerts"`) and the quantized walk
+//! (`forest::Quantized`), one
+//! core, the same rows, rounds alternated so that the machine's drift falls on all of
+//! them alike. It checks that every design gives the float walk's scores to the bit,
+//! then prints CPU time per row and the ratios.
+//!
+//! `scripts/bench/walk.sh` trains the model on the full Kaggle file (as the embedded
+//! bench does: 100 trees, seed 1) and runs this with
+//! `FRAUDSTREAM_BENCH_MODEL=model.fsm FRAUDSTREAM_BENCH_DATA=creditcard.csv`. Without
+//! them it trains 100 trees on the shipped sample (a smaller model than the real one).
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use fraudstream::forest::{Forest, Quantized};
+use fraudstream::model::Model;
+use fraudstream::pipeline::{TrainOptions, train_model};
+use fraudstream::schema::{ReadOptions, read_dataset};
+
+const SAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/creditcard-sample.csv");
+/// Rows per call, as the detector's scoring batches.
+const BATCH: usize = 512;
+/// Rounds of each design, alternated.
+const ROUNDS: usize = 5;
+
+fn main() {
+    // `cargo test --benches` runs this without `--bench`: nothing to measure then.
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let data_path = std::env::var("FRAUDSTREAM_BENCH_DATA").unwrap_or_else(|_| SAMPLE.into());
+    let (data, _) = read_dataset(&data_path, ReadOptions::default()).expect("bench data");
+    let model = match std::env::var("FRAUDSTREAM_BENCH_MODEL") {
+        Ok(p) => Model::load(&p).expect("bench model"),
+        Err(_) => {
+            train_model(&data, &data_path, &TrainOptions::default(), &|| {})
+                .expect("training")
+                .model
+        }
+    };
+    let x = model.matrix(&data).expect("the model's features");
+    let forest: &Forest = model.forest();
+    let nf = forest.n_features();
+    let rows = x.len() / nf;
+    let depth = forest.trees().iter().map(|t| t.depth()).max().unwrap_or(0);
+    println!(
+        "model: {} trees, {} nodes, max depth {depth}, {nf} features; {rows} rows of {data_path}",
+        forest.trees().len(),
+        forest.n_nodes(),
+    );
+
+    let quantized = Quantized::new(forest);
+    let mut reference = vec![0f32; rows];
+    forest.predict_into(&x, &mut reference);
+    let mut out = vec![0f32; rows];
+    let mut contrib = vec![0f32; x.len()];
+    if let Some(q) = &quantized {
+        q.predict_into(&x, &mut out);
+        let differ = reference
+            .iter()
+            .zip(&out)
+            .filter(|(a, b)| a.to_bits() != b.to_bits())
+            .count();
+        assert_eq!(differ, 0, "the quantized walk differs on {differ} rows");
+    } else {
+        println!(
+            "quantized: this model does not fit (a feature with > 255 thresholds, or a tree > 65,536 nodes)"
+        );
+    }
+
+    // Each design over every row, in batches; seconds per row.
+    let mut ranks = vec![0u8; BATCH * nf];
+    let threshold = model.meta().threshold as f32;
+    let (mut explained, mut alert_contrib) = (Vec::new(), Vec::new());
+    let alerts = reference.iter().filter(|&&s| s >= threshold).count();
+    let mut run = |design: usize, out: &mut [f32], contrib: &mut [f32]| -> f64 {
+        let started = Instant::now();
+        for (b, xs) in x.chunks(BATCH * nf).enumerate() {
+            let n = xs.len() / nf;
+            let o = &mut out[b * BATCH..b * BATCH + n];
+            match design {
+                0 => forest.predict_into(black_box(xs), o),
+                1 => forest.predict_explain_into(
+                    black_box(xs),
+                    o,
+                    &mut contrib[b * BATCH * nf..(b * BATCH + n) * nf],
+                ),
+                2 => forest.predict_explain_above(
+                    black_box(xs),
+                    o,
+                    threshold,
+                    &mut explained,
+                    &mut alert_contrib,
+                ),
+                3 => quantized
+                    .as_ref()
+                    .expect("checked")
+                    .predict_into(black_box(xs), o),
+                _ => quantized
+                    .as_ref()
+                    .expect("checked")
+                    .ranks_into(black_box(xs), &mut ranks[..xs.len()]),
+            }
+        }
+        started.elapsed().as_secs_f64() / rows as f64
+    };
+    let names = [
+        "float walk",
+        "float walk + explanations",
+        "float walk + alerts explained",
+        "quantized walk",
+        "  of which ranking the rows",
+    ];
+    println!(
+        "alerts explained: {alerts} rows at or above the model's threshold {threshold} ({:.3}%)",
+        100.0 * alerts as f64 / rows as f64
+    );
+    let designs = if quantized.is_some() { 5 } else { 3 };
+    let mut times = vec![Vec::new(); designs];
+    for _ in 0..ROUNDS {
+        for (d, t) in times.iter_mut().enumerate() {
+            t.push(run(d, &mut out, &mut contrib));
+        }
+    }
+    let median = |t: &mut Vec<f64>| {
+        t.sort_by(f64::total_cmp);
+        t[t.len() / 2]
+    };
+    let medians: Vec<f64> = times.iter_mut().map(median).collect();
+    for (d, m) in medians.iter().enumerate() {
+        println!(
+            "{:<30} {:>7.3} us/row  {:>5.2}x the float walk's time  (one core, batches of {BATCH}, median of {ROUNDS})",
+            names[d],
+            m * 1e6,
+            m / medians[0]
+        );
+    }
+}
