@@ -19,8 +19,9 @@ pub struct ScoringConfig {
     pub batch_timeout: Duration,
     /// Feature contributions stored with each verdict.
     pub top_k: usize,
-    /// Which verdicts carry their contributions: `all` (computed in the walk that scores,
-    /// about a fifth more work), `alerts` (fraud verdicts only) or `none`.
+    /// Which verdicts carry their contributions: `all` (computed in the walk that scores:
+    /// on the real model 1.9x the time of scoring alone), `alerts` (fraud verdicts only,
+    /// explained together after the batch is scored: 1.04x), or `none`.
     pub explain: crate::model::Explain,
 }
 

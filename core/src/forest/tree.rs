@@ -150,12 +150,13 @@ impl Walk {
             );
         }
         let mut out = [0f32; LANES];
-        for (half, (o, ct)) in out
+        for ((o, ct), xs) in out
             .chunks_exact_mut(NARROW)
             .zip(ct.chunks_exact_mut(NARROW))
-            .enumerate()
+            .zip(xs.chunks_exact(NARROW))
         {
-            let xs = &xs[half * NARROW..];
+            // Fixed lengths, so that no step checks a bound.
+            let xs: &[Row; NARROW] = xs.try_into().expect("a half group");
             o.copy_from_slice(&lanes::<true, NARROW>(
                 nodes,
                 explained,
