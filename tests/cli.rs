@@ -466,3 +466,29 @@ fn publish_list_show_rollback_and_promote() {
     let err = failure(&["model", "rollback", "--store", &tmp(dir.path(), "empty")]);
     assert!(err.contains("no LATEST"), "{err}");
 }
+
+#[test]
+fn time_series_folds_train_on_the_past_and_test_on_the_next_part() {
+    let v = ok_json(&[
+        "evaluate", "--input", SAMPLE, "--folds", "time:3", "--trees", "10", "--json",
+    ]);
+    let folds = v["folds"].as_array().unwrap();
+    assert_eq!(folds.len(), 3, "{v}");
+    let rows = |f: &Value, k: &str| f[k].as_u64().unwrap();
+    // 3,446 rows in 4 parts of 861 (the first with the 2 left over).
+    for (i, f) in folds.iter().enumerate() {
+        assert_eq!(rows(f, "test_rows"), 861, "{f}");
+        assert_eq!(rows(f, "train_rows"), 863 + 861 * i as u64, "{f}");
+        let ap = f["auprc"].as_f64().unwrap();
+        assert!(ap > 0.3 && ap <= 1.0, "{f}");
+    }
+    let mean = v["auprc"]["mean"].as_f64().unwrap();
+    let by_hand = folds
+        .iter()
+        .map(|f| f["auprc"].as_f64().unwrap())
+        .sum::<f64>()
+        / 3.0;
+    assert!((mean - by_hand).abs() < 1e-12);
+    assert!(failure(&["evaluate", "--input", SAMPLE, "--folds", "time:1"]).contains("at least 2"));
+    assert!(failure(&["evaluate", "--input", SAMPLE, "--folds", "k:3"]).contains("time:K"));
+}

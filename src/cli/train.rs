@@ -129,18 +129,23 @@ struct ConfigFile {
     train: TrainParams,
 }
 
+/// The `[train]` table of `path` (see config/train.toml), or the defaults.
+pub(super) fn params_file(path: Option<&std::path::Path>) -> anyhow::Result<TrainParams> {
+    Ok(match path {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            toml::from_str::<ConfigFile>(&text)
+                .with_context(|| format!("{}: invalid configuration", path.display()))?
+                .train
+        }
+        None => TrainParams::default(),
+    })
+}
+
 impl TrainArgs {
     fn params(&self) -> anyhow::Result<TrainParams> {
-        let mut p = match &self.config {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("reading {}", path.display()))?;
-                toml::from_str::<ConfigFile>(&text)
-                    .with_context(|| format!("{}: invalid configuration", path.display()))?
-                    .train
-            }
-            None => TrainParams::default(),
-        };
+        let mut p = params_file(self.config.as_deref())?;
         macro_rules! set {
             ($field:ident, $value:expr) => {
                 if let Some(v) = $value {

@@ -14,4 +14,4 @@ pub mod split;
 
 pub use compare::{ApDifference, ap_difference};
 pub use metrics::{Metrics, ThresholdStrategy, evaluate};
-pub use split::{SplitKind, split};
+pub use split::{SplitKind, split, time_folds};

@@ -17,6 +17,33 @@ pub enum SplitKind {
     None,
 }
 
+/// Expanding-window time-series folds, as scikit-learn's `TimeSeriesSplit(k)`: rows
+/// ordered by `times` (stable) and cut into `k + 1` consecutive parts of `n / (k + 1)`
+/// rows (the first takes the remainder); fold `i` (1..=k) trains on every part before
+/// part `i` and tests on part `i`. Each (train, test) is sorted ascending. Empty when
+/// `k` is 0 or there are fewer than `k + 1` rows.
+#[must_use]
+pub fn time_folds(times: &[f64], k: usize) -> Vec<(Vec<usize>, Vec<usize>)> {
+    let n = times.len();
+    if k == 0 || n < k + 1 {
+        return Vec::new();
+    }
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by(|&a, &b| times[a].total_cmp(&times[b]));
+    let part = n / (k + 1);
+    let first = n - k * part;
+    (0..k)
+        .map(|i| {
+            let start = first + i * part;
+            let mut train = order[..start].to_vec();
+            let mut test = order[start..start + part].to_vec();
+            train.sort_unstable();
+            test.sort_unstable();
+            (train, test)
+        })
+        .collect()
+}
+
 /// Split row indices into (train, test), each sorted ascending.
 ///
 /// - `Stratified`: within each class, a seeded shuffle puts `round(fraction · n_class)`
@@ -97,5 +124,31 @@ mod tests {
         let (tr, te) = split(SplitKind::None, &[0, 1, 0], &[0.0; 3], 0.5, 0);
         assert_eq!(tr, vec![0, 1, 2]);
         assert!(te.is_empty());
+    }
+
+    #[test]
+    fn time_folds_expand_in_time_order() {
+        // Times out of file order: folds follow time, not position.
+        let times: Vec<f64> = (0..23).map(|i| f64::from((i * 7) % 23)).collect();
+        let folds = time_folds(&times, 4);
+        assert_eq!(folds.len(), 4);
+        let by_time = |rows: &[usize]| -> Vec<f64> {
+            let mut t: Vec<f64> = rows.iter().map(|&i| times[i]).collect();
+            t.sort_by(f64::total_cmp);
+            t
+        };
+        for (i, (train, test)) in folds.iter().enumerate() {
+            // 23 rows in 5 parts of 4, the first with the 3 left over: 7, then +4 a fold.
+            assert_eq!(train.len(), 7 + 4 * i);
+            assert_eq!(test.len(), 4);
+            let (tr, te) = (by_time(train), by_time(test));
+            assert!(
+                tr.last().unwrap() < te.first().unwrap(),
+                "fold {i} trains on the future"
+            );
+            assert!(train.windows(2).all(|w| w[0] < w[1]));
+        }
+        assert!(time_folds(&times, 0).is_empty());
+        assert!(time_folds(&times[..3], 3).is_empty());
     }
 }
