@@ -492,3 +492,60 @@ fn time_series_folds_train_on_the_past_and_test_on_the_next_part() {
     assert!(failure(&["evaluate", "--input", SAMPLE, "--folds", "time:1"]).contains("at least 2"));
     assert!(failure(&["evaluate", "--input", SAMPLE, "--folds", "k:3"]).contains("time:K"));
 }
+
+#[test]
+fn a_cost_threshold_costs_less_than_flagging_nothing_and_is_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tmp(dir.path(), "m.fsm");
+    let v = ok_json(&[
+        "train",
+        "--input",
+        SAMPLE,
+        "--out",
+        &model,
+        "--trees",
+        "20",
+        "--threshold",
+        "cost",
+        "--fraud-cost",
+        "25",
+        "--review-cost",
+        "5",
+        "--json",
+    ]);
+    let (cost, nothing) = (
+        v["expected_cost"].as_f64().unwrap(),
+        v["expected_cost_flagging_nothing"].as_f64().unwrap(),
+    );
+    assert!(cost < nothing, "{v}");
+    let meta = ok_json(&["model", "inspect", &model, "--json"]);
+    assert_eq!(meta["metadata"]["threshold_strategy"], "cost:25:5", "{meta}");
+    // Dearer reviews flag fewer transactions: a threshold at least as high.
+    let dear = ok_json(&[
+        "train",
+        "--input",
+        SAMPLE,
+        "--out",
+        &model,
+        "--trees",
+        "20",
+        "--threshold",
+        "cost",
+        "--review-cost",
+        "500",
+        "--json",
+    ]);
+    assert!(dear["threshold"].as_f64().unwrap() >= v["threshold"].as_f64().unwrap());
+    assert!(
+        failure(&[
+            "train",
+            "--input",
+            SAMPLE,
+            "--out",
+            &model,
+            "--threshold",
+            "cost"
+        ])
+        .contains("--review-cost")
+    );
+}

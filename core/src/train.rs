@@ -151,17 +151,26 @@ pub fn train_split(
         .forest
         .predict_batch(&data.feature_matrix_of(&fields, &test_idx));
 
-    let (oob_scores, oob_labels): (Vec<f32>, Vec<u8>) = trained
+    let amount = &data.columns[crate::schema::AMOUNT];
+    let ((oob_scores, oob_labels), oob_amounts): ((Vec<f32>, Vec<u8>), Vec<f64>) = trained
         .oob_scores
         .iter()
         .zip(&train_labels)
-        .filter_map(|(s, &l)| s.map(|s| (s, l)))
+        .zip(&train_idx)
+        .filter_map(|((s, &l), &i)| s.map(|s| ((s, l), amount[i])))
         .unzip();
+    let test_amounts: Vec<f64> = test_idx.iter().map(|&i| amount[i]).collect();
     let oob_usable = oob_labels.contains(&1) && oob_labels.contains(&0);
     let (threshold, threshold_source) = match opts.threshold {
         ThresholdStrategy::Fixed(t) => (t, "fixed"),
-        s if oob_usable => (s.choose(&oob_scores, &oob_labels), "oob"),
-        s if test_labels.contains(&1) => (s.choose(&test_scores, &test_labels), "holdout"),
+        s if oob_usable => (
+            s.choose_with_amounts(&oob_scores, &oob_labels, &oob_amounts),
+            "oob",
+        ),
+        s if test_labels.contains(&1) => (
+            s.choose_with_amounts(&test_scores, &test_labels, &test_amounts),
+            "holdout",
+        ),
         _ => (0.5, "none"),
     };
     if threshold_source == "none" {

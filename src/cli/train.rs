@@ -66,9 +66,20 @@ pub struct TrainArgs {
     /// every entity feature].
     #[arg(long, value_delimiter = ',')]
     features: Option<Vec<String>>,
-    /// Threshold choice: f1, precision:P or fixed:T (chosen on out-of-bag scores).
+    /// Threshold choice: f1, precision:P, fixed:T, or cost (with --fraud-cost and
+    /// --review-cost: the least expected cost, each missed fraud costing its Amount plus
+    /// the fraud cost and each flagged transaction the review cost), chosen on
+    /// out-of-bag scores (held-out ones without).
     #[arg(long, default_value = "f1")]
-    threshold: ThresholdStrategy,
+    threshold: String,
+    /// With --threshold cost: what a missed fraud costs on top of its amount
+    /// (chargeback fee, handling).
+    #[arg(long, default_value_t = 0.0)]
+    fraud_cost: f64,
+    /// With --threshold cost: what flagging a transaction costs (a review, a declined
+    /// good customer).
+    #[arg(long)]
+    review_cost: Option<f64>,
     /// Worker threads for training [default: all cores].
     #[arg(long)]
     threads: Option<usize>,
@@ -173,14 +184,39 @@ impl TrainArgs {
     }
 }
 
+/// The threshold strategy of `--threshold`, with the costs of `--threshold cost`.
+fn threshold_strategy(args: &TrainArgs) -> anyhow::Result<ThresholdStrategy> {
+    if args.threshold.trim() != "cost" {
+        anyhow::ensure!(
+            args.review_cost.is_none(),
+            "--review-cost applies to --threshold cost"
+        );
+        return args
+            .threshold
+            .parse()
+            .map_err(|e: String| anyhow::anyhow!("--threshold: {e}"));
+    }
+    let review = args
+        .review_cost
+        .context("--threshold cost needs --review-cost (and --fraud-cost, 0 by default)")?;
+    for (name, v) in [("--fraud-cost", args.fraud_cost), ("--review-cost", review)] {
+        anyhow::ensure!(v.is_finite() && v >= 0.0, "{name} {v}: must be 0 or more");
+    }
+    Ok(ThresholdStrategy::Cost {
+        fraud: args.fraud_cost,
+        review,
+    })
+}
+
 /// Run `train`.
 pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
     let params = args.params()?;
+    let strategy = threshold_strategy(args)?;
     let mut opts = TrainOptions {
         params,
         split: args.split,
         test_fraction: args.test_fraction,
-        threshold: args.threshold,
+        threshold: strategy,
         ..TrainOptions::default()
     };
     if let Some(f) = &args.features {
@@ -241,10 +277,38 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
             metrics,
         )?;
     }
+    // With a cost threshold: the expected cost on the held-out rows at the chosen
+    // threshold, and with nothing flagged.
+    let cost = match (strategy, outcome.test_rows.is_empty()) {
+        (ThresholdStrategy::Cost { fraud, review }, false) => {
+            let amounts: Vec<f64> = outcome
+                .test_rows
+                .iter()
+                .map(|&i| data.columns[crate::schema::AMOUNT][i])
+                .collect();
+            let at = |t: f64| {
+                outcome
+                    .test_scores
+                    .iter()
+                    .zip(&outcome.test_labels)
+                    .zip(&amounts)
+                    .map(|((&s, &l), &a)| match (f64::from(s) >= t, l == 1) {
+                        (true, _) => review,
+                        (false, true) => a + fraud,
+                        (false, false) => 0.0,
+                    })
+                    .sum::<f64>()
+            };
+            Some((at(meta.threshold), at(f64::INFINITY)))
+        }
+        _ => None,
+    };
     if args.report.json {
         let out = with(
             metrics_json(metrics),
             json!({
+                "expected_cost": cost.map(|(c, _)| c),
+                "expected_cost_flagging_nothing": cost.map(|(_, n)| n),
                 "evaluated_on": evaluated_on,
                 "model": args.out.display().to_string(),
                 "model_version": meta.version,
@@ -284,6 +348,11 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
             &format!("metrics on {evaluated_on} rows"),
             &metric_rows(metrics),
         );
+        if let Some((c, nothing)) = cost {
+            println!(
+                "expected cost on the held-out rows: {c:.2} at the threshold, {nothing:.2} flagging nothing"
+            );
+        }
     }
     Ok(())
 }

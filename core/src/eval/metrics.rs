@@ -202,6 +202,15 @@ pub enum ThresholdStrategy {
     Precision(f64),
     /// A fixed threshold.
     Fixed(f64),
+    /// The threshold with the least expected cost: every flagged transaction costs
+    /// `review` (an analyst's look, a declined good customer), and every fraud missed
+    /// costs its `Amount` plus `fraud` (the chargeback fee and handling).
+    Cost {
+        /// Cost of a missed fraud on top of its amount.
+        fraud: f64,
+        /// Cost of flagging a transaction.
+        review: f64,
+    },
 }
 
 impl fmt::Display for ThresholdStrategy {
@@ -210,6 +219,7 @@ impl fmt::Display for ThresholdStrategy {
             Self::MaxF1 => f.write_str("f1"),
             Self::Precision(p) => write!(f, "precision:{p}"),
             Self::Fixed(t) => write!(f, "fixed:{t}"),
+            Self::Cost { fraud, review } => write!(f, "cost:{fraud}:{review}"),
         }
     }
 }
@@ -217,7 +227,24 @@ impl fmt::Display for ThresholdStrategy {
 impl FromStr for ThresholdStrategy {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let bad = || format!("invalid threshold strategy {s:?}: use f1, precision:P or fixed:T");
+        let bad = || {
+            format!(
+                "invalid threshold strategy {s:?}: use f1, precision:P, fixed:T or cost:FRAUD_COST:REVIEW_COST"
+            )
+        };
+        if let Some(costs) = s.trim().strip_prefix("cost:") {
+            let cost = |v: &str| {
+                v.parse::<f64>()
+                    .ok()
+                    .filter(|c| c.is_finite() && *c >= 0.0)
+                    .ok_or_else(bad)
+            };
+            let (fraud, review) = costs.split_once(':').ok_or_else(bad)?;
+            return Ok(Self::Cost {
+                fraud: cost(fraud)?,
+                review: cost(review)?,
+            });
+        }
         let in_unit = |v: &str| {
             v.parse::<f64>()
                 .ok()
@@ -249,10 +276,23 @@ impl From<ThresholdStrategy> for String {
 impl ThresholdStrategy {
     /// Choose a threshold on labelled scores. Falls back to 0.5 when the data cannot
     /// support the choice (no frauds, or the precision target is never reached).
+    /// [`ThresholdStrategy::Cost`] counts every amount as 0 here: see
+    /// [`ThresholdStrategy::choose_with_amounts`].
     #[must_use]
     pub fn choose(self, scores: &[f32], labels: &[u8]) -> f64 {
+        self.choose_with_amounts(scores, labels, &[])
+    }
+
+    /// [`ThresholdStrategy::choose`], with each row's amount at risk (`amounts` empty:
+    /// 0 each).
+    #[must_use]
+    pub fn choose_with_amounts(self, scores: &[f32], labels: &[u8], amounts: &[f64]) -> f64 {
+        if let Self::Cost { fraud, review } = self {
+            return least_cost(scores, labels, amounts, fraud, review).0;
+        }
         let curve = Curve::new(scores, labels);
         match self {
+            Self::Cost { .. } => unreachable!("handled above"),
             Self::Fixed(t) => t,
             Self::MaxF1 => curve.max_f1().unwrap_or(0.5),
             Self::Precision(p) => match curve.recall_at_precision(p) {
@@ -261,6 +301,55 @@ impl ThresholdStrategy {
             },
         }
     }
+}
+
+/// The threshold whose flagging (`score >= threshold`) costs least, and that cost: each
+/// flagged row costs `review`, each fraud not flagged its amount plus `fraud`. Ties go
+/// to the higher threshold (fewer rows flagged). Flagging nothing is a candidate (the
+/// threshold is then just above the highest score).
+#[must_use]
+pub fn least_cost(
+    scores: &[f32],
+    labels: &[u8],
+    amounts: &[f64],
+    fraud: f64,
+    review: f64,
+) -> (f64, f64) {
+    let loss = |i: usize| {
+        if labels[i] == 1 {
+            amounts.get(i).copied().unwrap_or(0.0) + fraud
+        } else {
+            0.0
+        }
+    };
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    let missed_all: f64 = (0..scores.len()).map(loss).sum();
+    let top = order.first().map_or(1.0, |&i| f64::from(scores[i]));
+    // Flag nothing: a threshold just above the highest score.
+    let mut best = (next_above(top), missed_all);
+    let (mut flagged, mut caught) = (0usize, 0.0);
+    let mut k = 0;
+    while k < order.len() {
+        // Every row with this score is flagged together.
+        let s = scores[order[k]];
+        while k < order.len() && scores[order[k]] == s {
+            flagged += 1;
+            caught += loss(order[k]);
+            k += 1;
+        }
+        let cost = review * flagged as f64 + (missed_all - caught);
+        if cost < best.1 {
+            best = (f64::from(s), cost);
+        }
+    }
+    best
+}
+
+/// The next `f32` above the score `x`, at most 1 (a threshold is a probability): a
+/// threshold that flags nothing at or below `x` (below 1).
+fn next_above(x: f64) -> f64 {
+    f64::from(f32::from_bits((x as f32).to_bits() + 1)).min(1.0)
 }
 
 /// All metrics of `scores` against `labels`, flagging scores `>= threshold`.
@@ -403,5 +492,43 @@ mod tests {
         }
         assert!("precision:2".parse::<ThresholdStrategy>().is_err());
         assert!("max".parse::<ThresholdStrategy>().is_err());
+    }
+
+    #[test]
+    fn the_least_cost_threshold_weighs_amounts_against_reviews() {
+        // Scores high to low: a big fraud, a legitimate row, a small fraud, a legitimate row.
+        let scores = [0.9, 0.7, 0.6, 0.1];
+        let labels = [1, 0, 1, 0];
+        let amounts = [500.0, 10.0, 3.0, 10.0];
+        let top = f64::from(0.9_f32);
+        // Reviews at 5: flagging the big fraud pays; reaching the small one takes three
+        // reviews (15) to save 3 + 1.
+        assert_eq!(
+            least_cost(&scores, &labels, &amounts, 1.0, 5.0),
+            (top, 5.0 + 3.0 + 1.0)
+        );
+        // Reviews cheap: flag down to the small fraud.
+        let (t, c) = least_cost(&scores, &labels, &amounts, 10.0, 1.0);
+        assert_eq!((t, c), (f64::from(0.6_f32), 3.0));
+        // Reviews dear: flagging the big fraud still pays.
+        let (t, c) = least_cost(&scores, &labels, &amounts, 0.0, 100.0);
+        assert_eq!((t, c), (top, 100.0 + 3.0));
+        // Reviews dearer than every loss: flag nothing, just above the top score.
+        let (t, c) = least_cost(&scores, &labels, &amounts, 0.0, 1_000.0);
+        assert!(t > 0.9 && t < 0.9001, "{t}");
+        assert_eq!(c, 503.0);
+        // The strategy parses, prints and chooses the same.
+        let s: ThresholdStrategy = "cost:1:5".parse().unwrap();
+        assert_eq!(
+            s,
+            ThresholdStrategy::Cost {
+                fraud: 1.0,
+                review: 5.0
+            }
+        );
+        assert_eq!(s.to_string().parse::<ThresholdStrategy>().unwrap(), s);
+        assert_eq!(s.choose_with_amounts(&scores, &labels, &amounts), top);
+        assert!("cost:1".parse::<ThresholdStrategy>().is_err());
+        assert!("cost:-1:5".parse::<ThresholdStrategy>().is_err());
     }
 }
