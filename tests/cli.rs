@@ -519,7 +519,10 @@ fn a_cost_threshold_costs_less_than_flagging_nothing_and_is_recorded() {
     );
     assert!(cost < nothing, "{v}");
     let meta = ok_json(&["model", "inspect", &model, "--json"]);
-    assert_eq!(meta["metadata"]["threshold_strategy"], "cost:25:5", "{meta}");
+    assert_eq!(
+        meta["metadata"]["threshold_strategy"], "cost:25:5",
+        "{meta}"
+    );
     // Dearer reviews flag fewer transactions: a threshold at least as high.
     let dear = ok_json(&[
         "train",
@@ -548,4 +551,39 @@ fn a_cost_threshold_costs_less_than_flagging_nothing_and_is_recorded() {
         ])
         .contains("--review-cost")
     );
+}
+
+#[test]
+fn tune_writes_the_best_trial_for_train_and_retrain() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = tmp(dir.path(), "tuned.toml");
+    let v = ok_json(&[
+        "tune", "--input", SAMPLE, "--folds", "time:2", "--trials", "5", "--trees", "5", "--out",
+        &out, "--json",
+    ]);
+    let trials = v["trials"].as_array().unwrap();
+    assert_eq!(trials.len(), 5, "{v}");
+    // Every trial judged on the first fold; the best third (at least two) on every fold.
+    assert!(trials.iter().all(|t| t["first_fold_auprc"].is_f64()), "{v}");
+    let kept = trials.iter().filter(|t| t["mean_auprc"].is_f64()).count();
+    assert_eq!(kept, 2, "{v}");
+    let best = &v["best"];
+    let best_mean = best["mean_auprc"].as_f64().unwrap();
+    assert!(
+        trials
+            .iter()
+            .filter_map(|t| t["mean_auprc"].as_f64())
+            .all(|m| m <= best_mean)
+    );
+    // The file is a `[train]` table that `train --config` reads.
+    let model = tmp(dir.path(), "m.fsm");
+    ok_json(&[
+        "train", "--input", SAMPLE, "--out", &model, "--config", &out, "--json",
+    ]);
+    let meta = ok_json(&["model", "inspect", &model, "--json"]);
+    assert_eq!(meta["metadata"]["params"], best["params"], "{meta}");
+    // `retrain.params` names a file that must read as one.
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[retrain]\nparams = \"/nonexistent/tuned.toml\"\n").unwrap();
+    assert!(failure(&["retrain", "--config", bad.to_str().unwrap()]).contains("retrain.params"),);
 }

@@ -45,7 +45,7 @@ pub struct EvaluateArgs {
     report: ReportArgs,
 }
 
-fn parse_folds(s: &str) -> Result<usize, String> {
+pub(super) fn parse_folds(s: &str) -> Result<usize, String> {
     match s.split_once(':') {
         Some(("time", k)) => k
             .parse::<usize>()
@@ -80,6 +80,47 @@ fn mean_std(values: impl Iterator<Item = Option<f64>>) -> Option<(f64, f64)> {
     Some((mean, var.sqrt()))
 }
 
+/// Training options for folds: `params`, with the entity features of `velocity` (a
+/// `--velocity` argument: Amount and every entity feature, as `train`) when given.
+pub(super) fn fold_options(
+    params: crate::forest::TrainParams,
+    velocity: Option<&str>,
+) -> anyhow::Result<crate::pipeline::TrainOptions> {
+    let mut opts = crate::pipeline::TrainOptions {
+        params,
+        split: crate::eval::SplitKind::Time,
+        ..crate::pipeline::TrainOptions::default()
+    };
+    opts.velocity = velocity
+        .map(crate::velocity::config::spec_from_arg)
+        .transpose()?;
+    if let Some(spec) = &opts.velocity {
+        opts.features = std::iter::once("Amount".to_owned())
+            .chain(spec.names())
+            .collect();
+    }
+    Ok(opts)
+}
+
+/// Train on `train` and measure on `test` (fold `fold`, for the progress bar).
+pub(super) fn fold_metrics(
+    data: &crate::schema::Dataset,
+    source: &str,
+    opts: &crate::pipeline::TrainOptions,
+    train: Vec<usize>,
+    test: Vec<usize>,
+    fold: usize,
+) -> anyhow::Result<crate::eval::Metrics> {
+    let bar = super::print::bar(opts.params.n_trees as u64, &format!("fold {fold}"));
+    let o = crate::pipeline::train_split(data, source, opts, train, test, &|| bar.inc(1))?;
+    bar.finish_and_clear();
+    Ok(evaluate(
+        &o.test_scores,
+        &o.test_labels,
+        o.model.meta().threshold,
+    ))
+}
+
 /// `evaluate --folds time:K`.
 fn run_folds(args: &EvaluateArgs, k: usize) -> anyhow::Result<()> {
     anyhow::ensure!(
@@ -91,22 +132,7 @@ fn run_folds(args: &EvaluateArgs, k: usize) -> anyhow::Result<()> {
         params.n_trees = t;
     }
     params.validate()?;
-    let mut opts = crate::pipeline::TrainOptions {
-        params,
-        split: crate::eval::SplitKind::Time,
-        ..crate::pipeline::TrainOptions::default()
-    };
-    opts.velocity = args
-        .input
-        .velocity
-        .as_deref()
-        .map(crate::velocity::config::spec_from_arg)
-        .transpose()?;
-    if let Some(spec) = &opts.velocity {
-        opts.features = std::iter::once("Amount".to_owned())
-            .chain(spec.names())
-            .collect();
-    }
+    let opts = fold_options(params, args.input.velocity.as_deref())?;
     let (data, _) = super::read_input(&args.input)?;
     let labels = data.labels()?;
     let folds = crate::eval::time_folds(&data.columns[crate::schema::TIME], k);
@@ -119,13 +145,7 @@ fn run_folds(args: &EvaluateArgs, k: usize) -> anyhow::Result<()> {
     for (i, (train, test)) in folds.into_iter().enumerate() {
         let (train_rows, test_rows) = (train.len(), test.len());
         let test_frauds = test.iter().filter(|&&r| labels[r] == 1).count();
-        let bar = super::print::bar(opts.params.n_trees as u64, &format!("fold {}", i + 1));
-        let o =
-            crate::pipeline::train_split(&data, &args.input.input, &opts, train, test, &|| {
-                bar.inc(1);
-            })?;
-        bar.finish_and_clear();
-        let m = evaluate(&o.test_scores, &o.test_labels, o.model.meta().threshold);
+        let m = fold_metrics(&data, &args.input.input, &opts, train, test, i + 1)?;
         out.push(Fold {
             fold: i + 1,
             train_rows,

@@ -16,6 +16,7 @@ mod score;
 mod signal;
 mod split;
 mod train;
+mod tune;
 mod verdict;
 
 use std::path::PathBuf;
@@ -58,8 +59,12 @@ pub enum Command {
     Serve(run::ServeArgs),
     /// Train a model on a labelled file, hold out a test set, and report its metrics.
     Train(Box<train::TrainArgs>),
-    /// Evaluate a model on a labelled file it never saw.
+    /// Evaluate a model on a labelled file it never saw, or training settings by
+    /// time-series cross-validation (`--folds time:K`).
     Evaluate(evaluate::EvaluateArgs),
+    /// Search the forest's hyper-parameters by time-series cross-validation and write the
+    /// best to a `[train]` file (`train --config`, `retrain.params`).
+    Tune(tune::TuneArgs),
     /// The handbook's delayed-label protocol on a history with card and terminal ids:
     /// with and without entity features.
     Backtest(backtest::BacktestArgs),
@@ -207,6 +212,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(a) => run::serve(&a),
         Command::Train(a) => train::run(&a),
         Command::Evaluate(a) => evaluate::run(&a),
+        Command::Tune(a) => tune::run(&a),
         Command::Backtest(a) => backtest::run(&a),
         Command::Score(a) => score::run(&a),
         Command::Split(a) => split::run(&a),

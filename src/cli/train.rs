@@ -133,25 +133,12 @@ fn publish(
         })
 }
 
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ConfigFile {
-    #[serde(default)]
-    train: TrainParams,
-}
-
 /// The `[train]` table of `path` (see config/train.toml), or the defaults.
 pub(super) fn params_file(path: Option<&std::path::Path>) -> anyhow::Result<TrainParams> {
-    Ok(match path {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            toml::from_str::<ConfigFile>(&text)
-                .with_context(|| format!("{}: invalid configuration", path.display()))?
-                .train
-        }
-        None => TrainParams::default(),
-    })
+    match path {
+        Some(path) => crate::pipeline::read_train_params(path).map_err(anyhow::Error::msg),
+        None => Ok(TrainParams::default()),
+    }
 }
 
 impl TrainArgs {

@@ -94,6 +94,10 @@ pub struct RetrainConfig {
     pub promote: bool,
     /// Trees in the candidate.
     pub trees: usize,
+    /// A TOML file with a `[train]` table of hyper-parameters (what `fraudstream tune`
+    /// writes): the candidate trains with them, `trees` and `seed` included (the two
+    /// keys above are then unused). Unset: the defaults with `trees` and `seed`.
+    pub params: Option<String>,
     /// Seed for sampling and the forest.
     pub seed: u64,
     /// What makes a cycle train: `schedule` (every cycle), `drift` (the recent rows
@@ -139,6 +143,7 @@ impl Default for RetrainConfig {
             min_recall_at_precision_90: 0.0,
             promote: true,
             trees: 100,
+            params: None,
             seed: 42,
             trigger: Trigger::Schedule,
             cooldown: Duration::from_secs(6 * 3600),
@@ -178,6 +183,10 @@ impl crate::validate::Validate for RetrainConfig {
         }
         if !(self.tolerance >= 0.0 && self.tolerance < 1.0) {
             return Err(Invalid::new("tolerance", "must be at least 0 and below 1"));
+        }
+        if let Some(p) = &self.params {
+            crate::pipeline::read_train_params(std::path::Path::new(p))
+                .map_err(|e| Invalid::new("params", e))?;
         }
         if self.evidence_rows < 100 {
             return Err(Invalid::new("evidence_rows", "must be at least 100"));

@@ -307,8 +307,16 @@ pub async fn retrain_once(
     }
 
     let mut opts = TrainOptions::default();
-    opts.params.n_trees = cfg.trees;
-    opts.params.seed = cfg.seed;
+    match &cfg.params {
+        Some(p) => {
+            opts.params = crate::pipeline::read_train_params(std::path::Path::new(p))
+                .map_err(RetrainError::Config)?;
+        }
+        None => {
+            opts.params.n_trees = cfg.trees;
+            opts.params.seed = cfg.seed;
+        }
+    }
     opts.split = cfg.holdout;
     opts.test_fraction = cfg.test_fraction;
     if let Some(l) = &live {
