@@ -563,10 +563,12 @@ fn tune_writes_the_best_trial_for_train_and_retrain() {
     ]);
     let trials = v["trials"].as_array().unwrap();
     assert_eq!(trials.len(), 5, "{v}");
-    // Every trial judged on the first fold; the best third (at least two) on every fold.
+    // Every trial judged on the first fold; the best third (at least two) and the
+    // defaults (trial 1) on every fold.
     assert!(trials.iter().all(|t| t["first_fold_auprc"].is_f64()), "{v}");
     let kept = trials.iter().filter(|t| t["mean_auprc"].is_f64()).count();
-    assert_eq!(kept, 2, "{v}");
+    assert!((2..=3).contains(&kept), "{v}");
+    assert!(trials[0]["mean_auprc"].is_f64(), "{v}");
     let best = &v["best"];
     let best_mean = best["mean_auprc"].as_f64().unwrap();
     assert!(
