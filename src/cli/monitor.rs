@@ -167,17 +167,18 @@ pub fn run(args: &MonitorArgs) -> anyhow::Result<()> {
 }
 
 fn print_week(w: &WeekQuality) {
-    let opt = |v: Option<f64>| v.map_or_else(|| "–".into(), |x| format!("{x:.4}"));
+    let [
+        week,
+        verdicts,
+        rate,
+        unlabelled,
+        frauds,
+        precision,
+        recall,
+        auprc,
+    ] = w.cells();
     println!(
-        "  {:<10}  {:>9}  {:>10.4}  {:>9.1}%  {:>7}  {:>9}  {:>7}  {:>7}",
-        w.week,
-        w.verdicts,
-        w.alert_rate,
-        100.0 * w.unlabelled,
-        w.frauds,
-        opt(w.precision),
-        opt(w.recall),
-        opt(w.auprc)
+        "  {week:<10}  {verdicts:>9}  {rate:>10}  {unlabelled:>10}  {frauds:>7}  {precision:>9}  {recall:>7}  {auprc:>7}"
     );
 }
 

@@ -126,6 +126,25 @@ pub struct WeekQuality {
     pub auprc: Option<f64>,
 }
 
+impl WeekQuality {
+    /// As a table shows it: week, verdicts, alert rate, share unlabelled (%), frauds,
+    /// precision, recall, AUPRC (`–` where undefined).
+    #[must_use]
+    pub fn cells(&self) -> [String; 8] {
+        let opt = |v: Option<f64>| v.map_or_else(|| "–".into(), |x| format!("{x:.4}"));
+        [
+            self.week.clone(),
+            self.verdicts.to_string(),
+            format!("{:.4}", self.alert_rate),
+            format!("{:.1}%", 100.0 * self.unlabelled),
+            self.frauds.to_string(),
+            opt(self.precision),
+            opt(self.recall),
+            opt(self.auprc),
+        ]
+    }
+}
+
 #[derive(Default)]
 struct QualityCounts {
     verdicts: u64,

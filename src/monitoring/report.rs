@@ -4,6 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
+use plotters::coord::Shift;
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 use super::batch::{DayDrift, WeekQuality};
@@ -65,6 +67,38 @@ fn psi_of(day: &DayDrift, name: &str) -> f64 {
         .map_or(f64::NAN, |v| v.psi)
 }
 
+/// The charts' coordinates.
+type Chart<'a, 'b> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// A line with a dot at each point, in the legend as `name`.
+fn line(
+    chart: &mut Chart<'_, '_>,
+    points: &[(f64, f64)],
+    color: RGBColor,
+    name: &str,
+) -> DrawResult {
+    chart
+        .draw_series(LineSeries::new(
+            points.iter().copied(),
+            color.stroke_width(2),
+        ))?
+        .label(name)
+        .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], color.stroke_width(2)));
+    chart.draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled())))?;
+    Ok(())
+}
+
+/// The legend, then the file.
+fn finish<'b>(chart: &mut Chart<'b, 'b>, root: &DrawingArea<SVGBackend<'b>, Shift>) -> DrawResult {
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
+
 fn psi_chart(path: &Path, days: &[DayDrift], all: Option<&DayDrift>, bands: &Bands) -> DrawResult {
     // The worst variables: by their highest daily PSI.
     let mut names: Vec<(String, f64)> = all
@@ -119,29 +153,15 @@ fn psi_chart(path: &Path, days: &[DayDrift], all: Option<&DayDrift>, bands: &Ban
             .legend(|(x, y)| PathElement::new([(x, y), (x + 16, y)], BLACK.mix(0.35)));
     }
     for (i, (name, _)) in names.iter().enumerate() {
-        let color = COLORS[i % COLORS.len()];
         let points: Vec<(f64, f64)> = days
             .iter()
             .enumerate()
             .map(|(d, day)| (d as f64, psi_of(day, name)))
             .filter(|p| p.1.is_finite())
             .collect();
-        chart
-            .draw_series(LineSeries::new(
-                points.iter().copied(),
-                color.stroke_width(2),
-            ))?
-            .label(name.clone())
-            .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], color.stroke_width(2)));
-        chart.draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled())))?;
+        line(&mut chart, &points, COLORS[i % COLORS.len()], name)?;
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()?;
-    root.present()?;
-    Ok(())
+    finish(&mut chart, &root)
 }
 
 fn score_chart(path: &Path, all: Option<&DayDrift>) -> DrawResult {
@@ -182,13 +202,7 @@ fn score_chart(path: &Path, all: Option<&DayDrift>) -> DrawResult {
             .label(name)
             .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.filled()));
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()?;
-    root.present()?;
-    Ok(())
+    finish(&mut chart, &root)
 }
 
 /// One figure of a week.
@@ -224,26 +238,12 @@ fn quality_chart(path: &Path, weeks: &[WeekQuality]) -> DrawResult {
             .enumerate()
             .filter_map(|(i, w)| value(w).map(|v| (i as f64, v)))
             .collect();
-        chart
-            .draw_series(LineSeries::new(
-                points.iter().copied(),
-                color.stroke_width(2),
-            ))?
-            .label(name)
-            .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], color.stroke_width(2)));
-        chart.draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled())))?;
+        line(&mut chart, &points, color, name)?;
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()?;
-    root.present()?;
-    Ok(())
+    finish(&mut chart, &root)
 }
 
 fn html(version: &str, days: &[DayDrift], weeks: &[WeekQuality], bands: &Bands) -> String {
-    let opt = |v: Option<f64>| v.map_or_else(|| "–".into(), |x| format!("{x:.4}"));
     let mut drift_rows = String::new();
     for d in days {
         let worst: Vec<String> = d
@@ -270,17 +270,12 @@ fn html(version: &str, days: &[DayDrift], weeks: &[WeekQuality], bands: &Bands) 
     } else {
         quality.push_str("<p><a href=\"quality.svg\"><img src=\"quality.svg\" alt=\"precision, recall and AUPRC by week\"></a></p>\n<table><tr><th>week</th><th>verdicts</th><th>alert rate</th><th>unlabelled</th><th>labelled frauds</th><th>precision</th><th>recall</th><th>AUPRC</th></tr>\n");
         for w in weeks {
-            quality.push_str(&format!(
-                "<tr><td>{}</td><td>{}</td><td>{:.4}</td><td>{:.1}%</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
-                escape(&w.week),
-                w.verdicts,
-                w.alert_rate,
-                100.0 * w.unlabelled,
-                w.frauds,
-                opt(w.precision),
-                opt(w.recall),
-                opt(w.auprc)
-            ));
+            let cells: String = w
+                .cells()
+                .iter()
+                .map(|c| format!("<td>{}</td>", escape(c)))
+                .collect();
+            quality.push_str(&format!("<tr>{cells}</tr>\n"));
         }
         quality.push_str("</table>\n");
     }
