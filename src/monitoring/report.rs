@@ -67,6 +67,14 @@ fn psi_of(day: &DayDrift, name: &str) -> f64 {
         .map_or(f64::NAN, |v| v.psi)
 }
 
+/// The label of the day or week at `x`, on whole positions only.
+fn label_at(labels: &[String], x: f64) -> String {
+    if (x - x.round()).abs() > 1e-6 || x < 0.0 {
+        return String::new();
+    }
+    labels.get(x.round() as usize).cloned().unwrap_or_default()
+}
+
 /// The charts' coordinates.
 type Chart<'a, 'b> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
 
@@ -138,19 +146,23 @@ fn psi_chart(path: &Path, days: &[DayDrift], all: Option<&DayDrift>, bands: &Ban
         .configure_mesh()
         .x_desc("day")
         .y_desc("PSI")
-        .x_label_formatter(&|x| labels.get(x.round() as usize).cloned().unwrap_or_default())
+        .x_labels(n)
+        .x_label_formatter(&|x| label_at(&labels, *x))
         .draw()?;
-    for (band, name) in [
-        (bands.moderate, "moderate"),
-        (bands.significant, "significant"),
+    for (band, name, color) in [
+        (bands.moderate, "moderate", RGBColor(230, 160, 0)),
+        (bands.significant, "significant", RGBColor(200, 0, 0)),
     ] {
+        let style = color.mix(0.6).stroke_width(2);
         chart
-            .draw_series(LineSeries::new(
+            .draw_series(DashedLineSeries::new(
                 [(0.0, band), ((n - 1) as f64, band)],
-                BLACK.mix(0.35),
+                8,
+                6,
+                style,
             ))?
             .label(format!("{name} ({band})"))
-            .legend(|(x, y)| PathElement::new([(x, y), (x + 16, y)], BLACK.mix(0.35)));
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], style));
     }
     for (i, (name, _)) in names.iter().enumerate() {
         let points: Vec<(f64, f64)> = days
@@ -225,7 +237,8 @@ fn quality_chart(path: &Path, weeks: &[WeekQuality]) -> DrawResult {
     chart
         .configure_mesh()
         .x_desc("week (Monday)")
-        .x_label_formatter(&|x| labels.get(x.round() as usize).cloned().unwrap_or_default())
+        .x_labels(n)
+        .x_label_formatter(&|x| label_at(&labels, *x))
         .draw()?;
     let series: [(&str, RGBColor, WeekFigure); 3] = [
         ("precision", COLORS[0], |w| w.precision),
