@@ -2,6 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
+use plotters::coord::Shift;
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 use crate::eval::metrics::{Metrics, pr_curve, roc_curve};
@@ -72,6 +74,24 @@ pub fn write_report(dir: &Path, input: &ReportInput<'_>) -> Result<PathBuf, Repo
 
 pub(crate) type DrawResult = Result<(), Box<dyn std::error::Error>>;
 
+/// A chart over `f64 × f64`, drawn to SVG.
+pub(crate) type Chart<'a, 'b> =
+    ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// Draw the chart's legend, then write the file.
+pub(crate) fn finish<'b>(
+    chart: &mut Chart<'b, 'b>,
+    root: &DrawingArea<SVGBackend<'b>, Shift>,
+) -> DrawResult {
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
+
 fn curve_chart(
     path: &Path,
     title: &str,
@@ -140,13 +160,7 @@ fn score_histogram(path: &Path, scores: &[f32], labels: &[u8]) -> DrawResult {
             .label(name)
             .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.filled()));
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()?;
-    root.present()?;
-    Ok(())
+    finish(&mut chart, &root)
 }
 
 fn importance_chart(path: &Path, importances: &[(String, f64)]) -> DrawResult {

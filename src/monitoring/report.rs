@@ -4,13 +4,11 @@
 
 use std::path::{Path, PathBuf};
 
-use plotters::coord::Shift;
-use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 use super::batch::{DayDrift, WeekQuality};
 use crate::monitor::Bands;
-use crate::report::{DrawResult, ReportError, escape};
+use crate::report::{Chart, DrawResult, ReportError, escape, finish};
 
 /// Variables drawn in the PSI chart (the worst over the whole range).
 const PSI_LINES: usize = 6;
@@ -75,9 +73,6 @@ fn label_at(labels: &[String], x: f64) -> String {
     labels.get(x.round() as usize).cloned().unwrap_or_default()
 }
 
-/// The charts' coordinates.
-type Chart<'a, 'b> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
-
 /// A line with a dot at each point, in the legend as `name`.
 fn line(
     chart: &mut Chart<'_, '_>,
@@ -93,17 +88,6 @@ fn line(
         .label(name)
         .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], color.stroke_width(2)));
     chart.draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled())))?;
-    Ok(())
-}
-
-/// The legend, then the file.
-fn finish<'b>(chart: &mut Chart<'b, 'b>, root: &DrawingArea<SVGBackend<'b>, Shift>) -> DrawResult {
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()?;
-    root.present()?;
     Ok(())
 }
 
