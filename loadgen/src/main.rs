@@ -230,8 +230,8 @@ fn main() -> anyhow::Result<()> {
         "--malformed-ratio must be in [0, 1]"
     );
     anyhow::ensure!(
-        args.drift_factor.is_finite() && args.drift_factor > 0.0,
-        "--drift-factor must be a positive number"
+        args.drift_factor > 0.0 && args.drift_factor <= 1_000.0,
+        "--drift-factor must be above 0 and at most 1000"
     );
     let mut rows = match (&args.input, args.synthetic) {
         _ if args.simulate => {
