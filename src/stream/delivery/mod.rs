@@ -260,7 +260,9 @@ impl Delivery {
                 None => Ok(()),
             }
         };
-        let (verdicts_refused, alerts_refused, ()) = tokio::try_join!(verdicts, alerts, staged)?;
+        // Alerts first: their sends are under way before a local verdict store blocks this
+        // task for its write (it writes in place, see `LocalVerdictStore::put_batch`).
+        let (alerts_refused, (), verdicts_refused) = tokio::try_join!(alerts, staged, verdicts)?;
         let mut dead = self
             .dead_letter(scored, "verdict_refused", &verdicts_refused, true)
             .await?;
