@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::decide::{Action, Mode};
 use super::error::{Pos, RuleError};
+use super::guards::Guards;
 use super::lexer::{Tok, Token, directives};
 use super::lists::names_fingerprint;
 use super::parser::{Ty, closest};
@@ -55,6 +56,8 @@ pub struct RuleSet {
     pub(crate) list_fingerprint: u64,
     /// The entity features the rules name, sorted.
     pub(crate) derived_used: Vec<String>,
+    /// The rules' guards, to skip the rules that cannot match a transaction.
+    pub(crate) guards: Guards,
 }
 
 /// The compiler's state while it reads one file.
@@ -285,7 +288,9 @@ pub fn compile(source: &str, catalog: &Catalog) -> Result<RuleSet, RuleError> {
         .collect();
     derived_used.sort_unstable();
     derived_used.dedup();
+    let guards = Guards::new(&c.prog, rules.iter().map(|r| r.root));
     Ok(RuleSet {
+        guards,
         mode: mode.map_or(Mode::default(), |(m, _)| m),
         rules,
         by_severity,

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::compile::RuleSet;
 use super::facts::Facts;
+use super::guards::Mask;
 use super::lists::Lists;
 use super::program::{ListView, Memo};
 
@@ -206,24 +207,38 @@ impl RuleSet {
         lists: &Lists,
         matched: &mut Vec<u16>,
     ) -> Option<usize> {
+        self.evaluate_among(facts, lists, matched, self.guards.candidates(facts))
+    }
+
+    /// [`RuleSet::evaluate`] over the rules in `candidates` only (the others are known
+    /// not to match).
+    pub(crate) fn evaluate_among(
+        &self,
+        facts: &Facts<'_>,
+        lists: &Lists,
+        matched: &mut Vec<u16>,
+        candidates: Mask,
+    ) -> Option<usize> {
         matched.clear();
         let view = ListView::new(lists, &self.lists, self.list_fingerprint);
         let mut memo = Memo::default();
         let m = &mut memo;
-        // At most MAX_RULES (10,000) rules, so every index fits a u16.
         let hit = match self.mode {
             Mode::Priority => self
                 .by_severity
                 .iter()
                 .map(|&i| usize::from(i))
+                .filter(|&i| candidates.has(i))
                 .find(|&i| self.matches(i, facts, &view, m)),
-            Mode::FirstMatched => (0..self.rules.len()).find(|&i| self.matches(i, facts, &view, m)),
+            Mode::FirstMatched => candidates
+                .rules(self.rules.len())
+                .find(|&i| self.matches(i, facts, &view, m)),
             Mode::AllMatched => {
                 let mut best: Option<(usize, Outcome)> = None;
-                for (i, r) in self.rules.iter().enumerate() {
-                    if self.prog.truth(r.root, facts, &view, m) {
+                for i in candidates.rules(self.rules.len()) {
+                    if self.matches(i, facts, &view, m) {
                         matched.push(i as u16);
-                        let outcome = r.action.outcome();
+                        let outcome = self.action(i).outcome();
                         if best.is_none_or(|(_, o)| outcome > o) {
                             best = Some((i, outcome));
                         }

@@ -14,10 +14,11 @@ impl RuleSet {
         out.clear();
         let view = ListView::new(lists, &self.lists, self.list_fingerprint);
         let mut memo = Memo::default();
+        let candidates = self.guards.candidates(facts);
         out.extend(
-            self.rules
-                .iter()
-                .map(|r| self.prog.truth(r.root, facts, &view, &mut memo)),
+            self.rules.iter().enumerate().map(|(i, r)| {
+                candidates.has(i) && self.prog.truth(r.root, facts, &view, &mut memo)
+            }),
         );
     }
 }

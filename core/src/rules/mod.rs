@@ -78,6 +78,7 @@ mod decide;
 mod each;
 mod error;
 mod facts;
+mod guards;
 mod lexer;
 mod lists;
 mod parser;

@@ -29,7 +29,7 @@ pub(crate) enum Cmp {
 
 impl Cmp {
     #[inline]
-    fn apply(self, a: f64, b: f64) -> bool {
+    pub(crate) fn apply(self, a: f64, b: f64) -> bool {
         match self {
             Self::Lt => a < b,
             Self::Le => a <= b,
@@ -254,7 +254,7 @@ impl<'a> ListView<'a> {
 }
 
 impl Program {
-    fn kids(&self, start: u32, len: u32) -> &[u32] {
+    pub(crate) fn kids(&self, start: u32, len: u32) -> &[u32] {
         let start = start as usize;
         self.kids
             .get(start..start + len as usize)

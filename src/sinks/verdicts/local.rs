@@ -403,14 +403,6 @@ impl VerdictStore for LocalVerdictStore {
     }
 
     async fn put_batch(&self, items: &[VerdictItem]) -> Result<(), VerdictError> {
-        // On the detector's multi-threaded runtime, write in place: the worker hands its
-        // other tasks on while it blocks, and the batch is not copied. (A current-thread
-        // runtime cannot do that: the batch is copied to a blocking thread.)
-        if tokio::runtime::Handle::current().runtime_flavor()
-            == tokio::runtime::RuntimeFlavor::MultiThread
-        {
-            return tokio::task::block_in_place(|| self.put_sync(items));
-        }
         let me = self.clone();
         let items = items.to_vec();
         tokio::task::spawn_blocking(move || me.put_sync(&items))

@@ -260,9 +260,7 @@ impl Delivery {
                 None => Ok(()),
             }
         };
-        // Alerts first: their sends are under way before a local verdict store blocks this
-        // task for its write (it writes in place, see `LocalVerdictStore::put_batch`).
-        let (alerts_refused, (), verdicts_refused) = tokio::try_join!(alerts, staged, verdicts)?;
+        let (verdicts_refused, alerts_refused, ()) = tokio::try_join!(verdicts, alerts, staged)?;
         let mut dead = self
             .dead_letter(scored, "verdict_refused", &verdicts_refused, true)
             .await?;

@@ -232,3 +232,52 @@ fn enums_print_parse_and_serialise() {
     assert!("deny".parse::<Action>().is_err());
     assert!("maybe".parse::<Outcome>().is_err());
 }
+
+#[test]
+fn rules_past_the_guard_index_are_evaluated_in_every_mode() {
+    // 300 rules: the index covers the first 256; rules 100 and 299 match Amount 250.
+    let mut source = String::new();
+    for i in 0..300 {
+        let rule = match i {
+            100 => "review if Amount > 200".to_owned(),
+            299 => "block if Amount > 1".to_owned(),
+            _ => format!("review if Amount > {}", 1_000_000 + i),
+        };
+        source.push_str(&format!("rule r{i}: {rule}\n"));
+    }
+    let t = tx();
+    let f = Facts::new(&t, 0.1, false);
+    let lists = lists();
+    let mut matched = Vec::new();
+    for (mode, hit, all) in [
+        ("priority", 299, vec![299]),
+        ("first_matched", 100, vec![100]),
+        ("all_matched", 299, vec![100, 299]),
+    ] {
+        let rules = compile_ok(&format!("mode {mode}\n{source}"));
+        assert_eq!(
+            rules.evaluate(&f, &lists, &mut matched),
+            Some(hit),
+            "{mode}"
+        );
+        assert_eq!(matched, all, "{mode}");
+    }
+}
+
+#[test]
+fn guards_at_the_same_bound_keep_strict_and_inclusive_apart() {
+    // Amount is 250: the inclusive bounds hold, the strict ones do not, in any order.
+    let rules = compile_ok(
+        "mode all_matched\n\
+         rule gt: review if Amount > 250\n\
+         rule ge: review if Amount >= 250\n\
+         rule lt: review if Amount < 250 and V1 < 0\n\
+         rule le: review if Amount <= 250 and V1 < 0\n\
+         rule ge2: review if 250 <= Amount\n\
+         rule gt2: review if 250 < Amount",
+    );
+    let t = tx();
+    let mut matched = Vec::new();
+    rules.evaluate(&Facts::new(&t, 0.1, false), &lists(), &mut matched);
+    assert_eq!(matched, vec![1, 3, 4]);
+}

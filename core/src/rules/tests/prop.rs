@@ -304,3 +304,65 @@ proptest! {
         }
     }
 }
+
+/// A guard-shaped term: one variable against a constant.
+fn random_guard(rng: &mut Rng) -> String {
+    let var = pick(
+        rng,
+        &[
+            "Amount",
+            "V1",
+            "V2",
+            "score",
+            "risk_score",
+            "card_id_count_1d",
+            "terminal_id_risk_7d",
+        ],
+    );
+    let op = pick(rng, &["<", "<=", ">", ">=", "==", "!="]);
+    let bound = pick(rng, &NUMS);
+    if rng.below(4) == 0 {
+        // Constant first: the same bound, flipped.
+        format!("{bound:?} {op} {var}")
+    } else {
+        format!("{var} {op} {bound:?}")
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(500))]
+
+    /// The guard index skips only rules that cannot match: in every mode, guarded
+    /// evaluation matches and decides exactly as evaluating every rule does.
+    #[test]
+    fn the_guard_index_decides_as_evaluating_every_rule(seed in any::<u64>()) {
+        let mut rng = Rng::new(seed);
+        let mode = pick(&mut rng, &["priority", "first_matched", "all_matched"]);
+        let mut source = format!("mode {mode}\n");
+        for i in 0..rng.below(16) + 1 {
+            let action = pick(&mut rng, &["allow", "review", "block"]);
+            let cond = match rng.below(4) {
+                0 => random_guard(&mut rng),
+                1 => print(&random_expr(&mut rng, T::Bool, 3)).0,
+                _ => format!(
+                    "{} and ({}) and {}",
+                    print(&random_expr(&mut rng, T::Bool, 2)).0,
+                    random_guard(&mut rng),
+                    random_guard(&mut rng)
+                ),
+            };
+            source.push_str(&format!("rule r{i}: {action} if {cond}\n"));
+        }
+        let rules = compile(&source, &catalog()).map_err(|err| TestCaseError::fail(format!("{source}\n{err}")))?;
+        let lists = lists();
+        let (mut guarded, mut every) = (Vec::new(), Vec::new());
+        for _ in 0..16 {
+            let (t, score, fraud) = random_tx(&mut rng);
+            let f = Facts::new(&t, score, fraud);
+            let a = rules.evaluate(&f, &lists, &mut guarded);
+            let b = rules.evaluate_among(&f, &lists, &mut every, crate::rules::guards::Mask::all());
+            prop_assert_eq!(a, b, "{}\n{:?}", source, f);
+            prop_assert_eq!(&guarded, &every, "{}\n{:?}", source, f);
+        }
+    }
+}
