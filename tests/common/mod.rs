@@ -5,6 +5,7 @@
 pub mod config;
 pub mod detector;
 pub mod http;
+pub mod lake;
 pub mod webhook;
 
 use std::path::{Path, PathBuf};
