@@ -275,64 +275,7 @@ impl DynamoVerdictStore {
     }
 
     fn to_item(&self, it: &VerdictItem) -> HashMap<String, AttributeValue> {
-        let top = it
-            .top_features
-            .iter()
-            .map(|c| {
-                AttributeValue::M(HashMap::from([
-                    (
-                        "feature".to_owned(),
-                        AttributeValue::S(c.feature.to_string()),
-                    ),
-                    (
-                        "contribution".to_owned(),
-                        AttributeValue::N(c.contribution.to_string()),
-                    ),
-                ]))
-            })
-            .collect();
-        let mut m = HashMap::from([
-            ("tx_id".to_owned(), AttributeValue::S(it.tx_id.clone())),
-            ("score".to_owned(), AttributeValue::N(it.score.to_string())),
-            ("fraud".to_owned(), AttributeValue::Bool(it.fraud)),
-            (
-                "threshold".to_owned(),
-                AttributeValue::N(it.threshold.to_string()),
-            ),
-            (
-                "model_version".to_owned(),
-                AttributeValue::S(it.model_version.to_string()),
-            ),
-            (
-                "scored_at".to_owned(),
-                AttributeValue::S(it.scored_at.to_string()),
-            ),
-            ("top_features".to_owned(), AttributeValue::L(top)),
-            (
-                "outcome".to_owned(),
-                AttributeValue::S(it.outcome.as_str().to_owned()),
-            ),
-            (
-                "decided_by".to_owned(),
-                AttributeValue::S(it.decided_by.to_string()),
-            ),
-            (
-                "rules".to_owned(),
-                AttributeValue::L(
-                    it.rules
-                        .iter()
-                        .map(|r| AttributeValue::S(r.to_string()))
-                        .collect(),
-                ),
-            ),
-        ]);
-        if let Some(v) = &it.rule_set {
-            m.insert("rule_set".to_owned(), AttributeValue::S(v.to_string()));
-        }
-        if let Some(t) = it.ttl {
-            m.insert(self.ttl_attribute.clone(), AttributeValue::N(t.to_string()));
-        }
-        m
+        item_of(it, &self.ttl_attribute)
     }
 
     fn parse_item(&self, m: &HashMap<String, AttributeValue>) -> Result<VerdictItem, VerdictError> {
@@ -583,4 +526,66 @@ impl VerdictStore for DynamoVerdictStore {
         .await?;
         out.item().map(|m| self.parse_item(m)).transpose()
     }
+}
+
+/// The DynamoDB item of a verdict, its expiry (if any) in `ttl_attribute`.
+pub fn item_of(it: &VerdictItem, ttl_attribute: &str) -> HashMap<String, AttributeValue> {
+    let top = it
+        .top_features
+        .iter()
+        .map(|c| {
+            AttributeValue::M(HashMap::from([
+                (
+                    "feature".to_owned(),
+                    AttributeValue::S(c.feature.to_string()),
+                ),
+                (
+                    "contribution".to_owned(),
+                    AttributeValue::N(c.contribution.to_string()),
+                ),
+            ]))
+        })
+        .collect();
+    let mut m = HashMap::from([
+        ("tx_id".to_owned(), AttributeValue::S(it.tx_id.clone())),
+        ("score".to_owned(), AttributeValue::N(it.score.to_string())),
+        ("fraud".to_owned(), AttributeValue::Bool(it.fraud)),
+        (
+            "threshold".to_owned(),
+            AttributeValue::N(it.threshold.to_string()),
+        ),
+        (
+            "model_version".to_owned(),
+            AttributeValue::S(it.model_version.to_string()),
+        ),
+        (
+            "scored_at".to_owned(),
+            AttributeValue::S(it.scored_at.to_string()),
+        ),
+        ("top_features".to_owned(), AttributeValue::L(top)),
+        (
+            "outcome".to_owned(),
+            AttributeValue::S(it.outcome.as_str().to_owned()),
+        ),
+        (
+            "decided_by".to_owned(),
+            AttributeValue::S(it.decided_by.to_string()),
+        ),
+        (
+            "rules".to_owned(),
+            AttributeValue::L(
+                it.rules
+                    .iter()
+                    .map(|r| AttributeValue::S(r.to_string()))
+                    .collect(),
+            ),
+        ),
+    ]);
+    if let Some(v) = &it.rule_set {
+        m.insert("rule_set".to_owned(), AttributeValue::S(v.to_string()));
+    }
+    if let Some(t) = it.ttl {
+        m.insert(ttl_attribute.to_owned(), AttributeValue::N(t.to_string()));
+    }
+    m
 }

@@ -4,10 +4,12 @@
 //! - [`item`]: [`VerdictItem`] and [`VerdictError`].
 //! - [`local`]: an embedded SQLite file, queried by `fraudstream verdict get`.
 //! - [`dynamodb`]: DynamoDB (BatchWriteItem, 25 per call, unprocessed items retried).
+//! - [`item_size`]: a verdict's DynamoDB item size and write units.
 
 pub mod config;
 pub mod dynamodb;
 pub mod item;
+pub mod item_size;
 pub mod local;
 
 use std::fmt::Debug;
