@@ -5,8 +5,10 @@ use std::time::{Instant, SystemTime};
 use sha2::{Digest, Sha256};
 
 use crate::PipelineError;
-use crate::eval::{Metrics, SplitKind, ThresholdStrategy, evaluate, split};
-use crate::forest::{TrainParams, train};
+use crate::eval::{
+    ClassWeights, Metrics, SplitKind, ThresholdStrategy, UNWEIGHTED, evaluate_weighted, split,
+};
+use crate::forest::{ClassWeight, TrainParams, train};
 use crate::model::meta::{SplitInfo, TimeWindow};
 use crate::model::{Model, ModelMeta};
 use crate::schema::{DEFAULT_FEATURES, Dataset, NUM_FIELDS, TIME};
@@ -28,6 +30,14 @@ pub struct TrainOptions {
     /// The entity-feature spec the dataset's derived columns were computed with
     /// (recorded in the model when it uses any of them).
     pub velocity: Option<VelocitySpec>,
+    /// When the data is a sample of a larger history (`retrain.max_rows`): how many rows
+    /// of the history each row of a class stands for, `[legitimate, fraud]`. The forest
+    /// then trains with the fraud class weighted by `fraud / legitimate` (on top of
+    /// `params.class_weight`, unless that is `balanced`), so its scores estimate the
+    /// history's fraud probability; and the threshold is chosen, and the metrics
+    /// measured, with the rows weighted, so that a precision target holds on the
+    /// history rather than on the sample.
+    pub sampling: Option<ClassWeights>,
 }
 
 impl Default for TrainOptions {
@@ -39,6 +49,7 @@ impl Default for TrainOptions {
             test_fraction: 0.2,
             threshold: ThresholdStrategy::MaxF1,
             velocity: None,
+            sampling: None,
         }
     }
 }
@@ -87,6 +98,24 @@ pub fn train_model(
         opts.params.seed,
     );
     train_split(data, source, opts, train_idx, test_idx, on_tree)
+}
+
+/// `params` with the fraud class weighted for a sample whose rows stand for `weights`
+/// history rows by class (see [`TrainOptions::sampling`]).
+fn corrected_params(params: &TrainParams, weights: ClassWeights) -> TrainParams {
+    let factor = weights[1] / weights[0];
+    if weights == UNWEIGHTED || !factor.is_finite() || factor <= 0.0 {
+        return params.clone();
+    }
+    let class_weight = match params.class_weight {
+        ClassWeight::None => ClassWeight::Fraud(factor),
+        ClassWeight::Fraud(w) => ClassWeight::Fraud(w * factor),
+        ClassWeight::Balanced => ClassWeight::Balanced,
+    };
+    TrainParams {
+        class_weight,
+        ..params.clone()
+    }
 }
 
 /// Train on the rows `train_idx` of `data` and measure on the rows `test_idx` (both
@@ -142,8 +171,10 @@ pub fn train_split(
     // Straight from the dataset: copying the rows first would double the peak memory.
     let x = data.feature_matrix_of(&fields, &train_idx);
 
+    let weights = opts.sampling.unwrap_or(UNWEIGHTED);
+    let params = corrected_params(&opts.params, weights);
     let started = Instant::now();
-    let trained = train(&x, &train_labels, fields.len(), &opts.params, on_tree)?;
+    let trained = train(&x, &train_labels, fields.len(), &params, on_tree)?;
     let train_seconds = started.elapsed().as_secs_f64();
 
     let test_labels: Vec<u8> = test_idx.iter().map(|&i| labels[i]).collect();
@@ -164,11 +195,11 @@ pub fn train_split(
     let (threshold, threshold_source) = match opts.threshold {
         ThresholdStrategy::Fixed(t) => (t, "fixed"),
         s if oob_usable => (
-            s.choose_with_amounts(&oob_scores, &oob_labels, &oob_amounts),
+            s.choose_weighted(&oob_scores, &oob_labels, &oob_amounts, weights),
             "oob",
         ),
         s if test_labels.contains(&1) => (
-            s.choose_with_amounts(&test_scores, &test_labels, &test_amounts),
+            s.choose_weighted(&test_scores, &test_labels, &test_amounts, weights),
             "holdout",
         ),
         _ => (0.5, "none"),
@@ -176,9 +207,10 @@ pub fn train_split(
     if threshold_source == "none" {
         tracing::warn!("no out-of-bag or held-out frauds to choose a threshold on; using 0.5");
     }
-    let oob_metrics = oob_usable.then(|| evaluate(&oob_scores, &oob_labels, threshold));
-    let holdout_metrics =
-        (!test_labels.is_empty()).then(|| evaluate(&test_scores, &test_labels, threshold));
+    let oob_metrics =
+        oob_usable.then(|| evaluate_weighted(&oob_scores, &oob_labels, threshold, weights));
+    let holdout_metrics = (!test_labels.is_empty())
+        .then(|| evaluate_weighted(&test_scores, &test_labels, threshold, weights));
 
     let reference = if test_scores.is_empty() {
         crate::monitor::Reference::fit(&opts.features, &x, &oob_scores, "oob")

@@ -39,25 +39,40 @@ pub struct Metrics {
     pub fn_: usize,
 }
 
-/// Cumulative counts at each distinct score, from the highest score down.
+/// Weights per class: how many rows each row of a class stands for (`[legitimate,
+/// fraud]`). Rows sampled at a rate `r` weigh `1 / r`, so precision, average precision and
+/// the thresholds chosen on a sample are those of the rows it was drawn from.
+pub type ClassWeights = [f64; 2];
+
+/// Every row counts once.
+pub const UNWEIGHTED: ClassWeights = [1.0, 1.0];
+
+/// The precision-recall and ROC curve of scores against labels: per distinct score,
+/// descending, the weighted true and false positives at that threshold.
 struct Curve {
-    /// (score, true positives, false positives) after including every row with that score.
-    points: Vec<(f64, usize, usize)>,
-    positives: usize,
-    negatives: usize,
+    points: Vec<(f64, f64, f64)>,
+    positives: f64,
+    negatives: f64,
+    /// Frauds, unweighted.
+    frauds: usize,
 }
 
 impl Curve {
     fn new(scores: &[f32], labels: &[u8]) -> Self {
+        Self::weighted(scores, labels, UNWEIGHTED)
+    }
+
+    fn weighted(scores: &[f32], labels: &[u8], w: ClassWeights) -> Self {
         let mut order: Vec<usize> = (0..scores.len()).collect();
         order.sort_unstable_by(|&a, &b| scores[b].total_cmp(&scores[a]));
         let mut points = Vec::new();
-        let (mut tp, mut fp) = (0, 0);
+        let (mut tp, mut fp, mut frauds) = (0.0, 0.0, 0);
         for (k, &i) in order.iter().enumerate() {
             if labels[i] == 1 {
-                tp += 1;
+                tp += w[1];
+                frauds += 1;
             } else {
-                fp += 1;
+                fp += w[0];
             }
             let last_of_group = order.get(k + 1).is_none_or(|&j| scores[j] != scores[i]);
             if last_of_group {
@@ -68,19 +83,20 @@ impl Curve {
             points,
             positives: tp,
             negatives: fp,
+            frauds,
         }
     }
 
     fn average_precision(&self) -> Option<f64> {
-        if self.positives == 0 {
+        if self.frauds == 0 {
             return None;
         }
-        let p = self.positives as f64;
+        let p = self.positives;
         let mut ap = 0.0;
         let mut prev_recall = 0.0;
         for &(_, tp, fp) in &self.points {
-            let recall = tp as f64 / p;
-            let precision = tp as f64 / (tp + fp) as f64;
+            let recall = tp / p;
+            let precision = tp / (tp + fp);
             ap += (recall - prev_recall) * precision;
             prev_recall = recall;
         }
@@ -88,14 +104,14 @@ impl Curve {
     }
 
     fn roc_auc(&self) -> Option<f64> {
-        if self.positives == 0 || self.negatives == 0 {
+        if self.frauds == 0 || self.negatives == 0.0 {
             return None;
         }
-        let (p, n) = (self.positives as f64, self.negatives as f64);
+        let (p, n) = (self.positives, self.negatives);
         let mut auc = 0.0;
         let (mut prev_tpr, mut prev_fpr) = (0.0, 0.0);
         for &(_, tp, fp) in &self.points {
-            let (tpr, fpr) = (tp as f64 / p, fp as f64 / n);
+            let (tpr, fpr) = (tp / p, fp / n);
             auc += (fpr - prev_fpr) * (tpr + prev_tpr) / 2.0;
             (prev_tpr, prev_fpr) = (tpr, fpr);
         }
@@ -104,14 +120,14 @@ impl Curve {
 
     /// Best recall among thresholds with precision >= `floor`, with that threshold.
     fn recall_at_precision(&self, floor: f64) -> Option<(f64, f64)> {
-        if self.positives == 0 {
+        if self.frauds == 0 {
             return None;
         }
         let mut best: Option<(f64, f64)> = None;
         for &(s, tp, fp) in &self.points {
-            let precision = tp as f64 / (tp + fp) as f64;
-            if tp > 0 && precision >= floor {
-                let recall = tp as f64 / self.positives as f64;
+            let precision = tp / (tp + fp);
+            if tp > 0.0 && precision >= floor {
+                let recall = tp / self.positives;
                 if best.is_none_or(|(r, _)| recall > r) {
                     best = Some((recall, s));
                 }
@@ -122,37 +138,45 @@ impl Curve {
 
     /// The threshold (a score present in the data) with the highest F1.
     fn max_f1(&self) -> Option<f64> {
-        let p = self.positives as f64;
+        let p = self.positives;
         self.points
             .iter()
-            .filter(|(_, tp, _)| *tp > 0)
-            .map(|&(s, tp, fp)| (s, 2.0 * tp as f64 / (p + (tp + fp) as f64)))
+            .filter(|(_, tp, _)| *tp > 0.0)
+            .map(|&(s, tp, fp)| (s, 2.0 * tp / (p + tp + fp)))
             .max_by(|a, b| a.1.total_cmp(&b.1).then(a.0.total_cmp(&b.0)))
             .map(|(s, _)| s)
     }
 
     /// Points for plotting the precision-recall curve: (recall, precision).
     fn pr_points(&self) -> Vec<(f64, f64)> {
-        let p = self.positives.max(1) as f64;
+        let p = if self.positives > 0.0 {
+            self.positives
+        } else {
+            1.0
+        };
         let mut v = vec![(0.0, 1.0)];
         v.extend(
             self.points
                 .iter()
-                .map(|&(_, tp, fp)| (tp as f64 / p, tp as f64 / (tp + fp) as f64)),
+                .map(|&(_, tp, fp)| (tp / p, tp / (tp + fp))),
         );
         v
     }
 
     /// Points for plotting the ROC curve: (false positive rate, true positive rate).
     fn roc_points(&self) -> Vec<(f64, f64)> {
-        let p = self.positives.max(1) as f64;
-        let n = self.negatives.max(1) as f64;
+        let p = if self.positives > 0.0 {
+            self.positives
+        } else {
+            1.0
+        };
+        let n = if self.negatives > 0.0 {
+            self.negatives
+        } else {
+            1.0
+        };
         let mut v = vec![(0.0, 0.0)];
-        v.extend(
-            self.points
-                .iter()
-                .map(|&(_, tp, fp)| (fp as f64 / n, tp as f64 / p)),
-        );
+        v.extend(self.points.iter().map(|&(_, tp, fp)| (fp / n, tp / p)));
         v
     }
 }
@@ -287,10 +311,23 @@ impl ThresholdStrategy {
     /// 0 each).
     #[must_use]
     pub fn choose_with_amounts(self, scores: &[f32], labels: &[u8], amounts: &[f64]) -> f64 {
+        self.choose_weighted(scores, labels, amounts, UNWEIGHTED)
+    }
+
+    /// [`ThresholdStrategy::choose_with_amounts`] on a sample: each row of class `c`
+    /// stands for `weights[c]` rows, so precision and cost are the population's.
+    #[must_use]
+    pub fn choose_weighted(
+        self,
+        scores: &[f32],
+        labels: &[u8],
+        amounts: &[f64],
+        weights: ClassWeights,
+    ) -> f64 {
         if let Self::Cost { fraud, review } = self {
-            return least_cost(scores, labels, amounts, fraud, review).0;
+            return least_cost_weighted(scores, labels, amounts, fraud, review, weights).0;
         }
-        let curve = Curve::new(scores, labels);
+        let curve = Curve::weighted(scores, labels, weights);
         match self {
             Self::Cost { .. } => unreachable!("handled above"),
             Self::Fixed(t) => t,
@@ -315,9 +352,23 @@ pub fn least_cost(
     fraud: f64,
     review: f64,
 ) -> (f64, f64) {
+    least_cost_weighted(scores, labels, amounts, fraud, review, UNWEIGHTED)
+}
+
+/// [`least_cost`] on a sample whose rows of class `c` stand for `weights[c]` rows each.
+#[must_use]
+pub fn least_cost_weighted(
+    scores: &[f32],
+    labels: &[u8],
+    amounts: &[f64],
+    fraud: f64,
+    review: f64,
+    weights: ClassWeights,
+) -> (f64, f64) {
+    let weight = |i: usize| weights[usize::from(labels[i] == 1)];
     let loss = |i: usize| {
         if labels[i] == 1 {
-            amounts.get(i).copied().unwrap_or(0.0) + fraud
+            (amounts.get(i).copied().unwrap_or(0.0) + fraud) * weights[1]
         } else {
             0.0
         }
@@ -328,17 +379,17 @@ pub fn least_cost(
     let top = order.first().map_or(1.0, |&i| f64::from(scores[i]));
     // Flag nothing: a threshold just above the highest score.
     let mut best = (next_above(top), missed_all);
-    let (mut flagged, mut caught) = (0usize, 0.0);
+    let (mut flagged, mut caught) = (0.0, 0.0);
     let mut k = 0;
     while k < order.len() {
         // Every row with this score is flagged together.
         let s = scores[order[k]];
         while k < order.len() && scores[order[k]] == s {
-            flagged += 1;
+            flagged += weight(order[k]);
             caught += loss(order[k]);
             k += 1;
         }
-        let cost = review * flagged as f64 + (missed_all - caught);
+        let cost = review * flagged + (missed_all - caught);
         if cost < best.1 {
             best = (f64::from(s), cost);
         }
@@ -358,8 +409,23 @@ fn next_above(x: f64) -> f64 {
 /// If `scores` and `labels` differ in length.
 #[must_use]
 pub fn evaluate(scores: &[f32], labels: &[u8], threshold: f64) -> Metrics {
+    evaluate_weighted(scores, labels, threshold, UNWEIGHTED)
+}
+
+/// [`evaluate`] on a sample whose rows of class `c` stand for `weights[c]` rows each:
+/// the counts are the sample's, the rates and curves the population's.
+///
+/// # Panics
+/// If `scores` and `labels` differ in length.
+#[must_use]
+pub fn evaluate_weighted(
+    scores: &[f32],
+    labels: &[u8],
+    threshold: f64,
+    weights: ClassWeights,
+) -> Metrics {
     assert_eq!(scores.len(), labels.len(), "one label per score");
-    let curve = Curve::new(scores, labels);
+    let curve = Curve::weighted(scores, labels, weights);
     let (mut tp, mut fp, mut tn, mut fn_) = (0, 0, 0, 0);
     for (&s, &l) in scores.iter().zip(labels) {
         match (s >= threshold as f32, l == 1) {
@@ -369,24 +435,22 @@ pub fn evaluate(scores: &[f32], labels: &[u8], threshold: f64) -> Metrics {
             (false, true) => fn_ += 1,
         }
     }
-    let precision = if tp + fp == 0 {
-        1.0
-    } else {
-        tp as f64 / (tp + fp) as f64
-    };
+    let [w0, w1] = weights;
+    let (wtp, wfp, wfn) = (tp as f64 * w1, fp as f64 * w0, fn_ as f64 * w1);
+    let precision = if tp + fp == 0 { 1.0 } else { wtp / (wtp + wfp) };
     let recall = if tp + fn_ == 0 {
         0.0
     } else {
-        tp as f64 / (tp + fn_) as f64
+        wtp / (wtp + wfn)
     };
     let f1 = if tp == 0 {
         0.0
     } else {
-        2.0 * tp as f64 / (2 * tp + fp + fn_) as f64
+        2.0 * wtp / (2.0 * wtp + wfp + wfn)
     };
     Metrics {
         rows: scores.len(),
-        frauds: curve.positives,
+        frauds: curve.frauds,
         auprc: curve.average_precision(),
         roc_auc: curve.roc_auc(),
         recall_at_precision_90: curve.recall_at_precision(0.9).map(|(r, _)| r),

@@ -13,5 +13,7 @@ pub mod prequential;
 pub mod split;
 
 pub use compare::{ApDifference, ap_difference};
-pub use metrics::{Metrics, ThresholdStrategy, evaluate};
+pub use metrics::{
+    ClassWeights, Metrics, ThresholdStrategy, UNWEIGHTED, evaluate, evaluate_weighted,
+};
 pub use split::{SplitKind, split, time_folds};

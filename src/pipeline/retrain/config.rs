@@ -65,8 +65,12 @@ pub struct RetrainConfig {
     pub window: Option<Duration>,
     /// Most rows trained and evaluated on: above it, every fraud is kept and legitimate
     /// rows are sampled uniformly. Bounds memory to about `max_rows` × 250 bytes plus one
-    /// history file.
+    /// history file. A sampled history trains with its rows weighted by what they stand
+    /// for, so that the threshold's precision is the history's (docs/lifecycle.md).
     pub max_rows: usize,
+    /// Most frauds kept: above it, frauds are sampled uniformly too. Unset: every fraud.
+    #[serde(default)]
+    pub max_frauds: Option<usize>,
     /// `time`: the most recent rows are the holdout; `stratified`: a random sample.
     pub holdout: SplitKind,
     /// Share of rows held out.
@@ -132,6 +136,7 @@ impl Default for RetrainConfig {
             warm_up: None,
             window: None,
             max_rows: 2_000_000,
+            max_frauds: None,
             holdout: SplitKind::Time,
             test_fraction: 0.2,
             tolerance: 0.02,
@@ -162,6 +167,14 @@ impl crate::validate::Validate for RetrainConfig {
         }
         if self.max_rows < 100 {
             return Err(Invalid::new("max_rows", "must be at least 100"));
+        }
+        if let Some(m) = self.max_frauds
+            && (m < self.min_gate_frauds.max(1) || m >= self.max_rows)
+        {
+            return Err(Invalid::new(
+                "max_frauds",
+                "must be at least min_gate_frauds and below max_rows",
+            ));
         }
         if self.trees == 0 {
             return Err(Invalid::new("trees", "must be at least 1"));

@@ -6,62 +6,118 @@ use crate::rng::Rng;
 use crate::schema::{Dataset, ReadOptions};
 use crate::storage::S3Settings;
 
-/// Every fraud, plus a uniform sample of at most `cap` legitimate rows (reservoir
-/// sampling), fed one file at a time.
-pub(super) struct Sampler {
-    pub(super) frauds: Dataset,
-    pub(super) legit: Dataset,
-    pub(super) seen_legit: u64,
+/// A uniform sample of at most `cap` rows of one class (reservoir sampling), and how
+/// many rows of the class were offered.
+pub(super) struct Reservoir {
+    pub(super) rows: Dataset,
+    pub(super) seen: u64,
     pub(super) cap: usize,
+}
+
+impl Reservoir {
+    pub(super) fn new(derived: Vec<String>, cap: usize) -> Self {
+        Self {
+            rows: Dataset::with_derived(0, derived),
+            seen: 0,
+            cap,
+        }
+    }
+
+    fn offer(&mut self, tx: crate::schema::Transaction, rng: &mut Rng) {
+        self.seen += 1;
+        if self.rows.len() < self.cap {
+            self.rows.push(tx);
+            return;
+        }
+        let j = (rng.unit() * self.seen as f64) as usize;
+        if j < self.cap {
+            let row = tx
+                .values
+                .iter()
+                .copied()
+                .chain(tx.derived.iter().map(|&v| f64::from(v)));
+            for (c, v) in self.rows.columns.iter_mut().zip(row) {
+                c[j] = v;
+            }
+            self.rows.ids[j] = tx.id;
+            self.rows.labels[j] = tx.label;
+        }
+    }
+
+    /// How many offered rows each kept row stands for.
+    fn weight(&self) -> f64 {
+        if self.rows.is_empty() {
+            1.0
+        } else {
+            self.seen as f64 / self.rows.len() as f64
+        }
+    }
+}
+
+/// Every fraud (or a uniform sample of `retrain.max_frauds` of them), plus a uniform
+/// sample of the legitimate rows, fed one file at a time.
+pub(super) struct Sampler {
+    pub(super) frauds: Reservoir,
+    pub(super) legit: Reservoir,
     pub(super) rng: Rng,
     pub(super) read: usize,
 }
 
+/// The rows kept from the history, and what they stand for.
+pub(super) struct Sample {
+    pub(super) data: Dataset,
+    /// How many history rows each kept row of a class stands for, `[legitimate, fraud]`;
+    /// `None` when every labelled row was kept.
+    pub(super) weights: Option<crate::eval::ClassWeights>,
+}
+
 impl Sampler {
+    pub(super) fn new(
+        derived: Vec<String>,
+        max_rows: usize,
+        max_frauds: Option<usize>,
+        seed: u64,
+    ) -> Self {
+        Self {
+            frauds: Reservoir::new(derived.clone(), max_frauds.unwrap_or(usize::MAX)),
+            legit: Reservoir::new(derived, max_rows),
+            rng: Rng::new(seed),
+            read: 0,
+        }
+    }
+
     pub(super) fn add(&mut self, d: &Dataset) {
         self.read += d.len();
         for i in 0..d.len() {
             let tx = d.row(i);
             match tx.label {
-                Some(1) => self.frauds.push(tx),
-                Some(_) => {
-                    self.seen_legit += 1;
-                    if self.legit.len() < self.cap {
-                        self.legit.push(tx);
-                    } else {
-                        let j = (self.rng.unit() * self.seen_legit as f64) as usize;
-                        if j < self.cap {
-                            let row = tx
-                                .values
-                                .iter()
-                                .copied()
-                                .chain(tx.derived.iter().map(|&v| f64::from(v)));
-                            for (c, v) in self.legit.columns.iter_mut().zip(row) {
-                                c[j] = v;
-                            }
-                            self.legit.ids[j] = tx.id;
-                        }
-                    }
-                }
+                Some(1) => self.frauds.offer(tx, &mut self.rng),
+                Some(_) => self.legit.offer(tx, &mut self.rng),
                 None => {}
             }
         }
     }
 
-    /// Frauds then legitimate rows, legitimate ones trimmed so the total fits `max_rows`.
-    pub(super) fn finish(mut self, max_rows: usize) -> Dataset {
-        let room = max_rows.saturating_sub(self.frauds.len());
-        if self.legit.len() > room {
-            let mut idx: Vec<usize> = (0..self.legit.len()).collect();
+    /// Frauds then legitimate rows, legitimate ones trimmed so the total fits `max_rows`,
+    /// with the weights of the sampling.
+    pub(super) fn finish(mut self, max_rows: usize) -> Sample {
+        let room = max_rows.saturating_sub(self.frauds.rows.len());
+        if self.legit.rows.len() > room {
+            let mut idx: Vec<usize> = (0..self.legit.rows.len()).collect();
             self.rng.shuffle(&mut idx);
             idx.truncate(room);
             idx.sort_unstable();
-            self.legit = self.legit.select(&idx);
+            self.legit.rows = self.legit.rows.select(&idx);
         }
-        for i in 0..self.legit.len() {
-            self.frauds.push(self.legit.row(i));
+        let weights = [self.legit.weight(), self.frauds.weight()];
+        let mut data = self.frauds.rows;
+        for i in 0..self.legit.rows.len() {
+            data.push(self.legit.rows.row(i));
         }
-        self.frauds
+        Sample {
+            data,
+            weights: (weights != crate::eval::UNWEIGHTED).then_some(weights),
+        }
     }
 }
 
@@ -102,7 +158,7 @@ pub(super) async fn read_history(
     kafka: &crate::kafka::KafkaSettings,
     velocity: Option<&crate::velocity::VelocitySpec>,
     on_file: &(dyn Fn(&str) + Sync),
-) -> Result<(Dataset, usize), RetrainError> {
+) -> Result<(Sample, usize), RetrainError> {
     if cfg.history.is_empty() {
         return Err(RetrainError::Config("retrain.history is empty".into()));
     }
@@ -110,14 +166,7 @@ pub(super) async fn read_history(
     let names = velocity
         .map(crate::velocity::VelocitySpec::names)
         .unwrap_or_default();
-    let mut sampler = Sampler {
-        frauds: Dataset::with_derived(0, names.clone()),
-        legit: Dataset::with_derived(0, names),
-        seen_legit: 0,
-        cap: cfg.max_rows,
-        rng: Rng::new(cfg.seed),
-        read: 0,
-    };
+    let mut sampler = Sampler::new(names, cfg.max_rows, cfg.max_frauds, cfg.seed);
     // The warm-up ends this long after the first row read.
     let warm_up = cfg.warm_up.map(|w| w.as_secs_f64());
     let mut warm_up_ends: Option<f64> = None;
@@ -156,7 +205,8 @@ pub(super) async fn read_history(
         .await?;
     }
     let read = sampler.read;
-    let data = sampler.finish(cfg.max_rows);
+    let Sample { data, weights } = sampler.finish(cfg.max_rows);
+    // Sampling is uniform within each class, so the window keeps the weights.
     let data = match cfg.window {
         Some(w) if !data.is_empty() => {
             let times = &data.columns[crate::schema::TIME];
@@ -168,5 +218,5 @@ pub(super) async fn read_history(
         }
         _ => data,
     };
-    Ok((data, read))
+    Ok((Sample { data, weights }, read))
 }

@@ -246,7 +246,8 @@ pub async fn retrain_once(
     // The candidate keeps the live model's features: with entity features, the history is
     // read with them (stored in lake files, computed for other files).
     let velocity = live.as_ref().and_then(|l| l.model.velocity().cloned());
-    let (data, rows_read) = read_history(cfg, s3, kafka, velocity.as_ref(), on_file).await?;
+    let (history::Sample { data, weights }, rows_read) =
+        read_history(cfg, s3, kafka, velocity.as_ref(), on_file).await?;
     let labels = data
         .labels()
         .map_err(crate::pipeline::PipelineError::from)?;
@@ -323,6 +324,14 @@ pub async fn retrain_once(
         opts.features.clone_from(&l.model.meta().features);
     }
     opts.velocity = velocity;
+    opts.sampling = weights;
+    if let Some(w) = weights {
+        tracing::info!(
+            legit_weight = w[0],
+            fraud_weight = w[1],
+            "the history is sampled: rows weighted by what they stand for"
+        );
+    }
     let source = cfg.history.join(",");
     let (resamples, confidence, seed) = (cfg.resamples, cfg.confidence, cfg.seed);
     let live_model = live.as_ref().map(|l| l.model.clone());

@@ -76,18 +76,15 @@ fn the_sampler_keeps_every_fraud_and_caps_the_rest() {
             derived: Vec::new(),
         });
     }
-    let mut s = Sampler {
-        frauds: Dataset::default(),
-        legit: Dataset::default(),
-        seen_legit: 0,
-        cap: 1000,
-        rng: Rng::new(1),
-        read: 0,
-    };
+    let mut s = Sampler::new(Vec::new(), 1000, None, 1);
     s.add(&d.select(&(0..2500).collect::<Vec<_>>()));
     s.add(&d.select(&(2500..5000).collect::<Vec<_>>()));
     assert_eq!(s.read, 5000);
-    let out = s.finish(1000);
+    let sample = s.finish(1000);
+    // 4,950 legitimate rows stand behind the 950 kept; every fraud is kept.
+    let w = sample.weights.unwrap();
+    assert!((w[0] - 4950.0 / 950.0).abs() < 1e-9 && w[1] == 1.0, "{w:?}");
+    let out = sample.data;
     let labels = out.labels().unwrap();
     assert_eq!(out.len(), 1000);
     assert_eq!(
@@ -98,4 +95,28 @@ fn the_sampler_keeps_every_fraud_and_caps_the_rest() {
     // The legitimate sample spans both files.
     let times = &out.columns[TIME];
     assert!(times.iter().any(|&t| t < 2500.0) && times.iter().any(|&t| t >= 2500.0));
+}
+
+#[test]
+fn a_fraud_cap_samples_frauds_and_weighs_them() {
+    let mut d = Dataset::default();
+    for i in 0..4000 {
+        let mut values = [0.0; crate::schema::NUM_FIELDS];
+        values[0] = f64::from(i);
+        d.push(crate::schema::Transaction {
+            id: format!("r{i}"),
+            values,
+            label: Some(u8::from(i % 40 == 0)),
+            ..crate::schema::Transaction::default()
+        });
+    }
+    let mut s = Sampler::new(Vec::new(), 500, Some(20), 7);
+    s.add(&d);
+    let sample = s.finish(500);
+    let labels = sample.data.labels().unwrap();
+    assert_eq!(labels.iter().filter(|&&l| l == 1).count(), 20);
+    assert_eq!(sample.data.len(), 500);
+    let w = sample.weights.unwrap();
+    assert!((w[1] - 100.0 / 20.0).abs() < 1e-9, "{w:?}");
+    assert!((w[0] - 3900.0 / 480.0).abs() < 1e-9, "{w:?}");
 }

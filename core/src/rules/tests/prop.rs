@@ -360,7 +360,7 @@ proptest! {
             let (t, score, fraud) = random_tx(&mut rng);
             let f = Facts::new(&t, score, fraud);
             let a = rules.evaluate(&f, &lists, &mut guarded);
-            let b = rules.evaluate_among(&f, &lists, &mut every, crate::rules::guards::Mask::all());
+            let b = rules.evaluate_among(&f, &lists, &mut every, guards::Mask::all());
             prop_assert_eq!(a, b, "{}\n{:?}", source, f);
             prop_assert_eq!(&guarded, &every, "{}\n{:?}", source, f);
         }
