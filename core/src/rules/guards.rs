@@ -147,8 +147,9 @@ impl Guards {
                     index.groups.last_mut().expect("just pushed")
                 }
             };
-            // At most INDEXED rules, which fits.
-            group.guards.push((bound, op, i as u16));
+            // At most INDEXED rules, which fits. `+ 0.0` makes -0 a 0: the sort below
+            // tells them apart, the comparisons do not.
+            group.guards.push((bound + 0.0, op, i as u16));
         }
         for g in &mut index.groups {
             // Weaker first at equal bounds: `>=` holds wherever `>` does.

@@ -281,3 +281,20 @@ fn guards_at_the_same_bound_keep_strict_and_inclusive_apart() {
     rules.evaluate(&Facts::new(&t, 0.1, false), &lists(), &mut matched);
     assert_eq!(matched, vec![1, 3, 4]);
 }
+
+#[test]
+fn guards_treat_negative_zero_as_zero() {
+    let mut t = tx();
+    t.values[AMOUNT] = -0.0;
+    let rules = compile_ok(
+        "mode all_matched\n\
+         rule a: review if Amount <= 250\n\
+         rule b: review if Amount < 0.0\n\
+         rule c: review if Amount <= -0.0\n\
+         rule d: review if Amount >= 0.0\n\
+         rule e: review if Amount > -0.0",
+    );
+    let mut matched = Vec::new();
+    rules.evaluate(&Facts::new(&t, 0.1, false), &lists(), &mut matched);
+    assert_eq!(matched, vec![0, 2, 3]);
+}
