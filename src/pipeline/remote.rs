@@ -5,7 +5,10 @@
 
 use std::io::Write;
 
-use crate::schema::{Dataset, Format, ReadError, ReadOptions, ReadReport, read_dataset_continuing};
+use crate::schema::{
+    Dataset, Format, ReadError, ReadOptions, ReadReport, for_each_transaction,
+    read_dataset_continuing,
+};
 use crate::storage::{S3Settings, StorageError};
 use crate::velocity::{OfflineFeatures, VelocitySpec};
 
@@ -83,14 +86,7 @@ pub async fn for_each_file(
     }
     let mut read_any = false;
     for key in keys {
-        let blob = root.get(&key).await?;
-        let ext = key.rsplit_once('.').map_or("csv", |(_, e)| e);
-        let mut tmp = tempfile::Builder::new()
-            .suffix(&format!(".{ext}"))
-            .tempfile()?;
-        tmp.write_all(&blob.data)?;
-        tmp.flush()?;
-        drop(blob);
+        let tmp = stage(root.as_ref(), &key).await?;
         let path = tmp.path().to_str().unwrap_or_default().to_owned();
         let (result, f) = read(path, features.take()).await?;
         features = f;
@@ -111,6 +107,115 @@ pub async fn for_each_file(
     if !read_any {
         return Err(RemoteError::Empty(location.to_owned()));
     }
+    Ok(())
+}
+
+/// An object of `store` copied into a temporary file with its extension (the readers
+/// take paths), deleted when dropped.
+async fn stage(
+    store: &dyn crate::storage::BlobStore,
+    key: &str,
+) -> Result<tempfile::NamedTempFile, RemoteError> {
+    let blob = store.get(key).await?;
+    let ext = key.rsplit_once('.').map_or("csv", |(_, e)| e);
+    let mut tmp = tempfile::Builder::new()
+        .suffix(&format!(".{ext}"))
+        .tempfile()?;
+    tmp.write_all(&blob.data)?;
+    tmp.flush()?;
+    Ok(tmp)
+}
+
+/// Rows per chunk of [`for_each_chunk`].
+pub const CHUNK_ROWS: usize = 65_536;
+
+/// Every row of `location`, as [`for_each_file`] reads it, but in chunks of at most
+/// `rows` rows, so that memory holds a chunk or two (and one remote object staged on
+/// disk), never a whole file: `each` is called with each chunk of a file in order, then
+/// once more with no rows and the file's [`ReadReport`] (the chunks carry an empty one).
+/// A Parquet file is read batch by batch, a CSV or JSON-lines file line by line, on a
+/// blocking thread that waits while two chunks are unconsumed.
+pub async fn for_each_chunk(
+    location: &str,
+    s3: &S3Settings,
+    opts: ReadOptions,
+    velocity: Option<&VelocitySpec>,
+    rows: usize,
+    each: &mut (dyn FnMut(&str, Dataset, ReadReport) + Send),
+) -> Result<(), RemoteError> {
+    let mut features = velocity
+        .map(|v| OfflineFeatures::new(v.clone()))
+        .transpose()
+        .map_err(|e| RemoteError::Features {
+            key: e.key,
+            message: e.message,
+        })?;
+    let names = velocity.map(VelocitySpec::names).unwrap_or_default();
+    if !is_remote(location) {
+        read_chunks(location, location, opts, &mut features, &names, rows, each).await?;
+        return Ok(());
+    }
+    let (root, keys) = objects(location, s3, |k| Format::from_path(k).is_some()).await?;
+    if keys.is_empty() {
+        return Err(RemoteError::Empty(location.to_owned()));
+    }
+    for key in keys {
+        let tmp = stage(root.as_ref(), &key).await?;
+        let path = tmp.path().to_str().unwrap_or_default().to_owned();
+        let name = if location.ends_with('/') {
+            format!("{location}{key}")
+        } else {
+            location.to_owned()
+        };
+        read_chunks(&path, &name, opts, &mut features, &names, rows, each).await?;
+    }
+    Ok(())
+}
+
+/// One local file in chunks (see [`for_each_chunk`]), its entity features continuing
+/// from `features`.
+async fn read_chunks(
+    path: &str,
+    name: &str,
+    opts: ReadOptions,
+    features: &mut Option<OfflineFeatures>,
+    names: &[String],
+    rows: usize,
+    each: &mut (dyn FnMut(&str, Dataset, ReadReport) + Send),
+) -> Result<(), RemoteError> {
+    let empty = {
+        let names = names.to_vec();
+        move || Dataset::with_derived(0, names.clone())
+    };
+    let (send, mut chunks) = tokio::sync::mpsc::channel::<Dataset>(2);
+    let (path_owned, mut state, new) = (path.to_owned(), features.take(), empty.clone());
+    let reader = tokio::task::spawn_blocking(move || {
+        let mut buf = new();
+        // The receiver goes only with the caller's task (its error or cancellation):
+        // nothing is left to read for.
+        let mut gone = false;
+        let report = for_each_transaction(&path_owned, opts, state.as_mut(), |tx| {
+            if gone {
+                return;
+            }
+            buf.push(tx);
+            if buf.len() >= rows.max(1) {
+                gone = send
+                    .blocking_send(std::mem::replace(&mut buf, new()))
+                    .is_err();
+            }
+        });
+        if !buf.is_empty() && !gone && send.blocking_send(buf).is_err() {
+            tracing::debug!("history chunk dropped: its reader is gone");
+        }
+        (report, state)
+    });
+    while let Some(chunk) = chunks.recv().await {
+        each(name, chunk, ReadReport::default());
+    }
+    let (report, state) = reader.await?;
+    *features = state;
+    each(name, empty(), report?);
     Ok(())
 }
 
@@ -170,4 +275,59 @@ pub async fn read_all(
     })
     .await?;
     Ok((all, report))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A Kaggle-shaped CSV of `rows` rows whose `Time` counts from `first`.
+    fn csv(path: &std::path::Path, first: usize, rows: usize) {
+        let mut text = crate::schema::FIELD_NAMES.join(",") + ",Class\n";
+        for i in first..first + rows {
+            let mut values = vec!["0.5".to_owned(); crate::schema::NUM_FIELDS];
+            values[0] = i.to_string();
+            text += &format!("{},{}\n", values.join(","), u8::from(i % 10 == 0));
+        }
+        std::fs::write(path, text).unwrap();
+    }
+
+    #[tokio::test]
+    async fn chunks_cover_every_file_in_order_and_end_each_with_its_report() {
+        let dir = tempfile::tempdir().unwrap();
+        csv(&dir.path().join("a.csv"), 0, 1000);
+        csv(&dir.path().join("b.csv"), 1000, 250);
+        let location = format!("{}/", dir.path().display());
+        let mut calls: Vec<(String, usize, bool)> = Vec::new();
+        let mut times = Vec::new();
+        for_each_chunk(
+            &location,
+            &S3Settings::new("", "", crate::aws::AwsConnection::default()),
+            ReadOptions::default(),
+            None,
+            300,
+            &mut |name, d, _| {
+                times.extend_from_slice(&d.columns[crate::schema::TIME]);
+                let file = name.rsplit('/').next().unwrap_or_default().to_owned();
+                calls.push((file, d.len(), d.is_empty()));
+            },
+        )
+        .await
+        .unwrap();
+        let sizes: Vec<(&str, usize)> = calls.iter().map(|(f, n, _)| (f.as_str(), *n)).collect();
+        assert_eq!(
+            sizes,
+            [
+                ("a.csv", 300),
+                ("a.csv", 300),
+                ("a.csv", 300),
+                ("a.csv", 100),
+                ("a.csv", 0),
+                ("b.csv", 250),
+                ("b.csv", 0)
+            ]
+        );
+        let want: Vec<f64> = (0..1250).map(|i| i as f64).collect();
+        assert_eq!(times, want);
+    }
 }

@@ -64,8 +64,9 @@ pub struct RetrainConfig {
     #[serde(default, with = "humantime_serde::option")]
     pub window: Option<Duration>,
     /// Most rows trained and evaluated on: above it, every fraud is kept and legitimate
-    /// rows are sampled uniformly. Bounds memory to about `max_rows` × 250 bytes plus one
-    /// history file. A sampled history trains with its rows weighted by what they stand
+    /// rows are sampled uniformly. Bounds memory to about `max_rows` × 250 bytes plus a
+    /// chunk of 65,536 rows (and one remote object, staged on disk), however long the
+    /// history. A sampled history trains with its rows weighted by what they stand
     /// for, so that the threshold's precision is the history's (docs/lifecycle.md).
     pub max_rows: usize,
     /// Most frauds kept: above it, frauds are sampled uniformly too. Unset: every fraud.

@@ -1,5 +1,6 @@
-//! Reading labelled history into a dataset capped at `retrain.max_rows`: every fraud,
-//! and a uniform sample of the legitimate rows.
+//! Reading labelled history, chunk by chunk, into a dataset capped at `retrain.max_rows`:
+//! every fraud (or `retrain.max_frauds` of them), and a uniform sample of the legitimate
+//! rows, with the weights that say what the sample stands for.
 
 use super::{RetrainConfig, RetrainError};
 use crate::rng::Rng;
@@ -172,11 +173,13 @@ pub(super) async fn read_history(
     let mut warm_up_ends: Option<f64> = None;
     for entry in &cfg.history {
         on_file(entry);
-        crate::pipeline::remote::for_each_file(
+        // In chunks: memory holds the sample and a chunk or two, whatever the history.
+        crate::pipeline::remote::for_each_chunk(
             entry,
             s3,
             ReadOptions { skip_invalid: true },
             velocity,
+            crate::pipeline::remote::CHUNK_ROWS,
             &mut |name, mut d, report| {
                 if report.skipped > 0 {
                     tracing::warn!(file = %name, skipped = report.skipped, "invalid history rows skipped");
