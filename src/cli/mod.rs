@@ -338,18 +338,9 @@ fn read_input_with(
         crate::schema::read_dataset_with(&args.input, opts, velocity)?
     };
     spinner.finish_and_clear();
-    let data = match &args.warm_up {
+    let data = match warm_up_secs(args, velocity)? {
         None => data,
-        Some(w) => {
-            let secs = match (w.as_str(), velocity) {
-                ("auto", Some(v)) => v.reach_secs(),
-                ("auto", None) => anyhow::bail!(
-                    "--warm-up auto: the entity features' reach needs entity features (--velocity, or a model that uses them)"
-                ),
-                (span, _) => humantime::parse_duration(span)
-                    .map_err(|e| anyhow::anyhow!("--warm-up {span:?}: {e}"))?
-                    .as_secs(),
-            };
+        Some(secs) => {
             let kept = data.after_warm_up(secs as f64);
             tracing::info!(
                 dropped = data.len() - kept.len(),
@@ -362,6 +353,25 @@ fn read_input_with(
     log_skipped(&args.input, &report);
     tracing::info!(input = %args.input, rows = data.len(), "read input");
     Ok((data, report.skipped))
+}
+
+/// `--warm-up` in seconds (`auto`: the entity features' reach), if given.
+fn warm_up_secs(
+    args: &InputArgs,
+    velocity: Option<&crate::velocity::VelocitySpec>,
+) -> anyhow::Result<Option<u64>> {
+    let Some(w) = &args.warm_up else {
+        return Ok(None);
+    };
+    Ok(Some(match (w.as_str(), velocity) {
+        ("auto", Some(v)) => v.reach_secs(),
+        ("auto", None) => anyhow::bail!(
+            "--warm-up auto: the entity features' reach needs entity features (--velocity, or a model that uses them)"
+        ),
+        (span, _) => humantime::parse_duration(span)
+            .map_err(|e| anyhow::anyhow!("--warm-up {span:?}: {e}"))?
+            .as_secs(),
+    }))
 }
 
 fn log_skipped(input: &str, report: &ReadReport) {

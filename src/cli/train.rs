@@ -80,6 +80,15 @@ pub struct TrainArgs {
     /// good customer).
     #[arg(long)]
     review_cost: Option<f64>,
+    /// Train on a sample of at most this many rows, read in chunks so that memory
+    /// depends on it and not on the input: every fraud and a uniform sample of the
+    /// legitimate rows, weighted by the rows they stand for (the threshold's precision
+    /// and the metrics are the input's, not the sample's).
+    #[arg(long, value_name = "ROWS")]
+    max_rows: Option<usize>,
+    /// With --max-rows: keep at most this many frauds too (sampled uniformly).
+    #[arg(long, value_name = "ROWS", requires = "max_rows")]
+    max_frauds: Option<usize>,
     /// Worker threads for training [default: all cores].
     #[arg(long)]
     threads: Option<usize>,
@@ -195,6 +204,58 @@ fn threshold_strategy(args: &TrainArgs) -> anyhow::Result<ThresholdStrategy> {
     })
 }
 
+/// `train --max-rows`: the input sampled chunk by chunk; the sample, its weights and the
+/// rows skipped as invalid.
+fn read_sampled(
+    args: &TrainArgs,
+    velocity: Option<&crate::velocity::VelocitySpec>,
+    max_rows: usize,
+    seed: u64,
+) -> anyhow::Result<(
+    crate::schema::Dataset,
+    Option<crate::eval::ClassWeights>,
+    usize,
+)> {
+    anyhow::ensure!(max_rows >= 100, "--max-rows must be at least 100");
+    if let Some(m) = args.max_frauds {
+        anyhow::ensure!(
+            (1..max_rows).contains(&m),
+            "--max-frauds must be at least 1 and below --max-rows"
+        );
+    }
+    let input = &args.input;
+    let spec = crate::pipeline::sample::SampleSpec {
+        max_rows,
+        max_frauds: args.max_frauds,
+        seed,
+        warm_up_secs: super::warm_up_secs(input, velocity)?.map(|s| s as f64),
+        skip_invalid: input.skip_invalid,
+    };
+    let s3 = input.services()?.s3.settings("", "");
+    let spinner = print::spinner(format!("sampling {}", input.input));
+    let (sample, read, report) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(crate::pipeline::sample::read_sample(
+            std::slice::from_ref(&input.input),
+            &s3,
+            velocity,
+            &std::collections::HashMap::new(),
+            &spec,
+            &|_| {},
+        ))?;
+    spinner.finish_and_clear();
+    super::log_skipped(&input.input, &report);
+    tracing::info!(
+        input = %input.input,
+        read,
+        kept = sample.data.len(),
+        weights = ?sample.weights,
+        "sampled the input"
+    );
+    Ok((sample.data, sample.weights, report.skipped))
+}
+
 /// Run `train`.
 pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
     let params = args.params()?;
@@ -225,7 +286,14 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
             .chain(spec.names())
             .collect();
     }
-    let (data, skipped) = read_input(&args.input)?;
+    let (data, skipped) = match args.max_rows {
+        None => read_input(&args.input)?,
+        Some(rows) => {
+            let sampled = read_sampled(args, opts.velocity.as_ref(), rows, opts.params.seed)?;
+            opts.sampling = sampled.1;
+            (sampled.0, sampled.2)
+        }
+    };
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(args.threads.unwrap_or(0))
         .build()?;

@@ -5,12 +5,14 @@
 //! - [`output`]: writing verdicts as CSV, JSON lines or Parquet.
 //! - [`rules_backtest`]: a draft rule set replayed on the lake beside the active one.
 //! - [`lake_compact`]: one row per transaction id in a lake written twice.
+//! - [`sample`]: a bounded, weighted sample of a history of any length.
 
 pub mod lake_compact;
 pub mod output;
 pub mod remote;
 pub mod retrain;
 pub mod rules_backtest;
+pub mod sample;
 
 pub use fraudstream_core::PipelineError;
 pub use fraudstream_core::train;

@@ -246,7 +246,7 @@ pub async fn retrain_once(
     // The candidate keeps the live model's features: with entity features, the history is
     // read with them (stored in lake files, computed for other files).
     let velocity = live.as_ref().and_then(|l| l.model.velocity().cloned());
-    let (history::Sample { data, weights }, rows_read) =
+    let (crate::pipeline::sample::Sample { data, weights }, rows_read) =
         read_history(cfg, s3, kafka, velocity.as_ref(), on_file).await?;
     let labels = data
         .labels()

@@ -1,8 +1,8 @@
 //! The gate's tests.
 
 use super::gate::*;
-use super::history::Sampler;
 use super::*;
+use crate::pipeline::sample::Sampler;
 use crate::rng::Rng;
 use crate::schema::{Dataset, TIME};
 
