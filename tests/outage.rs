@@ -12,11 +12,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use fraudstream::retry::{RetryPolicy, Retryable};
-use fraudstream::rules::Outcome;
-use fraudstream::schema::{NUM_FIELDS, Transaction};
-use fraudstream::sinks::lake::{
-    DecisionRecord, LakeCompression, LakeSettings, LakeWriter, ScoredRecord,
-};
+use fraudstream::sinks::lake::{LakeCompression, LakeSettings, LakeWriter, ScoredRecord};
 use fraudstream::storage::BlobStore;
 use fraudstream::storage::s3::S3Store;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -124,35 +120,15 @@ async fn through_proxy() -> (Proxy, Arc<dyn BlobStore>, Arc<dyn BlobStore>) {
     )
 }
 
+/// The lake's test record, with incompressible-ish values (so the file is large enough to
+/// be cut mid-upload), all in one hour partition (so one file).
 fn record(i: usize) -> ScoredRecord {
-    let mut values = [0.0; NUM_FIELDS];
-    for (j, v) in values.iter_mut().enumerate() {
-        // Incompressible-ish values, so the file is large enough to be cut mid-upload.
+    let mut r = common::lake::record(i);
+    for (j, v) in r.tx.values.iter_mut().enumerate() {
         *v = ((i * 7919 + j * 104_729) % 1_000_003) as f64 / 1_000_003.0;
     }
-    ScoredRecord {
-        tx: Transaction {
-            id: format!("tx-{i}"),
-            values,
-            label: Some(0),
-            card_id: None,
-            event_time: None,
-            terminal_id: None,
-            derived: Vec::new(),
-        },
-        score: 0.1,
-        fraud: false,
-        model_version: "v".into(),
-        scored_at_ms: 1_795_688_100_000,
-        shadow: None,
-        position: None,
-        decision: DecisionRecord {
-            outcome: Outcome::Approve,
-            decided_by: "model_only".into(),
-            rules: Vec::new(),
-            rule_set: None,
-        },
-    }
+    r.scored_at_ms = common::lake::T0;
+    r
 }
 
 #[tokio::test]

@@ -49,6 +49,19 @@ pub fn is_remote(input: &str) -> bool {
     input.starts_with("s3://") || input.starts_with("hdfs://") || input.ends_with('/')
 }
 
+/// The entity-feature state for reading a history with `velocity`, if any.
+fn offline_features(
+    velocity: Option<&VelocitySpec>,
+) -> Result<Option<OfflineFeatures>, RemoteError> {
+    velocity
+        .map(|v| OfflineFeatures::new(v.clone()))
+        .transpose()
+        .map_err(|e| RemoteError::Features {
+            key: e.key,
+            message: e.message,
+        })
+}
+
 /// Read every supported file of `location` (`.csv`, `.jsonl`, `.parquet`, …; hidden
 /// files skipped, in key order), calling `each` with its name and rows. With `velocity`,
 /// rows carry their entity features, computed over the files as one history in time
@@ -60,13 +73,7 @@ pub async fn for_each_file(
     velocity: Option<&VelocitySpec>,
     each: &mut (dyn FnMut(&str, Dataset, ReadReport) + Send),
 ) -> Result<(), RemoteError> {
-    let mut features = velocity
-        .map(|v| OfflineFeatures::new(v.clone()))
-        .transpose()
-        .map_err(|e| RemoteError::Features {
-            key: e.key,
-            message: e.message,
-        })?;
+    let mut features = offline_features(velocity)?;
     let read = move |path: String, mut features: Option<OfflineFeatures>| async move {
         let (result, features) = tokio::task::spawn_blocking(move || {
             let r = read_dataset_continuing(&path, opts, features.as_mut());
@@ -143,13 +150,7 @@ pub async fn for_each_chunk(
     rows: usize,
     each: &mut (dyn FnMut(&str, Dataset, ReadReport) + Send),
 ) -> Result<(), RemoteError> {
-    let mut features = velocity
-        .map(|v| OfflineFeatures::new(v.clone()))
-        .transpose()
-        .map_err(|e| RemoteError::Features {
-            key: e.key,
-            message: e.message,
-        })?;
+    let mut features = offline_features(velocity)?;
     let names = velocity.map(VelocitySpec::names).unwrap_or_default();
     if !is_remote(location) {
         read_chunks(location, location, opts, &mut features, &names, rows, each).await?;
