@@ -8,6 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::metrics::{ClassWeights, UNWEIGHTED};
 use crate::rng::Rng;
 
 /// The difference `a − b` of two models' average precisions on the same rows.
@@ -51,8 +52,14 @@ impl Ranked {
     }
 
     /// Average precision (scikit-learn's step definition, ties as one threshold) with row
-    /// `i` counted `weights[i]` times. `None` without a weighted positive.
-    fn average_precision(&self, labels: &[u8], weights: &[u32]) -> Option<f64> {
+    /// `i` counted `weights[i]` times, and a row of class `c` standing for `class[c]`
+    /// rows (a sample's [`ClassWeights`]). `None` without a weighted positive.
+    fn average_precision(
+        &self,
+        labels: &[u8],
+        weights: &[u32],
+        class: ClassWeights,
+    ) -> Option<f64> {
         let positives: u64 = labels
             .iter()
             .zip(weights)
@@ -62,19 +69,19 @@ impl Ranked {
         if positives == 0 {
             return None;
         }
-        let p = positives as f64;
-        let (mut tp, mut fp) = (0u64, 0u64);
+        let p = positives as f64 * class[1];
+        let (mut tp, mut fp) = (0.0, 0.0);
         let (mut ap, mut prev_recall) = (0.0, 0.0);
         for (&i, &end) in self.order.iter().zip(&self.group_end) {
-            let w = u64::from(weights[i as usize]);
+            let w = f64::from(weights[i as usize]);
             if labels[i as usize] == 1 {
-                tp += w;
+                tp += w * class[1];
             } else {
-                fp += w;
+                fp += w * class[0];
             }
-            if end && tp + fp > 0 {
-                let recall = tp as f64 / p;
-                ap += (recall - prev_recall) * (tp as f64 / (tp + fp) as f64);
+            if end && tp + fp > 0.0 {
+                let recall = tp / p;
+                ap += (recall - prev_recall) * (tp / (tp + fp));
                 prev_recall = recall;
             }
         }
@@ -97,11 +104,29 @@ pub fn ap_difference(
     confidence: f64,
     seed: u64,
 ) -> Option<ApDifference> {
+    ap_difference_weighted(a, b, labels, UNWEIGHTED, resamples, confidence, seed)
+}
+
+/// [`ap_difference`] on a sample whose rows of class `c` stand for `class[c]` rows each:
+/// both average precisions are the population's.
+///
+/// # Panics
+/// If the three slices differ in length.
+#[must_use]
+pub fn ap_difference_weighted(
+    a: &[f32],
+    b: &[f32],
+    labels: &[u8],
+    class: ClassWeights,
+    resamples: usize,
+    confidence: f64,
+    seed: u64,
+) -> Option<ApDifference> {
     assert!(a.len() == labels.len() && b.len() == labels.len());
     let (ra, rb) = (Ranked::new(a), Ranked::new(b));
     let ones = vec![1u32; labels.len()];
-    let ap_a = ra.average_precision(labels, &ones)?;
-    let ap_b = rb.average_precision(labels, &ones)?;
+    let ap_a = ra.average_precision(labels, &ones, class)?;
+    let ap_b = rb.average_precision(labels, &ones, class)?;
     let n = labels.len();
     let mut rng = Rng::derive(seed, 0xb007);
     let mut weights = vec![0u32; n];
@@ -112,8 +137,8 @@ pub fn ap_difference(
             weights[rng.below(n)] += 1;
         }
         if let (Some(x), Some(y)) = (
-            ra.average_precision(labels, &weights),
-            rb.average_precision(labels, &weights),
+            ra.average_precision(labels, &weights, class),
+            rb.average_precision(labels, &weights, class),
         ) {
             diffs.push(x - y);
         }
@@ -167,6 +192,25 @@ mod tests {
         let ap = |s: &[f32]| evaluate(s, &labels, 0.5).auprc.unwrap();
         assert!((d.a - ap(&good)).abs() < 1e-12, "{} vs {}", d.a, ap(&good));
         assert!((d.b - ap(&tied)).abs() < 1e-12, "{} vs {}", d.b, ap(&tied));
+    }
+
+    #[test]
+    fn class_weights_give_the_weighted_metrics_average_precision() {
+        let (good, weak, labels) = data(3000, 4);
+        let tied: Vec<f32> = weak.iter().map(|s| (s * 20.0).round() / 20.0).collect();
+        // A sample of one legitimate row in 9.5.
+        let class = [9.5, 1.0];
+        let d = ap_difference_weighted(&good, &tied, &labels, class, 10, 0.95, 7).unwrap();
+        let ap = |s: &[f32]| {
+            crate::eval::evaluate_weighted(s, &labels, 0.5, class)
+                .auprc
+                .unwrap()
+        };
+        assert!((d.a - ap(&good)).abs() < 1e-12, "{} vs {}", d.a, ap(&good));
+        assert!((d.b - ap(&tied)).abs() < 1e-12, "{} vs {}", d.b, ap(&tied));
+        // Weighting the legitimate rows up lowers precision, so average precision.
+        let plain = ap_difference(&good, &tied, &labels, 10, 0.95, 7).unwrap();
+        assert!(d.a < plain.a && d.b < plain.b);
     }
 
     #[test]

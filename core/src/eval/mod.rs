@@ -12,7 +12,7 @@ pub mod metrics;
 pub mod prequential;
 pub mod split;
 
-pub use compare::{ApDifference, ap_difference};
+pub use compare::{ApDifference, ap_difference, ap_difference_weighted};
 pub use metrics::{
     ClassWeights, Metrics, ThresholdStrategy, UNWEIGHTED, evaluate, evaluate_weighted,
 };

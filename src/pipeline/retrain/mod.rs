@@ -36,7 +36,7 @@ use serde::Serialize;
 pub use config::{RetrainConfig, Trigger};
 pub use gate::gate;
 
-use crate::eval::{ApDifference, ap_difference, evaluate};
+use crate::eval::{ApDifference, UNWEIGHTED, ap_difference_weighted, evaluate_weighted};
 use crate::metric_names as names;
 use crate::model::RetrainTrigger;
 use crate::monitoring::MonitoringConfig;
@@ -345,11 +345,15 @@ pub async fn retrain_once(
                     let scores = m
                         .score_dataset(&gate)
                         .map_err(crate::pipeline::PipelineError::from)?;
-                    let metrics = evaluate(&scores, &outcome.test_labels, m.meta().threshold);
-                    let diff = ap_difference(
+                    // Weighted as the candidate's own metrics are, on a sampled history.
+                    let class = weights.unwrap_or(UNWEIGHTED);
+                    let metrics =
+                        evaluate_weighted(&scores, &outcome.test_labels, m.meta().threshold, class);
+                    let diff = ap_difference_weighted(
                         &outcome.test_scores,
                         &scores,
                         &outcome.test_labels,
+                        class,
                         resamples,
                         confidence,
                         seed,
