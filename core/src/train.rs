@@ -33,10 +33,11 @@ pub struct TrainOptions {
     /// When the data is a sample of a larger history (`retrain.max_rows`): how many rows
     /// of the history each row of a class stands for, `[legitimate, fraud]`. The forest
     /// then trains with the fraud class weighted by `fraud / legitimate` (on top of
-    /// `params.class_weight`, unless that is `balanced`), so its scores estimate the
-    /// history's fraud probability; and the threshold is chosen, and the metrics
-    /// measured, with the rows weighted, so that a precision target holds on the
-    /// history rather than on the sample.
+    /// `params.class_weight`, unless that is `balanced`), which moves the values of
+    /// impure leaves toward the history's fraud rate (fully grown trees, whose leaves are
+    /// mostly pure, move little: their scores stay the sample's vote shares); and the
+    /// threshold is chosen, and the metrics measured, with the rows weighted, so that a
+    /// precision target holds on the history rather than on the sample.
     pub sampling: Option<ClassWeights>,
 }
 

@@ -81,12 +81,13 @@ pub struct TrainArgs {
     #[arg(long)]
     review_cost: Option<f64>,
     /// Train on a sample of at most this many rows, read in chunks so that memory
-    /// depends on it and not on the input: every fraud and a uniform sample of the
+    /// depends on it and not on the input: the frauds (see --max-frauds) and a uniform sample of the
     /// legitimate rows, weighted by the rows they stand for (the threshold's precision
     /// and the metrics are the input's, not the sample's).
     #[arg(long, value_name = "ROWS")]
     max_rows: Option<usize>,
-    /// With --max-rows: keep at most this many frauds too (sampled uniformly).
+    /// With --max-rows: keep at most this many frauds (sampled uniformly above it)
+    /// [default: half of --max-rows].
     #[arg(long, value_name = "ROWS", requires = "max_rows")]
     max_frauds: Option<usize>,
     /// Worker threads for training [default: all cores].

@@ -137,11 +137,13 @@ async fn stage(
 pub const CHUNK_ROWS: usize = 65_536;
 
 /// Every row of `location`, as [`for_each_file`] reads it, but in chunks of at most
-/// `rows` rows, so that memory holds a chunk or two (and one remote object staged on
-/// disk), never a whole file: `each` is called with each chunk of a file in order, then
-/// once more with no rows and the file's [`ReadReport`] (the chunks carry an empty one).
-/// A Parquet file is read batch by batch, a CSV or JSON-lines file line by line, on a
-/// blocking thread that waits while two chunks are unconsumed.
+/// `rows` rows, so that memory holds a few chunks, never a whole local file (a remote
+/// object is downloaded whole, then read from a temporary file): `each` is called with
+/// each chunk of a file in order, then once more with no rows and the file's
+/// [`ReadReport`] (the chunks carry an empty one). A Parquet file is read batch by batch,
+/// a CSV or JSON-lines file line by line, on a blocking thread that waits while two
+/// chunks are queued. Files without rows are skipped; a location with no row at all is
+/// [`RemoteError::Empty`].
 pub async fn for_each_chunk(
     location: &str,
     s3: &S3Settings,
@@ -153,13 +155,15 @@ pub async fn for_each_chunk(
     let mut features = offline_features(velocity)?;
     let names = velocity.map(VelocitySpec::names).unwrap_or_default();
     if !is_remote(location) {
-        read_chunks(location, location, opts, &mut features, &names, rows, each).await?;
-        return Ok(());
+        let rows = read_chunks(location, location, opts, &mut features, &names, rows, each).await?;
+        return if rows == 0 {
+            Err(RemoteError::Empty(location.to_owned()))
+        } else {
+            Ok(())
+        };
     }
     let (root, keys) = objects(location, s3, |k| Format::from_path(k).is_some()).await?;
-    if keys.is_empty() {
-        return Err(RemoteError::Empty(location.to_owned()));
-    }
+    let mut read = 0;
     for key in keys {
         let tmp = stage(root.as_ref(), &key).await?;
         let path = tmp.path().to_str().unwrap_or_default().to_owned();
@@ -168,13 +172,17 @@ pub async fn for_each_chunk(
         } else {
             location.to_owned()
         };
-        read_chunks(&path, &name, opts, &mut features, &names, rows, each).await?;
+        read += read_chunks(&path, &name, opts, &mut features, &names, rows, each).await?;
+    }
+    if read == 0 {
+        return Err(RemoteError::Empty(location.to_owned()));
     }
     Ok(())
 }
 
 /// One local file in chunks (see [`for_each_chunk`]), its entity features continuing
-/// from `features`.
+/// from `features`; the rows read. A file with no rows (an empty export, the lake's
+/// placeholders) adds nothing.
 async fn read_chunks(
     path: &str,
     name: &str,
@@ -183,7 +191,7 @@ async fn read_chunks(
     names: &[String],
     rows: usize,
     each: &mut (dyn FnMut(&str, Dataset, ReadReport) + Send),
-) -> Result<(), RemoteError> {
+) -> Result<usize, RemoteError> {
     let empty = {
         let names = names.to_vec();
         move || Dataset::with_derived(0, names.clone())
@@ -211,13 +219,19 @@ async fn read_chunks(
         }
         (report, state)
     });
+    let mut read = 0;
     while let Some(chunk) = chunks.recv().await {
+        read += chunk.len();
         each(name, chunk, ReadReport::default());
     }
     let (report, state) = reader.await?;
     *features = state;
-    each(name, empty(), report?);
-    Ok(())
+    let report = match report {
+        Err(ReadError::Empty { .. }) => ReadReport::default(),
+        other => other?,
+    };
+    each(name, empty(), report);
+    Ok(read)
 }
 
 /// The store holding `location` and the keys in it: every object under a prefix ending
@@ -298,6 +312,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         csv(&dir.path().join("a.csv"), 0, 1000);
         csv(&dir.path().join("b.csv"), 1000, 250);
+        // An empty export is skipped.
+        std::fs::write(dir.path().join("c.csv"), "").unwrap();
         let location = format!("{}/", dir.path().display());
         let mut calls: Vec<(String, usize, bool)> = Vec::new();
         let mut times = Vec::new();
@@ -325,10 +341,25 @@ mod tests {
                 ("a.csv", 100),
                 ("a.csv", 0),
                 ("b.csv", 250),
-                ("b.csv", 0)
+                ("b.csv", 0),
+                ("c.csv", 0)
             ]
         );
         let want: Vec<f64> = (0..1250).map(|i| i as f64).collect();
         assert_eq!(times, want);
+        // A location without a row is an error, not an empty history.
+        let empty = tempfile::tempdir().unwrap();
+        std::fs::write(empty.path().join("x.csv"), "").unwrap();
+        let e = for_each_chunk(
+            &format!("{}/", empty.path().display()),
+            &S3Settings::new("", "", crate::aws::AwsConnection::default()),
+            ReadOptions::default(),
+            None,
+            300,
+            &mut |_, _, _| {},
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(e, RemoteError::Empty(_)), "{e}");
     }
 }

@@ -1,5 +1,5 @@
-//! A bounded sample of a history of any length: every fraud (or a uniform sample of at
-//! most `max_frauds`), and a uniform sample of the legitimate rows (reservoir sampling),
+//! A bounded sample of a history of any length: every fraud up to `max_frauds` (half the
+//! budget by default; a uniform sample of them above it), and a uniform sample of the legitimate rows (reservoir sampling),
 //! read chunk by chunk; with the weights that say how many history rows each kept row
 //! of a class stands for (`TrainOptions::sampling`). `retrain` and `train --max-rows`
 //! read their history through it, so memory depends on the budget, not on the history.
@@ -87,8 +87,8 @@ pub struct Sample {
 }
 
 impl Sampler {
-    /// A sampler keeping at most `max_rows` rows (`max_frauds` frauds), rows with the
-    /// entity features `derived`.
+    /// A sampler keeping at most `max_rows` rows, of which at most `max_frauds` frauds
+    /// (unset: half of `max_rows`), rows with the entity features `derived`.
     pub fn new(
         derived: Vec<String>,
         max_rows: usize,
@@ -96,7 +96,8 @@ impl Sampler {
         seed: u64,
     ) -> Self {
         Self {
-            frauds: Reservoir::new(derived.clone(), max_frauds.unwrap_or(usize::MAX)),
+            // Unset, frauds may fill half the budget: a sample is never of one class.
+            frauds: Reservoir::new(derived.clone(), max_frauds.unwrap_or(max_rows / 2)),
             legit: Reservoir::new(derived, max_rows),
             rng: Rng::new(seed),
             read: 0,
@@ -144,7 +145,7 @@ impl Sampler {
 pub struct SampleSpec {
     /// Most rows kept.
     pub max_rows: usize,
-    /// Most frauds kept (`None`: every one).
+    /// Most frauds kept (`None`: half of `max_rows`).
     pub max_frauds: Option<usize>,
     /// Seeds the reservoirs.
     pub seed: u64,

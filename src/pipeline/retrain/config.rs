@@ -69,7 +69,8 @@ pub struct RetrainConfig {
     /// history. A sampled history trains with its rows weighted by what they stand
     /// for, so that the threshold's precision is the history's (docs/lifecycle.md).
     pub max_rows: usize,
-    /// Most frauds kept: above it, frauds are sampled uniformly too. Unset: every fraud.
+    /// Most frauds kept: above it, frauds are sampled uniformly too. Unset: half of
+    /// `max_rows`, so that a sample always holds legitimate rows.
     #[serde(default)]
     pub max_frauds: Option<usize>,
     /// `time`: the most recent rows are the holdout; `stratified`: a random sample.
@@ -170,11 +171,12 @@ impl crate::validate::Validate for RetrainConfig {
             return Err(Invalid::new("max_rows", "must be at least 100"));
         }
         if let Some(m) = self.max_frauds
-            && (m < self.min_gate_frauds.max(1) || m >= self.max_rows)
+            && ((m as f64 * self.test_fraction) < self.min_gate_frauds.max(1) as f64
+                || m >= self.max_rows)
         {
             return Err(Invalid::new(
                 "max_frauds",
-                "must be at least min_gate_frauds and below max_rows",
+                "must be below max_rows and leave the gate min_gate_frauds frauds (max_frauds × test_fraction ≥ min_gate_frauds)",
             ));
         }
         if self.trees == 0 {

@@ -6,7 +6,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use crate::eval::metrics::average_precision;
+use crate::eval::{UNWEIGHTED, evaluate_weighted};
 use crate::model::{DriftedVariable, Evidence, RetrainTrigger};
 use crate::monitor::{LiveDrift, Window};
 use crate::monitoring::MonitoringConfig;
@@ -31,12 +31,35 @@ fn recent_rows(cfg: &RetrainConfig, data: &Dataset, live: &Live) -> Vec<usize> {
     rows
 }
 
-/// Judge the live model on the recent rows of `data`.
+/// The rows of `rows` whose class mix is the history's, when `data` is a sample whose
+/// rows of class `c` stand for `weights[c]` rows: frauds (enriched by the sampling) are
+/// thinned at random to their share in the history, so that drift is measured against
+/// the history's distribution, not the sample's. Every row otherwise.
+pub(super) fn history_mix(
+    rows: &[usize],
+    labels: &[u8],
+    weights: Option<crate::eval::ClassWeights>,
+    seed: u64,
+) -> Vec<usize> {
+    let Some([legit, fraud]) = weights.filter(|w| w[0] > w[1]) else {
+        return rows.to_vec();
+    };
+    let keep = fraud / legit;
+    let mut rng = crate::rng::Rng::derive(seed, 0xd81f);
+    rows.iter()
+        .copied()
+        .filter(|&i| labels[i] != 1 || rng.unit() < keep)
+        .collect()
+}
+
+/// Judge the live model on the recent rows of `data`; `weights` says what each row of a
+/// sampled history stands for (see [`crate::pipeline::sample`]).
 pub(super) fn judge(
     cfg: &RetrainConfig,
     monitoring: &MonitoringConfig,
     data: &Dataset,
     labels: &[u8],
+    weights: Option<crate::eval::ClassWeights>,
     live: &Live,
 ) -> Result<Evidence, PipelineError> {
     let rows = recent_rows(cfg, data, live);
@@ -52,8 +75,11 @@ pub(super) fn judge(
         last_time: rows.last().map_or(0.0, |&i| data.columns[TIME][i]),
         drifted: Vec::new(),
         max_psi: None,
+        // The history's AUPRC, as the live model's recorded one is on a sampled history.
         live_auprc: (frauds > 0)
-            .then(|| average_precision(&scores, &recent_labels))
+            .then(|| {
+                evaluate_weighted(&scores, &recent_labels, 0.5, weights.unwrap_or(UNWEIGHTED)).auprc
+            })
             .flatten(),
         trained_auprc: live
             .manifest
@@ -64,6 +90,20 @@ pub(super) fn judge(
         quality: false,
     };
     if let Some(reference) = live.model.reference() {
+        let mixed: Vec<usize> = history_mix(
+            &(0..rows.len()).collect::<Vec<_>>(),
+            &recent_labels,
+            weights,
+            cfg.seed,
+        );
+        let (recent, scores): (Dataset, Vec<f32>) = if mixed.len() == rows.len() {
+            (recent, scores)
+        } else {
+            (
+                recent.select(&mixed),
+                mixed.iter().map(|&i| scores[i]).collect(),
+            )
+        };
         let x = live.model.matrix(&recent)?;
         let mut drift = LiveDrift::new(
             live.model.version_arc(),

@@ -271,12 +271,12 @@ pub async fn retrain_once(
         Some(l) if cfg.trigger == Trigger::Schedule => RetrainTrigger {
             trigger: "schedule".into(),
             reason: "retrain.trigger is \"schedule\": every cycle trains".into(),
-            evidence: evidence::judge(cfg, monitoring, &data, &labels, l)
+            evidence: evidence::judge(cfg, monitoring, &data, &labels, weights, l)
                 .inspect_err(|e| tracing::warn!(error = %e, "the live model could not be judged on the recent rows"))
                 .ok(),
         },
         Some(l) => {
-            let e = evidence::judge(cfg, monitoring, &data, &labels, l)?;
+            let e = evidence::judge(cfg, monitoring, &data, &labels, weights, l)?;
             evidence::decide(cfg, &e, live_created.as_deref(), now)
         }
         None => RetrainTrigger {

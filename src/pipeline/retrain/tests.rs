@@ -120,3 +120,41 @@ fn a_fraud_cap_samples_frauds_and_weighs_them() {
     assert!((w[1] - 100.0 / 20.0).abs() < 1e-9, "{w:?}");
     assert!((w[0] - 3900.0 / 480.0).abs() < 1e-9, "{w:?}");
 }
+
+#[test]
+fn frauds_fill_at_most_half_the_budget_by_default() {
+    let mut d = Dataset::default();
+    for i in 0..4000 {
+        let mut values = [0.0; crate::schema::NUM_FIELDS];
+        values[0] = f64::from(i);
+        d.push(crate::schema::Transaction {
+            id: format!("r{i}"),
+            values,
+            label: Some(u8::from(i % 2 == 0)),
+            ..crate::schema::Transaction::default()
+        });
+    }
+    let mut s = Sampler::new(Vec::new(), 500, None, 9);
+    s.add(&d);
+    let sample = s.finish(500);
+    let labels = sample.data.labels().unwrap();
+    assert_eq!(labels.iter().filter(|&&l| l == 1).count(), 250);
+    assert_eq!(sample.data.len(), 500, "legitimate rows fill the rest");
+    let w = sample.weights.unwrap();
+    assert!(
+        (w[0] - 8.0).abs() < 1e-9 && (w[1] - 8.0).abs() < 1e-9,
+        "{w:?}"
+    );
+}
+
+#[test]
+fn sampled_frauds_are_thinned_to_the_history_mix_for_drift() {
+    let labels: Vec<u8> = (0..2000).map(|i| u8::from(i % 2 == 0)).collect();
+    let rows: Vec<usize> = (0..2000).collect();
+    // Legitimate rows stand for 10 each, frauds for 1: a tenth of the frauds stay.
+    let kept = evidence::history_mix(&rows, &labels, Some([10.0, 1.0]), 5);
+    let frauds = kept.iter().filter(|&&i| labels[i] == 1).count();
+    assert_eq!(kept.len() - frauds, 1000, "every legitimate row");
+    assert!((60..140).contains(&frauds), "{frauds}");
+    assert_eq!(evidence::history_mix(&rows, &labels, None, 5), rows);
+}

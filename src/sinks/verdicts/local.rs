@@ -29,7 +29,7 @@ const DECISION_COLUMNS: [&str; 4] = ["outcome", "decided_by", "rules", "rule_set
 /// ROWID`, as before), each batch of random ids (UUIDs) dirtied a leaf page of full rows
 /// per verdict, and every one was written to the WAL at each commit: about 10 times the
 /// CPU per verdict (`cargo bench --bench verdicts`).
-const CREATE_TABLE: &str = "CREATE TABLE verdicts (
+const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS verdicts (
          seq INTEGER PRIMARY KEY,
          tx_id TEXT NOT NULL UNIQUE,
          score REAL NOT NULL,
@@ -44,7 +44,7 @@ const CREATE_TABLE: &str = "CREATE TABLE verdicts (
          rules TEXT,
          rule_set TEXT
      );
-     CREATE INDEX verdicts_ttl ON verdicts (ttl) WHERE ttl IS NOT NULL;";
+     CREATE INDEX IF NOT EXISTS verdicts_ttl ON verdicts (ttl) WHERE ttl IS NOT NULL;";
 
 /// Every column but `seq`, in table order (a macro, for `concat!`).
 macro_rules! columns {
@@ -55,20 +55,10 @@ macro_rules! columns {
 }
 
 /// Rewrite a table keyed by transaction id (`WITHOUT ROWID`, before arrival order) as
-/// [`CREATE_TABLE`], in one transaction: a crash leaves the old table whole.
-fn migrate_to_arrival_order(conn: &mut Connection, path: &Path) -> rusqlite::Result<()> {
+/// [`CREATE_TABLE`], inside the schema transaction of [`LocalVerdictStore::open`]: a crash
+/// leaves the old table whole.
+fn migrate_to_arrival_order(tx: &rusqlite::Transaction<'_>, path: &Path) -> rusqlite::Result<()> {
     let started = std::time::Instant::now();
-    // Immediate: the write lock first, then the check, so that two processes opening the
-    // file at once migrate it once.
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let sql: String = tx.query_row(
-        "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'verdicts'",
-        [],
-        |r| r.get(0),
-    )?;
-    if !sql.to_ascii_uppercase().contains("WITHOUT ROWID") {
-        return Ok(());
-    }
     tx.execute_batch("ALTER TABLE verdicts RENAME TO verdicts_by_id;")?;
     tx.execute_batch("DROP INDEX IF EXISTS verdicts_ttl;")?;
     tx.execute_batch(CREATE_TABLE)?;
@@ -83,7 +73,6 @@ fn migrate_to_arrival_order(conn: &mut Connection, path: &Path) -> rusqlite::Res
         [],
     )?;
     tx.execute_batch("DROP TABLE verdicts_by_id;")?;
-    tx.commit()?;
     tracing::info!(
         path = %path.display(),
         rows,
@@ -132,40 +121,41 @@ impl LocalVerdictStore {
              PRAGMA synchronous = FULL;",
         )
         .map_err(|e| fail(&e))?;
-        let existing: Option<String> = conn
-            .query_row(
-                "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'verdicts'",
-                [],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(|e| fail(&e))?;
-        match existing {
-            None => conn.execute_batch(CREATE_TABLE).map_err(|e| fail(&e))?,
-            Some(sql) => {
+        // The whole schema step in one immediate transaction (the write lock first), so
+        // that processes opening the file at once create, extend or migrate it once.
+        let schema = |conn: &mut Connection| -> rusqlite::Result<()> {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let existing: Option<String> = tx
+                .query_row(
+                    "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'verdicts'",
+                    [],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(sql) = existing {
                 // A database written before decisions lacks their columns: add them (its
                 // rows read back with the outcome the model's rule implies).
-                let columns: Vec<String> = conn
-                    .prepare("SELECT name FROM pragma_table_info('verdicts')")
-                    .and_then(|mut s| {
-                        s.query_map([], |r| r.get::<_, String>(0))?
-                            .collect::<Result<_, _>>()
-                    })
-                    .map_err(|e| fail(&e))?;
+                let columns: Vec<String> = tx
+                    .prepare("SELECT name FROM pragma_table_info('verdicts')")?
+                    .query_map([], |r| r.get::<_, String>(0))?
+                    .collect::<Result<_, _>>()?;
                 for column in DECISION_COLUMNS {
                     if !columns.iter().any(|c| c == column) {
-                        conn.execute(
+                        tx.execute(
                             &format!("ALTER TABLE verdicts ADD COLUMN {column} TEXT"),
                             [],
-                        )
-                        .map_err(|e| fail(&e))?;
+                        )?;
                     }
                 }
                 if sql.to_ascii_uppercase().contains("WITHOUT ROWID") {
-                    migrate_to_arrival_order(&mut conn, &path).map_err(|e| fail(&e))?;
+                    migrate_to_arrival_order(&tx, &path)?;
                 }
             }
-        }
+            // Creates what is missing: the table of a new file, the expiry index.
+            tx.execute_batch(CREATE_TABLE)?;
+            tx.commit()
+        };
+        schema(&mut conn).map_err(|e| fail(&e))?;
         Ok(Self {
             path,
             conn: Arc::new(Mutex::new(conn)),
