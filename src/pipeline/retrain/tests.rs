@@ -97,21 +97,26 @@ fn the_sampler_keeps_every_fraud_and_caps_the_rest() {
     assert!(times.iter().any(|&t| t < 2500.0) && times.iter().any(|&t| t >= 2500.0));
 }
 
-#[test]
-fn a_fraud_cap_samples_frauds_and_weighs_them() {
+/// `n` rows in time order, every `fraud_every`-th a fraud (the first among them).
+fn labelled(n: u32, fraud_every: u32) -> Dataset {
     let mut d = Dataset::default();
-    for i in 0..4000 {
+    for i in 0..n {
         let mut values = [0.0; crate::schema::NUM_FIELDS];
         values[0] = f64::from(i);
         d.push(crate::schema::Transaction {
             id: format!("r{i}"),
             values,
-            label: Some(u8::from(i % 40 == 0)),
+            label: Some(u8::from(i % fraud_every == 0)),
             ..crate::schema::Transaction::default()
         });
     }
+    d
+}
+
+#[test]
+fn a_fraud_cap_samples_frauds_and_weighs_them() {
     let mut s = Sampler::new(Vec::new(), 500, Some(20), 7);
-    s.add(&d);
+    s.add(&labelled(4000, 40));
     let sample = s.finish(500);
     let labels = sample.data.labels().unwrap();
     assert_eq!(labels.iter().filter(|&&l| l == 1).count(), 20);
@@ -123,19 +128,8 @@ fn a_fraud_cap_samples_frauds_and_weighs_them() {
 
 #[test]
 fn frauds_fill_at_most_half_the_budget_by_default() {
-    let mut d = Dataset::default();
-    for i in 0..4000 {
-        let mut values = [0.0; crate::schema::NUM_FIELDS];
-        values[0] = f64::from(i);
-        d.push(crate::schema::Transaction {
-            id: format!("r{i}"),
-            values,
-            label: Some(u8::from(i % 2 == 0)),
-            ..crate::schema::Transaction::default()
-        });
-    }
     let mut s = Sampler::new(Vec::new(), 500, None, 9);
-    s.add(&d);
+    s.add(&labelled(4000, 2));
     let sample = s.finish(500);
     let labels = sample.data.labels().unwrap();
     assert_eq!(labels.iter().filter(|&&l| l == 1).count(), 250);
