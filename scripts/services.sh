@@ -364,13 +364,16 @@ write_env() {
   printf '%s' "$out"
 }
 
-# Test tools: pyarrow, pyspark and DuckDB, so tests can check that other engines read our
-# Parquet lake (tests/lake_readers.rs). pyspark runs on the Java 17 the services need.
+# Test tools: pyarrow, so tests can check that other tools read our Parquet files; and,
+# with FRAUDSTREAM_LAKE_READERS=1 (scripts/test.sh sets it), pyspark and DuckDB for
+# tests/lake_readers.rs (about 450 MB, so not for every `up`). pyspark runs on the Java 17
+# the services need.
 ensure_tools() {
   if ! "$(venv)/bin/python" -c 'import pyarrow' 2>/dev/null; then
     log "installing pyarrow (test tool)"
     pip_install "pyarrow>=14"
   fi
+  [[ ${FRAUDSTREAM_LAKE_READERS:-0} == 1 ]] || return 0
   if ! "$(venv)/bin/python" -c "import pyspark, sys; sys.exit(pyspark.__version__ != '$SPARK_TOOL_VERSION')" 2>/dev/null; then
     log "installing pyspark $SPARK_TOOL_VERSION (test tool, about 430 MB)"
     pip_install "pyspark==$SPARK_TOOL_VERSION"

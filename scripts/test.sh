@@ -24,7 +24,8 @@ if [[ $FRAUDSTREAM_STATE == "$PWD/.services-test" ]]; then
   scripts/services.sh down kafka >/dev/null 2>&1 || true
   rm -rf "$FRAUDSTREAM_STATE/kafka"
 fi
-env_lines=$(scripts/services.sh up)
+# The lake-reader tests need pyspark and DuckDB too.
+env_lines=$(FRAUDSTREAM_LAKE_READERS=1 scripts/services.sh up)
 eval "$env_lines"
 echo "$env_lines" | sed 's/SECRET_ACCESS_KEY=.*/SECRET_ACCESS_KEY=***/' >&2
 

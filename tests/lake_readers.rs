@@ -74,7 +74,8 @@ fn read_with(args: &[&str]) -> Value {
         .expect("run python");
     assert!(
         out.status.success(),
-        "lake_read.py {args:?} failed:\n{}",
+        "lake_read.py {args:?} failed (pyspark and duckdb come with \
+         `FRAUDSTREAM_LAKE_READERS=1 scripts/services.sh up`, as `make test` starts them):\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
     let stdout = String::from_utf8(out.stdout).unwrap();
