@@ -5,6 +5,7 @@
 #   dynamodb  DynamoDB Local (from npm), through a loopback launcher kept in this repo
 #   hdfs      an HDFS NameNode and DataNode (Hadoop 2.7.3 jars from the pyspark 2.4.8 sdist)
 #   redis     Redis (Debian `redis-server`), the shared state store of entity features
+#   redis-cluster  a Redis Cluster of the same server: three masters, three replicas
 #
 # Usage: scripts/services.sh up [SERVICE...]   install what is missing, start, wait, print env
 #        scripts/services.sh down [SERVICE...] stop what this script started (by PID)
@@ -23,17 +24,17 @@
 # Settings (environment):
 #   FRAUDSTREAM_CACHE        downloads and installs (default .cache/services, ignored by git)
 #   FRAUDSTREAM_STATE        data, logs, PID files   (default .services, ignored by git)
-#   FRAUDSTREAM_PORT_BASE    first port of the block of eleven the services use (default 21000)
+#   FRAUDSTREAM_PORT_BASE    first port of the block of seventeen the services use (default 21000)
 #   FRAUDSTREAM_PORT_OFFSET  added to the base, so two runs on one machine don't collide
-#                            (each run uses base+offset .. base+offset+10, and SeaweedFS's
-#                            gRPC ports 10000 above some of those)
+#                            (each run uses base+offset .. base+offset+16, and 10000 above
+#                            some of those: SeaweedFS's gRPC ports, the cluster's bus ports)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CACHE=${FRAUDSTREAM_CACHE:-$ROOT/.cache/services}
 STATE=${FRAUDSTREAM_STATE:-$ROOT/.services}
 OFF=${FRAUDSTREAM_PORT_OFFSET:-0}
-ALL=(kafka s3 dynamodb hdfs redis)
+ALL=(kafka s3 dynamodb hdfs redis redis-cluster)
 
 # One block of ports per run, so runs with different offsets never overlap.
 P=$((${FRAUDSTREAM_PORT_BASE:-21000} + OFF))
@@ -48,6 +49,8 @@ HDFS_PORT=$((P + 7))
 HDFS_HTTP_PORT=$((P + 8))
 HDFS_DN_PORT=$((P + 9))
 REDIS_PORT=$((P + 10))
+# The cluster's six nodes; each one's bus port is 10000 above it.
+REDIS_CLUSTER_PORTS=($((P + 11)) $((P + 12)) $((P + 13)) $((P + 14)) $((P + 15)) $((P + 16)))
 
 # Credentials the local S3 server enforces (SigV4 is checked only when these are set).
 S3_KEY=fraudstream
@@ -316,6 +319,48 @@ start_redis() {
 }
 env_redis() { echo "export FRAUDSTREAM_TEST_REDIS=redis://127.0.0.1:$REDIS_PORT"; }
 
+# --- redis-cluster (Debian redis-server, cluster mode) --------------------------------------
+# Node i's PID file is redis-cluster (i = 0) or redis-cluster-i; its data, nodes.conf
+# included, is in $STATE/redis-cluster/<port>, so a restart rejoins the same cluster.
+cluster_node() { if (($1 == 0)); then echo redis-cluster; else echo "redis-cluster-$1"; fi; }
+cluster_nodes_running() {
+  local i
+  for i in "${!REDIS_CLUSTER_PORTS[@]}"; do running "$(cluster_node "$i")" || return 1; done
+}
+cluster_ready() { redis-cli -p "${REDIS_CLUSTER_PORTS[0]}" --cluster check "127.0.0.1:${REDIS_CLUSTER_PORTS[0]}" >/dev/null 2>&1; }
+install_redis_cluster() { install_redis; }
+start_redis_cluster() {
+  local i port name
+  for i in "${!REDIS_CLUSTER_PORTS[@]}"; do
+    port=${REDIS_CLUSTER_PORTS[$i]}
+    name=$(cluster_node "$i")
+    running "$name" && continue
+    require_free "$name" "$port" $((port + 10000))
+    mkdir -p "$STATE/redis-cluster/$port"
+    # DEBUG is allowed from 127.0.0.1 only: the failover test puts a master to sleep.
+    spawn "$name" redis-server --bind 127.0.0.1 --port "$port" --cluster-enabled yes \
+      --cluster-config-file nodes.conf --cluster-port $((port + 10000)) \
+      --cluster-node-timeout 2000 --save '' --appendonly yes --appendfsync everysec \
+      --dir "$STATE/redis-cluster/$port" --protected-mode yes --enable-debug-command local
+  done
+  for i in "${!REDIS_CLUSTER_PORTS[@]}"; do
+    wait_for "$(cluster_node "$i")" 30 port_open "${REDIS_CLUSTER_PORTS[$i]}"
+  done
+  if redis-cli -p "${REDIS_CLUSTER_PORTS[0]}" cluster info | grep -q '^cluster_slots_assigned:0'; then
+    local hosts=()
+    for port in "${REDIS_CLUSTER_PORTS[@]}"; do hosts+=("127.0.0.1:$port"); done
+    redis-cli --cluster create "${hosts[@]}" --cluster-replicas 1 --cluster-yes \
+      >"$STATE/logs/redis-cluster-create.log" 2>&1 \
+      || { tail -n 20 "$STATE/logs/redis-cluster-create.log" >&2; die "redis-cli --cluster create failed"; }
+  fi
+  wait_for redis-cluster 60 cluster_ready
+}
+env_redis_cluster() {
+  local hosts=() port
+  for port in "${REDIS_CLUSTER_PORTS[@]}"; do hosts+=("127.0.0.1:$port"); done
+  echo "export FRAUDSTREAM_TEST_REDIS_CLUSTER=redis+cluster://$(IFS=,; echo "${hosts[*]}")"
+}
+
 # --- commands -------------------------------------------------------------------------------
 services_of() {
   if (($# == 0)); then
@@ -332,6 +377,7 @@ services_of() {
 pids_of() {
   case $1 in
     hdfs) echo hdfs hdfs-namenode ;;
+    redis-cluster) for i in "${!REDIS_CLUSTER_PORTS[@]}"; do cluster_node "$i"; done ;;
     *) echo "$1" ;;
   esac
 }
@@ -357,7 +403,7 @@ write_env() {
   mkdir -p "$STATE"
   local s out=""
   for s in "${ALL[@]}"; do
-    if running "$s"; then out+="$("env_$s")"$'\n'; fi
+    if running "$s"; then out+="$("env_${s//-/_}")"$'\n'; fi
   done
   if [[ -x $CACHE/venv/bin/python ]]; then out+="$(env_tools)"$'\n'; fi
   printf '%s' "$out" >"$STATE/env"
@@ -390,15 +436,15 @@ cmd_up() {
   mkdir -p "$CACHE" "$STATE/logs"
   ensure_tools
   for s in $(services_of "$@"); do
-    if running "$s"; then
+    if running "$s" && { [[ $s != redis-cluster ]] || cluster_nodes_running; }; then
       log "$s already running"
       continue
     fi
     log "installing $s (if missing)"
-    "install_$s"
+    "install_${s//-/_}"
     log "starting $s"
     local t=$SECONDS
-    "start_$s"
+    "start_${s//-/_}"
     log "$s ready in $((SECONDS - t))s"
   done
   write_env
@@ -436,7 +482,7 @@ cmd_status() {
   local s
   for s in "${ALL[@]}"; do
     if running "$s"; then
-      printf '%-9s running (pid %s)  %s\n' "$s" "$(cat "$(pidfile "$s")")" "$("env_$s" | head -n 1 | cut -d= -f2-)"
+      printf '%-9s running (pid %s)  %s\n' "$s" "$(cat "$(pidfile "$s")")" "$("env_${s//-/_}" | head -n 1 | cut -d= -f2-)"
     else
       printf '%-9s stopped\n' "$s"
     fi
@@ -456,5 +502,5 @@ case ${1:-} in
     cmd_up "$@" >/dev/null
     ;;
   env) write_env ;;
-  *) sed -n '2,24p' "$0" >&2; exit 2 ;;
+  *) sed -n '2,30p' "$0" >&2; exit 2 ;;
 esac

@@ -23,7 +23,9 @@ pub enum StoreKind {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RedisConfig {
-    /// `redis://[:password@]host:port[/db]` (a secret: never printed).
+    /// `redis://[:password@]host:port[/db]` for one server, or
+    /// `redis+cluster://[:password@]host:port,host:port` for a Redis Cluster (any of its
+    /// nodes; the rest are discovered). A secret: never printed.
     pub url: Secret,
     /// Key prefix: detectors with the same prefix share state.
     pub prefix: String,
@@ -173,13 +175,22 @@ impl Validate for VelocityConfig {
             return Err(Invalid::new("labels_topic", "must name a topic"));
         }
         if self.store == StoreKind::Redis {
-            if !self.redis.url.expose().starts_with("redis://") {
-                return Err(Invalid::new("redis.url", "must start with redis://"));
+            let url = self.redis.url.expose();
+            if !url.starts_with("redis://") && !super::redis::is_cluster_url(url) {
+                return Err(Invalid::new(
+                    "redis.url",
+                    "must start with redis:// (one server) or redis+cluster:// (a cluster: redis+cluster://host:port,host:port)",
+                ));
             }
-            if self.redis.prefix.is_empty() || self.redis.prefix.contains(char::is_whitespace) {
+            if self.redis.prefix.is_empty()
+                || self
+                    .redis
+                    .prefix
+                    .contains(|c: char| c.is_whitespace() || c == '{' || c == '}')
+            {
                 return Err(Invalid::new(
                     "redis.prefix",
-                    "must be non-empty, without spaces",
+                    "must be non-empty, without spaces or braces (a cluster's hash tags are in braces)",
                 ));
             }
             if self.redis.served_ttl < self.features.label_delay.duration() {
@@ -312,6 +323,14 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("velocity.redis.url"), "{e}");
+        let e = parse("[velocity]\nstore = \"redis\"\n[velocity.redis]\nprefix = \"a{b}\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("velocity.redis.prefix"), "{e}");
+        parse(
+            "[velocity]\nstore = \"redis\"\n[velocity.redis]\nurl = \"redis+cluster://h:1,h:2\"\n",
+        )
+        .expect("a cluster URL");
         let e = parse("[velocity]\nlabels_topic = \" \"\n")
             .unwrap_err()
             .to_string();

@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod detector;
+pub mod group;
 pub mod http;
 pub mod lake;
 pub mod webhook;

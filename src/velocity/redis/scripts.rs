@@ -1,0 +1,221 @@
+//! The Lua scripts, for one server ([`COMMIT`], [`LABEL`], [`UNCOUNT`]: a transaction's
+//! marker and its entities' hashes in one call) and for a cluster ([`ENTITY_COMMIT`],
+//! [`ENTITY_LABEL`], [`ENTITY_UNCOUNT`]: one entity's hash and its per-transaction
+//! markers, all in that entity's slot).
+
+/// The scripts' shared function: bucket `b` of hash `k` (zeros when absent) and the
+/// oldest bucket kept (`nil` when none), in one call.
+macro_rules! read_bucket {
+    () => {
+        r"
+local function read(k, b)
+  local v = redis.call('HMGET', k, 'b' .. b, 'lo')
+  local lo = tonumber(v[2])
+  if not v[1] then return 0, 0, 0, lo end
+  local c, f, s = string.match(v[1], '^(%S+) (%S+) (%S+)$')
+  return tonumber(c) or 0, tonumber(f) or 0, tonumber(s) or 0, lo
+end
+"
+    };
+}
+
+/// The commit script's trimming: delete the buckets of hash `k` before `oldest`, from its
+/// oldest kept `lo`. Up to 64 a call, walking from `lo`; when `lo` is further behind than
+/// that (an entity idle for days, or a far-past bucket counted before any watermark), one
+/// pass over the hash's fields instead, so trimming always catches up in one call.
+macro_rules! trim_buckets {
+    () => {
+        r"
+local function trim(k, lo, oldest)
+  if oldest - lo <= 64 then
+    for x = lo, oldest - 1 do redis.call('HDEL', k, 'b' .. x, 'c' .. x, 'f' .. x, 's' .. x) end
+    redis.call('HSET', k, 'lo', oldest)
+    return
+  end
+  local keep = nil
+  for _, f in ipairs(redis.call('HKEYS', k)) do
+    local x = tonumber(string.sub(f, 2))
+    if x and f ~= 'lo' then
+      if x < oldest then redis.call('HDEL', k, f) elseif keep == nil or x < keep then keep = x end
+    end
+  end
+  redis.call('HSET', k, 'lo', keep or oldest)
+end
+"
+    };
+}
+
+/// Counts transactions, each once: KEYS = for each transaction its served marker, then
+/// its entity hashes; ARGV = served TTL, oldest bucket kept, entity TTL, then for each
+/// transaction its features, bucket, amount and number of entity hashes. One call per
+/// chunk of a batch ([`COMMIT_CHUNK`]): the script's per-call cost is shared.
+pub(super) const COMMIT: &str = concat!(
+    read_bucket!(),
+    trim_buckets!(),
+    r"
+local served_ttl = ARGV[1]
+local oldest = tonumber(ARGV[2])
+local entity_ttl = ARGV[3]
+local ki = 1
+for ai = 4, #ARGV, 4 do
+  local n = tonumber(ARGV[ai + 3])
+  if redis.call('SET', KEYS[ki], ARGV[ai], 'NX', 'EX', served_ttl) then
+    local b = tonumber(ARGV[ai + 1])
+    local amount = tonumber(ARGV[ai + 2])
+    for j = ki + 1, ki + n do
+      local k = KEYS[j]
+      local c, f, s, lo = read(k, b)
+      local v = string.format('%d %d %.17g', c + 1, f, s + amount)
+      if lo == nil or b < lo then
+        redis.call('HSET', k, 'b' .. b, v, 'lo', b)
+      else
+        redis.call('HSET', k, 'b' .. b, v)
+        if lo < oldest then trim(k, lo, oldest) end
+      end
+      redis.call('EXPIRE', k, entity_ttl)
+    end
+  end
+  ki = ki + 1 + n
+end
+return 1
+"
+);
+
+/// Transactions per commit script call: long enough to share the call's cost, short
+/// enough not to hold the server (which runs one script at a time) for long.
+pub(super) const COMMIT_CHUNK: usize = 64;
+
+/// Counts a fraud label once: KEYS = label marker, then entity hashes; ARGV = marker TTL,
+/// bucket, entity TTL.
+pub(super) const LABEL: &str = concat!(
+    read_bucket!(),
+    r"
+if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return 0 end
+local b = tonumber(ARGV[2])
+for i = 2, #KEYS do
+  local k = KEYS[i]
+  local c, f, s, lo = read(k, b)
+  local v = string.format('%d %d %.17g', c, f + 1, s)
+  if lo == nil or b < lo then
+    redis.call('HSET', k, 'b' .. b, v, 'lo', b)
+  else
+    redis.call('HSET', k, 'b' .. b, v)
+  end
+  redis.call('EXPIRE', k, ARGV[3])
+end
+return 1
+"
+);
+
+/// Takes back transactions counted provisionally, each only while its served marker is
+/// there: KEYS = for each transaction its served marker, then its entity hashes; ARGV =
+/// for each transaction its bucket, amount and number of entity hashes. A bucket left
+/// with nothing is deleted. Returns how many were taken back.
+pub(super) const UNCOUNT: &str = concat!(
+    read_bucket!(),
+    r"
+local taken = 0
+local ki = 1
+for ai = 1, #ARGV, 3 do
+  local n = tonumber(ARGV[ai + 2])
+  if redis.call('DEL', KEYS[ki]) == 1 then
+    taken = taken + 1
+    local b = tonumber(ARGV[ai])
+    local amount = tonumber(ARGV[ai + 1])
+    for j = ki + 1, ki + n do
+      local k = KEYS[j]
+      local c, f, s = read(k, b)
+      if c <= 1 and f == 0 then
+        redis.call('HDEL', k, 'b' .. b, 'c' .. b, 'f' .. b, 's' .. b)
+      elseif c > 0 then
+        redis.call('HSET', k, 'b' .. b, string.format('%d %d %.17g', c - 1, f, s - amount))
+      end
+    end
+  end
+  ki = ki + 1 + n
+end
+return taken
+"
+);
+
+/// Counts transactions in one entity, each once: KEYS = the entity's hash, then one
+/// marker per transaction (`{p}:m:{entity}:{tx}`, in the entity's slot); ARGV = marker
+/// TTL, oldest bucket kept, entity TTL, then each transaction's bucket and amount.
+/// Returns how many were new.
+pub(super) const ENTITY_COMMIT: &str = concat!(
+    read_bucket!(),
+    trim_buckets!(),
+    r"
+local k = KEYS[1]
+local ttl = ARGV[1]
+local oldest = tonumber(ARGV[2])
+local counted = 0
+for i = 2, #KEYS do
+  if redis.call('SET', KEYS[i], '1', 'NX', 'EX', ttl) then
+    local b = tonumber(ARGV[2 * i])
+    local amount = tonumber(ARGV[2 * i + 1])
+    local c, f, s, lo = read(k, b)
+    local v = string.format('%d %d %.17g', c + 1, f, s + amount)
+    if lo == nil or b < lo then
+      redis.call('HSET', k, 'b' .. b, v, 'lo', b)
+    else
+      redis.call('HSET', k, 'b' .. b, v)
+      if lo < oldest then trim(k, lo, oldest) end
+    end
+    counted = counted + 1
+  end
+end
+if counted > 0 then redis.call('EXPIRE', k, ARGV[3]) end
+return counted
+"
+);
+
+/// Counts fraud labels in one entity, each once: KEYS = the entity's hash, then one label
+/// marker per transaction; ARGV = marker TTL, entity TTL, then each label's bucket.
+/// Returns 1 or 0 per label: applied now, or already.
+pub(super) const ENTITY_LABEL: &str = concat!(
+    read_bucket!(),
+    r"
+local k = KEYS[1]
+local out = {}
+for i = 2, #KEYS do
+  out[i - 1] = 0
+  if redis.call('SET', KEYS[i], '1', 'NX', 'EX', ARGV[1]) then
+    local b = tonumber(ARGV[i + 1])
+    local c, f, s, lo = read(k, b)
+    local v = string.format('%d %d %.17g', c, f + 1, s)
+    if lo == nil or b < lo then
+      redis.call('HSET', k, 'b' .. b, v, 'lo', b)
+    else
+      redis.call('HSET', k, 'b' .. b, v)
+    end
+    redis.call('EXPIRE', k, ARGV[2])
+    out[i - 1] = 1
+  end
+end
+return out
+"
+);
+
+/// Takes transactions back from one entity, each only while its marker is there: KEYS =
+/// the entity's hash, then the transactions' markers; ARGV = each one's bucket and
+/// amount. A bucket left with nothing is deleted.
+pub(super) const ENTITY_UNCOUNT: &str = concat!(
+    read_bucket!(),
+    r"
+local k = KEYS[1]
+for i = 2, #KEYS do
+  if redis.call('DEL', KEYS[i]) == 1 then
+    local b = tonumber(ARGV[2 * i - 3])
+    local amount = tonumber(ARGV[2 * i - 2])
+    local c, f, s = read(k, b)
+    if c <= 1 and f == 0 then
+      redis.call('HDEL', k, 'b' .. b, 'c' .. b, 'f' .. b, 's' .. b)
+    elseif c > 0 then
+      redis.call('HSET', k, 'b' .. b, string.format('%d %d %.17g', c - 1, f, s - amount))
+    end
+  end
+end
+return 1
+"
+);
