@@ -11,6 +11,12 @@
 //! call) and prints wall time too: the detector's thread waits on the network; and the
 //! Redis server's own CPU per transaction (`INFO cpu`), the group's shared cost.
 //!
+//! With `redis+cluster://HOST:PORT,…` the same stream goes through a Redis Cluster, and
+//! the server CPU is read from every node (`CLUSTER NODES`, then `INFO cpu` on each):
+//! summed over the masters (what one transaction costs the shards together), per master
+//! (how evenly the slots share it), and over the replicas. The fleet's ceiling is about
+//! one core per master divided by the masters' share of a transaction.
+//!
 //! `cargo bench --bench velocity -- distinct N` instead streams N transactions of N
 //! distinct cards (one new card each, 10,000 terminals) through a store bounded at
 //! 1,000,000 entities, and prints what it holds and the peak RSS: memory stays bounded.
@@ -121,7 +127,7 @@ fn main() {
         .and_then(|i| args.get(i + 1))
         .cloned();
     for run in 1..=3 {
-        let server_before = redis.as_deref().map(redis_server_cpu);
+        let server_before = redis.as_deref().map(server_cpu);
         let (engine_cpu, wall, labels_cpu, stats) = match &redis {
             None => {
                 let limits = MemoryLimits {
@@ -162,16 +168,91 @@ fn main() {
             stats.served_bytes as f64 / (1 << 20) as f64,
         );
         if let (Some(url), Some(before)) = (&redis, server_before) {
-            println!(
-                "  the Redis server meanwhile (INFO cpu; features and labels, and anything else it served): {:.2} us CPU/tx",
-                (redis_server_cpu(url) - before) * 1e6 / n
-            );
+            print_server_cpu(&before, &server_cpu(url), n);
         }
     }
 }
 
+/// What the server CPU did between `before` and `after`, per transaction of `n`.
+fn print_server_cpu(before: &[Node], after: &[Node], n: f64) {
+    let used = |addr: &str, cpu: f64| {
+        let was = before
+            .iter()
+            .find(|b| b.addr == addr)
+            .map_or(0.0, |b| b.cpu);
+        (cpu - was) * 1e6 / n
+    };
+    if let [one] = after {
+        println!(
+            "  the Redis server meanwhile (INFO cpu; features and labels, and anything else it served): {:.2} us CPU/tx",
+            used(&one.addr, one.cpu)
+        );
+        return;
+    }
+    let masters: Vec<(String, f64)> = after
+        .iter()
+        .filter(|x| x.master)
+        .map(|x| (x.addr.clone(), used(&x.addr, x.cpu)))
+        .collect();
+    let replicas: f64 = after
+        .iter()
+        .filter(|x| !x.master)
+        .map(|x| used(&x.addr, x.cpu))
+        .sum();
+    let total: f64 = masters.iter().map(|m| m.1).sum();
+    let busiest = masters.iter().map(|m| m.1).fold(0.0, f64::max);
+    println!(
+        "  the cluster meanwhile (INFO cpu per node): masters {total:.2} us CPU/tx summed over {} shards (per master: {}), replicas {replicas:.2} us/tx; ceiling about {:.0} tx/s (one core per master, the busiest master's share {busiest:.2} us/tx)",
+        masters.len(),
+        masters
+            .iter()
+            .map(|(a, c)| format!("{a} {c:.2}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        1e6 / busiest.max(1e-9),
+    );
+}
+
+/// One Redis process: its address, whether it is a master, and the CPU seconds (user +
+/// system, all its threads) it has used.
+struct Node {
+    addr: String,
+    master: bool,
+    cpu: f64,
+}
+
+/// The CPU of the server at `url`, or of every node of the cluster at
+/// `redis+cluster://…`.
+fn server_cpu(url: &str) -> Vec<Node> {
+    let Some(hosts) = url.strip_prefix("redis+cluster://") else {
+        return vec![Node {
+            addr: url.to_owned(),
+            master: true,
+            cpu: node_cpu(url),
+        }];
+    };
+    let first = hosts.split(',').next().expect("a node");
+    let mut c = redis::Client::open(format!("redis://{first}"))
+        .and_then(|c| c.get_connection())
+        .expect("cluster node reachable");
+    let nodes: String = redis::cmd("CLUSTER")
+        .arg("NODES")
+        .query(&mut c)
+        .expect("CLUSTER NODES");
+    nodes
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let addr = f.get(1)?.split('@').next()?.to_owned();
+            let master = f.get(2)?.contains("master");
+            let cpu = node_cpu(&format!("redis://{addr}"));
+            Some(Node { addr, master, cpu })
+        })
+        .collect()
+}
+
 /// The CPU seconds (user + system, all its threads) the Redis server at `url` has used.
-fn redis_server_cpu(url: &str) -> f64 {
+fn node_cpu(url: &str) -> f64 {
     let mut c = redis::Client::open(url)
         .and_then(|c| c.get_connection())
         .expect("redis reachable");

@@ -2,12 +2,22 @@
 //! of one slot, so nothing here spans two: each entity's state is in its own slot, and so
 //! is each transaction's record.
 //!
-//! Keys, under the prefix `p` (the part in braces is the hash tag that picks the slot):
-//! - `p:e:{c:<card>}`, `p:e:{t:<terminal>}`: the entity's hash, as on one server;
-//! - `p:m:{c:<card>}:<tx>`: the transaction is counted in this entity (a marker in the
-//!   entity's slot, kept `served_ttl`); `p:lm:{…}:<tx>`: its label is;
+//! Every entity is in one of [`GROUPS`] tag groups, by a hash of its id, and the
+//! group's hash tag picks the slot of its keys. The tags are chosen so that group `i`
+//! lands in slots `i·64 .. i·64+63`: an even split of the slots over the masters gives
+//! each the same number of groups, and a reshard moves whole groups. Grouping is what
+//! makes a batch cheap: Redis runs a script whose keys share a slot, so one call counts
+//! all of a batch's updates of a group, and a script call's own cost (about 6 µs of
+//! server CPU on Redis 7.0, more than an update's) is shared, as one server shares it
+//! over 64 transactions. (A tag per entity, `{c:<card>}`, gives a call per update:
+//! docs/capacity.md has both measured.)
+//!
+//! Keys, under the prefix `p` (the part in braces is the group's hash tag):
+//! - `p:e:{g}:c:<card>`, `p:e:{g}:t:<terminal>`: the entity's hash, as on one server;
+//! - `p:m:{g}:c:<card>:<tx>`: the transaction is counted in this entity (a marker in the
+//!   entity's slot, kept `served_ttl`); `p:lm:{g}:…:<tx>`: its label is;
 //! - `p:s:{<tx>}`: the features served for the transaction, followed by what its commit
-//!   counts (bucket, amount, entities), kept `served_ttl`.
+//!   counts (bucket, amount, entities), kept `served_ttl`, in the transaction's own slot.
 //!
 //! A commit first records each transaction (`SET … NX`), then counts it in each entity
 //! with a script that sets the entity's marker only if absent and, only then, adds to its
@@ -18,15 +28,20 @@
 //! there, the counts subtracted), then the record. Both steps are pipelines the client
 //! splits by node, one round trip per node each.
 
-use std::collections::HashMap;
-
 use redis::cluster::{ClusterClient, ClusterConfig, ClusterConnection, ClusterPipeline};
 use redis::{ErrorKind, RedisResult, ServerErrorKind, Value};
 
-use super::scripts::{COMMIT_CHUNK, ENTITY_COMMIT, ENTITY_LABEL, ENTITY_UNCOUNT};
-use super::{Scripts, Shared, err, tag};
+use super::scripts::{ENTITY_COMMIT, ENTITY_LABEL, ENTITY_UNCOUNT};
+use super::{Scripts, Shared, entity_letter, err};
 use crate::velocity::store::{Commit, Key, Label};
-use crate::velocity::{Entity, StoreError};
+use crate::velocity::{Entity as Kind, StoreError};
+
+/// Tag groups (see the module's notes).
+pub(super) const GROUPS: usize = 256;
+
+/// Entity updates (pairs of keys) per script call: long enough to share the call's cost,
+/// short enough not to hold a master for long.
+const PAIRS_PER_CALL: usize = 128;
 
 const COMMIT: usize = 0;
 const LABEL: usize = 1;
@@ -169,7 +184,7 @@ impl Cluster {
                 .iter()
                 .flat_map(|(id, r)| {
                     r.keys.iter().map(move |(e, k)| Update {
-                        tag: tag((*e, k)),
+                        entity: Entity::of((*e, k)),
                         tx_id: id,
                         bucket: r.bucket,
                         amount: r.amount,
@@ -205,7 +220,7 @@ impl Cluster {
             .iter()
             .flat_map(|c| {
                 c.keys.iter().map(move |&k| Update {
-                    tag: tag(k),
+                    entity: Entity::of(k),
                     tx_id: c.tx_id,
                     bucket: c.bucket,
                     amount: c.amount,
@@ -215,28 +230,27 @@ impl Cluster {
         self.count(shared, &updates)
     }
 
-    /// Count each update in its entity once: one script call per entity (and 64 of its
-    /// transactions), all in one pipeline.
+    /// Count each update in its entity once: one script call per group (and
+    /// [`PAIRS_PER_CALL`] of its updates), all in one pipeline.
     fn count(&mut self, shared: &Shared, updates: &[Update<'_>]) -> Result<(), StoreError> {
         let prefix = &shared.settings.prefix;
         let (ttl, oldest, entity_ttl) =
             (shared.served_ttl(), shared.keep_from, shared.entity_ttl());
-        let groups = by_entity(updates);
+        let calls = by_group(updates, |u| u.entity.group);
         self.with_conn(shared, |conn, scripts, eval| {
             let mut p = ClusterPipeline::new();
-            for (tag, group) in &groups {
-                for chunk in group.chunks(COMMIT_CHUNK) {
-                    let cmd = script(&mut p, scripts, COMMIT, eval);
-                    cmd.arg(1 + chunk.len()).arg(format!("{prefix}:e:{tag}"));
-                    for u in chunk {
-                        cmd.arg(format!("{prefix}:m:{tag}:{}", u.tx_id));
-                    }
-                    cmd.arg(ttl).arg(oldest).arg(entity_ttl);
-                    for u in chunk {
-                        cmd.arg(u.bucket).arg(u.amount);
-                    }
-                    cmd.ignore();
+            for call in &calls {
+                let cmd = script(&mut p, scripts, COMMIT, eval);
+                cmd.arg(2 * call.len());
+                for u in call {
+                    cmd.arg(u.entity.hash(prefix))
+                        .arg(u.entity.marker(prefix, "m", u.tx_id));
                 }
+                cmd.arg(ttl).arg(oldest).arg(entity_ttl);
+                for u in call {
+                    cmd.arg(u.bucket).arg(u.amount);
+                }
+                cmd.ignore();
             }
             p.query::<()>(conn)
         })
@@ -249,37 +263,28 @@ impl Cluster {
     ) -> Result<usize, StoreError> {
         let prefix = &shared.settings.prefix;
         let (ttl, entity_ttl) = (shared.served_ttl(), shared.entity_ttl());
-        // Per entity, the labels (by index) it gets.
-        let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
-        let mut at: HashMap<String, usize> = HashMap::new();
-        for (i, l) in labels.iter().enumerate() {
-            for &k in l.keys {
-                let t = tag(k);
-                let g = *at.entry(t.clone()).or_insert_with(|| {
-                    groups.push((t, Vec::new()));
-                    groups.len() - 1
-                });
-                groups[g].1.push(i);
-            }
-        }
+        // Each (label, entity) pair, by group.
+        let pairs: Vec<(usize, Entity)> = labels
+            .iter()
+            .enumerate()
+            .flat_map(|(i, l)| l.keys.iter().map(move |&k| (i, Entity::of(k))))
+            .collect();
+        let calls = by_group(&pairs, |(_, e)| e.group);
         let unkeyed: Vec<usize> = (0..labels.len())
             .filter(|&i| labels[i].keys.is_empty())
             .collect();
-        let calls: Vec<(&String, &[usize])> = groups
-            .iter()
-            .flat_map(|(t, ix)| ix.chunks(COMMIT_CHUNK).map(move |c| (t, c)))
-            .collect();
         let replies: Vec<Value> = self.with_conn(shared, |conn, scripts, eval| {
             let mut p = ClusterPipeline::new();
-            for (tag, ix) in &calls {
+            for call in &calls {
                 let cmd = script(&mut p, scripts, LABEL, eval);
-                cmd.arg(1 + ix.len()).arg(format!("{prefix}:e:{tag}"));
-                for &i in *ix {
-                    cmd.arg(format!("{prefix}:lm:{tag}:{}", labels[i].tx_id));
+                cmd.arg(2 * call.len());
+                for (i, e) in call {
+                    cmd.arg(e.hash(prefix))
+                        .arg(e.marker(prefix, "lm", labels[*i].tx_id));
                 }
                 cmd.arg(ttl).arg(entity_ttl);
-                for &i in *ix {
-                    cmd.arg(labels[i].bucket);
+                for (i, _) in call {
+                    cmd.arg(labels[*i].bucket);
                 }
             }
             // A label without entities is only remembered, in its transaction's slot.
@@ -293,11 +298,12 @@ impl Cluster {
             }
             p.query(conn)
         })?;
+        // A label applies when any of its entities took it.
         let mut applied = vec![false; labels.len()];
-        for ((_, ix), reply) in calls.iter().zip(&replies) {
+        for (call, reply) in calls.iter().zip(&replies) {
             if let Value::Array(flags) = reply {
-                for (&i, flag) in ix.iter().zip(flags) {
-                    applied[i] |= matches!(flag, Value::Int(1));
+                for ((i, _), flag) in call.iter().zip(flags) {
+                    applied[*i] |= matches!(flag, Value::Int(1));
                 }
             }
         }
@@ -317,34 +323,32 @@ impl Cluster {
             .iter()
             .flat_map(|c| {
                 c.keys.iter().map(move |&k| Update {
-                    tag: tag(k),
+                    entity: Entity::of(k),
                     tx_id: c.tx_id,
                     bucket: c.bucket,
                     amount: c.amount,
                 })
             })
             .collect();
-        let groups = by_entity(&updates);
-        self.with_conn(shared, |conn, scripts, eval| {
-            let mut p = ClusterPipeline::new();
-            for (tag, group) in &groups {
-                for chunk in group.chunks(COMMIT_CHUNK) {
+        let calls = by_group(&updates, |u| u.entity.group);
+        if !calls.is_empty() {
+            self.with_conn(shared, |conn, scripts, eval| {
+                let mut p = ClusterPipeline::new();
+                for call in &calls {
                     let cmd = script(&mut p, scripts, UNCOUNT, eval);
-                    cmd.arg(1 + chunk.len()).arg(format!("{prefix}:e:{tag}"));
-                    for u in chunk {
-                        cmd.arg(format!("{prefix}:m:{tag}:{}", u.tx_id));
+                    cmd.arg(2 * call.len());
+                    for u in call {
+                        cmd.arg(u.entity.hash(prefix))
+                            .arg(u.entity.marker(prefix, "m", u.tx_id));
                     }
-                    for u in chunk {
+                    for u in call {
                         cmd.arg(u.bucket).arg(u.amount);
                     }
                     cmd.ignore();
                 }
-            }
-            if groups.is_empty() {
-                return Ok(());
-            }
-            p.query::<()>(conn)
-        })?;
+                p.query::<()>(conn)
+            })?;
+        }
         let deleted: Vec<i64> = self.with_conn(shared, |conn, _, _| {
             let mut p = ClusterPipeline::new();
             for c in txs {
@@ -356,28 +360,102 @@ impl Cluster {
     }
 }
 
+/// An entity as the cluster keys it: its name in keys (`c:<card>`) and its group.
+#[derive(Debug, Clone)]
+struct Entity {
+    name: String,
+    group: usize,
+}
+
+impl Entity {
+    fn of((e, id): Key<'_>) -> Self {
+        let name = format!("{}:{id}", entity_letter(e));
+        let group = usize::from(crc16(name.as_bytes())) % GROUPS;
+        Self { name, group }
+    }
+
+    /// Its hash: `p:e:{g}:c:<card>`.
+    fn hash(&self, prefix: &str) -> String {
+        format!("{prefix}:e:{{{}}}:{}", group_tags()[self.group], self.name)
+    }
+
+    /// Its marker of `kind` (`m` counted, `lm` label counted) for transaction `tx`.
+    fn marker(&self, prefix: &str, kind: &str, tx: &str) -> String {
+        format!(
+            "{prefix}:{kind}:{{{}}}:{}:{tx}",
+            group_tags()[self.group],
+            self.name
+        )
+    }
+}
+
+/// The hash of entity `key` on a cluster.
+pub(super) fn entity_key(prefix: &str, key: Key<'_>) -> String {
+    Entity::of(key).hash(prefix)
+}
+
+/// CRC-16/XMODEM, the hash Redis Cluster takes modulo 16384 for a key's slot.
+fn crc16(bytes: &[u8]) -> u16 {
+    let mut crc: u16 = 0;
+    for &b in bytes {
+        crc ^= u16::from(b) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc
+}
+
+/// The groups' hash tags: tag `i` is the first `g<i>.<n>` whose slot is in
+/// `i·64 .. i·64+63`.
+fn group_tags() -> &'static [String] {
+    static TAGS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    TAGS.get_or_init(|| {
+        let width = 16_384 / GROUPS;
+        (0..GROUPS)
+            .map(|i| {
+                (0u32..)
+                    .map(|n| format!("g{i}.{n}"))
+                    .find(|t| usize::from(crc16(t.as_bytes()) % 16_384) / width == i)
+                    .unwrap_or_else(|| format!("g{i}"))
+            })
+            .collect()
+    })
+}
+
 /// One transaction's update of one entity.
 struct Update<'a> {
-    /// The entity's hash tag, `{c:<card>}`.
-    tag: String,
+    entity: Entity,
     tx_id: &'a str,
     bucket: i64,
     amount: f64,
 }
 
-/// `updates` grouped by entity, in first-seen order (a transaction's order within its
-/// entity is kept).
-fn by_entity<'u, 'a>(updates: &'u [Update<'a>]) -> Vec<(&'u str, Vec<&'u Update<'a>>)> {
-    let mut groups: Vec<(&str, Vec<&Update<'_>>)> = Vec::new();
-    let mut at: HashMap<&str, usize> = HashMap::new();
-    for u in updates {
-        let g = *at.entry(u.tag.as_str()).or_insert_with(|| {
-            groups.push((u.tag.as_str(), Vec::new()));
-            groups.len() - 1
-        });
-        groups[g].1.push(u);
+/// `items` split into script calls: by group, in first-seen order (so a transaction's
+/// order within its entity is kept), at most [`PAIRS_PER_CALL`] a call.
+fn by_group<T>(items: &[T], group: impl Fn(&T) -> usize) -> Vec<Vec<&T>> {
+    let mut by: Vec<Vec<&T>> = (0..GROUPS).map(|_| Vec::new()).collect();
+    let mut order: Vec<usize> = Vec::new();
+    for item in items {
+        let g = group(item);
+        if by[g].is_empty() {
+            order.push(g);
+        }
+        by[g].push(item);
     }
-    groups
+    order
+        .into_iter()
+        .flat_map(|g| {
+            std::mem::take(&mut by[g])
+                .chunks(PAIRS_PER_CALL)
+                .map(<[&T]>::to_vec)
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }
 
 /// A script call added to `p` (its arguments follow): `EVALSHA <sha>`, or `EVAL <code>`
@@ -404,7 +482,7 @@ struct Record {
     features: Vec<f32>,
     bucket: i64,
     amount: f64,
-    keys: Vec<(Entity, String)>,
+    keys: Vec<(Kind, String)>,
 }
 
 impl Record {
@@ -426,8 +504,8 @@ impl Record {
         out.push(keys.len() as u8);
         for (e, id) in keys {
             out.push(match e {
-                Entity::CardId => b'c',
-                Entity::TerminalId => b't',
+                Kind::CardId => b'c',
+                Kind::TerminalId => b't',
             });
             out.extend_from_slice(&(id.len() as u16).to_le_bytes());
             out.extend_from_slice(id.as_bytes());
@@ -456,8 +534,8 @@ impl Record {
         let mut keys = Vec::with_capacity(usize::from(count));
         for _ in 0..count {
             let e = match take(&mut b, 1)?[0] {
-                b'c' => Entity::CardId,
-                b't' => Entity::TerminalId,
+                b'c' => Kind::CardId,
+                b't' => Kind::TerminalId,
                 _ => return None,
             };
             let len = usize::from(u16::from_le_bytes(array(&mut b)?));
@@ -479,7 +557,7 @@ mod tests {
 
     #[test]
     fn a_record_reads_back_whole_and_a_foreign_value_does_not() {
-        let keys = [(Entity::CardId, "card-7"), (Entity::TerminalId, "t}{9")];
+        let keys = [(Kind::CardId, "card-7"), (Kind::TerminalId, "t}{9")];
         let c = Commit {
             tx_id: "tx",
             features: &[1.5, -0.0, f32::MAX],
@@ -494,8 +572,8 @@ mod tests {
         assert_eq!(
             r.keys,
             vec![
-                (Entity::CardId, "card-7".to_owned()),
-                (Entity::TerminalId, "t}{9".to_owned())
+                (Kind::CardId, "card-7".to_owned()),
+                (Kind::TerminalId, "t}{9".to_owned())
             ]
         );
         // One server's layout (features only), a truncated record, a trailing byte.
@@ -518,5 +596,35 @@ mod tests {
         );
         assert!(nodes("redis+cluster://").is_err());
         assert!(nodes("redis://h:1").is_err());
+    }
+
+    #[test]
+    fn slots_are_redis_clusters_and_groups_spread_evenly() {
+        // `CLUSTER KEYSLOT a` and `b` on a real cluster.
+        assert_eq!(crc16(b"a") % 16_384, 15_495);
+        assert_eq!(crc16(b"b") % 16_384, 3_300);
+        let tags = group_tags();
+        assert_eq!(tags.len(), GROUPS);
+        for (i, t) in tags.iter().enumerate() {
+            assert_eq!(
+                usize::from(crc16(t.as_bytes()) % 16_384) / (16_384 / GROUPS),
+                i,
+                "{t}"
+            );
+        }
+        // Entities spread over the groups.
+        let mut per = vec![0usize; GROUPS];
+        for n in 0..25_600 {
+            per[Entity::of((Kind::CardId, &format!("card-{n}"))).group] += 1;
+        }
+        assert!(per.iter().all(|&c| (50..=150).contains(&c)), "{per:?}");
+        // A key's tag is its group's: the hash and its markers share a slot.
+        let e = Entity::of((Kind::TerminalId, "t{1}"));
+        let tag = &tags[e.group];
+        assert!(e.hash("p").starts_with(&format!("p:e:{{{tag}}}:")));
+        assert!(
+            e.marker("p", "m", "x}")
+                .starts_with(&format!("p:m:{{{tag}}}:"))
+        );
     }
 }

@@ -26,9 +26,9 @@
 //! with backoff (nothing of a failed batch was recorded that a retry would record twice,
 //! thanks to the per-id guards).
 //!
-//! On a cluster (`redis+cluster://host:port,…`) the same hashes are keyed by a hash tag
-//! of their own entity, and each entity's update is made idempotent on its own, by a
-//! marker per entity and transaction in the entity's slot: [`cluster`].
+//! On a cluster (`redis+cluster://host:port,…`) the same hashes are keyed under the hash
+//! tag of the entity's group (one of 256), and each entity's update is made idempotent
+//! on its own, by a marker per entity and transaction in the entity's slot: [`cluster`].
 
 mod cluster;
 mod scripts;
@@ -107,11 +107,6 @@ impl Shared {
     fn served_ttl(&self) -> u64 {
         self.settings.served_ttl.as_secs().max(1)
     }
-}
-
-/// An entity's hash tag on a cluster: `{c:<card>}` or `{t:<terminal>}`.
-fn tag((e, id): Key<'_>) -> String {
-    format!("{{{}:{id}}}", entity_letter(e))
 }
 
 fn entity_letter(e: Entity) -> char {
@@ -285,8 +280,7 @@ impl StateStore for RedisStore {
                 b.hashes(&self.shared, &names)?
             }
             Backend::Cluster(b) => {
-                let names: Vec<String> =
-                    keys.iter().map(|&k| format!("{p}:e:{}", tag(k))).collect();
+                let names: Vec<String> = keys.iter().map(|&k| cluster::entity_key(p, k)).collect();
                 b.hashes(&self.shared, &names)?
             }
         };

@@ -138,22 +138,20 @@ return taken
 "
 );
 
-/// Counts transactions in one entity, each once: KEYS = the entity's hash, then one
-/// marker per transaction (`{p}:m:{entity}:{tx}`, in the entity's slot); ARGV = marker
-/// TTL, oldest bucket kept, entity TTL, then each transaction's bucket and amount.
-/// Returns how many were new.
+/// Counts transactions in entities of one slot, each once per entity: KEYS = pairs of an
+/// entity's hash and the transaction's marker in it (`{p}:m:{tag}:…:{tx}`); ARGV = marker
+/// TTL, oldest bucket kept, entity TTL, then each pair's bucket and amount.
 pub(super) const ENTITY_COMMIT: &str = concat!(
     read_bucket!(),
     trim_buckets!(),
     r"
-local k = KEYS[1]
 local ttl = ARGV[1]
 local oldest = tonumber(ARGV[2])
-local counted = 0
-for i = 2, #KEYS do
-  if redis.call('SET', KEYS[i], '1', 'NX', 'EX', ttl) then
-    local b = tonumber(ARGV[2 * i])
-    local amount = tonumber(ARGV[2 * i + 1])
+for i = 1, #KEYS, 2 do
+  if redis.call('SET', KEYS[i + 1], '1', 'NX', 'EX', ttl) then
+    local k = KEYS[i]
+    local b = tonumber(ARGV[i + 3])
+    local amount = tonumber(ARGV[i + 4])
     local c, f, s, lo = read(k, b)
     local v = string.format('%d %d %.17g', c + 1, f, s + amount)
     if lo == nil or b < lo then
@@ -162,26 +160,25 @@ for i = 2, #KEYS do
       redis.call('HSET', k, 'b' .. b, v)
       if lo < oldest then trim(k, lo, oldest) end
     end
-    counted = counted + 1
+    redis.call('EXPIRE', k, ARGV[3])
   end
 end
-if counted > 0 then redis.call('EXPIRE', k, ARGV[3]) end
-return counted
+return 1
 "
 );
 
-/// Counts fraud labels in one entity, each once: KEYS = the entity's hash, then one label
-/// marker per transaction; ARGV = marker TTL, entity TTL, then each label's bucket.
-/// Returns 1 or 0 per label: applied now, or already.
+/// Counts fraud labels in entities of one slot, each once per entity: KEYS = pairs of an
+/// entity's hash and the label's marker in it; ARGV = marker TTL, entity TTL, then each
+/// pair's bucket. Returns 1 or 0 per pair: applied now, or already.
 pub(super) const ENTITY_LABEL: &str = concat!(
     read_bucket!(),
     r"
-local k = KEYS[1]
 local out = {}
-for i = 2, #KEYS do
-  out[i - 1] = 0
-  if redis.call('SET', KEYS[i], '1', 'NX', 'EX', ARGV[1]) then
-    local b = tonumber(ARGV[i + 1])
+for i = 1, #KEYS, 2 do
+  local applied = 0
+  if redis.call('SET', KEYS[i + 1], '1', 'NX', 'EX', ARGV[1]) then
+    local k = KEYS[i]
+    local b = tonumber(ARGV[(i + 1) / 2 + 2])
     local c, f, s, lo = read(k, b)
     local v = string.format('%d %d %.17g', c, f + 1, s)
     if lo == nil or b < lo then
@@ -190,24 +187,25 @@ for i = 2, #KEYS do
       redis.call('HSET', k, 'b' .. b, v)
     end
     redis.call('EXPIRE', k, ARGV[2])
-    out[i - 1] = 1
+    applied = 1
   end
+  out[#out + 1] = applied
 end
 return out
 "
 );
 
-/// Takes transactions back from one entity, each only while its marker is there: KEYS =
-/// the entity's hash, then the transactions' markers; ARGV = each one's bucket and
-/// amount. A bucket left with nothing is deleted.
+/// Takes transactions back from entities of one slot, each only while its marker is
+/// there: KEYS = pairs of an entity's hash and the transaction's marker; ARGV = each
+/// pair's bucket and amount. A bucket left with nothing is deleted.
 pub(super) const ENTITY_UNCOUNT: &str = concat!(
     read_bucket!(),
     r"
-local k = KEYS[1]
-for i = 2, #KEYS do
-  if redis.call('DEL', KEYS[i]) == 1 then
-    local b = tonumber(ARGV[2 * i - 3])
-    local amount = tonumber(ARGV[2 * i - 2])
+for i = 1, #KEYS, 2 do
+  if redis.call('DEL', KEYS[i + 1]) == 1 then
+    local k = KEYS[i]
+    local b = tonumber(ARGV[i])
+    local amount = tonumber(ARGV[i + 1])
     local c, f, s = read(k, b)
     if c <= 1 and f == 0 then
       redis.call('HDEL', k, 'b' .. b, 'c' .. b, 'f' .. b, 's' .. b)
