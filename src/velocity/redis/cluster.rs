@@ -244,11 +244,11 @@ impl Cluster {
                 cmd.arg(2 * call.len());
                 for u in call {
                     cmd.arg(u.entity.hash(prefix))
-                        .arg(u.entity.marker(prefix, "m", u.tx_id));
+                        .arg(u.entity.markers(prefix, "m", u.bucket));
                 }
                 cmd.arg(ttl).arg(oldest).arg(entity_ttl);
                 for u in call {
-                    cmd.arg(u.bucket).arg(u.amount);
+                    cmd.arg(u.entity.field(u.tx_id)).arg(u.bucket).arg(u.amount);
                 }
                 cmd.ignore();
             }
@@ -280,11 +280,11 @@ impl Cluster {
                 cmd.arg(2 * call.len());
                 for (i, e) in call {
                     cmd.arg(e.hash(prefix))
-                        .arg(e.marker(prefix, "lm", labels[*i].tx_id));
+                        .arg(e.markers(prefix, "lm", labels[*i].bucket));
                 }
                 cmd.arg(ttl).arg(entity_ttl);
-                for (i, _) in call {
-                    cmd.arg(labels[*i].bucket);
+                for (i, e) in call {
+                    cmd.arg(e.field(labels[*i].tx_id)).arg(labels[*i].bucket);
                 }
             }
             // A label without entities is only remembered, in its transaction's slot.
@@ -339,10 +339,10 @@ impl Cluster {
                     cmd.arg(2 * call.len());
                     for u in call {
                         cmd.arg(u.entity.hash(prefix))
-                            .arg(u.entity.marker(prefix, "m", u.tx_id));
+                            .arg(u.entity.markers(prefix, "m", u.bucket));
                     }
                     for u in call {
-                        cmd.arg(u.bucket).arg(u.amount);
+                        cmd.arg(u.entity.field(u.tx_id)).arg(u.bucket).arg(u.amount);
                     }
                     cmd.ignore();
                 }
@@ -379,13 +379,16 @@ impl Entity {
         format!("{prefix}:e:{{{}}}:{}", group_tags()[self.group], self.name)
     }
 
-    /// Its marker of `kind` (`m` counted, `lm` label counted) for transaction `tx`.
-    fn marker(&self, prefix: &str, kind: &str, tx: &str) -> String {
-        format!(
-            "{prefix}:{kind}:{{{}}}:{}:{tx}",
-            group_tags()[self.group],
-            self.name
-        )
+    /// The marker hash of `kind` (`m` counted, `lm` label counted) of its group for
+    /// `bucket`: `p:m:{g}:<bucket>`. A transaction's event time picks the bucket, so a
+    /// redelivery finds the same hash.
+    fn markers(&self, prefix: &str, kind: &str, bucket: i64) -> String {
+        format!("{prefix}:{kind}:{{{}}}:{bucket}", group_tags()[self.group])
+    }
+
+    /// Its field in a marker hash for transaction `tx`: `c:<card>:<tx>`.
+    fn field(&self, tx: &str) -> String {
+        format!("{}:{tx}", self.name)
     }
 }
 
@@ -622,9 +625,6 @@ mod tests {
         let e = Entity::of((Kind::TerminalId, "t{1}"));
         let tag = &tags[e.group];
         assert!(e.hash("p").starts_with(&format!("p:e:{{{tag}}}:")));
-        assert!(
-            e.marker("p", "m", "x}")
-                .starts_with(&format!("p:m:{{{tag}}}:"))
-        );
+        assert_eq!(e.markers("p", "m", -7), format!("p:m:{{{tag}}}:-7"));
     }
 }

@@ -139,19 +139,27 @@ return taken
 );
 
 /// Counts transactions in entities of one slot, each once per entity: KEYS = pairs of an
-/// entity's hash and the transaction's marker in it (`{p}:m:{tag}:…:{tx}`); ARGV = marker
-/// TTL, oldest bucket kept, entity TTL, then each pair's bucket and amount.
+/// entity's hash and the marker hash of its group and the transaction's bucket
+/// (`{p}:m:{g}:<bucket>`); ARGV = marker TTL, oldest bucket kept, entity TTL, then for
+/// each pair the marker's field (`<entity>:<tx>`), the bucket and the amount.
 pub(super) const ENTITY_COMMIT: &str = concat!(
     read_bucket!(),
     trim_buckets!(),
     r"
 local ttl = ARGV[1]
 local oldest = tonumber(ARGV[2])
+local fresh = {}
 for i = 1, #KEYS, 2 do
-  if redis.call('SET', KEYS[i + 1], '1', 'NX', 'EX', ttl) then
+  local a = 3 + 3 * (i - 1) / 2
+  local m = KEYS[i + 1]
+  if redis.call('HSETNX', m, ARGV[a + 1], 1) == 1 then
+    if not fresh[m] then
+      redis.call('EXPIRE', m, ttl)
+      fresh[m] = true
+    end
     local k = KEYS[i]
-    local b = tonumber(ARGV[i + 3])
-    local amount = tonumber(ARGV[i + 4])
+    local b = tonumber(ARGV[a + 2])
+    local amount = tonumber(ARGV[a + 3])
     local c, f, s, lo = read(k, b)
     local v = string.format('%d %d %.17g', c + 1, f, s + amount)
     if lo == nil or b < lo then
@@ -168,17 +176,20 @@ return 1
 );
 
 /// Counts fraud labels in entities of one slot, each once per entity: KEYS = pairs of an
-/// entity's hash and the label's marker in it; ARGV = marker TTL, entity TTL, then each
-/// pair's bucket. Returns 1 or 0 per pair: applied now, or already.
+/// entity's hash and its group's label-marker hash for the bucket; ARGV = marker TTL,
+/// entity TTL, then for each pair the marker's field and the bucket. Returns 1 or 0 per
+/// pair: applied now, or already.
 pub(super) const ENTITY_LABEL: &str = concat!(
     read_bucket!(),
     r"
 local out = {}
 for i = 1, #KEYS, 2 do
+  local a = 2 + (i - 1)
   local applied = 0
-  if redis.call('SET', KEYS[i + 1], '1', 'NX', 'EX', ARGV[1]) then
+  if redis.call('HSETNX', KEYS[i + 1], ARGV[a + 1], 1) == 1 then
+    redis.call('EXPIRE', KEYS[i + 1], ARGV[1])
     local k = KEYS[i]
-    local b = tonumber(ARGV[(i + 1) / 2 + 2])
+    local b = tonumber(ARGV[a + 2])
     local c, f, s, lo = read(k, b)
     local v = string.format('%d %d %.17g', c, f + 1, s)
     if lo == nil or b < lo then
@@ -196,16 +207,18 @@ return out
 );
 
 /// Takes transactions back from entities of one slot, each only while its marker is
-/// there: KEYS = pairs of an entity's hash and the transaction's marker; ARGV = each
-/// pair's bucket and amount. A bucket left with nothing is deleted.
+/// there: KEYS = pairs of an entity's hash and its group's marker hash for the bucket;
+/// ARGV = for each pair the marker's field, the bucket and the amount. A bucket left with
+/// nothing is deleted.
 pub(super) const ENTITY_UNCOUNT: &str = concat!(
     read_bucket!(),
     r"
 for i = 1, #KEYS, 2 do
-  if redis.call('DEL', KEYS[i + 1]) == 1 then
+  local a = 3 * (i - 1) / 2
+  if redis.call('HDEL', KEYS[i + 1], ARGV[a + 1]) == 1 then
     local k = KEYS[i]
-    local b = tonumber(ARGV[i])
-    local amount = tonumber(ARGV[i + 1])
+    local b = tonumber(ARGV[a + 2])
+    local amount = tonumber(ARGV[a + 3])
     local c, f, s = read(k, b)
     if c <= 1 and f == 0 then
       redis.call('HDEL', k, 'b' .. b, 'c' .. b, 'f' .. b, 's' .. b)
