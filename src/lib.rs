@@ -31,7 +31,8 @@
 //! - [`api`]: the HTTP API and the dashboard (axum), with `/metrics`, `/healthz`,
 //!   `/readyz`; [`telemetry`]: the Prometheus recorder; [`metric_names`]: every metric
 //!   name.
-//! - [`report`]: the evaluation report (SVG charts, HTML page).
+//! - [`report`]: the evaluation report (SVG charts, HTML page); [`capacity`]: the sizing
+//!   model (`fraudstream capacity`, docs/capacity.md).
 //! - [`cli`]: the command-line interface (argument parsing and printing).
 
 #![warn(missing_docs)]
@@ -40,6 +41,7 @@ pub use fraudstream_core::{eval, forest, model, monitor, rng, rules, schema, sig
 
 pub mod api;
 pub mod aws;
+pub mod capacity;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -386,3 +386,26 @@ fn the_reference_pages_are_generated_and_current() {
         );
     }
 }
+
+/// docs/capacity.md's fleet table is `fraudstream capacity`'s output for 1,000, 10,000
+/// and 100,000 transactions a second, between its two markers.
+#[test]
+fn the_capacity_table_is_the_commands_output() {
+    use fraudstream::capacity::{UnitCosts, markdown};
+    const BEGIN: &str = "<!-- capacity:begin (generated: `make docs`) -->\n";
+    const END: &str = "<!-- capacity:end -->";
+    let path = Path::new(ROOT).join("docs/capacity.md");
+    let page = std::fs::read_to_string(&path).unwrap();
+    let (head, rest) = page.split_once(BEGIN).expect("the begin marker");
+    let (_, tail) = rest.split_once(END).expect("the end marker");
+    let table = markdown(&[1_000.0, 10_000.0, 100_000.0], &UnitCosts::MEASURED);
+    let want = format!("{head}{BEGIN}{table}{END}{tail}");
+    if std::env::var_os("FRAUDSTREAM_WRITE_DOCS").is_some() {
+        std::fs::write(&path, want).unwrap();
+        return;
+    }
+    assert!(
+        page == want,
+        "docs/capacity.md's table is stale: run `make docs` (FRAUDSTREAM_WRITE_DOCS=1 cargo test --test docs)"
+    );
+}

@@ -1,6 +1,7 @@
 //! The command-line interface: argument definitions and one module per command.
 
 mod backtest;
+mod capacity;
 mod compare;
 mod evaluate;
 mod inspect;
@@ -76,6 +77,9 @@ pub enum Command {
     Retrain(retrain::RetrainArgs),
     /// Write a train/test split of a labelled file to two CSV files.
     Split(split::SplitArgs),
+    /// What a fleet needs for a peak rate: detector cores, Redis, DynamoDB write units,
+    /// Kafka partitions, lake bytes and files (docs/capacity.md).
+    Capacity(capacity::CapacityArgs),
     /// Work with model files.
     #[command(subcommand)]
     Model(ModelCommand),
@@ -216,6 +220,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Backtest(a) => backtest::run(&a),
         Command::Score(a) => score::run(&a),
         Command::Split(a) => split::run(&a),
+        Command::Capacity(a) => capacity::run(&a),
         Command::Retrain(a) => retrain::run(&a),
         Command::Preprocess(a) => preprocess::run(&a),
         Command::Keygen(a) => registry::keygen(&a),

@@ -10,7 +10,7 @@
 //! all of a batch's updates of a group, and a script call's own cost (about 6 µs of
 //! server CPU on Redis 7.0, more than an update's) is shared, as one server shares it
 //! over 64 transactions. (A tag per entity, `{c:<card>}`, gives a call per update:
-//! docs/capacity.md has both measured.)
+//! docs/benchmarks.md has both measured.)
 //!
 //! Keys, under the prefix `p` (the part in braces is the group's hash tag):
 //! - `p:e:{g}:c:<card>`, `p:e:{g}:t:<terminal>`: the entity's hash, as on one server;

@@ -1,0 +1,222 @@
+//! The capacity model (docs/capacity.md): what a fleet needs for a peak rate, from
+//! measured unit costs. `fraudstream capacity --rate R` prints it, and docs/capacity.md's
+//! tables are this module's output (`tests/docs.rs` checks), so the two cannot drift
+//! apart. Each unit cost names the command that measured it.
+
+/// Every resource at or below this share of busy at the peak.
+pub const HEADROOM: f64 = 0.6;
+
+/// The measured unit costs the model multiplies.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct UnitCosts {
+    /// Detector CPU per transaction on the Kafka path, every sink on, exactly-once
+    /// outputs (µs).
+    pub detector_us: f64,
+    /// One Redis server (with its replica) per transaction of entity features (µs).
+    pub redis_server_us: f64,
+    /// A Redis Cluster's masters (each with a replica), summed, per transaction (µs).
+    pub redis_cluster_us: f64,
+    /// Verdicts per DynamoDB `BatchWriteItem`.
+    pub verdicts_per_batch: f64,
+    /// Bytes of one lake row (zstd Parquet, no entity features).
+    pub lake_row_bytes: f64,
+    /// Rows per lake file (`lake.writer.max_rows`).
+    pub lake_file_rows: f64,
+    /// Seconds between flushes of a quiet partition (`lake.writer.max_age`).
+    pub lake_file_secs: f64,
+    /// Transactions per second one Kafka partition is given at most.
+    pub partition_rate: f64,
+}
+
+impl UnitCosts {
+    /// The figures in docs/capacity.md, each measured by the command named there.
+    pub const MEASURED: Self = Self {
+        // 17 µs (the top of the Kaggle model's range, `scripts/bench/kafka.sh --hotpath`)
+        // × 1.09 for exactly-once outputs.
+        detector_us: 18.5,
+        // `scripts/bench/velocity-redis.sh`: 17.8–22.7 µs, a server with one replica.
+        redis_server_us: 23.0,
+        // The same script: 27.4–29.7 µs over three masters, each with a replica.
+        redis_cluster_us: 30.0,
+        verdicts_per_batch: 25.0,
+        // `fraudstream run` on the Kaggle file: 62,492,885 bytes for 284,807 rows.
+        lake_row_bytes: 219.0,
+        lake_file_rows: 100_000.0,
+        lake_file_secs: 60.0,
+        partition_rate: 10_000.0,
+    };
+}
+
+/// Where entity state lives, as sized.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RedisPlan {
+    /// One server is enough (its share of a core at the peak).
+    Server,
+    /// A Redis Cluster of this many masters.
+    Cluster(u32),
+}
+
+/// What a fleet needs for one peak rate.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Fleet {
+    /// Transactions per second at the peak.
+    pub rate: f64,
+    /// Detector cores, busy at the peak ÷ [`HEADROOM`].
+    pub detector_cores: f64,
+    /// Detectors of one core (two at least: one takes over from the other).
+    pub detectors: u32,
+    /// Redis cores, busy ÷ [`HEADROOM`], with one server.
+    pub redis_server_cores: f64,
+    /// Entity features on Redis: one server, or a cluster of N masters.
+    pub redis: RedisPlan,
+    /// DynamoDB write units a second (one per verdict).
+    pub write_units: f64,
+    /// `BatchWriteItem` requests a second.
+    pub batch_requests: f64,
+    /// Kafka partitions of the input topic.
+    pub partitions: u32,
+    /// Lake bytes an hour.
+    pub lake_bytes_per_hour: f64,
+    /// Lake files an hour (size or age limit, plus one per partition at the hour).
+    pub lake_files_per_hour: f64,
+    /// Store writes an hour (two per file: the marker-log entry, then the file).
+    pub lake_writes_per_hour: f64,
+}
+
+/// The fleet for `rate` transactions a second.
+#[must_use]
+pub fn plan(rate: f64, c: &UnitCosts) -> Fleet {
+    let detector_cores = rate * c.detector_us * 1e-6 / HEADROOM;
+    let detectors = (detector_cores.ceil() as u32).max(2);
+    let redis_server_cores = rate * c.redis_server_us * 1e-6 / HEADROOM;
+    let redis = if redis_server_cores <= 1.0 {
+        RedisPlan::Server
+    } else {
+        // A cluster has three masters at least (a failover needs a majority).
+        let cores = rate * c.redis_cluster_us * 1e-6 / HEADROOM;
+        RedisPlan::Cluster((cores.ceil() as u32).max(3))
+    };
+    let partitions = detectors
+        .max((rate / c.partition_rate).ceil() as u32)
+        .next_power_of_two();
+    let rows_per_partition_hour = rate * 3_600.0 / f64::from(partitions);
+    let files_per_partition = (rows_per_partition_hour / c.lake_file_rows)
+        .ceil()
+        .max(3_600.0 / c.lake_file_secs)
+        + 1.0;
+    let lake_files_per_hour = files_per_partition * f64::from(partitions);
+    Fleet {
+        rate,
+        detector_cores,
+        detectors,
+        redis_server_cores,
+        redis,
+        write_units: rate,
+        batch_requests: rate / c.verdicts_per_batch,
+        partitions,
+        lake_bytes_per_hour: rate * 3_600.0 * c.lake_row_bytes,
+        lake_files_per_hour,
+        lake_writes_per_hour: 2.0 * lake_files_per_hour,
+    }
+}
+
+/// `n` with thousands separators (rounded).
+fn thousands(n: f64) -> String {
+    let digits = format!("{:.0}", n.round());
+    let mut out = String::new();
+    for (i, ch) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+/// Bytes as GB (10⁹), with a sensible precision.
+fn gigabytes(b: f64) -> String {
+    let gb = b / 1e9;
+    if gb < 10.0 {
+        format!("{gb:.2} GB")
+    } else {
+        format!("{gb:.1} GB")
+    }
+}
+
+/// The fleets of `rates` as a Markdown table, with the unit costs it used.
+#[must_use]
+pub fn markdown(rates: &[f64], c: &UnitCosts) -> String {
+    let mut out = String::new();
+    out.push_str("| peak | detector cores (busy ÷ 0.6) | detectors | entity features on Redis | DynamoDB write units / batch requests a second | Kafka partitions | lake per hour: bytes / files / store writes |\n");
+    out.push_str("|---|---|---|---|---|---|---|\n");
+    for &rate in rates {
+        let f = plan(rate, c);
+        let redis = match f.redis {
+            RedisPlan::Server => format!("1 server ({:.2} of a core)", f.redis_server_cores),
+            RedisPlan::Cluster(n) => format!(
+                "a cluster of {n} masters ({:.1} cores; one server would need {:.1})",
+                rate * c.redis_cluster_us * 1e-6 / HEADROOM,
+                f.redis_server_cores
+            ),
+        };
+        out.push_str(&format!(
+            "| {} tx/s | {:.2} | {}, 1 core each | {redis} | {} / {} | {} | {} / {} / {} |\n",
+            thousands(rate),
+            f.detector_cores,
+            f.detectors,
+            thousands(f.write_units),
+            thousands(f.batch_requests),
+            f.partitions,
+            gigabytes(f.lake_bytes_per_hour),
+            thousands(f.lake_files_per_hour),
+            thousands(f.lake_writes_per_hour),
+        ));
+    }
+    out.push_str(&format!(
+        "\nUnit costs used: detector {} µs per transaction; Redis {} µs per transaction on one \
+         server, {} µs over a cluster's masters (both with replicas); {} verdicts per \
+         `BatchWriteItem`; {} bytes per lake row; a lake file every {} rows or {} s per \
+         partition; at most {} transactions a second per partition; every resource at most \
+         {:.0}% busy.\n",
+        c.detector_us,
+        c.redis_server_us,
+        c.redis_cluster_us,
+        c.verdicts_per_batch,
+        c.lake_row_bytes,
+        thousands(c.lake_file_rows),
+        c.lake_file_secs,
+        thousands(c.partition_rate),
+        HEADROOM * 100.0
+    ));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_arithmetic_of_a_large_fleet() {
+        let f = plan(100_000.0, &UnitCosts::MEASURED);
+        // 100,000 × 18.5 µs = 1.85 cores busy; ÷ 0.6.
+        assert!((f.detector_cores - 3.083).abs() < 0.01, "{f:?}");
+        assert_eq!(f.detectors, 4);
+        // 100,000 × 30 µs = 3 cores; ÷ 0.6 = 5 masters.
+        assert_eq!(f.redis, RedisPlan::Cluster(5));
+        assert_eq!(f.partitions, 16);
+        // 6,250 tx/s a partition: 225 files an hour by size, plus one at the hour.
+        assert!((f.lake_files_per_hour - 16.0 * 226.0).abs() < 1e-9);
+        assert!((f.lake_bytes_per_hour - 78.84e9).abs() < 1e6);
+    }
+
+    #[test]
+    fn a_small_fleet_keeps_two_detectors_and_one_redis_server() {
+        let f = plan(1_000.0, &UnitCosts::MEASURED);
+        assert_eq!((f.detectors, f.partitions), (2, 2));
+        assert_eq!(f.redis, RedisPlan::Server);
+        // Quiet partitions flush on age: 60 files an hour, plus the hour's.
+        assert!((f.lake_files_per_hour - 2.0 * 61.0).abs() < 1e-9);
+        assert_eq!(thousands(1_234_567.4), "1,234,567");
+        assert_eq!(thousands(999.0), "999");
+    }
+}
