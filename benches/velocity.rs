@@ -145,6 +145,7 @@ fn main() {
                     prefix: format!("bench-{}-{run}", std::process::id()),
                     served_ttl: std::time::Duration::from_secs(3_600),
                     timeout: std::time::Duration::from_secs(5),
+                    wait_replicas: 0,
                 };
                 let store = RedisStore::new(settings, spec.horizon_buckets(), spec.bucket.secs())
                     .expect("redis url");

@@ -322,6 +322,7 @@ impl CardStream {
             prefix: self.prefix.clone(),
             served_ttl: Duration::from_secs(86_400),
             timeout: Duration::from_secs(10),
+            wait_replicas: 0,
         };
         let mut store =
             RedisStore::new(settings, VelocitySpec::handbook().horizon_buckets(), 3_600).unwrap();

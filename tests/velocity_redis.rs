@@ -28,6 +28,7 @@ fn settings(url: &str) -> RedisSettings {
         prefix: common::unique("fs-test"),
         served_ttl: Duration::from_secs(3_600),
         timeout: Duration::from_secs(2),
+        wait_replicas: 0,
     }
 }
 
@@ -314,7 +315,7 @@ fn while_redis_is_down_batches_wait_and_nothing_is_lost() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_detectors_killed_mid_stream_count_every_update_once() {
     let url = common::require("FRAUDSTREAM_TEST_REDIS", "redis");
-    common::group::count_every_update_once(&url, "velkill", Kills::Yes, |_| {}).await;
+    common::group::count_every_update_once(&url, "velkill", Kills::Yes, 0, |_| {}).await;
 }
 
 /// `txs` with wrong times inserted (issue 22): milliseconds sent as seconds, ±1e300, a

@@ -2,7 +2,8 @@
 //! masters and three replicas on 127.0.0.1): the store passes the conformance suite; two
 //! detectors sharing it count every transaction and label once through kill -9s; and
 //! through a slot migration (`redis-cli --cluster reshard`) and a master failover
-//! (`DEBUG SLEEP` on a master until its replica is promoted) under load.
+//! (`DEBUG SLEEP` on a master until its replica is promoted) under load; and, with
+//! `velocity.redis.wait_replicas = 1`, through a master killed outright.
 //!
 //! The tests take turns (one lock): a reshard or a failover would otherwise land in the
 //! middle of another test's measurements.
@@ -102,6 +103,7 @@ fn cluster_store_conforms() {
             prefix: common::unique("fs-cluster"),
             served_ttl: Duration::from_secs(3_600),
             timeout: Duration::from_secs(2),
+            wait_replicas: 0,
         };
         RedisStore::new(settings, 10_000, 3_600).unwrap()
     });
@@ -112,7 +114,7 @@ async fn two_detectors_killed_mid_stream_on_a_cluster_count_every_update_once() 
     let _turn = TURN.lock().await;
     let url = cluster_url();
     wait_healthy(&url);
-    count_every_update_once(&url, "clkill", Kills::Yes, |_| {}).await;
+    count_every_update_once(&url, "clkill", Kills::Yes, 0, |_| {}).await;
 }
 
 /// While two detectors work through the stream, 1,000 slots move from one master to
@@ -124,13 +126,16 @@ async fn a_reshard_and_a_failover_under_two_detectors_count_every_update_once() 
     let url = cluster_url();
     wait_healthy(&url);
     let before = nodes(&url);
-    let masters: Vec<&(u16, String, bool, usize)> = before.iter().filter(|n| n.2).collect();
+    let mut masters: Vec<&(u16, String, bool, usize)> = before.iter().filter(|n| n.2).collect();
     assert!(masters.len() >= 3, "three masters: {before:?}");
-    let (from, to) = (masters[0].clone(), masters[1].clone());
-    let sleeper = masters[2].clone();
+    // From the master with the most slots to the one with the fewest (earlier runs on
+    // the same cluster moved slots too).
+    masters.sort_by_key(|n| std::cmp::Reverse(n.3));
+    let (from, to) = (masters[0].clone(), masters[masters.len() - 1].clone());
+    let sleeper = masters[1].clone();
     let mut reshard: Option<std::thread::JoinHandle<std::process::Output>> = None;
     let mut sleep: Option<Child> = None;
-    let run = count_every_update_once(&url, "clmove", Kills::No, |k| match k {
+    let run = count_every_update_once(&url, "clmove", Kills::No, 0, |k| match k {
         1 => {
             let (port, from, to) = (from.0, from.1.clone(), to.1.clone());
             reshard = Some(std::thread::spawn(move || {
@@ -179,6 +184,80 @@ async fn a_reshard_and_a_failover_under_two_detectors_count_every_update_once() 
     assert!(
         !slept.2,
         "the slept master was replaced by its replica: {after:?}"
+    );
+    assert!(
+        run.store_errors > 0,
+        "the detectors never waited for the store: the test proves nothing ({run:?})"
+    );
+}
+
+/// A master killed outright (SIGKILL) while two detectors run with
+/// `velocity.redis.wait_replicas = 1`: its replica is promoted, the detectors' batches
+/// wait (no master may lack its replica) until the killed node is started again and
+/// rejoins as the new master's replica, and nothing they were told was stored is lost:
+/// every update counts once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_killed_outright_loses_nothing_with_wait_replicas() {
+    let _turn = TURN.lock().await;
+    let url = cluster_url();
+    wait_healthy(&url);
+    let before = nodes(&url);
+    let victim = before
+        .iter()
+        .find(|n| n.2 && n.3 > 0)
+        .expect("a master with slots")
+        .clone();
+    let info = redis_cli(victim.0, &["info", "server"]);
+    let pid: u32 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("process_id:"))
+        .and_then(|p| p.trim().parse().ok())
+        .expect("the master's process id");
+    let root = env!("CARGO_MANIFEST_DIR");
+    let run = count_every_update_once(&url, "clkill9", Kills::No, 1, |k| match k {
+        2 => {
+            let killed = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status()
+                .expect("kill");
+            assert!(killed.success(), "kill -9 {pid}");
+            // Its replica must be promoted before it comes back: a master restarted from
+            // its append-only file first would make its replica resynchronise from it.
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let other = before
+                .iter()
+                .find(|n| n.0 != victim.0)
+                .expect("another node");
+            while !redis_cli(other.0, &["cluster", "nodes"])
+                .lines()
+                .any(|l| l.starts_with(&victim.1) && l.contains("fail") && !l.contains("fail?"))
+                || redis_cli(other.0, &["cluster", "info"]).contains("cluster_state:fail")
+            {
+                assert!(Instant::now() < deadline, "no failover after the kill");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+        4 => {
+            // Started again by the script that runs it (same state directory and ports).
+            let up = Command::new(format!("{root}/scripts/services.sh"))
+                .args(["up", "redis-cluster"])
+                .stdout(Stdio::null())
+                .status()
+                .expect("scripts/services.sh");
+            assert!(up.success(), "scripts/services.sh up redis-cluster");
+        }
+        _ => {}
+    })
+    .await;
+    wait_healthy(&url);
+    let after = nodes(&url);
+    let back = after
+        .iter()
+        .find(|n| n.1 == victim.1)
+        .expect("the killed node");
+    assert!(
+        !back.2,
+        "the killed master came back as a replica: {after:?}"
     );
     assert!(
         run.store_errors > 0,

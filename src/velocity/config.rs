@@ -36,6 +36,13 @@ pub struct RedisConfig {
     /// Longest wait for a connection or an answer before the batch is retried.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
+    /// Replicas that must hold a batch's writes before it counts as stored (Redis
+    /// `WAIT`, on every master of a cluster). 0: the master's answer is enough, and a
+    /// master killed outright can lose its last writes before a replica copied them. 1
+    /// or more: nothing acknowledged is lost with a master, but a batch waits (retrying)
+    /// while a master has fewer replicas than this; run one replica more than this number
+    /// to ride through a master's loss without waiting.
+    pub wait_replicas: u32,
 }
 
 impl Default for RedisConfig {
@@ -45,6 +52,7 @@ impl Default for RedisConfig {
             prefix: "fraudstream".into(),
             served_ttl: Duration::from_secs(7 * 86_400),
             timeout: Duration::from_secs(2),
+            wait_replicas: 0,
         }
     }
 }

@@ -186,6 +186,7 @@ impl Velocity {
                     prefix: cfg.redis.prefix.clone(),
                     served_ttl: cfg.redis.served_ttl,
                     timeout: cfg.redis.timeout,
+                    wait_replicas: cfg.redis.wait_replicas,
                 };
                 let mut store = super::redis::RedisStore::new(
                     settings,

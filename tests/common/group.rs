@@ -82,7 +82,8 @@ pub enum Kills {
 /// Two detector processes on Kafka sharing the Redis store at `url` (one server or a
 /// cluster), fed a simulated stream in eight bursts with its labels a burst behind:
 /// `disturb(k)` runs after burst `k` is produced (a reshard, a failover), and with
-/// [`Kills::Yes`] a detector is killed in each of the first seven bursts and restarted.
+/// [`Kills::Yes`] a detector is killed in each of the first seven bursts and restarted;
+/// the detectors run with `velocity.redis.wait_replicas = wait_replicas`.
 /// At the end every card's and terminal's buckets add up to exactly its transactions
 /// and its frauds, there is one verdict per transaction, and every lake row holds the
 /// features recorded for its transaction.
@@ -90,6 +91,7 @@ pub async fn count_every_update_once(
     url: &str,
     name: &str,
     kill: Kills,
+    wait_replicas: u32,
     mut disturb: impl FnMut(usize),
 ) -> GroupRun {
     let d = Deployment::new(name).await;
@@ -115,6 +117,7 @@ pub async fn count_every_update_once(
     let base = d
         .config(true)
         .velocity_on_redis(url, &prefix)
+        .set("velocity.redis.wait_replicas", i64::from(wait_replicas))
         .set("velocity.labels_topic", labels_topic.as_str());
     let mut detectors = [
         Some(start_detector(&d, &base, name, 1, 1)),
@@ -240,6 +243,7 @@ pub async fn count_every_update_once(
         prefix: prefix.clone(),
         served_ttl: Duration::from_secs(3_600),
         timeout: Duration::from_secs(2),
+        wait_replicas: 0,
     };
     let mut store = RedisStore::new(settings, spec.horizon_buckets(), 3_600).unwrap();
     let entities: Vec<(Entity, String)> = want.keys().cloned().collect();

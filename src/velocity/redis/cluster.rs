@@ -252,7 +252,11 @@ impl Cluster {
                 }
                 cmd.ignore();
             }
-            p.query::<()>(conn)
+            if !calls.is_empty() {
+                p.query::<()>(conn)?;
+            }
+            // The records written before the counting are covered too.
+            shared.wait_replicas(conn)
         })
     }
 
@@ -296,7 +300,9 @@ impl Cluster {
                     .arg("EX")
                     .arg(ttl);
             }
-            p.query(conn)
+            let replies = p.query(conn)?;
+            shared.wait_replicas(conn)?;
+            Ok(replies)
         })?;
         // A label applies when any of its entities took it.
         let mut applied = vec![false; labels.len()];
@@ -354,7 +360,9 @@ impl Cluster {
             for c in txs {
                 p.cmd("DEL").arg(format!("{prefix}:s:{{{}}}", c.tx_id));
             }
-            p.query(conn)
+            let deleted = p.query(conn)?;
+            shared.wait_replicas(conn)?;
+            Ok(deleted)
         })?;
         Ok(deleted.iter().filter(|&&d| d == 1).count())
     }

@@ -54,6 +54,9 @@ pub struct RedisSettings {
     pub served_ttl: Duration,
     /// Longest wait for a connection or an answer.
     pub timeout: Duration,
+    /// Replicas that must acknowledge a batch's writes (`WAIT`) before it counts as
+    /// stored; 0 for none.
+    pub wait_replicas: u32,
 }
 
 /// Whether `url` names a cluster (`redis+cluster://`).
@@ -106,6 +109,29 @@ impl Shared {
 
     fn served_ttl(&self) -> u64 {
         self.settings.served_ttl.as_secs().max(1)
+    }
+
+    /// After writes on `c`: wait until `wait_replicas` replicas hold them (`WAIT`; on a
+    /// cluster every master is asked, and the fewest counts). Too few is an error: the
+    /// batch is retried, and its guards make the retry count nothing twice.
+    fn wait_replicas(&self, c: &mut dyn ConnectionLike) -> RedisResult<()> {
+        let want = self.settings.wait_replicas;
+        if want == 0 {
+            return Ok(());
+        }
+        // Half the answer timeout: the answer must come back within it.
+        let ms = u64::try_from(self.settings.timeout.as_millis() / 2)
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let got: i64 = redis::cmd("WAIT").arg(want).arg(ms).query(c)?;
+        if got < i64::from(want) {
+            return Err(redis::RedisError::from((
+                redis::ErrorKind::Io,
+                "too few replicas acknowledged the writes",
+                format!("{got} of the {want} velocity.redis.wait_replicas asks for"),
+            )));
+        }
+        Ok(())
     }
 }
 

@@ -105,7 +105,8 @@ impl Single {
                 }
                 cmd.ignore();
             }
-            p.query::<()>(conn)
+            p.query::<()>(conn)?;
+            shared.wait_replicas(conn)
         })
     }
 
@@ -129,7 +130,9 @@ impl Single {
                     .arg(l.bucket)
                     .arg(entity_ttl);
             }
-            p.query(conn)
+            let applied = p.query(conn)?;
+            shared.wait_replicas(conn)?;
+            Ok(applied)
         })?;
         Ok(applied
             .iter()
@@ -154,7 +157,9 @@ impl Single {
             for (c, keys) in txs.iter().zip(&entity_keys) {
                 cmd.arg(c.bucket).arg(c.amount).arg(keys.len());
             }
-            cmd.query(conn)
+            let taken = cmd.query(conn)?;
+            shared.wait_replicas(conn)?;
+            Ok(taken)
         })?;
         Ok(usize::try_from(taken).unwrap_or(0))
     }
