@@ -34,10 +34,11 @@ impl UnitCosts {
         // 17 µs (the top of the Kaggle model's range, `scripts/bench/kafka.sh --hotpath`)
         // × 1.09 for exactly-once outputs.
         detector_us: 18.5,
-        // `scripts/bench/velocity-redis.sh`: 17.8–22.7 µs, a server with one replica.
+        // `scripts/bench/velocity-redis.sh --rounds 3`: 18.4–22.5 µs, a server with one
+        // replica.
         redis_server_us: 23.0,
-        // The same script: 27.4–29.7 µs over three masters, each with a replica.
-        redis_cluster_us: 30.0,
+        // The same run: 27.1–32.8 µs over three masters, each with a replica.
+        redis_cluster_us: 33.0,
         verdicts_per_batch: 25.0,
         // `fraudstream run` on the Kaggle file: 62,492,885 bytes for 284,807 rows.
         lake_row_bytes: 219.0,
@@ -201,8 +202,8 @@ mod tests {
         // 100,000 × 18.5 µs = 1.85 cores busy; ÷ 0.6.
         assert!((f.detector_cores - 3.083).abs() < 0.01, "{f:?}");
         assert_eq!(f.detectors, 4);
-        // 100,000 × 30 µs = 3 cores; ÷ 0.6 = 5 masters.
-        assert_eq!(f.redis, RedisPlan::Cluster(5));
+        // 100,000 × 33 µs = 3.3 cores; ÷ 0.6 = 5.5: 6 masters.
+        assert_eq!(f.redis, RedisPlan::Cluster(6));
         assert_eq!(f.partitions, 16);
         // 6,250 tx/s a partition: 225 files an hour by size, plus one at the hour.
         assert!((f.lake_files_per_hour - 16.0 * 226.0).abs() < 1e-9);
