@@ -118,7 +118,7 @@ impl Sampler {
     }
 
     /// Frauds then legitimate rows, legitimate ones trimmed so the total fits `max_rows`,
-    /// with the weights of the sampling.
+    /// with the weights of the sampling. Done in place: the sample is never copied.
     pub fn finish(mut self, max_rows: usize) -> Sample {
         let room = max_rows.saturating_sub(self.frauds.rows.len());
         if self.legit.rows.len() > room {
@@ -126,13 +126,11 @@ impl Sampler {
             self.rng.shuffle(&mut idx);
             idx.truncate(room);
             idx.sort_unstable();
-            self.legit.rows = self.legit.rows.select(&idx);
+            self.legit.rows.retain_rows(&idx);
         }
         let weights = [self.legit.weight(), self.frauds.weight()];
         let mut data = self.frauds.rows;
-        for i in 0..self.legit.rows.len() {
-            data.push(self.legit.rows.row(i));
-        }
+        data.append(self.legit.rows);
         Sample {
             data,
             weights: (weights != crate::eval::UNWEIGHTED).then_some(weights),

@@ -437,6 +437,56 @@ impl Dataset {
         Ok(self.labels.iter().map(|l| l.unwrap_or(0)).collect())
     }
 
+    /// Keep only the rows at `indices` (ascending, without repeats), in place: no copy of
+    /// the dataset is made, and the memory of the dropped rows is returned.
+    ///
+    /// # Panics
+    /// When `indices` is not ascending or names a row past the end.
+    pub fn retain_rows(&mut self, indices: &[usize]) {
+        assert!(
+            indices.windows(2).all(|w| w[0] < w[1])
+                && indices.last().is_none_or(|&i| i < self.len()),
+            "retain_rows: indices must be ascending and in range"
+        );
+        // Row `indices[j]` moves to `j`; `j <= indices[j]`, so nothing is overwritten
+        // before it has moved.
+        fn compact<T>(v: &mut Vec<T>, indices: &[usize]) {
+            for (j, &i) in indices.iter().enumerate() {
+                v.swap(j, i);
+            }
+            v.truncate(indices.len());
+            v.shrink_to_fit();
+        }
+        compact(&mut self.ids, indices);
+        compact(&mut self.labels, indices);
+        for c in &mut self.columns {
+            compact(c, indices);
+        }
+    }
+
+    /// Append `other`'s rows (the same columns) after these, a column at a time, each of
+    /// `other`'s freed once moved: at most one column more than the two datasets is held.
+    ///
+    /// # Panics
+    /// When the two have different columns.
+    pub fn append(&mut self, mut other: Self) {
+        assert_eq!(
+            self.columns.len(),
+            other.columns.len(),
+            "append: the datasets have different columns"
+        );
+        let total = self.len() + other.len();
+        for (mine, theirs) in self.columns.iter_mut().zip(&mut other.columns) {
+            let theirs = std::mem::take(theirs);
+            mine.reserve_exact(total - mine.len());
+            mine.extend_from_slice(&theirs);
+        }
+        self.ids.reserve_exact(total - self.ids.len());
+        self.ids.append(&mut other.ids);
+        self.labels.reserve_exact(total - self.labels.len());
+        self.labels.append(&mut other.labels);
+    }
+
     /// The rows at `indices`, in that order.
     #[must_use]
     pub fn select(&self, indices: &[usize]) -> Self {
@@ -523,6 +573,57 @@ mod tests {
             parse_number("V1", ""),
             Err(RecordErrorKind::MissingField { .. })
         ));
+    }
+
+    /// A dataset of `n` rows whose `Amount` and entity feature are the row's number.
+    fn numbered(from: usize, n: usize) -> Dataset {
+        let mut d = Dataset::with_derived(0, vec!["f".into()]);
+        for i in from..from + n {
+            let mut values = [0.0; NUM_FIELDS];
+            values[AMOUNT] = i as f64;
+            d.push(Transaction {
+                id: format!("t{i}"),
+                values,
+                label: Some(u8::from(i % 2 == 0)),
+                derived: vec![i as f32],
+                ..Transaction::default()
+            });
+        }
+        d
+    }
+
+    #[test]
+    fn rows_are_kept_in_place_and_appended_whole() {
+        let mut d = numbered(0, 10);
+        d.retain_rows(&[1, 4, 5, 9]);
+        let mut more = numbered(100, 2);
+        more.retain_rows(&[]);
+        assert!(more.is_empty());
+        d.append(numbered(100, 2));
+        let rows: Vec<(String, f64, f64, Option<u8>)> = (0..d.len())
+            .map(|i| {
+                let t = d.row(i);
+                (t.id, t.values[AMOUNT], f64::from(t.derived[0]), t.label)
+            })
+            .collect();
+        let want: Vec<(String, f64, f64, Option<u8>)> = [1, 4, 5, 9, 100, 101]
+            .into_iter()
+            .map(|i| {
+                (
+                    format!("t{i}"),
+                    i as f64,
+                    i as f64,
+                    Some(u8::from(i % 2 == 0)),
+                )
+            })
+            .collect();
+        assert_eq!(rows, want);
+    }
+
+    #[test]
+    #[should_panic(expected = "ascending")]
+    fn retained_rows_must_be_ascending() {
+        numbered(0, 5).retain_rows(&[3, 1]);
     }
 
     #[test]
