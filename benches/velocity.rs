@@ -183,9 +183,22 @@ fn print_server_cpu(before: &[Node], after: &[Node], n: f64) {
             .map_or(0.0, |b| b.cpu);
         (cpu - was) * 1e6 / n
     };
+    // Bytes of data the masters gained per transaction (nothing expires within a run).
+    let grew: f64 = after
+        .iter()
+        .filter(|x| x.master)
+        .map(|x| {
+            x.memory
+                - before
+                    .iter()
+                    .find(|b| b.addr == x.addr)
+                    .map_or(0.0, |b| b.memory)
+        })
+        .sum::<f64>()
+        / n;
     if let [one] = after {
         println!(
-            "  the Redis server meanwhile (INFO cpu; features and labels, and anything else it served): {:.2} us CPU/tx",
+            "  the Redis server meanwhile (INFO cpu; features and labels, and anything else it served): {:.2} us CPU/tx; memory +{grew:.0} bytes/tx",
             used(&one.addr, one.cpu)
         );
         return;
@@ -203,7 +216,7 @@ fn print_server_cpu(before: &[Node], after: &[Node], n: f64) {
     let total: f64 = masters.iter().map(|m| m.1).sum();
     let busiest = masters.iter().map(|m| m.1).fold(0.0, f64::max);
     println!(
-        "  the cluster meanwhile (INFO cpu per node): masters {total:.2} us CPU/tx summed over {} shards (per master: {}), replicas {replicas:.2} us/tx; ceiling about {:.0} tx/s (one core per master, the busiest master's share {busiest:.2} us/tx)",
+        "  the cluster meanwhile (INFO cpu per node): masters {total:.2} us CPU/tx summed over {} shards (per master: {}), replicas {replicas:.2} us/tx; ceiling about {:.0} tx/s (one core per master, the busiest master's share {busiest:.2} us/tx); masters' memory +{grew:.0} bytes/tx",
         masters.len(),
         masters
             .iter()
@@ -220,16 +233,20 @@ struct Node {
     addr: String,
     master: bool,
     cpu: f64,
+    /// `used_memory`, bytes.
+    memory: f64,
 }
 
 /// The CPU of the server at `url`, or of every node of the cluster at
 /// `redis+cluster://…`.
 fn server_cpu(url: &str) -> Vec<Node> {
     let Some(hosts) = url.strip_prefix("redis+cluster://") else {
+        let (cpu, memory) = node_stats(url);
         return vec![Node {
             addr: url.to_owned(),
             master: true,
-            cpu: node_cpu(url),
+            cpu,
+            memory,
         }];
     };
     let first = hosts.split(',').next().expect("a node");
@@ -246,26 +263,39 @@ fn server_cpu(url: &str) -> Vec<Node> {
             let f: Vec<&str> = l.split_whitespace().collect();
             let addr = f.get(1)?.split('@').next()?.to_owned();
             let master = f.get(2)?.contains("master");
-            let cpu = node_cpu(&format!("redis://{addr}"));
-            Some(Node { addr, master, cpu })
+            let (cpu, memory) = node_stats(&format!("redis://{addr}"));
+            Some(Node {
+                addr,
+                master,
+                cpu,
+                memory,
+            })
         })
         .collect()
 }
 
-/// The CPU seconds (user + system, all its threads) the Redis server at `url` has used.
-fn node_cpu(url: &str) -> f64 {
+/// The CPU seconds (user + system, all its threads) the Redis server at `url` has used,
+/// and the bytes its data takes (`used_memory`).
+fn node_stats(url: &str) -> (f64, f64) {
     let mut c = redis::Client::open(url)
         .and_then(|c| c.get_connection())
         .expect("redis reachable");
     let info: String = redis::cmd("INFO")
         .arg("cpu")
+        .arg("memory")
         .query(&mut c)
-        .expect("INFO cpu");
-    info.lines()
-        .filter_map(|l| l.split_once(':'))
-        .filter(|(k, _)| *k == "used_cpu_user" || *k == "used_cpu_sys")
-        .filter_map(|(_, v)| v.trim().parse::<f64>().ok())
-        .sum()
+        .expect("INFO cpu memory");
+    let field = |name: &str| -> f64 {
+        info.lines()
+            .filter_map(|l| l.split_once(':'))
+            .filter(|(k, _)| *k == name)
+            .filter_map(|(_, v)| v.trim().parse::<f64>().ok())
+            .sum()
+    };
+    (
+        field("used_cpu_user") + field("used_cpu_sys"),
+        field("used_memory"),
+    )
 }
 
 /// The stream through `engine` in batches, labels as they fall due: (features CPU s,

@@ -8,8 +8,8 @@
 # (FLUSHALL) before every pass, and stopped at the end. ROUNDS rounds alternate the two.
 #
 # Prints each pass's detector CPU and server CPU per transaction (the cluster's masters
-# summed, and per master), then the medians and the ratio of the cluster's masters to
-# the one server.
+# summed, and per master) and the memory the data gained per transaction, then the
+# medians and the ratio of the cluster's masters to the one server.
 #
 #   scripts/bench/velocity-redis.sh [--rounds N]
 set -euo pipefail
@@ -61,6 +61,8 @@ cargo bench --locked -q --bench velocity --no-run >&2
 flush() { for i in 0 2 3 4 5 6 7; do redis-cli -p $((base + i)) flushall >/dev/null 2>&1 || true; done; sleep 1; }
 one=()
 many=()
+one_mem=()
+many_mem=()
 for ((r = 1; r <= rounds; r++)); do
   for url in "$server" "$cluster"; do
     flush
@@ -68,9 +70,11 @@ for ((r = 1; r <= rounds; r++)); do
     out=$(cargo bench --locked -q --bench velocity -- redis "$url" 20 2>&1 | grep -E 'run [0-9]|meanwhile')
     echo "$out"
     if [[ $url == "$server" ]]; then
-      mapfile -t -O "${#one[@]}" one < <(sed -nE 's/.*served\): ([0-9.]+) us CPU\/tx/\1/p' <<<"$out")
+      mapfile -t -O "${#one[@]}" one < <(sed -nE 's/.*served\): ([0-9.]+) us CPU\/tx.*/\1/p' <<<"$out")
+      mapfile -t -O "${#one_mem[@]}" one_mem < <(sed -nE 's/.*memory \+([0-9]+) bytes\/tx.*/\1/p' <<<"$out")
     else
       mapfile -t -O "${#many[@]}" many < <(sed -nE 's/.*masters ([0-9.]+) us CPU\/tx summed.*/\1/p' <<<"$out")
+      mapfile -t -O "${#many_mem[@]}" many_mem < <(sed -nE "s/.*masters' memory \+([0-9]+) bytes\/tx.*/\1/p" <<<"$out")
     fi
   done
 done
@@ -81,3 +85,4 @@ echo
 echo "one server (with a replica): ${one[*]} us CPU/tx, median $m1"
 echo "cluster masters, summed (3, each with a replica): ${many[*]} us CPU/tx, median $m2"
 awk -v a="$m2" -v b="$m1" 'BEGIN {printf "ratio: %.2fx\n", a / b}'
+echo "memory per transaction (used_memory, masters): one server $(median "${one_mem[@]}") bytes, cluster $(median "${many_mem[@]}") bytes (medians)"
