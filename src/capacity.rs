@@ -16,6 +16,14 @@ pub struct UnitCosts {
     pub redis_server_us: f64,
     /// A Redis Cluster's masters (each with a replica), summed, per transaction (µs).
     pub redis_cluster_us: f64,
+    /// Bytes one transaction adds to one Redis server's data, kept `served_ttl`.
+    pub redis_server_bytes: f64,
+    /// Bytes one transaction adds to a cluster's masters, kept `served_ttl`.
+    pub redis_cluster_bytes: f64,
+    /// How long a transaction's record is kept (`velocity.redis.served_ttl`, s).
+    pub served_ttl_secs: f64,
+    /// Memory of one Redis node (bytes), of which at most [`HEADROOM`] is planned.
+    pub redis_node_bytes: f64,
     /// Verdicts per DynamoDB `BatchWriteItem`.
     pub verdicts_per_batch: f64,
     /// Bytes of one lake row (zstd Parquet, no entity features).
@@ -39,6 +47,15 @@ impl UnitCosts {
         redis_server_us: 23.0,
         // The same run: 27.1–32.8 µs over three masters, each with a replica.
         redis_cluster_us: 33.0,
+        // The same bench's `used_memory` growth: 270–292 bytes on one server, 425–466
+        // over a cluster's masters (a transaction's record, its markers, its share of
+        // the entities' hashes).
+        redis_server_bytes: 292.0,
+        redis_cluster_bytes: 466.0,
+        // `velocity.redis.served_ttl`'s default: at least `features.label_delay`.
+        served_ttl_secs: 7.0 * 86_400.0,
+        // An assumption, not a measurement: a 64 GB node (`--redis-node-gb`).
+        redis_node_bytes: 64e9,
         verdicts_per_batch: 25.0,
         // `fraudstream run` on the Kaggle file: 62,492,885 bytes for 284,807 rows.
         lake_row_bytes: 219.0,
@@ -70,6 +87,9 @@ pub struct Fleet {
     pub redis_server_cores: f64,
     /// Entity features on Redis: one server, or a cluster of N masters.
     pub redis: RedisPlan,
+    /// The data Redis holds (bytes; the masters' on a cluster): every transaction of the
+    /// last `served_ttl`.
+    pub redis_bytes: f64,
     /// DynamoDB write units a second (one per verdict).
     pub write_units: f64,
     /// `BatchWriteItem` requests a second.
@@ -90,12 +110,22 @@ pub fn plan(rate: f64, c: &UnitCosts) -> Fleet {
     let detector_cores = rate * c.detector_us * 1e-6 / HEADROOM;
     let detectors = (detector_cores.ceil() as u32).max(2);
     let redis_server_cores = rate * c.redis_server_us * 1e-6 / HEADROOM;
-    let redis = if redis_server_cores <= 1.0 {
+    // What one node may hold: its memory, at most 60% full.
+    let node_bytes = c.redis_node_bytes * HEADROOM;
+    let redis = if redis_server_cores <= 1.0
+        && rate * c.served_ttl_secs * c.redis_server_bytes <= node_bytes
+    {
         RedisPlan::Server
     } else {
-        // A cluster has three masters at least (a failover needs a majority).
+        // Masters for the CPU and for the data, whichever needs more; three at least
+        // (a failover needs a majority).
         let cores = rate * c.redis_cluster_us * 1e-6 / HEADROOM;
-        RedisPlan::Cluster((cores.ceil() as u32).max(3))
+        let memory = rate * c.served_ttl_secs * c.redis_cluster_bytes / node_bytes;
+        RedisPlan::Cluster((cores.max(memory).ceil() as u32).max(3))
+    };
+    let per_tx = match redis {
+        RedisPlan::Server => c.redis_server_bytes,
+        RedisPlan::Cluster(_) => c.redis_cluster_bytes,
     };
     let partitions = detectors
         .max((rate / c.partition_rate).ceil() as u32)
@@ -112,6 +142,7 @@ pub fn plan(rate: f64, c: &UnitCosts) -> Fleet {
         detectors,
         redis_server_cores,
         redis,
+        redis_bytes: rate * c.served_ttl_secs * per_tx,
         write_units: rate,
         batch_requests: rate / c.verdicts_per_batch,
         partitions,
@@ -134,13 +165,15 @@ fn thousands(n: f64) -> String {
     out
 }
 
-/// Bytes as GB (10⁹), with a sensible precision.
+/// Bytes as GB (10⁹) or, from 1,000 GB, TB (10¹²), with a sensible precision.
 fn gigabytes(b: f64) -> String {
     let gb = b / 1e9;
     if gb < 10.0 {
         format!("{gb:.2} GB")
-    } else {
+    } else if gb < 1_000.0 {
         format!("{gb:.1} GB")
+    } else {
+        format!("{:.1} TB", gb / 1_000.0)
     }
 }
 
@@ -148,16 +181,20 @@ fn gigabytes(b: f64) -> String {
 #[must_use]
 pub fn markdown(rates: &[f64], c: &UnitCosts) -> String {
     let mut out = String::new();
-    out.push_str("| peak | detector cores (busy ÷ 0.6) | detectors | entity features on Redis | DynamoDB write units / batch requests a second | Kafka partitions | lake per hour: bytes / files / store writes |\n");
+    out.push_str("| peak | detector cores (busy ÷ 0.6) | detectors | entity features on Redis (busy ÷ 0.6) | DynamoDB write units / batch requests a second | Kafka partitions | lake per hour: bytes / files / store writes |\n");
     out.push_str("|---|---|---|---|---|---|---|\n");
     for &rate in rates {
         let f = plan(rate, c);
         let redis = match f.redis {
-            RedisPlan::Server => format!("1 server ({:.2} of a core)", f.redis_server_cores),
+            RedisPlan::Server => format!(
+                "1 server: {:.2} of a core, {} of data",
+                f.redis_server_cores,
+                gigabytes(f.redis_bytes)
+            ),
             RedisPlan::Cluster(n) => format!(
-                "a cluster of {n} masters ({:.1} cores; one server would need {:.1})",
+                "a cluster of {n} masters: {:.1} cores, {} of data",
                 rate * c.redis_cluster_us * 1e-6 / HEADROOM,
-                f.redis_server_cores
+                gigabytes(f.redis_bytes)
             ),
         };
         out.push_str(&format!(
@@ -175,13 +212,18 @@ pub fn markdown(rates: &[f64], c: &UnitCosts) -> String {
     }
     out.push_str(&format!(
         "\nUnit costs used: detector {} µs per transaction; Redis {} µs per transaction on one \
-         server, {} µs over a cluster's masters (both with replicas); {} verdicts per \
+         server, {} µs over a cluster's masters (both with replicas), and {} or {} bytes of \
+         data per transaction kept {} days (`velocity.redis.served_ttl`), a node of {} GB; {} verdicts per \
          `BatchWriteItem`; {} bytes per lake row; a lake file every {} rows or {} s per \
          partition; at most {} transactions a second per partition; every resource at most \
          {:.0}% busy.\n",
         c.detector_us,
         c.redis_server_us,
         c.redis_cluster_us,
+        c.redis_server_bytes,
+        c.redis_cluster_bytes,
+        c.served_ttl_secs / 86_400.0,
+        c.redis_node_bytes / 1e9,
         c.verdicts_per_batch,
         c.lake_row_bytes,
         thousands(c.lake_file_rows),
@@ -202,8 +244,21 @@ mod tests {
         // 100,000 × 18.5 µs = 1.85 cores busy; ÷ 0.6.
         assert!((f.detector_cores - 3.083).abs() < 0.01, "{f:?}");
         assert_eq!(f.detectors, 4);
-        // 100,000 × 33 µs = 3.3 cores; ÷ 0.6 = 5.5: 6 masters.
-        assert_eq!(f.redis, RedisPlan::Cluster(6));
+        // CPU: 100,000 × 33 µs = 3.3 cores, ÷ 0.6 = 5.5 masters; but the data, a week of
+        // transactions (100,000 × 604,800 × 466 bytes = 28.2 TB), needs 734 nodes of 64
+        // GB at 60%.
+        assert!(
+            (f.redis_bytes - 28.18e12).abs() < 0.01e12,
+            "{}",
+            f.redis_bytes
+        );
+        assert_eq!(f.redis, RedisPlan::Cluster(734));
+        // A record kept an hour: the CPU decides.
+        let hour = UnitCosts {
+            served_ttl_secs: 3_600.0,
+            ..UnitCosts::MEASURED
+        };
+        assert_eq!(plan(100_000.0, &hour).redis, RedisPlan::Cluster(6));
         assert_eq!(f.partitions, 16);
         // 6,250 tx/s a partition: 225 files an hour by size, plus one at the hour.
         assert!((f.lake_files_per_hour - 16.0 * 226.0).abs() < 1e-9);
@@ -212,8 +267,15 @@ mod tests {
 
     #[test]
     fn a_small_fleet_keeps_two_detectors_and_one_redis_server() {
-        let f = plan(1_000.0, &UnitCosts::MEASURED);
+        let f = plan(
+            1_000.0,
+            &UnitCosts {
+                served_ttl_secs: 86_400.0,
+                ..UnitCosts::MEASURED
+            },
+        );
         assert_eq!((f.detectors, f.partitions), (2, 2));
+        // 1,000 × 86,400 × 292 bytes = 25 GB: one 64 GB node.
         assert_eq!(f.redis, RedisPlan::Server);
         // Quiet partitions flush on age: 60 files an hour, plus the hour's.
         assert!((f.lake_files_per_hour - 2.0 * 61.0).abs() < 1e-9);

@@ -16,6 +16,13 @@ pub struct CapacityArgs {
     /// docs/capacity.md.
     #[arg(long)]
     detector_us: Option<f64>,
+    /// How long Redis keeps each transaction's record (`velocity.redis.served_ttl`, at
+    /// least `features.label_delay`), as `7d`, `36h`.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    served_ttl: Option<std::time::Duration>,
+    /// Memory of one Redis node in GB (default 64), of which at most 60% is planned.
+    #[arg(long)]
+    redis_node_gb: Option<f64>,
 }
 
 /// Run `capacity`.
@@ -33,6 +40,17 @@ pub fn run(args: &CapacityArgs) -> anyhow::Result<()> {
             "--detector-us must be a positive number of microseconds, not {us}"
         );
         costs.detector_us = us;
+    }
+    if let Some(ttl) = args.served_ttl {
+        anyhow::ensure!(!ttl.is_zero(), "--served-ttl must be positive");
+        costs.served_ttl_secs = ttl.as_secs_f64();
+    }
+    if let Some(gb) = args.redis_node_gb {
+        anyhow::ensure!(
+            gb.is_finite() && gb > 0.0,
+            "--redis-node-gb must be a positive number of gigabytes, not {gb}"
+        );
+        costs.redis_node_bytes = gb * 1e9;
     }
     print!("{}", markdown(&args.rate, &costs));
     Ok(())
