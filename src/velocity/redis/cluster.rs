@@ -25,7 +25,9 @@
 //! entity's marker makes that a no-op where it was done): a detector killed between the
 //! two steps leaves nothing counted twice nor lost, and its successor serves the recorded
 //! features. Taking back is the reverse: each entity's marker deleted (and, only if it was
-//! there, the counts subtracted), then the record. Both steps are pipelines the client
+//! there, the counts subtracted), then the record; a crash between the two leaves the
+//! record, and a redelivery counts the transaction again, once (the take-back is lost,
+//! nothing is counted twice). Both steps are pipelines the client
 //! splits by node, one round trip per node each.
 
 use redis::cluster::{ClusterClient, ClusterConfig, ClusterConnection, ClusterPipeline};
