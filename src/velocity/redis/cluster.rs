@@ -218,17 +218,7 @@ impl Cluster {
             }
             p.query::<()>(conn)
         })?;
-        let updates: Vec<Update<'_>> = txs
-            .iter()
-            .flat_map(|c| {
-                c.keys.iter().map(move |&k| Update {
-                    entity: Entity::of(k),
-                    tx_id: c.tx_id,
-                    bucket: c.bucket,
-                    amount: c.amount,
-                })
-            })
-            .collect();
+        let updates = updates_of(txs);
         self.count(shared, &updates)
     }
 
@@ -327,17 +317,7 @@ impl Cluster {
         txs: &[Commit<'_>],
     ) -> Result<usize, StoreError> {
         let prefix = &shared.settings.prefix;
-        let updates: Vec<Update<'_>> = txs
-            .iter()
-            .flat_map(|c| {
-                c.keys.iter().map(move |&k| Update {
-                    entity: Entity::of(k),
-                    tx_id: c.tx_id,
-                    bucket: c.bucket,
-                    amount: c.amount,
-                })
-            })
-            .collect();
+        let updates = updates_of(txs);
         let calls = by_group(&updates, |u| u.entity.group);
         if !calls.is_empty() {
             self.with_conn(shared, |conn, scripts, eval| {
@@ -446,6 +426,20 @@ struct Update<'a> {
     tx_id: &'a str,
     bucket: i64,
     amount: f64,
+}
+
+/// Every entity update of `txs`.
+fn updates_of<'a>(txs: &'a [Commit<'a>]) -> Vec<Update<'a>> {
+    txs.iter()
+        .flat_map(|c| {
+            c.keys.iter().map(move |&k| Update {
+                entity: Entity::of(k),
+                tx_id: c.tx_id,
+                bucket: c.bucket,
+                amount: c.amount,
+            })
+        })
+        .collect()
 }
 
 /// `items` split into script calls: by group, in first-seen order (so a transaction's

@@ -1,7 +1,8 @@
 //! The Lua scripts, for one server ([`COMMIT`], [`LABEL`], [`UNCOUNT`]: a transaction's
 //! marker and its entities' hashes in one call) and for a cluster ([`ENTITY_COMMIT`],
 //! [`ENTITY_LABEL`], [`ENTITY_UNCOUNT`]: one entity's hash and its per-transaction
-//! markers, all in that entity's slot).
+//! markers, all in that entity's slot). Both share the functions that change a bucket
+//! (`bucket_ops!`), so the two layouts count alike.
 
 /// The scripts' shared function: bucket `b` of hash `k` (zeros when absent) and the
 /// oldest bucket kept (`nil` when none), in one call.
@@ -45,13 +46,47 @@ end
     };
 }
 
+/// The functions every script uses: `read` and `trim` above, and
+/// - `add(k, b, dc, df, amount, oldest)`: bucket `b` of hash `k` gains `dc` transactions,
+///   `df` frauds and `amount`; a new oldest bucket is recorded as `lo`, and with `oldest`
+///   (not `nil`) the buckets before it are trimmed;
+/// - `take(k, b, amount)`: one transaction of `amount` taken back from bucket `b`; a
+///   bucket left with nothing is deleted.
+macro_rules! bucket_ops {
+    () => {
+        concat!(
+            read_bucket!(),
+            trim_buckets!(),
+            r"
+local function add(k, b, dc, df, amount, oldest)
+  local c, f, s, lo = read(k, b)
+  local v = string.format('%d %d %.17g', c + dc, f + df, s + amount)
+  if lo == nil or b < lo then
+    redis.call('HSET', k, 'b' .. b, v, 'lo', b)
+  else
+    redis.call('HSET', k, 'b' .. b, v)
+    if oldest and lo < oldest then trim(k, lo, oldest) end
+  end
+end
+local function take(k, b, amount)
+  local c, f, s = read(k, b)
+  if c <= 1 and f == 0 then
+    redis.call('HDEL', k, 'b' .. b, 'c' .. b, 'f' .. b, 's' .. b)
+  elseif c > 0 then
+    redis.call('HSET', k, 'b' .. b, string.format('%d %d %.17g', c - 1, f, s - amount))
+  end
+end
+"
+        )
+    };
+}
+
 /// Counts transactions, each once: KEYS = for each transaction its served marker, then
 /// its entity hashes; ARGV = served TTL, oldest bucket kept, entity TTL, then for each
 /// transaction its features, bucket, amount and number of entity hashes. One call per
 /// chunk of a batch ([`COMMIT_CHUNK`]): the script's per-call cost is shared.
 pub(super) const COMMIT: &str = concat!(
-    read_bucket!(),
-    trim_buckets!(),
+    bucket_ops!(),
     r"
 local served_ttl = ARGV[1]
 local oldest = tonumber(ARGV[2])
@@ -63,16 +98,8 @@ for ai = 4, #ARGV, 4 do
     local b = tonumber(ARGV[ai + 1])
     local amount = tonumber(ARGV[ai + 2])
     for j = ki + 1, ki + n do
-      local k = KEYS[j]
-      local c, f, s, lo = read(k, b)
-      local v = string.format('%d %d %.17g', c + 1, f, s + amount)
-      if lo == nil or b < lo then
-        redis.call('HSET', k, 'b' .. b, v, 'lo', b)
-      else
-        redis.call('HSET', k, 'b' .. b, v)
-        if lo < oldest then trim(k, lo, oldest) end
-      end
-      redis.call('EXPIRE', k, entity_ttl)
+      add(KEYS[j], b, 1, 0, amount, oldest)
+      redis.call('EXPIRE', KEYS[j], entity_ttl)
     end
   end
   ki = ki + 1 + n
@@ -88,20 +115,13 @@ pub(super) const COMMIT_CHUNK: usize = 64;
 /// Counts a fraud label once: KEYS = label marker, then entity hashes; ARGV = marker TTL,
 /// bucket, entity TTL.
 pub(super) const LABEL: &str = concat!(
-    read_bucket!(),
+    bucket_ops!(),
     r"
 if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return 0 end
 local b = tonumber(ARGV[2])
 for i = 2, #KEYS do
-  local k = KEYS[i]
-  local c, f, s, lo = read(k, b)
-  local v = string.format('%d %d %.17g', c, f + 1, s)
-  if lo == nil or b < lo then
-    redis.call('HSET', k, 'b' .. b, v, 'lo', b)
-  else
-    redis.call('HSET', k, 'b' .. b, v)
-  end
-  redis.call('EXPIRE', k, ARGV[3])
+  add(KEYS[i], b, 0, 1, 0, nil)
+  redis.call('EXPIRE', KEYS[i], ARGV[3])
 end
 return 1
 "
@@ -112,7 +132,7 @@ return 1
 /// for each transaction its bucket, amount and number of entity hashes. A bucket left
 /// with nothing is deleted. Returns how many were taken back.
 pub(super) const UNCOUNT: &str = concat!(
-    read_bucket!(),
+    bucket_ops!(),
     r"
 local taken = 0
 local ki = 1
@@ -122,15 +142,7 @@ for ai = 1, #ARGV, 3 do
     taken = taken + 1
     local b = tonumber(ARGV[ai])
     local amount = tonumber(ARGV[ai + 1])
-    for j = ki + 1, ki + n do
-      local k = KEYS[j]
-      local c, f, s = read(k, b)
-      if c <= 1 and f == 0 then
-        redis.call('HDEL', k, 'b' .. b, 'c' .. b, 'f' .. b, 's' .. b)
-      elseif c > 0 then
-        redis.call('HSET', k, 'b' .. b, string.format('%d %d %.17g', c - 1, f, s - amount))
-      end
-    end
+    for j = ki + 1, ki + n do take(KEYS[j], b, amount) end
   end
   ki = ki + 1 + n
 end
@@ -143,8 +155,7 @@ return taken
 /// (`{p}:m:{g}:<bucket>`); ARGV = marker TTL, oldest bucket kept, entity TTL, then for
 /// each pair the marker's field (`<entity>:<tx>`), the bucket and the amount.
 pub(super) const ENTITY_COMMIT: &str = concat!(
-    read_bucket!(),
-    trim_buckets!(),
+    bucket_ops!(),
     r"
 local ttl = ARGV[1]
 local oldest = tonumber(ARGV[2])
@@ -157,18 +168,8 @@ for i = 1, #KEYS, 2 do
       redis.call('EXPIRE', m, ttl)
       fresh[m] = true
     end
-    local k = KEYS[i]
-    local b = tonumber(ARGV[a + 2])
-    local amount = tonumber(ARGV[a + 3])
-    local c, f, s, lo = read(k, b)
-    local v = string.format('%d %d %.17g', c + 1, f, s + amount)
-    if lo == nil or b < lo then
-      redis.call('HSET', k, 'b' .. b, v, 'lo', b)
-    else
-      redis.call('HSET', k, 'b' .. b, v)
-      if lo < oldest then trim(k, lo, oldest) end
-    end
-    redis.call('EXPIRE', k, ARGV[3])
+    add(KEYS[i], tonumber(ARGV[a + 2]), 1, 0, tonumber(ARGV[a + 3]), oldest)
+    redis.call('EXPIRE', KEYS[i], ARGV[3])
   end
 end
 return 1
@@ -180,7 +181,7 @@ return 1
 /// entity TTL, then for each pair the marker's field and the bucket. Returns 1 or 0 per
 /// pair: applied now, or already.
 pub(super) const ENTITY_LABEL: &str = concat!(
-    read_bucket!(),
+    bucket_ops!(),
     r"
 local out = {}
 for i = 1, #KEYS, 2 do
@@ -188,16 +189,8 @@ for i = 1, #KEYS, 2 do
   local applied = 0
   if redis.call('HSETNX', KEYS[i + 1], ARGV[a + 1], 1) == 1 then
     redis.call('EXPIRE', KEYS[i + 1], ARGV[1])
-    local k = KEYS[i]
-    local b = tonumber(ARGV[a + 2])
-    local c, f, s, lo = read(k, b)
-    local v = string.format('%d %d %.17g', c, f + 1, s)
-    if lo == nil or b < lo then
-      redis.call('HSET', k, 'b' .. b, v, 'lo', b)
-    else
-      redis.call('HSET', k, 'b' .. b, v)
-    end
-    redis.call('EXPIRE', k, ARGV[2])
+    add(KEYS[i], tonumber(ARGV[a + 2]), 0, 1, 0, nil)
+    redis.call('EXPIRE', KEYS[i], ARGV[2])
     applied = 1
   end
   out[#out + 1] = applied
@@ -211,20 +204,12 @@ return out
 /// ARGV = for each pair the marker's field, the bucket and the amount. A bucket left with
 /// nothing is deleted.
 pub(super) const ENTITY_UNCOUNT: &str = concat!(
-    read_bucket!(),
+    bucket_ops!(),
     r"
 for i = 1, #KEYS, 2 do
   local a = 3 * (i - 1) / 2
   if redis.call('HDEL', KEYS[i + 1], ARGV[a + 1]) == 1 then
-    local k = KEYS[i]
-    local b = tonumber(ARGV[a + 2])
-    local amount = tonumber(ARGV[a + 3])
-    local c, f, s = read(k, b)
-    if c <= 1 and f == 0 then
-      redis.call('HDEL', k, 'b' .. b, 'c' .. b, 'f' .. b, 's' .. b)
-    elseif c > 0 then
-      redis.call('HSET', k, 'b' .. b, string.format('%d %d %.17g', c - 1, f, s - amount))
-    end
+    take(KEYS[i], tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]))
   end
 end
 return 1
