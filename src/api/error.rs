@@ -70,6 +70,7 @@ impl ApiError {
             | RecordErrorKind::DuplicateField { field } => Some(field.clone()),
             RecordErrorKind::BadLabel { .. } => Some("Class".into()),
             RecordErrorKind::InvalidId { .. } => Some("id".into()),
+            RecordErrorKind::InvalidEntityId { field, .. } => Some(field.clone()),
             _ => None,
         };
         let field = match (index, field) {

@@ -163,6 +163,8 @@ pub fn decode_label(bytes: &[u8]) -> Result<LabelEvent, String> {
     if !m.time.is_finite() {
         return Err("`Time` is not finite".into());
     }
+    crate::schema::check_ids(&id, m.card_id.as_deref(), m.terminal_id.as_deref())
+        .map_err(|e| e.to_string())?;
     Ok(LabelEvent {
         tx_id: id,
         time: m.time,

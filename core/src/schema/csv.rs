@@ -11,7 +11,7 @@ use std::io::BufRead;
 
 use super::lines::{BoundedLines, Line};
 use super::record::{
-    FIELD_NAMES, NUM_FIELDS, ReadError, RecordError, RecordErrorKind, Transaction, check_id,
+    FIELD_NAMES, NUM_FIELDS, ReadError, RecordError, RecordErrorKind, Transaction, check_ids,
     excerpt, field_index, parse_label, parse_number,
 };
 
@@ -140,7 +140,7 @@ impl CsvLayout {
             }
         }
         let id = id.unwrap_or_else(default_id);
-        check_id(&id)?;
+        check_ids(&id, card_id.as_deref(), terminal_id.as_deref())?;
         Ok(Transaction {
             id,
             values,

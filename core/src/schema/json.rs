@@ -13,7 +13,7 @@ use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 
 use super::record::{
     FIELD_NAMES, NUM_FIELDS, ReadError, RecordError, RecordErrorKind, Transaction, check_finite,
-    check_id, excerpt, parse_label,
+    check_ids, excerpt, parse_label,
 };
 
 /// Default cap on one message's size; larger messages are rejected, not parsed.
@@ -355,7 +355,7 @@ impl Partial {
             })?;
         }
         let id = self.id.unwrap_or_else(default_id);
-        check_id(&id)?;
+        check_ids(&id, self.card_id.as_deref(), self.terminal_id.as_deref())?;
         Ok(Transaction {
             id,
             values,
@@ -485,9 +485,17 @@ mod tests {
         let mut v = base.clone();
         v["Class"] = 3.into();
         assert!(reason(&v).contains("unknown label"));
-        let mut v = base;
+        let mut v = base.clone();
         v["V1"] = serde_json::Value::Null;
         assert_eq!(reason(&v), "missing required field `V1`");
+        // An entity id is bounded like the transaction's: one hostile value must not
+        // become a key of any size in the entity store.
+        let mut v = base;
+        v["card_id"] = "c".repeat(5_000).into();
+        assert_eq!(
+            reason(&v),
+            "invalid card_id: 5000 bytes, over the limit of 1024"
+        );
     }
 
     #[test]

@@ -21,5 +21,6 @@ pub use input::{
 };
 pub use record::{
     AMOUNT, DEFAULT_FEATURES, Dataset, FIELD_NAMES, MAX_ID_BYTES, NUM_FIELDS, ReadError,
-    RecordError, RecordErrorKind, TIME, Transaction, check_id, field_index,
+    RecordError, RecordErrorKind, TIME, Transaction, check_entity_id, check_id, check_ids,
+    field_index,
 };

@@ -148,6 +148,14 @@ pub enum RecordErrorKind {
         /// What is wrong with it.
         reason: String,
     },
+    /// A `card_id` or `terminal_id` outside the same contract (see [`check_entity_id`]).
+    #[error("invalid {field}: {reason}")]
+    InvalidEntityId {
+        /// Which one.
+        field: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A CSV line that does not split into fields.
     #[error("malformed CSV: {message}")]
     Csv {
@@ -172,6 +180,7 @@ impl RecordErrorKind {
             Self::NotUtf8 { .. } => "not_utf8",
             Self::TooLarge { .. } => "too_large",
             Self::InvalidId { .. } => "invalid_id",
+            Self::InvalidEntityId { .. } => "invalid_entity_id",
             Self::Csv { .. } => "invalid_csv",
         }
     }
@@ -261,16 +270,51 @@ pub const MAX_ID_BYTES: usize = 1024;
 /// The input contract for transaction ids: non-empty UTF-8 of at most [`MAX_ID_BYTES`]
 /// bytes, with no control characters. Every store can key a verdict by such an id.
 pub fn check_id(id: &str) -> Result<(), RecordErrorKind> {
-    let reason = if id.is_empty() {
-        "empty".to_owned()
+    id_problem(id).map_or(Ok(()), |reason| Err(RecordErrorKind::InvalidId { reason }))
+}
+
+/// The same contract for an entity id (`field`: `card_id` or `terminal_id`): it keys
+/// entity state in every store (a Redis key, a marker per transaction), so one hostile
+/// value must not make keys of any size.
+pub fn check_entity_id(field: &str, id: &str) -> Result<(), RecordErrorKind> {
+    id_problem(id).map_or(Ok(()), |reason| {
+        Err(RecordErrorKind::InvalidEntityId {
+            field: field.to_owned(),
+            reason,
+        })
+    })
+}
+
+/// What makes `id` break the id contract, if anything.
+fn id_problem(id: &str) -> Option<String> {
+    if id.is_empty() {
+        Some("empty".to_owned())
     } else if id.len() > MAX_ID_BYTES {
-        format!("{} bytes, over the limit of {MAX_ID_BYTES}", id.len())
-    } else if let Some(c) = id.chars().find(|c| c.is_control()) {
-        format!("contains the control character {:?}", c)
+        Some(format!(
+            "{} bytes, over the limit of {MAX_ID_BYTES}",
+            id.len()
+        ))
     } else {
-        return Ok(());
-    };
-    Err(RecordErrorKind::InvalidId { reason })
+        id.chars()
+            .find(|c| c.is_control())
+            .map(|c| format!("contains the control character {c:?}"))
+    }
+}
+
+/// Check a transaction's id and entity ids against the contract.
+pub fn check_ids(
+    id: &str,
+    card_id: Option<&str>,
+    terminal_id: Option<&str>,
+) -> Result<(), RecordErrorKind> {
+    check_id(id)?;
+    if let Some(c) = card_id {
+        check_entity_id("card_id", c)?;
+    }
+    if let Some(t) = terminal_id {
+        check_entity_id("terminal_id", t)?;
+    }
+    Ok(())
 }
 
 /// Parse one numeric field strictly: finite decimal numbers only.
@@ -624,6 +668,25 @@ mod tests {
     #[should_panic(expected = "ascending")]
     fn retained_rows_must_be_ascending() {
         numbered(0, 5).retain_rows(&[3, 1]);
+    }
+
+    #[test]
+    fn entity_ids_follow_the_id_contract() {
+        assert!(check_ids("t", Some("card-1"), Some("term-1")).is_ok());
+        assert!(check_ids("t", None, None).is_ok());
+        let long = "c".repeat(MAX_ID_BYTES + 1);
+        let e = check_ids("t", Some(&long), None).unwrap_err();
+        assert_eq!(e.code(), "invalid_entity_id");
+        assert!(
+            e.to_string().starts_with("invalid card_id: 1025 bytes"),
+            "{e}"
+        );
+        let e = check_ids("t", None, Some("a\nb")).unwrap_err();
+        assert!(e.to_string().contains("invalid terminal_id"), "{e}");
+        assert_eq!(
+            check_ids("", Some("c"), None).unwrap_err().code(),
+            "invalid_id"
+        );
     }
 
     #[test]

@@ -139,6 +139,13 @@ mod tests {
         )
         .unwrap();
         writeln!(f, "not json").unwrap();
+        // An entity id over the id contract is a bad label too.
+        writeln!(
+            f,
+            r#"{{"id":"3","Class":1,"Time":10,"card_id":"{}"}}"#,
+            "c".repeat(2_000)
+        )
+        .unwrap();
         write!(f, r#"{{"id":2,"Class":"0","Ti"#).unwrap();
         f.flush().unwrap();
         let mut r = LabelsFile::new(path.to_str().unwrap());
@@ -146,7 +153,7 @@ mod tests {
         assert_eq!(
             got.len(),
             1,
-            "the bad line is skipped, the partial one waits"
+            "the bad lines are skipped, the partial one waits"
         );
         assert_eq!((got[0].tx_id.as_str(), got[0].label), ("1", 1));
         writeln!(f, r#"me":20}}"#).unwrap();
