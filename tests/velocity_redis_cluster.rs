@@ -45,7 +45,9 @@ fn nodes(url: &str) -> Vec<(u16, String, bool, usize)> {
                 .parse()
                 .ok()?;
             let master = f.get(2)?.contains("master") && !f[2].contains("fail");
-            let slots = f[8..]
+            let slots = f
+                .get(8..)
+                .unwrap_or_default()
                 .iter()
                 .filter(|r| !r.starts_with('['))
                 .map(|r| match r.split_once('-') {
