@@ -153,13 +153,47 @@ async fn create_bucket() -> String {
         .endpoint_url(s.endpoint.clone().unwrap())
         .force_path_style(true)
         .build();
-    aws_sdk_s3::Client::from_conf(conf)
+    let client = aws_sdk_s3::Client::from_conf(conf);
+    client
         .create_bucket()
         .bucket(&bucket)
         .send()
         .await
         .expect("create test bucket");
+    wait_writable(&client, &bucket).await;
     bucket
+}
+
+/// Wait until a new bucket takes writes. SeaweedFS answers `500 InternalError` to a PUT
+/// that comes soon after `CreateBucket` while other writers load it (its issue 11031:
+/// the bucket's volumes are still being grown), and a test's first write is not where
+/// that should show up.
+async fn wait_writable(client: &aws_sdk_s3::Client, bucket: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let put = client
+            .put_object()
+            .bucket(bucket)
+            .key(".writable")
+            .body(aws_sdk_s3::primitives::ByteStream::from_static(b"ok"))
+            .send()
+            .await;
+        match put {
+            Ok(_) => break,
+            Err(e) if std::time::Instant::now() < deadline => {
+                eprintln!("test bucket {bucket} not writable yet: {e:?}");
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+            Err(e) => panic!("test bucket {bucket} never took a write: {e:?}"),
+        }
+    }
+    client
+        .delete_object()
+        .bucket(bucket)
+        .key(".writable")
+        .send()
+        .await
+        .expect("delete the probe object");
 }
 
 /// A loopback port with nothing listening on it.
