@@ -8,7 +8,7 @@ use crate::PipelineError;
 use crate::eval::{
     ClassWeights, Metrics, SplitKind, ThresholdStrategy, UNWEIGHTED, evaluate_weighted, split,
 };
-use crate::forest::{ClassWeight, TrainParams, train};
+use crate::forest::{ClassWeight, TrainParams, train_owned};
 use crate::model::meta::{SplitInfo, TimeWindow};
 use crate::model::{Model, ModelMeta};
 use crate::schema::{DEFAULT_FEATURES, Dataset, NUM_FIELDS, TIME};
@@ -171,11 +171,14 @@ pub fn train_split(
     let train_labels: Vec<u8> = train_idx.iter().map(|&i| labels[i]).collect();
     // Straight from the dataset: copying the rows first would double the peak memory.
     let x = data.feature_matrix_of(&fields, &train_idx);
+    // What needs the matrix is taken from it now, and training frees it once binned.
+    let fingerprint = fingerprint(&x, &train_labels);
+    let features_reference = crate::monitor::Reference::fit_features(&opts.features, &x);
 
     let weights = opts.sampling.unwrap_or(UNWEIGHTED);
     let params = corrected_params(&opts.params, weights);
     let started = Instant::now();
-    let trained = train(&x, &train_labels, fields.len(), &params, on_tree)?;
+    let trained = train_owned(x, &train_labels, fields.len(), &params, on_tree)?;
     let train_seconds = started.elapsed().as_secs_f64();
 
     let test_labels: Vec<u8> = test_idx.iter().map(|&i| labels[i]).collect();
@@ -214,11 +217,10 @@ pub fn train_split(
         .then(|| evaluate_weighted(&test_scores, &test_labels, threshold, weights));
 
     let reference = if test_scores.is_empty() {
-        crate::monitor::Reference::fit(&opts.features, &x, &oob_scores, "oob")
+        features_reference.with_scores(&oob_scores, "oob")
     } else {
-        crate::monitor::Reference::fit(&opts.features, &x, &test_scores, "holdout")
+        features_reference.with_scores(&test_scores, "holdout")
     };
-    let fingerprint = fingerprint(&x, &train_labels);
     let created = SystemTime::now();
     let created_at = humantime::format_rfc3339_seconds(created).to_string();
     let params_json = serde_json::to_string(&opts.params).unwrap_or_default();

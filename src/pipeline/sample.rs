@@ -54,6 +54,16 @@ impl Reservoir {
         }
     }
 
+    /// Lower the cap to `cap`, dropping rows picked uniformly at random: a uniform
+    /// sample's uniform subsample is a uniform sample, and later offers keep it so.
+    fn shrink(&mut self, cap: usize, rng: &mut Rng) {
+        self.cap = cap;
+        while self.rows.len() > cap {
+            let j = ((rng.unit() * self.rows.len() as f64) as usize).min(self.rows.len() - 1);
+            self.rows.swap_remove_row(j);
+        }
+    }
+
     /// How many offered rows each kept row stands for.
     fn weight(&self) -> f64 {
         if self.rows.is_empty() {
@@ -75,6 +85,8 @@ pub struct Sampler {
     pub rng: Rng,
     /// Rows read, kept or not (unlabelled and warm-up rows included).
     pub read: usize,
+    /// Most rows kept, both classes together.
+    pub max_rows: usize,
 }
 
 /// The rows kept from the history, and what they stand for.
@@ -101,6 +113,7 @@ impl Sampler {
             legit: Reservoir::new(derived, max_rows),
             rng: Rng::new(seed),
             read: 0,
+            max_rows,
         }
     }
 
@@ -110,7 +123,15 @@ impl Sampler {
         for i in 0..d.len() {
             let tx = d.row(i);
             match tx.label {
-                Some(1) => self.frauds.offer(tx, &mut self.rng),
+                Some(1) => {
+                    self.frauds.offer(tx, &mut self.rng);
+                    // Every fraud kept takes a legitimate row's place: the two together
+                    // never hold more than the budget, so memory follows it.
+                    let room = self.max_rows.saturating_sub(self.frauds.rows.len()).max(1);
+                    if room < self.legit.cap {
+                        self.legit.shrink(room, &mut self.rng);
+                    }
+                }
                 Some(_) => self.legit.offer(tx, &mut self.rng),
                 None => {}
             }

@@ -19,5 +19,5 @@ pub mod tree;
 pub use binning::Binner;
 pub use params::{ClassWeight, Criterion, MaxFeatures, TrainParams};
 pub use quantized::Quantized;
-pub use train::{TrainError, Trained, train};
+pub use train::{TrainError, Trained, train, train_owned};
 pub use tree::{Forest, Node, Tree, TreeError};

@@ -92,6 +92,38 @@ pub fn train(
     params: &TrainParams,
     on_tree: &(dyn Fn() + Sync),
 ) -> Result<Trained, TrainError> {
+    let prepared = prepare(x, y, n_features, params)?;
+    Ok(grow(prepared, y, n_features, params, on_tree))
+}
+
+/// [`train`], taking the matrix and freeing it once it is binned: the trees grow from
+/// the bins, so the matrix (four bytes a value, against the bins' one) is not held
+/// through training.
+pub fn train_owned(
+    x: Vec<f32>,
+    y: &[u8],
+    n_features: usize,
+    params: &TrainParams,
+    on_tree: &(dyn Fn() + Sync),
+) -> Result<Trained, TrainError> {
+    let prepared = prepare(&x, y, n_features, params)?;
+    drop(x);
+    Ok(grow(prepared, y, n_features, params, on_tree))
+}
+
+/// What the trees grow from: the inputs checked, the bins fitted and the rows binned.
+struct Prepared {
+    binner: Binner,
+    binned: Vec<u8>,
+    class_weight: [f64; 2],
+}
+
+fn prepare(
+    x: &[f32],
+    y: &[u8],
+    n_features: usize,
+    params: &TrainParams,
+) -> Result<Prepared, TrainError> {
     params.validate()?;
     let n = y.len();
     if n_features == 0 || n_features > MAX_FEATURES {
@@ -137,6 +169,26 @@ pub fn train(
 
     let binner = Binner::fit(x, n_features, params.max_bins, params.seed);
     let binned = binner.transform(x);
+    Ok(Prepared {
+        binner,
+        binned,
+        class_weight,
+    })
+}
+
+fn grow(
+    prepared: Prepared,
+    y: &[u8],
+    n_features: usize,
+    params: &TrainParams,
+    on_tree: &(dyn Fn() + Sync),
+) -> Trained {
+    let Prepared {
+        binner,
+        binned,
+        class_weight,
+    } = prepared;
+    let n = y.len();
     let ctx = Context {
         binned: &binned,
         y,
@@ -192,11 +244,11 @@ pub fn train(
         .collect();
     let forest = Forest::new(n_features, trees.into_iter().map(|(_, t, _)| t).collect())
         .expect("trainer builds valid trees");
-    Ok(Trained {
+    Trained {
         forest,
         importances,
         oob_scores,
-    })
+    }
 }
 
 /// Read-only state shared by every tree.

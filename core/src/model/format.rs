@@ -91,26 +91,37 @@ pub enum ModelError {
 /// Serialise a model.
 pub(crate) fn encode(meta: &ModelMeta, forest: &Forest) -> Vec<u8> {
     let header = serde_json::to_vec(meta).expect("metadata serialises");
-    let mut body = Vec::with_capacity(8 + forest.n_nodes() * 12 + forest.trees().len() * 4);
-    body.extend((forest.n_features() as u32).to_le_bytes());
-    body.extend((forest.trees().len() as u32).to_le_bytes());
-    for t in forest.trees() {
-        body.extend((t.nodes().len() as u32).to_le_bytes());
-        for n in t.nodes() {
-            body.extend(n.threshold.to_le_bytes());
-            body.extend(n.meta.to_le_bytes());
-        }
-        for v in t.values() {
-            body.extend(v.to_le_bytes());
-        }
-    }
-    let mut out = Vec::with_capacity(24 + header.len() + body.len() + CHECKSUM_LEN);
+    let body_len = 8 + forest
+        .trees()
+        .iter()
+        .map(|t| 4 + t.nodes().len() * 8 + t.values().len() * 4)
+        .sum::<usize>();
+    // One buffer of the exact size: a model of 100 deep trees is 150 MB, and growing a
+    // buffer (or copying a body into one) would hold two or three of it at once.
+    let mut out = Vec::with_capacity(24 + header.len() + body_len + CHECKSUM_LEN);
     out.extend(MAGIC);
     out.extend(FORMAT_VERSION.to_le_bytes());
     out.extend((header.len() as u32).to_le_bytes());
     out.extend(&header);
-    out.extend((body.len() as u64).to_le_bytes());
-    out.extend(&body);
+    out.extend((body_len as u64).to_le_bytes());
+    let body_start = out.len();
+    out.extend((forest.n_features() as u32).to_le_bytes());
+    out.extend((forest.trees().len() as u32).to_le_bytes());
+    for t in forest.trees() {
+        out.extend((t.nodes().len() as u32).to_le_bytes());
+        for n in t.nodes() {
+            out.extend(n.threshold.to_le_bytes());
+            out.extend(n.meta.to_le_bytes());
+        }
+        for v in t.values() {
+            out.extend(v.to_le_bytes());
+        }
+    }
+    debug_assert_eq!(
+        out.len() - body_start,
+        body_len,
+        "the body's length as computed"
+    );
     let sum = Sha256::digest(&out);
     out.extend(sum);
     out

@@ -347,6 +347,11 @@ impl Model {
     /// Row-major feature matrix of a dataset; an error when the dataset lacks a feature
     /// (entity features computed with another spec, or none).
     pub fn matrix(&self, data: &Dataset) -> Result<Vec<f32>, ModelError> {
+        Ok(data.feature_matrix(&self.columns_in(data)?))
+    }
+
+    /// `data`'s column of each model feature, in the model's order.
+    fn columns_in(&self, data: &Dataset) -> Result<Vec<usize>, ModelError> {
         let columns = self
             .meta
             .features
@@ -371,12 +376,21 @@ impl Model {
                     .into(),
             ));
         }
-        Ok(data.feature_matrix(&columns))
+        Ok(columns)
     }
 
     /// Scores of every row of a dataset, using every core.
     pub fn score_dataset(&self, data: &Dataset) -> Result<Vec<f32>, ModelError> {
         Ok(self.forest.predict_batch(&self.matrix(data)?))
+    }
+
+    /// [`Model::score_dataset`] of the rows `rows` of `data`, in that order, without a
+    /// copy of those rows.
+    pub fn score_rows(&self, data: &Dataset, rows: &[usize]) -> Result<Vec<f32>, ModelError> {
+        let columns = self.columns_in(data)?;
+        Ok(self
+            .forest
+            .predict_batch(&data.feature_matrix_of(&columns, rows)))
     }
 
     /// The shared version string, as verdicts carry it.

@@ -169,6 +169,13 @@ impl Reference {
     /// the scores of rows not trained on (`score_source`: where they come from).
     #[must_use]
     pub fn fit(names: &[String], x: &[f32], scores: &[f32], score_source: &str) -> Self {
+        Self::fit_features(names, x).with_scores(scores, score_source)
+    }
+
+    /// The features' part of [`Reference::fit`]: the scores come later
+    /// ([`Reference::with_scores`]), so the matrix need not outlive training.
+    #[must_use]
+    pub fn fit_features(names: &[String], x: &[f32]) -> Self {
         let k = names.len().max(1);
         let rows = x.len() / k;
         let features = names
@@ -179,12 +186,23 @@ impl Reference {
                 Distribution::fit(name, column, FEATURE_BINS)
             })
             .collect();
+        Self {
+            features,
+            score_source: None,
+            score: None,
+        }
+    }
+
+    /// With the distribution of `scores` (none when empty), of rows not trained on
+    /// (`score_source`: where they come from).
+    #[must_use]
+    pub fn with_scores(self, scores: &[f32], score_source: &str) -> Self {
         let score = (!scores.is_empty())
             .then(|| Distribution::fit("score", scores.iter().copied(), SCORE_BINS));
         Self {
-            features,
             score_source: score.as_ref().map(|_| score_source.to_owned()),
             score,
+            ..self
         }
     }
 

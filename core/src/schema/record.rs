@@ -508,6 +508,18 @@ impl Dataset {
         }
     }
 
+    /// Remove row `i`, moving the last row into its place (order is not kept).
+    ///
+    /// # Panics
+    /// When `i` is past the end.
+    pub fn swap_remove_row(&mut self, i: usize) {
+        self.ids.swap_remove(i);
+        self.labels.swap_remove(i);
+        for c in &mut self.columns {
+            c.swap_remove(i);
+        }
+    }
+
     /// Append `other`'s rows (the same columns) after these, a column at a time, each of
     /// `other`'s freed once moved: at most one column more than the two datasets is held.
     ///

@@ -64,10 +64,14 @@ pub struct RetrainConfig {
     #[serde(default, with = "humantime_serde::option")]
     pub window: Option<Duration>,
     /// Most rows trained and evaluated on: above it, every fraud is kept and legitimate
-    /// rows are sampled uniformly. Bounds memory to about `max_rows` × 250 bytes plus a
-    /// chunk of 65,536 rows (and one remote object, staged on disk), however long the
-    /// history. A sampled history trains with its rows weighted by what they stand
-    /// for, so that the threshold's precision is the history's (docs/lifecycle.md).
+    /// rows are sampled uniformly, the two together never more than `max_rows`. Bounds
+    /// the sample's memory to about `max_rows` × (8 bytes a column + 60): 300 bytes a
+    /// row for the transaction fields, about 420 with the handbook's entity features;
+    /// besides it, the entity state of the history's cards and terminals, the forest
+    /// and a chunk of 65,536 rows (and one remote object, staged on disk), however long
+    /// the history (docs/capacity.md). A sampled history trains with its rows weighted
+    /// by what they stand for, so that the threshold's precision is the history's
+    /// (docs/lifecycle.md).
     pub max_rows: usize,
     /// Most frauds kept: above it, frauds are sampled uniformly too. Unset: half of
     /// `max_rows`, so that a sample always holds legitimate rows.

@@ -202,35 +202,15 @@ pub async fn retrain_once(
         .check_publishable()
         .map_err(RetrainError::CannotPublish)?;
     let live_pointer = store.latest().await?;
-    let live = match &live_pointer {
-        Some(l) => {
-            let (model, manifest) = store.get_checked(&l.version, None).await?;
-            let holdout = match store.holdout(&manifest).await {
-                Ok(h) => h,
-                // Missing or not matching its manifest: grade with the training window
-                // alone (fewer rows count as unseen, never more). Unreachable storage is
-                // an error, and the next cycle tries again.
-                Err(
-                    e @ (RegistryError::Corrupt { .. }
-                    | RegistryError::Storage(StorageError::NotFound { .. })),
-                ) => {
-                    tracing::warn!(version = %l.version, error = %e, "the live model's held-out rows cannot be read; only its training window tells unseen rows");
-                    None
-                }
-                Err(e) => return Err(e.into()),
-            };
-            if manifest.metadata.train_window.is_none() && holdout.is_none() {
-                tracing::warn!(version = %l.version, "the live model records neither its training window nor its held-out rows: no row is known to be unseen by it");
-            }
-            Some(Live {
-                model,
-                manifest,
-                holdout,
-            })
-        }
+    // The live model's manifest now (its entity-feature spec says how to read the
+    // history), its forest only once the history is read: a forest retrained on a large
+    // history takes hundreds of MB, and holding it beside the entity state and the sample
+    // would set the peak.
+    let live_manifest = match &live_pointer {
+        Some(l) => Some(store.manifest(&l.version).await?),
         None => None,
     };
-    let live_created = live.as_ref().map(|l| l.manifest.created_at.clone());
+    let live_created = live_manifest.as_ref().map(|m| m.created_at.clone());
     let now = std::time::SystemTime::now();
     if cfg.trigger != Trigger::Schedule
         && let Some(left) = evidence::cooling_down(cfg, live_created.as_deref(), last_trained, now)
@@ -245,9 +225,13 @@ pub async fn retrain_once(
     }
     // The candidate keeps the live model's features: with entity features, the history is
     // read with them (stored in lake files, computed for other files).
-    let velocity = live.as_ref().and_then(|l| l.model.velocity().cloned());
+    let velocity = live_manifest.and_then(|m| m.metadata.velocity);
     let (crate::pipeline::sample::Sample { data, weights }, rows_read) =
         read_history(cfg, s3, kafka, velocity.as_ref(), on_file).await?;
+    let live = match &live_pointer {
+        Some(l) => Some(load_live(store, &l.version).await?),
+        None => None,
+    };
     let labels = data
         .labels()
         .map_err(crate::pipeline::PipelineError::from)?;
@@ -334,21 +318,28 @@ pub async fn retrain_once(
     }
     let source = cfg.history.join(",");
     let (resamples, confidence, seed) = (cfg.resamples, cfg.confidence, cfg.seed);
-    let live_model = live.as_ref().map(|l| l.model.clone());
+    let had_live = live.is_some();
     let (candidate, holdout, live_metrics, difference) =
         tokio::task::spawn_blocking(move || -> Result<_, crate::pipeline::PipelineError> {
+            // The live model scores the gate rows (in place: a copy of them would sit
+            // beside the sample) and is freed before the candidate trains: a forest
+            // retrained on a large history takes hundreds of MB, and two of them at
+            // once would set the peak.
+            let live_scores = live
+                .map(|l| {
+                    let scores = l.model.score_rows(&data, &gate_rows)?;
+                    Ok::<_, crate::model::ModelError>((scores, l.model.meta().threshold))
+                })
+                .transpose()
+                .map_err(crate::pipeline::PipelineError::from)?;
             let holdout = HoldoutSet::of_split(&data, &gate_rows);
-            let gate = data.select(&gate_rows);
             let outcome = train_split(&data, &source, &opts, train_rows, gate_rows, &|| {})?;
-            let (live_metrics, difference) = match live_model {
-                Some(m) => {
-                    let scores = m
-                        .score_dataset(&gate)
-                        .map_err(crate::pipeline::PipelineError::from)?;
+            let (live_metrics, difference) = match live_scores {
+                Some((scores, threshold)) => {
                     // Weighted as the candidate's own metrics are, on a sampled history.
                     let class = weights.unwrap_or(UNWEIGHTED);
                     let metrics =
-                        evaluate_weighted(&scores, &outcome.test_labels, m.meta().threshold, class);
+                        evaluate_weighted(&scores, &outcome.test_labels, threshold, class);
                     let diff = ap_difference_weighted(
                         &outcome.test_scores,
                         &scores,
@@ -376,7 +367,7 @@ pub async fn retrain_once(
         cfg,
         decision.candidate_auprc,
         decision.candidate_recall_at_p90,
-        live.is_some().then_some(decision.difference.as_ref()),
+        had_live.then_some(decision.difference.as_ref()),
     );
     // A candidate that passes is stored (with the rows it held out) and named by
     // `models/CANDIDATE`, so detectors can shadow-score it; a refused one is not stored,
@@ -407,6 +398,33 @@ pub async fn retrain_once(
         }
     }
     Ok(finish(decision, started))
+}
+
+/// The live model `version`, checked, with what tells the rows it never trained on.
+async fn load_live(store: &ModelStore, version: &str) -> Result<Live, RetrainError> {
+    let (model, manifest) = store.get_checked(version, None).await?;
+    let holdout = match store.holdout(&manifest).await {
+        Ok(h) => h,
+        // Missing or not matching its manifest: grade with the training window
+        // alone (fewer rows count as unseen, never more). Unreachable storage is
+        // an error, and the next cycle tries again.
+        Err(
+            e @ (RegistryError::Corrupt { .. }
+            | RegistryError::Storage(StorageError::NotFound { .. })),
+        ) => {
+            tracing::warn!(version = %version, error = %e, "the live model's held-out rows cannot be read; only its training window tells unseen rows");
+            None
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if manifest.metadata.train_window.is_none() && holdout.is_none() {
+        tracing::warn!(version = %version, "the live model records neither its training window nor its held-out rows: no row is known to be unseen by it");
+    }
+    Ok(Live {
+        model,
+        manifest,
+        holdout,
+    })
 }
 
 /// Record the decision's metrics and log it.

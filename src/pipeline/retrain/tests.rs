@@ -114,6 +114,41 @@ fn labelled(n: u32, fraud_every: u32) -> Dataset {
 }
 
 #[test]
+fn the_sample_never_holds_more_than_the_budget_and_stays_uniform() {
+    // 40,000 rows, every 10th a fraud: 4,000 frauds, 36,000 legitimate rows, a budget
+    // of 2,000. Frauds arrive all along, each taking a legitimate row's place.
+    let mut s = Sampler::new(Vec::new(), 2000, None, 3);
+    let d = labelled(40_000, 10);
+    for start in (0..40_000).step_by(1000) {
+        s.add(&d.select(&(start..start + 1000).collect::<Vec<_>>()));
+        let held = s.frauds.rows.len() + s.legit.rows.len();
+        assert!(held <= 2000, "{held} rows held after {} read", start + 1000);
+    }
+    let sample = s.finish(2000);
+    let labels = sample.data.labels().unwrap();
+    let frauds = labels.iter().filter(|&&l| l == 1).count();
+    assert_eq!(
+        (sample.data.len(), frauds),
+        (2000, 1000),
+        "half the budget for frauds"
+    );
+    // The legitimate rows kept are spread evenly over the history's four quarters
+    // (250 each expected, a standard deviation of about 14).
+    let mut quarters = [0usize; 4];
+    for (t, l) in sample.data.columns[TIME].iter().zip(&labels) {
+        if *l == 0 {
+            quarters[(*t as usize) / 10_000] += 1;
+        }
+    }
+    assert!(
+        quarters.iter().all(|&q| (190..=310).contains(&q)),
+        "legitimate rows by quarter: {quarters:?}"
+    );
+    let w = sample.weights.unwrap();
+    assert!((w[0] - 36_000.0 / 1000.0).abs() < 1e-9, "{w:?}");
+}
+
+#[test]
 fn a_fraud_cap_samples_frauds_and_weighs_them() {
     let mut s = Sampler::new(Vec::new(), 500, Some(20), 7);
     s.add(&labelled(4000, 40));
