@@ -295,7 +295,15 @@ async fn zombie_run(name: &str, freeze: Freeze) {
     );
     if let Freeze::AtPoint(_) = freeze {
         // The old process stopped between recording the file and writing it: taking the
-        // stream over finds that write unfinished and fences it.
+        // stream over finds that write unfinished and fences it. The replacement claims a
+        // partition's stream at its first lake file there, which may come after other
+        // partitions' files: wait for it, and only then wake the old process.
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        while !new.log_text().contains("fenced by an empty file")
+            && std::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         assert!(
             new.log_text().contains("fenced by an empty file"),
             "the replacement did not fence the unfinished write:\n{}",

@@ -6,13 +6,15 @@
 #
 # The history: `loadgen --simulate --customers N --seed S` (default 140,000 customers and
 # seed 3: 49,693,362 rows over 183 days, 5.8 GB of CSV), and a live model trained on
-# another simulation (`--customers 5000 --seed 2`, `train --max-rows 500000`), both made
-# once into DIR (default .cache/bench-retrain-N-S/). For each BINARY (default
-# target/release/fraudstream, built first), two cycles of `retrain --config FILE --json`
-# over the history (`warm_up = "37d"`), each from a copy of a fresh model store:
+# another simulation (`--customers 5000 --seed 2`, `train --max-rows 500000`); the
+# simulations are made once into DIR (default .cache/bench-retrain-N-S/). For each BINARY
+# (default target/release/fraudstream, built first): the live model trained and
+# published into a fresh model store, then two cycles of `retrain --config FILE --json`
+# over the history (`warm_up = "37d"`) against that store:
 #   1. the live model is the small one trained above;
 #   2. the live model is what cycle 1 published (a forest trained on the 2,000,000-row
-#      sample: what every later cycle in production finds as the live model).
+#      sample: what every later cycle in production finds as the live model); the script
+#      stops if cycle 1 published nothing.
 # Prints each cycle's peak RSS, wall time, CPU, decision and candidate AUPRC.
 # 10,000 customers make a 3.5 M-row history that runs in about a minute.
 set -euo pipefail
@@ -58,13 +60,14 @@ mkdir -p "$dir"
 
 if [[ ! -s $dir/history.csv ]]; then
   echo "simulating the history ($customers customers)..." >&2
-  "$loadgen" --simulate --customers "$customers" --seed "$seed" --out "$dir/history.csv.tmp" >&2
-  mv "$dir/history.csv.tmp" "$dir/history.csv"
+  # loadgen writes CSV for a .csv name (JSON lines otherwise).
+  "$loadgen" --simulate --customers "$customers" --seed "$seed" --out "$dir/history.tmp.csv" >&2
+  mv "$dir/history.tmp.csv" "$dir/history.csv"
 fi
 if [[ ! -s $dir/live-source.csv ]]; then
   "$loadgen" --simulate --customers 5000 --seed 2 --out "$dir/live-source.csv" >&2
 fi
-rows=$(($(wc -l <"$dir/history.csv") - 1))
+rows=$(($(wc -l <"$dir/history.csv") - 1)) # the header is not a row
 echo "history: $dir/history.csv ($rows rows)"
 
 # cycle BINARY STORE N: one retrain over the history against STORE, timed.
@@ -94,6 +97,10 @@ for bin in "${bins[@]}"; do
     --split time --max-rows 500000 --out "$dir/live.fsm" --publish "$base" >/dev/null
   cp -r "$base" "$dir/store"
   cycle "$bin" "$dir/store" 1
+  grep -q '"published":true' "$dir/decision.json" || {
+    echo "cycle 1 published nothing: cycle 2 would measure the same live model" >&2
+    exit 1
+  }
   cycle "$bin" "$dir/store" 2
   rm -rf "$base" "$dir/store"
 done

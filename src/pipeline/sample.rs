@@ -138,8 +138,9 @@ impl Sampler {
         }
     }
 
-    /// Frauds then legitimate rows, legitimate ones trimmed so the total fits `max_rows`,
-    /// with the weights of the sampling. Done in place: the sample is never copied.
+    /// Frauds then legitimate rows, with the weights of the sampling. Done in place: the
+    /// sample is never copied. [`Sampler::add`] keeps the two within the sampler's
+    /// budget; a smaller `max_rows` trims the legitimate rows to fit.
     pub fn finish(mut self, max_rows: usize) -> Sample {
         let room = max_rows.saturating_sub(self.frauds.rows.len());
         if self.legit.rows.len() > room {

@@ -381,6 +381,14 @@ impl ModelStore {
         Self::parse_manifest(version, &self.manifest_bytes(version).await?)
     }
 
+    /// A version's manifest, its signature checked as [`ModelStore::get`] checks it,
+    /// without reading the model file.
+    pub async fn manifest_verified(&self, version: &str) -> Result<Manifest, RegistryError> {
+        let bytes = self.manifest_bytes(version).await?;
+        self.verify_signature(version, &bytes).await?;
+        Self::parse_manifest(version, &bytes)
+    }
+
     /// Check a version's manifest signature against the trusted keys (`Ok` when none
     /// are configured).
     async fn verify_signature(&self, version: &str, manifest: &[u8]) -> Result<(), RegistryError> {
@@ -428,9 +436,7 @@ impl ModelStore {
     /// Load a version: its manifest signature (when trusted keys are configured), then
     /// its checksum against the manifest, then the model file's own validation.
     pub async fn get(&self, version: &str) -> Result<(Model, Manifest), RegistryError> {
-        let bytes = self.manifest_bytes(version).await?;
-        self.verify_signature(version, &bytes).await?;
-        let manifest = Self::parse_manifest(version, &bytes)?;
+        let manifest = self.manifest_verified(version).await?;
         let blob = self.blobs.get(&model_key(version)).await?;
         let actual = sha256_hex(&blob.data);
         if actual != manifest.sha256 {

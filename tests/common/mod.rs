@@ -187,13 +187,16 @@ async fn wait_writable(client: &aws_sdk_s3::Client, bucket: &str) {
             Err(e) => panic!("test bucket {bucket} never took a write: {e:?}"),
         }
     }
-    client
+    // The probe may stay if even its delete is refused: tests keep to prefixes of their own.
+    if let Err(e) = client
         .delete_object()
         .bucket(bucket)
         .key(".writable")
         .send()
         .await
-        .expect("delete the probe object");
+    {
+        eprintln!("test bucket {bucket}: the probe object stays: {e:?}");
+    }
 }
 
 /// A loopback port with nothing listening on it.

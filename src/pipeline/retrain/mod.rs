@@ -202,12 +202,13 @@ pub async fn retrain_once(
         .check_publishable()
         .map_err(RetrainError::CannotPublish)?;
     let live_pointer = store.latest().await?;
-    // The live model's manifest now (its entity-feature spec says how to read the
-    // history), its forest only once the history is read: a forest retrained on a large
-    // history takes hundreds of MB, and holding it beside the entity state and the sample
-    // would set the peak.
+    // The live model's manifest now, its signature checked (its entity-feature spec says
+    // how to read the history); its forest, checked in full, only once the history is
+    // read: a forest retrained on a large history takes hundreds of MB, and holding it
+    // beside the entity state and the sample would set the peak. A model file that fails
+    // its checks is therefore found after the read, not before.
     let live_manifest = match &live_pointer {
-        Some(l) => Some(store.manifest(&l.version).await?),
+        Some(l) => Some(store.manifest_verified(&l.version).await?),
         None => None,
     };
     let live_created = live_manifest.as_ref().map(|m| m.created_at.clone());
