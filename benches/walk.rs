@@ -51,6 +51,8 @@ fn main() {
         forest.n_nodes(),
     );
 
+    path_lengths(forest, &x);
+
     let quantized = Quantized::new(forest);
     let mut reference = vec![0f32; rows];
     forest.predict_into(&x, &mut reference);
@@ -137,4 +139,35 @@ fn main() {
             m / medians[0]
         );
     }
+}
+
+/// Print the mean number of steps from root to leaf, and what walking rows 16 at a time
+/// in lock-step (each group until its longest path ends, checked every 4 steps) costs in
+/// steps per row.
+fn path_lengths(forest: &Forest, x: &[f32]) {
+    let nf = forest.n_features();
+    let (mut steps, mut lockstep, mut walks) = (0usize, 0usize, 0usize);
+    for tree in forest.trees() {
+        let nodes = tree.nodes();
+        for group in x.chunks(16 * nf) {
+            let mut longest = 0;
+            for row in group.chunks_exact(nf) {
+                let (mut i, mut n) = (0, 0);
+                while !nodes[i].is_leaf() {
+                    let node = nodes[i];
+                    i = node.left() + usize::from(row[node.feature()] > node.threshold);
+                    n += 1;
+                }
+                steps += n;
+                walks += 1;
+                longest = longest.max(n);
+            }
+            lockstep += longest.div_ceil(4).max(1) * 4 * 16;
+        }
+    }
+    println!(
+        "steps per walk: {:.2} to a leaf; {:.2} walked in lock-step groups of 16",
+        steps as f64 / walks as f64,
+        lockstep as f64 / walks as f64
+    );
 }

@@ -14,7 +14,6 @@ use serde_json::json;
 use super::print::{self, table};
 use crate::eval::evaluate;
 use crate::eval::prequential::{Periods, Row, card_precision_at_k, split};
-use crate::forest::TrainParams;
 use crate::schema::{ReadOptions, for_each_transaction};
 use crate::velocity::OfflineFeatures;
 
@@ -40,9 +39,13 @@ pub struct BacktestArgs {
     /// Test days.
     #[arg(long, default_value_t = 7)]
     test_days: i64,
-    /// Trees per forest.
-    #[arg(long, default_value_t = 100)]
-    trees: usize,
+    /// A TOML file with a `[train]` table of hyper-parameters (as `train --config`, for
+    /// example what `tune` writes); the defaults without it.
+    #[arg(long)]
+    train_config: Option<std::path::PathBuf>,
+    /// Trees per forest (over the file's).
+    #[arg(long)]
+    trees: Option<usize>,
     /// Seed.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -122,11 +125,12 @@ pub fn run(args: &BacktestArgs) -> anyhow::Result<()> {
     let train_labels: Vec<u8> = train_rows.iter().map(|&i| rows[i].label).collect();
     let test_labels: Vec<u8> = test_rows.iter().map(|&i| rows[i].label).collect();
     let test_meta: Vec<Row> = test_rows.iter().map(|&i| rows[i]).collect();
-    let params = TrainParams {
-        n_trees: args.trees,
-        seed: args.seed,
-        ..TrainParams::default()
-    };
+    let mut params = super::train::params_file(args.train_config.as_deref())?;
+    if let Some(t) = args.trees {
+        params.n_trees = t;
+    }
+    params.seed = args.seed;
+    params.validate()?;
     // The transaction's own features (amount, and the time flags when the spec has
     // them), then everything.
     let own: Vec<usize> = std::iter::once(0)
@@ -195,7 +199,8 @@ pub fn run(args: &BacktestArgs) -> anyhow::Result<()> {
                 "train_frauds": frauds(&train_labels),
                 "test_rows": test_rows.len(),
                 "test_frauds": frauds(&test_labels),
-                "trees": args.trees,
+                "trees": params.n_trees,
+                "params": params,
                 "results": results,
             })
         );

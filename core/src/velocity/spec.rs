@@ -110,6 +110,9 @@ pub enum Aggregate {
     Risk,
     /// Transactions in the delayed window (the denominator of `risk`).
     DelayedCount,
+    /// The transaction's amount over the mean amount of the window (0 when the window
+    /// holds no amount): how unusual this amount is for the entity.
+    AmountRatio,
 }
 
 impl Aggregate {
@@ -123,6 +126,7 @@ impl Aggregate {
             Self::Frauds => "frauds",
             Self::Risk => "risk",
             Self::DelayedCount => "delayed_count",
+            Self::AmountRatio => "amount_ratio",
         }
     }
 
@@ -170,10 +174,10 @@ pub struct VelocitySpec {
     /// Count the transaction being scored in its own current windows (`count`, `sum`,
     /// `mean_amount`), as rolling windows that end at the transaction do. Never a later
     /// one: the features stay point in time.
-    #[serde(default)]
+    #[serde(default = "yes")]
     pub include_current: bool,
     /// Add `weekend` and `night` (hour ≤ 6) flags, from `Time` read as Unix seconds (UTC).
-    #[serde(default)]
+    #[serde(default = "yes")]
     pub time_flags: bool,
     /// Per-entity features.
     #[serde(default, rename = "entity")]
@@ -189,6 +193,12 @@ fn default_bucket() -> Span {
 
 fn default_delay() -> Span {
     Span(7 * 86_400)
+}
+
+/// The default of `include_current` and `time_flags` in a table that leaves them out:
+/// the handbook's, as documented (they read `false` before 2026-12-08, unlike the docs).
+fn yes() -> bool {
+    true
 }
 
 /// Names the offending key of a spec.
@@ -421,5 +431,15 @@ mod tests {
             r#"{"entity":[{"name":"card_id","windows":["1d"],"aggregates":["median"]}]}"#,
         );
         assert!(s.unwrap_err().to_string().contains("median"));
+    }
+
+    #[test]
+    fn keys_left_out_take_the_handbooks_values() {
+        let s: VelocitySpec = serde_json::from_str(
+            r#"{"entity":[{"name":"card_id","windows":["1d","7d","30d"],"aggregates":["count","mean_amount"]},
+                {"name":"terminal_id","windows":["1d","7d","30d"],"aggregates":["delayed_count","risk"]}]}"#,
+        )
+        .unwrap();
+        assert_eq!(s, VelocitySpec::handbook());
     }
 }

@@ -234,9 +234,9 @@ fn row_features(
             Some(id) => entity((p.entity, id), &mut |buckets| {
                 if rules.include_current {
                     add(buckets, bucket, amount);
-                    p.features(buckets, bucket, rules.delay, &mut f);
+                    p.features(buckets, bucket, rules.delay, amount, &mut f);
                 } else {
-                    p.features(buckets, bucket, rules.delay, &mut f);
+                    p.features(buckets, bucket, rules.delay, amount, &mut f);
                     add(buckets, bucket, amount);
                 }
             }),
@@ -258,8 +258,9 @@ fn row_features(
 }
 
 impl EntityPlan {
-    /// Append this entity's features at bucket `b` from its (ascending) buckets.
-    fn features(&self, buckets: &[Bucket], b: i64, delay: i64, out: &mut Vec<f32>) {
+    /// Append this entity's features at bucket `b` from its (ascending) buckets, for a
+    /// transaction of `amount`.
+    fn features(&self, buckets: &[Bucket], b: i64, delay: i64, amount: f64, out: &mut Vec<f32>) {
         for a in &self.aggregates {
             for &w in &self.windows {
                 // Current windows: (b − w, b], events so far. Delayed windows: the w
@@ -283,6 +284,8 @@ impl EntityPlan {
                     Aggregate::Count | Aggregate::DelayedCount => count as f64,
                     Aggregate::Sum => sum,
                     Aggregate::MeanAmount => ratio(sum, count),
+                    Aggregate::AmountRatio if sum > 0.0 => amount * count as f64 / sum,
+                    Aggregate::AmountRatio => 0.0,
                     Aggregate::Frauds => frauds as f64,
                     Aggregate::Risk => ratio(frauds as f64, count).min(1.0),
                 };

@@ -252,6 +252,37 @@ fn memory_is_bounded_in_entities() {
 /// A random stream: online in random batches with labels arriving within the delay,
 /// offline in one pass. The features are the same.
 #[test]
+fn the_amount_ratio_compares_the_amount_with_the_windows_mean() {
+    for include_current in [false, true] {
+        let mut spec = VelocitySpec::handbook();
+        spec.include_current = include_current;
+        spec.entities[0].aggregates = vec![Aggregate::AmountRatio];
+        let mut e = Engine::new(spec, store()).unwrap();
+        let mut b = vec![
+            tx("1", START + 3_600.0, 10.0, "c", "t"),
+            tx("2", START + 7_200.0, 30.0, "c", "t"),
+            tx("3", START + 9.0 * DAY, 40.0, "c", "t"),
+        ];
+        e.process(&mut b).unwrap();
+        let ratio = |t, w| feature(&e, t, &format!("card_id_amount_ratio_{w}"));
+        if include_current {
+            // Its own amount over itself; then 30 over the mean of 10 and 30.
+            assert_eq!(ratio(&b[0], "1d"), 1.0);
+            assert_eq!(ratio(&b[1], "1d"), 1.5);
+            // Nine days later: alone in its day and week, 40 over 80 / 3 in the month.
+            assert_eq!(ratio(&b[2], "7d"), 1.0);
+            assert_eq!(ratio(&b[2], "30d"), 1.5);
+        } else {
+            // An empty window has no mean: 0.
+            assert_eq!(ratio(&b[0], "1d"), 0.0);
+            assert_eq!(ratio(&b[1], "1d"), 3.0);
+            assert_eq!(ratio(&b[2], "7d"), 0.0);
+            assert_eq!(ratio(&b[2], "30d"), 2.0);
+        }
+    }
+}
+
+#[test]
 fn offline_equals_online() {
     parity(false);
     parity(true);
@@ -261,6 +292,7 @@ fn parity(include_current: bool) {
     let mut spec = spec();
     spec.include_current = include_current;
     spec.entities[0].aggregates.push(Aggregate::Sum);
+    spec.entities[0].aggregates.push(Aggregate::AmountRatio);
     spec.entities[1].aggregates.push(Aggregate::Frauds);
     spec.entities[1].windows.push(Span(3_600));
     let mut rng = Rng::new(7);
