@@ -14,6 +14,7 @@
 use std::hint::black_box;
 use std::time::Instant;
 
+use fraudstream::forest::tree::top_k_into;
 use fraudstream::forest::{Forest, Quantized};
 use fraudstream::model::Model;
 use fraudstream::pipeline::{TrainOptions, train_model};
@@ -52,6 +53,7 @@ fn main() {
     );
 
     path_lengths(forest, &x);
+    single_rows(forest, &x);
 
     let quantized = Quantized::new(forest);
     let mut reference = vec![0f32; rows];
@@ -170,4 +172,36 @@ fn path_lengths(forest: &Forest, x: &[f32]) {
         steps as f64 / walks as f64,
         lockstep as f64 / walks as f64
     );
+}
+
+/// Print single-row latency percentiles over every 4th row of `x`: the score alone, and
+/// the score with its top-3 contributions (the fused walk, as the API serves
+/// `?explain=true`), timed call by call, the two alternated row by row.
+fn single_rows(forest: &Forest, x: &[f32]) {
+    let nf = forest.n_features();
+    let (mut plain, mut explained) = (Vec::new(), Vec::new());
+    let (mut contrib, mut top) = (vec![0f32; nf], Vec::with_capacity(3));
+    for row in x.chunks_exact(nf).step_by(4) {
+        let t = Instant::now();
+        black_box(forest.predict_one(black_box(row)));
+        plain.push(t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        black_box(forest.predict_explain_one(black_box(row), &mut contrib));
+        top_k_into(&contrib, 3, &mut top);
+        black_box(&top);
+        explained.push(t.elapsed().as_secs_f64());
+    }
+    for (name, lat) in [
+        ("single row", &mut plain),
+        ("single row + top-3", &mut explained),
+    ] {
+        lat.sort_by(f64::total_cmp);
+        let at = |p: f64| lat[((lat.len() - 1) as f64 * p).round() as usize] * 1e6;
+        println!(
+            "{name:<30} p50 {:.2} us  p99 {:.2} us  ({} rows, one call each)",
+            at(0.5),
+            at(0.99),
+            lat.len()
+        );
+    }
 }

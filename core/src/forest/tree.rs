@@ -110,17 +110,18 @@ impl Walk {
         }
     }
 
-    /// Lanes walking one tree each, all at `row` (one-row scoring).
+    /// Lanes walking one tree each, all at `row` (one-row scoring); with `EXPLAIN`, lane
+    /// `j` adds its contributions to `ct[j]`.
     #[inline(always)]
-    fn trees<const EXPLAIN: bool>(
+    fn trees<const EXPLAIN: bool, const L: usize>(
         &self,
         trees: &[usize],
         row: &Row,
-        ct: &mut [Row; NARROW],
-    ) -> [f32; NARROW] {
+        ct: &mut [Row],
+    ) -> [f32; L] {
         let base = std::array::from_fn(|j| trees.get(j).copied().unwrap_or(self.pad));
         let mask = self.nodes.len() - 1;
-        lanes::<EXPLAIN, NARROW>(
+        lanes::<EXPLAIN, L>(
             &self.nodes,
             &self.explained,
             &self.values,
@@ -280,26 +281,25 @@ impl Forest {
     #[must_use]
     pub fn predict_one(&self, x: &[f32]) -> f32 {
         assert!(x.len() >= self.n_features, "row has too few features");
-        let mut ct = [[0.0; MAX_FEATURES + 1]; NARROW];
-        self.walk_one::<false>(x, &mut ct) / self.trees.len() as f32
+        self.walk_one::<false, LANES>(x, &mut []) * (1.0 / self.trees.len() as f32)
     }
 
-    /// One row through every tree, trees walked in lock-step groups of [`NARROW`] (one
-    /// row leaves no rows to interleave); returns the sum of the leaf values reached and,
-    /// with `EXPLAIN`, adds each group's contributions to `ct` (one row per lane: the
-    /// caller sums them).
+    /// One row through every tree, trees walked in lock-step groups of `L` (one row
+    /// leaves no rows to interleave); returns the sum of the leaf values reached, added in
+    /// tree order as the batch walks add them (so that the score is theirs to the bit)
+    /// and, with `EXPLAIN`, adds each group's contributions to `ct` (one row per lane:
+    /// the caller sums them).
     #[inline(always)]
-    fn walk_one<const EXPLAIN: bool>(&self, x: &[f32], ct: &mut [Row; NARROW]) -> f32 {
+    fn walk_one<const EXPLAIN: bool, const L: usize>(&self, x: &[f32], ct: &mut [Row]) -> f32 {
         let mut row = [0f32; MAX_FEATURES + 1];
         let nf = self.n_features;
         row[..nf].copy_from_slice(&x[..nf]);
         let mut sum = 0f32;
-        for trees in self.walk.bases.chunks(NARROW) {
-            sum += self
-                .walk
-                .trees::<EXPLAIN>(trees, &row, ct)
-                .iter()
-                .sum::<f32>();
+        for trees in self.walk.bases.chunks(L) {
+            let leaves = self.walk.trees::<EXPLAIN, L>(trees, &row, ct);
+            for v in &leaves[..trees.len()] {
+                sum += v;
+            }
         }
         sum
     }
@@ -436,7 +436,7 @@ impl Forest {
         let nf = self.n_features;
         assert!(x.len() == nf && contrib.len() == nf, "one row of features");
         let mut ct = [[0.0; MAX_FEATURES + 1]; NARROW];
-        let sum = self.walk_one::<true>(x, &mut ct);
+        let sum = self.walk_one::<true, NARROW>(x, &mut ct);
         let inv = 1.0 / self.trees.len() as f32;
         for (f, o) in contrib.iter_mut().enumerate() {
             *o = ct.iter().map(|lane| lane[f]).sum::<f32>() * inv;

@@ -119,7 +119,8 @@ fn subtraction_matches_direct_histograms() {
     assert!(wrong < n / 50, "{wrong} training rows misclassified");
 }
 
-/// Plain recursive-free walk over the public nodes: the reference the fast paths must match.
+/// Plain recursive-free walk over the public nodes: the reference the fast paths must match
+/// to the bit (leaf values added in tree order, times one over the number of trees).
 fn reference(forest: &Forest, x: &[f32]) -> f32 {
     let mut sum = 0.0;
     for t in forest.trees() {
@@ -130,7 +131,7 @@ fn reference(forest: &Forest, x: &[f32]) -> f32 {
         }
         sum += t.nodes()[i].threshold;
     }
-    sum / forest.trees().len() as f32
+    sum * (1.0 / forest.trees().len() as f32)
 }
 
 #[test]
@@ -153,19 +154,19 @@ fn fast_paths_match_the_reference_walk() {
     let mut one = vec![0f32; nf];
     for i in 0..n {
         let row = &x[i * nf..(i + 1) * nf];
-        let want = reference(&t.forest, row);
-        assert!((batch[i] - want).abs() < 1e-6, "batch row {i}");
-        assert!((explained[i] - want).abs() < 1e-6, "explained row {i}");
-        assert!(
-            (t.forest.predict_one(row) - want).abs() < 1e-6,
-            "single row {i}"
-        );
+        let want = reference(&t.forest, row).to_bits();
+        assert_eq!(batch[i].to_bits(), want, "batch row {i}");
+        assert_eq!(explained[i].to_bits(), want, "explained row {i}");
+        assert_eq!(t.forest.predict_one(row).to_bits(), want, "single row {i}");
         let score = t.forest.predict_explain_one(row, &mut one);
-        assert!((score - want).abs() < 1e-6, "explained single row {i}");
+        assert_eq!(score.to_bits(), want, "explained single row {i}");
+        // The batch walk adds each row's contributions in the reference's order; the
+        // one-row walk sums lanes of trees, so only its rounding differs.
         let (_, c) = t.forest.contributions(row);
         for f in 0..nf {
-            assert!(
-                (c[f] - contrib[i * nf + f]).abs() < 1e-5,
+            assert_eq!(
+                c[f].to_bits(),
+                contrib[i * nf + f].to_bits(),
                 "row {i} feature {f}"
             );
             assert!((c[f] - one[f]).abs() < 1e-5, "single row {i} feature {f}");
