@@ -249,8 +249,6 @@ fn memory_is_bounded_in_entities() {
     );
 }
 
-/// A random stream: online in random batches with labels arriving within the delay,
-/// offline in one pass. The features are the same.
 #[test]
 fn the_amount_ratio_compares_the_amount_with_the_windows_mean() {
     for include_current in [false, true] {
@@ -282,6 +280,8 @@ fn the_amount_ratio_compares_the_amount_with_the_windows_mean() {
     }
 }
 
+/// A random stream: online in random batches with labels arriving within the delay,
+/// offline in one pass. The features are the same.
 #[test]
 fn offline_equals_online() {
     parity(false);
