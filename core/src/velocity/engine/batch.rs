@@ -284,8 +284,7 @@ impl EntityPlan {
                     Aggregate::Count | Aggregate::DelayedCount => count as f64,
                     Aggregate::Sum => sum,
                     Aggregate::MeanAmount => ratio(sum, count),
-                    Aggregate::AmountRatio if sum > 0.0 => amount * count as f64 / sum,
-                    Aggregate::AmountRatio => 0.0,
+                    Aggregate::AmountRatio => amount_ratio(amount, count, sum),
                     Aggregate::Frauds => frauds as f64,
                     Aggregate::Risk => ratio(frauds as f64, count).min(1.0),
                 };
@@ -293,6 +292,14 @@ impl EntityPlan {
             }
         }
     }
+}
+
+/// `amount` over the window's mean amount (`sum / count`); 0 when the window holds no
+/// positive amount, or when a huge amount made the sum infinite, so that one hostile
+/// amount never makes an entity's later ratios NaN.
+fn amount_ratio(amount: f64, count: u64, sum: f64) -> f64 {
+    let r = amount * count as f64 / sum;
+    if sum > 0.0 && r.is_finite() { r } else { 0.0 }
 }
 
 fn ratio(num: f64, den: u64) -> f64 {

@@ -278,6 +278,19 @@ fn the_amount_ratio_compares_the_amount_with_the_windows_mean() {
             assert_eq!(ratio(&b[2], "30d"), 2.0);
         }
     }
+    // Two huge amounts make the card's sum infinite: its later ratios read 0, not NaN.
+    let mut spec = VelocitySpec::handbook();
+    spec.entities[0].aggregates = vec![Aggregate::AmountRatio];
+    let mut e = Engine::new(spec, store()).unwrap();
+    let mut b = vec![
+        tx("1", START + 3_600.0, 1e308, "c", "t"),
+        tx("2", START + 7_200.0, 1e308, "c", "t"),
+        tx("3", START + 10_800.0, 5.0, "c", "t"),
+    ];
+    e.process(&mut b).unwrap();
+    for t in &b[1..] {
+        assert_eq!(feature(&e, t, "card_id_amount_ratio_1d"), 0.0);
+    }
 }
 
 /// A random stream: online in random batches with labels arriving within the delay,
