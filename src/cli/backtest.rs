@@ -125,7 +125,7 @@ pub fn run(args: &BacktestArgs) -> anyhow::Result<()> {
     let train_labels: Vec<u8> = train_rows.iter().map(|&i| rows[i].label).collect();
     let test_labels: Vec<u8> = test_rows.iter().map(|&i| rows[i].label).collect();
     let test_meta: Vec<Row> = test_rows.iter().map(|&i| rows[i]).collect();
-    let mut params = super::train::params_file(args.train_config.as_deref())?;
+    let mut params = super::train::params_file(args.train_config.as_deref(), Some(&args.velocity))?;
     if let Some(t) = args.trees {
         params.n_trees = t;
     }

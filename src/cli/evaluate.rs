@@ -127,7 +127,8 @@ fn run_folds(args: &EvaluateArgs, k: usize) -> anyhow::Result<()> {
         args.report.report.is_none() && args.threshold.is_none(),
         "--folds reports threshold-free figures per fold: --report and --threshold need --model"
     );
-    let mut params = super::train::params_file(args.train_config.as_deref())?;
+    let mut params =
+        super::train::params_file(args.train_config.as_deref(), args.input.velocity.as_deref())?;
     if let Some(t) = args.trees {
         params.n_trees = t;
     }

@@ -143,17 +143,45 @@ fn publish(
         })
 }
 
-/// The `[train]` table of `path` (see config/train.toml), or the defaults.
-pub(super) fn params_file(path: Option<&std::path::Path>) -> anyhow::Result<TrainParams> {
-    match path {
-        Some(path) => crate::pipeline::read_train_params(path).map_err(anyhow::Error::msg),
-        None => Ok(TrainParams::default()),
+/// The `[train]` table of `path` (see config/train.toml), or the defaults. `velocity`
+/// is the command's `--velocity`: a file that also declares features (a recipe such as
+/// config/entity-model.toml) gets a warning when the command computes other ones.
+pub(super) fn params_file(
+    path: Option<&std::path::Path>,
+    velocity: Option<&str>,
+) -> anyhow::Result<TrainParams> {
+    let Some(path) = path else {
+        return Ok(TrainParams::default());
+    };
+    let params = crate::pipeline::read_train_params(path).map_err(anyhow::Error::msg)?;
+    if let Some(warning) = unused_features(path, velocity) {
+        tracing::warn!("{warning}");
     }
+    Ok(params)
+}
+
+/// Why the features a parameter file declares are not the ones `--velocity` computes
+/// (`None`: the file declares none, or the same).
+fn unused_features(path: &std::path::Path, velocity: Option<&str>) -> Option<String> {
+    use crate::velocity::config::spec_from_arg;
+    let text = std::fs::read_to_string(path).ok()?;
+    let table: toml::Table = toml::from_str(&text).ok()?;
+    table.get("velocity")?;
+    let file = path.display().to_string();
+    let declared = spec_from_arg(&file).ok()?;
+    if velocity.and_then(|v| spec_from_arg(v).ok()).as_ref() == Some(&declared) {
+        return None;
+    }
+    Some(format!(
+        "{file} declares entity features in [velocity], but this command computes {}: pass \
+         --velocity {file} to train on them",
+        velocity.map_or_else(|| "none".to_owned(), |v| format!("those of --velocity {v}"))
+    ))
 }
 
 impl TrainArgs {
     fn params(&self) -> anyhow::Result<TrainParams> {
-        let mut p = params_file(self.config.as_deref())?;
+        let mut p = params_file(self.config.as_deref(), self.input.velocity.as_deref())?;
         macro_rules! set {
             ($field:ident, $value:expr) => {
                 if let Some(v) = $value {
@@ -411,4 +439,24 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unused_features;
+
+    #[test]
+    fn a_recipe_used_without_its_features_is_named() {
+        let recipe = concat!(env!("CARGO_MANIFEST_DIR"), "/config/entity-model.toml");
+        let train = concat!(env!("CARGO_MANIFEST_DIR"), "/config/train.toml");
+        let path = std::path::Path::new(recipe);
+        let w = unused_features(path, None).expect("no --velocity");
+        assert!(
+            w.contains("--velocity") && w.contains("entity-model.toml"),
+            "{w}"
+        );
+        assert!(unused_features(path, Some("handbook")).is_some());
+        assert_eq!(unused_features(path, Some(recipe)), None);
+        assert_eq!(unused_features(std::path::Path::new(train), None), None);
+    }
 }
