@@ -164,8 +164,28 @@ fn train_on_a_sample_of_the_input() {
         sampled(&["--max-rows", "1000", "--max-frauds", "100"]),
         (1000, 100)
     );
+    // Stratified by 12-hour span: the same budget, every fraud still kept.
+    assert_eq!(
+        sampled(&["--max-rows", "1000", "--sample-bucket", "12h"]),
+        (1000, 246)
+    );
     let err = failure(&["train", "-i", SAMPLE, "-o", &m, "--max-rows", "10"]);
     assert!(err.contains("--max-rows"), "{err}");
+    let err = failure(&[
+        "train",
+        "-i",
+        SAMPLE,
+        "-o",
+        &m,
+        "--max-rows",
+        "1000",
+        "--sample-bucket",
+        "0s",
+    ]);
+    assert!(
+        err.contains("--sample-bucket") && err.contains("longer than 0"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -350,3 +350,52 @@ async fn a_lost_holdout_record_falls_back_to_the_training_window() {
     assert_eq!(d["unseen_rows"].as_u64().unwrap() as usize, after, "{d}");
     assert_ne!(d["decision"], "insufficient_data", "{d}");
 }
+
+/// `retrain.sample_bucket`: a history whose last 12 hours are thin (their legitimate
+/// rows not all in yet), sampled to a budget below it. The thin span keeps every row, the
+/// busy spans share the rest of the budget, every fraud is kept, and the decision says
+/// what each span kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stratified_sample_keeps_a_thin_recent_span_whole() {
+    const SPAN: f64 = 43_200.0;
+    let s = setup().await;
+    let all = history(0.0);
+    let labels = all.labels().unwrap();
+    // The last span's legitimate rows, one in ten.
+    let keep: Vec<usize> = (0..all.len())
+        .filter(|&i| labels[i] == 1 || all.columns[TIME][i] < 3.0 * SPAN || i % 10 == 0)
+        .collect();
+    let history = all.select(&keep);
+    s.upload("history/creditcard.csv", &history).await;
+    let seen = |span: usize, class: u8| {
+        (0..history.len())
+            .filter(|&i| {
+                (history.columns[TIME][i] / SPAN) as usize == span
+                    && history.labels[i] == Some(class)
+            })
+            .count() as u64
+    };
+
+    let d = s.retrain_with("max_rows = 1200\nsample_bucket = \"12h\"");
+    assert_eq!(d["rows_used"], 1200, "{d}");
+    assert_eq!(d["decision"], "published", "{d}");
+    let spans = d["spans"].as_array().expect("spans reported");
+    assert_eq!(spans.len(), 4, "{d}");
+    let field = |k: usize, f: &str| spans[k][f].as_u64().unwrap();
+    let frauds: u64 = (0..4).map(|k| seen(k, 1)).sum();
+    let room = 1200 - frauds;
+    let thin = seen(3, 0);
+    assert!(thin > 50 && thin < 150, "{thin}");
+    assert_eq!(field(3, "legit_kept"), thin, "the thin span whole: {d}");
+    for k in 0..3 {
+        assert_eq!(field(k, "legit_seen"), seen(k, 0), "{d}");
+        assert_eq!(field(k, "frauds_kept"), seen(k, 1), "every fraud kept: {d}");
+        let share = (room - thin) as f64 / 3.0;
+        assert!(
+            (field(k, "legit_kept") as f64 - share).abs() <= 1.0,
+            "a fair share ({share:.1}) for span {k}: {d}"
+        );
+        assert!(field(k, "legit_kept") < field(k, "legit_seen"), "{d}");
+    }
+    assert_eq!(spans[3]["start"].as_f64().unwrap(), 3.0 * SPAN);
+}

@@ -6,7 +6,8 @@ use sha2::{Digest, Sha256};
 
 use crate::PipelineError;
 use crate::eval::{
-    ClassWeights, Metrics, SplitKind, ThresholdStrategy, UNWEIGHTED, evaluate_weighted, split,
+    ClassWeights, Metrics, SplitKind, ThresholdStrategy, UNWEIGHTED, Weights, evaluate_weighted,
+    split,
 };
 use crate::forest::{ClassWeight, TrainParams, train_owned};
 use crate::model::meta::{SplitInfo, TimeWindow};
@@ -39,6 +40,31 @@ pub struct TrainOptions {
     /// threshold is chosen, and the metrics measured, with the rows weighted, so that a
     /// precision target holds on the history rather than on the sample.
     pub sampling: Option<ClassWeights>,
+    /// When the sample's rates differ within a class (stratified by time,
+    /// `retrain.sample_bucket`): how many history rows each row of the dataset stands
+    /// for, one per row. The threshold and the metrics then weigh each row by its own
+    /// weight, so that they are the history's; the forest still trains with `sampling`'s
+    /// class weights, so that what it learns from is the sample (recent spans not crowded
+    /// out), and only the class balance is corrected.
+    pub row_weights: Option<RowWeights>,
+}
+
+/// One weight per row of a dataset, shared without copying; printed by its length.
+#[derive(Clone, PartialEq)]
+pub struct RowWeights(pub std::sync::Arc<[f64]>);
+
+impl std::fmt::Debug for RowWeights {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RowWeights({} rows)", self.0.len())
+    }
+}
+
+impl RowWeights {
+    /// The weights of the rows `idx`, in that order.
+    #[must_use]
+    pub fn of(&self, idx: &[usize]) -> Vec<f64> {
+        idx.iter().map(|&i| self.0[i]).collect()
+    }
 }
 
 impl Default for TrainOptions {
@@ -51,6 +77,7 @@ impl Default for TrainOptions {
             threshold: ThresholdStrategy::MaxF1,
             velocity: None,
             sampling: None,
+            row_weights: None,
         }
     }
 }
@@ -187,23 +214,36 @@ pub fn train_split(
         .predict_batch(&data.feature_matrix_of(&fields, &test_idx));
 
     let amount = &data.columns[crate::schema::AMOUNT];
-    let ((oob_scores, oob_labels), oob_amounts): ((Vec<f32>, Vec<u8>), Vec<f64>) = trained
+    let ((oob_scores, oob_labels), oob_rows): ((Vec<f32>, Vec<u8>), Vec<usize>) = trained
         .oob_scores
         .iter()
         .zip(&train_labels)
         .zip(&train_idx)
-        .filter_map(|((s, &l), &i)| s.map(|s| ((s, l), amount[i])))
+        .filter_map(|((s, &l), &i)| s.map(|s| ((s, l), i)))
         .unzip();
+    let oob_amounts: Vec<f64> = oob_rows.iter().map(|&i| amount[i]).collect();
     let test_amounts: Vec<f64> = test_idx.iter().map(|&i| amount[i]).collect();
+    // Per-row weights, when the sample has them, replace the class weights in the
+    // threshold and the metrics.
+    let (oob_w, test_w) = match &opts.row_weights {
+        Some(r) => (Some(r.of(&oob_rows)), Some(r.of(&test_idx))),
+        None => (None, None),
+    };
+    let oob_weights = oob_w
+        .as_deref()
+        .map_or(Weights::Class(weights), Weights::Rows);
+    let test_weights = test_w
+        .as_deref()
+        .map_or(Weights::Class(weights), Weights::Rows);
     let oob_usable = oob_labels.contains(&1) && oob_labels.contains(&0);
     let (threshold, threshold_source) = match opts.threshold {
         ThresholdStrategy::Fixed(t) => (t, "fixed"),
         s if oob_usable => (
-            s.choose_weighted(&oob_scores, &oob_labels, &oob_amounts, weights),
+            s.choose_weighted(&oob_scores, &oob_labels, &oob_amounts, oob_weights),
             "oob",
         ),
         s if test_labels.contains(&1) => (
-            s.choose_weighted(&test_scores, &test_labels, &test_amounts, weights),
+            s.choose_weighted(&test_scores, &test_labels, &test_amounts, test_weights),
             "holdout",
         ),
         _ => (0.5, "none"),
@@ -212,9 +252,9 @@ pub fn train_split(
         tracing::warn!("no out-of-bag or held-out frauds to choose a threshold on; using 0.5");
     }
     let oob_metrics =
-        oob_usable.then(|| evaluate_weighted(&oob_scores, &oob_labels, threshold, weights));
+        oob_usable.then(|| evaluate_weighted(&oob_scores, &oob_labels, threshold, oob_weights));
     let holdout_metrics = (!test_labels.is_empty())
-        .then(|| evaluate_weighted(&test_scores, &test_labels, threshold, weights));
+        .then(|| evaluate_weighted(&test_scores, &test_labels, threshold, test_weights));
 
     let reference = if test_scores.is_empty() {
         features_reference.with_scores(&oob_scores, "oob")

@@ -90,6 +90,12 @@ pub struct TrainArgs {
     /// [default: half of --max-rows].
     #[arg(long, value_name = "ROWS", requires = "max_rows")]
     max_frauds: Option<usize>,
+    /// With --max-rows: sample each span of `Time` of this length on its own (`7d`), the
+    /// budget of each class shared fairly among the spans, so that a thin span is not
+    /// crowded out by busy ones; each row then weighs what its span's rows stand for
+    /// (`retrain.sample_bucket`).
+    #[arg(long, value_name = "SPAN", requires = "max_rows", value_parser = positive_span)]
+    sample_bucket: Option<std::time::Duration>,
     /// Worker threads for training [default: all cores].
     #[arg(long)]
     threads: Option<usize>,
@@ -233,18 +239,23 @@ fn threshold_strategy(args: &TrainArgs) -> anyhow::Result<ThresholdStrategy> {
     })
 }
 
-/// `train --max-rows`: the input sampled chunk by chunk; the sample, its weights and the
-/// rows skipped as invalid.
+/// A span longer than 0 (`--sample-bucket`).
+fn positive_span(s: &str) -> Result<std::time::Duration, String> {
+    match humantime::parse_duration(s) {
+        Ok(d) if d.is_zero() => Err("must be longer than 0".into()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// `train --max-rows`: the input sampled chunk by chunk; the sample (with its weights)
+/// and the rows skipped as invalid.
 fn read_sampled(
     args: &TrainArgs,
     velocity: Option<&crate::velocity::VelocitySpec>,
     max_rows: usize,
     seed: u64,
-) -> anyhow::Result<(
-    crate::schema::Dataset,
-    Option<crate::eval::ClassWeights>,
-    usize,
-)> {
+) -> anyhow::Result<(crate::pipeline::sample::Sample, usize)> {
     anyhow::ensure!(max_rows >= 100, "--max-rows must be at least 100");
     if let Some(m) = args.max_frauds {
         anyhow::ensure!(
@@ -259,6 +270,7 @@ fn read_sampled(
         seed,
         warm_up_secs: super::warm_up_secs(input, velocity)?.map(|s| s as f64),
         skip_invalid: input.skip_invalid,
+        bucket_secs: args.sample_bucket.map(|b| b.as_secs_f64()),
     };
     let s3 = input.services()?.s3.settings("", "");
     let spinner = print::spinner(format!("sampling {}", input.input));
@@ -280,9 +292,10 @@ fn read_sampled(
         read,
         kept = sample.data.len(),
         weights = ?sample.weights,
+        per_row = sample.row_weights.is_some(),
         "sampled the input"
     );
-    Ok((sample.data, sample.weights, report.skipped))
+    Ok((sample, report.skipped))
 }
 
 /// Run `train`.
@@ -318,9 +331,13 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
     let (data, skipped) = match args.max_rows {
         None => read_input(&args.input)?,
         Some(rows) => {
-            let sampled = read_sampled(args, opts.velocity.as_ref(), rows, opts.params.seed)?;
-            opts.sampling = sampled.1;
-            (sampled.0, sampled.2)
+            let (sample, skipped) =
+                read_sampled(args, opts.velocity.as_ref(), rows, opts.params.seed)?;
+            opts.sampling = sample.weights;
+            opts.row_weights = sample
+                .row_weights
+                .map(|r| crate::pipeline::RowWeights(r.into()));
+            (sample.data, skipped)
         }
     };
     let pool = rayon::ThreadPoolBuilder::new()

@@ -439,6 +439,13 @@ mod tests {
         assert!(e.to_string().contains("`retrain.min_gate_frauds`"), "{e}");
         let e = Config::parse("c.toml", "[retrain]\nholdout = \"none\"\n").unwrap_err();
         assert!(e.to_string().contains("`retrain.holdout`"), "{e}");
+        let e = Config::parse("c.toml", "[retrain]\nsample_bucket = \"0s\"\n").unwrap_err();
+        assert!(e.to_string().contains("`retrain.sample_bucket`"), "{e}");
+        let ok = Config::parse("c.toml", "[retrain]\nsample_bucket = \"7d\"\n").unwrap();
+        assert_eq!(
+            ok.retrain.sample_bucket,
+            Some(std::time::Duration::from_secs(7 * 86_400))
+        );
     }
 
     #[test]

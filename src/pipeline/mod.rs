@@ -16,7 +16,9 @@ pub mod sample;
 
 pub use fraudstream_core::PipelineError;
 pub use fraudstream_core::train;
-pub use fraudstream_core::train::{TrainOptions, TrainOutcome, train_model, train_split};
+pub use fraudstream_core::train::{
+    RowWeights, TrainOptions, TrainOutcome, train_model, train_split,
+};
 
 /// The `[train]` table of hyper-parameters in the TOML file at `path` (config/train.toml,
 /// or what `fraudstream tune` writes); a file without one gives the defaults. The file

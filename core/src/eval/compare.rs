@@ -8,7 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::metrics::{ClassWeights, UNWEIGHTED};
+use super::metrics::{UNWEIGHTED, Weights};
 use crate::rng::Rng;
 
 /// The difference `a − b` of two models' average precisions on the same rows.
@@ -52,32 +52,28 @@ impl Ranked {
     }
 
     /// Average precision (scikit-learn's step definition, ties as one threshold) with row
-    /// `i` counted `weights[i]` times, and a row of class `c` standing for `class[c]`
-    /// rows (a sample's [`ClassWeights`]). `None` without a weighted positive.
-    fn average_precision(
-        &self,
-        labels: &[u8],
-        weights: &[u32],
-        class: ClassWeights,
-    ) -> Option<f64> {
-        let positives: u64 = labels
+    /// `i` counted `weights[i]` times, and standing for `base` rows (a sample's
+    /// [`Weights`]). `None` without a weighted positive.
+    fn average_precision(&self, labels: &[u8], weights: &[u32], base: Weights<'_>) -> Option<f64> {
+        let p: f64 = labels
             .iter()
             .zip(weights)
-            .filter(|&(&l, _)| l == 1)
-            .map(|(_, &w)| u64::from(w))
+            .enumerate()
+            .filter(|&(_, (&l, &w))| l == 1 && w > 0)
+            .map(|(i, (&l, &w))| f64::from(w) * base.of(i, l))
             .sum();
-        if positives == 0 {
+        if p <= 0.0 {
             return None;
         }
-        let p = positives as f64 * class[1];
         let (mut tp, mut fp) = (0.0, 0.0);
         let (mut ap, mut prev_recall) = (0.0, 0.0);
         for (&i, &end) in self.order.iter().zip(&self.group_end) {
-            let w = f64::from(weights[i as usize]);
-            if labels[i as usize] == 1 {
-                tp += w * class[1];
+            let (i, l) = (i as usize, labels[i as usize]);
+            let w = f64::from(weights[i]) * base.of(i, l);
+            if l == 1 {
+                tp += w;
             } else {
-                fp += w * class[0];
+                fp += w;
             }
             if end && tp + fp > 0.0 {
                 let recall = tp / p;
@@ -107,22 +103,26 @@ pub fn ap_difference(
     ap_difference_weighted(a, b, labels, UNWEIGHTED, resamples, confidence, seed)
 }
 
-/// [`ap_difference`] on a sample whose rows of class `c` stand for `class[c]` rows each:
-/// both average precisions are the population's.
+/// [`ap_difference`] on a sample whose rows stand for `class` rows each: both average
+/// precisions are the population's.
 ///
 /// # Panics
-/// If the three slices differ in length.
+/// If the three slices (or per-row weights) differ in length.
 #[must_use]
-pub fn ap_difference_weighted(
+pub fn ap_difference_weighted<'a>(
     a: &[f32],
     b: &[f32],
     labels: &[u8],
-    class: ClassWeights,
+    class: impl Into<Weights<'a>>,
     resamples: usize,
     confidence: f64,
     seed: u64,
 ) -> Option<ApDifference> {
     assert!(a.len() == labels.len() && b.len() == labels.len());
+    let class = class.into();
+    if let Weights::Rows(w) = class {
+        assert_eq!(w.len(), labels.len(), "one weight per row");
+    }
     let (ra, rb) = (Ranked::new(a), Ranked::new(b));
     let ones = vec![1u32; labels.len()];
     let ap_a = ra.average_precision(labels, &ones, class)?;
@@ -211,6 +211,56 @@ mod tests {
         // Weighting the legitimate rows up lowers precision, so average precision.
         let plain = ap_difference(&good, &tied, &labels, 10, 0.95, 7).unwrap();
         assert!(d.a < plain.a && d.b < plain.b);
+    }
+
+    #[test]
+    fn row_weights_equal_to_the_class_weights_give_the_same_results() {
+        let (good, weak, labels) = data(3000, 5);
+        let class = [9.5, 1.0];
+        let rows: Vec<f64> = labels.iter().map(|&l| class[usize::from(l)]).collect();
+        let rows = Weights::Rows(&rows);
+        let by_class = ap_difference_weighted(&good, &weak, &labels, class, 50, 0.95, 7);
+        let by_row = ap_difference_weighted(&good, &weak, &labels, rows, 50, 0.95, 7);
+        assert_eq!(by_class, by_row);
+        let m = |w: Weights<'_>| crate::eval::evaluate_weighted(&good, &labels, 0.6, w);
+        let (c, r) = (m(Weights::Class(class)), m(rows));
+        assert_eq!((c.tp, c.fp, c.fn_), (r.tp, r.fp, r.fn_));
+        for (x, y) in [
+            (c.precision, r.precision),
+            (c.recall, r.recall),
+            (c.f1, r.f1),
+            (c.auprc.unwrap(), r.auprc.unwrap()),
+            (c.roc_auc.unwrap(), r.roc_auc.unwrap()),
+        ] {
+            assert!((x - y).abs() < 1e-9, "{c:?} {r:?}");
+        }
+        let amounts: Vec<f64> = (0..labels.len()).map(|i| (i % 97) as f64).collect();
+        for s in [
+            crate::eval::ThresholdStrategy::MaxF1,
+            crate::eval::ThresholdStrategy::Precision(0.5),
+            crate::eval::ThresholdStrategy::Cost {
+                fraud: 10.0,
+                review: 2.0,
+            },
+        ] {
+            assert_eq!(
+                s.choose_weighted(&good, &labels, &amounts, class),
+                s.choose_weighted(&good, &labels, &amounts, rows),
+                "{s:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn row_weights_count_each_row_for_its_own_weight() {
+        // Two legitimate rows above the threshold: one stands for 1 row, one for 9.
+        let scores = [0.9_f32, 0.8, 0.7, 0.1];
+        let labels = [1, 0, 0, 1];
+        let rows = [2.0, 1.0, 9.0, 2.0];
+        let m = crate::eval::evaluate_weighted(&scores, &labels, 0.5, Weights::Rows(&rows));
+        assert!((m.precision - 2.0 / 12.0).abs() < 1e-12, "{m:?}");
+        assert!((m.recall - 0.5).abs() < 1e-12, "{m:?}");
+        assert_eq!((m.tp, m.fp, m.fn_, m.tn), (1, 2, 1, 0));
     }
 
     #[test]

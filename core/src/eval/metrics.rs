@@ -47,6 +47,41 @@ pub type ClassWeights = [f64; 2];
 /// Every row counts once.
 pub const UNWEIGHTED: ClassWeights = [1.0, 1.0];
 
+/// What each row of a sample stands for: one weight per class (a sample that kept each
+/// class at one rate), or one per row (a sample whose rates differ within a class, such
+/// as one stratified by time, `retrain.sample_bucket`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Weights<'a> {
+    /// A row of class `c` stands for `w[c]` rows.
+    Class(ClassWeights),
+    /// Row `i` stands for `w[i]` rows (one per scored row, in the same order).
+    Rows(&'a [f64]),
+}
+
+impl Weights<'_> {
+    /// The weight of row `i`, of class `label`.
+    #[must_use]
+    pub fn of(&self, i: usize, label: u8) -> f64 {
+        match self {
+            Self::Class(w) => w[usize::from(label == 1)],
+            Self::Rows(w) => w[i],
+        }
+    }
+
+    /// Check that per-row weights cover the `rows` scored.
+    fn check(&self, rows: usize) {
+        if let Self::Rows(w) = self {
+            assert_eq!(w.len(), rows, "one weight per scored row");
+        }
+    }
+}
+
+impl From<ClassWeights> for Weights<'_> {
+    fn from(w: ClassWeights) -> Self {
+        Self::Class(w)
+    }
+}
+
 /// The precision-recall and ROC curve of scores against labels: per distinct score,
 /// descending, the weighted true and false positives at that threshold.
 struct Curve {
@@ -59,20 +94,21 @@ struct Curve {
 
 impl Curve {
     fn new(scores: &[f32], labels: &[u8]) -> Self {
-        Self::weighted(scores, labels, UNWEIGHTED)
+        Self::weighted(scores, labels, Weights::Class(UNWEIGHTED))
     }
 
-    fn weighted(scores: &[f32], labels: &[u8], w: ClassWeights) -> Self {
+    fn weighted(scores: &[f32], labels: &[u8], w: Weights<'_>) -> Self {
+        w.check(scores.len());
         let mut order: Vec<usize> = (0..scores.len()).collect();
         order.sort_unstable_by(|&a, &b| scores[b].total_cmp(&scores[a]));
         let mut points = Vec::new();
         let (mut tp, mut fp, mut frauds) = (0.0, 0.0, 0);
         for (k, &i) in order.iter().enumerate() {
             if labels[i] == 1 {
-                tp += w[1];
+                tp += w.of(i, 1);
                 frauds += 1;
             } else {
-                fp += w[0];
+                fp += w.of(i, 0);
             }
             let last_of_group = order.get(k + 1).is_none_or(|&j| scores[j] != scores[i]);
             if last_of_group {
@@ -314,16 +350,17 @@ impl ThresholdStrategy {
         self.choose_weighted(scores, labels, amounts, UNWEIGHTED)
     }
 
-    /// [`ThresholdStrategy::choose_with_amounts`] on a sample: each row of class `c`
-    /// stands for `weights[c]` rows, so precision and cost are the population's.
+    /// [`ThresholdStrategy::choose_with_amounts`] on a sample whose rows stand for
+    /// `weights` rows each, so precision and cost are the population's.
     #[must_use]
-    pub fn choose_weighted(
+    pub fn choose_weighted<'a>(
         self,
         scores: &[f32],
         labels: &[u8],
         amounts: &[f64],
-        weights: ClassWeights,
+        weights: impl Into<Weights<'a>>,
     ) -> f64 {
+        let weights = weights.into();
         if let Self::Cost { fraud, review } = self {
             return least_cost_weighted(scores, labels, amounts, fraud, review, weights).0;
         }
@@ -355,20 +392,22 @@ pub fn least_cost(
     least_cost_weighted(scores, labels, amounts, fraud, review, UNWEIGHTED)
 }
 
-/// [`least_cost`] on a sample whose rows of class `c` stand for `weights[c]` rows each.
+/// [`least_cost`] on a sample whose rows stand for `weights` rows each.
 #[must_use]
-pub fn least_cost_weighted(
+pub fn least_cost_weighted<'a>(
     scores: &[f32],
     labels: &[u8],
     amounts: &[f64],
     fraud: f64,
     review: f64,
-    weights: ClassWeights,
+    weights: impl Into<Weights<'a>>,
 ) -> (f64, f64) {
-    let weight = |i: usize| weights[usize::from(labels[i] == 1)];
+    let weights = weights.into();
+    weights.check(scores.len());
+    let weight = |i: usize| weights.of(i, labels[i]);
     let loss = |i: usize| {
         if labels[i] == 1 {
-            (amounts.get(i).copied().unwrap_or(0.0) + fraud) * weights[1]
+            (amounts.get(i).copied().unwrap_or(0.0) + fraud) * weight(i)
         } else {
             0.0
         }
@@ -412,31 +451,32 @@ pub fn evaluate(scores: &[f32], labels: &[u8], threshold: f64) -> Metrics {
     evaluate_weighted(scores, labels, threshold, UNWEIGHTED)
 }
 
-/// [`evaluate`] on a sample whose rows of class `c` stand for `weights[c]` rows each:
-/// the counts are the sample's, the rates and curves the population's.
+/// [`evaluate`] on a sample whose rows stand for `weights` rows each: the counts are the
+/// sample's, the rates and curves the population's.
 ///
 /// # Panics
-/// If `scores` and `labels` differ in length.
+/// If `scores` and `labels` (or per-row `weights`) differ in length.
 #[must_use]
-pub fn evaluate_weighted(
+pub fn evaluate_weighted<'a>(
     scores: &[f32],
     labels: &[u8],
     threshold: f64,
-    weights: ClassWeights,
+    weights: impl Into<Weights<'a>>,
 ) -> Metrics {
     assert_eq!(scores.len(), labels.len(), "one label per score");
+    let weights = weights.into();
     let curve = Curve::weighted(scores, labels, weights);
     let (mut tp, mut fp, mut tn, mut fn_) = (0, 0, 0, 0);
-    for (&s, &l) in scores.iter().zip(labels) {
+    let (mut wtp, mut wfp, mut wfn) = (0.0, 0.0, 0.0);
+    for (i, (&s, &l)) in scores.iter().zip(labels).enumerate() {
+        let w = weights.of(i, l);
         match (s >= threshold as f32, l == 1) {
-            (true, true) => tp += 1,
-            (true, false) => fp += 1,
+            (true, true) => (tp, wtp) = (tp + 1, wtp + w),
+            (true, false) => (fp, wfp) = (fp + 1, wfp + w),
             (false, false) => tn += 1,
-            (false, true) => fn_ += 1,
+            (false, true) => (fn_, wfn) = (fn_ + 1, wfn + w),
         }
     }
-    let [w0, w1] = weights;
-    let (wtp, wfp, wfn) = (tp as f64 * w1, fp as f64 * w0, fn_ as f64 * w1);
     let precision = if tp + fp == 0 { 1.0 } else { wtp / (wtp + wfp) };
     let recall = if tp + fn_ == 0 {
         0.0

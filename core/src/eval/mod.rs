@@ -14,6 +14,6 @@ pub mod split;
 
 pub use compare::{ApDifference, ap_difference, ap_difference_weighted};
 pub use metrics::{
-    ClassWeights, Metrics, ThresholdStrategy, UNWEIGHTED, evaluate, evaluate_weighted,
+    ClassWeights, Metrics, ThresholdStrategy, UNWEIGHTED, Weights, evaluate, evaluate_weighted,
 };
 pub use split::{SplitKind, split, time_folds};

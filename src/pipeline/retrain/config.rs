@@ -77,6 +77,14 @@ pub struct RetrainConfig {
     /// `max_rows`, so that a sample always holds legitimate rows.
     #[serde(default)]
     pub max_frauds: Option<usize>,
+    /// Sample each span of `Time` of this length on its own: the budget of each class is
+    /// shared fairly among the spans (one with fewer rows than its share keeps them all;
+    /// the rest is shared by the others), so that a thin recent week, whose labels are
+    /// still coming in, is not crowded out by the busy weeks before it. Each kept row
+    /// then weighs what its own span's rows stand for in the threshold, the metrics and
+    /// the gate. Unset: one uniform sample of the whole history.
+    #[serde(default, with = "humantime_serde::option")]
+    pub sample_bucket: Option<Duration>,
     /// `time`: the most recent rows are the holdout; `stratified`: a random sample.
     pub holdout: SplitKind,
     /// Share of rows held out.
@@ -143,6 +151,7 @@ impl Default for RetrainConfig {
             window: None,
             max_rows: 2_000_000,
             max_frauds: None,
+            sample_bucket: None,
             holdout: SplitKind::Time,
             test_fraction: 0.2,
             tolerance: 0.02,
@@ -182,6 +191,9 @@ impl crate::validate::Validate for RetrainConfig {
                 "max_frauds",
                 "must be below max_rows and leave the gate min_gate_frauds frauds (max_frauds × test_fraction ≥ min_gate_frauds)",
             ));
+        }
+        if self.sample_bucket.is_some_and(|b| b.is_zero()) {
+            return Err(Invalid::new("sample_bucket", "must be longer than 0"));
         }
         if self.trees == 0 {
             return Err(Invalid::new("trees", "must be at least 1"));

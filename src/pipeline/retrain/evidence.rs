@@ -6,7 +6,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use crate::eval::{UNWEIGHTED, evaluate_weighted};
+use crate::eval::{UNWEIGHTED, Weights, evaluate_weighted};
 use crate::model::{DriftedVariable, Evidence, RetrainTrigger};
 use crate::monitor::{LiveDrift, Window};
 use crate::monitoring::MonitoringConfig;
@@ -31,28 +31,32 @@ fn recent_rows(cfg: &RetrainConfig, data: &Dataset, live: &Live) -> Vec<usize> {
     rows
 }
 
-/// The rows of `rows` whose class mix is the history's, when `data` is a sample whose
-/// rows of class `c` stand for `weights[c]` rows: frauds (enriched by the sampling) are
-/// thinned at random to their share in the history, so that drift is measured against
-/// the history's distribution, not the sample's. Every row otherwise.
+/// The rows of `rows` whose mix is the history's, when they are a sample whose row `i`
+/// stands for `weights.of(i)` rows: each row is kept with its weight's share of the
+/// heaviest (frauds, enriched by the sampling, are thinned to their share in the
+/// history; with a sample stratified by time, so are the rows of thin spans), so that
+/// drift is measured against the history's distribution, not the sample's. Every row
+/// when they weigh the same.
 pub(super) fn history_mix(
     rows: &[usize],
     labels: &[u8],
-    weights: Option<crate::eval::ClassWeights>,
+    weights: Weights<'_>,
     seed: u64,
 ) -> Vec<usize> {
-    let Some([legit, fraud]) = weights.filter(|w| w[0] > w[1]) else {
+    let w = |i: usize| weights.of(i, labels[i]);
+    let top = rows.iter().map(|&i| w(i)).fold(0.0, f64::max);
+    if top <= 0.0 || rows.iter().all(|&i| w(i) >= top) {
         return rows.to_vec();
-    };
-    let keep = fraud / legit;
+    }
     let mut rng = crate::rng::Rng::derive(seed, 0xd81f);
     rows.iter()
         .copied()
-        .filter(|&i| labels[i] != 1 || rng.unit() < keep)
+        .filter(|&i| w(i) >= top || rng.unit() < w(i) / top)
         .collect()
 }
 
-/// Judge the live model on the recent rows of `data`; `weights` says what each row of a
+/// Judge the live model on the recent rows of `data`; `weights` (per class) and
+/// `row_weights` (per row of `data`, when the sample has them) say what each row of a
 /// sampled history stands for (see [`crate::pipeline::sample`]).
 pub(super) fn judge(
     cfg: &RetrainConfig,
@@ -60,11 +64,16 @@ pub(super) fn judge(
     data: &Dataset,
     labels: &[u8],
     weights: Option<crate::eval::ClassWeights>,
+    row_weights: Option<&[f64]>,
     live: &Live,
 ) -> Result<Evidence, PipelineError> {
     let rows = recent_rows(cfg, data, live);
     let recent = data.select(&rows);
     let recent_labels: Vec<u8> = rows.iter().map(|&i| labels[i]).collect();
+    let recent_w: Option<Vec<f64>> = row_weights.map(|w| rows.iter().map(|&i| w[i]).collect());
+    let weights = recent_w
+        .as_deref()
+        .map_or(Weights::Class(weights.unwrap_or(UNWEIGHTED)), Weights::Rows);
     let frauds = recent_labels.iter().filter(|&&l| l == 1).count();
     let scores = live.model.score_dataset(&recent)?;
     let mut evidence = Evidence {
@@ -77,9 +86,7 @@ pub(super) fn judge(
         max_psi: None,
         // The history's AUPRC, as the live model's recorded one is on a sampled history.
         live_auprc: (frauds > 0)
-            .then(|| {
-                evaluate_weighted(&scores, &recent_labels, 0.5, weights.unwrap_or(UNWEIGHTED)).auprc
-            })
+            .then(|| evaluate_weighted(&scores, &recent_labels, 0.5, weights).auprc)
             .flatten(),
         trained_auprc: live
             .manifest

@@ -54,20 +54,20 @@ pub(super) async fn read_history(
         seed: cfg.seed,
         warm_up_secs: cfg.warm_up.map(|w| w.as_secs_f64()),
         skip_invalid: true,
+        bucket_secs: cfg.sample_bucket.map(|b| b.as_secs_f64()),
     };
-    let (Sample { data, weights }, read, _) =
+    let (sample, read, _) =
         read_sample(&cfg.history, s3, velocity, &labels, &spec, on_file).await?;
-    // Sampling is uniform within each class, so the window keeps the weights.
-    let data = match cfg.window {
-        Some(w) if !data.is_empty() => {
-            let times = &data.columns[crate::schema::TIME];
+    let sample = match cfg.window {
+        Some(w) if !sample.data.is_empty() => {
+            let times = &sample.data.columns[crate::schema::TIME];
             let newest = times.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-            let keep: Vec<usize> = (0..data.len())
+            let keep: Vec<usize> = (0..sample.data.len())
                 .filter(|&i| times[i] >= newest - w.as_secs_f64())
                 .collect();
-            data.select(&keep)
+            sample.select(&keep)
         }
-        _ => data,
+        _ => sample,
     };
-    Ok((Sample { data, weights }, read))
+    Ok((sample, read))
 }

@@ -36,7 +36,7 @@ use serde::Serialize;
 pub use config::{RetrainConfig, Trigger};
 pub use gate::gate;
 
-use crate::eval::{ApDifference, UNWEIGHTED, ap_difference_weighted, evaluate_weighted};
+use crate::eval::{ApDifference, UNWEIGHTED, Weights, ap_difference_weighted, evaluate_weighted};
 use crate::metric_names as names;
 use crate::model::RetrainTrigger;
 use crate::monitoring::MonitoringConfig;
@@ -155,6 +155,10 @@ pub struct Decision {
     pub reason: String,
     /// What started the cycle (or did not), with the evidence on the live model.
     pub trigger: Option<RetrainTrigger>,
+    /// With `retrain.sample_bucket`: what the sample kept of each span of the history,
+    /// oldest first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub spans: Vec<crate::pipeline::sample::Span>,
     /// Seconds reading history, training and evaluating.
     pub seconds: f64,
 }
@@ -180,6 +184,7 @@ impl Decision {
             published: false,
             reason: String::new(),
             trigger: None,
+            spans: Vec::new(),
             seconds: 0.0,
         }
     }
@@ -227,8 +232,15 @@ pub async fn retrain_once(
     // The candidate keeps the live model's features: with entity features, the history is
     // read with them (stored in lake files, computed for other files).
     let velocity = live_manifest.and_then(|m| m.metadata.velocity);
-    let (crate::pipeline::sample::Sample { data, weights }, rows_read) =
-        read_history(cfg, s3, kafka, velocity.as_ref(), on_file).await?;
+    let (
+        crate::pipeline::sample::Sample {
+            data,
+            weights,
+            row_weights,
+            spans,
+        },
+        rows_read,
+    ) = read_history(cfg, s3, kafka, velocity.as_ref(), on_file).await?;
     let live = match &live_pointer {
         Some(l) => Some(load_live(store, &l.version).await?),
         None => None,
@@ -245,6 +257,7 @@ pub async fn retrain_once(
     let mut decision = Decision {
         rows_read,
         rows_used: data.len(),
+        spans,
         frauds,
         unseen_rows,
         holdout_rows: gate_rows.len(),
@@ -256,12 +269,12 @@ pub async fn retrain_once(
         Some(l) if cfg.trigger == Trigger::Schedule => RetrainTrigger {
             trigger: "schedule".into(),
             reason: "retrain.trigger is \"schedule\": every cycle trains".into(),
-            evidence: evidence::judge(cfg, monitoring, &data, &labels, weights, l)
+            evidence: evidence::judge(cfg, monitoring, &data, &labels, weights, row_weights.as_deref(), l)
                 .inspect_err(|e| tracing::warn!(error = %e, "the live model could not be judged on the recent rows"))
                 .ok(),
         },
         Some(l) => {
-            let e = evidence::judge(cfg, monitoring, &data, &labels, weights, l)?;
+            let e = evidence::judge(cfg, monitoring, &data, &labels, weights, row_weights.as_deref(), l)?;
             evidence::decide(cfg, &e, live_created.as_deref(), now)
         }
         None => RetrainTrigger {
@@ -314,9 +327,11 @@ pub async fn retrain_once(
         tracing::info!(
             legit_weight = w[0],
             fraud_weight = w[1],
+            per_row = row_weights.is_some(),
             "the history is sampled: rows weighted by what they stand for"
         );
     }
+    opts.row_weights = row_weights.map(|r| crate::pipeline::RowWeights(r.into()));
     let source = cfg.history.join(",");
     let (resamples, confidence, seed) = (cfg.resamples, cfg.confidence, cfg.seed);
     let had_live = live.is_some();
@@ -338,7 +353,10 @@ pub async fn retrain_once(
             let (live_metrics, difference) = match live_scores {
                 Some((scores, threshold)) => {
                     // Weighted as the candidate's own metrics are, on a sampled history.
-                    let class = weights.unwrap_or(UNWEIGHTED);
+                    let rows = opts.row_weights.as_ref().map(|r| r.of(&outcome.test_rows));
+                    let class = rows
+                        .as_deref()
+                        .map_or(Weights::Class(weights.unwrap_or(UNWEIGHTED)), Weights::Rows);
                     let metrics =
                         evaluate_weighted(&scores, &outcome.test_labels, threshold, class);
                     let diff = ap_difference_weighted(

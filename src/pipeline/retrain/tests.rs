@@ -121,7 +121,7 @@ fn the_sample_never_holds_more_than_the_budget_and_stays_uniform() {
     let d = labelled(40_000, 10);
     for start in (0..40_000).step_by(1000) {
         s.add(&d.select(&(start..start + 1000).collect::<Vec<_>>()));
-        let held = s.frauds.rows.len() + s.legit.rows.len();
+        let held = s.frauds.kept() + s.legit.kept();
         assert!(held <= 2000, "{held} rows held after {} read", start + 1000);
     }
     let sample = s.finish(2000);
@@ -181,9 +181,12 @@ fn sampled_frauds_are_thinned_to_the_history_mix_for_drift() {
     let labels: Vec<u8> = (0..2000).map(|i| u8::from(i % 2 == 0)).collect();
     let rows: Vec<usize> = (0..2000).collect();
     // Legitimate rows stand for 10 each, frauds for 1: a tenth of the frauds stay.
-    let kept = evidence::history_mix(&rows, &labels, Some([10.0, 1.0]), 5);
+    let kept = evidence::history_mix(&rows, &labels, Weights::Class([10.0, 1.0]), 5);
     let frauds = kept.iter().filter(|&&i| labels[i] == 1).count();
     assert_eq!(kept.len() - frauds, 1000, "every legitimate row");
     assert!((60..140).contains(&frauds), "{frauds}");
-    assert_eq!(evidence::history_mix(&rows, &labels, None, 5), rows);
+    assert_eq!(
+        evidence::history_mix(&rows, &labels, Weights::Class(UNWEIGHTED), 5),
+        rows
+    );
 }
