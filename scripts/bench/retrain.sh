@@ -2,7 +2,8 @@
 # `fraudstream retrain` at scale: its peak memory and time over a simulated history with
 # the handbook's entity features, at the default 2,000,000-row budget.
 #
-#   scripts/bench/retrain.sh [--customers N] [--seed S] [--dir DIR] [BINARY ...]
+#   scripts/bench/retrain.sh [--customers N] [--seed S] [--dir DIR] [--sample-bucket SPAN]
+#                            [BINARY ...]
 #
 # The history: `loadgen --simulate --customers N --seed S` (default 140,000 customers and
 # seed 3: 49,693,362 rows over 183 days, 5.8 GB of CSV), and a live model trained on
@@ -15,6 +16,7 @@
 #   2. the live model is what cycle 1 published (a forest trained on the 2,000,000-row
 #      sample: what every later cycle in production finds as the live model); the script
 #      stops if cycle 1 published nothing.
+# `--sample-bucket 7d` samples by span of time (`retrain.sample_bucket`).
 # Prints each cycle's peak RSS, wall time, CPU, decision and candidate AUPRC.
 # 10,000 customers make a 3.5 M-row history that runs in about a minute.
 set -euo pipefail
@@ -24,6 +26,7 @@ source "$(dirname "$0")/lib.sh"
 customers=140000
 seed=3
 dir=
+bucket=
 bins=()
 while [[ $# -gt 0 ]]; do
   case $1 in
@@ -39,6 +42,10 @@ while [[ $# -gt 0 ]]; do
       ;;
     --dir)
       dir=$(bench_abs "${2:?--dir needs a directory}")
+      shift 2
+      ;;
+    --sample-bucket)
+      bucket=${2:?--sample-bucket needs a span such as 7d}
       shift 2
       ;;
     -h | --help) bench_usage ;;
@@ -75,6 +82,7 @@ cycle() {
   local bin=$1 store=$2 n=$3 conf=$dir/retrain.toml out=$dir/decision.json
   printf '[models]\nlocation = "%s"\n\n[retrain]\nhistory = ["%s"]\nwarm_up = "37d"\n' \
     "$store" "$dir/history.csv" >"$conf"
+  [[ -z $bucket ]] || printf 'sample_bucket = "%s"\n' "$bucket" >>"$conf"
   bench_time "$dir/time" "$bin" retrain --config "$conf" --json >"$out"
   bench_read_time "$dir/time"
   python3 - "$out" "$n" "$time_rss" "$time_wall" "$time_user" "$time_sys" <<'EOF'
@@ -85,7 +93,8 @@ auprc = d.get("candidate_auprc")
 print(f"  cycle {n}: peak RSS {rss / 1024 / 1024:.2f} GiB ({rss} KiB), {wall:.0f} s wall, "
       f"{user + sys_:.0f} s CPU; {d['decision']}, {d['rows_used']} rows used "
       f"({d['frauds']} frauds), candidate AUPRC "
-      + (f"{auprc:.4f}" if auprc is not None else "-"))
+      + (f"{auprc:.4f}" if auprc is not None else "-")
+      + (f", {len(d['spans'])} spans" if d.get("spans") else ""))
 EOF
 }
 

@@ -21,34 +21,21 @@ use crate::schema::{Dataset, ReadOptions, ReadReport, TIME, Transaction};
 use crate::storage::S3Settings;
 use crate::velocity::VelocitySpec;
 
-/// A uniform sample of the rows of one class in one time bucket, and how many were
-/// offered.
+/// One time bucket of one class: the rows offered, and which of the class's kept rows
+/// are its own.
 struct Bucket {
-    rows: Dataset,
     seen: u64,
+    /// Positions in [`Strata::rows`].
+    members: Vec<u32>,
 }
 
 impl Bucket {
-    /// Put `tx` in place of row `j`.
-    fn replace(&mut self, j: usize, tx: Transaction) {
-        let row = tx
-            .values
-            .iter()
-            .copied()
-            .chain(tx.derived.iter().map(|&v| f64::from(v)));
-        for (c, v) in self.rows.columns.iter_mut().zip(row) {
-            c[j] = v;
-        }
-        self.rows.ids[j] = tx.id;
-        self.rows.labels[j] = tx.label;
-    }
-
     /// How many offered rows each kept row stands for.
     fn weight(&self) -> f64 {
-        if self.rows.is_empty() {
+        if self.members.is_empty() {
             1.0
         } else {
-            self.seen as f64 / self.rows.len() as f64
+            self.seen as f64 / self.members.len() as f64
         }
     }
 }
@@ -56,124 +43,171 @@ impl Bucket {
 /// The rows of one class: a uniform sample (reservoir sampling) per time bucket, at most
 /// `cap` rows in all, shared among the buckets max-min fairly. A bucket that has kept
 /// every row offered and holds fewer than the fullest takes the next row, and the fullest
-/// gives up one at random; any other bucket replaces a row at random with the reservoir's
-/// odds. Each bucket's rows so stay a uniform sample of its own, and the buckets' sizes
-/// settle within one row of the fair share. With one bucket this is plain reservoir
-/// sampling.
+/// gives up one at random; any other bucket replaces one of its rows at random with the
+/// reservoir's odds. Each bucket's rows so stay a uniform sample of its own, and the
+/// buckets' sizes settle within one row of the fair share. With one bucket this is plain
+/// reservoir sampling. The rows of every bucket share one dataset (a bucket only lists
+/// its rows), so memory is that of one reservoir of `cap` rows.
 pub struct Strata {
-    buckets: BTreeMap<i64, Bucket>,
+    rows: Dataset,
+    /// Per row of `rows`: its bucket (in `buckets`) and its place in that bucket's list.
+    slot: Vec<(u32, u32)>,
+    buckets: Vec<Bucket>,
+    /// Bucket key to its place in `buckets`.
+    index: BTreeMap<i64, u32>,
     /// `(rows kept, bucket)` of every bucket: the fullest is the last.
-    by_size: BTreeSet<(usize, i64)>,
-    kept: usize,
+    by_size: BTreeSet<(usize, u32)>,
     cap: usize,
-    derived: Vec<String>,
 }
 
 impl Strata {
     /// No rows yet, at most `cap` of them, rows with the entity features `derived`.
     fn new(derived: Vec<String>, cap: usize) -> Self {
         Self {
-            buckets: BTreeMap::new(),
+            rows: Dataset::with_derived(0, derived),
+            slot: Vec::new(),
+            buckets: Vec::new(),
+            index: BTreeMap::new(),
             by_size: BTreeSet::new(),
-            kept: 0,
             cap,
-            derived,
         }
     }
 
     /// Rows kept.
     pub fn kept(&self) -> usize {
-        self.kept
+        self.rows.len()
     }
 
-    /// Rows offered.
-    pub fn seen(&self) -> u64 {
-        self.buckets.values().map(|b| b.seen).sum()
-    }
-
-    /// Rows kept and offered per bucket, in bucket order.
+    /// Rows kept and offered per bucket key, in key order.
     pub fn sizes(&self) -> Vec<(i64, usize, u64)> {
-        self.buckets
+        self.index
             .iter()
-            .map(|(&k, b)| (k, b.rows.len(), b.seen))
+            .map(|(&k, &b)| {
+                let b = &self.buckets[b as usize];
+                (k, b.members.len(), b.seen)
+            })
             .collect()
     }
 
     fn offer(&mut self, key: i64, tx: Transaction, rng: &mut Rng) {
-        let derived = &self.derived;
-        let bucket = self.buckets.entry(key).or_insert_with(|| {
-            self.by_size.insert((0, key));
-            Bucket {
-                rows: Dataset::with_derived(0, derived.clone()),
+        let b = *self.index.entry(key).or_insert_with(|| {
+            let b = self.buckets.len() as u32;
+            self.buckets.push(Bucket {
                 seen: 0,
-            }
+                members: Vec::new(),
+            });
+            self.by_size.insert((0, b));
+            b
         });
+        let bucket = &mut self.buckets[b as usize];
         bucket.seen += 1;
-        let (len, seen) = (bucket.rows.len(), bucket.seen);
-        if self.kept < self.cap {
-            self.push(key, tx);
+        let (len, seen) = (bucket.members.len(), bucket.seen);
+        if self.rows.len() < self.cap {
+            self.push(b, tx);
             return;
         }
-        let fullest = self.by_size.last().copied();
-        match fullest {
+        match self.by_size.last().copied() {
             // This bucket has kept every row and holds fewer than its share.
-            Some((size, other)) if len as u64 + 1 == seen && size > len + 1 => {
-                self.evict(other, rng);
-                self.push(key, tx);
+            Some((size, fullest)) if len as u64 + 1 == seen && size > len + 1 => {
+                self.evict(fullest, rng);
+                self.push(b, tx);
             }
             _ => {
                 let j = (rng.unit() * seen as f64) as usize;
-                if j < len
-                    && let Some(b) = self.buckets.get_mut(&key)
-                {
-                    b.replace(j, tx);
+                if j < len {
+                    let row = self.buckets[b as usize].members[j] as usize;
+                    replace_row(&mut self.rows, row, tx);
                 }
             }
         }
     }
 
-    fn push(&mut self, key: i64, tx: Transaction) {
-        let b = self.buckets.get_mut(&key).expect("the bucket exists");
-        let len = b.rows.len();
-        b.rows.push(tx);
-        self.by_size.remove(&(len, key));
-        self.by_size.insert((len + 1, key));
-        self.kept += 1;
+    fn push(&mut self, b: u32, tx: Transaction) {
+        let row = self.rows.len() as u32;
+        self.rows.push(tx);
+        let members = &mut self.buckets[b as usize].members;
+        let len = members.len();
+        self.slot.push((b, len as u32));
+        members.push(row);
+        self.by_size.remove(&(len, b));
+        self.by_size.insert((len + 1, b));
     }
 
-    /// Drop a row of bucket `key`, picked uniformly at random: a uniform sample's uniform
+    /// Drop a row of bucket `b`, picked uniformly at random: a uniform sample's uniform
     /// subsample is a uniform sample, and later offers keep it so.
-    fn evict(&mut self, key: i64, rng: &mut Rng) {
-        let b = self.buckets.get_mut(&key).expect("the bucket exists");
-        let len = b.rows.len();
+    fn evict(&mut self, b: u32, rng: &mut Rng) {
+        let members = &mut self.buckets[b as usize].members;
+        let len = members.len();
         if len == 0 {
             return;
         }
-        b.rows.swap_remove_row(rng.below(len));
-        self.by_size.remove(&(len, key));
-        self.by_size.insert((len - 1, key));
-        self.kept -= 1;
+        let at = rng.below(len);
+        let row = members.swap_remove(at) as usize;
+        if let Some(&moved) = members.get(at) {
+            self.slot[moved as usize].1 = at as u32;
+        }
+        self.by_size.remove(&(len, b));
+        self.by_size.insert((len - 1, b));
+        // The dataset's last row takes the dropped row's place.
+        self.rows.swap_remove_row(row);
+        self.slot.swap_remove(row);
+        if let Some(&(mb, mi)) = self.slot.get(row) {
+            self.buckets[mb as usize].members[mi as usize] = row as u32;
+        }
     }
 
     /// Lower the cap to `cap`, taking rows from the fullest buckets.
     fn shrink(&mut self, cap: usize, rng: &mut Rng) {
         self.cap = cap;
-        while self.kept > cap {
-            let Some(&(_, key)) = self.by_size.last() else {
+        while self.rows.len() > cap {
+            let Some(&(_, b)) = self.by_size.last() else {
                 break;
             };
-            self.evict(key, rng);
+            self.evict(b, rng);
         }
     }
 
-    /// Move the rows into `data`, bucket by bucket, and each row's weight (what its
-    /// bucket's rows stand for) into `weights`.
-    fn drain_into(self, data: &mut Dataset, weights: &mut Vec<f64>) {
-        for b in self.buckets.into_values() {
-            weights.extend(std::iter::repeat_n(b.weight(), b.rows.len()));
-            data.append(b.rows);
-        }
+    /// The rows, and each row's weight (what its bucket's rows stand for).
+    fn into_rows(self) -> (Dataset, Vec<f64>) {
+        let weights: Vec<f64> = self.buckets.iter().map(Bucket::weight).collect();
+        let rows = self
+            .slot
+            .iter()
+            .map(|&(b, _)| weights[b as usize])
+            .collect();
+        (self.rows, rows)
     }
+
+    /// Check the bookkeeping: every row listed by exactly its own bucket, at its place,
+    /// and `by_size` true to the lists.
+    #[cfg(test)]
+    fn check(&self) {
+        assert_eq!(self.slot.len(), self.rows.len());
+        assert!(self.rows.len() <= self.cap.max(1));
+        for (row, &(b, at)) in self.slot.iter().enumerate() {
+            assert_eq!(self.buckets[b as usize].members[at as usize] as usize, row);
+        }
+        let listed: usize = self.buckets.iter().map(|b| b.members.len()).sum();
+        assert_eq!(listed, self.rows.len());
+        let sizes: BTreeSet<(usize, u32)> = (0..self.buckets.len() as u32)
+            .map(|b| (self.buckets[b as usize].members.len(), b))
+            .collect();
+        assert_eq!(sizes, self.by_size);
+    }
+}
+
+/// Put `tx` in place of row `j` of `rows`.
+fn replace_row(rows: &mut Dataset, j: usize, tx: Transaction) {
+    let values = tx
+        .values
+        .iter()
+        .copied()
+        .chain(tx.derived.iter().map(|&v| f64::from(v)));
+    for (c, v) in rows.columns.iter_mut().zip(values) {
+        c[j] = v;
+    }
+    rows.ids[j] = tx.id;
+    rows.labels[j] = tx.label;
 }
 
 /// Every fraud (or a uniform sample of `retrain.max_frauds` of them), plus a uniform
@@ -310,7 +344,7 @@ impl Sampler {
                     self.frauds.offer(key, tx, &mut self.rng);
                     // Every fraud kept takes a legitimate row's place: the two together
                     // never hold more than the budget, so memory follows it.
-                    let room = self.max_rows.saturating_sub(self.frauds.kept).max(1);
+                    let room = self.max_rows.saturating_sub(self.frauds.kept()).max(1);
                     if room < self.legit.cap {
                         self.legit.shrink(room, &mut self.rng);
                     }
@@ -349,16 +383,15 @@ impl Sampler {
     /// sample is never copied. [`Sampler::add`] keeps the two within the sampler's
     /// budget; a smaller `max_rows` trims the legitimate rows to fit.
     pub fn finish(mut self, max_rows: usize) -> Sample {
-        let room = max_rows.saturating_sub(self.frauds.kept);
-        if self.legit.kept > room {
+        let room = max_rows.saturating_sub(self.frauds.kept());
+        if self.legit.kept() > room {
             self.legit.shrink(room, &mut self.rng);
         }
         let spans = self.spans();
-        let total = self.frauds.kept + self.legit.kept;
-        let mut data = Dataset::with_derived(total, self.legit.derived.clone());
-        let mut rows = Vec::with_capacity(total);
-        self.frauds.drain_into(&mut data, &mut rows);
-        self.legit.drain_into(&mut data, &mut rows);
+        let (mut data, mut rows) = self.frauds.into_rows();
+        let (legit, legit_rows) = self.legit.into_rows();
+        data.append(legit);
+        rows.extend(legit_rows);
         Sample::weighed(data, rows, spans)
     }
 }

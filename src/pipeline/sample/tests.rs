@@ -87,6 +87,35 @@ fn a_thin_week_keeps_every_row_and_the_busy_weeks_share_the_rest() {
 }
 
 #[test]
+fn the_bookkeeping_holds_through_random_offers_and_shrinks() {
+    let mut rng = Rng::new(11);
+    let mut strata = Strata::new(Vec::new(), 500);
+    let rows = week_rows(0, 20_000, 0);
+    for i in 0..rows.len() {
+        // Rows of nine buckets in random order, the busiest 14 times the quietest.
+        let key = (rng.below(78) as f64).sqrt() as i64;
+        let mut tx = rows.row(i);
+        tx.values[1] = key as f64;
+        strata.offer(key, tx, &mut rng);
+        if i % 1_000 == 999 {
+            strata.check();
+            let cap = strata.cap - 20;
+            strata.shrink(cap, &mut rng);
+            strata.check();
+        }
+    }
+    let sizes = strata.sizes();
+    let most = sizes.iter().map(|s| s.1).max().unwrap();
+    assert!(sizes.iter().all(|s| most - s.1 <= 1), "{sizes:?}");
+    let (data, weights) = strata.into_rows();
+    // Each row is in its own bucket, and weighs what that bucket's rows stand for.
+    for (i, w) in weights.iter().enumerate() {
+        let (_, kept, seen) = sizes[data.columns[1][i] as usize];
+        assert!((w - seen as f64 / kept as f64).abs() < 1e-12);
+    }
+}
+
+#[test]
 fn weeks_read_out_of_order_get_the_same_shares() {
     let mut s = Sampler::new(Vec::new(), 3_300, None, 6).stratified(Some(WEEK));
     // The thin week first, then the busy ones interleaved in chunks.
