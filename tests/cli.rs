@@ -171,10 +171,10 @@ fn train_on_a_sample_of_the_input() {
     );
     let err = failure(&["train", "-i", SAMPLE, "-o", &m, "--max-rows", "10"]);
     assert!(err.contains("--max-rows"), "{err}");
-    let zero_span = ["--max-rows", "1000", "--sample-bucket", "0s"];
+    let zero_span = ["--max-rows", "1000", "--sample-bucket", "10m"];
     let err = failure(&[&["train", "-i", SAMPLE, "-o", &m], &zero_span[..]].concat());
     assert!(
-        err.contains("--sample-bucket") && err.contains("longer than 0"),
+        err.contains("--sample-bucket") && err.contains("at least 1h"),
         "{err}"
     );
 }

@@ -194,6 +194,14 @@ pub fn train_split(
             message: "at least one feature is needed".into(),
         });
     }
+    if let Some(r) = &opts.row_weights
+        && r.0.len() != data.len()
+    {
+        return Err(PipelineError::Option {
+            name: "row_weights",
+            message: format!("{} weights for {} rows", r.0.len(), data.len()),
+        });
+    }
     let labels = data.labels()?;
     let train_labels: Vec<u8> = train_idx.iter().map(|&i| labels[i]).collect();
     // Straight from the dataset: copying the rows first would double the peak memory.

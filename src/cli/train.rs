@@ -239,10 +239,10 @@ fn threshold_strategy(args: &TrainArgs) -> anyhow::Result<ThresholdStrategy> {
     })
 }
 
-/// A span longer than 0 (`--sample-bucket`).
+/// A span of at least an hour (`--sample-bucket`).
 fn positive_span(s: &str) -> Result<std::time::Duration, String> {
     match humantime::parse_duration(s) {
-        Ok(d) if d.is_zero() => Err("must be longer than 0".into()),
+        Ok(d) if d < crate::pipeline::sample::MIN_SPAN => Err("must be at least 1h".into()),
         Ok(d) => Ok(d),
         Err(e) => Err(e.to_string()),
     }

@@ -439,7 +439,7 @@ mod tests {
         assert!(e.to_string().contains("`retrain.min_gate_frauds`"), "{e}");
         let e = Config::parse("c.toml", "[retrain]\nholdout = \"none\"\n").unwrap_err();
         assert!(e.to_string().contains("`retrain.holdout`"), "{e}");
-        let e = Config::parse("c.toml", "[retrain]\nsample_bucket = \"0s\"\n").unwrap_err();
+        let e = Config::parse("c.toml", "[retrain]\nsample_bucket = \"59m\"\n").unwrap_err();
         assert!(e.to_string().contains("`retrain.sample_bucket`"), "{e}");
         let ok = Config::parse("c.toml", "[retrain]\nsample_bucket = \"7d\"\n").unwrap();
         assert_eq!(

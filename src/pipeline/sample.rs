@@ -42,8 +42,8 @@ impl Bucket {
 
 /// The rows of one class: a uniform sample (reservoir sampling) per time bucket, at most
 /// `cap` rows in all, shared among the buckets max-min fairly. A bucket that has kept
-/// every row offered and holds fewer than the fullest takes the next row, and the fullest
-/// gives up one at random; any other bucket replaces one of its rows at random with the
+/// every row offered and holds at least two fewer than the fullest takes the next row,
+/// and the fullest gives up one at random; any other bucket replaces one of its rows at random with the
 /// reservoir's odds. Each bucket's rows so stay a uniform sample of its own, and the
 /// buckets' sizes settle within one row of the fair share. With one bucket this is plain
 /// reservoir sampling. The rows of every bucket share one dataset (a bucket only lists
@@ -167,15 +167,38 @@ impl Strata {
         }
     }
 
-    /// The rows, and each row's weight (what its bucket's rows stand for).
+    /// The rows, and each row's weight (what its bucket's rows stand for). Buckets that
+    /// kept no row (more buckets than the cap) are not lost from the weights: every row
+    /// then also stands for its share of their rows, so the class still adds up to every
+    /// row offered.
     fn into_rows(self) -> (Dataset, Vec<f64>) {
-        let weights: Vec<f64> = self.buckets.iter().map(Bucket::weight).collect();
+        let unkept: u64 = self
+            .buckets
+            .iter()
+            .filter(|b| b.members.is_empty())
+            .map(|b| b.seen)
+            .sum();
+        let kept: u64 = self.buckets.iter().map(|b| b.seen).sum::<u64>() - unkept;
+        let spread = if unkept > 0 && kept > 0 {
+            1.0 + unkept as f64 / kept as f64
+        } else {
+            1.0
+        };
+        let weights: Vec<f64> = self.buckets.iter().map(|b| b.weight() * spread).collect();
         let rows = self
             .slot
             .iter()
             .map(|&(b, _)| weights[b as usize])
             .collect();
         (self.rows, rows)
+    }
+
+    /// Buckets that were offered rows and kept none.
+    fn unkept(&self) -> usize {
+        self.buckets
+            .iter()
+            .filter(|b| b.members.is_empty() && b.seen > 0)
+            .count()
     }
 
     /// Check the bookkeeping: every row listed by exactly its own bucket, at its place,
@@ -226,6 +249,10 @@ pub struct Sampler {
     /// Length of a time bucket, in units of `Time` (seconds); `None`: one bucket.
     bucket: Option<f64>,
 }
+
+/// The shortest span a sample is stratified by: each span costs a little memory, so a
+/// history of years holds tens of thousands of them at most.
+pub const MIN_SPAN: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// What a sample stratified by time kept of one span of the history.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -388,6 +415,16 @@ impl Sampler {
             self.legit.shrink(room, &mut self.rng);
         }
         let spans = self.spans();
+        for (class, strata) in [("legitimate", &self.legit), ("fraud", &self.frauds)] {
+            let unkept = strata.unkept();
+            if unkept > 0 {
+                tracing::warn!(
+                    class,
+                    spans = unkept,
+                    "more spans than the budget holds rows: spans kept none of their rows (their rows are spread over the others' weights); use a longer sample_bucket or a larger budget"
+                );
+            }
+        }
         let (mut data, mut rows) = self.frauds.into_rows();
         let (legit, legit_rows) = self.legit.into_rows();
         data.append(legit);

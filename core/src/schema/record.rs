@@ -520,15 +520,6 @@ impl Dataset {
         }
     }
 
-    /// Give back the room of rows removed: every column's capacity down to its length.
-    pub fn shrink_to_fit(&mut self) {
-        self.ids.shrink_to_fit();
-        self.labels.shrink_to_fit();
-        for c in &mut self.columns {
-            c.shrink_to_fit();
-        }
-    }
-
     /// Append `other`'s rows (the same columns) after these, a column at a time, each of
     /// `other`'s freed once moved: at most one column more than the two datasets is held.
     ///

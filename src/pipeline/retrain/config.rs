@@ -82,7 +82,9 @@ pub struct RetrainConfig {
     /// the rest is shared by the others), so that a thin recent week, whose labels are
     /// still coming in, is not crowded out by the busy weeks before it. Each kept row
     /// then weighs what its own span's rows stand for in the threshold, the metrics and
-    /// the gate. Unset: one uniform sample of the whole history.
+    /// the gate. At least `1h` (each span costs a little memory, and a history of years
+    /// then has tens of thousands of spans at most). Unset: one uniform sample of the
+    /// whole history.
     #[serde(default, with = "humantime_serde::option")]
     pub sample_bucket: Option<Duration>,
     /// `time`: the most recent rows are the holdout; `stratified`: a random sample.
@@ -192,8 +194,11 @@ impl crate::validate::Validate for RetrainConfig {
                 "must be below max_rows and leave the gate min_gate_frauds frauds (max_frauds × test_fraction ≥ min_gate_frauds)",
             ));
         }
-        if self.sample_bucket.is_some_and(|b| b.is_zero()) {
-            return Err(Invalid::new("sample_bucket", "must be longer than 0"));
+        if self
+            .sample_bucket
+            .is_some_and(|b| b < crate::pipeline::sample::MIN_SPAN)
+        {
+            return Err(Invalid::new("sample_bucket", "must be at least 1h"));
         }
         if self.trees == 0 {
             return Err(Invalid::new("trees", "must be at least 1"));

@@ -33,10 +33,12 @@ fn recent_rows(cfg: &RetrainConfig, data: &Dataset, live: &Live) -> Vec<usize> {
 
 /// The rows of `rows` whose mix is the history's, when they are a sample whose row `i`
 /// stands for `weights.of(i)` rows: each row is kept with its weight's share of the
-/// heaviest (frauds, enriched by the sampling, are thinned to their share in the
-/// history; with a sample stratified by time, so are the rows of thin spans), so that
-/// drift is measured against the history's distribution, not the sample's. Every row
-/// when they weigh the same.
+/// heaviest legitimate row's (frauds, enriched by the sampling, are thinned to their
+/// share in the history; with a sample stratified by time, so are the legitimate rows
+/// of thin spans), so that drift is measured against the history's distribution, not the
+/// sample's. Frauds that weigh more than every legitimate row (a fraud cap sampled
+/// harder) are all kept, and no legitimate row is dropped for them. Every row when the
+/// legitimate rows weigh the same and no fraud weighs less.
 pub(super) fn history_mix(
     rows: &[usize],
     labels: &[u8],
@@ -44,7 +46,11 @@ pub(super) fn history_mix(
     seed: u64,
 ) -> Vec<usize> {
     let w = |i: usize| weights.of(i, labels[i]);
-    let top = rows.iter().map(|&i| w(i)).fold(0.0, f64::max);
+    let top = rows
+        .iter()
+        .filter(|&&i| labels[i] != 1)
+        .map(|&i| w(i))
+        .fold(0.0, f64::max);
     if top <= 0.0 || rows.iter().all(|&i| w(i) >= top) {
         return rows.to_vec();
     }

@@ -189,4 +189,30 @@ fn sampled_frauds_are_thinned_to_the_history_mix_for_drift() {
         evidence::history_mix(&rows, &labels, Weights::Class(UNWEIGHTED), 5),
         rows
     );
+    // Frauds sampled harder than legitimate rows (a fraud cap): every row stays.
+    assert_eq!(
+        evidence::history_mix(&rows, &labels, Weights::Class([1.0, 4.0]), 5),
+        rows
+    );
+    // Per-row weights: legitimate rows of a thin span (weight 1) are thinned against
+    // those of a busy one (weight 10), as frauds are.
+    let w: Vec<f64> = (0..2000)
+        .map(|i| {
+            if i % 2 == 0 {
+                1.0
+            } else if i < 1000 {
+                10.0
+            } else {
+                1.0
+            }
+        })
+        .collect();
+    let kept = evidence::history_mix(&rows, &labels, Weights::Rows(&w), 5);
+    let busy = kept.iter().filter(|&&i| i % 2 == 1 && i < 1000).count();
+    let thin = kept.iter().filter(|&&i| i % 2 == 1 && i >= 1000).count();
+    assert_eq!(busy, 500, "every row of the heaviest kind");
+    assert!(
+        (20..90).contains(&thin),
+        "a tenth of the thin span's: {thin}"
+    );
 }

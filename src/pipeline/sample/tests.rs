@@ -116,6 +116,31 @@ fn the_bookkeeping_holds_through_random_offers_and_shrinks() {
 }
 
 #[test]
+fn more_spans_than_the_budget_still_weigh_every_row() {
+    // 30 daily spans of 100 frauds each, at most 20 frauds kept: ten spans keep none.
+    let mut s = Sampler::new(Vec::new(), 1_000, Some(20), 12).stratified(Some(86_400.0));
+    for day in 0..30u32 {
+        let mut d = week_rows(0, 100, 1);
+        for t in &mut d.columns[TIME] {
+            *t = f64::from(day) * 86_400.0 + *t / WEEK * 86_400.0;
+        }
+        s.add(&d);
+    }
+    let sample = s.finish(1_000);
+    let empty = sample.spans.iter().filter(|s| s.frauds_kept == 0).count();
+    assert_eq!(empty, 10, "{:?}", sample.spans);
+    let rows = sample.row_weights.as_deref();
+    let total: f64 = (0..sample.data.len())
+        .filter(|&i| sample.data.labels[i] == Some(1))
+        .map(|i| rows.map_or(sample.weights.unwrap()[1], |r| r[i]))
+        .sum();
+    assert!(
+        (total - 3_000.0).abs() < 1e-6,
+        "the frauds stand for all 3,000: {total}"
+    );
+}
+
+#[test]
 fn weeks_read_out_of_order_get_the_same_shares() {
     let mut s = Sampler::new(Vec::new(), 3_300, None, 6).stratified(Some(WEEK));
     // The thin week first, then the busy ones interleaved in chunks.
