@@ -237,12 +237,8 @@ pub fn train_split(
         Some(r) => (Some(r.of(&oob_rows)), Some(r.of(&test_idx))),
         None => (None, None),
     };
-    let oob_weights = oob_w
-        .as_deref()
-        .map_or(Weights::Class(weights), Weights::Rows);
-    let test_weights = test_w
-        .as_deref()
-        .map_or(Weights::Class(weights), Weights::Rows);
+    let oob_weights = Weights::rows_or(oob_w.as_deref(), Some(weights));
+    let test_weights = Weights::rows_or(test_w.as_deref(), Some(weights));
     let oob_usable = oob_labels.contains(&1) && oob_labels.contains(&0);
     let (threshold, threshold_source) = match opts.threshold {
         ThresholdStrategy::Fixed(t) => (t, "fixed"),

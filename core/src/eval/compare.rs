@@ -120,9 +120,7 @@ pub fn ap_difference_weighted<'a>(
 ) -> Option<ApDifference> {
     assert!(a.len() == labels.len() && b.len() == labels.len());
     let class = class.into();
-    if let Weights::Rows(w) = class {
-        assert_eq!(w.len(), labels.len(), "one weight per row");
-    }
+    class.check(labels.len());
     let (ra, rb) = (Ranked::new(a), Ranked::new(b));
     let ones = vec![1u32; labels.len()];
     let ap_a = ra.average_precision(labels, &ones, class)?;

@@ -58,7 +58,7 @@ pub enum Weights<'a> {
     Rows(&'a [f64]),
 }
 
-impl Weights<'_> {
+impl<'a> Weights<'a> {
     /// The weight of row `i`, of class `label`.
     #[must_use]
     pub fn of(&self, i: usize, label: u8) -> f64 {
@@ -68,8 +68,14 @@ impl Weights<'_> {
         }
     }
 
+    /// Per-row weights when there are any, else the class weights (`None`: unweighted).
+    #[must_use]
+    pub fn rows_or(rows: Option<&'a [f64]>, class: Option<ClassWeights>) -> Self {
+        rows.map_or(Self::Class(class.unwrap_or(UNWEIGHTED)), Self::Rows)
+    }
+
     /// Check that per-row weights cover the `rows` scored.
-    fn check(&self, rows: usize) {
+    pub(crate) fn check(&self, rows: usize) {
         if let Self::Rows(w) = self {
             assert_eq!(w.len(), rows, "one weight per scored row");
         }

@@ -6,7 +6,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use crate::eval::{UNWEIGHTED, Weights, evaluate_weighted};
+use crate::eval::{Weights, evaluate_weighted};
 use crate::model::{DriftedVariable, Evidence, RetrainTrigger};
 use crate::monitor::{LiveDrift, Window};
 use crate::monitoring::MonitoringConfig;
@@ -77,9 +77,7 @@ pub(super) fn judge(
     let recent = data.select(&rows);
     let recent_labels: Vec<u8> = rows.iter().map(|&i| labels[i]).collect();
     let recent_w: Option<Vec<f64>> = row_weights.map(|w| rows.iter().map(|&i| w[i]).collect());
-    let weights = recent_w
-        .as_deref()
-        .map_or(Weights::Class(weights.unwrap_or(UNWEIGHTED)), Weights::Rows);
+    let weights = Weights::rows_or(recent_w.as_deref(), weights);
     let frauds = recent_labels.iter().filter(|&&l| l == 1).count();
     let scores = live.model.score_dataset(&recent)?;
     let mut evidence = Evidence {

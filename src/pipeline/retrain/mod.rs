@@ -36,7 +36,7 @@ use serde::Serialize;
 pub use config::{RetrainConfig, Trigger};
 pub use gate::gate;
 
-use crate::eval::{ApDifference, UNWEIGHTED, Weights, ap_difference_weighted, evaluate_weighted};
+use crate::eval::{ApDifference, Weights, ap_difference_weighted, evaluate_weighted};
 use crate::metric_names as names;
 use crate::model::RetrainTrigger;
 use crate::monitoring::MonitoringConfig;
@@ -354,9 +354,7 @@ pub async fn retrain_once(
                 Some((scores, threshold)) => {
                     // Weighted as the candidate's own metrics are, on a sampled history.
                     let rows = opts.row_weights.as_ref().map(|r| r.of(&outcome.test_rows));
-                    let class = rows
-                        .as_deref()
-                        .map_or(Weights::Class(weights.unwrap_or(UNWEIGHTED)), Weights::Rows);
+                    let class = Weights::rows_or(rows.as_deref(), weights);
                     let metrics =
                         evaluate_weighted(&scores, &outcome.test_labels, threshold, class);
                     let diff = ap_difference_weighted(

@@ -2,6 +2,7 @@
 
 use super::gate::*;
 use super::*;
+use crate::eval::UNWEIGHTED;
 use crate::pipeline::sample::Sampler;
 use crate::rng::Rng;
 use crate::schema::{Dataset, TIME};
