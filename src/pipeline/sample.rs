@@ -58,7 +58,18 @@ pub struct Strata {
     /// `(rows kept, bucket)` of every bucket: the fullest is the last.
     by_size: BTreeSet<(usize, u32)>,
     cap: usize,
+    /// Most buckets: rows of any further one go to the [`OVERFLOW`] bucket, so that
+    /// rows with scattered times (hostile or broken) cannot grow the bookkeeping with
+    /// the history.
+    max_buckets: usize,
 }
+
+/// Most spans a class is sampled by (11 years of 1-hour spans); rows of later spans are
+/// sampled together, in the span whose key is [`OVERFLOW`].
+pub const MAX_SPANS: usize = 100_000;
+
+/// The key of the span that takes the rows past [`MAX_SPANS`].
+pub const OVERFLOW: i64 = i64::MAX;
 
 impl Strata {
     /// No rows yet, at most `cap` of them, rows with the entity features `derived`.
@@ -70,6 +81,7 @@ impl Strata {
             index: BTreeMap::new(),
             by_size: BTreeSet::new(),
             cap,
+            max_buckets: MAX_SPANS,
         }
     }
 
@@ -90,6 +102,11 @@ impl Strata {
     }
 
     fn offer(&mut self, key: i64, tx: Transaction, rng: &mut Rng) {
+        let key = if self.index.len() >= self.max_buckets && !self.index.contains_key(&key) {
+            OVERFLOW
+        } else {
+            key
+        };
         let b = *self.index.entry(key).or_insert_with(|| {
             let b = self.buckets.len() as u32;
             self.buckets.push(Bucket {
@@ -416,6 +433,13 @@ impl Sampler {
         }
         let spans = self.spans();
         for (class, strata) in [("legitimate", &self.legit), ("fraud", &self.frauds)] {
+            if strata.index.contains_key(&OVERFLOW) {
+                tracing::warn!(
+                    class,
+                    max = strata.max_buckets,
+                    "rows fell in more spans than the most sampled apart: the rows of the later spans were sampled together (the span reported with the largest start); check the history's Time values or use a longer sample_bucket"
+                );
+            }
             let unkept = strata.unkept();
             if unkept > 0 {
                 tracing::warn!(

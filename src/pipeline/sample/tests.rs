@@ -141,6 +141,26 @@ fn more_spans_than_the_budget_still_weigh_every_row() {
 }
 
 #[test]
+fn scattered_times_do_not_grow_the_spans_past_the_limit() {
+    let mut rng = Rng::new(13);
+    let mut strata = Strata::new(Vec::new(), 100);
+    strata.max_buckets = 50;
+    let rows = week_rows(0, 5_000, 0);
+    // Every row in a span of its own, as rows with random times would be.
+    for i in 0..rows.len() {
+        strata.offer(i as i64 * 7_919, rows.row(i), &mut rng);
+    }
+    strata.check();
+    let sizes = strata.sizes();
+    assert_eq!(sizes.len(), 51, "50 spans and the overflow");
+    let overflow = sizes.last().unwrap();
+    assert_eq!((overflow.0, overflow.2), (OVERFLOW, 5_000 - 50));
+    // Every row is still weighed: the class adds up to the rows offered.
+    let (_, weights) = strata.into_rows();
+    assert!((weights.iter().sum::<f64>() - 5_000.0).abs() < 1e-6);
+}
+
+#[test]
 fn weeks_read_out_of_order_get_the_same_shares() {
     let mut s = Sampler::new(Vec::new(), 3_300, None, 6).stratified(Some(WEEK));
     // The thin week first, then the busy ones interleaved in chunks.
